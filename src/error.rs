@@ -1,0 +1,26 @@
+//! The crate-wide error type: every failure names the problem and the place.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+    #[error("{path}: {msg}")]
+    Model { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error(transparent)]
+    Sampling(#[from] crate::sampling::SamplingError),
+    #[error(transparent)]
+    Pull(#[from] crate::pull::PullError),
+    #[error(transparent)]
+    Compute(#[from] crate::ggml::ComputeError),
+    #[error("{0}")]
+    Context(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,213 @@
+//! RAII ggml contexts, tensor handles and graphs.
+//!
+//! Every context here is `no_alloc`: it holds tensor metadata only, and data
+//! lives in backend buffers (weights, KV cache) or in the scheduler's compute
+//! buffers (graph intermediates).
+use super::types::GgmlType;
+use ggml_sys as sys;
+use std::ffi::CString;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// An owned ggml context (tensor metadata arena).
+pub struct Context {
+    ptr: NonNull<sys::ggml_context>,
+}
+
+// SAFETY: a context is only used through `&mut`/`&` from one thread at a time;
+// ggml contexts carry no thread affinity.
+unsafe impl Send for Context {}
+
+impl Context {
+    /// A metadata-only context with room for `n_tensors` tensors and, if
+    /// `graph_nodes > 0`, one graph of that size.
+    pub fn new(n_tensors: usize, graph_nodes: usize) -> Context {
+        let mut size = n_tensors.max(1) * unsafe { sys::ggml_tensor_overhead() };
+        if graph_nodes > 0 {
+            size += unsafe { sys::ggml_graph_overhead_custom(graph_nodes, false) };
+        }
+        let params = sys::ggml_init_params { mem_size: size, mem_buffer: std::ptr::null_mut(), no_alloc: true };
+        // SAFETY: plain allocation; ggml returns NULL only when out of memory.
+        let ptr = unsafe { sys::ggml_init(params) };
+        Context { ptr: NonNull::new(ptr).expect("ggml_init: out of memory") }
+    }
+
+    pub(crate) fn raw(&self) -> *mut sys::ggml_context {
+        self.ptr.as_ptr()
+    }
+
+    /// A new tensor of the given type and shape (1 to 4 dims, ggml order).
+    pub fn new_tensor(&self, typ: GgmlType, ne: &[i64]) -> Tensor<'_> {
+        assert!((1..=4).contains(&ne.len()), "ggml tensors have 1 to 4 dims");
+        let c = self.raw();
+        // SAFETY: valid context with reserved space; shapes are non-negative.
+        let t = unsafe {
+            match *ne {
+                [a] => sys::ggml_new_tensor_1d(c, typ.0, a),
+                [a, b] => sys::ggml_new_tensor_2d(c, typ.0, a, b),
+                [a, b, d] => sys::ggml_new_tensor_3d(c, typ.0, a, b, d),
+                [a, b, d, e] => sys::ggml_new_tensor_4d(c, typ.0, a, b, d, e),
+                _ => unreachable!(),
+            }
+        };
+        Tensor::from_raw(t)
+    }
+
+    /// A new input tensor (flagged so the scheduler allocates it for upload).
+    pub fn new_input(&self, name: &str, typ: GgmlType, ne: &[i64]) -> Tensor<'_> {
+        let t = self.new_tensor(typ, ne);
+        t.set_name(name);
+        unsafe { sys::ggml_set_input(t.raw()) };
+        t
+    }
+
+    /// A graph with room for `nodes` nodes, allocated in this context.
+    pub fn new_graph(&self, nodes: usize) -> Graph<'_> {
+        // SAFETY: the context was sized with room for one graph of this size.
+        let g = unsafe { sys::ggml_new_graph_custom(self.raw(), nodes, false) };
+        Graph { ptr: NonNull::new(g).expect("graph does not fit in its context"), _ctx: PhantomData }
+    }
+
+    /// Iterate over the tensors of this context.
+    pub fn tensors(&self) -> impl Iterator<Item = Tensor<'_>> {
+        let ctx = self.raw();
+        let mut cur = unsafe { sys::ggml_get_first_tensor(ctx) };
+        std::iter::from_fn(move || {
+            let t = NonNull::new(cur)?;
+            cur = unsafe { sys::ggml_get_next_tensor(ctx, cur) };
+            Some(Tensor { ptr: t, _ctx: PhantomData })
+        })
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: we own the context; tensor handles borrow it and are gone.
+        unsafe { sys::ggml_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// A handle on a tensor that lives in a `Context` for `'a`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Tensor<'a> {
+    ptr: NonNull<sys::ggml_tensor>,
+    _ctx: PhantomData<&'a Context>,
+}
+
+// SAFETY: tensor metadata is plain data owned by its context.
+unsafe impl Send for Tensor<'_> {}
+unsafe impl Sync for Tensor<'_> {}
+
+impl<'a> Tensor<'a> {
+    pub(crate) fn from_raw(t: *mut sys::ggml_tensor) -> Tensor<'a> {
+        Tensor { ptr: NonNull::new(t).expect("ggml returned a null tensor"), _ctx: PhantomData }
+    }
+
+    pub(crate) fn raw(self) -> *mut sys::ggml_tensor {
+        self.ptr.as_ptr()
+    }
+
+    fn get(&self) -> &sys::ggml_tensor {
+        // SAFETY: the tensor lives as long as its context, which outlives 'a.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    pub fn ne(&self) -> [i64; 4] {
+        self.get().ne
+    }
+
+    pub fn nb(&self) -> [usize; 4] {
+        self.get().nb
+    }
+
+    pub fn typ(&self) -> GgmlType {
+        GgmlType(self.get().type_)
+    }
+
+    pub fn nbytes(&self) -> usize {
+        unsafe { sys::ggml_nbytes(self.raw()) }
+    }
+
+    pub fn nelements(&self) -> i64 {
+        unsafe { sys::ggml_nelements(self.raw()) }
+    }
+
+    pub fn set_name(&self, name: &str) {
+        let c = CString::new(name.replace('\0', "")).unwrap_or_default();
+        unsafe { sys::ggml_set_name(self.raw(), c.as_ptr()) };
+    }
+
+    pub fn name(&self) -> String {
+        let n = &self.get().name;
+        let bytes: Vec<u8> = n.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Flag as a graph output (kept alive by the allocator).
+    pub fn set_output(&self) {
+        unsafe { sys::ggml_set_output(self.raw()) }
+    }
+
+    /// Whether this tensor's data has been placed in a buffer.
+    pub fn is_allocated(&self) -> bool {
+        !self.get().data.is_null() || !self.get().buffer.is_null()
+    }
+
+    /// Copy host bytes into the tensor (its buffer must be allocated).
+    pub fn write_bytes(&self, bytes: &[u8], offset: usize) {
+        assert!(offset + bytes.len() <= self.nbytes(), "write past the end of tensor {}", self.name());
+        assert!(self.is_allocated(), "tensor {} has no buffer", self.name());
+        // SAFETY: bounds checked above; the tensor has a backend buffer.
+        unsafe { sys::ggml_backend_tensor_set(self.raw(), bytes.as_ptr().cast(), offset, bytes.len()) }
+    }
+
+    pub fn write_f32(&self, data: &[f32]) {
+        assert_eq!(self.typ(), GgmlType::F32);
+        self.write_bytes(as_bytes(data), 0)
+    }
+
+    pub fn write_i32(&self, data: &[i32]) {
+        assert_eq!(self.typ(), GgmlType::I32);
+        self.write_bytes(as_bytes(data), 0)
+    }
+
+    pub fn write_i64(&self, data: &[i64]) {
+        assert_eq!(self.typ(), GgmlType::I64);
+        self.write_bytes(as_bytes(data), 0)
+    }
+
+    /// Read `out.len()` f32 values starting at element `offset`.
+    pub fn read_f32(&self, out: &mut [f32], offset: usize) {
+        assert_eq!(self.typ(), GgmlType::F32);
+        let bytes = std::mem::size_of_val(out);
+        assert!(offset * 4 + bytes <= self.nbytes(), "read past the end of tensor {}", self.name());
+        // SAFETY: bounds checked; `out` is a valid writable slice.
+        unsafe { sys::ggml_backend_tensor_get(self.raw(), out.as_mut_ptr().cast(), offset * 4, bytes) }
+    }
+}
+
+fn as_bytes<T: Copy>(data: &[T]) -> &[u8] {
+    // SAFETY: plain-old-data numeric slices reinterpreted as bytes.
+    unsafe { std::slice::from_raw_parts(data.as_ptr().cast(), std::mem::size_of_val(data)) }
+}
+
+/// A computation graph, living in a `Context`.
+pub struct Graph<'a> {
+    ptr: NonNull<sys::ggml_cgraph>,
+    _ctx: PhantomData<&'a Context>,
+}
+
+impl<'a> Graph<'a> {
+    pub(crate) fn raw(&self) -> *mut sys::ggml_cgraph {
+        self.ptr.as_ptr()
+    }
+
+    /// Add `t` and everything it depends on.
+    pub fn expand(&mut self, t: Tensor<'_>) {
+        unsafe { sys::ggml_build_forward_expand(self.raw(), t.raw()) }
+    }
+
+    pub fn n_nodes(&self) -> usize {
+        unsafe { sys::ggml_graph_n_nodes(self.raw()) as usize }
+    }
+}

@@ -1,0 +1,28 @@
+//! The only place with `unsafe` ggml calls: RAII contexts, tensors, graphs,
+//! backends, buffers and the backend scheduler. No raw pointer leaves this module.
+//!
+//! The ggml libraries come from the pinned `llama-cpp-sys-2` build (see
+//! `ggml-sys`), which also provides llama.cpp's C API: `oracle` wraps it for
+//! tests and benchmarks only; the engine never calls it.
+
+mod backend;
+mod context;
+mod log;
+mod mmap;
+mod ops;
+pub mod oracle;
+mod sched;
+mod types;
+mod store;
+
+pub use backend::{Backend, Buffer, BufferType, CpuDevice, MappedRegion};
+pub use context::{Context, Graph, Tensor};
+pub use log::route_logs_to_tracing;
+pub use mmap::map_file_readonly;
+pub use ops::RopeParams;
+pub use sched::{ComputeError, Scheduler};
+pub use types::GgmlType;
+pub use store::{Placement, TensorId, WeightLoadError, TensorSpec, TensorStore};
+
+/// Sentinel used in attention masks for invisible cells.
+pub const NEG_INF: f32 = f32::NEG_INFINITY;

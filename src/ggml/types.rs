@@ -1,0 +1,98 @@
+//! ggml tensor types, checked: a type id read from a file becomes a `GgmlType`
+//! only if this ggml build knows it, so later size computations cannot abort.
+use ggml_sys as sys;
+use std::ffi::CStr;
+
+/// A ggml element type known to this build (F32, F16, Q4_0, Q4_K, ...).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct GgmlType(pub(crate) sys::ggml_type);
+
+impl GgmlType {
+    pub const F32: GgmlType = GgmlType(sys::GGML_TYPE_F32);
+    pub const F16: GgmlType = GgmlType(sys::GGML_TYPE_F16);
+    pub const Q8_0: GgmlType = GgmlType(sys::GGML_TYPE_Q8_0);
+    pub const I32: GgmlType = GgmlType(sys::GGML_TYPE_I32);
+    pub const I64: GgmlType = GgmlType(sys::GGML_TYPE_I64);
+
+    /// The type with this on-disk id, if ggml supports it (removed and
+    /// out-of-range ids give `None`).
+    pub fn from_id(id: u32) -> Option<GgmlType> {
+        if id >= sys::GGML_TYPE_COUNT as u32 {
+            return None;
+        }
+        let t = id as sys::ggml_type;
+        // SAFETY: `t` is below GGML_TYPE_COUNT; the traits table is static.
+        let size = unsafe { sys::ggml_type_size(t) };
+        let blck = unsafe { sys::ggml_blck_size(t) };
+        if size == 0 || blck <= 0 {
+            return None; // removed types (Q4_2, Q4_3, ...) have empty traits
+        }
+        Some(GgmlType(t))
+    }
+
+    /// Look a type up by its ggml name ("f16", "q8_0", ...), case-insensitive.
+    pub fn from_name(name: &str) -> Option<GgmlType> {
+        (0..sys::GGML_TYPE_COUNT as u32)
+            .filter_map(GgmlType::from_id)
+            .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    pub fn id(self) -> u32 {
+        self.0 as u32
+    }
+
+    pub fn name(self) -> &'static str {
+        // SAFETY: valid type id; ggml returns a static C string.
+        unsafe { CStr::from_ptr(sys::ggml_type_name(self.0)) }.to_str().unwrap_or("?")
+    }
+
+    /// Elements per block (1 for plain types, 32 or 256 for quantized ones).
+    pub fn block_size(self) -> u64 {
+        unsafe { sys::ggml_blck_size(self.0) as u64 }
+    }
+
+    /// Bytes per block.
+    pub fn type_size(self) -> u64 {
+        unsafe { sys::ggml_type_size(self.0) as u64 }
+    }
+
+    pub fn is_quantized(self) -> bool {
+        unsafe { sys::ggml_is_quantized(self.0) }
+    }
+
+    /// Bytes of one row of `n` elements, or `None` if `n` is not a multiple
+    /// of the block size or the size overflows.
+    pub fn row_bytes(self, n: u64) -> Option<u64> {
+        let b = self.block_size();
+        if n % b != 0 {
+            return None;
+        }
+        (n / b).checked_mul(self.type_size())
+    }
+
+    /// Check raw tensor data for this type (NaN/Inf in scales and values).
+    pub fn validate_data(self, data: &[u8]) -> bool {
+        // SAFETY: ggml reads exactly `data.len()` bytes from a valid slice.
+        unsafe { sys::ggml_validate_row_data(self.0, data.as_ptr().cast(), data.len()) }
+    }
+}
+
+impl std::fmt::Display for GgmlType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn known_and_unknown_ids() {
+        assert_eq!(GgmlType::from_id(0), Some(GgmlType::F32));
+        assert_eq!(GgmlType::from_id(4), None, "Q4_2 was removed");
+        assert_eq!(GgmlType::from_id(10_000), None);
+        assert_eq!(GgmlType::from_name("q8_0"), Some(GgmlType::Q8_0));
+        assert_eq!(GgmlType::Q8_0.row_bytes(64), Some(68));
+        assert_eq!(GgmlType::Q8_0.row_bytes(63), None);
+    }
+}

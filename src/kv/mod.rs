@@ -1,0 +1,8 @@
+//! The KV cache: cells (pure data), per-layer tensors, and masks built from
+//! liveness and positions.
+pub mod cache;
+pub mod cells;
+pub mod mask;
+
+pub use cache::KvCache;
+pub use cells::{Cells, Pos};

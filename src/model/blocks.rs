@@ -1,0 +1,102 @@
+//! Graph building blocks shared by the architectures: norms, rotary
+//! embeddings, attention over the KV cache, feed-forward networks.
+use crate::ggml::{Context, Graph, RopeParams, Tensor};
+
+/// The per-step inputs attention needs.
+pub struct AttnInputs<'c> {
+    /// Cell index of each new token (I64), where its K row is written.
+    pub k_idxs: Tensor<'c>,
+    /// Element-wise destination of each new token's V values (I64), for the
+    /// transposed V layout.
+    pub v_idxs: Tensor<'c>,
+    /// [n_kv, n_tokens] mask: 0 visible, -inf hidden.
+    pub mask: Tensor<'c>,
+    /// Number of cells attended (a prefix of the cache).
+    pub n_kv: i64,
+}
+
+/// Shapes of one attention layer.
+#[derive(Clone, Copy)]
+pub struct AttnShape {
+    pub head_dim: i64,
+    pub n_head: i64,
+    pub n_head_kv: i64,
+    pub kv_size: i64,
+    pub scale: f32,
+}
+
+/// x * w after RMS normalisation.
+pub fn rms_norm<'c>(ctx: &'c Context, x: Tensor<'c>, w: Tensor<'c>, eps: f32) -> Tensor<'c> {
+    ctx.mul(ctx.rms_norm(x, eps), w)
+}
+
+/// w·x (+ b).
+pub fn linear<'c>(ctx: &'c Context, w: Tensor<'c>, x: Tensor<'c>, b: Option<Tensor<'c>>) -> Tensor<'c> {
+    let y = ctx.mul_mat(w, x);
+    match b {
+        Some(b) => ctx.add(y, b),
+        None => y,
+    }
+}
+
+/// down( silu(gate·x) * up·x ), the SwiGLU feed-forward.
+pub fn ffn_swiglu<'c>(ctx: &'c Context, x: Tensor<'c>, gate: Tensor<'c>, up: Tensor<'c>, down: Tensor<'c>) -> Tensor<'c> {
+    let u = ctx.mul_mat(up, x);
+    let g = ctx.mul_mat(gate, x);
+    ctx.mul_mat(down, ctx.swiglu_split(g, u))
+}
+
+/// Rotate q or k ([head_dim, n_head, n_tokens]) at positions `pos`.
+pub fn rope<'c>(ctx: &'c Context, x: Tensor<'c>, pos: Tensor<'c>, p: &RopeParams) -> Tensor<'c> {
+    ctx.rope(x, pos, None, p)
+}
+
+/// Store this step's K and V in the cache, then attend from q over the
+/// first `n_kv` cells. q: [head_dim, n_head, n_tokens]; k, v: [head_dim,
+/// n_head_kv, n_tokens]. Returns [head_dim * n_head, n_tokens].
+#[allow(clippy::too_many_arguments)]
+pub fn attention<'c>(
+    ctx: &'c Context, gf: &mut Graph<'c>, q: Tensor<'c>, k: Tensor<'c>, v: Tensor<'c>, k_cache: Tensor<'c>,
+    v_cache: Tensor<'c>, inp: &AttnInputs<'c>, s: AttnShape,
+) -> Tensor<'c> {
+    let n_tokens = q.ne()[2];
+    let n_embd_kv = s.head_dim * s.n_head_kv;
+    gf.expand(q);
+    gf.expand(v);
+    gf.expand(k);
+
+    // K rows go to their cells.
+    let k2 = ctx.view(k, &[n_embd_kv, n_tokens], &[k.nb()[2]], 0);
+    gf.expand(ctx.set_rows(k_cache, k2, inp.k_idxs));
+    // V is transposed in the cache: scatter element by element.
+    let contiguous = v.nb()[2] == v.typ().row_bytes(n_embd_kv as u64).unwrap_or(0) as usize;
+    let v2 = if contiguous { ctx.reshape(v, &[n_embd_kv, n_tokens]) } else { ctx.cont_2d(v, n_embd_kv, n_tokens) };
+    let v2 = ctx.reshape(v2, &[1, n_embd_kv * n_tokens]);
+    let v_all = ctx.reshape(v_cache, &[1, v_cache.nelements()]);
+    gf.expand(ctx.set_rows(v_all, v2, inp.v_idxs));
+
+    let kt = k_cache.typ();
+    let vt = v_cache.typ();
+    let row = |t: crate::ggml::GgmlType, n: i64| t.row_bytes(n as u64).expect("cache row") as usize;
+    let kview = ctx.view(
+        k_cache,
+        &[s.head_dim, s.n_head_kv, inp.n_kv, 1],
+        &[row(kt, s.head_dim), row(kt, n_embd_kv), row(kt, n_embd_kv * s.kv_size)],
+        0,
+    );
+    let vview = ctx.view(
+        v_cache,
+        &[inp.n_kv, s.n_head_kv, s.head_dim, 1],
+        &[row(vt, s.kv_size * s.head_dim), row(vt, s.kv_size), row(vt, s.kv_size * n_embd_kv)],
+        0,
+    );
+    let q = ctx.permute(q, [0, 2, 1, 3]);
+    let kp = ctx.permute(kview, [0, 2, 1, 3]);
+    let vp = ctx.permute(vview, [0, 2, 1, 3]);
+    let kq = ctx.mul_mat(kp, q);
+    ctx.set_prec_f32(kq);
+    let kq = ctx.soft_max_ext(kq, Some(inp.mask), s.scale);
+    let kqv = ctx.mul_mat(vp, kq);
+    let cur = ctx.permute(kqv, [0, 2, 1, 3]);
+    ctx.cont_2d(cur, s.head_dim * s.n_head, n_tokens)
+}

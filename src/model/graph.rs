@@ -1,0 +1,100 @@
+//! One micro-batch's graph: its context, inputs, and access to the model's
+//! weights and the KV cache, handed to an architecture recipe.
+use super::blocks::AttnInputs;
+use super::hparams::HParams;
+use super::Model;
+use crate::ggml::{Context, GgmlType, Graph, RopeParams, Tensor};
+use crate::kv::KvCache;
+
+/// Input tensors of a step (filled after allocation).
+pub struct StepInputs<'c> {
+    pub tokens: Tensor<'c>,
+    pub pos: Tensor<'c>,
+    pub k_idxs: Tensor<'c>,
+    pub v_idxs: Tensor<'c>,
+    pub mask: Tensor<'c>,
+    /// Rows whose logits are computed, when fewer than all tokens.
+    pub out_ids: Option<Tensor<'c>>,
+}
+
+pub struct StepGraph<'c> {
+    pub ctx: &'c Context,
+    pub graph: Graph<'c>,
+    pub inputs: StepInputs<'c>,
+    model: &'c Model,
+    kv: &'c KvCache,
+    n_tokens: i64,
+    n_kv: i64,
+}
+
+impl<'c> StepGraph<'c> {
+    /// Create the inputs for `n_tokens` new tokens attending over `n_kv`
+    /// cells, with `n_outputs` logits rows.
+    pub fn new(ctx: &'c Context, model: &'c Model, kv: &'c KvCache, n_tokens: usize, n_kv: usize, n_outputs: usize) -> Self {
+        let nt = n_tokens as i64;
+        let n_embd_v = kv.n_embd_v as i64;
+        let inputs = StepInputs {
+            tokens: ctx.new_input("inp_tokens", GgmlType::I32, &[nt]),
+            pos: ctx.new_input("inp_pos", GgmlType::I32, &[nt]),
+            k_idxs: ctx.new_input("inp_k_idxs", GgmlType::I64, &[nt]),
+            v_idxs: ctx.new_input("inp_v_idxs", GgmlType::I64, &[nt * n_embd_v]),
+            mask: ctx.new_input("inp_kq_mask", GgmlType::F32, &[n_kv as i64, nt]),
+            out_ids: (n_outputs < n_tokens).then(|| ctx.new_input("inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
+        };
+        let graph = ctx.new_graph(model.graph_size());
+        StepGraph { ctx, graph, inputs, model, kv, n_tokens: nt, n_kv: n_kv as i64 }
+    }
+
+    pub fn hparams(&self) -> &'c HParams {
+        &self.model.hparams
+    }
+
+    pub fn n_tokens(&self) -> i64 {
+        self.n_tokens
+    }
+
+    pub fn kv_size(&self) -> i64 {
+        self.kv.size() as i64
+    }
+
+    /// A required weight (the loader checked it exists).
+    pub fn w(&self, name: &str) -> Tensor<'c> {
+        self.w_opt(name).unwrap_or_else(|| panic!("weight {name} missing after validation"))
+    }
+
+    pub fn w_opt(&self, name: &str) -> Option<Tensor<'c>> {
+        self.model.weights.id(name).map(|id| self.model.weights.get(id))
+    }
+
+    pub fn kv_layer(&self, il: usize) -> (Tensor<'c>, Tensor<'c>) {
+        let s = self.kv.store();
+        (s.get(self.kv.k(il)), s.get(self.kv.v(il)))
+    }
+
+    pub fn attn_inputs(&self) -> AttnInputs<'c> {
+        AttnInputs { k_idxs: self.inputs.k_idxs, v_idxs: self.inputs.v_idxs, mask: self.inputs.mask, n_kv: self.n_kv }
+    }
+
+    pub fn rope_params(&self) -> RopeParams {
+        let hp = self.hparams();
+        RopeParams {
+            n_dims: hp.n_rot as i32,
+            mode: hp.rope_kind as i32,
+            n_ctx_orig: hp.n_ctx_train as i32,
+            freq_base: hp.rope_base,
+            freq_scale: hp.rope_scale,
+            ext_factor: 0.0,
+            attn_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+        }
+    }
+
+    /// In the last layer, keep only the rows whose logits are wanted.
+    pub fn select_outputs(&self, a: Tensor<'c>, b: Tensor<'c>) -> (Tensor<'c>, Tensor<'c>) {
+        match self.inputs.out_ids {
+            Some(ids) => (self.ctx.get_rows(a, ids), self.ctx.get_rows(b, ids)),
+            None => (a, b),
+        }
+    }
+}

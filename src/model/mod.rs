@@ -1,0 +1,180 @@
+//! Models: hyper-parameters, weights placed in ggml buffers, the tokenizer,
+//! and per-architecture graph recipes built from shared blocks.
+pub mod arch;
+pub mod blocks;
+pub mod graph;
+pub mod hparams;
+pub mod plan;
+
+pub use arch::Arch;
+pub use hparams::HParams;
+
+use crate::error::{Error, Result};
+use crate::ggml::{CpuDevice, Placement, TensorSpec, TensorStore};
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::tokenizer::{Tokenizer, VocabSpec};
+use plan::Usage;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// How to load a model.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Read tensors into memory instead of mapping the file.
+    pub no_mmap: bool,
+    /// Use ggml-cpu's repacked/AMX weight layouts where they apply (as llama.cpp does).
+    pub extra_buffers: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { no_mmap: false, extra_buffers: true }
+    }
+}
+
+/// Facts about a loaded model, for `decache info` and the bench table.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub name: Option<String>,
+    pub file_size: u64,
+    pub n_params: u64,
+    /// Tensor count per ggml type name.
+    pub quant_types: BTreeMap<String, usize>,
+    /// `general.file_type` as llama.cpp names it (e.g. "Q4_1"), when known.
+    pub file_type: Option<String>,
+    /// Weight bytes per buffer kind (mmap, CPU, CPU_REPACK, AMX, ...).
+    pub buffers: Vec<(String, usize)>,
+}
+
+pub struct Model {
+    pub arch: Arch,
+    pub hparams: HParams,
+    pub tokenizer: Tokenizer,
+    pub info: ModelInfo,
+    pub(crate) weights: TensorStore,
+    graph_size: usize,
+}
+
+impl Model {
+    /// Open, validate and load a GGUF model.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model> {
+        Self::load_with_progress(path, opts, &mut |_, _| {})
+    }
+
+    pub fn load_with_progress(path: &Path, opts: &LoadOptions, on_progress: &mut dyn FnMut(usize, usize)) -> Result<Model> {
+        let file = GgufFile::open(path, opts.no_mmap)?;
+        let model_err = |msg: String| Error::Model { path: path.to_path_buf(), msg };
+        let arch_name = file.architecture()?;
+        let arch = Arch::from_name(arch_name).ok_or_else(|| {
+            model_err(format!("unsupported architecture '{arch_name}' (supported: {})", Arch::SUPPORTED.join(", ")))
+        })?;
+        let hparams = HParams::from_gguf(&file, arch.rope_kind())?;
+        let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(&file)?)?;
+        if tokenizer.n_vocab() != hparams.n_vocab as usize {
+            return Err(model_err(format!(
+                "the vocabulary has {} tokens but {}.vocab_size says {}",
+                tokenizer.n_vocab(), arch_name, hparams.n_vocab
+            )));
+        }
+
+        let specs = plan_weights(&file, arch, &hparams, opts).map_err(model_err)?;
+        let weights = TensorStore::load(
+            &specs,
+            file.mapping(),
+            |s| file.tensor_bytes(file.tensor(&s.name).expect("planned tensor exists")),
+            on_progress,
+        )
+        .map_err(|e| model_err(format!("loading weights: {e}")))?;
+
+        let mut quant_types = BTreeMap::new();
+        for t in &file.tensors {
+            *quant_types.entry(t.typ.name().to_string()).or_insert(0) += 1;
+        }
+        let info = ModelInfo {
+            path: path.to_path_buf(),
+            name: file.get_str("general.name").ok().flatten().map(str::to_string),
+            file_size: file.file_size,
+            n_params: file.n_params(),
+            quant_types,
+            file_type: file.get_u32("general.file_type").ok().flatten().map(file_type_name),
+            buffers: weights.buffer_sizes().to_vec(),
+        };
+        let graph_size = (8 * specs.len()).max(2048);
+        Ok(Model { arch, hparams, tokenizer, info, weights, graph_size })
+    }
+
+    /// Nodes reserved per step graph (llama.cpp's rule of thumb).
+    pub fn graph_size(&self) -> usize {
+        self.graph_size
+    }
+}
+
+/// Check every tensor against the architecture's plan (presence, exact
+/// shape, no leftovers) and choose where each one's data goes.
+fn plan_weights(file: &GgufFile, arch: Arch, hp: &HParams, opts: &LoadOptions) -> Result<Vec<TensorSpec>, String> {
+    let reqs = arch.tensors(hp);
+    let cpu = CpuDevice::get();
+    let extra = if opts.extra_buffers { cpu.extra_buffer_types() } else { Vec::new() };
+    let mut specs = Vec::with_capacity(reqs.len());
+    let mut used = HashSet::new();
+    for r in &reqs {
+        let Some(t) = file.tensor(&r.name) else {
+            if r.required {
+                return Err(format!("tensor '{}' is missing (required by the {} architecture)", r.name, arch.name()));
+            }
+            continue;
+        };
+        check_shape(t, &r.ne)?;
+        used.insert(r.name.as_str());
+        let ne = t.ne;
+        let upload_to = (r.usage == Usage::MulMat)
+            .then(|| extra.iter().copied().find(|b| cpu.supports_mul_mat_weight(t.typ, ne, *b)))
+            .flatten();
+        let placement = match upload_to {
+            Some(b) => Placement::Upload(b),
+            None if file.is_mapped() => Placement::Mapped,
+            None => Placement::Upload(cpu.buffer_type()),
+        };
+        specs.push(TensorSpec {
+            name: t.name.clone(),
+            typ: t.typ,
+            ne,
+            n_dims: t.n_dims as usize,
+            file_offset: t.offset,
+            placement,
+        });
+    }
+    let unused: Vec<&str> = file.tensors.iter().map(|t| t.name.as_str()).filter(|n| !used.contains(n)).collect();
+    if !unused.is_empty() {
+        let shown: Vec<&str> = unused.iter().take(5).copied().collect();
+        return Err(format!(
+            "{} tensor(s) not used by the {} architecture (e.g. {}): the file does not match what this architecture expects",
+            unused.len(), arch.name(), shown.join(", ")
+        ));
+    }
+    Ok(specs)
+}
+
+fn check_shape(t: &TensorInfo, want: &[i64]) -> Result<(), String> {
+    let mut w = [1i64; 4];
+    w[..want.len()].copy_from_slice(want);
+    if t.ne != w {
+        return Err(format!("tensor '{}' has shape {:?}, expected {:?}", t.name, t.shape(), want));
+    }
+    Ok(())
+}
+
+/// llama.cpp's names for `general.file_type` (the dominant quantization).
+fn file_type_name(ft: u32) -> String {
+    let n = match ft {
+        0 => "F32", 1 => "F16", 2 => "Q4_0", 3 => "Q4_1", 7 => "Q8_0", 8 => "Q5_0", 9 => "Q5_1",
+        10 => "Q2_K", 11 => "Q3_K_S", 12 => "Q3_K_M", 13 => "Q3_K_L", 14 => "Q4_K_S", 15 => "Q4_K_M",
+        16 => "Q5_K_S", 17 => "Q5_K_M", 18 => "Q6_K", 19 => "IQ2_XXS", 20 => "IQ2_XS", 21 => "Q2_K_S",
+        22 => "IQ3_XS", 23 => "IQ3_XXS", 24 => "IQ1_S", 25 => "IQ4_NL", 26 => "IQ3_S", 27 => "IQ3_M",
+        28 => "IQ2_S", 29 => "IQ2_M", 30 => "IQ4_XS", 31 => "IQ1_M", 32 => "BF16", 36 => "TQ1_0",
+        37 => "TQ2_0", 38 => "MXFP4",
+        _ => return format!("type {ft}"),
+    };
+    n.to_string()
+}

@@ -1,0 +1,33 @@
+//! What an architecture expects from a file: tensor names, exact shapes, and
+//! the op that consumes each (which decides where its data is placed).
+
+/// The op a weight feeds; matmul weights may go to repacked buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usage {
+    MulMat,
+    GetRows,
+    Elementwise,
+}
+
+#[derive(Clone, Debug)]
+pub struct TensorReq {
+    pub name: String,
+    pub ne: Vec<i64>,
+    pub required: bool,
+    pub usage: Usage,
+}
+
+impl TensorReq {
+    pub fn req(name: impl Into<String>, ne: &[i64], usage: Usage) -> TensorReq {
+        TensorReq { name: name.into(), ne: ne.to_vec(), required: true, usage }
+    }
+
+    pub fn opt(name: impl Into<String>, ne: &[i64], usage: Usage) -> TensorReq {
+        TensorReq { name: name.into(), ne: ne.to_vec(), required: false, usage }
+    }
+}
+
+/// Per-layer tensor name, `blk.{il}.{suffix}`.
+pub fn blk(il: usize, suffix: &str) -> String {
+    format!("blk.{il}.{suffix}")
+}

@@ -1,0 +1,223 @@
+//! `Session`: prefill and decode over the KV cache. The CLI, the server and
+//! the agent all drive this one loop.
+mod config;
+mod generate;
+
+pub use config::{default_threads, SessionConfig};
+pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};
+
+use crate::error::{Error, Result};
+use crate::ggml::{Backend, Context, GgmlType, Scheduler};
+use crate::kv::{mask::build_mask, KvCache, Pos};
+use crate::model::graph::StepGraph;
+use crate::model::Model;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Attention spans the live range rounded up to this many cells, so graph
+/// shapes stay stable across steps (llama.cpp pads the same way).
+const N_KV_PAD: usize = 256;
+
+/// Time and token counters (llama.cpp's perf counters).
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub prompt_tokens: usize,
+    pub prompt_time: Duration,
+    pub gen_tokens: usize,
+    pub gen_time: Duration,
+}
+
+pub struct Session {
+    model: Arc<Model>,
+    cfg: SessionConfig,
+    kv: KvCache,
+    sched: Scheduler,
+    backend: Backend,
+    next_pos: Pos,
+    mask: Vec<f32>,
+    pub timings: Timings,
+}
+
+impl Session {
+    pub fn new(model: Arc<Model>, mut cfg: SessionConfig) -> Result<Session> {
+        let hp = &model.hparams;
+        if cfg.n_ctx == 0 {
+            cfg.n_ctx = (hp.n_ctx_train as usize).min(4096);
+        }
+        if cfg.n_ctx > (1 << 24) {
+            return Err(Error::InvalidArgument(format!("context size {} is too large (at most {})", cfg.n_ctx, 1 << 24)));
+        }
+        cfg.n_batch = cfg.n_batch.max(1);
+        cfg.n_ubatch = cfg.n_ubatch.clamp(1, cfg.n_batch);
+        for (flag, t) in [("-ctk", cfg.type_k), ("-ctv", cfg.type_v)] {
+            if t != GgmlType::F16 && t != GgmlType::F32 && t != GgmlType::Q8_0 {
+                return Err(Error::InvalidArgument(format!("{flag} {t}: supported cache types are f16, f32, q8_0")));
+            }
+        }
+        let backend = Backend::cpu(cfg.n_threads);
+        let kv_elems = hp.n_embd_k_gqa() as usize;
+        if cfg.type_k.row_bytes(kv_elems as u64).is_none() || cfg.type_v.row_bytes(kv_elems as u64).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "cache type {} needs rows that are a multiple of {} elements (this model has {kv_elems})",
+                cfg.type_k, cfg.type_k.block_size()
+            )));
+        }
+        let kv = KvCache::new(cfg.n_ctx, hp.n_layer as usize, kv_elems, kv_elems, cfg.type_k, cfg.type_v, backend.buffer_type())
+            .ok_or_else(|| Error::Context(format!("could not allocate a KV cache of {} cells (out of memory?)", cfg.n_ctx)))?;
+        let sched = Scheduler::new(&[&backend], model.graph_size());
+        let mut s = Session { model, cfg, kv, sched, backend, next_pos: 0, mask: Vec::new(), timings: Timings::default() };
+        s.reserve()?;
+        Ok(s)
+    }
+
+    /// Reserve compute memory for the largest step (a full micro-batch over the whole cache).
+    fn reserve(&mut self) -> Result<()> {
+        let n = self.cfg.n_ubatch.min(self.kv.size());
+        let ctx = Context::new(self.model.graph_size(), self.model.graph_size());
+        let mut g = StepGraph::new(&ctx, &self.model, &self.kv, n, self.kv.size(), n);
+        let logits = self.model.arch.build(&mut g);
+        g.graph.expand(logits);
+        self.sched.reserve(&g.graph)?;
+        Ok(())
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.kv.size()
+    }
+
+    /// Cells holding live tokens.
+    pub fn n_live(&self) -> usize {
+        self.kv.cells.n_live()
+    }
+
+    /// The position the next token will take.
+    pub fn next_pos(&self) -> Pos {
+        self.next_pos
+    }
+
+    pub fn backend_name(&self) -> String {
+        self.backend.name()
+    }
+
+    /// Forget everything (empty cache, positions restart at 0).
+    pub fn clear(&mut self) {
+        self.kv.cells.clear();
+        self.next_pos = 0;
+    }
+
+    /// Append `tokens` at the next positions. Returns the logits of the last
+    /// token, or of every token when `all_logits` (rows of n_vocab).
+    pub fn eval(&mut self, tokens: &[u32], all_logits: bool) -> Result<Vec<f32>> {
+        let n = i32::try_from(tokens.len()).ok().and_then(|n| self.next_pos.checked_add(n));
+        let end = n.ok_or_else(|| Error::Context("token positions would overflow 32 bits".into()))?;
+        let positions: Vec<Pos> = (self.next_pos..end).collect();
+        let out = self.eval_at(tokens, &positions, all_logits)?;
+        Ok(out)
+    }
+
+    /// Evaluate `tokens` at explicit `positions` (each later than every
+    /// position already cached for causal order to hold).
+    pub fn eval_at(&mut self, tokens: &[u32], positions: &[Pos], all_logits: bool) -> Result<Vec<f32>> {
+        if tokens.len() != positions.len() {
+            return Err(Error::InvalidArgument("tokens and positions differ in length".into()));
+        }
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n_vocab = self.model.hparams.n_vocab as usize;
+        if let Some((i, &t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= n_vocab) {
+            return Err(Error::InvalidArgument(format!("token {i} has id {t}, outside the vocabulary (0..{n_vocab})")));
+        }
+        if tokens.len() > self.kv.cells.n_free() {
+            return Err(Error::Context(format!(
+                "the context is full: {} of {} cells are live and {} more tokens do not fit (raise -c)",
+                self.kv.cells.n_live(), self.kv.size(), tokens.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(if all_logits { tokens.len() * n_vocab } else { n_vocab });
+        let step = self.cfg.n_ubatch;
+        let n_chunks = tokens.len().div_ceil(step);
+        for (ci, (toks, poss)) in tokens.chunks(step).zip(positions.chunks(step)).enumerate() {
+            let last = ci + 1 == n_chunks;
+            let outputs: Vec<usize> = if all_logits { (0..toks.len()).collect() } else if last { vec![toks.len() - 1] } else { vec![] };
+            let logits = self.step(toks, poss, &outputs)?;
+            out.extend_from_slice(&logits);
+        }
+        if let Some(&p) = positions.iter().max() {
+            self.next_pos = self.next_pos.max(p.saturating_add(1));
+        }
+        Ok(out)
+    }
+
+    /// Run one micro-batch: place the tokens in free cells, build and run
+    /// the graph, return the logits of the rows in `outputs`.
+    fn step(&mut self, tokens: &[u32], positions: &[Pos], outputs: &[usize]) -> Result<Vec<f32>> {
+        let cells = self.kv.cells.find_free(tokens.len()).ok_or_else(|| Error::Context("the context is full".into()))?;
+        for ((&c, &t), &p) in cells.iter().zip(tokens).zip(positions) {
+            self.kv.cells.fill(c, t, p);
+        }
+        let res = self.compute(tokens, positions, &cells, outputs);
+        if res.is_err() {
+            for &c in &cells {
+                self.kv.cells.remove(c);
+            }
+        }
+        res
+    }
+
+    fn compute(&mut self, tokens: &[u32], positions: &[Pos], cells: &[usize], outputs: &[usize]) -> Result<Vec<f32>> {
+        let n_kv = self.kv.cells.n_kv(N_KV_PAD);
+        let n_outputs = outputs.len().max(1);
+        let ctx = Context::new(self.model.graph_size(), self.model.graph_size());
+        let mut g = StepGraph::new(&ctx, &self.model, &self.kv, tokens.len(), n_kv, n_outputs);
+        let logits = self.model.arch.build(&mut g);
+        logits.set_output();
+        g.graph.expand(logits);
+        self.sched.alloc(&g.graph)?;
+
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        g.inputs.tokens.write_i32(&ids);
+        g.inputs.pos.write_i32(positions);
+        let k_idxs: Vec<i64> = cells.iter().map(|&c| c as i64).collect();
+        g.inputs.k_idxs.write_i64(&k_idxs);
+        let size = self.kv.size() as i64;
+        let n_embd_v = self.kv.n_embd_v as i64;
+        let mut v_idxs = Vec::with_capacity(cells.len() * n_embd_v as usize);
+        for &c in cells {
+            v_idxs.extend((0..n_embd_v).map(|j| j * size + c as i64));
+        }
+        g.inputs.v_idxs.write_i64(&v_idxs);
+        build_mask(&self.kv.cells, n_kv, positions, &mut self.mask);
+        g.inputs.mask.write_f32(&self.mask);
+        if let Some(out_ids) = g.inputs.out_ids {
+            let rows: Vec<i32> = if outputs.is_empty() { vec![tokens.len() as i32 - 1] } else { outputs.iter().map(|&r| r as i32).collect() };
+            out_ids.write_i32(&rows);
+        }
+
+        let t0 = Instant::now();
+        self.sched.compute(&g.graph)?;
+        let dt = t0.elapsed();
+        if tokens.len() > 1 {
+            self.timings.prompt_tokens += tokens.len();
+            self.timings.prompt_time += dt;
+        } else {
+            self.timings.gen_tokens += 1;
+            self.timings.gen_time += dt;
+        }
+        if outputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n_vocab = self.model.hparams.n_vocab as usize;
+        let mut out = vec![0f32; n_vocab * outputs.len()];
+        logits.read_f32(&mut out, 0);
+        Ok(out)
+    }
+}

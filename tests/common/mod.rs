@@ -1,0 +1,39 @@
+//! Shared helpers for integration tests that use the real models (fetched by
+//! `make models` into the decache cache directory).
+#![allow(dead_code)]
+use std::path::PathBuf;
+
+/// Path of the default model; fails the test with a clear message if absent.
+pub fn smollm2() -> PathBuf {
+    let p = decache::pull::default_model_path();
+    assert!(p.exists(), "{} is missing: run `make models` first", p.display());
+    p
+}
+
+/// Index of the largest value (first on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Prompts for logits parity: prose, code, several scripts, chat markup.
+pub const PROMPTS: &[&str] = &[
+    "The capital of France is",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+    "Once upon a time, in a small village by the sea, there lived an old fisherman who",
+    "<|im_start|>user\nWhat is 17 times 23?<|im_end|>\n<|im_start|>assistant\n",
+    "Les chats sont des animaux domestiques qui",
+    "東京は日本の首都で、人口は",
+    "   leading spaces,\ttabs\tand\n\nblank lines   ",
+    "fn main() { let v: Vec<u32> = (0..10).map(|x| x * x).collect(); println!(\"{:?}\", v); }",
+    "Emoji 🦀🚀 and numbers 3.14159 2718281828 mixed in a sentence",
+];
