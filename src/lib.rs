@@ -2,6 +2,7 @@
 //! stale context in place. The library returns data and events; only the
 //! `decache` binary (src/cli) prints.
 
+pub mod bench;
 pub mod error;
 pub mod ggml;
 pub mod gguf;

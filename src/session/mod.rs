@@ -2,6 +2,7 @@
 //! the agent all drive this one loop.
 mod config;
 mod generate;
+pub mod perplexity;
 
 pub use config::{default_threads, SessionConfig};
 pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};

@@ -1,0 +1,46 @@
+# decache — build, fetch models, run, test, bench.
+#   make run    set everything up on a fresh Debian machine and answer a prompt
+#   make test   the test suite (the README's test command; .ci/run calls it)
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/release/decache
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PROMPT ?= Explain in two sentences why the sky is blue.
+
+.PHONY: all deps build models run test bench perplexity clean
+
+all: build
+
+# Build dependencies of ggml (compiled from source by llama-cpp-sys-2) and of
+# bindgen: cmake, a C/C++ compiler and libclang. Installed only when missing.
+deps:
+	@missing=""; \
+	command -v cmake >/dev/null 2>&1 || missing="$$missing cmake"; \
+	command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	dpkg -s libclang-dev >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build --release
+
+# Both real models (SmolLM2-135M-Instruct, gemma-3-270m) into the cache dir.
+models: build
+	DECACHE_BIN=$(BIN) bash scripts/fetch-models.sh
+
+run: build
+	$(BIN) run -p "$(PROMPT)" -n 128
+
+test: models
+	$(CARGO) test --release -- --test-threads=1
+
+bench: build
+	$(BIN) bench --llama -t 2 -r 5
+
+perplexity: models
+	$(BIN) perplexity -f prompts/perplexity.txt -c 512 -t 2
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,124 @@
+//! Flag groups shared by several commands, spelled as llama.cpp spells them.
+use clap::Args;
+use decache::ggml::GgmlType;
+use decache::model::LoadOptions;
+use decache::sampling::SamplingParams;
+use decache::session::{default_threads, SessionConfig};
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a .gguf path, a known name (smollm2, gemma3-270m) or an https URL. Default: SmolLM2-135M-Instruct (pulled if missing).
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<String>,
+    /// Read the weights into memory instead of mapping the file.
+    #[arg(long = "no-mmap")]
+    pub no_mmap: bool,
+    /// Keep weights in their file layout (no repacked/AMX buffers).
+    #[arg(long = "no-repack", visible_alias = "nr")]
+    pub no_repack: bool,
+}
+
+impl ModelArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions { no_mmap: self.no_mmap, extra_buffers: !self.no_repack }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ContextArgs {
+    /// KV cache size in tokens (0 = the model's context, at most 4096).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
+    pub ctx_size: usize,
+    /// Logical batch size.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
+    pub batch_size: usize,
+    /// Physical (micro) batch size.
+    #[arg(long = "ubatch-size", visible_alias = "ub", default_value_t = 512)]
+    pub ubatch_size: usize,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// K cache type: f16, f32 or q8_0.
+    #[arg(long = "cache-type-k", visible_alias = "ctk", default_value = "f16")]
+    pub cache_type_k: String,
+    /// V cache type: f16, f32 or q8_0.
+    #[arg(long = "cache-type-v", visible_alias = "ctv", default_value = "f16")]
+    pub cache_type_v: String,
+}
+
+impl ContextArgs {
+    pub fn session_config(&self) -> Result<SessionConfig, decache::Error> {
+        let ty = |flag: &str, s: &str| {
+            GgmlType::from_name(s).ok_or_else(|| decache::Error::InvalidArgument(format!("{flag} {s}: unknown type (use f16, f32 or q8_0)")))
+        };
+        if self.threads == Some(0) {
+            return Err(decache::Error::InvalidArgument("-t 0: at least one thread is needed".into()));
+        }
+        Ok(SessionConfig {
+            n_ctx: self.ctx_size,
+            n_batch: self.batch_size,
+            n_ubatch: self.ubatch_size,
+            n_threads: self.threads.unwrap_or_else(default_threads),
+            type_k: ty("-ctk", &self.cache_type_k)?,
+            type_v: ty("-ctv", &self.cache_type_v)?,
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature (0 = greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: i32,
+    /// Top-p (1 = off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens considered by the penalties (-1 = all).
+    #[arg(long = "repeat-last-n", default_value_t = 64, allow_negative_numbers = true)]
+    pub repeat_last_n: i32,
+    #[arg(long = "presence-penalty", default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Random seed (-1 = random).
+    #[arg(short = 's', long = "seed", default_value_t = -1, allow_negative_numbers = true)]
+    pub seed: i64,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            seed: if self.seed < 0 { decache::sampling::RANDOM_SEED } else { self.seed as u64 },
+        }
+    }
+}
+
+/// A prompt file's text, or an error naming the file and the problem.
+pub fn read_prompt_file(path: &PathBuf) -> Result<String, decache::Error> {
+    let bytes = std::fs::read(path).map_err(|source| decache::Error::Io { path: path.clone(), source })?;
+    String::from_utf8(bytes).map_err(|e| {
+        decache::Error::InvalidArgument(format!(
+            "{}: not valid UTF-8 (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}

@@ -1,0 +1,138 @@
+//! `decache bench`: a llama-bench-style table (pp/tg in tokens per second),
+//! optionally with llama.cpp's figures from the same process and run, the
+//! runs interleaved so that machine noise hits both alike.
+use super::args::ModelArgs;
+use super::load::load_model;
+use clap::{Args, ValueEnum};
+use decache::bench::{mean_std, run_llama, run_ours, BenchTest};
+use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
+use decache::session::{default_threads, Session, SessionConfig};
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Md,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt lengths to test (pp), comma-separated; 0 to skip.
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    pub n_prompt: Vec<usize>,
+    /// Generation lengths to test (tg), comma-separated; 0 to skip.
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    pub n_gen: Vec<usize>,
+    /// Threads.
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
+    pub batch_size: usize,
+    #[arg(long = "ubatch-size", visible_alias = "ub", default_value_t = 512)]
+    pub ubatch_size: usize,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub repetitions: usize,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
+    pub output: Output,
+    /// Also run llama.cpp (same ggml build, same file) and print the ratio.
+    #[arg(long = "llama")]
+    pub llama: bool,
+}
+
+struct Row {
+    engine: &'static str,
+    test: String,
+    samples: Vec<f64>,
+}
+
+pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
+    if a.repetitions == 0 {
+        return Err(decache::Error::InvalidArgument("-r 0: at least one repetition is needed".into()));
+    }
+    let threads = a.threads.unwrap_or_else(default_threads);
+    let (model, _) = load_model(&a.model)?;
+    let n_vocab = model.hparams.n_vocab as usize;
+    let tests: Vec<BenchTest> = a
+        .n_prompt
+        .iter()
+        .filter(|&&n| n > 0)
+        .map(|&n| BenchTest::Prompt(n))
+        .chain(a.n_gen.iter().filter(|&&n| n > 0).map(|&n| BenchTest::Gen(n)))
+        .collect();
+    let n_ctx = tests.iter().map(|t| t.n_tokens()).max().unwrap_or(1).next_multiple_of(256);
+    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, ..SessionConfig::default() };
+    let mut session = Session::new(model.clone(), cfg)?;
+    let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };
+    let mut octx = match &oracle {
+        Some(m) => {
+            let p = OracleParams { n_ctx: n_ctx as u32, n_batch: a.batch_size as u32, n_ubatch: a.ubatch_size as u32, n_threads: threads as i32, flash_attn: false };
+            Some(OracleContext::new(m, &p).map_err(decache::Error::Context)?)
+        }
+        None => None,
+    };
+
+    let mut rows = Vec::new();
+    for &test in &tests {
+        // Warm-up run of each engine, then interleaved repetitions.
+        run_ours(&mut session, test, n_vocab)?;
+        if let Some(c) = octx.as_mut() {
+            run_llama(c, test, n_vocab)?;
+        }
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..a.repetitions {
+            ours.push(run_ours(&mut session, test, n_vocab)?);
+            if let Some(c) = octx.as_mut() {
+                theirs.push(run_llama(c, test, n_vocab)?);
+            }
+        }
+        rows.push(Row { engine: "decache", test: test.name(), samples: ours });
+        if octx.is_some() {
+            rows.push(Row { engine: "llama.cpp", test: test.name(), samples: theirs });
+        }
+    }
+
+    let i = &model.info;
+    let model_name = format!("{} {}", model.hparams.arch, i.file_type.as_deref().unwrap_or("?"));
+    let size = format!("{:.2} MiB", i.file_size as f64 / (1 << 20) as f64);
+    let params = format!("{:.2} M", i.n_params as f64 / 1e6);
+    let backend = session.backend_name();
+    match a.output {
+        Output::Md => {
+            println!("| model | size | params | backend | threads | test | t/s |");
+            println!("| ----- | ---: | -----: | ------- | ------: | ---- | --: |");
+            for r in &rows {
+                let (m, s) = mean_std(&r.samples);
+                let be = if r.engine == "decache" { backend.clone() } else { format!("{backend} (llama.cpp)") };
+                println!("| {model_name} | {size} | {params} | {be} | {threads} | {} | {m:.2} ± {s:.2} |", r.test);
+            }
+            if octx.is_some() {
+                println!();
+                println!("| test | decache / llama.cpp |");
+                println!("| ---- | ------------------: |");
+                for pair in rows.chunks(2) {
+                    let (o, _) = mean_std(&pair[0].samples);
+                    let (l, _) = mean_std(&pair[1].samples);
+                    println!("| {} | {:.3} |", pair[0].test, o / l);
+                }
+            }
+        }
+        Output::Json => {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    let (m, s) = mean_std(&r.samples);
+                    serde_json::json!({
+                        "engine": r.engine, "model": model_name, "model_size": i.file_size, "model_n_params": i.n_params,
+                        "backend": backend, "n_threads": threads, "n_batch": a.batch_size, "n_ubatch": a.ubatch_size,
+                        "test": r.test, "avg_ts": m, "stddev_ts": s, "samples_ts": r.samples,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        }
+    }
+    Ok(())
+}

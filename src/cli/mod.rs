@@ -1,0 +1,37 @@
+//! The `decache` command line: clap commands and the only layer that prints.
+pub mod args;
+pub mod bench;
+pub mod info;
+pub mod load;
+pub mod perplexity;
+pub mod pull;
+pub mod run;
+pub mod tokenize;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "decache", version, about = "Run GGUF language models locally; the KV cache forgets stale context in place")]
+pub struct Cli {
+    /// More log output (repeat for more); or set RUST_LOG.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate text from a prompt (-p) or a prompt file (-f).
+    Run(run::RunArgs),
+    /// Show a model's architecture, size, quantization, context and chat template.
+    Info(info::InfoArgs),
+    /// Print the token ids (and pieces) of a text.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Download a model (default: SmolLM2-135M-Instruct) into the cache.
+    Pull(pull::PullArgs),
+    /// Measure prompt processing and generation speed, beside llama.cpp.
+    Bench(bench::BenchArgs),
+    /// Compute perplexity over a text file, llama.cpp-style.
+    Perplexity(perplexity::PerplexityArgs),
+}

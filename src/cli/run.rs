@@ -1,0 +1,158 @@
+//! `decache run`: one-shot generation with llama.cpp's flags; text streams
+//! to stdout, load time and speeds go to stderr. Ctrl-C stops generation
+//! (the timings are still printed); a second Ctrl-C exits at once.
+use super::args::{read_prompt_file, ContextArgs, ModelArgs, SamplingArgs};
+use super::load::load_model;
+use clap::Args;
+use decache::session::{GenerateEvent, GenerateOptions, Session, StopReason};
+use decache::tokenizer::{ChatMessage, ChatTemplate};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt text.
+    #[arg(short = 'p', long = "prompt", conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// System prompt (chat mode).
+    #[arg(long = "system-prompt", visible_alias = "sys")]
+    pub system: Option<String>,
+    /// Tokens to generate (-1 = until end of generation or a full context).
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    pub n_predict: i64,
+    /// Wrap the prompt in the model's chat template (default with -p when the model has one).
+    #[arg(long = "chat", conflicts_with = "raw")]
+    pub chat: bool,
+    /// Use the prompt as is, without a chat template.
+    #[arg(long = "raw")]
+    pub raw: bool,
+    /// Use this Jinja chat template instead of the model's.
+    #[arg(long = "chat-template-file")]
+    pub chat_template_file: Option<PathBuf>,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
+    /// Print special tokens as text.
+    #[arg(long = "special")]
+    pub special: bool,
+    /// Print the prompt's tokens to stderr before generating.
+    #[arg(long = "verbose-prompt")]
+    pub verbose_prompt: bool,
+    #[command(flatten)]
+    pub ctx: ContextArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// The chat template to use: the override file, the model's, or ChatML.
+pub fn chat_template(model_template: Option<&str>, file: Option<&PathBuf>) -> Result<ChatTemplate, decache::Error> {
+    if let Some(f) = file {
+        let src = read_prompt_file(f)?;
+        return Ok(ChatTemplate::new(&src)?);
+    }
+    match model_template {
+        Some(src) => Ok(ChatTemplate::new(src)?),
+        None => Ok(ChatTemplate::chatml()),
+    }
+}
+
+pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
+    let text = match (&a.prompt, &a.file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => read_prompt_file(f)?,
+        (None, None) => return Err(decache::Error::InvalidArgument("no prompt: give -p TEXT or -f FILE".into())),
+    };
+    let cfg = a.ctx.session_config()?;
+    let params = a.sampling.params();
+    params.validate()?;
+    let (model, load_ms) = load_model(&a.model)?;
+    let tok = &model.tokenizer;
+    let use_chat = !a.raw && (a.chat || a.chat_template_file.is_some() || (a.prompt.is_some() && tok.chat_template().is_some()));
+    let prompt_text = if use_chat {
+        let tmpl = chat_template(tok.chat_template(), a.chat_template_file.as_ref())?;
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(ChatMessage::new("system", s.clone()));
+        }
+        msgs.push(ChatMessage::new("user", text));
+        let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default();
+        tmpl.render(&msgs, true, &piece(tok.bos()), &piece(tok.eos()))?
+    } else {
+        text
+    };
+    let ids = tok.encode(&prompt_text, true, use_chat)?;
+    if a.verbose_prompt {
+        eprintln!("prompt: {} tokens", ids.len());
+        for &id in &ids {
+            eprintln!("{id:>8} -> {:?}", String::from_utf8_lossy(&tok.token_to_piece(id, true)));
+        }
+    }
+    let mut session = Session::new(model.clone(), cfg)?;
+    if ids.len() >= session.n_ctx() {
+        return Err(decache::Error::Context(format!(
+            "the prompt has {} tokens but the context holds {} (raise -c)",
+            ids.len(),
+            session.n_ctx()
+        )));
+    }
+
+    let stop = install_ctrl_c();
+    let opts = GenerateOptions {
+        n_predict: (a.n_predict >= 0).then_some(a.n_predict as usize),
+        sampling: params,
+        ignore_eos: a.ignore_eos,
+        special: a.special,
+    };
+    let mut out = std::io::stdout().lock();
+    let gen = session.generate(&ids, &opts, &mut |ev| {
+        if let GenerateEvent::Token { text, .. } = ev {
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        !stop.load(Ordering::SeqCst)
+    })?;
+    let _ = writeln!(out);
+    drop(out);
+
+    let why = match gen.stop {
+        StopReason::EndOfGeneration => "end of generation",
+        StopReason::Length => "token limit (-n)",
+        StopReason::ContextFull => "context full",
+        StopReason::Cancelled => "interrupted",
+    };
+    let rate = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
+    eprintln!();
+    eprintln!("decache: model       = {} ({})", model.info.path.display(), session.backend_name());
+    eprintln!("decache: load time   = {load_ms:10.2} ms");
+    eprintln!(
+        "decache: prompt eval = {:10.2} ms / {:5} tokens ({:8.2} tokens per second)",
+        gen.prompt_ms, gen.prompt_tokens, rate(gen.prompt_tokens, gen.prompt_ms)
+    );
+    eprintln!(
+        "decache: generation  = {:10.2} ms / {:5} tokens ({:8.2} tokens per second)",
+        gen.gen_ms, gen.tokens.len(), rate(gen.tokens.len(), gen.gen_ms)
+    );
+    eprintln!("decache: stopped by {why}; {} of {} cells used", session.n_live(), session.n_ctx());
+    Ok(())
+}
+
+/// First Ctrl-C sets the returned flag (generation stops); a second exits.
+pub fn install_ctrl_c() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (f, h) = (flag.clone(), hits.clone());
+    let _ = ctrlc::set_handler(move || {
+        if h.fetch_add(1, Ordering::SeqCst) >= 1 {
+            std::process::exit(130);
+        }
+        f.store(true, Ordering::SeqCst);
+    });
+    flag
+}
