@@ -101,21 +101,21 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
     let backend = session.backend_name();
     match a.output {
         Output::Md => {
-            println!("| model | size | params | backend | threads | test | t/s |");
-            println!("| ----- | ---: | -----: | ------- | ------: | ---- | --: |");
+            outln!("| model | size | params | backend | threads | test | t/s |");
+            outln!("| ----- | ---: | -----: | ------- | ------: | ---- | --: |");
             for r in &rows {
                 let (m, s) = mean_std(&r.samples);
                 let be = if r.engine == "decache" { backend.clone() } else { format!("{backend} (llama.cpp)") };
-                println!("| {model_name} | {size} | {params} | {be} | {threads} | {} | {m:.2} ± {s:.2} |", r.test);
+                outln!("| {model_name} | {size} | {params} | {be} | {threads} | {} | {m:.2} ± {s:.2} |", r.test);
             }
             if octx.is_some() {
-                println!();
-                println!("| test | decache / llama.cpp |");
-                println!("| ---- | ------------------: |");
+                outln!();
+                outln!("| test | decache / llama.cpp |");
+                outln!("| ---- | ------------------: |");
                 for pair in rows.chunks(2) {
                     let (o, _) = mean_std(&pair[0].samples);
                     let (l, _) = mean_std(&pair[1].samples);
-                    println!("| {} | {:.3} |", pair[0].test, o / l);
+                    outln!("| {} | {:.3} |", pair[0].test, o / l);
                 }
             }
         }
@@ -131,7 +131,7 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
         }
     }
     Ok(())

@@ -16,28 +16,28 @@ pub fn run(a: &InfoArgs) -> Result<(), decache::Error> {
     let (model, load_ms) = load_model(&ModelArgs { model: a.model.clone(), no_mmap: a.no_mmap, no_repack: false })?;
     let hp = &model.hparams;
     let i = &model.info;
-    println!("file:            {}", i.path.display());
+    outln!("file:            {}", i.path.display());
     if let Some(n) = &i.name {
-        println!("name:            {n}");
+        outln!("name:            {n}");
     }
-    println!("architecture:    {}", hp.arch);
-    println!("parameters:      {} ({:.2} M)", i.n_params, i.n_params as f64 / 1e6);
-    println!("file size:       {} bytes ({:.2} MiB)", i.file_size, i.file_size as f64 / (1 << 20) as f64);
-    println!("file type:       {}", i.file_type.as_deref().unwrap_or("unknown"));
+    outln!("architecture:    {}", hp.arch);
+    outln!("parameters:      {} ({:.2} M)", i.n_params, i.n_params as f64 / 1e6);
+    outln!("file size:       {} bytes ({:.2} MiB)", i.file_size, i.file_size as f64 / (1 << 20) as f64);
+    outln!("file type:       {}", i.file_type.as_deref().unwrap_or("unknown"));
     let quants: Vec<String> = i.quant_types.iter().map(|(t, n)| format!("{t}: {n}")).collect();
-    println!("tensor types:    {}", quants.join(", "));
-    println!("context length:  {}", hp.n_ctx_train);
-    println!(
+    outln!("tensor types:    {}", quants.join(", "));
+    outln!("context length:  {}", hp.n_ctx_train);
+    outln!(
         "layers:          {} (embedding {}, heads {}, kv heads {}, head size {}, feed-forward {})",
         hp.n_layer, hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_ff
     );
-    println!("rope:            base {}, scale {}, dims {}", hp.rope_base, hp.rope_scale, hp.n_rot);
-    println!("vocabulary:      {} tokens, {}", hp.n_vocab, model.tokenizer.kind());
+    outln!("rope:            base {}, scale {}, dims {}", hp.rope_base, hp.rope_scale, hp.n_rot);
+    outln!("vocabulary:      {} tokens, {}", hp.n_vocab, model.tokenizer.kind());
     let bufs: Vec<String> = i.buffers.iter().map(|(n, b)| format!("{n} {:.2} MiB", *b as f64 / (1 << 20) as f64)).collect();
-    println!("weights in:      {} (loaded in {load_ms:.1} ms)", bufs.join(", "));
+    outln!("weights in:      {} (loaded in {load_ms:.1} ms)", bufs.join(", "));
     match model.tokenizer.chat_template() {
-        Some(t) => println!("chat template:\n{t}"),
-        None => println!("chat template:   none (ChatML is used)"),
+        Some(t) => outln!("chat template:\n{t}"),
+        None => outln!("chat template:   none (ChatML is used)"),
     }
     Ok(())
 }

@@ -1,4 +1,6 @@
 //! The `decache` command line: clap commands and the only layer that prints.
+#[macro_use]
+pub mod out;
 pub mod args;
 pub mod bench;
 pub mod info;

@@ -3,7 +3,6 @@ use super::args::{read_prompt_file, ContextArgs, ModelArgs};
 use super::load::load_model;
 use clap::Args;
 use decache::session::{perplexity::perplexity, Session};
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -49,12 +48,11 @@ pub fn run(a: &PerplexityArgs) -> Result<(), decache::Error> {
             session.eval(chunk, true)
         },
         &mut |i, _, ppl| {
-            print!("[{i}]{ppl:.4},");
-            let _ = std::io::stdout().flush();
+            out!("[{i}]{ppl:.4},");
         },
     )?;
-    println!();
-    println!("Final estimate: PPL = {:.4} +/- {:.5}", report.ppl, report.err);
+    outln!();
+    outln!("Final estimate: PPL = {:.4} +/- {:.5}", report.ppl, report.err);
     eprintln!("perplexity: {} tokens scored in {:.2} s", report.tokens_scored, t0.elapsed().as_secs_f64());
     Ok(())
 }

@@ -39,14 +39,14 @@ pub fn run(args: &PullArgs) -> Result<(), PullError> {
         render_event(&mut progress, &event)
     });
     progress.finish();
-    println!("{}", result?.display());
+    outln!("{}", result?.display());
     Ok(())
 }
 
 /// Prints the known models (and whether each is cached), then every `.gguf` in the cache.
 fn list(opts: &PullOptions) {
     let cache = opts.cache();
-    println!("known models:");
+    outln!("known models:");
     for model in pull::known_models() {
         let path = cache.join(&model.file_name);
         let state = if path.is_file() {
@@ -54,7 +54,7 @@ fn list(opts: &PullOptions) {
         } else {
             "not pulled"
         };
-        println!(
+        outln!(
             "  {:<13} {:<31} {:<11} {}",
             model.name,
             model.aliases.join(", "),
@@ -62,10 +62,10 @@ fn list(opts: &PullOptions) {
             model.description
         );
     }
-    println!("cached in {}:", cache.display());
+    outln!("cached in {}:", cache.display());
     let cached = pull::cached_models(&cache);
     if cached.is_empty() {
-        println!("  (none)");
+        outln!("  (none)");
     }
     for model in cached {
         let name = model
@@ -74,7 +74,7 @@ fn list(opts: &PullOptions) {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let known = model.known.map(|k| format!(" ({k})")).unwrap_or_default();
-        println!(
+        outln!(
             "  {name:<40} {:>10}{known}",
             HumanBytes(model.bytes).to_string()
         );

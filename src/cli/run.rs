@@ -113,8 +113,10 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
     let mut out = std::io::stdout().lock();
     let gen = session.generate(&ids, &opts, &mut |ev| {
         if let GenerateEvent::Token { text, .. } = ev {
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
+            // A closed stdout (e.g. `| head`) ends the generation.
+            if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
+                return false;
+            }
         }
         !stop.load(Ordering::SeqCst)
     })?;

@@ -38,12 +38,12 @@ pub fn run(a: &TokenizeArgs) -> Result<(), decache::Error> {
     let tok = &model.tokenizer;
     let ids = tok.encode(&text, !a.no_bos, !a.no_parse_special)?;
     if a.show_count {
-        println!("{}", ids.len());
+        outln!("{}", ids.len());
     } else if a.ids {
-        println!("{ids:?}");
+        outln!("{ids:?}");
     } else {
         for id in &ids {
-            println!("{id:>6} -> '{}'", String::from_utf8_lossy(&tok.token_to_piece(*id, true)));
+            outln!("{id:>6} -> '{}'", String::from_utf8_lossy(&tok.token_to_piece(*id, true)));
         }
     }
     Ok(())

@@ -198,6 +198,10 @@ pub struct Graph<'a> {
 }
 
 impl<'a> Graph<'a> {
+    pub(crate) fn from_raw(g: *mut sys::ggml_cgraph) -> Graph<'a> {
+        Graph { ptr: NonNull::new(g).expect("null graph"), _ctx: PhantomData }
+    }
+
     pub(crate) fn raw(&self) -> *mut sys::ggml_cgraph {
         self.ptr.as_ptr()
     }

@@ -56,6 +56,11 @@ impl GgmlType {
         unsafe { sys::ggml_type_size(self.0) as u64 }
     }
 
+    /// F32, F16 or BF16.
+    pub fn is_float(self) -> bool {
+        matches!(self.0, sys::GGML_TYPE_F32 | sys::GGML_TYPE_F16 | sys::GGML_TYPE_BF16)
+    }
+
     pub fn is_quantized(self) -> bool {
         unsafe { sys::ggml_is_quantized(self.0) }
     }

@@ -2,12 +2,14 @@
 //! tensor data used in place from the mapping (zero copy) or read on demand
 //! (`--no-mmap`).
 //!
-//! Parsing of the header is done by `gguf-rs`; every size, offset and type is
-//! then re-checked here against ggml's own type traits and the file's length,
-//! so that nothing malformed ever reaches ggml (which would abort).
+//! The header is read by `reader` with every count checked against the bytes
+//! left; sizes, offsets and types are then checked here against ggml's own
+//! type traits and the file's length, so that nothing malformed ever reaches
+//! ggml (which would abort).
 
 mod error;
 mod metadata;
+mod reader;
 mod tensor;
 mod vocab;
 
@@ -61,13 +63,14 @@ impl GgufFile {
         }
         drop(file);
 
-        let parsed = parse_header(&path)?;
         let header = |msg: String| GgufError::Header { path: path.clone(), msg };
-        let alignment = parsed.alignment.max(1);
-        if !alignment.is_power_of_two() {
-            return Err(header(format!("general.alignment {alignment} is not a power of two")));
-        }
-        let data_offset = parsed.data_offset;
+        let f = File::open(&path).map_err(|source| GgufError::Open { path: path.clone(), source })?;
+        let parsed = reader::read_header(f, file_size).map_err(header)?;
+        let alignment = match parsed.metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| header(format!("general.alignment {v} is not a power of two")))?,
+        };
+        let data_offset = parsed.header_end.div_ceil(alignment) * alignment;
         if data_offset > file_size {
             return Err(header(format!("tensor data starts at byte {data_offset}, past the end of the file ({file_size} bytes): truncated?")));
         }
@@ -79,12 +82,9 @@ impl GgufFile {
         let mut by_name = HashMap::new();
         for t in parsed.tensors {
             let terr = |msg: String| GgufError::Tensor { path: path.clone(), tensor: t.name.clone(), msg };
-            let typ = GgmlType::from_id(t.kind).ok_or_else(|| terr(format!("unknown or unsupported ggml type id {}", t.kind)))?;
-            if t.shape.is_empty() || t.shape.len() > 4 {
-                return Err(terr(format!("{} dimensions (1 to 4 supported)", t.shape.len())));
-            }
+            let typ = GgmlType::from_id(t.type_id).ok_or_else(|| terr(format!("unknown or unsupported ggml type id {}", t.type_id)))?;
             let mut ne = [1i64; 4];
-            for (i, &d) in t.shape.iter().enumerate() {
+            for (i, &d) in t.dims.iter().enumerate() {
                 ne[i] = i64::try_from(d).map_err(|_| terr(format!("dimension {i} = {d} is too large")))?;
             }
             let nbytes = tensor::tensor_nbytes(typ, &ne).map_err(&terr)?;
@@ -101,7 +101,7 @@ impl GgufFile {
             if by_name.insert(t.name.clone(), tensors.len()).is_some() {
                 return Err(terr("appears twice in the tensor table".into()));
             }
-            tensors.push(TensorInfo { name: t.name, typ, ne, n_dims: t.shape.len() as u32, offset: start, nbytes });
+            tensors.push(TensorInfo { name: t.name, typ, ne, n_dims: t.dims.len() as u32, offset: start, nbytes });
         }
 
         let map = if no_mmap {
@@ -167,47 +167,4 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-struct Parsed {
-    metadata: BTreeMap<String, Value>,
-    tensors: Vec<gguf_rs::Tensor>,
-    data_offset: u64,
-    alignment: u64,
-}
-
-/// Run gguf-rs over the header. Its errors become `Header` errors; as a
-/// defensive boundary around a third-party parser, a panic inside it is
-/// caught and reported the same way instead of crashing the program.
-fn parse_header(path: &Path) -> Result<Parsed, GgufError> {
-    let p = path.to_string_lossy().into_owned();
-    let run = move || -> Result<Parsed, String> {
-        use std::io::{BufReader, Seek, SeekFrom};
-        let mut f = File::open(&p).map_err(|e| e.to_string())?;
-        f.seek(SeekFrom::Start(4)).map_err(|e| e.to_string())?; // past the magic, checked by the caller
-        let reader = BufReader::with_capacity(1 << 20, f);
-        let mut c = gguf_rs::GGUFContainer::new(gguf_rs::ByteOrder::LE, Box::new(reader), u64::MAX);
-        let m = c.decode().map_err(|e| e.to_string())?;
-        Ok(Parsed {
-            metadata: m.metadata().clone(),
-            tensors: m.tensors().clone(),
-            data_offset: m.data_offset(),
-            alignment: m.alignment(),
-        })
-    };
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
-    let header = |msg: String| GgufError::Header { path: path.to_path_buf(), msg };
-    match res {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(msg)) => Err(header(clean_parser_message(&msg))),
-        Err(_) => Err(header("the GGUF parser rejected the header (invalid tensor type or layout)".into())),
-    }
-}
-
-fn clean_parser_message(msg: &str) -> String {
-    if msg.contains("failed to fill whole buffer") || msg.contains("UnexpectedEof") {
-        "the header ends before its declared metadata and tensor table (truncated file or absurd count/length)".into()
-    } else {
-        msg.to_string()
-    }
 }

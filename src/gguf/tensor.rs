@@ -30,9 +30,10 @@ pub(crate) fn tensor_nbytes(typ: GgmlType, ne: &[i64; 4]) -> Result<u64, String>
     if ne.iter().any(|&d| d <= 0) {
         return Err(format!("invalid shape {ne:?} (every dimension must be at least 1)"));
     }
-    let row = typ
-        .row_bytes(ne[0] as u64)
-        .ok_or_else(|| format!("first dimension {} is not a multiple of the {} block size {}", ne[0], typ, typ.block_size()))?;
+    if ne[0] as u64 % typ.block_size() != 0 {
+        return Err(format!("first dimension {} is not a multiple of the {} block size {}", ne[0], typ, typ.block_size()));
+    }
+    let row = typ.row_bytes(ne[0] as u64).ok_or_else(|| format!("size of shape {ne:?} overflows"))?;
     ne[1..]
         .iter()
         .try_fold(row, |acc, &d| acc.checked_mul(d as u64))

@@ -10,7 +10,7 @@ pub use arch::Arch;
 pub use hparams::HParams;
 
 use crate::error::{Error, Result};
-use crate::ggml::{CpuDevice, Placement, TensorSpec, TensorStore};
+use crate::ggml::{CpuDevice, GgmlType, Placement, TensorSpec, TensorStore};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::tokenizer::{Tokenizer, VocabSpec};
 use plan::Usage;
@@ -70,7 +70,7 @@ impl Model {
             model_err(format!("unsupported architecture '{arch_name}' (supported: {})", Arch::SUPPORTED.join(", ")))
         })?;
         let hparams = HParams::from_gguf(&file, arch.rope_kind())?;
-        let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(&file)?)?;
+        let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(&file)?).map_err(|e| model_err(format!("tokenizer: {e}")))?;
         if tokenizer.n_vocab() != hparams.n_vocab as usize {
             return Err(model_err(format!(
                 "the vocabulary has {} tokens but {}.vocab_size says {}",
@@ -128,6 +128,7 @@ fn plan_weights(file: &GgufFile, arch: Arch, hp: &HParams, opts: &LoadOptions) -
         check_shape(t, &r.ne)?;
         used.insert(r.name.as_str());
         let ne = t.ne;
+        check_type(t, r.usage, &cpu)?;
         let upload_to = (r.usage == Usage::MulMat)
             .then(|| extra.iter().copied().find(|b| cpu.supports_mul_mat_weight(t.typ, ne, *b)))
             .flatten();
@@ -154,6 +155,23 @@ fn plan_weights(file: &GgufFile, arch: Arch, hp: &HParams, opts: &LoadOptions) -
         ));
     }
     Ok(specs)
+}
+
+/// Whether ggml's CPU backend can use a weight of this type for its op:
+/// norms must be f32; matmul and embedding weights must be float or
+/// quantized types that ggml-cpu multiplies (checked with a probe op).
+fn check_type(t: &TensorInfo, usage: Usage, cpu: &CpuDevice) -> Result<(), String> {
+    let ok = match usage {
+        Usage::Elementwise => t.typ == GgmlType::F32,
+        Usage::MulMat | Usage::GetRows => {
+            (t.typ.is_quantized() || t.typ.is_float()) && cpu.supports_mul_mat_weight(t.typ, t.ne, cpu.buffer_type())
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("tensor '{}' has type {}, which cannot be used for its role ({usage:?})", t.name, t.typ))
+    }
 }
 
 fn check_shape(t: &TensorInfo, want: &[i64]) -> Result<(), String> {

@@ -152,7 +152,9 @@ pub fn resolve_model_with(
         return pull(DEFAULT_MODEL, opts, on_event);
     };
     let as_path = Path::new(arg);
-    if as_path.is_file() {
+    if as_path.exists() {
+        // Any existing path is the user's choice; the loader reports what is
+        // wrong with it (a directory, not a GGUF file, ...).
         return Ok(as_path.to_path_buf());
     }
     let in_cache = opts.cache().join(arg);

@@ -8,7 +8,7 @@ pub use config::{default_threads, SessionConfig};
 pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};
 
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, Context, GgmlType, Scheduler};
+use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Scheduler};
 use crate::kv::{mask::build_mask, KvCache, Pos};
 use crate::model::graph::StepGraph;
 use crate::model::Model;
@@ -36,6 +36,8 @@ pub struct Session {
     backend: Backend,
     next_pos: Pos,
     mask: Vec<f32>,
+    /// The last step's graph and its shape key (tokens, n_kv, outputs).
+    step_graph: Option<((usize, usize, usize), OwnedGraph)>,
     pub timings: Timings,
 }
 
@@ -66,7 +68,7 @@ impl Session {
         let kv = KvCache::new(cfg.n_ctx, hp.n_layer as usize, kv_elems, kv_elems, cfg.type_k, cfg.type_v, backend.buffer_type())
             .ok_or_else(|| Error::Context(format!("could not allocate a KV cache of {} cells (out of memory?)", cfg.n_ctx)))?;
         let sched = Scheduler::new(&[&backend], model.graph_size());
-        let mut s = Session { model, cfg, kv, sched, backend, next_pos: 0, mask: Vec::new(), timings: Timings::default() };
+        let mut s = Session { model, cfg, kv, sched, backend, next_pos: 0, mask: Vec::new(), step_graph: None, timings: Timings::default() };
         s.reserve()?;
         Ok(s)
     }
@@ -79,6 +81,7 @@ impl Session {
         let logits = self.model.arch.build(&mut g);
         g.graph.expand(logits);
         self.sched.reserve(&g.graph)?;
+        self.step_graph = None;
         Ok(())
     }
 
@@ -175,37 +178,56 @@ impl Session {
     }
 
     fn compute(&mut self, tokens: &[u32], positions: &[Pos], cells: &[usize], outputs: &[usize]) -> Result<Vec<f32>> {
+        let t_setup = Instant::now();
         let n_kv = self.kv.cells.n_kv(N_KV_PAD);
         let n_outputs = outputs.len().max(1);
-        let ctx = Context::new(self.model.graph_size(), self.model.graph_size());
-        let mut g = StepGraph::new(&ctx, &self.model, &self.kv, tokens.len(), n_kv, n_outputs);
-        let logits = self.model.arch.build(&mut g);
-        logits.set_output();
-        g.graph.expand(logits);
-        self.sched.alloc(&g.graph)?;
+        let key = (tokens.len(), n_kv, n_outputs);
+        if self.step_graph.as_ref().map(|c| c.0) != Some(key) {
+            // New shapes: build and allocate a new graph (the old one's
+            // allocation is released by the scheduler's reset).
+            self.step_graph = None;
+            let ctx = Context::new(self.model.graph_size(), self.model.graph_size());
+            let (model, kv) = (&self.model, &self.kv);
+            let g = OwnedGraph::build(ctx, |ctx, _| {
+                let mut g = StepGraph::new(ctx, model, kv, tokens.len(), n_kv, n_outputs);
+                let logits = model.arch.build(&mut g);
+                logits.set_output();
+                g.graph.expand(logits);
+                let i = &g.inputs;
+                let mut keep = vec![i.tokens, i.pos, i.k_idxs, i.v_idxs, i.mask, logits];
+                keep.extend(i.out_ids);
+                (g.graph, keep)
+            });
+            self.sched.alloc(&g.graph())?;
+            self.step_graph = Some((key, g));
+        }
+        let g = &self.step_graph.as_ref().expect("step graph").1;
+        let (inp_tokens, inp_pos, inp_k, inp_v, inp_mask, logits) =
+            (g.tensor(0), g.tensor(1), g.tensor(2), g.tensor(3), g.tensor(4), g.tensor(5));
 
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        g.inputs.tokens.write_i32(&ids);
-        g.inputs.pos.write_i32(positions);
+        inp_tokens.write_i32(&ids);
+        inp_pos.write_i32(positions);
         let k_idxs: Vec<i64> = cells.iter().map(|&c| c as i64).collect();
-        g.inputs.k_idxs.write_i64(&k_idxs);
+        inp_k.write_i64(&k_idxs);
         let size = self.kv.size() as i64;
         let n_embd_v = self.kv.n_embd_v as i64;
         let mut v_idxs = Vec::with_capacity(cells.len() * n_embd_v as usize);
         for &c in cells {
             v_idxs.extend((0..n_embd_v).map(|j| j * size + c as i64));
         }
-        g.inputs.v_idxs.write_i64(&v_idxs);
+        inp_v.write_i64(&v_idxs);
         build_mask(&self.kv.cells, n_kv, positions, &mut self.mask);
-        g.inputs.mask.write_f32(&self.mask);
-        if let Some(out_ids) = g.inputs.out_ids {
+        inp_mask.write_f32(&self.mask);
+        if n_outputs < tokens.len() {
             let rows: Vec<i32> = if outputs.is_empty() { vec![tokens.len() as i32 - 1] } else { outputs.iter().map(|&r| r as i32).collect() };
-            out_ids.write_i32(&rows);
+            g.tensor(6).write_i32(&rows);
         }
 
         let t0 = Instant::now();
-        self.sched.compute(&g.graph)?;
+        self.sched.compute(&g.graph())?;
         let dt = t0.elapsed();
+        tracing::trace!(tokens = tokens.len(), n_kv, setup_us = (t0 - t_setup).as_micros() as u64, compute_us = dt.as_micros() as u64, "step");
         if tokens.len() > 1 {
             self.timings.prompt_tokens += tokens.len();
             self.timings.prompt_time += dt;

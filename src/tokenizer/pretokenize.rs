@@ -57,47 +57,84 @@ const GPT2: &[Stage] = &[Stage::Gpt2];
 const DIGITS_GPT2: &[Stage] = &[Stage::EachNumber, Stage::Gpt2];
 const LLAMA3: &[Stage] = &[Stage::Llama3 { max_digits: 3 }];
 const QWEN2: &[Stage] = &[Stage::Llama3 { max_digits: 1 }];
-const DEFAULT: &[Stage] =
-    &[Stage::PunctuationRuns, Stage::Gpt2, Stage::NumberRuns, Stage::AsciiDigitTriples];
+const DEFAULT: &[Stage] = &[
+    Stage::PunctuationRuns,
+    Stage::Gpt2,
+    Stage::NumberRuns,
+    Stage::AsciiDigitTriples,
+];
 
-/// Every accepted `tokenizer.ggml.pre` value with its stages and flags:
-/// (names, stages, ignore_merges, add_bos, no_bos, clean_spaces).
-type Row = (&'static [&'static str], &'static [Stage], bool, bool, bool, bool);
+/// One accepted group of `tokenizer.ggml.pre` values.
+struct Row {
+    names: &'static [&'static str],
+    stages: &'static [Stage],
+    /// A set of the flags below.
+    flags: u8,
+}
+
+/// A fragment that is a token is not merged.
+const IGNORE_MERGES: u8 = 1;
+/// `add_bos_token` defaults to true.
+const ADD_BOS: u8 = 2;
+/// No default BOS token.
+const NO_BOS: u8 = 4;
+/// Detokenization cleans up spaces.
+const CLEAN: u8 = 8;
+
+/// Every accepted `tokenizer.ggml.pre` value, with llama.cpp's stages and flags.
+#[rustfmt::skip]
 const PRESETS: &[Row] = &[
-    (&["default"], DEFAULT, false, false, false, true),
-    (
-        &["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano"],
-        LLAMA3, true, true, false, true,
-    ),
-    (&["dbrx", "smaug-bpe"], LLAMA3, false, false, false, true),
-    (&["chatglm-bpe"], LLAMA3, false, false, true, true),
-    (&["glm4", "glm5"], LLAMA3, true, false, true, true),
-    (&["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "hunyuan", "solar-open", "grok-2"], QWEN2, false, false, false, false),
-    (&["megrez", "stablelm2"], QWEN2, false, false, false, true),
-    (&["smollm", "command-r"], DIGITS_GPT2, false, false, false, false),
-    (&["starcoder", "refact", "codeshell", "exaone", "minerva-7b", "mellum2"], DIGITS_GPT2, false, false, false, true),
-    (
-        &["gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum", "modern-bert", "exaone4", "mpt", "olmo", "jais"],
-        GPT2, false, false, false, true,
-    ),
-    (&["trillion", "granite-docling"], GPT2, false, false, false, false),
+    Row { names: &["default"], stages: DEFAULT, flags: CLEAN },
+    Row {
+        names: &["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano"],
+        stages: LLAMA3,
+        flags: IGNORE_MERGES | ADD_BOS | CLEAN,
+    },
+    Row { names: &["dbrx", "smaug-bpe"], stages: LLAMA3, flags: CLEAN },
+    Row { names: &["chatglm-bpe"], stages: LLAMA3, flags: NO_BOS | CLEAN },
+    Row { names: &["glm4", "glm5"], stages: LLAMA3, flags: IGNORE_MERGES | NO_BOS | CLEAN },
+    Row {
+        names: &["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "hunyuan", "solar-open", "grok-2"],
+        stages: QWEN2,
+        flags: 0,
+    },
+    Row { names: &["megrez", "stablelm2"], stages: QWEN2, flags: CLEAN },
+    Row { names: &["smollm", "command-r"], stages: DIGITS_GPT2, flags: 0 },
+    Row {
+        names: &["starcoder", "refact", "codeshell", "exaone", "minerva-7b", "mellum2"],
+        stages: DIGITS_GPT2,
+        flags: CLEAN,
+    },
+    Row {
+        names: &[
+            "gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum",
+            "modern-bert", "exaone4", "mpt", "olmo", "jais",
+        ],
+        stages: GPT2,
+        flags: CLEAN,
+    },
+    Row { names: &["trillion", "granite-docling"], stages: GPT2, flags: 0 },
 ];
 
 impl PrePreset {
     /// The preset for a `tokenizer.ggml.pre` value (`None`: llama.cpp's "default").
     pub(crate) fn from_name(name: Option<&str>) -> Result<PrePreset, TokenizerError> {
         let name = name.unwrap_or("default");
-        let row = PRESETS.iter().find(|row| row.0.contains(&name)).ok_or_else(|| {
-            TokenizerError::UnsupportedPre { pre: name.to_string(), supported: supported_names() }
-        })?;
-        let (_, stages, ignore_merges, add_bos, no_bos, clean_spaces) = *row;
+        let row = PRESETS
+            .iter()
+            .find(|row| row.names.contains(&name))
+            .ok_or_else(|| TokenizerError::UnsupportedPre {
+                pre: name.to_string(),
+                supported: supported_names(),
+            })?;
+        let flag = |f: u8| row.flags & f != 0;
         Ok(PrePreset {
             name: name.to_string(),
-            stages,
-            ignore_merges,
-            add_bos,
-            no_bos,
-            clean_spaces,
+            stages: row.stages,
+            ignore_merges: flag(IGNORE_MERGES),
+            add_bos: flag(ADD_BOS),
+            no_bos: flag(NO_BOS),
+            clean_spaces: flag(CLEAN),
             mask_lstrip: name.contains("jina-v2-de") || name.contains("jina-v2-es"),
         })
     }
@@ -105,7 +142,11 @@ impl PrePreset {
 
 /// The accepted `tokenizer.ggml.pre` values, comma-separated.
 pub(crate) fn supported_names() -> String {
-    PRESETS.iter().flat_map(|row| row.0.iter().copied()).collect::<Vec<_>>().join(", ")
+    PRESETS
+        .iter()
+        .flat_map(|row| row.names.iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Splits `text` with `stages`; returns the fragments' byte ranges, in order,
@@ -114,13 +155,25 @@ pub(crate) fn split(text: &str, stages: &[Stage]) -> Vec<(usize, usize)> {
     let chars: Vec<char> = text.chars().collect();
     let flags: Vec<u8> = chars.iter().map(|&c| unicode::flags(c)).collect();
     // Fragment lengths, in characters.
-    let mut lens = if chars.is_empty() { Vec::new() } else { vec![chars.len()] };
+    let mut lens = if chars.is_empty() {
+        Vec::new()
+    } else {
+        vec![chars.len()]
+    };
     for stage in stages {
         let mut out = Vec::with_capacity(lens.len() * 2);
         let mut start = 0;
         for len in lens {
-            let frag = Fragment { chars: &chars, flags: &flags, ini: start, end: start + len };
-            let mut cut = Cutter { prev: start, out: &mut out };
+            let frag = Fragment {
+                chars: &chars,
+                flags: &flags,
+                ini: start,
+                end: start + len,
+            };
+            let mut cut = Cutter {
+                prev: start,
+                out: &mut out,
+            };
             frag.split(*stage, &mut cut);
             start += len;
         }
@@ -188,7 +241,9 @@ impl Fragment<'_> {
             Stage::NumberRuns => self.matches(cut, |f, p| f.run(p, |fl, _| fl & NUMBER != 0)),
             Stage::PunctuationRuns => self.matches(cut, |f, p| f.run(p, is_default_punct)),
             Stage::AsciiDigitTriples => self.matches(cut, |f, p| {
-                (0..3).all(|k| f.ch(p + k).is_some_and(|c| c.is_ascii_digit())).then_some(p + 3)
+                (0..3)
+                    .all(|k| f.ch(p + k).is_some_and(|c| c.is_ascii_digit()))
+                    .then_some(p + 3)
             }),
         }
         cut.cut(self.end);
@@ -403,7 +458,10 @@ mod tests {
     use super::*;
 
     fn pieces<'a>(text: &'a str, stages: &[Stage]) -> Vec<&'a str> {
-        split(text, stages).into_iter().map(|(a, b)| &text[a..b]).collect()
+        split(text, stages)
+            .into_iter()
+            .map(|(a, b)| &text[a..b])
+            .collect()
     }
 
     #[test]
@@ -419,14 +477,20 @@ mod tests {
 
     #[test]
     fn smollm_isolates_digits() {
-        assert_eq!(pieces("abc 12345", DIGITS_GPT2), ["abc", " ", "1", "2", "3", "4", "5"]);
+        assert_eq!(
+            pieces("abc 12345", DIGITS_GPT2),
+            ["abc", " ", "1", "2", "3", "4", "5"]
+        );
         assert_eq!(pieces("x  1", DIGITS_GPT2), ["x", "  ", "1"]);
     }
 
     #[test]
     fn llama3_groups_digits_and_newlines() {
         assert_eq!(pieces("1234567", LLAMA3), ["123", "456", "7"]);
-        assert_eq!(pieces("Hello\n\n  world", LLAMA3), ["Hello", "\n\n", " ", " world"]);
+        assert_eq!(
+            pieces("Hello\n\n  world", LLAMA3),
+            ["Hello", "\n\n", " ", " world"]
+        );
         assert_eq!(pieces("HE'LL go", LLAMA3), ["HE", "'LL", " go"]);
         assert_eq!(pieces("x);\n", LLAMA3), ["x", ");\n"]);
         assert_eq!(pieces("1234", QWEN2), ["1", "2", "3", "4"]);
@@ -434,13 +498,23 @@ mod tests {
 
     #[test]
     fn default_stages() {
-        assert_eq!(pieces("a+b=1234", DEFAULT), ["a", "+", "b", "=", "123", "4"]);
+        assert_eq!(
+            pieces("a+b=1234", DEFAULT),
+            ["a", "+", "b", "=", "123", "4"]
+        );
     }
 
     #[test]
     fn presets_by_name() {
-        assert_eq!(PrePreset::from_name(Some("llama-bpe")).unwrap().stages, LLAMA3);
-        assert!(PrePreset::from_name(Some("llama-bpe")).unwrap().ignore_merges);
+        assert_eq!(
+            PrePreset::from_name(Some("llama-bpe")).unwrap().stages,
+            LLAMA3
+        );
+        assert!(
+            PrePreset::from_name(Some("llama-bpe"))
+                .unwrap()
+                .ignore_merges
+        );
         assert_eq!(PrePreset::from_name(None).unwrap().name, "default");
         let e = PrePreset::from_name(Some("xyz")).unwrap_err().to_string();
         assert!(e.contains("'xyz'") && e.contains("qwen2"), "{e}");

@@ -46,7 +46,9 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Higher score first; on equal scores the leftmost first.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -69,12 +71,22 @@ pub(crate) fn tokenize_into(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     }
 
     let mut queue = BinaryHeap::new();
-    let try_add = |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
-        let (Some(l), Some(r)) = (left, right) else { return };
+    let try_add = |queue: &mut BinaryHeap<Bigram>,
+                   symbols: &[Symbol],
+                   left: Option<usize>,
+                   right: Option<usize>| {
+        let (Some(l), Some(r)) = (left, right) else {
+            return;
+        };
         let (ls, rs) = (symbols[l], symbols[r]);
         let joined = &text[ls.start..ls.start + ls.len + rs.len];
         if let Some(id) = vocab.id(joined) {
-            queue.push(Bigram { left: l, right: r, score: vocab.scores[id as usize], size: joined.len() });
+            queue.push(Bigram {
+                left: l,
+                right: r,
+                score: vocab.scores[id as usize],
+                size: joined.len(),
+            });
         }
     };
     for i in 1..symbols.len() {

@@ -22,7 +22,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with this role and content.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -60,8 +63,12 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(NAME, source.to_string()).map_err(template_error)?;
-        Ok(ChatTemplate { env, source: source.to_string() })
+        env.add_template_owned(NAME, source.to_string())
+            .map_err(template_error)?;
+        Ok(ChatTemplate {
+            env,
+            source: source.to_string(),
+        })
     }
 
     /// The ChatML template (`<|im_start|>role\ncontent<|im_end|>\n`).
@@ -103,9 +110,15 @@ impl ChatTemplate {
     }
 }
 
-/// A minijinja error as a one-line message with its location and cause.
+/// A minijinja error as a one-line message with its line and cause.
 fn template_error(e: Error) -> TokenizerError {
-    let mut msg = e.to_string();
+    let mut msg = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    if let Some(line) = e.line() {
+        msg.push_str(&format!(" (line {line})"));
+    }
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         msg.push_str(": ");
@@ -117,7 +130,10 @@ fn template_error(e: Error) -> TokenizerError {
 
 /// `raise_exception(message)`: aborts rendering with the template's message.
 fn raise_exception(message: String) -> Result<Value, Error> {
-    Err(Error::new(ErrorKind::InvalidOperation, format!("raise_exception: {message}")))
+    Err(Error::new(
+        ErrorKind::InvalidOperation,
+        format!("raise_exception: {message}"),
+    ))
 }
 
 /// `strftime_now(format)`: the current UTC time, formatted like Python's `strftime`.
@@ -130,10 +146,28 @@ fn strftime_now(format: String) -> String {
 }
 
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-    "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
-const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 /// Civil date (year, month 1-12, day 1-31) of a day count since 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -174,7 +208,13 @@ fn strftime(format: &str, unix_secs: i64) -> String {
         if no_pad {
             spec = chars.next();
         }
-        let num = |v: i64, width: usize| if no_pad { v.to_string() } else { format!("{v:0width$}") };
+        let num = |v: i64, width: usize| {
+            if no_pad {
+                v.to_string()
+            } else {
+                format!("{v:0width$}")
+            }
+        };
         match spec {
             Some('Y') => out.push_str(&year.to_string()),
             Some('y') => out.push_str(&num(year.rem_euclid(100), 2)),
@@ -216,7 +256,12 @@ fn tojson(value: &Value, args: Kwargs) -> Result<Value, Error> {
     args.assert_all_used()?;
     let (item_sep, key_sep) = match separators.as_deref() {
         Some([a, b]) => (a.clone(), b.clone()),
-        Some(_) => return Err(Error::new(ErrorKind::InvalidOperation, "tojson: separators must be a pair")),
+        Some(_) => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: separators must be a pair",
+            ))
+        }
         None if indent.is_some() => (",".to_string(), ": ".to_string()),
         None => (", ".to_string(), ": ".to_string()),
     };
@@ -258,7 +303,9 @@ impl JsonWriter {
             ValueKind::String => self.string(v.as_str().unwrap_or_default(), out),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = v.try_iter()?.collect();
-                self.container('[', ']', &items, depth, out, |item, d, o| self.write(item, d, o))?;
+                self.container('[', ']', &items, depth, out, |item, d, o| {
+                    self.write(item, d, o)
+                })?;
             }
             ValueKind::Map => {
                 let mut keys: Vec<Value> = v.try_iter()?.collect();
@@ -342,15 +389,23 @@ mod tests {
     #[test]
     fn chatml_renders() {
         let t = ChatTemplate::chatml();
-        let out = t.render(&[ChatMessage::new("user", "hi")], true, "", "").unwrap();
-        assert_eq!(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        let out = t
+            .render(&[ChatMessage::new("user", "hi")], true, "", "")
+            .unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
     fn dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(strftime("%d %b %Y %A %j %H:%M:%S %-d%%", 1_709_210_096), "29 Feb 2024 Thursday 060 12:34:56 29%");
+        assert_eq!(
+            strftime("%d %b %Y %A %j %H:%M:%S %-d%%", 1_709_210_096),
+            "29 Feb 2024 Thursday 060 12:34:56 29%"
+        );
     }
 
     #[test]
@@ -364,8 +419,13 @@ mod tests {
 
     #[test]
     fn errors_are_messages() {
-        let e = ChatTemplate::new("{% for m in messages %}{{ m }").unwrap_err().to_string();
-        assert!(e.starts_with("chat template:") && e.contains("syntax error"), "{e}");
+        let e = ChatTemplate::new("{% for m in messages %}{{ m }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("chat template:") && e.contains("syntax error"),
+            "{e}"
+        );
         let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}").unwrap();
         let e = t.render(&[], false, "", "").unwrap_err().to_string();
         assert!(e.contains("roles must alternate"), "{e}");

@@ -1,0 +1,149 @@
+//! Chat templates: SmolLM2's own template (read from the model file) renders
+//! ChatML; templates using Python string methods, `namespace`, `tojson`,
+//! `strftime_now` and Hugging Face's block trimming render as Hugging Face
+//! renders them; broken templates give errors that name the problem.
+
+use decache::gguf::GgufFile;
+use decache::tokenizer::{ChatMessage, ChatTemplate, Tokenizer, TokenizerError, VocabSpec};
+
+fn conversation() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::new("system", "You are a terse assistant."),
+        ChatMessage::new("user", "What is 2+2?"),
+        ChatMessage::new("assistant", "4."),
+        ChatMessage::new("user", "And 3+3?"),
+    ]
+}
+
+fn smollm2_template() -> String {
+    let path = decache::pull::default_model_path();
+    assert!(
+        path.exists(),
+        "{} is missing: run `make models` first",
+        path.display()
+    );
+    let file = GgufFile::open(&path, false).unwrap();
+    let tok = Tokenizer::from_spec(VocabSpec::from_gguf(&file).unwrap()).unwrap();
+    tok.chat_template()
+        .expect("SmolLM2 has a chat template")
+        .to_string()
+}
+
+#[test]
+fn smollm2_template_renders_chatml() {
+    let t = ChatTemplate::new(&smollm2_template()).unwrap();
+    let out = t
+        .render(&conversation(), true, "<|im_start|>", "<|im_end|>")
+        .unwrap();
+    assert_eq!(
+        out,
+        "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
+         <|im_start|>user\nWhat is 2+2?<|im_end|>\n\
+         <|im_start|>assistant\n4.<|im_end|>\n\
+         <|im_start|>user\nAnd 3+3?<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+    // The same conversation through the built-in ChatML fallback.
+    assert_eq!(
+        ChatTemplate::chatml()
+            .render(&conversation(), true, "", "")
+            .unwrap(),
+        out
+    );
+
+    // Without a system message the template supplies its own.
+    let out = t
+        .render(&[ChatMessage::new("user", "hi")], false, "", "")
+        .unwrap();
+    assert_eq!(
+        out,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nhi<|im_end|>\n"
+    );
+}
+
+#[test]
+fn python_methods_render() {
+    let src = "{% for m in messages %}\
+{% if m.content.strip().startswith('/') %}[cmd {{ m.content.strip()[1:].split(' ')[0] }}]\
+{% else %}{{ m.role.upper() }}: {{ m.content.strip().replace('  ', ' ') }}|{{ m.content.split()|length }}\
+{% endif %}{{ '\n' }}{% endfor %}";
+    let t = ChatTemplate::new(src).unwrap();
+    let msgs = [
+        ChatMessage::new("user", "  hello   world  "),
+        ChatMessage::new("user", " /run tests now"),
+    ];
+    assert_eq!(
+        t.render(&msgs, false, "", "").unwrap(),
+        "USER: hello  world|2\n[cmd run]\n"
+    );
+
+    let src = "{{ 'a,b,,c'.split(',')|join('|') }} {% if 'Title Case'.lower().endswith('case') %}yes{% endif %} \
+{{ ' x '.lstrip() ~ '.' }} {% for k, v in {'k': 1}.items() %}{{ k }}={{ v }}{% endfor %} {{ 'abc'.find('c') }} \
+{{ '{}-{}'.format(1, 2) }} {{ 'a b'.title() }}";
+    let out = ChatTemplate::new(src)
+        .unwrap()
+        .render(&[], false, "", "")
+        .unwrap();
+    assert_eq!(out, "a|b||c yes x . k=1 2 1-2 A B");
+}
+
+#[test]
+fn hugging_face_features_render() {
+    // trim_blocks + lstrip_blocks, namespace, loop variables, bos_token.
+    let src = "{{ bos_token }}\n{% set ns = namespace(n=0) %}\n{% for m in messages %}\n    {% set ns.n = ns.n + 1 %}\n{{ loop.index }}:{{ m.role }}\n{% endfor %}\n{{ ns.n }}{% if add_generation_prompt %}+{% endif %}";
+    let t = ChatTemplate::new(src).unwrap();
+    assert_eq!(
+        t.render(&conversation(), true, "<s>", "</s>").unwrap(),
+        "<s>\n1:system\n2:user\n3:assistant\n4:user\n4+"
+    );
+
+    // tojson like Python's json.dumps(ensure_ascii=False).
+    let t = ChatTemplate::new("{{ messages[1]|tojson }}").unwrap();
+    assert_eq!(
+        t.render(&conversation(), false, "", "").unwrap(),
+        "{\"role\": \"user\", \"content\": \"What is 2+2?\"}"
+    );
+
+    // strftime_now gives a date in the requested format.
+    let t = ChatTemplate::new("{{ strftime_now('%Y-%m-%d') }}").unwrap();
+    let out = t.render(&[], false, "", "").unwrap();
+    assert!(
+        out.len() == 10 && out.as_bytes()[4] == b'-' && out[..4].parse::<u32>().unwrap() >= 2024,
+        "{out}"
+    );
+}
+
+#[test]
+fn broken_templates_give_errors_not_panics() {
+    let err = |src: &str| match ChatTemplate::new(src) {
+        Err(TokenizerError::Template(msg)) => msg,
+        Err(e) => panic!("wrong error kind: {e}"),
+        Ok(_) => panic!("{src:?} compiled"),
+    };
+    let msg = err("{% for m in messages %}{{ m.content }}");
+    assert!(
+        msg.contains("syntax error") && msg.contains("line 1"),
+        "{msg}"
+    );
+    let msg = err("{{ messages[0] ");
+    assert!(msg.contains("syntax error"), "{msg}");
+    let msg = err("{% if %}x{% endif %}");
+    assert!(msg.contains("syntax error"), "{msg}");
+
+    // Errors at render time: raise_exception, unknown filters, bad calls.
+    let t = ChatTemplate::new("{% if messages[0].role != 'system' %}{{ raise_exception('first message must be system') }}{% endif %}").unwrap();
+    let e = t
+        .render(&[ChatMessage::new("user", "x")], false, "", "")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("first message must be system"), "{e}");
+    let t = ChatTemplate::new("{{ messages|no_such_filter }}").unwrap_or_else(|e| panic!("{e}"));
+    let e = t.render(&[], false, "", "");
+    assert!(
+        matches!(&e, Err(TokenizerError::Template(m)) if m.contains("no_such_filter") || m.contains("unknown filter")),
+        "{e:?}"
+    );
+    let t = ChatTemplate::new("{{ messages[5].content.strip() }}").unwrap();
+    assert!(t.render(&conversation(), false, "", "").is_err());
+}
