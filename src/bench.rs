@@ -57,7 +57,10 @@ pub fn run_ours(s: &mut Session, test: BenchTest, n_vocab: usize) -> Result<f64>
             }
         }
     }
-    Ok(test.n_tokens() as f64 / t0.elapsed().as_secs_f64())
+    let tps = test.n_tokens() as f64 / t0.elapsed().as_secs_f64();
+    // Our workers must not poll while llama.cpp runs next (and vice versa).
+    s.pause_threads();
+    Ok(tps)
 }
 
 /// Tokens per second of one run of `test` on llama.cpp.
@@ -77,7 +80,9 @@ pub fn run_llama(c: &mut OracleContext<'_>, test: BenchTest, n_vocab: usize) -> 
         }
     }
     c.synchronize();
-    Ok(test.n_tokens() as f64 / t0.elapsed().as_secs_f64())
+    let tps = test.n_tokens() as f64 / t0.elapsed().as_secs_f64();
+    c.pause_threads();
+    Ok(tps)
 }
 
 /// Mean and sample standard deviation.

@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// Also run llama.cpp (same ggml build, same file) and print the ratio.
     #[arg(long = "llama")]
     pub llama: bool,
+    /// After the table, time each graph op of one run of every test (to stderr).
+    #[arg(long = "profile")]
+    pub profile: bool,
 }
 
 struct Row {
@@ -94,6 +97,14 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
         }
     }
 
+    if a.profile {
+        for &test in &tests {
+            session.start_profile();
+            run_ours(&mut session, test, n_vocab)?;
+            print_profile(&test.name(), &session.stop_profile());
+        }
+    }
+
     let i = &model.info;
     let model_name = format!("{} {}", model.hparams.arch, i.file_type.as_deref().unwrap_or("?"));
     let size = format!("{:.2} MiB", i.file_size as f64 / (1 << 20) as f64);
@@ -135,4 +146,22 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
         }
     }
     Ok(())
+}
+
+/// Per-op totals of one profiled run (ops over 1% of the time).
+fn print_profile(test: &str, nodes: &[decache::ggml::NodeTime]) {
+    let mut by_op: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for n in nodes {
+        let key = if n.op == "MUL_MAT" { format!("MUL_MAT {}", n.detail) } else { n.op.clone() };
+        let e = by_op.entry(key).or_default();
+        e.0 += 1;
+        e.1 += n.us;
+    }
+    let total: f64 = nodes.iter().map(|n| n.us).sum();
+    eprintln!("profile {test}: {:.1} ms over {} nodes (nodes run one at a time)", total / 1e3, nodes.len());
+    let mut rows: Vec<_> = by_op.into_iter().filter(|(_, (_, us))| *us > total / 100.0).collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    for (op, (n, us)) in rows {
+        eprintln!("  {op:<48} x{n:<4} {:9.2} ms {:5.1}%", us / 1e3, 100.0 * us / total);
+    }
 }

@@ -41,6 +41,14 @@ impl Backend {
         unsafe { CStr::from_ptr(sys::ggml_backend_name(self.raw())) }.to_string_lossy().into_owned()
     }
 
+    /// Put the CPU thread pool to sleep until the next graph computation
+    /// (its workers otherwise poll for a while after each graph).
+    pub fn pause_threads(&self) {
+        if let Some(tp) = self.threadpool {
+            unsafe { sys::ggml_threadpool_pause(tp.as_ptr()) }
+        }
+    }
+
     /// The backend's default buffer type.
     pub fn buffer_type(&self) -> BufferType {
         BufferType(unsafe { sys::ggml_backend_get_default_buffer_type(self.raw()) })

@@ -211,6 +211,17 @@ impl<'a> Graph<'a> {
         unsafe { sys::ggml_build_forward_expand(self.raw(), t.raw()) }
     }
 
+    /// One line per node: op, name, shape and type (for debugging graphs).
+    pub fn describe(&self) -> Vec<String> {
+        (0..self.n_nodes())
+            .map(|i| {
+                let t = Tensor::from_raw(unsafe { sys::ggml_graph_node(self.raw(), i as i32) });
+                let op = unsafe { std::ffi::CStr::from_ptr(sys::ggml_op_desc(t.raw())) }.to_string_lossy().into_owned();
+                format!("{op} {} {:?} {}", t.name(), t.ne(), t.typ())
+            })
+            .collect()
+    }
+
     pub fn n_nodes(&self) -> usize {
         unsafe { sys::ggml_graph_n_nodes(self.raw()) as usize }
     }

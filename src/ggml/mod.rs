@@ -22,7 +22,7 @@ pub use log::route_logs_to_tracing;
 pub use mmap::map_file_readonly;
 pub use ops::RopeParams;
 pub use owned::OwnedGraph;
-pub use sched::{ComputeError, Scheduler};
+pub use sched::{ComputeError, NodeTime, Scheduler};
 pub use types::GgmlType;
 pub use store::{Placement, TensorId, WeightLoadError, TensorSpec, TensorStore};
 

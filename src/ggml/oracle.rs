@@ -26,10 +26,16 @@ fn backend_init() {
 impl OracleModel {
     /// Load with llama.cpp's defaults on the CPU (mmap on, no GPU layers).
     pub fn load(path: &Path) -> Result<OracleModel, String> {
+        Self::load_with(path, true)
+    }
+
+    /// Load, choosing whether llama.cpp may use repacked/AMX weight buffers.
+    pub fn load_with(path: &Path, extra_buffers: bool) -> Result<OracleModel, String> {
         backend_init();
         let c = CString::new(path.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
         let mut params = unsafe { ll::llama_model_default_params() };
         params.n_gpu_layers = 0;
+        params.use_extra_bufts = extra_buffers;
         let m = unsafe { ll::llama_model_load_from_file(c.as_ptr(), params) };
         NonNull::new(m).map(|ptr| OracleModel { ptr }).ok_or_else(|| format!("llama.cpp could not load {}", path.display()))
     }
@@ -191,6 +197,13 @@ impl<'m> OracleContext<'m> {
     /// Empty the cache.
     pub fn clear(&mut self) {
         unsafe { ll::llama_memory_clear(ll::llama_get_memory(self.ptr.as_ptr()), true) }
+    }
+
+    /// Put the thread pool to sleep until the next decode.
+    pub fn pause_threads(&mut self) {
+        if let Some(tp) = self.threadpool {
+            unsafe { ggml_sys::ggml_threadpool_pause(tp.as_ptr()) }
+        }
     }
 
     pub fn synchronize(&mut self) {

@@ -29,6 +29,8 @@ pub enum Placement {
 #[derive(Clone, Debug)]
 pub struct TensorSpec {
     pub name: String,
+    /// The file tensor holding the data (differs from `name` for tied copies).
+    pub source: String,
     pub typ: GgmlType,
     pub ne: [i64; 4],
     pub n_dims: usize,

@@ -6,7 +6,11 @@ use super::Model;
 use crate::ggml::{Context, GgmlType, Graph, RopeParams, Tensor};
 use crate::kv::KvCache;
 
-/// Input tensors of a step (filled after allocation).
+/// Input tensors of a step (filled after allocation). Each is allocated with
+/// its byte size rounded up to 64 and used through a view of the exact size:
+/// the allocator aligns tensors to 32 bytes only, and a small odd-sized input
+/// would shift every activation after it off the 64-byte alignment that the
+/// AVX-512/AMX kernels want (measured: ~13% slower prompt processing).
 pub struct StepInputs<'c> {
     pub tokens: Tensor<'c>,
     pub pos: Tensor<'c>,
@@ -27,6 +31,21 @@ pub struct StepGraph<'c> {
     n_kv: i64,
 }
 
+/// An input of shape `ne` (1 or 2 dims) backed by an allocation padded to a
+/// multiple of 64 bytes; returns the exact-size view (writes go through it).
+fn padded_input<'c>(ctx: &'c Context, name: &str, typ: GgmlType, ne: &[i64]) -> Tensor<'c> {
+    let elem = typ.type_size() as i64;
+    let total: i64 = ne.iter().product();
+    let padded = (total * elem + 63) / 64 * 64 / elem;
+    let parent = ctx.new_input(name, typ, &[padded]);
+    let exact = ctx.view(parent, &[total], &[], 0);
+    if ne.len() == 1 {
+        exact
+    } else {
+        ctx.reshape(exact, ne)
+    }
+}
+
 impl<'c> StepGraph<'c> {
     /// Create the inputs for `n_tokens` new tokens attending over `n_kv`
     /// cells, with `n_outputs` logits rows.
@@ -34,12 +53,12 @@ impl<'c> StepGraph<'c> {
         let nt = n_tokens as i64;
         let n_embd_v = kv.n_embd_v as i64;
         let inputs = StepInputs {
-            tokens: ctx.new_input("inp_tokens", GgmlType::I32, &[nt]),
-            pos: ctx.new_input("inp_pos", GgmlType::I32, &[nt]),
-            k_idxs: ctx.new_input("inp_k_idxs", GgmlType::I64, &[nt]),
-            v_idxs: ctx.new_input("inp_v_idxs", GgmlType::I64, &[nt * n_embd_v]),
-            mask: ctx.new_input("inp_kq_mask", GgmlType::F32, &[n_kv as i64, nt]),
-            out_ids: (n_outputs < n_tokens).then(|| ctx.new_input("inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
+            tokens: padded_input(ctx, "inp_tokens", GgmlType::I32, &[nt]),
+            pos: padded_input(ctx, "inp_pos", GgmlType::I32, &[nt]),
+            k_idxs: padded_input(ctx, "inp_k_idxs", GgmlType::I64, &[nt]),
+            v_idxs: padded_input(ctx, "inp_v_idxs", GgmlType::I64, &[nt * n_embd_v]),
+            mask: padded_input(ctx, "inp_kq_mask", GgmlType::F32, &[n_kv as i64, nt]),
+            out_ids: (n_outputs < n_tokens).then(|| padded_input(ctx, "inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
         };
         let graph = ctx.new_graph(model.graph_size());
         StepGraph { ctx, graph, inputs, model, kv, n_tokens: nt, n_kv: n_kv as i64 }

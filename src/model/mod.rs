@@ -82,7 +82,7 @@ impl Model {
         let weights = TensorStore::load(
             &specs,
             file.mapping(),
-            |s| file.tensor_bytes(file.tensor(&s.name).expect("planned tensor exists")),
+            |s| file.tensor_bytes(file.tensor(&s.source).expect("planned tensor exists")),
             on_progress,
         )
         .map_err(|e| model_err(format!("loading weights: {e}")))?;
@@ -119,14 +119,15 @@ fn plan_weights(file: &GgufFile, arch: Arch, hp: &HParams, opts: &LoadOptions) -
     let mut specs = Vec::with_capacity(reqs.len());
     let mut used = HashSet::new();
     for r in &reqs {
-        let Some(t) = file.tensor(&r.name) else {
+        let tied = || r.tied_to.as_deref().and_then(|src| file.tensor(src));
+        let Some(t) = file.tensor(&r.name).or_else(tied) else {
             if r.required {
                 return Err(format!("tensor '{}' is missing (required by the {} architecture)", r.name, arch.name()));
             }
             continue;
         };
         check_shape(t, &r.ne)?;
-        used.insert(r.name.as_str());
+        used.insert(t.name.as_str());
         let ne = t.ne;
         check_type(t, r.usage, &cpu)?;
         let upload_to = (r.usage == Usage::MulMat)
@@ -138,7 +139,8 @@ fn plan_weights(file: &GgufFile, arch: Arch, hp: &HParams, opts: &LoadOptions) -
             None => Placement::Upload(cpu.buffer_type()),
         };
         specs.push(TensorSpec {
-            name: t.name.clone(),
+            name: r.name.clone(),
+            source: t.name.clone(),
             typ: t.typ,
             ne,
             n_dims: t.n_dims as usize,

@@ -15,15 +15,24 @@ pub struct TensorReq {
     pub ne: Vec<i64>,
     pub required: bool,
     pub usage: Usage,
+    /// When absent from the file, load a copy of this tensor under `name`
+    /// (tied output embeddings: llama.cpp also keeps a separate copy, placed
+    /// for its own op, so the output matmul may use a repacked layout).
+    pub tied_to: Option<String>,
 }
 
 impl TensorReq {
     pub fn req(name: impl Into<String>, ne: &[i64], usage: Usage) -> TensorReq {
-        TensorReq { name: name.into(), ne: ne.to_vec(), required: true, usage }
+        TensorReq { name: name.into(), ne: ne.to_vec(), required: true, usage, tied_to: None }
     }
 
     pub fn opt(name: impl Into<String>, ne: &[i64], usage: Usage) -> TensorReq {
-        TensorReq { name: name.into(), ne: ne.to_vec(), required: false, usage }
+        TensorReq { name: name.into(), ne: ne.to_vec(), required: false, usage, tied_to: None }
+    }
+
+    /// Optional; a copy of `source` when absent.
+    pub fn tied(name: impl Into<String>, ne: &[i64], usage: Usage, source: &str) -> TensorReq {
+        TensorReq { name: name.into(), ne: ne.to_vec(), required: false, usage, tied_to: Some(source.to_string()) }
     }
 }
 

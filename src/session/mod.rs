@@ -81,6 +81,7 @@ impl Session {
         let logits = self.model.arch.build(&mut g);
         g.graph.expand(logits);
         self.sched.reserve(&g.graph)?;
+        tracing::debug!(compute_buffer_mib = self.sched.buffer_size(&self.backend) as f64 / 1048576.0, nodes = g.graph.n_nodes(), "reserved");
         self.step_graph = None;
         Ok(())
     }
@@ -105,6 +106,21 @@ impl Session {
     /// The position the next token will take.
     pub fn next_pos(&self) -> Pos {
         self.next_pos
+    }
+
+    /// Record per-node compute times of the following evaluations.
+    pub fn start_profile(&mut self) {
+        self.sched.start_profile();
+    }
+
+    pub fn stop_profile(&mut self) -> Vec<crate::ggml::NodeTime> {
+        self.sched.stop_profile()
+    }
+
+    /// Let the compute threads sleep until the next evaluation (e.g. while
+    /// another engine runs, or while waiting for user input).
+    pub fn pause_threads(&self) {
+        self.backend.pause_threads();
     }
 
     pub fn backend_name(&self) -> String {
@@ -199,6 +215,8 @@ impl Session {
                 (g.graph, keep)
             });
             self.sched.alloc(&g.graph())?;
+            tracing::trace!(target: "decache::graph", "{}", g.graph().describe().join("\n"));
+            tracing::debug!(nodes = g.graph().n_nodes(), splits = self.sched.n_splits(), n_tokens = tokens.len(), n_kv, "new step graph");
             self.step_graph = Some((key, g));
         }
         let g = &self.step_graph.as_ref().expect("step graph").1;

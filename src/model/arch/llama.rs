@@ -13,7 +13,7 @@ pub fn tensors(hp: &HParams) -> Vec<TensorReq> {
     let mut t = vec![
         TensorReq::req("token_embd.weight", &[e, v], Usage::GetRows),
         TensorReq::req("output_norm.weight", &[e], Usage::Elementwise),
-        TensorReq::opt("output.weight", &[e, v], Usage::MulMat),
+        TensorReq::tied("output.weight", &[e, v], Usage::MulMat, "token_embd.weight"),
     ];
     for il in 0..hp.n_layer as usize {
         t.extend([
@@ -65,6 +65,5 @@ pub fn build<'c>(g: &mut StepGraph<'c>) -> Tensor<'c> {
         x = ctx.add(cur, ffn_in);
     }
     let x = blocks::rms_norm(ctx, x, g.w("output_norm.weight"), hp.rms_eps);
-    let out = g.w_opt("output.weight").unwrap_or_else(|| g.w("token_embd.weight"));
-    ctx.mul_mat(out, x)
+    ctx.mul_mat(g.w("output.weight"), x)
 }
