@@ -79,3 +79,34 @@ fn greedy_generations_match_llama_cpp() {
         assert_eq!(ours, theirs, "greedy continuation of {prompt:?} differs");
     }
 }
+
+#[test]
+fn kv_cache_types_match_llama_cpp() {
+    use decache::ggml::GgmlType;
+    let path = smollm2();
+    let model = Arc::new(Model::load(&path, &LoadOptions::default()).unwrap());
+    let oracle = OracleModel::load(&path).unwrap();
+    let n_vocab = model.hparams.n_vocab as usize;
+    let ids = oracle.tokenize(PROMPTS[2], false, true);
+    let toks: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
+    for (tk, tv) in [(GgmlType::Q8_0, GgmlType::F16), (GgmlType::F32, GgmlType::F32)] {
+        let cfg = SessionConfig { n_ctx: 512, n_threads: THREADS, type_k: tk, type_v: tv, ..SessionConfig::default() };
+        let ours = Session::new(model.clone(), cfg).unwrap().eval(&toks, true).unwrap();
+        let p = OracleParams { n_ctx: 512, n_threads: THREADS as i32, type_k: tk, type_v: tv, ..OracleParams::default() };
+        let mut oc = OracleContext::new(&oracle, &p).unwrap();
+        let pos: Vec<i32> = (0..ids.len() as i32).collect();
+        let theirs = oc.decode(&ids, &pos, true).unwrap();
+        let mut worst = 0f32;
+        for (i, row) in theirs.iter().enumerate() {
+            let mine = &ours[i * n_vocab..(i + 1) * n_vocab];
+            assert_eq!(argmax(mine), argmax(row), "-ctk {tk} -ctv {tv}: top-1 differs at {i}");
+            worst = worst.max(max_abs_diff(mine, row));
+        }
+        eprintln!("-ctk {tk} -ctv {tv}: max |Δlogit| = {worst:.3e}");
+        assert!(worst < 1e-2, "-ctk {tk} -ctv {tv}: max |Δlogit| {worst}");
+    }
+    // A quantized V cache needs flash attention: a clear error, not an abort.
+    let cfg = SessionConfig { n_ctx: 512, n_threads: THREADS, type_v: GgmlType::Q8_0, ..SessionConfig::default() };
+    let err = Session::new(model.clone(), cfg).err().expect("-ctv q8_0 must be refused");
+    assert!(err.to_string().contains("-ctv q8_0") && err.to_string().contains("flash attention"), "{err}");
+}

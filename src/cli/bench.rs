@@ -71,7 +71,7 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
     let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };
     let mut octx = match &oracle {
         Some(m) => {
-            let p = OracleParams { n_ctx: n_ctx as u32, n_batch: a.batch_size as u32, n_ubatch: a.ubatch_size as u32, n_threads: threads as i32, flash_attn: false };
+            let p = OracleParams { n_ctx: n_ctx as u32, n_batch: a.batch_size as u32, n_ubatch: a.ubatch_size as u32, n_threads: threads as i32, ..OracleParams::default() };
             Some(OracleContext::new(m, &p).map_err(decache::Error::Context)?)
         }
         None => None,

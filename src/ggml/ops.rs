@@ -55,6 +55,17 @@ impl Context {
         unsafe { sys::ggml_prec_set_acc(t.raw(), sys::GGML_PREC_F32) };
     }
 
+    /// Rotate the rows of `x` (contiguous in chunks of `rot.ne[0]`) by the
+    /// Hadamard matrix `rot`, hinting ggml that it is one.
+    pub fn hadamard_rotate<'a>(&'a self, x: Tensor<'a>, rot: Tensor<'a>) -> Tensor<'a> {
+        let n = rot.ne()[0];
+        let ne = x.ne();
+        let flat = if is_contiguous(x) { self.reshape(x, &[n, x.nelements() / n]) } else { self.cont_2d(x, n, x.nelements() / n) };
+        let r = self.mul_mat(rot, flat);
+        unsafe { sys::ggml_mul_mat_set_hint(r.raw(), sys::GGML_HINT_SRC0_IS_HADAMARD) };
+        self.reshape(r, &ne)
+    }
+
     pub fn swiglu_split<'a>(&'a self, gate: Tensor<'a>, up: Tensor<'a>) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_swiglu_split(self.raw(), gate.raw(), up.raw()) })
     }
@@ -150,4 +161,8 @@ impl Context {
     pub fn set_rows<'a>(&'a self, dst: Tensor<'a>, src: Tensor<'a>, idx: Tensor<'a>) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_set_rows(self.raw(), dst.raw(), src.raw(), idx.raw()) })
     }
+}
+
+fn is_contiguous(t: Tensor<'_>) -> bool {
+    unsafe { sys::ggml_is_contiguous(t.raw()) }
 }

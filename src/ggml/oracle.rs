@@ -102,11 +102,22 @@ pub struct OracleParams {
     pub n_ubatch: u32,
     pub n_threads: i32,
     pub flash_attn: bool,
+    /// K and V cache types.
+    pub type_k: crate::ggml::GgmlType,
+    pub type_v: crate::ggml::GgmlType,
 }
 
 impl Default for OracleParams {
     fn default() -> Self {
-        OracleParams { n_ctx: 4096, n_batch: 2048, n_ubatch: 512, n_threads: 2, flash_attn: false }
+        OracleParams {
+            n_ctx: 4096,
+            n_batch: 2048,
+            n_ubatch: 512,
+            n_threads: 2,
+            flash_attn: false,
+            type_k: crate::ggml::GgmlType::F16,
+            type_v: crate::ggml::GgmlType::F16,
+        }
     }
 }
 
@@ -130,6 +141,8 @@ impl<'m> OracleContext<'m> {
         cp.flash_attn_type =
             if p.flash_attn { ll::LLAMA_FLASH_ATTN_TYPE_ENABLED } else { ll::LLAMA_FLASH_ATTN_TYPE_DISABLED };
         cp.no_perf = true;
+        cp.type_k = p.type_k.id() as ll::ggml_type;
+        cp.type_v = p.type_v.id() as ll::ggml_type;
         let c = unsafe { ll::llama_init_from_model(model.ptr.as_ptr(), cp) };
         let ptr = NonNull::new(c).ok_or("llama.cpp could not create a context")?;
         // A persistent thread pool, as llama-bench and our engine use.

@@ -75,6 +75,48 @@ impl GgmlType {
         (n / b).checked_mul(self.type_size())
     }
 
+    /// Whether `quantize` can produce this type (ggml's quantizers).
+    pub fn can_quantize(self) -> bool {
+        use sys::*;
+        matches!(
+            self.0,
+            GGML_TYPE_Q1_0 | GGML_TYPE_Q2_0 | GGML_TYPE_Q4_0 | GGML_TYPE_Q4_1 | GGML_TYPE_Q5_0 | GGML_TYPE_Q5_1
+                | GGML_TYPE_Q8_0 | GGML_TYPE_MXFP4 | GGML_TYPE_NVFP4 | GGML_TYPE_Q2_K | GGML_TYPE_Q3_K
+                | GGML_TYPE_Q4_K | GGML_TYPE_Q5_K | GGML_TYPE_Q6_K | GGML_TYPE_TQ1_0 | GGML_TYPE_TQ2_0
+                | GGML_TYPE_IQ2_XXS | GGML_TYPE_IQ2_XS | GGML_TYPE_IQ3_XXS | GGML_TYPE_IQ3_S | GGML_TYPE_IQ2_S
+                | GGML_TYPE_IQ1_S | GGML_TYPE_IQ1_M | GGML_TYPE_IQ4_NL | GGML_TYPE_IQ4_XS | GGML_TYPE_F16
+                | GGML_TYPE_BF16
+        )
+    }
+
+    /// Quantize `src` (rows of `n_per_row` values) into this type with
+    /// ggml's reference quantizers (an all-ones importance matrix where one
+    /// is required). For tools and tests that write GGUF files.
+    pub fn quantize(self, src: &[f32], n_per_row: usize) -> Result<Vec<u8>, String> {
+        if !self.can_quantize() {
+            return Err(format!("ggml cannot quantize to {self}"));
+        }
+        if n_per_row == 0 || src.len() % n_per_row != 0 {
+            return Err(format!("{} values are not whole rows of {n_per_row}", src.len()));
+        }
+        let row = self.row_bytes(n_per_row as u64).ok_or_else(|| format!("rows of {n_per_row} are not whole {self} blocks"))?;
+        let nrows = src.len() / n_per_row;
+        let mut out = vec![0u8; row as usize * nrows];
+        let imatrix = vec![1.0f32; n_per_row];
+        // SAFETY: src holds nrows*n_per_row floats, out holds nrows rows of this
+        // type, imatrix holds n_per_row floats; the type is one ggml quantizes.
+        let written = unsafe {
+            sys::ggml_quantize_init(self.0);
+            sys::ggml_quantize_chunk(
+                self.0, src.as_ptr(), out.as_mut_ptr().cast(), 0, nrows as i64, n_per_row as i64, imatrix.as_ptr(),
+            )
+        };
+        if written != out.len() {
+            return Err(format!("ggml wrote {written} bytes for {self}, expected {}", out.len()));
+        }
+        Ok(out)
+    }
+
     /// Check raw tensor data for this type (NaN/Inf in scales and values).
     pub fn validate_data(self, data: &[u8]) -> bool {
         // SAFETY: ggml reads exactly `data.len()` bytes from a valid slice.

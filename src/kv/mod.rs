@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod cells;
 pub mod mask;
+pub mod rotation;
 
 pub use cache::KvCache;
 pub use cells::{Cells, Pos};

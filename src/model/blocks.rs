@@ -13,6 +13,8 @@ pub struct AttnInputs<'c> {
     pub mask: Tensor<'c>,
     /// Number of cells attended (a prefix of the cache).
     pub n_kv: i64,
+    /// Hadamard rotation for q and k when the K cache is quantized.
+    pub k_rot: Option<Tensor<'c>>,
 }
 
 /// Shapes of one attention layer.
@@ -61,6 +63,10 @@ pub fn attention<'c>(
 ) -> Tensor<'c> {
     let n_tokens = q.ne()[2];
     let n_embd_kv = s.head_dim * s.n_head_kv;
+    let (q, k) = match inp.k_rot {
+        Some(rot) => (ctx.hadamard_rotate(q, rot), ctx.hadamard_rotate(k, rot)),
+        None => (q, k),
+    };
     gf.expand(q);
     gf.expand(v);
     gf.expand(k);

@@ -19,6 +19,8 @@ pub struct StepInputs<'c> {
     pub mask: Tensor<'c>,
     /// Rows whose logits are computed, when fewer than all tokens.
     pub out_ids: Option<Tensor<'c>>,
+    /// The Hadamard matrix rotating q and k, when the K cache is quantized.
+    pub k_rot: Option<Tensor<'c>>,
 }
 
 pub struct StepGraph<'c> {
@@ -59,6 +61,8 @@ impl<'c> StepGraph<'c> {
             v_idxs: padded_input(ctx, "inp_v_idxs", GgmlType::I64, &[nt * n_embd_v]),
             mask: padded_input(ctx, "inp_kq_mask", GgmlType::F32, &[n_kv as i64, nt]),
             out_ids: (n_outputs < n_tokens).then(|| padded_input(ctx, "inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
+            k_rot: crate::kv::rotation::k_rotation_size(model.hparams.head_dim as usize, kv.type_k.is_quantized())
+                .map(|n| padded_input(ctx, "inp_k_rot", GgmlType::F32, &[n as i64, n as i64])),
         };
         let graph = ctx.new_graph(model.graph_size());
         StepGraph { ctx, graph, inputs, model, kv, n_tokens: nt, n_kv: n_kv as i64 }
@@ -91,7 +95,13 @@ impl<'c> StepGraph<'c> {
     }
 
     pub fn attn_inputs(&self) -> AttnInputs<'c> {
-        AttnInputs { k_idxs: self.inputs.k_idxs, v_idxs: self.inputs.v_idxs, mask: self.inputs.mask, n_kv: self.n_kv }
+        AttnInputs {
+            k_idxs: self.inputs.k_idxs,
+            v_idxs: self.inputs.v_idxs,
+            mask: self.inputs.mask,
+            n_kv: self.n_kv,
+            k_rot: self.inputs.k_rot,
+        }
     }
 
     pub fn rope_params(&self) -> RopeParams {

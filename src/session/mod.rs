@@ -36,6 +36,8 @@ pub struct Session {
     backend: Backend,
     next_pos: Pos,
     mask: Vec<f32>,
+    /// The Hadamard matrix for q/k when the K cache is quantized.
+    k_rotation: Option<Vec<f32>>,
     /// The last step's graph and its shape key (tokens, n_kv, outputs).
     step_graph: Option<((usize, usize, usize), OwnedGraph)>,
     pub timings: Timings,
@@ -57,6 +59,15 @@ impl Session {
                 return Err(Error::InvalidArgument(format!("{flag} {t}: supported cache types are f16, f32, q8_0")));
             }
         }
+        if cfg.type_v.is_quantized() {
+            // Without flash attention V is stored transposed, one element per
+            // row, which a block-quantized type cannot hold (llama.cpp refuses
+            // it the same way).
+            return Err(Error::InvalidArgument(format!(
+                "-ctv {}: a quantized V cache needs flash attention, which decache does not have yet; use -ctv f16",
+                cfg.type_v
+            )));
+        }
         let backend = Backend::cpu(cfg.n_threads);
         let kv_elems = hp.n_embd_k_gqa() as usize;
         if cfg.type_k.row_bytes(kv_elems as u64).is_none() || cfg.type_v.row_bytes(kv_elems as u64).is_none() {
@@ -68,7 +79,9 @@ impl Session {
         let kv = KvCache::new(cfg.n_ctx, hp.n_layer as usize, kv_elems, kv_elems, cfg.type_k, cfg.type_v, backend.buffer_type())
             .ok_or_else(|| Error::Context(format!("could not allocate a KV cache of {} cells (out of memory?)", cfg.n_ctx)))?;
         let sched = Scheduler::new(&[&backend], model.graph_size());
-        let mut s = Session { model, cfg, kv, sched, backend, next_pos: 0, mask: Vec::new(), step_graph: None, timings: Timings::default() };
+        let k_rotation = crate::kv::rotation::k_rotation_size(hp.head_dim as usize, cfg.type_k.is_quantized())
+            .map(crate::kv::rotation::hadamard);
+        let mut s = Session { model, cfg, kv, sched, backend, next_pos: 0, mask: Vec::new(), k_rotation, step_graph: None, timings: Timings::default() };
         s.reserve()?;
         Ok(s)
     }
@@ -210,8 +223,10 @@ impl Session {
                 logits.set_output();
                 g.graph.expand(logits);
                 let i = &g.inputs;
+                // Fixed slots 0..=5, then out_ids (6) and k_rot (7) when present.
                 let mut keep = vec![i.tokens, i.pos, i.k_idxs, i.v_idxs, i.mask, logits];
-                keep.extend(i.out_ids);
+                keep.push(i.out_ids.unwrap_or(i.tokens));
+                keep.push(i.k_rot.unwrap_or(i.tokens));
                 (g.graph, keep)
             });
             self.sched.alloc(&g.graph())?;
@@ -240,6 +255,9 @@ impl Session {
         if n_outputs < tokens.len() {
             let rows: Vec<i32> = if outputs.is_empty() { vec![tokens.len() as i32 - 1] } else { outputs.iter().map(|&r| r as i32).collect() };
             g.tensor(6).write_i32(&rows);
+        }
+        if let Some(h) = &self.k_rotation {
+            g.tensor(7).write_f32(h);
         }
 
         let t0 = Instant::now();
