@@ -6,7 +6,7 @@ use cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(cli::compat::expand_llama_aliases(std::env::args_os()));
     init_logging(cli.verbose);
     let res = match &cli.command {
         Command::Run(a) => cli::run::run(a),

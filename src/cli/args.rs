@@ -14,8 +14,8 @@ pub struct ModelArgs {
     /// Read the weights into memory instead of mapping the file.
     #[arg(long = "no-mmap")]
     pub no_mmap: bool,
-    /// Keep weights in their file layout (no repacked/AMX buffers).
-    #[arg(long = "no-repack", visible_alias = "nr")]
+    /// Keep weights in their file layout, no repacked/AMX buffers (also -nr).
+    #[arg(long = "no-repack")]
     pub no_repack: bool,
 }
 
@@ -33,17 +33,17 @@ pub struct ContextArgs {
     /// Logical batch size.
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     pub batch_size: usize,
-    /// Physical (micro) batch size.
-    #[arg(long = "ubatch-size", visible_alias = "ub", default_value_t = 512)]
+    /// Physical (micro) batch size (also -ub).
+    #[arg(long = "ubatch-size", default_value_t = 512)]
     pub ubatch_size: usize,
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
-    /// K cache type: f16, f32 or q8_0.
-    #[arg(long = "cache-type-k", visible_alias = "ctk", default_value = "f16")]
+    /// K cache type: f16, f32 or q8_0 (also -ctk).
+    #[arg(long = "cache-type-k", default_value = "f16")]
     pub cache_type_k: String,
-    /// V cache type: f16, f32 or q8_0.
-    #[arg(long = "cache-type-v", visible_alias = "ctv", default_value = "f16")]
+    /// V cache type: f16, f32 or q8_0 (also -ctv; q8_0 needs flash attention).
+    #[arg(long = "cache-type-v", default_value = "f16")]
     pub cache_type_v: String,
 }
 

@@ -29,7 +29,7 @@ pub struct BenchArgs {
     pub threads: Option<usize>,
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     pub batch_size: usize,
-    #[arg(long = "ubatch-size", visible_alias = "ub", default_value_t = 512)]
+    #[arg(long = "ubatch-size", default_value_t = 512)]
     pub ubatch_size: usize,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]

@@ -3,6 +3,7 @@
 pub mod out;
 pub mod args;
 pub mod bench;
+pub mod compat;
 pub mod info;
 pub mod load;
 pub mod perplexity;

@@ -21,8 +21,8 @@ pub struct RunArgs {
     /// Read the prompt from a file.
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
-    /// System prompt (chat mode).
-    #[arg(long = "system-prompt", visible_alias = "sys")]
+    /// System prompt (chat mode; also -sys).
+    #[arg(long = "system-prompt")]
     pub system: Option<String>,
     /// Tokens to generate (-1 = until end of generation or a full context).
     #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
