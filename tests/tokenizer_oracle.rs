@@ -25,9 +25,10 @@ fn smollm2_path() -> PathBuf {
     p
 }
 
-fn gemma_path() -> Option<PathBuf> {
+fn gemma_path() -> PathBuf {
     let p = decache::pull::cache_dir().join(decache::pull::GEMMA3_270M_FILE);
-    p.exists().then_some(p)
+    assert!(p.exists(), "{} is missing: run `make models` first", p.display());
+    p
 }
 
 fn spec_of(path: &Path) -> VocabSpec {
@@ -190,6 +191,13 @@ fn corpus() -> Vec<String> {
         " the",
         "ing",
     ];
+    // The project's tokenizer corpus: 46 cases separated by "-----" lines
+    // (untrimmed: leading and trailing whitespace is part of each case).
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/tokenizer-corpus.txt");
+    let corpus = std::fs::read_to_string(file).expect("prompts/tokenizer-corpus.txt");
+    let cases: Vec<String> = corpus.split("\n-----\n").map(str::to_string).collect();
+    assert!(cases.len() >= 40, "the tokenizer corpus has only {} cases", cases.len());
+    texts.extend(cases);
     let mut rng = XorShift(0x5eed_1234_abcd_0001);
     for _ in 0..1500 {
         let n = 1 + rng.below(40);
@@ -408,10 +416,7 @@ fn other_pre_tokenizers_match_llama_cpp() {
 
 #[test]
 fn gemma3_sentencepiece_matches_llama_cpp() {
-    let Some(path) = gemma_path() else {
-        eprintln!("skipped: gemma-3-270m is not in the cache");
-        return;
-    };
+    let path = gemma_path();
     let (tok, oracle) = load(&path);
     assert_eq!(tok.kind(), "llama SentencePiece");
     assert_eq!(

@@ -151,6 +151,16 @@ impl Context {
         })
     }
 
+    /// RoPE applied in place (the result is a view of `a`).
+    pub fn rope_inplace<'a>(&'a self, a: Tensor<'a>, pos: Tensor<'a>, p: &RopeParams) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_rope_ext_inplace(
+                self.raw(), a.raw(), pos.raw(), std::ptr::null_mut(), p.n_dims, p.mode, p.n_ctx_orig, p.freq_base,
+                p.freq_scale, p.ext_factor, p.attn_factor, p.beta_fast, p.beta_slow,
+            )
+        })
+    }
+
     /// softmax(a * scale + mask) over dim 0.
     pub fn soft_max_ext<'a>(&'a self, a: Tensor<'a>, mask: Option<Tensor<'a>>, scale: f32) -> Tensor<'a> {
         let m = mask.map_or(std::ptr::null_mut(), |t| t.raw());

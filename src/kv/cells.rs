@@ -9,6 +9,10 @@ pub struct Cells {
     token: Vec<u32>,
     pos: Vec<Pos>,
     live: Vec<bool>,
+    /// Position change of each cell since its K rows were last rotated
+    /// (applied by the K-shift graph, then cleared).
+    shift: Vec<Pos>,
+    has_shift: bool,
     n_live: usize,
     /// One past the highest live cell index (the attended range must cover it).
     used_max_p1: usize,
@@ -16,7 +20,15 @@ pub struct Cells {
 
 impl Cells {
     pub fn new(size: usize) -> Cells {
-        Cells { token: vec![0; size], pos: vec![-1; size], live: vec![false; size], n_live: 0, used_max_p1: 0 }
+        Cells {
+            token: vec![0; size],
+            pos: vec![-1; size],
+            live: vec![false; size],
+            shift: vec![0; size],
+            has_shift: false,
+            n_live: 0,
+            used_max_p1: 0,
+        }
     }
 
     pub fn size(&self) -> usize {
@@ -66,6 +78,7 @@ impl Cells {
         self.live[i] = true;
         self.token[i] = token;
         self.pos[i] = pos;
+        self.shift[i] = 0;
         self.n_live += 1;
         self.used_max_p1 = self.used_max_p1.max(i + 1);
     }
@@ -85,9 +98,92 @@ impl Cells {
         true
     }
 
+    /// Clear the live bit of every cell whose position is in `[p0, p1)`;
+    /// returns the cells removed. O(cells in the live range), no graph.
+    pub fn remove_pos_range(&mut self, p0: Pos, p1: Pos) -> Vec<usize> {
+        let hit: Vec<usize> = (0..self.used_max_p1).filter(|&i| self.live[i] && self.pos[i] >= p0 && self.pos[i] < p1).collect();
+        for &i in &hit {
+            self.remove(i);
+        }
+        hit
+    }
+
+    /// Add `delta` to the position of every live cell at `p0` or later
+    /// (closing a gap). Fails, changing nothing, if a position would leave
+    /// the 32-bit range or go negative.
+    pub fn shift_positions(&mut self, p0: Pos, delta: Pos) -> Result<usize, String> {
+        let cells: Vec<usize> = (0..self.used_max_p1).filter(|&i| self.live[i] && self.pos[i] >= p0).collect();
+        for &i in &cells {
+            match self.pos[i].checked_add(delta) {
+                Some(p) if p >= 0 => {}
+                _ => return Err(format!("shifting position {} by {delta} leaves the valid range", self.pos[i])),
+            }
+        }
+        for &i in &cells {
+            self.pos[i] += delta;
+            self.shift[i] += delta;
+        }
+        self.has_shift |= !cells.is_empty() && delta != 0;
+        Ok(cells.len())
+    }
+
+    /// Whether some cells' keys still need rotating to their new positions.
+    pub fn has_shift(&self) -> bool {
+        self.has_shift
+    }
+
+    /// The pending per-cell position changes (0 for others), cleared.
+    pub fn take_shift(&mut self) -> Vec<Pos> {
+        self.has_shift = false;
+        std::mem::replace(&mut self.shift, vec![0; self.live.len()])
+    }
+
+    /// Moves `(from, to)` that pack the live cells into `0..n_live`, keeping
+    /// their order: each hole below the end of the packed range takes the
+    /// next live cell above it.
+    pub fn defrag_moves(&self) -> Vec<(usize, usize)> {
+        let mut moves = Vec::new();
+        let mut to = 0;
+        for from in 0..self.used_max_p1 {
+            if self.live[from] {
+                if from != to {
+                    moves.push((from, to));
+                }
+                to += 1;
+            }
+        }
+        moves
+    }
+
+    /// Apply moves from `defrag_moves` to the metadata (the caller moves the
+    /// K/V rows with the same list).
+    pub fn apply_moves(&mut self, moves: &[(usize, usize)]) {
+        for &(from, to) in moves {
+            debug_assert!(self.live[from] && !self.live[to]);
+            self.token[to] = self.token[from];
+            self.pos[to] = self.pos[from];
+            self.shift[to] = self.shift[from];
+            self.live[to] = true;
+            self.live[from] = false;
+            self.pos[from] = -1;
+            self.shift[from] = 0;
+        }
+        self.used_max_p1 = self.n_live;
+    }
+
+    /// Share of the attended range that is dead (0 = packed).
+    pub fn fragmentation(&self) -> f32 {
+        if self.used_max_p1 == 0 {
+            return 0.0;
+        }
+        1.0 - self.n_live as f32 / self.used_max_p1 as f32
+    }
+
     pub fn clear(&mut self) {
         self.live.iter_mut().for_each(|l| *l = false);
         self.pos.iter_mut().for_each(|p| *p = -1);
+        self.shift.iter_mut().for_each(|s| *s = 0);
+        self.has_shift = false;
         self.n_live = 0;
         self.used_max_p1 = 0;
     }
@@ -139,6 +235,31 @@ mod tests {
         c.remove(1);
         assert!(!c.visible(1, 5), "removed cell hidden");
         assert!(!c.visible(3, 5), "empty cell hidden");
+    }
+
+    #[test]
+    fn remove_range_shift_and_defrag() {
+        let mut c = Cells::new(16);
+        for i in 0..10 {
+            c.fill(i, 100 + i as u32, i as Pos);
+        }
+        assert_eq!(c.remove_pos_range(3, 6), vec![3, 4, 5]);
+        assert_eq!(c.n_live(), 7);
+        assert_eq!(c.shift_positions(6, -3).unwrap(), 4);
+        assert!(c.has_shift());
+        assert_eq!((c.pos(6), c.pos(9)), (3, 6), "later cells close the gap");
+        let sh = c.take_shift();
+        assert_eq!(&sh[..10], &[0, 0, 0, 0, 0, 0, -3, -3, -3, -3]);
+        assert!(!c.has_shift());
+        assert!(c.fragmentation() > 0.29);
+        let moves = c.defrag_moves();
+        assert_eq!(moves, vec![(6, 3), (7, 4), (8, 5), (9, 6)]);
+        c.apply_moves(&moves);
+        assert_eq!(c.used_max_p1(), 7);
+        assert_eq!(c.fragmentation(), 0.0);
+        assert_eq!((0..7).map(|i| c.token(i)).collect::<Vec<_>>(), vec![100, 101, 102, 106, 107, 108, 109]);
+        assert_eq!((0..7).map(|i| c.pos(i)).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5, 6]);
+        assert!(c.shift_positions(0, i32::MIN).is_err(), "positions never wrap");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! liveness and positions.
 pub mod cache;
 pub mod cells;
+pub mod defrag;
 pub mod mask;
 pub mod rotation;
 

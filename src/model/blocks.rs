@@ -106,3 +106,32 @@ pub fn attention<'c>(
     let cur = ctx.permute(kqv, [0, 2, 1, 3]);
     ctx.cont_2d(cur, s.head_dim * s.n_head, n_tokens)
 }
+
+/// Rotate the cached keys of one layer by each cell's position change
+/// (`shift`, I32 per cell) after positions were closed up: RoPE composes,
+/// so R(p + d) = R(d) R(p) and no key is recomputed from hidden states. A
+/// quantized cache is rotated back from its Hadamard basis, roped, rotated
+/// forward and re-quantized, as llama.cpp does.
+#[allow(clippy::too_many_arguments)]
+pub fn k_shift<'c>(
+    ctx: &'c Context, k_cache: Tensor<'c>, shift: Tensor<'c>, rope: &RopeParams, head_dim: i64, n_head_kv: i64,
+    k_rot: Option<Tensor<'c>>,
+) -> Tensor<'c> {
+    let t = k_cache.typ();
+    let size = k_cache.ne()[1];
+    let row = |n: i64| t.row_bytes(n as u64).expect("cache row") as usize;
+    let k = ctx.view(k_cache, &[rope.n_dims as i64, n_head_kv, size], &[row(head_dim), row(head_dim * n_head_kv)], 0);
+    if t.is_quantized() {
+        let mut x = ctx.cast(k, crate::ggml::GgmlType::F32);
+        if let Some(r) = k_rot {
+            x = ctx.hadamard_rotate(x, r);
+        }
+        x = ctx.rope(x, shift, None, rope);
+        if let Some(r) = k_rot {
+            x = ctx.hadamard_rotate(x, r);
+        }
+        ctx.cpy(x, k)
+    } else {
+        ctx.rope_inplace(k, shift, rope)
+    }
+}

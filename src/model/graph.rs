@@ -105,18 +105,7 @@ impl<'c> StepGraph<'c> {
     }
 
     pub fn rope_params(&self) -> RopeParams {
-        let hp = self.hparams();
-        RopeParams {
-            n_dims: hp.n_rot as i32,
-            mode: hp.rope_kind as i32,
-            n_ctx_orig: hp.n_ctx_train as i32,
-            freq_base: hp.rope_base,
-            freq_scale: hp.rope_scale,
-            ext_factor: 0.0,
-            attn_factor: 1.0,
-            beta_fast: 32.0,
-            beta_slow: 1.0,
-        }
+        self.model.rope_params()
     }
 
     /// In the last layer, keep only the rows whose logits are wanted.

@@ -104,6 +104,22 @@ impl Model {
         Ok(Model { arch, hparams, tokenizer, info, weights, graph_size })
     }
 
+    /// RoPE parameters of this model (also used to re-rotate cached keys).
+    pub fn rope_params(&self) -> crate::ggml::RopeParams {
+        let hp = &self.hparams;
+        crate::ggml::RopeParams {
+            n_dims: hp.n_rot as i32,
+            mode: hp.rope_kind as i32,
+            n_ctx_orig: hp.n_ctx_train as i32,
+            freq_base: hp.rope_base,
+            freq_scale: hp.rope_scale,
+            ext_factor: 0.0,
+            attn_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+        }
+    }
+
     /// Nodes reserved per step graph (llama.cpp's rule of thumb).
     pub fn graph_size(&self) -> usize {
         self.graph_size

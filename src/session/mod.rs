@@ -1,10 +1,12 @@
 //! `Session`: prefill and decode over the KV cache. The CLI, the server and
 //! the agent all drive this one loop.
 mod config;
+mod decache;
 mod generate;
 pub mod perplexity;
 
 pub use config::{default_threads, SessionConfig};
+pub use decache::{PositionPolicy, Removal};
 pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};
 
 use crate::error::{Error, Result};
@@ -36,6 +38,8 @@ pub struct Session {
     backend: Backend,
     next_pos: Pos,
     mask: Vec<f32>,
+    /// Graphs computed (see `graphs_run`).
+    graphs_run: u64,
     /// The Hadamard matrix for q/k when the K cache is quantized.
     k_rotation: Option<Vec<f32>>,
     /// The last step's graph and its shape key (tokens, n_kv, outputs).
@@ -81,7 +85,7 @@ impl Session {
         let sched = Scheduler::new(&[&backend], model.graph_size());
         let k_rotation = crate::kv::rotation::k_rotation_size(hp.head_dim as usize, cfg.type_k.is_quantized())
             .map(crate::kv::rotation::hadamard);
-        let mut s = Session { model, cfg, kv, sched, backend, next_pos: 0, mask: Vec::new(), k_rotation, step_graph: None, timings: Timings::default() };
+        let mut s = Session { model, cfg, kv, sched, backend, next_pos: 0, mask: Vec::new(), graphs_run: 0, k_rotation, step_graph: None, timings: Timings::default() };
         s.reserve()?;
         Ok(s)
     }
@@ -193,6 +197,7 @@ impl Session {
     /// Run one micro-batch: place the tokens in free cells, build and run
     /// the graph, return the logits of the rows in `outputs`.
     fn step(&mut self, tokens: &[u32], positions: &[Pos], outputs: &[usize]) -> Result<Vec<f32>> {
+        self.apply_pending_shift()?;
         let cells = self.kv.cells.find_free(tokens.len()).ok_or_else(|| Error::Context("the context is full".into()))?;
         for ((&c, &t), &p) in cells.iter().zip(tokens).zip(positions) {
             self.kv.cells.fill(c, t, p);
@@ -262,6 +267,7 @@ impl Session {
 
         let t0 = Instant::now();
         self.sched.compute(&g.graph())?;
+        self.graphs_run += 1;
         let dt = t0.elapsed();
         tracing::trace!(tokens = tokens.len(), n_kv, setup_us = (t0 - t_setup).as_micros() as u64, compute_us = dt.as_micros() as u64, "step");
         if tokens.len() > 1 {

@@ -1,0 +1,53 @@
+//! Moving live cells into a contiguous block: K rows and (transposed) V
+//! columns are gathered from their old cells and scattered to the new ones
+//! with one ggml graph over all layers.
+use super::KvCache;
+use crate::ggml::{Context, GgmlType, Graph, Tensor};
+
+/// Inputs of a defrag graph: source and destination indices for K rows and
+/// for V elements.
+pub struct DefragInputs<'c> {
+    pub k_src: Tensor<'c>,
+    pub k_dst: Tensor<'c>,
+    pub v_src: Tensor<'c>,
+    pub v_dst: Tensor<'c>,
+}
+
+/// Build the graph moving `n_moves` cells in every layer of `kv`.
+pub fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, n_moves: usize) -> DefragInputs<'c> {
+    let n = n_moves as i64;
+    let nv = n * kv.n_embd_v as i64;
+    let inp = DefragInputs {
+        k_src: ctx.new_input("defrag_k_src", GgmlType::I32, &[n]),
+        k_dst: ctx.new_input("defrag_k_dst", GgmlType::I64, &[n]),
+        v_src: ctx.new_input("defrag_v_src", GgmlType::I32, &[nv]),
+        v_dst: ctx.new_input("defrag_v_dst", GgmlType::I64, &[nv]),
+    };
+    let store = kv.store();
+    for il in 0..kv.n_layer {
+        let k = store.get(kv.k(il));
+        let moved = ctx.get_rows(k, inp.k_src);
+        gf.expand(ctx.set_rows(k, moved, inp.k_dst));
+        let v = store.get(kv.v(il));
+        let v1 = ctx.reshape(v, &[1, v.nelements()]);
+        let moved = ctx.get_rows(v1, inp.v_src);
+        gf.expand(ctx.set_rows(v1, moved, inp.v_dst));
+    }
+    inp
+}
+
+/// Index lists for `moves` (K: cells; V: every element of each cell).
+pub fn indices(kv: &KvCache, moves: &[(usize, usize)]) -> (Vec<i32>, Vec<i64>, Vec<i32>, Vec<i64>) {
+    let size = kv.size();
+    let k_src = moves.iter().map(|m| m.0 as i32).collect();
+    let k_dst = moves.iter().map(|m| m.1 as i64).collect();
+    let mut v_src = Vec::with_capacity(moves.len() * kv.n_embd_v);
+    let mut v_dst = Vec::with_capacity(moves.len() * kv.n_embd_v);
+    for &(from, to) in moves {
+        for j in 0..kv.n_embd_v {
+            v_src.push((j * size + from) as i32);
+            v_dst.push((j * size + to) as i64);
+        }
+    }
+    (k_src, k_dst, v_src, v_dst)
+}

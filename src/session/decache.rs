@@ -1,0 +1,177 @@
+//! Forgetting in place: removing cells from the cache without recomputing
+//! what remains, under a position policy, and packing the live cells.
+use super::Session;
+use crate::error::{Error, Result};
+use crate::ggml::{Context, GgmlType, OwnedGraph};
+use crate::kv::{defrag, Pos};
+use crate::model::blocks;
+use std::time::{Duration, Instant};
+
+/// What happens to positions after a removal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PositionPolicy {
+    /// Positions never change; later tokens continue after the highest one
+    /// and the model sees a gap (no graph runs).
+    #[default]
+    Keep,
+    /// Close the gap: later cells move down and their keys are re-rotated by
+    /// RoPE (a small graph over the cached K, no recompute).
+    Shift,
+    /// Keep until the next position would pass the model's trained context,
+    /// then close all gaps once.
+    Auto,
+}
+
+impl std::str::FromStr for PositionPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "keep" => Ok(PositionPolicy::Keep),
+            "shift" => Ok(PositionPolicy::Shift),
+            "auto" => Ok(PositionPolicy::Auto),
+            _ => Err(format!("unknown position policy '{s}' (keep, shift or auto)")),
+        }
+    }
+}
+
+/// The outcome of one removal.
+#[derive(Clone, Debug)]
+pub struct Removal {
+    /// Cells whose live bit was cleared.
+    pub cells: usize,
+    /// Cells whose position moved (shift policy).
+    pub shifted: usize,
+    pub took: Duration,
+}
+
+impl Session {
+    /// Forget the tokens at positions `[p0, p1)`: their cells become
+    /// invisible to every later query and free for reuse. With `Keep` this
+    /// only clears live bits; with `Shift` later positions close the gap and
+    /// their keys are re-rotated once, before the next evaluation (several
+    /// removals accumulate into one rotation, as in llama.cpp).
+    pub fn remove_range(&mut self, p0: Pos, p1: Pos, policy: PositionPolicy) -> Result<Removal> {
+        if p0 < 0 || p1 < p0 {
+            return Err(Error::InvalidArgument(format!("invalid position range [{p0}, {p1})")));
+        }
+        let t0 = Instant::now();
+        let cells = self.kv.cells.remove_pos_range(p0, p1).len();
+        let mut shifted = 0;
+        let gap = p1.min(self.next_pos) - p0;
+        if policy == PositionPolicy::Shift && gap > 0 {
+            shifted = self.kv.cells.shift_positions(p1, -gap).map_err(Error::Context)?;
+            self.next_pos -= gap;
+        }
+        Ok(Removal { cells, shifted, took: t0.elapsed() })
+    }
+
+    /// Close every gap in positions (the `auto` policy's one-time compaction):
+    /// live cells get positions 0.. in order, keys re-rotated.
+    pub fn compact_positions(&mut self) -> Result<usize> {
+        let mut live: Vec<(Pos, usize)> =
+            (0..self.kv.cells.used_max_p1()).filter(|&i| self.kv.cells.is_live(i)).map(|i| (self.kv.cells.pos(i), i)).collect();
+        live.sort_unstable();
+        let mut moved = 0;
+        // Walk from the lowest position, shifting everything above each gap down.
+        let mut expect: Pos = 0;
+        let mut k = 0;
+        while k < live.len() {
+            let p = live[k].0;
+            if p > expect {
+                moved += self.kv.cells.shift_positions(p, expect - p).map_err(Error::Context)?;
+                for e in live.iter_mut().skip(k) {
+                    e.0 -= p - expect;
+                }
+            }
+            // Tokens sharing a position (none in one sequence) keep sharing it.
+            expect = live[k].0 + 1;
+            k += 1;
+        }
+        self.next_pos = expect;
+        Ok(moved)
+    }
+
+    /// Whether the next `n` tokens would pass the trained context under
+    /// `Auto` (then positions should be compacted first).
+    pub fn needs_compaction(&self, n: usize) -> bool {
+        (self.next_pos as i64 + n as i64) > self.model.hparams.n_ctx_train as i64
+    }
+
+    /// Rotate the keys of cells whose positions changed (one graph over all
+    /// layers), if any did; called before every evaluation and defrag.
+    pub(super) fn apply_pending_shift(&mut self) -> Result<()> {
+        if !self.kv.cells.has_shift() {
+            return Ok(());
+        }
+        let shift = self.kv.cells.take_shift();
+        let hp = self.model.hparams.clone();
+        let ctx = Context::new(4 * hp.n_layer as usize + 8, 4 * hp.n_layer as usize + 8);
+        let size = self.kv.size() as i64;
+        let (kv, model) = (&self.kv, &self.model);
+        let g = OwnedGraph::build(ctx, |ctx, _| {
+            let mut gf = ctx.new_graph(4 * hp.n_layer as usize + 8);
+            let inp_shift = ctx.new_input("k_shift", GgmlType::I32, &[size]);
+            let k_rot = crate::kv::rotation::k_rotation_size(hp.head_dim as usize, kv.type_k.is_quantized())
+                .map(|n| ctx.new_input("k_rot", GgmlType::F32, &[n as i64, n as i64]));
+            let rope = model.rope_params();
+            for il in 0..kv.n_layer {
+                let k = kv.store().get(kv.k(il));
+                let t = blocks::k_shift(ctx, k, inp_shift, &rope, hp.head_dim as i64, hp.n_head_kv as i64, k_rot);
+                gf.expand(t);
+            }
+            let mut keep = vec![inp_shift];
+            keep.extend(k_rot);
+            (gf, keep)
+        });
+        self.step_graph = None; // the scheduler's allocation now belongs to this graph
+        self.sched.alloc(&g.graph())?;
+        g.tensor(0).write_i32(&shift);
+        if let Some(h) = &self.k_rotation {
+            g.tensor(1).write_f32(h);
+        }
+        self.sched.compute(&g.graph())?;
+        self.graphs_run += 1;
+        Ok(())
+    }
+
+    /// Pack the live cells into a contiguous block so attention spans only
+    /// them; logits are unchanged. Returns the cells moved.
+    pub fn defrag(&mut self) -> Result<usize> {
+        self.apply_pending_shift()?;
+        let moves = self.kv.cells.defrag_moves();
+        if moves.is_empty() {
+            return Ok(0);
+        }
+        let n_layer = self.kv.n_layer;
+        let nodes = 8 * n_layer + 8;
+        let ctx = Context::new(nodes, nodes);
+        let kv = &self.kv;
+        let g = OwnedGraph::build(ctx, |ctx, _| {
+            let mut gf = ctx.new_graph(nodes);
+            let inp = defrag::build(ctx, &mut gf, kv, moves.len());
+            (gf, vec![inp.k_src, inp.k_dst, inp.v_src, inp.v_dst])
+        });
+        self.step_graph = None;
+        self.sched.alloc(&g.graph())?;
+        let (k_src, k_dst, v_src, v_dst) = defrag::indices(&self.kv, &moves);
+        g.tensor(0).write_i32(&k_src);
+        g.tensor(1).write_i64(&k_dst);
+        g.tensor(2).write_i32(&v_src);
+        g.tensor(3).write_i64(&v_dst);
+        self.sched.compute(&g.graph())?;
+        self.graphs_run += 1;
+        self.kv.cells.apply_moves(&moves);
+        Ok(moves.len())
+    }
+
+    /// Graphs computed so far (steps, K-shifts, defrags): removal with the
+    /// `Keep` policy adds none.
+    pub fn graphs_run(&self) -> u64 {
+        self.graphs_run
+    }
+
+    /// Share of the attended cell range that holds no live token.
+    pub fn fragmentation(&self) -> f32 {
+        self.kv.cells.fragmentation()
+    }
+}
