@@ -92,3 +92,105 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
     (mean, var.sqrt())
 }
+
+/// Seconds to clear the live bits of `k` of `n` full cells (the `keep`
+/// removal: metadata only, no graph), median of 5 runs.
+pub fn removal_latency(n: usize, k: usize) -> f64 {
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let mut c = crate::kv::Cells::new(n);
+            for i in 0..n {
+                c.fill(i, 0, i as crate::kv::Pos);
+            }
+            let p0 = ((n - k) / 2) as crate::kv::Pos;
+            let t0 = Instant::now();
+            let removed = c.remove_pos_range(p0, p0 + k as crate::kv::Pos).len();
+            let dt = t0.elapsed().as_secs_f64();
+            assert_eq!(removed, k);
+            dt
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[2]
+}
+
+/// Decode speed after forgetting most of a full cache.
+#[derive(Clone, Debug)]
+pub struct DefragBench {
+    pub n_ctx: usize,
+    pub removed: usize,
+    pub live: usize,
+    /// tokens/s decoding after the removal, holes left in place.
+    pub tg_holes: f64,
+    /// tokens/s after packing the live cells.
+    pub tg_defrag: f64,
+    /// tokens/s of a fresh context holding the same number of live cells.
+    pub tg_fresh: f64,
+    /// llama.cpp after the same `llama_memory_seq_rm`, when run.
+    pub tg_llama: Option<f64>,
+    pub defrag_ms: f64,
+    pub cells_moved: usize,
+}
+
+fn tg_ours(s: &mut Session, n_gen: usize, n_vocab: usize) -> Result<f64> {
+    let toks = bench_tokens(n_gen, n_vocab, 7);
+    let t0 = Instant::now();
+    for &t in &toks {
+        s.eval(&[t], false)?;
+    }
+    let tps = n_gen as f64 / t0.elapsed().as_secs_f64();
+    s.pause_threads();
+    Ok(tps)
+}
+
+/// Fill `n_ctx` cells, remove the middle `frac` of them, then measure
+/// `n_gen`-token decoding with holes, after a defrag, in a fresh context with
+/// the same live cells, and (optionally) in llama.cpp after the same seq_rm.
+pub fn defrag_bench(
+    make: &mut dyn FnMut() -> Result<Session>, llama: Option<&mut OracleContext<'_>>, n_ctx: usize, frac: f64, n_gen: usize,
+    n_vocab: usize,
+) -> Result<DefragBench> {
+    let fill = bench_tokens(n_ctx - n_gen, n_vocab, 11);
+    let removed = (n_ctx as f64 * frac) as usize;
+    let p0 = ((n_ctx - n_gen - removed) / 2) as i32;
+    let p1 = p0 + removed as i32;
+    let live = n_ctx - n_gen - removed;
+
+    let mut s = make()?;
+    s.eval(&fill, false)?;
+    s.remove_range(p0, p1, crate::session::PositionPolicy::Keep)?;
+    let next = s.next_pos();
+    let tg_holes = tg_ours(&mut s, n_gen, n_vocab)?;
+    s.remove_range(next, next + n_gen as i32, crate::session::PositionPolicy::Keep)?;
+    let t0 = Instant::now();
+    let cells_moved = s.defrag()?;
+    let defrag_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let tg_defrag = tg_ours(&mut s, n_gen, n_vocab)?;
+    drop(s);
+
+    let mut f = make()?;
+    f.eval(&fill[..live], false)?;
+    let tg_fresh = tg_ours(&mut f, n_gen, n_vocab)?;
+    drop(f);
+
+    let tg_llama = match llama {
+        Some(c) => {
+            c.clear();
+            let toks: Vec<i32> = fill.iter().map(|&t| t as i32).collect();
+            let pos: Vec<i32> = (0..toks.len() as i32).collect();
+            c.decode(&toks, &pos, false).map_err(Error::Context)?;
+            c.seq_rm(p0, p1);
+            let gen: Vec<i32> = bench_tokens(n_gen, n_vocab, 7).iter().map(|&t| t as i32).collect();
+            let t0 = Instant::now();
+            for (i, &t) in gen.iter().enumerate() {
+                c.decode(&[t], &[toks.len() as i32 + i as i32], false).map_err(Error::Context)?;
+            }
+            c.synchronize();
+            let tps = n_gen as f64 / t0.elapsed().as_secs_f64();
+            c.pause_threads();
+            Some(tps)
+        }
+        None => None,
+    };
+    Ok(DefragBench { n_ctx, removed, live, tg_holes, tg_defrag, tg_fresh, tg_llama, defrag_ms, cells_moved })
+}

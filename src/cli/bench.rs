@@ -43,6 +43,13 @@ pub struct BenchArgs {
     /// After the table, time each graph op of one run of every test (to stderr).
     #[arg(long = "profile")]
     pub profile: bool,
+    /// Decaching scenarios instead: removal latency, and decode speed after
+    /// forgetting 75% of a full cache (holes, defrag, fresh; llama.cpp with --llama).
+    #[arg(long = "decache")]
+    pub decache: bool,
+    /// Cache size for --decache.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx_size: usize,
 }
 
 struct Row {
@@ -57,6 +64,9 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
     }
     let threads = a.threads.unwrap_or_else(default_threads);
     let (model, _) = load_model(&a.model)?;
+    if a.decache {
+        return run_decache(a, &model, threads);
+    }
     let n_vocab = model.hparams.n_vocab as usize;
     let tests: Vec<BenchTest> = a
         .n_prompt
@@ -164,4 +174,47 @@ fn print_profile(test: &str, nodes: &[decache::ggml::NodeTime]) {
     for (op, (n, us)) in rows {
         eprintln!("  {op:<48} x{n:<4} {:9.2} ms {:5.1}%", us / 1e3, 100.0 * us / total);
     }
+}
+
+/// `decache bench --decache`: what forgetting costs and what it buys.
+fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, threads: usize) -> Result<(), decache::Error> {
+    use decache::bench::{defrag_bench, removal_latency};
+    outln!("| cells | removed | removal (keep) |");
+    outln!("| ----: | ------: | -------------: |");
+    for n in [4096usize, 32768] {
+        for pct in [1usize, 10, 90] {
+            let k = n * pct / 100;
+            outln!("| {n} | {k} ({pct}%) | {:.1} µs |", removal_latency(n, k) * 1e6);
+        }
+    }
+    let n_ctx = a.ctx_size;
+    let n_gen = a.n_gen.first().copied().filter(|&n| n > 0).unwrap_or(64).min(n_ctx / 8);
+    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, ..SessionConfig::default() };
+    let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };
+    let mut octx = match &oracle {
+        Some(m) => {
+            let p = OracleParams { n_ctx: n_ctx as u32, n_batch: a.batch_size as u32, n_ubatch: a.ubatch_size as u32, n_threads: threads as i32, ..OracleParams::default() };
+            Some(OracleContext::new(m, &p).map_err(decache::Error::Context)?)
+        }
+        None => None,
+    };
+    let n_vocab = model.hparams.n_vocab as usize;
+    let r = defrag_bench(&mut || Session::new(model.clone(), cfg.clone()), octx.as_mut(), n_ctx, 0.75, n_gen, n_vocab)?;
+    outln!();
+    outln!(
+        "forget {} of {} cells ({} live), then generate {n_gen} tokens; defrag moved {} cells in {:.1} ms",
+        r.removed, r.n_ctx, r.live, r.cells_moved, r.defrag_ms
+    );
+    outln!("| engine, state | tg t/s | vs. fresh |");
+    outln!("| ------------- | -----: | --------: |");
+    let row = |name: &str, v: f64| outln!("| {name} | {v:.2} | {:.3} |", v / r.tg_fresh);
+    row("decache, fresh context with the same live cells", r.tg_fresh);
+    row("decache, after removal (holes)", r.tg_holes);
+    row("decache, after removal + defrag", r.tg_defrag);
+    if let Some(l) = r.tg_llama {
+        row("llama.cpp, after llama_memory_seq_rm", l);
+        outln!();
+        outln!("decache after defrag / llama.cpp after seq_rm: {:.3}", r.tg_defrag / l);
+    }
+    Ok(())
 }

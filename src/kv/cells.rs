@@ -1,6 +1,8 @@
 //! KV cells as plain data: token, position and live bit per slot. No ggml
 //! here, so every rule about which cell is visible is unit-tested directly.
 
+use std::collections::BTreeMap;
+
 /// Position of a token in the sequence (32-bit, checked, never wraps).
 pub type Pos = i32;
 
@@ -13,6 +15,9 @@ pub struct Cells {
     /// (applied by the K-shift graph, then cleared).
     shift: Vec<Pos>,
     has_shift: bool,
+    /// Live cell of each position (one sequence: positions are unique), so a
+    /// range removal visits only the cells it removes.
+    by_pos: BTreeMap<Pos, usize>,
     n_live: usize,
     /// One past the highest live cell index (the attended range must cover it).
     used_max_p1: usize,
@@ -26,6 +31,7 @@ impl Cells {
             live: vec![false; size],
             shift: vec![0; size],
             has_shift: false,
+            by_pos: BTreeMap::new(),
             n_live: 0,
             used_max_p1: 0,
         }
@@ -61,7 +67,7 @@ impl Cells {
 
     /// The highest position held, if any cell is live.
     pub fn max_pos(&self) -> Option<Pos> {
-        (0..self.used_max_p1).filter(|&i| self.live[i]).map(|i| self.pos[i]).max()
+        self.by_pos.last_key_value().map(|(&p, _)| p)
     }
 
     /// Indices of `n` free cells, lowest first, or `None` if fewer are free.
@@ -72,9 +78,16 @@ impl Cells {
         Some((0..self.size()).filter(|&i| !self.live[i]).take(n).collect())
     }
 
-    /// Occupy cell `i` with `token` at `pos`.
+    /// Whether a live cell holds position `pos`.
+    pub fn has_pos(&self, pos: Pos) -> bool {
+        self.by_pos.contains_key(&pos)
+    }
+
+    /// Occupy cell `i` with `token` at `pos` (a position not held already).
     pub fn fill(&mut self, i: usize, token: u32, pos: Pos) {
         assert!(!self.live[i], "cell {i} is already live");
+        let prev = self.by_pos.insert(pos, i);
+        assert!(prev.is_none(), "position {pos} is already held by cell {prev:?}");
         self.live[i] = true;
         self.token[i] = token;
         self.pos[i] = pos;
@@ -89,6 +102,7 @@ impl Cells {
         if !self.live[i] {
             return false;
         }
+        self.by_pos.remove(&self.pos[i]);
         self.live[i] = false;
         self.pos[i] = -1;
         self.n_live -= 1;
@@ -99,9 +113,12 @@ impl Cells {
     }
 
     /// Clear the live bit of every cell whose position is in `[p0, p1)`;
-    /// returns the cells removed. O(cells in the live range), no graph.
+    /// returns the cells removed. O(k log n) for k cells removed, no graph.
     pub fn remove_pos_range(&mut self, p0: Pos, p1: Pos) -> Vec<usize> {
-        let hit: Vec<usize> = (0..self.used_max_p1).filter(|&i| self.live[i] && self.pos[i] >= p0 && self.pos[i] < p1).collect();
+        if p1 <= p0 {
+            return Vec::new();
+        }
+        let hit: Vec<usize> = self.by_pos.range(p0..p1).map(|(_, &i)| i).collect();
         for &i in &hit {
             self.remove(i);
         }
@@ -112,7 +129,13 @@ impl Cells {
     /// (closing a gap). Fails, changing nothing, if a position would leave
     /// the 32-bit range or go negative.
     pub fn shift_positions(&mut self, p0: Pos, delta: Pos) -> Result<usize, String> {
-        let cells: Vec<usize> = (0..self.used_max_p1).filter(|&i| self.live[i] && self.pos[i] >= p0).collect();
+        if delta < 0 {
+            let lo = p0.saturating_add(delta);
+            if let Some((&p, _)) = self.by_pos.range(lo..p0).next() {
+                return Err(format!("shifting positions from {p0} by {delta} would collide with position {p}"));
+            }
+        }
+        let cells: Vec<usize> = self.by_pos.range(p0..).map(|(_, &i)| i).collect();
         for &i in &cells {
             match self.pos[i].checked_add(delta) {
                 Some(p) if p >= 0 => {}
@@ -120,8 +143,12 @@ impl Cells {
             }
         }
         for &i in &cells {
+            self.by_pos.remove(&self.pos[i]);
+        }
+        for &i in &cells {
             self.pos[i] += delta;
             self.shift[i] += delta;
+            self.by_pos.insert(self.pos[i], i);
         }
         self.has_shift |= !cells.is_empty() && delta != 0;
         Ok(cells.len())
@@ -162,6 +189,7 @@ impl Cells {
             debug_assert!(self.live[from] && !self.live[to]);
             self.token[to] = self.token[from];
             self.pos[to] = self.pos[from];
+            self.by_pos.insert(self.pos[from], to);
             self.shift[to] = self.shift[from];
             self.live[to] = true;
             self.live[from] = false;
@@ -184,6 +212,7 @@ impl Cells {
         self.pos.iter_mut().for_each(|p| *p = -1);
         self.shift.iter_mut().for_each(|s| *s = 0);
         self.has_shift = false;
+        self.by_pos.clear();
         self.n_live = 0;
         self.used_max_p1 = 0;
     }
@@ -260,6 +289,8 @@ mod tests {
         assert_eq!((0..7).map(|i| c.token(i)).collect::<Vec<_>>(), vec![100, 101, 102, 106, 107, 108, 109]);
         assert_eq!((0..7).map(|i| c.pos(i)).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5, 6]);
         assert!(c.shift_positions(0, i32::MIN).is_err(), "positions never wrap");
+        assert!(c.shift_positions(4, -2).is_err(), "a shift may not land on held positions");
+        assert!(c.has_pos(6) && !c.has_pos(7));
     }
 
     #[test]

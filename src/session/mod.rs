@@ -160,8 +160,9 @@ impl Session {
         Ok(out)
     }
 
-    /// Evaluate `tokens` at explicit `positions` (each later than every
-    /// position already cached for causal order to hold).
+    /// Evaluate `tokens` at explicit, strictly increasing `positions` that no
+    /// cached token holds (a query sees every cached token at or before its
+    /// position).
     pub fn eval_at(&mut self, tokens: &[u32], positions: &[Pos], all_logits: bool) -> Result<Vec<f32>> {
         if tokens.len() != positions.len() {
             return Err(Error::InvalidArgument("tokens and positions differ in length".into()));
@@ -172,6 +173,12 @@ impl Session {
         let n_vocab = self.model.hparams.n_vocab as usize;
         if let Some((i, &t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= n_vocab) {
             return Err(Error::InvalidArgument(format!("token {i} has id {t}, outside the vocabulary (0..{n_vocab})")));
+        }
+        if positions.windows(2).any(|w| w[1] <= w[0]) {
+            return Err(Error::InvalidArgument("positions within one evaluation must be strictly increasing".into()));
+        }
+        if let Some(&p) = positions.iter().find(|&&p| p < 0 || self.kv.cells.has_pos(p)) {
+            return Err(Error::InvalidArgument(format!("position {p} is negative or already holds a token")));
         }
         if tokens.len() > self.kv.cells.n_free() {
             return Err(Error::Context(format!(
