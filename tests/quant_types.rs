@@ -9,7 +9,7 @@ use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::ggml::GgmlType;
 use decache::model::{LoadOptions, Model};
 use decache::session::{Session, SessionConfig};
-use gguf_writer::{f32_bytes, tiny_vocab, Gguf, Rng, Value};
+use gguf_writer::{f32_bytes, tiny_vocab, Gguf, Rng};
 use std::sync::Arc;
 
 const N_EMBD: usize = 256;
@@ -25,26 +25,11 @@ fn weights(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
 
 /// A llama whose matmul weights are of type `t` (rows of `ne0` values).
 fn model_with(t: GgmlType) -> (Vec<u8>, usize) {
-    let (tokens, types, merges) = tiny_vocab();
-    let n_vocab = tokens.len();
+    let n_vocab = tiny_vocab().0.len();
     let mut g = Gguf::new();
-    g.set("general.architecture", Value::str("llama"))
-        .set("llama.block_count", Value::U32(N_LAYER as u32))
-        .set("llama.context_length", Value::U32(512))
-        .set("llama.embedding_length", Value::U32(N_EMBD as u32))
-        .set("llama.feed_forward_length", Value::U32(N_FF as u32))
-        .set("llama.attention.head_count", Value::U32(N_HEAD as u32))
-        .set("llama.attention.head_count_kv", Value::U32(N_HEAD_KV as u32))
-        .set("llama.rope.freq_base", Value::F32(10000.0))
-        .set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
-        .set("tokenizer.ggml.model", Value::str("gpt2"))
-        .set("tokenizer.ggml.pre", Value::str("smollm"))
-        .set("tokenizer.ggml.tokens", Value::strs(&tokens))
-        .set("tokenizer.ggml.token_type", Value::i32s(&types))
-        .set("tokenizer.ggml.merges", Value::strs(&merges))
-        .set("tokenizer.ggml.add_bos_token", Value::Bool(false));
+    gguf_writer::llama_header(&mut g, N_LAYER as u64, N_EMBD as u64, N_FF as u64, N_HEAD as u64, N_HEAD_KV as u64);
     let mut rng = Rng::new(0x9a17 + t.id() as u64);
-    let mut mat = |g: &mut Gguf, name: &str, ne0: usize, ne1: usize, rng: &mut Rng| {
+    let mat = |g: &mut Gguf, name: &str, ne0: usize, ne1: usize, rng: &mut Rng| {
         let w = weights(rng, ne0 * ne1, 1.0 / (ne0 as f32).sqrt() * 2.0);
         let data = if t == GgmlType::F32 { f32_bytes(&w) } else { t.quantize(&w, ne0).unwrap_or_else(|e| panic!("{name} as {t}: {e}")) };
         g.tensor(name, t.id(), &[ne0 as u64, ne1 as u64], data);

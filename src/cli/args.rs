@@ -111,6 +111,28 @@ impl SamplingArgs {
     }
 }
 
+/// Text given inline (`-p`) or in a file (`-f`).
+#[derive(Args, Debug, Clone)]
+pub struct TextArgs {
+    /// The text (prompt).
+    #[arg(short = 'p', long = "prompt", conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the text from a file.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+}
+
+impl TextArgs {
+    /// The text, or an error naming what is missing or wrong.
+    pub fn text(&self) -> Result<String, decache::Error> {
+        match (&self.prompt, &self.file) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(f)) => read_prompt_file(f),
+            (None, None) => Err(decache::Error::InvalidArgument("no prompt: give -p TEXT or -f FILE".into())),
+        }
+    }
+}
+
 /// A prompt file's text, or an error naming the file and the problem.
 pub fn read_prompt_file(path: &PathBuf) -> Result<String, decache::Error> {
     let bytes = std::fs::read(path).map_err(|source| decache::Error::Io { path: path.clone(), source })?;

@@ -79,13 +79,7 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
     let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, ..SessionConfig::default() };
     let mut session = Session::new(model.clone(), cfg)?;
     let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };
-    let mut octx = match &oracle {
-        Some(m) => {
-            let p = OracleParams { n_ctx: n_ctx as u32, n_batch: a.batch_size as u32, n_ubatch: a.ubatch_size as u32, n_threads: threads as i32, ..OracleParams::default() };
-            Some(OracleContext::new(m, &p).map_err(decache::Error::Context)?)
-        }
-        None => None,
-    };
+    let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
 
     let mut rows = Vec::new();
     for &test in &tests {
@@ -191,13 +185,7 @@ fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, thr
     let n_gen = a.n_gen.first().copied().filter(|&n| n > 0).unwrap_or(64).min(n_ctx / 8);
     let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, ..SessionConfig::default() };
     let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };
-    let mut octx = match &oracle {
-        Some(m) => {
-            let p = OracleParams { n_ctx: n_ctx as u32, n_batch: a.batch_size as u32, n_ubatch: a.ubatch_size as u32, n_threads: threads as i32, ..OracleParams::default() };
-            Some(OracleContext::new(m, &p).map_err(decache::Error::Context)?)
-        }
-        None => None,
-    };
+    let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
     let n_vocab = model.hparams.n_vocab as usize;
     let r = defrag_bench(&mut || Session::new(model.clone(), cfg.clone()), octx.as_mut(), n_ctx, 0.75, n_gen, n_vocab)?;
     outln!();
@@ -217,4 +205,16 @@ fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, thr
         outln!("decache after defrag / llama.cpp after seq_rm: {:.3}", r.tg_defrag / l);
     }
     Ok(())
+}
+
+/// llama.cpp with the same context, batch and thread settings as ours.
+fn oracle_context<'m>(m: &'m OracleModel, a: &BenchArgs, n_ctx: usize, threads: usize) -> Result<OracleContext<'m>, decache::Error> {
+    let p = OracleParams {
+        n_ctx: n_ctx as u32,
+        n_batch: a.batch_size as u32,
+        n_ubatch: a.ubatch_size as u32,
+        n_threads: threads as i32,
+        ..OracleParams::default()
+    };
+    OracleContext::new(m, &p).map_err(decache::Error::Context)
 }

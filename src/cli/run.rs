@@ -1,7 +1,7 @@
 //! `decache run`: one-shot generation with llama.cpp's flags; text streams
 //! to stdout, load time and speeds go to stderr. Ctrl-C stops generation
 //! (the timings are still printed); a second Ctrl-C exits at once.
-use super::args::{read_prompt_file, ContextArgs, ModelArgs, SamplingArgs};
+use super::args::{read_prompt_file, ContextArgs, ModelArgs, SamplingArgs, TextArgs};
 use super::load::load_model;
 use clap::Args;
 use decache::session::{GenerateEvent, GenerateOptions, Session, StopReason};
@@ -15,12 +15,8 @@ use std::sync::Arc;
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Prompt text.
-    #[arg(short = 'p', long = "prompt", conflicts_with = "file")]
-    pub prompt: Option<String>,
-    /// Read the prompt from a file.
-    #[arg(short = 'f', long = "file")]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub text: TextArgs,
     /// System prompt (chat mode; also -sys).
     #[arg(long = "system-prompt")]
     pub system: Option<String>,
@@ -64,17 +60,13 @@ pub fn chat_template(model_template: Option<&str>, file: Option<&PathBuf>) -> Re
 }
 
 pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
-    let text = match (&a.prompt, &a.file) {
-        (Some(p), _) => p.clone(),
-        (None, Some(f)) => read_prompt_file(f)?,
-        (None, None) => return Err(decache::Error::InvalidArgument("no prompt: give -p TEXT or -f FILE".into())),
-    };
+    let text = a.text.text()?;
     let cfg = a.ctx.session_config()?;
     let params = a.sampling.params();
     params.validate()?;
     let (model, load_ms) = load_model(&a.model)?;
     let tok = &model.tokenizer;
-    let use_chat = !a.raw && (a.chat || a.chat_template_file.is_some() || (a.prompt.is_some() && tok.chat_template().is_some()));
+    let use_chat = !a.raw && (a.chat || a.chat_template_file.is_some() || (a.text.prompt.is_some() && tok.chat_template().is_some()));
     let prompt_text = if use_chat {
         let tmpl = chat_template(tok.chat_template(), a.chat_template_file.as_ref())?;
         let mut msgs = Vec::new();

@@ -1,19 +1,14 @@
 //! `decache tokenize`: token ids of a text, as llama.cpp's llama-tokenize.
-use super::args::{read_prompt_file, ModelArgs};
+use super::args::{ModelArgs, TextArgs};
 use super::load::load_model;
 use clap::Args;
-use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Text to tokenize.
-    #[arg(short = 'p', long = "prompt", conflicts_with = "file")]
-    pub prompt: Option<String>,
-    /// Read the text from a file.
-    #[arg(short = 'f', long = "file")]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub text: TextArgs,
     /// Print only the ids, as a list: [1, 2, 3].
     #[arg(long = "ids")]
     pub ids: bool,
@@ -29,11 +24,7 @@ pub struct TokenizeArgs {
 }
 
 pub fn run(a: &TokenizeArgs) -> Result<(), decache::Error> {
-    let text = match (&a.prompt, &a.file) {
-        (Some(p), _) => p.clone(),
-        (None, Some(f)) => read_prompt_file(f)?,
-        (None, None) => return Err(decache::Error::InvalidArgument("no text: give -p TEXT or -f FILE".into())),
-    };
+    let text = a.text.text()?;
     let (model, _) = load_model(&a.model)?;
     let tok = &model.tokenizer;
     let ids = tok.encode(&text, !a.no_bos, !a.no_parse_special)?;

@@ -452,24 +452,16 @@ pub fn blk(il: u64, suffix: &str) -> String {
 }
 
 /// A complete, valid llama model: n_embd 64, 2 layers, 4 heads (2 kv heads),
-/// n_ff 128, 300-token gpt2 vocabulary, random f32 weights (fixed seed).
-pub fn tiny_llama() -> Gguf {
-    use tiny::*;
-    let mut g = Gguf::new();
+/// The llama hyper-parameters and the tiny gpt2 vocabulary (`tiny_vocab`).
+pub fn llama_header(g: &mut Gguf, n_layer: u64, n_embd: u64, n_ff: u64, n_head: u64, n_head_kv: u64) {
     let (tokens, types, merges) = tiny_vocab();
     g.set("general.architecture", Value::str("llama"))
-        .set("general.name", Value::str("tiny-test-llama"))
-        .set("general.file_type", Value::U32(0))
-        .set("llama.block_count", Value::U32(N_LAYER as u32))
+        .set("llama.block_count", Value::U32(n_layer as u32))
         .set("llama.context_length", Value::U32(256))
-        .set("llama.embedding_length", Value::U32(N_EMBD as u32))
-        .set("llama.feed_forward_length", Value::U32(N_FF as u32))
-        .set("llama.attention.head_count", Value::U32(N_HEAD as u32))
-        .set(
-            "llama.attention.head_count_kv",
-            Value::U32(N_HEAD_KV as u32),
-        )
-        .set("llama.rope.dimension_count", Value::U32(HEAD_DIM as u32))
+        .set("llama.embedding_length", Value::U32(n_embd as u32))
+        .set("llama.feed_forward_length", Value::U32(n_ff as u32))
+        .set("llama.attention.head_count", Value::U32(n_head as u32))
+        .set("llama.attention.head_count_kv", Value::U32(n_head_kv as u32))
         .set("llama.rope.freq_base", Value::F32(10000.0))
         .set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
         .set("tokenizer.ggml.model", Value::str("gpt2"))
@@ -477,9 +469,18 @@ pub fn tiny_llama() -> Gguf {
         .set("tokenizer.ggml.tokens", Value::strs(&tokens))
         .set("tokenizer.ggml.token_type", Value::i32s(&types))
         .set("tokenizer.ggml.merges", Value::strs(&merges))
-        .set("tokenizer.ggml.bos_token_id", Value::U32(0))
-        .set("tokenizer.ggml.eos_token_id", Value::U32(2))
         .set("tokenizer.ggml.add_bos_token", Value::Bool(false));
+}
+
+/// n_ff 128, 300-token gpt2 vocabulary, random f32 weights (fixed seed).
+pub fn tiny_llama() -> Gguf {
+    use tiny::*;
+    let mut g = Gguf::new();
+    g.set("general.name", Value::str("tiny-test-llama")).set("general.file_type", Value::U32(0));
+    llama_header(&mut g, N_LAYER, N_EMBD, N_FF, N_HEAD, N_HEAD_KV);
+    g.set("llama.rope.dimension_count", Value::U32(HEAD_DIM as u32))
+        .set("tokenizer.ggml.bos_token_id", Value::U32(0))
+        .set("tokenizer.ggml.eos_token_id", Value::U32(2));
 
     let mut rng = Rng::new(0x7e57);
     let kv = HEAD_DIM * N_HEAD_KV;
