@@ -4,6 +4,8 @@ mod config;
 mod decache;
 mod generate;
 pub mod perplexity;
+pub mod policy;
+pub mod segments;
 
 pub use config::{default_threads, SessionConfig};
 pub use decache::{PositionPolicy, Removal};

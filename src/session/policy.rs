@@ -1,0 +1,193 @@
+//! The decache policy: when to forget (watermarks on live cells) and what,
+//! in priority order, by meaning. It returns a plan; the session carries it
+//! out and reports each deletion as a decache event.
+use super::segments::{Segment, SegmentKind, Segments};
+use crate::kv::Pos;
+
+/// Why a span was forgotten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// An older copy of a reminder that was injected again.
+    SupersededReminder,
+    /// Hook output that did not apply.
+    UnappliedHook,
+    /// A file read that is old or was read again later (re-readable).
+    StaleFileRead,
+    /// The body of a passing run's log (its summary at the end is kept).
+    PassingLog,
+    /// Reasoning of a finished turn.
+    FinishedThinking,
+    /// The middle of a long pasted log (head and tail kept).
+    LongPasteMiddle,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::SupersededReminder => "superseded reminder",
+            Reason::UnappliedHook => "hook output that did not apply",
+            Reason::StaleFileRead => "stale file read",
+            Reason::PassingLog => "passing log",
+            Reason::FinishedThinking => "finished thinking",
+            Reason::LongPasteMiddle => "middle of a long paste",
+        }
+    }
+}
+
+/// One planned deletion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forget {
+    pub segment: u64,
+    pub p0: Pos,
+    pub p1: Pos,
+    pub reason: Reason,
+}
+
+#[derive(Clone, Debug)]
+pub struct DecachePolicy {
+    /// Start forgetting when live cells reach this share of the cache (`--decache-at`).
+    pub at: f32,
+    /// Forget until live cells are at most this share (`--decache-to`).
+    pub to: f32,
+    /// Never touch the last this many turns.
+    pub keep_last_turns: u32,
+    /// File reads older than this many turns are stale.
+    pub file_read_max_age: u32,
+    /// Tokens kept at the end of a passing log (its summary).
+    pub log_keep_tail: usize,
+    /// Tokens kept at the head and at the tail of a long paste.
+    pub paste_keep: usize,
+}
+
+impl Default for DecachePolicy {
+    fn default() -> Self {
+        DecachePolicy { at: 0.9, to: 0.7, keep_last_turns: 2, file_read_max_age: 4, log_keep_tail: 32, paste_keep: 128 }
+    }
+}
+
+impl DecachePolicy {
+    pub fn should_decache(&self, live: usize, cells: usize) -> bool {
+        live as f64 >= self.at as f64 * cells as f64
+    }
+
+    /// Spans to forget, highest priority first, until `live` would be at
+    /// most `to` of `cells` (or nothing forgettable is left).
+    pub fn plan(&self, segs: &Segments, live: usize, cells: usize, turn: u32) -> Vec<Forget> {
+        let target = (self.to as f64 * cells as f64) as usize;
+        let mut need = live.saturating_sub(target);
+        let mut out = Vec::new();
+        let eligible = |s: &Segment| !s.pinned && s.kind != SegmentKind::System && s.turn + self.keep_last_turns <= turn;
+        for reason in [
+            Reason::SupersededReminder,
+            Reason::UnappliedHook,
+            Reason::StaleFileRead,
+            Reason::PassingLog,
+            Reason::FinishedThinking,
+            Reason::LongPasteMiddle,
+        ] {
+            for s in segs.iter().filter(|s| eligible(s)) {
+                if need == 0 {
+                    return out;
+                }
+                let Some((a, b)) = self.candidate(segs, s, reason, turn) else { continue };
+                for (p0, p1) in live_parts(s, a, b) {
+                    need = need.saturating_sub((p1 - p0) as usize);
+                    out.push(Forget { segment: s.id, p0, p1, reason });
+                }
+            }
+        }
+        out
+    }
+
+    /// The span of `s` to forget for `reason`, if it applies.
+    fn candidate(&self, segs: &Segments, s: &Segment, reason: Reason, turn: u32) -> Option<(Pos, Pos)> {
+        let whole = Some((s.p0, s.p1));
+        match (&s.kind, reason) {
+            (SegmentKind::SystemReminder { key }, Reason::SupersededReminder) => {
+                let newer = segs.iter().any(|o| o.p0 > s.p0 && matches!(&o.kind, SegmentKind::SystemReminder { key: k } if k == key));
+                newer.then_some((s.p0, s.p1))
+            }
+            (SegmentKind::HookOutput { applied: false }, Reason::UnappliedHook) => whole,
+            (SegmentKind::FileRead { path }, Reason::StaleFileRead) => {
+                let reread = segs.iter().any(|o| o.p0 > s.p0 && matches!(&o.kind, SegmentKind::FileRead { path: p } if p == path));
+                (reread || s.turn + self.file_read_max_age <= turn).then_some((s.p0, s.p1))
+            }
+            (SegmentKind::CommandOutput { passed: Some(true) }, Reason::PassingLog) if s.len() > self.log_keep_tail => {
+                Some((s.p0, s.p1 - self.log_keep_tail as Pos))
+            }
+            (SegmentKind::Thinking, Reason::FinishedThinking) if s.turn < turn => whole,
+            (SegmentKind::PastedLog, Reason::LongPasteMiddle) if s.len() > 3 * self.paste_keep => {
+                Some((s.p0 + self.paste_keep as Pos, s.p1 - self.paste_keep as Pos))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The parts of `[a, b)` of `s` not forgotten yet.
+fn live_parts(s: &Segment, a: Pos, b: Pos) -> Vec<(Pos, Pos)> {
+    let mut parts = vec![(a, b)];
+    for &(r0, r1) in &s.removed {
+        parts = parts
+            .into_iter()
+            .flat_map(|(x, y)| [(x, y.min(r0)), (x.max(r1), y)])
+            .filter(|(x, y)| x < y)
+            .collect();
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Segments {
+        let mut s = Segments::default();
+        s.push(SegmentKind::System, 0, 0, 100);
+        s.push(SegmentKind::SystemReminder { key: "todo".into() }, 1, 100, 150);
+        s.push(SegmentKind::FileRead { path: "src/a.rs".into() }, 1, 150, 650);
+        s.push(SegmentKind::CommandOutput { passed: Some(true) }, 2, 650, 1050);
+        s.push(SegmentKind::Thinking, 2, 1050, 1250);
+        s.push(SegmentKind::SystemReminder { key: "todo".into() }, 3, 1250, 1300);
+        s.push(SegmentKind::FileRead { path: "src/a.rs".into() }, 3, 1300, 1800);
+        s.push(SegmentKind::PastedLog, 4, 1800, 3000);
+        s.push(SegmentKind::User, 6, 3000, 3100);
+        s
+    }
+
+    #[test]
+    fn forgets_by_priority_and_spares_system_pins_and_recent_turns() {
+        let segs = session();
+        let p = DecachePolicy::default();
+        assert!(p.should_decache(3687, 4096) && !p.should_decache(3686, 4096));
+        // Need 3100 - 0.7*4096 = 233 tokens: the old reminder (50) and the stale read (500).
+        let plan = p.plan(&segs, 3100, 4096, 6);
+        let reasons: Vec<Reason> = plan.iter().map(|f| f.reason).collect();
+        assert_eq!(reasons, vec![Reason::SupersededReminder, Reason::StaleFileRead]);
+        assert_eq!((plan[0].p0, plan[0].p1), (100, 150), "the older copy goes, the newer stays");
+        // A big need walks down the whole order.
+        let plan = p.plan(&segs, 4000, 4096, 6);
+        let reasons: Vec<Reason> = plan.iter().map(|f| f.reason).collect();
+        assert!(reasons.windows(2).all(|w| w[0] <= w[1]), "priority order: {reasons:?}");
+        let log = plan.iter().find(|f| f.reason == Reason::PassingLog).unwrap();
+        assert_eq!((log.p0, log.p1), (650, 1050 - 32), "the summary at the end of the log stays");
+        let paste = plan.iter().find(|f| f.reason == Reason::LongPasteMiddle).unwrap();
+        assert_eq!((paste.p0, paste.p1), (1800 + 128, 3000 - 128));
+        assert!(plan.iter().all(|f| f.p0 >= 100), "the system prompt is never forgotten");
+        assert!(plan.iter().all(|f| f.p1 <= 3000), "the last turns are never forgotten");
+    }
+
+    #[test]
+    fn pinned_and_already_removed_parts_are_skipped() {
+        let mut segs = session();
+        segs.set_pinned(2, true); // the first file read
+        segs.mark_removed(3, 650, 850);
+        let p = DecachePolicy::default();
+        let plan = p.plan(&segs, 4000, 4096, 6);
+        assert!(plan.iter().all(|f| f.segment != 2), "pinned segment forgotten");
+        let log: Vec<_> = plan.iter().filter(|f| f.segment == 3).collect();
+        assert_eq!(log.len(), 1);
+        assert_eq!((log[0].p0, log[0].p1), (850, 1018), "only the part still live");
+        assert!(p.plan(&segs, 2000, 4096, 6).is_empty(), "below the target nothing is forgotten");
+    }
+}
