@@ -1,6 +1,7 @@
 //! `Session`: prefill and decode over the KV cache. The CLI, the server and
 //! the agent all drive this one loop.
 mod config;
+pub mod conversation;
 mod decache;
 mod generate;
 pub mod perplexity;

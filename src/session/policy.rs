@@ -19,6 +19,9 @@ pub enum Reason {
     FinishedThinking,
     /// The middle of a long pasted log (head and tail kept).
     LongPasteMiddle,
+    /// Nothing better was left: the oldest turns go first (last resort, so
+    /// that a session never stops at the context limit).
+    Oldest,
 }
 
 impl Reason {
@@ -30,6 +33,7 @@ impl Reason {
             Reason::PassingLog => "passing log",
             Reason::FinishedThinking => "finished thinking",
             Reason::LongPasteMiddle => "middle of a long paste",
+            Reason::Oldest => "oldest turn",
         }
     }
 }
@@ -75,7 +79,7 @@ impl DecachePolicy {
     pub fn plan(&self, segs: &Segments, live: usize, cells: usize, turn: u32) -> Vec<Forget> {
         let target = (self.to as f64 * cells as f64) as usize;
         let mut need = live.saturating_sub(target);
-        let mut out = Vec::new();
+        let mut out: Vec<Forget> = Vec::new();
         let eligible = |s: &Segment| !s.pinned && s.kind != SegmentKind::System && s.turn + self.keep_last_turns <= turn;
         for reason in [
             Reason::SupersededReminder,
@@ -84,13 +88,16 @@ impl DecachePolicy {
             Reason::PassingLog,
             Reason::FinishedThinking,
             Reason::LongPasteMiddle,
+            Reason::Oldest,
         ] {
             for s in segs.iter().filter(|s| eligible(s)) {
                 if need == 0 {
                     return out;
                 }
                 let Some((a, b)) = self.candidate(segs, s, reason, turn) else { continue };
-                for (p0, p1) in live_parts(s, a, b) {
+                // Parts already forgotten, or already in this plan, are skipped.
+                let planned: Vec<(Pos, Pos)> = out.iter().filter(|f| f.segment == s.id).map(|f| (f.p0, f.p1)).collect();
+                for (p0, p1) in live_parts(s.removed.iter().chain(&planned), a, b) {
                     need = need.saturating_sub((p1 - p0) as usize);
                     out.push(Forget { segment: s.id, p0, p1, reason });
                 }
@@ -119,15 +126,16 @@ impl DecachePolicy {
             (SegmentKind::PastedLog, Reason::LongPasteMiddle) if s.len() > 3 * self.paste_keep => {
                 Some((s.p0 + self.paste_keep as Pos, s.p1 - self.paste_keep as Pos))
             }
+            (_, Reason::Oldest) => whole,
             _ => None,
         }
     }
 }
 
-/// The parts of `[a, b)` of `s` not forgotten yet.
-fn live_parts(s: &Segment, a: Pos, b: Pos) -> Vec<(Pos, Pos)> {
+/// The parts of `[a, b)` outside the `gone` ranges.
+fn live_parts<'a>(gone: impl Iterator<Item = &'a (Pos, Pos)>, a: Pos, b: Pos) -> Vec<(Pos, Pos)> {
     let mut parts = vec![(a, b)];
-    for &(r0, r1) in &s.removed {
+    for &(r0, r1) in gone {
         parts = parts
             .into_iter()
             .flat_map(|(x, y)| [(x, y.min(r0)), (x.max(r1), y)])
@@ -189,5 +197,13 @@ mod tests {
         assert_eq!(log.len(), 1);
         assert_eq!((log[0].p0, log[0].p1), (850, 1018), "only the part still live");
         assert!(p.plan(&segs, 2000, 4096, 6).is_empty(), "below the target nothing is forgotten");
+        // A huge need reaches the last resort, but never plans a span twice.
+        let plan = p.plan(&segs, 100_000, 4096, 6);
+        assert!(plan.iter().any(|f| f.reason == Reason::Oldest));
+        for (i, f) in plan.iter().enumerate() {
+            for g in &plan[i + 1..] {
+                assert!(f.segment != g.segment || f.p1 <= g.p0 || g.p1 <= f.p0, "{f:?} and {g:?} overlap");
+            }
+        }
     }
 }
