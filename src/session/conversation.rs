@@ -31,6 +31,8 @@ pub struct ConversationStats {
     pub decache_time: Duration,
     pub events: usize,
     pub defrags: usize,
+    /// Times positions were closed up (the `auto` policy).
+    pub compactions: usize,
 }
 
 pub struct Conversation {
@@ -38,6 +40,9 @@ pub struct Conversation {
     pub segments: Segments,
     pub policy: DecachePolicy,
     pub stats: ConversationStats,
+    /// `Keep` never moves positions; `Auto` (and `Shift`) close all gaps
+    /// once the next position would pass the model's trained context.
+    pub positions: PositionPolicy,
     template: ChatTemplate,
     messages: Vec<ChatMessage>,
     /// The template's rendering of `messages` (what the cache holds).
@@ -57,6 +62,7 @@ impl Conversation {
             segments: Segments::default(),
             policy,
             stats: ConversationStats::default(),
+            positions: PositionPolicy::Auto,
             template,
             messages: Vec::new(),
             rendered: String::new(),
@@ -177,6 +183,9 @@ impl Conversation {
             }
             self.stats.decache_time += t0.elapsed();
         }
+        if self.positions != PositionPolicy::Keep && self.session.needs_compaction(n) {
+            self.compact()?;
+        }
         if self.session.n_live() + n > cells {
             return Err(Error::Context(format!(
                 "nothing left to forget: {} live cells (system prompt, pinned and recent turns) and {n} new tokens exceed {cells}",
@@ -184,6 +193,18 @@ impl Conversation {
             )));
         }
         Ok(events)
+    }
+
+    /// Close every gap in positions (keys re-rotated, no recompute) and move
+    /// the segments to the new positions: a position maps to the number of
+    /// live positions below it, so forgotten parts shrink to nothing.
+    fn compact(&mut self) -> Result<()> {
+        let live = self.session.live_positions();
+        let map = |p: Pos| live.partition_point(|&q| q < p) as Pos;
+        self.segments.remap(map);
+        self.session.compact_positions()?;
+        self.stats.compactions += 1;
+        Ok(())
     }
 
     fn apply(&mut self, items: &[(u64, Pos, Pos, Reason)], out: &mut Vec<DecacheEvent>) -> Result<()> {

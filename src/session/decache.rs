@@ -91,6 +91,14 @@ impl Session {
         Ok(moved)
     }
 
+    /// Positions of the live cells, ascending.
+    pub fn live_positions(&self) -> Vec<Pos> {
+        let c = &self.kv.cells;
+        let mut v: Vec<Pos> = (0..c.used_max_p1()).filter(|&i| c.is_live(i)).map(|i| c.pos(i)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Whether the next `n` tokens would pass the trained context under
     /// `Auto` (then positions should be compacted first).
     pub fn needs_compaction(&self, n: usize) -> bool {

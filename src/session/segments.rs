@@ -117,6 +117,16 @@ impl Segments {
         }
     }
 
+    /// Move every segment through a monotonic position map (after gaps were
+    /// closed); forgotten parts, which hold no live position, vanish.
+    pub fn remap(&mut self, map: impl Fn(Pos) -> Pos) {
+        for s in &mut self.items {
+            s.p0 = map(s.p0);
+            s.p1 = map(s.p1);
+            s.removed.clear();
+        }
+    }
+
     pub fn live_tokens(&self) -> usize {
         self.items.iter().map(Segment::live).sum()
     }
@@ -137,7 +147,12 @@ mod tests {
         assert!(s.set_pinned(a, true));
         assert!(s.get(a).unwrap().pinned);
         assert!(!s.set_pinned(99, true));
+        // Close the gap [60, 120): live positions are 0..60 plus nothing above.
+        let live: Vec<Pos> = (0..60).collect();
+        s.remap(|p| live.partition_point(|&q| q < p) as Pos);
+        assert_eq!((s.get(b).unwrap().p0, s.get(b).unwrap().p1), (20, 60));
+        assert_eq!(s.get(b).unwrap().live(), 40, "the forgotten middle vanished, the live part stayed");
         s.mark_removed(b, 0, 1000);
-        assert_eq!(s.get(b).unwrap().removed.last(), Some(&(20, 120)), "clamped to the segment");
+        assert_eq!(s.get(b).unwrap().removed.last(), Some(&(20, 60)), "clamped to the segment");
     }
 }
