@@ -3,6 +3,7 @@
 pub mod out;
 pub mod args;
 pub mod bench;
+pub mod chat;
 pub mod compat;
 pub mod info;
 pub mod load;
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt (-p) or a prompt file (-f).
     Run(run::RunArgs),
+    /// Chat interactively; stale context is forgotten in place near the limit.
+    Chat(chat::ChatArgs),
     /// Show a model's architecture, size, quantization, context and chat template.
     Info(info::InfoArgs),
     /// Print the token ids (and pieces) of a text.

@@ -95,7 +95,7 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
         )));
     }
 
-    let stop = install_ctrl_c();
+    let stop = install_ctrl_c(true);
     let opts = GenerateOptions {
         n_predict: (a.n_predict >= 0).then_some(a.n_predict as usize),
         sampling: params,
@@ -137,16 +137,21 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
     Ok(())
 }
 
-/// First Ctrl-C sets the returned flag (generation stops); a second exits.
-pub fn install_ctrl_c() -> Arc<AtomicBool> {
+/// Ctrl-C sets the returned flag (the generation stops). With
+/// `second_exits`, a second Ctrl-C ends the program (one-shot `run`); the
+/// chat clears the flag itself before each reply.
+pub fn install_ctrl_c(second_exits: bool) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let hits = Arc::new(AtomicUsize::new(0));
     let (f, h) = (flag.clone(), hits.clone());
-    let _ = ctrlc::set_handler(move || {
-        if h.fetch_add(1, Ordering::SeqCst) >= 1 {
+    let installed = ctrlc::set_handler(move || {
+        if second_exits && h.fetch_add(1, Ordering::SeqCst) >= 1 {
             std::process::exit(130);
         }
         f.store(true, Ordering::SeqCst);
     });
+    if let Err(e) = installed {
+        eprintln!("warning: Ctrl-C will not stop generation: {e}");
+    }
     flag
 }

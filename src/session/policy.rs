@@ -22,6 +22,8 @@ pub enum Reason {
     /// Nothing better was left: the oldest turns go first (last resort, so
     /// that a session never stops at the context limit).
     Oldest,
+    /// The user asked (`/forget`).
+    Manual,
 }
 
 impl Reason {
@@ -34,6 +36,7 @@ impl Reason {
             Reason::FinishedThinking => "finished thinking",
             Reason::LongPasteMiddle => "middle of a long paste",
             Reason::Oldest => "oldest turn",
+            Reason::Manual => "forgotten on request",
         }
     }
 }

@@ -1,0 +1,95 @@
+//! `decache chat` as a person uses it, in a real terminal (tmux): a prompt
+//! gets a streamed reply, /context draws the map, /forget removes a segment
+//! and /stats shows it, Ctrl-C interrupts a long reply and the prompt comes
+//! back, /exit quits.
+mod common;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux(String);
+
+impl Tmux {
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").args(args).output().expect("tmux is needed for this test (make deps installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", self.0.as_str()];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-J", "-S", "-500", "-t", &self.0])
+    }
+
+    /// Wait until the screen satisfies `ok` (60 s at most).
+    fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "timed out waiting for {what}; screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux").args(["has-session", "-t", &self.0]).status().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
+    }
+}
+
+#[test]
+fn chat_in_a_terminal() {
+    let model = common::smollm2();
+    let cmd = format!(
+        "{} chat -m {} -c 1024 -t 2 --temp 0 -n 200 -sys 'You are a helpful assistant.'",
+        env!("CARGO_BIN_EXE_decache"),
+        model.display()
+    );
+    let t = Tmux(format!("decache-test-{}", std::process::id()));
+    let st = Command::new("tmux").args(["new-session", "-d", "-s", &t.0, "-x", "200", "-y", "60", &cmd]).status();
+    assert!(st.map(|s| s.success()).unwrap_or(false), "tmux is needed for this test (make deps installs it)");
+    t.wait("the chat to start", |s| s.contains("decache chat:"));
+
+    let count = |s: &str, pat: &str| s.matches(pat).count();
+    t.send(&["What is two plus two?", "Enter"]);
+    let s = t.wait("the first reply", |s| count(s, "cells live]") == 1);
+    let reply = s.split("What is two plus two?").nth(1).unwrap_or("");
+    assert!(reply.trim().len() > 5, "no streamed reply:\n{s}");
+
+    t.send(&["/context", "Enter"]);
+    let s = t.wait("the context map", |s| s.contains("assistant") && s.contains("/1024 cells live"));
+    for row in ["system", "user", "assistant"] {
+        assert!(s.contains(row), "/context lacks a {row} row:\n{s}");
+    }
+
+    t.send(&["/forget 1", "Enter"]);
+    t.wait("the forget notice", |s| s.contains("[forgot") && s.contains("segment 1 (user)"));
+    t.send(&["/stats", "Enter"]);
+    t.wait("the stats", |s| s.contains("decached:") && s.contains("forgotten on request"));
+
+    t.send(&["Write a very long story about a lighthouse keeper and the sea.", "Enter"]);
+    // Let the reply stream a little, then interrupt it.
+    t.wait("the long reply to start", |s| s.split("the sea.").nth(1).is_some_and(|r| r.trim().len() > 20));
+    t.send(&["C-c"]);
+    let s = t.wait("the interrupted reply", |s| s.contains("(interrupted)"));
+    assert!(t.alive(), "Ctrl-C ended the program:\n{s}");
+    assert!(s.trim_end().ends_with('>'), "the prompt did not come back:\n{s}");
+
+    t.send(&["/exit", "Enter"]);
+    let t0 = Instant::now();
+    while t.alive() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!t.alive(), "/exit did not quit");
+}
