@@ -24,7 +24,7 @@ impl Tmux {
         self.tmux(&["capture-pane", "-p", "-J", "-S", "-500", "-t", &self.0])
     }
 
-    /// Wait until the screen satisfies `ok` (60 s at most).
+    /// Wait until the screen satisfies `ok` (120 s at most: CI machines may be loaded).
     fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let t0 = Instant::now();
         loop {
@@ -32,7 +32,7 @@ impl Tmux {
             if ok(&s) {
                 return s;
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "timed out waiting for {what}; screen:\n{s}");
+            assert!(t0.elapsed() < Duration::from_secs(120), "timed out waiting for {what}; screen:\n{s}");
             std::thread::sleep(Duration::from_millis(200));
         }
     }
