@@ -67,17 +67,6 @@ impl Context {
         let g = unsafe { sys::ggml_new_graph_custom(self.raw(), nodes, false) };
         Graph { ptr: NonNull::new(g).expect("graph does not fit in its context"), _ctx: PhantomData }
     }
-
-    /// Iterate over the tensors of this context.
-    pub fn tensors(&self) -> impl Iterator<Item = Tensor<'_>> {
-        let ctx = self.raw();
-        let mut cur = unsafe { sys::ggml_get_first_tensor(ctx) };
-        std::iter::from_fn(move || {
-            let t = NonNull::new(cur)?;
-            cur = unsafe { sys::ggml_get_next_tensor(ctx, cur) };
-            Some(Tensor { ptr: t, _ctx: PhantomData })
-        })
-    }
 }
 
 impl Drop for Context {

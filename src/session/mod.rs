@@ -18,20 +18,11 @@ use crate::kv::{mask::build_mask, KvCache, Pos};
 use crate::model::graph::StepGraph;
 use crate::model::Model;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Attention spans the live range rounded up to this many cells, so graph
 /// shapes stay stable across steps (llama.cpp pads the same way).
 const N_KV_PAD: usize = 256;
-
-/// Time and token counters (llama.cpp's perf counters).
-#[derive(Clone, Debug, Default)]
-pub struct Timings {
-    pub prompt_tokens: usize,
-    pub prompt_time: Duration,
-    pub gen_tokens: usize,
-    pub gen_time: Duration,
-}
 
 pub struct Session {
     model: Arc<Model>,
@@ -47,7 +38,6 @@ pub struct Session {
     k_rotation: Option<Vec<f32>>,
     /// The last step's graph and its shape key (tokens, n_kv, outputs).
     step_graph: Option<((usize, usize, usize), OwnedGraph)>,
-    pub timings: Timings,
 }
 
 impl Session {
@@ -88,7 +78,7 @@ impl Session {
         let sched = Scheduler::new(&[&backend], model.graph_size());
         let k_rotation = crate::kv::rotation::k_rotation_size(hp.head_dim as usize, cfg.type_k.is_quantized())
             .map(crate::kv::rotation::hadamard);
-        let mut s = Session { model, cfg, kv, sched, backend, next_pos: 0, mask: Vec::new(), graphs_run: 0, k_rotation, step_graph: None, timings: Timings::default() };
+        let mut s = Session { model, cfg, kv, sched, backend, next_pos: 0, mask: Vec::new(), graphs_run: 0, k_rotation, step_graph: None };
         s.reserve()?;
         Ok(s)
     }
@@ -280,13 +270,6 @@ impl Session {
         self.graphs_run += 1;
         let dt = t0.elapsed();
         tracing::trace!(tokens = tokens.len(), n_kv, setup_us = (t0 - t_setup).as_micros() as u64, compute_us = dt.as_micros() as u64, "step");
-        if tokens.len() > 1 {
-            self.timings.prompt_tokens += tokens.len();
-            self.timings.prompt_time += dt;
-        } else {
-            self.timings.gen_tokens += 1;
-            self.timings.gen_time += dt;
-        }
         if outputs.is_empty() {
             return Ok(Vec::new());
         }
