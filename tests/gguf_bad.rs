@@ -780,3 +780,11 @@ fn header_corruption_sweep_errors_name_the_file() {
         unnamed.iter().take(8).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+#[test]
+fn unsupported_rope_scaling_is_refused() {
+    let mut g = tiny_llama();
+    g.set("llama.rope.scaling.type", Value::str("yarn")).set("llama.rope.scaling.factor", Value::F32(4.0));
+    let (bytes, _) = g.build();
+    reject_bytes("rope-yarn.gguf", &bytes, Level::Model, &["rope.scaling.type", "yarn"]);
+}
