@@ -3,6 +3,7 @@
 //! `strftime_now` and Hugging Face's block trimming render as Hugging Face
 //! renders them; broken templates give errors that name the problem.
 
+mod common;
 use decache::gguf::GgufFile;
 use decache::tokenizer::{ChatMessage, ChatTemplate, Tokenizer, TokenizerError, VocabSpec};
 
@@ -16,12 +17,7 @@ fn conversation() -> Vec<ChatMessage> {
 }
 
 fn smollm2_template() -> String {
-    let path = decache::pull::default_model_path();
-    assert!(
-        path.exists(),
-        "{} is missing: run `make models` first",
-        path.display()
-    );
+    let path = common::smollm2();
     let file = GgufFile::open(&path, false).unwrap();
     let tok = Tokenizer::from_spec(VocabSpec::from_gguf(&file).unwrap()).unwrap();
     tok.chat_template()

@@ -5,6 +5,7 @@
 //! the test), and on gemma-3's SentencePiece vocabulary when its file is in
 //! the cache.
 
+mod common;
 #[path = "common/gguf_writer.rs"]
 mod gguf_writer;
 
@@ -14,22 +15,6 @@ use decache::ggml::oracle::OracleModel;
 use decache::gguf::GgufFile;
 use decache::tokenizer::{Tokenizer, VocabSpec};
 use gguf_writer::{tiny, tiny_llama, Rng, Value};
-
-fn smollm2_path() -> PathBuf {
-    let p = decache::pull::default_model_path();
-    assert!(
-        p.exists(),
-        "{} is missing: run `make models` first",
-        p.display()
-    );
-    p
-}
-
-fn gemma_path() -> PathBuf {
-    let p = decache::pull::cache_dir().join(decache::pull::GEMMA3_270M_FILE);
-    assert!(p.exists(), "{} is missing: run `make models` first", p.display());
-    p
-}
 
 fn spec_of(path: &Path) -> VocabSpec {
     let f = GgufFile::open(path, false).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -41,20 +26,6 @@ fn load(path: &Path) -> (Tokenizer, OracleModel) {
         Tokenizer::from_spec(spec_of(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let oracle = OracleModel::load(path).unwrap_or_else(|e| panic!("{e}"));
     (tok, oracle)
-}
-
-/// A small deterministic generator for random texts.
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 const CODE_PY: &str = "def fibonacci(n: int) -> int:\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n        return n\n    a, b = 0, 1\n    for _ in range(n - 1):\n        a, b = b, a + b\n    return b\n\n\nif __name__ == \"__main__\":\n    print([fibonacci(i) for i in range(10)])  # [0, 1, 1, 2, ...]\n";
@@ -198,7 +169,7 @@ fn corpus() -> Vec<String> {
     let cases: Vec<String> = corpus.split("\n-----\n").map(str::to_string).collect();
     assert!(cases.len() >= 40, "the tokenizer corpus has only {} cases", cases.len());
     texts.extend(cases);
-    let mut rng = XorShift(0x5eed_1234_abcd_0001);
+    let mut rng = Rng::new(0x5eed_1234_abcd_0001);
     for _ in 0..1500 {
         let n = 1 + rng.below(40);
         texts.push((0..n).map(|_| pieces[rng.below(pieces.len())]).collect());
@@ -285,14 +256,14 @@ fn check_pieces(label: &str, tok: &Tokenizer, oracle: &OracleModel) {
 
 #[test]
 fn smollm2_encode_matches_llama_cpp() {
-    let (tok, oracle) = load(&smollm2_path());
+    let (tok, oracle) = load(&common::smollm2());
     assert_eq!(tok.kind(), "gpt2 BPE (pre: smollm)");
     check_encode("smollm2", &tok, &oracle, &corpus(), true);
 }
 
 #[test]
 fn smollm2_every_codepoint_matches_llama_cpp() {
-    let (tok, oracle) = load(&smollm2_path());
+    let (tok, oracle) = load(&common::smollm2());
     check_encode(
         "smollm2 code points",
         &tok,
@@ -304,13 +275,13 @@ fn smollm2_every_codepoint_matches_llama_cpp() {
 
 #[test]
 fn smollm2_token_to_piece_matches_for_every_id() {
-    let (tok, oracle) = load(&smollm2_path());
+    let (tok, oracle) = load(&common::smollm2());
     check_pieces("smollm2", &tok, &oracle);
 }
 
 #[test]
 fn smollm2_decode_is_the_pieces_and_round_trips() {
-    let (tok, oracle) = load(&smollm2_path());
+    let (tok, oracle) = load(&common::smollm2());
     for text in corpus() {
         let ids = tok.encode(&text, false, true).unwrap();
         for special in [false, true] {
@@ -335,7 +306,7 @@ fn smollm2_decode_is_the_pieces_and_round_trips() {
 
 #[test]
 fn smollm2_special_ids_and_end_of_generation() {
-    let (tok, oracle) = load(&smollm2_path());
+    let (tok, oracle) = load(&common::smollm2());
     assert_eq!(tok.n_vocab(), oracle.n_vocab());
     assert_eq!(
         (tok.bos(), tok.eos(), tok.eot()),
@@ -384,7 +355,7 @@ fn write_variant(dir: &Path, spec: &VocabSpec, pre: Option<&str>, drop_add_bos: 
 
 #[test]
 fn other_pre_tokenizers_match_llama_cpp() {
-    let spec = spec_of(&smollm2_path());
+    let spec = spec_of(&common::smollm2());
     let dir = tempfile::tempdir().unwrap();
     let texts = corpus();
     let mut sample = codepoint_texts(23);
@@ -416,7 +387,7 @@ fn other_pre_tokenizers_match_llama_cpp() {
 
 #[test]
 fn gemma3_sentencepiece_matches_llama_cpp() {
-    let path = gemma_path();
+    let path = common::gemma3();
     let (tok, oracle) = load(&path);
     assert_eq!(tok.kind(), "llama SentencePiece");
     assert_eq!(

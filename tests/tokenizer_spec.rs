@@ -2,7 +2,10 @@
 //! naming the field, never a panic; random vocabularies and random inputs
 //! never make encoding or decoding panic.
 
+#[path = "common/gguf_writer.rs"]
+mod gguf_writer;
 use decache::tokenizer::{Tokenizer, TokenizerError, VocabSpec};
+use gguf_writer::Rng;
 
 /// GPT-2's byte alphabet (printable bytes as themselves, the rest from U+0100).
 fn byte_chars() -> Vec<String> {
@@ -131,25 +134,11 @@ fn bad_metadata_names_the_field() {
     );
 }
 
-/// A small deterministic generator.
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 #[test]
 fn random_vocabularies_and_inputs_never_panic() {
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let alphabet: Vec<char> = "ab Ġ<|>▁\n\t'1é中😀\u{0}".chars().collect();
-    let rand_text = |rng: &mut XorShift, max: usize| -> String {
+    let rand_text = |rng: &mut Rng, max: usize| -> String {
         (0..rng.below(max))
             .map(|_| alphabet[rng.below(alphabet.len())])
             .collect()
@@ -196,7 +185,7 @@ fn random_vocabularies_and_inputs_never_panic() {
             assert!(ids.iter().all(|&id| (id as usize) < tok.n_vocab()));
             let _ = tok.decode(&ids, true);
             let garbage: Vec<u32> = (0..rng.below(10))
-                .map(|_| rng.next() as u32 % 400)
+                .map(|_| rng.next_u64() as u32 % 400)
                 .collect();
             let _ = tok.decode(&garbage, false);
             let mut stream = tok.stream_decoder(true);

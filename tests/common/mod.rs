@@ -10,6 +10,13 @@ pub fn smollm2() -> PathBuf {
     p
 }
 
+/// Path of gemma-3-270m (fetched by `make models` too).
+pub fn gemma3() -> PathBuf {
+    let p = decache::pull::cache_dir().join(decache::pull::GEMMA3_270M_FILE);
+    assert!(p.exists(), "{} is missing: run `make models` first", p.display());
+    p
+}
+
 /// Index of the largest value (first on ties).
 pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
