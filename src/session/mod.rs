@@ -24,6 +24,15 @@ use std::time::Instant;
 /// shapes stay stable across steps (llama.cpp pads the same way).
 const N_KV_PAD: usize = 256;
 
+/// The last step's graph, its shape key (tokens, attended cells, outputs),
+/// and where its optional inputs sit among the kept tensors.
+struct StepCache {
+    key: (usize, usize, usize),
+    graph: OwnedGraph,
+    out_ids: Option<usize>,
+    k_rot: Option<usize>,
+}
+
 pub struct Session {
     model: Arc<Model>,
     cfg: SessionConfig,
@@ -36,8 +45,8 @@ pub struct Session {
     graphs_run: u64,
     /// The Hadamard matrix for q/k when the K cache is quantized.
     k_rotation: Option<Vec<f32>>,
-    /// The last step's graph and its shape key (tokens, n_kv, outputs).
-    step_graph: Option<((usize, usize, usize), OwnedGraph)>,
+    /// Reused while the shapes match.
+    step_graph: Option<StepCache>,
 }
 
 impl Session {
@@ -216,7 +225,7 @@ impl Session {
         let n_kv = self.kv.cells.n_kv(N_KV_PAD);
         let n_outputs = outputs.len().max(1);
         let key = (tokens.len(), n_kv, n_outputs);
-        if self.step_graph.as_ref().map(|c| c.0) != Some(key) {
+        if self.step_graph.as_ref().map(|c| c.key) != Some(key) {
             // New shapes: build and allocate a new graph (the old one's
             // allocation is released by the scheduler's reset).
             self.step_graph = None;
@@ -228,18 +237,21 @@ impl Session {
                 logits.set_output();
                 g.graph.expand(logits);
                 let i = &g.inputs;
-                // Fixed slots 0..=5, then out_ids (6) and k_rot (7) when present.
+                // Slots 0..=5, then out_ids and k_rot when the graph has them.
                 let mut keep = vec![i.tokens, i.pos, i.k_idxs, i.v_idxs, i.mask, logits];
-                keep.push(i.out_ids.unwrap_or(i.tokens));
-                keep.push(i.k_rot.unwrap_or(i.tokens));
+                keep.extend(i.out_ids);
+                keep.extend(i.k_rot);
                 (g.graph, keep)
             });
             self.sched.alloc(&g.graph())?;
             tracing::trace!(target: "decache::graph", "{}", g.graph().describe().join("\n"));
             tracing::debug!(nodes = g.graph().n_nodes(), splits = self.sched.n_splits(), n_tokens = tokens.len(), n_kv, "new step graph");
-            self.step_graph = Some((key, g));
+            let out_ids = (n_outputs < tokens.len()).then_some(6);
+            let k_rot = self.k_rotation.is_some().then_some(6 + usize::from(out_ids.is_some()));
+            self.step_graph = Some(StepCache { key, graph: g, out_ids, k_rot });
         }
-        let g = &self.step_graph.as_ref().expect("step graph").1;
+        let cache = self.step_graph.as_ref().expect("step graph");
+        let g = &cache.graph;
         let (inp_tokens, inp_pos, inp_k, inp_v, inp_mask, logits) =
             (g.tensor(0), g.tensor(1), g.tensor(2), g.tensor(3), g.tensor(4), g.tensor(5));
 
@@ -259,10 +271,10 @@ impl Session {
         inp_mask.write_f32(&self.mask);
         if n_outputs < tokens.len() {
             let rows: Vec<i32> = if outputs.is_empty() { vec![tokens.len() as i32 - 1] } else { outputs.iter().map(|&r| r as i32).collect() };
-            g.tensor(6).write_i32(&rows);
+            g.tensor(cache.out_ids.expect("out_ids slot")).write_i32(&rows);
         }
-        if let Some(h) = &self.k_rotation {
-            g.tensor(7).write_f32(h);
+        if let (Some(h), Some(slot)) = (&self.k_rotation, cache.k_rot) {
+            g.tensor(slot).write_f32(h);
         }
 
         let t0 = Instant::now();
