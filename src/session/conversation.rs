@@ -2,8 +2,9 @@
 //! template and appended as segments, replies generated, and stale context
 //! forgotten in place when the cache nears its watermark. The CLI's chat,
 //! the server and the agent drive this; it returns data and events only.
-use super::policy::{DecachePolicy, Reason};
-use super::segments::{SegmentKind, Segments};
+use super::parts::{find_parts, token_lines};
+use super::policy::{focus_words, DecachePolicy, Reason};
+use super::segments::{Line, Segment, SegmentKind, Segments};
 use super::{GenerateEvent, GenerateOptions, Generation, PositionPolicy, Session};
 use crate::error::{Error, Result};
 use crate::kv::Pos;
@@ -50,6 +51,11 @@ pub struct Conversation {
     turn: u32,
     bos: String,
     eos: String,
+    /// Where the last reply starts (position, and length of `rendered`
+    /// before it), while it is the newest message: what `/regen` cuts.
+    last_reply: Option<(Pos, usize)>,
+    /// The newest message of kind `User` (what a paste's lines are matched against).
+    question: String,
 }
 
 impl Conversation {
@@ -69,6 +75,8 @@ impl Conversation {
             turn: 0,
             bos,
             eos,
+            last_reply: None,
+            question: String::new(),
         }
     }
 
@@ -101,7 +109,7 @@ impl Conversation {
     /// tool results injected in a user role do not). Returns the deletions
     /// made to fit it.
     pub fn push(&mut self, role: &str, content: &str, kind: SegmentKind) -> Result<Vec<DecacheEvent>> {
-        if kind == SegmentKind::User {
+        if kind.starts_turn() {
             self.turn += 1;
         }
         let msg = ChatMessage::new(role, content);
@@ -111,10 +119,48 @@ impl Conversation {
         let p0 = self.session.next_pos();
         self.session.eval(&toks, false)?;
         self.stats.tokens_seen += toks.len();
-        self.segments.push(kind, self.turn, p0, self.session.next_pos());
+        if kind == SegmentKind::User {
+            self.question = content.to_string();
+        }
+        self.record(kind, p0, &toks);
         self.messages.push(msg);
         self.rendered.push_str(&delta);
+        self.last_reply = None;
         Ok(events)
+    }
+
+    /// Record a message's tokens, cached from position `p0` on, as segments:
+    /// its `<system-reminder>` and `<think>` blocks become segments of their
+    /// own between the pieces of the message, and the lines of logs and
+    /// pastes are kept with them.
+    fn record(&mut self, kind: SegmentKind, p0: Pos, toks: &[u32]) {
+        let tok = &self.session.model().tokenizer;
+        let pieces: Vec<Vec<u8>> = toks.iter().map(|&t| tok.token_to_piece(t, true)).collect();
+        let splittable = !matches!(kind, SegmentKind::System | SegmentKind::SystemReminder { .. } | SegmentKind::Thinking);
+        let parts = if splittable { find_parts(&pieces) } else { Vec::new() };
+        let mut spans: Vec<(SegmentKind, usize, usize)> = Vec::new();
+        let mut at = 0;
+        for part in parts {
+            if part.t0 > at {
+                spans.push((kind.clone(), at, part.t0));
+            }
+            at = part.t1;
+            spans.push((part.kind, part.t0, part.t1));
+        }
+        if at < toks.len() || spans.is_empty() {
+            spans.push((kind, at, toks.len()));
+        }
+        for (k, t0, t1) in spans {
+            let with_lines = matches!(k, SegmentKind::PastedLog | SegmentKind::CommandOutput { .. });
+            let id = self.segments.push(k, self.turn, p0 + t0 as Pos, p0 + t1 as Pos);
+            if with_lines {
+                let lines = token_lines(&pieces[t0..t1])
+                    .into_iter()
+                    .map(|l| Line { p0: p0 + (t0 + l.t0) as Pos, p1: p0 + (t0 + l.t1) as Pos, text: l.text })
+                    .collect();
+                self.segments.set_lines(id, lines);
+            }
+        }
     }
 
     /// Generate the assistant's reply (at most `opts.n_predict` tokens,
@@ -129,7 +175,15 @@ impl Conversation {
         let mut opts = opts.clone();
         opts.n_predict = Some(budget);
         let p0 = self.session.next_pos();
+        let rendered_before = self.rendered.len();
         let gen = self.session.generate(&header_toks, &opts, on_event)?;
+        // A reply cut short (cancelled, or the cache full) leaves its last
+        // token unevaluated: cache it, so the cache holds what was said.
+        let cached = (self.session.next_pos() - p0) as usize - header_toks.len();
+        if cached < gen.tokens.len() {
+            self.make_room(gen.tokens.len() - cached)?;
+            self.session.eval(&gen.tokens[cached..], false)?;
+        }
         self.stats.tokens_seen += header_toks.len() + gen.tokens.len();
         // Close the message as the template renders it (e.g. "<|im_end|>\n").
         let msg = ChatMessage::new("assistant", gen.text.clone());
@@ -144,7 +198,12 @@ impl Conversation {
             self.session.eval(&tail_toks, false)?;
             self.stats.tokens_seen += tail_toks.len();
         }
-        self.segments.push(SegmentKind::Assistant, self.turn, p0, self.session.next_pos());
+        let all: Vec<u32> = header_toks.iter().chain(&gen.tokens).chain(&tail_toks).copied().collect();
+        // Positions may have been closed up while making room for the tail;
+        // the reply's tokens are the newest, contiguous ones either way.
+        let p0 = self.session.next_pos() - all.len() as Pos;
+        self.record(SegmentKind::Assistant, p0, &all);
+        self.last_reply = Some((p0, rendered_before));
         self.rendered.push_str(&header);
         self.rendered.push_str(&gen.text);
         self.rendered.push_str(&tail);
@@ -163,6 +222,56 @@ impl Conversation {
         Ok(out)
     }
 
+    /// Forget every segment `pick` chooses (by kind, turn, ...), except the
+    /// system prompt and pinned ones. Returns the deletions (none if nothing matched).
+    pub fn forget_where(&mut self, pick: impl Fn(&Segment) -> bool, reason: Reason) -> Result<Vec<DecacheEvent>> {
+        let items: Vec<_> = self
+            .segments
+            .iter()
+            .filter(|s| s.kind != SegmentKind::System && !s.pinned && !s.fully_removed() && pick(s))
+            .map(|s| (s.id, s.p0, s.p1, reason))
+            .collect();
+        let mut out = Vec::new();
+        self.apply(&items, &mut out)?;
+        Ok(out)
+    }
+
+    /// Forget the tokens at positions `[p0, p1)`, across whatever segments
+    /// hold them (the system prompt's tokens are refused).
+    pub fn forget_positions(&mut self, p0: Pos, p1: Pos, reason: Reason) -> Result<Vec<DecacheEvent>> {
+        if p1 <= p0 {
+            return Err(Error::InvalidArgument(format!("empty position range [{p0}, {p1})")));
+        }
+        let mut items = Vec::new();
+        for s in self.segments.iter().filter(|s| s.p0 < p1 && p0 < s.p1) {
+            if s.kind == SegmentKind::System {
+                return Err(Error::InvalidArgument(format!("positions [{p0}, {p1}) cover the system prompt, which is never forgotten")));
+            }
+            items.push((s.id, p0.max(s.p0), p1.min(s.p1), reason));
+        }
+        let mut out = Vec::new();
+        self.apply(&items, &mut out)?;
+        Ok(out)
+    }
+
+    /// Take back the last reply (it must be the newest message): its cells
+    /// are cut off the end, positions and all, so the next reply takes its
+    /// place as if it had never been. Nothing is recomputed.
+    pub fn undo_reply(&mut self) -> Result<()> {
+        let (p0, rendered_len) =
+            self.last_reply.take().ok_or_else(|| Error::InvalidArgument("no reply to take back: the newest message is not a reply".into()))?;
+        self.session.remove_range(p0, self.session.next_pos(), PositionPolicy::Shift)?;
+        self.segments.truncate_from(p0);
+        self.messages.pop();
+        self.rendered.truncate(rendered_len);
+        Ok(())
+    }
+
+    /// The focus of the current question: the words of the newest user message.
+    fn focus(&self) -> Vec<String> {
+        focus_words(&self.question)
+    }
+
     /// Forget by the policy if `n` more tokens would pass the watermark or
     /// not fit; defragment when the live cells are scattered.
     fn make_room(&mut self, n: usize) -> Result<Vec<DecacheEvent>> {
@@ -174,7 +283,7 @@ impl Conversation {
         let mut events = Vec::new();
         if self.policy.should_decache(live + n, cells) || live + n > cells {
             let t0 = Instant::now();
-            let plan = self.policy.plan(&self.segments, live + n, cells, self.turn);
+            let plan = self.policy.plan(&self.segments, live + n, cells, self.turn, &self.focus());
             let items: Vec<_> = plan.iter().map(|f| (f.segment, f.p0, f.p1, f.reason)).collect();
             self.apply(&items, &mut events)?;
             if self.session.fragmentation() > 0.5 {

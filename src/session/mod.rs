@@ -4,6 +4,7 @@ mod config;
 pub mod conversation;
 mod decache;
 mod generate;
+pub mod parts;
 pub mod perplexity;
 pub mod policy;
 pub mod segments;

@@ -26,6 +26,11 @@ pub enum SegmentKind {
 }
 
 impl SegmentKind {
+    /// Whether a message of this kind starts a new turn (the user speaking).
+    pub fn starts_turn(&self) -> bool {
+        matches!(self, SegmentKind::User | SegmentKind::PastedLog)
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             SegmentKind::System => "system",
@@ -54,6 +59,16 @@ pub struct Segment {
     pub pinned: bool,
     /// Position ranges of this segment already forgotten.
     pub removed: Vec<(Pos, Pos)>,
+    /// The lines of a log or paste, `[p0, p1)` and text (empty for other kinds).
+    pub lines: Vec<Line>,
+}
+
+/// One line of a segment, in positions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub p0: Pos,
+    pub p1: Pos,
+    pub text: String,
 }
 
 impl Segment {
@@ -87,8 +102,26 @@ impl Segments {
     pub fn push(&mut self, kind: SegmentKind, turn: u32, p0: Pos, p1: Pos) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.items.push(Segment { id, kind, turn, p0, p1, pinned: false, removed: Vec::new() });
+        self.items.push(Segment { id, kind, turn, p0, p1, pinned: false, removed: Vec::new(), lines: Vec::new() });
         id
+    }
+
+    /// Record the lines of segment `id` (for logs and pastes).
+    pub fn set_lines(&mut self, id: u64, lines: Vec<Line>) {
+        if let Some(s) = self.items.iter_mut().find(|s| s.id == id) {
+            s.lines = lines;
+        }
+    }
+
+    /// The newest segment, if any.
+    pub fn last(&self) -> Option<&Segment> {
+        self.items.last()
+    }
+
+    /// Drop the segments that start at or after `p` (the tail was cut off,
+    /// e.g. a reply to regenerate).
+    pub fn truncate_from(&mut self, p: Pos) {
+        self.items.retain(|s| s.p0 < p);
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Segment> {
@@ -124,6 +157,11 @@ impl Segments {
             s.p0 = map(s.p0);
             s.p1 = map(s.p1);
             s.removed.clear();
+            for l in &mut s.lines {
+                l.p0 = map(l.p0);
+                l.p1 = map(l.p1);
+            }
+            s.lines.retain(|l| l.p0 < l.p1);
         }
     }
 
