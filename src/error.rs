@@ -19,6 +19,9 @@ pub enum Error {
     Context(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A saved session that cannot be loaded (or written), and why.
+    #[error("{path}: {msg}")]
+    SessionFile { path: PathBuf, msg: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }

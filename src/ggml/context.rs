@@ -165,6 +165,14 @@ impl<'a> Tensor<'a> {
         self.write_bytes(as_bytes(data), 0)
     }
 
+    /// Copy `out.len()` bytes of the tensor, from byte `offset` on, to the host.
+    pub fn read_bytes(&self, out: &mut [u8], offset: usize) {
+        assert!(offset + out.len() <= self.nbytes(), "read past the end of tensor {}", self.name());
+        assert!(self.is_allocated(), "tensor {} has no buffer", self.name());
+        // SAFETY: bounds checked above; `out` is a valid writable slice.
+        unsafe { sys::ggml_backend_tensor_get(self.raw(), out.as_mut_ptr().cast(), offset, out.len()) }
+    }
+
     /// Read `out.len()` f32 values starting at element `offset`.
     pub fn read_f32(&self, out: &mut [f32], offset: usize) {
         assert_eq!(self.typ(), GgmlType::F32);

@@ -153,6 +153,31 @@ impl GgufFile {
     }
 
     /// Total number of weights (elements) over all tensors.
+    /// A short identity of the file's contents: SHA-256 over its size, its
+    /// first MiB (header, metadata, tensor table) and 16 samples of 4 KiB
+    /// spread over the tensor data. Cheap, and different for files that
+    /// differ in weights, quantization or vocabulary.
+    pub fn fingerprint(&self) -> Result<String, GgufError> {
+        use sha2::{Digest, Sha256};
+        use std::io::{Seek, SeekFrom};
+        let err = |source| GgufError::Open { path: self.path.clone(), source };
+        let mut f = File::open(&self.path).map_err(err)?;
+        let mut h = Sha256::new();
+        h.update(self.file_size.to_le_bytes());
+        let mut buf = vec![0u8; (1 << 20).min(self.file_size as usize)];
+        f.read_exact(&mut buf).map_err(err)?;
+        h.update(&buf);
+        let sample = 4096u64.min(self.file_size);
+        for i in 0..16u64 {
+            let at = (self.file_size - sample) * i / 15;
+            f.seek(SeekFrom::Start(at)).map_err(err)?;
+            let mut b = vec![0u8; sample as usize];
+            f.read_exact(&mut b).map_err(err)?;
+            h.update(&b);
+        }
+        Ok(h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     pub fn n_params(&self) -> u64 {
         self.tensors.iter().map(TensorInfo::n_elements).sum()
     }

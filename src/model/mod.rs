@@ -45,6 +45,9 @@ pub struct ModelInfo {
     pub file_type: Option<String>,
     /// Weight bytes per buffer kind (mmap, CPU, CPU_REPACK, AMX, ...).
     pub buffers: Vec<(String, usize)>,
+    /// Identity of the file's contents (see `GgufFile::fingerprint`): a
+    /// saved session only loads into the model it was made with.
+    pub fingerprint: String,
 }
 
 pub struct Model {
@@ -96,6 +99,7 @@ impl Model {
             name: file.get_str("general.name").ok().flatten().map(str::to_string),
             file_size: file.file_size,
             n_params: file.n_params(),
+            fingerprint: file.fingerprint()?,
             quant_types,
             file_type: file.get_u32("general.file_type").ok().flatten().map(file_type_name),
             buffers: weights.buffer_sizes().to_vec(),

@@ -24,7 +24,7 @@ pub struct DecacheEvent {
 }
 
 /// Running totals for `/stats`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ConversationStats {
     /// Tokens ever evaluated (prompt and generated).
     pub tokens_seen: usize,
@@ -34,6 +34,18 @@ pub struct ConversationStats {
     pub defrags: usize,
     /// Times positions were closed up (the `auto` policy).
     pub compactions: usize,
+}
+
+/// What a saved conversation holds besides the cache (see `save.rs`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct ConversationState {
+    pub segments: Segments,
+    pub messages: Vec<ChatMessage>,
+    pub rendered: String,
+    pub turn: u32,
+    pub question: String,
+    pub last_reply: Option<(Pos, usize)>,
+    pub stats: ConversationStats,
 }
 
 pub struct Conversation {
@@ -78,6 +90,50 @@ impl Conversation {
             last_reply: None,
             question: String::new(),
         }
+    }
+
+    pub(super) fn state(&self) -> ConversationState {
+        ConversationState {
+            segments: self.segments.clone(),
+            messages: self.messages.clone(),
+            rendered: self.rendered.clone(),
+            turn: self.turn,
+            question: self.question.clone(),
+            last_reply: self.last_reply,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Whether `st` fits this conversation over a cache whose next position
+    /// is `next_pos`: this template renders its messages to its text, and
+    /// its segments lie inside the cache.
+    pub(super) fn check_state(&self, st: &ConversationState, next_pos: Pos) -> Result<()> {
+        let again = self.template.render(&st.messages, false, &self.bos, &self.eos)?;
+        if again != st.rendered {
+            return Err(Error::InvalidArgument(
+                "the saved messages render differently with this chat template (saved with another template?)".into(),
+            ));
+        }
+        if let Some(s) = st.segments.iter().find(|s| s.p1 > next_pos || s.p0 > s.p1) {
+            return Err(Error::InvalidArgument(format!("segment {} spans positions {}..{} outside the saved cache", s.id, s.p0, s.p1)));
+        }
+        Ok(())
+    }
+
+    /// Take `st` as this conversation's state (checked by `check_state`).
+    pub(super) fn set_state(&mut self, st: ConversationState) {
+        self.segments = st.segments;
+        self.messages = st.messages;
+        self.rendered = st.rendered;
+        self.turn = st.turn;
+        self.question = st.question;
+        self.last_reply = st.last_reply;
+        self.stats = st.stats;
+    }
+
+    /// The chat template in use.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
     }
 
     pub fn turn(&self) -> u32 {

@@ -5,6 +5,8 @@ pub mod conversation;
 mod decache;
 mod generate;
 pub mod parts;
+pub mod save;
+pub mod state;
 pub mod perplexity;
 pub mod policy;
 pub mod segments;

@@ -5,7 +5,7 @@ use super::segments::{Segment, SegmentKind, Segments};
 use crate::kv::Pos;
 
 /// Why a span was forgotten.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Reason {
     /// An older copy of a reminder that was injected again.
     SupersededReminder,

@@ -2,9 +2,10 @@
 //! tool result, reminder, ...), so that the decache policy can forget by
 //! meaning rather than by age. Pure data: positions, kinds, turns, pins.
 use crate::kv::Pos;
+use serde::{Deserialize, Serialize};
 
 /// What a span of the context is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SegmentKind {
     System,
     User,
@@ -49,7 +50,7 @@ impl SegmentKind {
 }
 
 /// One span of the context, in positions `[p0, p1)` as it was written.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Segment {
     pub id: u64,
     pub kind: SegmentKind,
@@ -64,7 +65,7 @@ pub struct Segment {
 }
 
 /// One line of a segment, in positions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
     pub p0: Pos,
     pub p1: Pos,
@@ -91,7 +92,7 @@ impl Segment {
 }
 
 /// The segments of one session, in order.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Segments {
     items: Vec<Segment>,
     next_id: u64,

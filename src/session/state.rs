@@ -1,0 +1,173 @@
+//! The KV cache as plain bytes: a snapshot of the used cells (token,
+//! position, live bit) and of their K rows and V columns, and its restore
+//! into a session of the same model and cache types. Restoring checks every
+//! field first, so a bad snapshot leaves the session as it was.
+use super::Session;
+use crate::error::{Error, Result};
+use crate::kv::Pos;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+/// The shape of a cache's contents: a snapshot only fits the same one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvLayout {
+    pub n_layer: usize,
+    pub n_embd_k: usize,
+    pub n_embd_v: usize,
+    pub type_k: String,
+    pub type_v: String,
+}
+
+/// Cells `0..used` of a cache (used = one past the highest live cell).
+#[derive(Clone, Debug)]
+pub struct KvSnapshot {
+    pub layout: KvLayout,
+    pub next_pos: Pos,
+    pub tokens: Vec<u32>,
+    pub pos: Vec<Pos>,
+    pub live: Vec<bool>,
+    /// Per layer: the K rows of the used cells, then their V values
+    /// (element-major: for each of `n_embd_v` elements, `used` values).
+    pub k: Vec<Vec<u8>>,
+    pub v: Vec<Vec<u8>>,
+}
+
+impl KvSnapshot {
+    pub fn used(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Bytes of K and V held.
+    pub fn data_bytes(&self) -> usize {
+        self.k.iter().chain(&self.v).map(Vec::len).sum()
+    }
+}
+
+impl Session {
+    pub fn kv_layout(&self) -> KvLayout {
+        let kv = &self.kv;
+        KvLayout {
+            n_layer: kv.n_layer,
+            n_embd_k: kv.n_embd_k,
+            n_embd_v: kv.n_embd_v,
+            type_k: kv.type_k.name().to_string(),
+            type_v: kv.type_v.name().to_string(),
+        }
+    }
+
+    /// Bytes of one K row and of one V element.
+    fn kv_unit_bytes(&self) -> Result<(usize, usize)> {
+        let kv = &self.kv;
+        let k_row = kv.type_k.row_bytes(kv.n_embd_k as u64);
+        if kv.type_v.is_quantized() {
+            return Err(Error::InvalidArgument(format!("a {} V cache cannot be saved cell by cell", kv.type_v.name())));
+        }
+        let v_el = kv.type_v.row_bytes(1);
+        match (k_row, v_el) {
+            (Some(k), Some(v)) => Ok((k as usize, v as usize)),
+            _ => Err(Error::InvalidArgument("the cache types have no row size".into())),
+        }
+    }
+
+    /// Copy the used cells out. Pending position shifts are applied first
+    /// (so the keys saved are rotated to the positions saved).
+    pub fn snapshot(&mut self) -> Result<KvSnapshot> {
+        self.apply_pending_shift()?;
+        let (k_row, v_el) = self.kv_unit_bytes()?;
+        let c = &self.kv.cells;
+        let used = c.used_max_p1();
+        let (size, n_embd_v) = (self.kv.size(), self.kv.n_embd_v);
+        let mut k = Vec::with_capacity(self.kv.n_layer);
+        let mut v = Vec::with_capacity(self.kv.n_layer);
+        let store = self.kv.store();
+        for il in 0..self.kv.n_layer {
+            let mut kb = vec![0u8; used * k_row];
+            store.get(self.kv.k(il)).read_bytes(&mut kb, 0);
+            let vt = store.get(self.kv.v(il));
+            let mut vb = vec![0u8; n_embd_v * used * v_el];
+            for j in 0..n_embd_v {
+                vt.read_bytes(&mut vb[j * used * v_el..(j + 1) * used * v_el], j * size * v_el);
+            }
+            k.push(kb);
+            v.push(vb);
+        }
+        Ok(KvSnapshot {
+            layout: self.kv_layout(),
+            next_pos: self.next_pos,
+            tokens: (0..used).map(|i| c.token(i)).collect(),
+            pos: (0..used).map(|i| c.pos(i)).collect(),
+            live: (0..used).map(|i| c.is_live(i)).collect(),
+            k,
+            v,
+        })
+    }
+
+    /// Replace the cache's contents with `snap`, after checking that it fits
+    /// this session (same layout, enough cells) and is consistent (lengths,
+    /// token ids, unique positions below `next_pos`).
+    pub fn restore(&mut self, snap: &KvSnapshot) -> Result<()> {
+        self.check_snapshot(snap)?;
+        let (k_row, v_el) = self.kv_unit_bytes()?;
+        let used = snap.used();
+        let size = self.kv.size();
+        self.kv.cells.clear();
+        let store = self.kv.store();
+        for il in 0..self.kv.n_layer {
+            store.get(self.kv.k(il)).write_bytes(&snap.k[il], 0);
+            let vt = store.get(self.kv.v(il));
+            for j in 0..self.kv.n_embd_v {
+                vt.write_bytes(&snap.v[il][j * used * v_el..(j + 1) * used * v_el], j * size * v_el);
+            }
+        }
+        debug_assert_eq!(snap.k.first().map_or(0, Vec::len), used * k_row);
+        for i in (0..used).filter(|&i| snap.live[i]) {
+            self.kv.cells.fill(i, snap.tokens[i], snap.pos[i]);
+        }
+        self.next_pos = snap.next_pos;
+        self.step_graph = None;
+        Ok(())
+    }
+
+    fn check_snapshot(&self, snap: &KvSnapshot) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidArgument(msg));
+        let mine = self.kv_layout();
+        if snap.layout != mine {
+            return bad(format!("the saved cache is {:?}, this session's is {:?}", snap.layout, mine));
+        }
+        let used = snap.used();
+        if used > self.kv.size() {
+            return bad(format!("the saved cache uses {used} cells; this context has {} (give -c {used} or more)", self.kv.size()));
+        }
+        if snap.pos.len() != used || snap.live.len() != used {
+            return bad(format!("{used} tokens but {} positions and {} live bits", snap.pos.len(), snap.live.len()));
+        }
+        let (k_row, v_el) = self.kv_unit_bytes()?;
+        let n = self.kv.n_layer;
+        if snap.k.len() != n || snap.v.len() != n {
+            return bad(format!("K and V data for {} and {} layers; the model has {n}", snap.k.len(), snap.v.len()));
+        }
+        for il in 0..n {
+            if snap.k[il].len() != used * k_row || snap.v[il].len() != used * v_el * self.kv.n_embd_v {
+                return bad(format!("layer {il}: K or V data of the wrong size for {used} cells"));
+            }
+        }
+        if snap.next_pos < 0 {
+            return bad(format!("next position {} is negative", snap.next_pos));
+        }
+        let n_vocab = self.model.hparams.n_vocab;
+        let mut seen = HashSet::new();
+        for i in (0..used).filter(|&i| snap.live[i]) {
+            let (t, p) = (snap.tokens[i], snap.pos[i]);
+            if t >= n_vocab {
+                return bad(format!("cell {i}: token id {t} is outside the vocabulary (0..{n_vocab})"));
+            }
+            if p < 0 || p >= snap.next_pos {
+                return bad(format!("cell {i}: position {p} is outside 0..{}", snap.next_pos));
+            }
+            if !seen.insert(p) {
+                return bad(format!("cell {i}: position {p} is held by two cells"));
+            }
+        }
+        Ok(())
+    }
+}
