@@ -48,18 +48,29 @@ impl Drop for Tmux {
     }
 }
 
-#[test]
-fn chat_in_a_terminal() {
+/// Start `decache chat` with `flags` in a fresh tmux session.
+fn start(name: &str, flags: &str) -> Tmux {
     let model = common::smollm2();
-    let cmd = format!(
-        "{} chat -m {} -c 1024 -t 2 --temp 0 -n 200 -sys 'You are a helpful assistant.'",
-        env!("CARGO_BIN_EXE_decache"),
-        model.display()
-    );
-    let t = Tmux(format!("decache-test-{}", std::process::id()));
+    let cmd = format!("{} chat -m {} -c 1024 -t 2 {flags}", env!("CARGO_BIN_EXE_decache"), model.display());
+    let t = Tmux(format!("decache-{name}-{}", std::process::id()));
     let st = Command::new("tmux").args(["new-session", "-d", "-s", &t.0, "-x", "200", "-y", "60", &cmd]).status();
     assert!(st.map(|s| s.success()).unwrap_or(false), "tmux is needed for this test (make deps installs it)");
     t.wait("the chat to start", |s| s.contains("decache chat:"));
+    t
+}
+
+fn quit(t: &Tmux) {
+    t.send(&["/exit", "Enter"]);
+    let t0 = Instant::now();
+    while t.alive() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!t.alive(), "/exit did not quit");
+}
+
+#[test]
+fn chat_in_a_terminal() {
+    let t = start("chat", "--temp 0 -n 200 -sys 'You are a helpful assistant.'");
 
     let count = |s: &str, pat: &str| s.matches(pat).count();
     t.send(&["What is two plus two?", "Enter"]);
@@ -86,10 +97,51 @@ fn chat_in_a_terminal() {
     assert!(t.alive(), "Ctrl-C ended the program:\n{s}");
     assert!(s.trim_end().ends_with('>'), "the prompt did not come back:\n{s}");
 
-    t.send(&["/exit", "Enter"]);
-    let t0 = Instant::now();
-    while t.alive() && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(!t.alive(), "/exit did not quit");
+    quit(&t);
+}
+
+#[test]
+fn regen_set_show_save_load_in_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chat.session");
+    let t = start("cmds", "--temp 0 -n 24 -sys 'You are a helpful assistant.'");
+    let count = |s: &str, pat: &str| s.matches(pat).count();
+    t.send(&["Name a fruit.", "Enter"]);
+    let s = t.wait("the first reply", |s| count(s, "cells live]") == 1);
+    let first = s.split("Name a fruit.").nth(1).unwrap().split('[').next().unwrap().trim().to_string();
+    assert!(first.len() > 2, "no reply:\n{s}");
+
+    t.send(&["/regen", "Enter"]);
+    let s = t.wait("the regenerated reply", |s| count(s, "cells live]") == 2);
+    assert_eq!(count(&s, &first), 2, "greedy /regen should say the same again:\n{s}");
+    let lives: Vec<&str> = s.lines().filter(|l| l.contains("cells live]")).map(|l| l.rsplit("; ").next().unwrap()).collect();
+    assert_eq!(lives[0], lives[1], "/regen replaced the reply instead of adding one:\n{s}");
+
+    t.send(&["/set temp 0.5", "Enter"]);
+    t.wait("the set notice", |s| s.contains("(set temp = 0.5)"));
+    t.send(&["/set decache-to 95", "Enter"]);
+    t.wait("the refusal", |s| s.contains("must be below decache-at"));
+    t.send(&["/show parameters", "Enter"]);
+    t.wait("the parameters", |s| s.contains("temp 0.5  top-k 40") && s.contains("decache-at 90%  decache-to 70%"));
+    t.send(&["/show template", "Enter"]);
+    t.wait("the template", |s| s.contains("im_start"));
+
+    t.send(&[&format!("/save {}", file.display()), "Enter"]);
+    t.wait("the save notice", |s| s.contains("(saved ") && s.contains("chat.session"));
+    t.send(&["/clear", "Enter"]);
+    t.wait("the clear notice", |s| s.contains("(context cleared)"));
+    t.send(&["/context", "Enter"]);
+    let s = t.wait("the empty map", |s| count(s, "cells live, next position") == 1);
+    let after_clear = s.rsplit("cells live, next position").next().unwrap();
+    assert!(!after_clear.contains("assistant"), "/clear left a reply:\n{s}");
+    t.send(&[&format!("/load {}", file.display()), "Enter"]);
+    t.wait("the load notice", |s| s.contains("(loaded ") && s.contains("3 messages"));
+    t.send(&["/context", "Enter"]);
+    let s = t.wait("the loaded map", |s| count(s, "cells live, next position") == 2);
+    assert!(s.rsplit("(loaded ").next().unwrap().contains("assistant"), "the loaded context has no reply:\n{s}");
+    t.send(&["/forget assistant", "Enter"]);
+    t.wait("the forget notice", |s| s.contains("(assistant): forgotten on request]"));
+    t.send(&["/forget nonsense", "Enter"]);
+    t.wait("the refusal", |s| s.contains("'nonsense' is neither"));
+    quit(&t);
 }

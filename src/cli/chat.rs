@@ -1,20 +1,20 @@
 //! `decache chat`: an interactive chat that forgets stale context in place
 //! when the cache nears its limit, with a map of the context (`/context`),
 //! manual forgetting (`/forget`, `/pin`) and statistics (`/stats`).
-use super::args::{read_prompt_file, ContextArgs, ModelArgs, SamplingArgs};
+use super::args::{ContextArgs, ModelArgs, SamplingArgs};
+use super::chat_cmd::{command, notice, Chat, Cmd, HELP};
 use super::load::load_model;
 use super::run::{chat_template, install_ctrl_c};
 use clap::Args;
 use crossterm::style::Stylize;
-use decache::session::conversation::{Conversation, DecacheEvent};
-use decache::session::policy::{DecachePolicy, Reason};
+use decache::session::conversation::Conversation;
+use decache::session::policy::DecachePolicy;
 use decache::session::segments::SegmentKind;
 use decache::session::{GenerateEvent, GenerateOptions, PositionPolicy, Session};
 use rustyline::error::ReadlineError;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -44,9 +44,6 @@ pub struct ChatArgs {
     pub sampling: SamplingArgs,
 }
 
-const HELP: &str = "commands: /help  /context  /forget N  /pin N  /unpin N  /stats  /read FILE  /clear  /exit (or /bye, Ctrl-D); \
-\"\"\" starts and ends a multi-line message; Ctrl-C stops a reply";
-
 pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
     let positions: PositionPolicy = a.positions.parse().map_err(decache::Error::InvalidArgument)?;
     if !(0.0 < a.decache_to && a.decache_to < a.decache_at && a.decache_at <= 100.0) {
@@ -69,16 +66,15 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
         }
         Ok(c)
     };
-    let mut conv = new_conversation()?;
     let opts = GenerateOptions { n_predict: Some(a.n_predict), sampling: params, ..GenerateOptions::default() };
-    let mut by_reason: BTreeMap<Reason, usize> = BTreeMap::new();
+    let mut chat = Chat::new(new_conversation()?, opts);
     // The line editor installs a SIGINT handler of its own for its lifetime;
     // ours goes in after it, so that Ctrl-C during a reply (the terminal is
     // in cooked mode then) stops the reply. At the prompt the terminal is raw
     // and the editor sees Ctrl-C as a key.
     let mut rl = rustyline::DefaultEditor::new().map_err(|e| decache::Error::Context(format!("terminal: {e}")))?;
     let stop = install_ctrl_c(false);
-    eprintln!("{}", format!("decache chat: {} cells; {HELP}", conv.session.n_ctx()).dim());
+    eprintln!("{}", format!("decache chat: {} cells; {HELP}", chat.conv.session.n_ctx()).dim());
 
     loop {
         let line = match read_message(&mut rl) {
@@ -91,59 +87,62 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
             continue;
         }
         if let Some(cmd) = text.strip_prefix('/') {
-            match command(cmd, &mut conv, &by_reason) {
+            let _ = rl.add_history_entry(text);
+            match command(cmd, &mut chat) {
                 Ok(Cmd::Exit) => break,
                 Ok(Cmd::Clear) => {
-                    conv = new_conversation()?;
-                    by_reason.clear();
+                    chat.reset(new_conversation()?);
                     eprintln!("{}", "(context cleared)".dim());
                 }
-                Ok(Cmd::Events(ev)) => notice(&ev, &mut by_reason),
+                Ok(Cmd::Regen) => reply(&mut chat, &stop),
+                Ok(Cmd::Events(ev)) => notice(&ev),
                 Ok(Cmd::Done) => {}
                 Err(e) => eprintln!("{}", format!("error: {e}").red()),
             }
             continue;
         }
         let _ = rl.add_history_entry(text);
-        match conv.push("user", text, SegmentKind::User) {
-            Ok(ev) => notice(&ev, &mut by_reason),
+        match chat.conv.push("user", text, SegmentKind::User) {
+            Ok(ev) => notice(&ev),
             Err(e) => {
                 eprintln!("{}", format!("error: {e}").red());
                 continue;
             }
         }
-        stop.store(false, Ordering::SeqCst);
-        let mut out = std::io::stdout().lock();
-        let res = conv.reply(&opts, &mut |ev| {
-            if let GenerateEvent::Token { text, .. } = ev {
-                if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
-                    return false;
-                }
-            }
-            !stop.load(Ordering::SeqCst)
-        });
-        let _ = writeln!(out);
-        drop(out);
-        match res {
-            Ok((gen, ev)) => {
-                notice(&ev, &mut by_reason);
-                let tps = if gen.gen_ms > 0.0 { gen.tokens.len() as f64 * 1e3 / gen.gen_ms } else { 0.0 };
-                let cut = if stop.load(Ordering::SeqCst) { " (interrupted)" } else { "" };
-                eprintln!(
-                    "{}",
-                    format!(
-                        "[{} tokens, {tps:.1} t/s{cut}; {}/{} cells live]",
-                        gen.tokens.len(),
-                        conv.session.n_live(),
-                        conv.session.n_ctx()
-                    )
-                    .dim()
-                );
-            }
-            Err(e) => eprintln!("{}", format!("error: {e}").red()),
-        }
+        reply(&mut chat, &stop);
     }
     Ok(())
+}
+
+/// Stream the assistant's reply; Ctrl-C (`stop`) cuts it short. Ends with
+/// a timings line.
+fn reply(chat: &mut Chat, stop: &AtomicBool) {
+    stop.store(false, Ordering::SeqCst);
+    let mut out = std::io::stdout().lock();
+    let res = chat.conv.reply(&chat.opts, &mut |ev| {
+        if let GenerateEvent::Token { text, .. } = ev {
+            if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
+                return false;
+            }
+        }
+        !stop.load(Ordering::SeqCst)
+    });
+    let _ = writeln!(out);
+    drop(out);
+    match res {
+        Ok((gen, ev)) => {
+            notice(&ev);
+            let tps = if gen.gen_ms > 0.0 { gen.tokens.len() as f64 * 1e3 / gen.gen_ms } else { 0.0 };
+            let pps = if gen.prompt_ms > 0.0 { gen.prompt_tokens as f64 * 1e3 / gen.prompt_ms } else { 0.0 };
+            let cut = if stop.load(Ordering::SeqCst) { " (interrupted)" } else { "" };
+            let c = &chat.conv.session;
+            eprintln!(
+                "{}",
+                format!("[{} tokens, {tps:.1} t/s, prompt {pps:.0} t/s{cut}; {}/{} cells live]", gen.tokens.len(), c.n_live(), c.n_ctx()).dim()
+            );
+        }
+        Err(e) => eprintln!("{}", format!("error: {e}").red()),
+    }
 }
 
 /// One message: a line, or the lines between two `"""` lines. `None` on Ctrl-D.
@@ -173,85 +172,3 @@ fn read_message(rl: &mut rustyline::DefaultEditor) -> Result<Option<String>, Rea
     }
 }
 
-enum Cmd {
-    Exit,
-    Clear,
-    Events(Vec<DecacheEvent>),
-    Done,
-}
-
-fn command(cmd: &str, conv: &mut Conversation, by_reason: &BTreeMap<Reason, usize>) -> Result<Cmd, decache::Error> {
-    let mut words = cmd.split_whitespace();
-    let name = words.next().unwrap_or("");
-    let arg = words.next();
-    let id = || -> Result<u64, decache::Error> {
-        arg.and_then(|a| a.parse().ok()).ok_or_else(|| decache::Error::InvalidArgument(format!("/{name} needs a segment number (see /context)")))
-    };
-    match name {
-        "exit" | "bye" | "quit" => Ok(Cmd::Exit),
-        "clear" => Ok(Cmd::Clear),
-        "help" => {
-            eprintln!("{HELP}");
-            Ok(Cmd::Done)
-        }
-        "context" => {
-            print_context(conv);
-            Ok(Cmd::Done)
-        }
-        "forget" => Ok(Cmd::Events(conv.forget_segment(id()?, Reason::Manual)?)),
-        "pin" | "unpin" => {
-            let n = id()?;
-            if !conv.segments.set_pinned(n, name == "pin") {
-                return Err(decache::Error::InvalidArgument(format!("no segment {n}")));
-            }
-            eprintln!("segment {n} {}", if name == "pin" { "pinned" } else { "unpinned" });
-            Ok(Cmd::Done)
-        }
-        "stats" => {
-            let s = &conv.stats;
-            outln!("tokens seen:      {}", s.tokens_seen);
-            outln!("live cells:       {} of {}", conv.session.n_live(), conv.session.n_ctx());
-            outln!("decached:         {} tokens in {} events ({:.2} ms)", s.tokens_decached, s.events, s.decache_time.as_secs_f64() * 1e3);
-            for (r, n) in by_reason {
-                outln!("  {:<28} {n}", r.name());
-            }
-            outln!("defrags:          {}; position compactions: {}", s.defrags, s.compactions);
-            Ok(Cmd::Done)
-        }
-        "read" => {
-            let path = PathBuf::from(arg.ok_or_else(|| decache::Error::InvalidArgument("/read needs a file".into()))?);
-            let text = read_prompt_file(&path)?;
-            let ev = conv.push("tool", &format!("{}:\n{text}", path.display()), SegmentKind::FileRead { path: path.display().to_string() })?;
-            eprintln!("(read {} into the context)", path.display());
-            Ok(Cmd::Events(ev))
-        }
-        _ => Err(decache::Error::InvalidArgument(format!("unknown command /{name}; /help lists them"))),
-    }
-}
-
-/// A one-line notice per deletion.
-fn notice(events: &[DecacheEvent], by_reason: &mut BTreeMap<Reason, usize>) {
-    for e in events {
-        *by_reason.entry(e.reason).or_default() += e.cells;
-        eprintln!("{}", format!("[forgot {} tokens of segment {} ({}): {}]", e.cells, e.segment, e.kind, e.reason.name()).dim());
-    }
-}
-
-/// The context map: one row per segment, live vs forgotten, and a usage bar.
-fn print_context(conv: &Conversation) {
-    let (live, n) = (conv.session.n_live(), conv.session.n_ctx());
-    let width = 50;
-    let filled = (live * width).div_ceil(n.max(1)).min(width);
-    outln!("[{}{}] {live}/{n} cells live", "#".repeat(filled).green(), ".".repeat(width - filled));
-    for s in conv.segments.iter() {
-        let state = if s.fully_removed() {
-            "forgotten".to_string().dark_grey()
-        } else if s.live() < s.len() {
-            format!("{}/{} live", s.live(), s.len()).yellow()
-        } else {
-            format!("{} live", s.len()).green()
-        };
-        let pin = if s.pinned { " pinned" } else { "" };
-        outln!("{:>4}  turn {:<3} {:<16} pos {:>6}..{:<6} {state}{pin}", s.id, s.turn, s.kind.name(), s.p0, s.p1);
-    }
-}

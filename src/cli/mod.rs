@@ -4,6 +4,7 @@ pub mod out;
 pub mod args;
 pub mod bench;
 pub mod chat;
+pub mod chat_cmd;
 pub mod compat;
 pub mod info;
 pub mod load;

@@ -34,6 +34,29 @@ pub struct ConversationStats {
     pub defrags: usize,
     /// Times positions were closed up (the `auto` policy).
     pub compactions: usize,
+    /// Tokens forgotten, by reason.
+    pub by_reason: std::collections::BTreeMap<Reason, usize>,
+    /// Decache rounds (one per make-room that forgot something).
+    pub rounds: usize,
+    /// Live tokens right after each round, summed: what dropping the cache
+    /// and prefilling the kept text again would have evaluated.
+    pub kept_tokens: usize,
+    /// Prompt tokens evaluated by `push` and the time it took (the session's
+    /// measured prefill speed).
+    pub prefill_tokens: usize,
+    pub prefill_time: Duration,
+}
+
+impl ConversationStats {
+    /// Prefill time that re-evaluating `kept_tokens` would have cost at this
+    /// session's measured prefill speed (an estimate; `decache-endurance`
+    /// measures it).
+    pub fn estimated_time_saved(&self) -> Duration {
+        if self.prefill_tokens == 0 {
+            return Duration::ZERO;
+        }
+        self.prefill_time.mul_f64(self.kept_tokens as f64 / self.prefill_tokens as f64)
+    }
 }
 
 /// What a saved conversation holds besides the cache (see `save.rs`).
@@ -173,7 +196,10 @@ impl Conversation {
         let toks = self.tokens(&delta)?;
         let events = self.make_room(toks.len())?;
         let p0 = self.session.next_pos();
+        let t0 = Instant::now();
         self.session.eval(&toks, false)?;
+        self.stats.prefill_time += t0.elapsed();
+        self.stats.prefill_tokens += toks.len();
         self.stats.tokens_seen += toks.len();
         if kind == SegmentKind::User {
             self.question = content.to_string();
@@ -342,6 +368,10 @@ impl Conversation {
             let plan = self.policy.plan(&self.segments, live + n, cells, self.turn, &self.focus());
             let items: Vec<_> = plan.iter().map(|f| (f.segment, f.p0, f.p1, f.reason)).collect();
             self.apply(&items, &mut events)?;
+            if !items.is_empty() {
+                self.stats.rounds += 1;
+                self.stats.kept_tokens += self.session.n_live();
+            }
             if self.session.fragmentation() > 0.5 {
                 self.session.defrag()?;
                 self.stats.defrags += 1;
@@ -379,6 +409,7 @@ impl Conversation {
             let kind = self.segments.get(id).map(|s| s.kind.name()).unwrap_or("?");
             self.stats.tokens_decached += r.cells;
             self.stats.events += 1;
+            *self.stats.by_reason.entry(reason).or_default() += r.cells;
             out.push(DecacheEvent { turn: self.turn, segment: id, kind, p0, p1, cells: r.cells, reason });
         }
         Ok(())
