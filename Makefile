@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models run test bench perplexity clean
+.PHONY: all deps build models run test bench perplexity endurance clean
 
 all: build
 
@@ -39,6 +39,12 @@ test: models
 
 bench: build
 	$(BIN) bench --llama -t 2 -r 5
+
+# A scripted agent-like chat of 100k+ tokens through 4096 cells (about 35
+# minutes here): forgotten tokens by reason, time spent forgetting, and the
+# measured cost of re-prefilling the kept text after every decache round.
+endurance: models
+	$(CARGO) run --release --example endurance -- -c 4096 --tokens 100000 --json target/endurance.json
 
 perplexity: models
 	$(BIN) perplexity -f prompts/perplexity.txt -c 512 -t 2

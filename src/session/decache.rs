@@ -99,6 +99,15 @@ impl Session {
         v
     }
 
+    /// Tokens of the live cells in position order: the text a cache-less
+    /// engine would have to prefill to get where this session is.
+    pub fn live_tokens(&self) -> Vec<u32> {
+        let c = &self.kv.cells;
+        let mut v: Vec<(Pos, u32)> = (0..c.used_max_p1()).filter(|&i| c.is_live(i)).map(|i| (c.pos(i), c.token(i))).collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, t)| t).collect()
+    }
+
     /// Whether the next `n` tokens would pass the trained context under
     /// `Auto` (then positions should be compacted first).
     pub fn needs_compaction(&self, n: usize) -> bool {

@@ -1,0 +1,230 @@
+//! Endurance: a scripted agent-like chat of 100k+ tokens through a small
+//! cache (default 4096 cells) on SmolLM2. Every turn brings a question with
+//! a `<system-reminder>` inside, a file read (sometimes of a file read
+//! before), a passing test log, now and then a hook's output and a long
+//! pasted log, and a short reply. The conversation forgets in place; this
+//! reports tokens seen, tokens forgotten by reason, time spent forgetting,
+//! the slowest turn (a stall would show there) and, measured after every
+//! decache round, what prefilling the kept text again would have cost.
+//!
+//!     make endurance        (or: cargo run --release --example endurance -- --help)
+use decache::model::{LoadOptions, Model};
+use decache::sampling::SamplingParams;
+use decache::session::conversation::Conversation;
+use decache::session::policy::DecachePolicy;
+use decache::session::segments::SegmentKind;
+use decache::session::{GenerateOptions, Session, SessionConfig};
+use decache::tokenizer::ChatTemplate;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Args {
+    model: std::path::PathBuf,
+    n_ctx: usize,
+    tokens: usize,
+    threads: usize,
+    reply: usize,
+    measure_every: usize,
+    json: Option<std::path::PathBuf>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        model: decache::pull::default_model_path(),
+        n_ctx: 4096,
+        tokens: 100_000,
+        threads: decache::session::default_threads(),
+        reply: 16,
+        measure_every: 1,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<usize>().map_err(|_| format!("{flag}: '{v}' is not a number"));
+        match flag.as_str() {
+            "-m" | "--model" => a.model = val()?.into(),
+            "-c" | "--ctx-size" => a.n_ctx = num(val()?)?,
+            "--tokens" => a.tokens = num(val()?)?,
+            "-t" | "--threads" => a.threads = num(val()?)?,
+            "-n" | "--reply" => a.reply = num(val()?)?,
+            "--measure-every" => a.measure_every = num(val()?)?.max(1),
+            "--json" => a.json = Some(val()?.into()),
+            "-h" | "--help" => {
+                println!("endurance [-m MODEL] [-c CELLS=4096] [--tokens N=100000] [-t THREADS] [-n REPLY_TOKENS=16] [--measure-every K=1] [--json FILE]");
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown flag {flag} (try --help)")),
+        }
+    }
+    Ok(a)
+}
+
+const FILES: [&str; 6] = ["src/parser.rs", "src/lexer.rs", "src/eval.rs", "src/main.rs", "tests/parse.rs", "Cargo.toml"];
+
+fn file_text(rng: &mut impl Rng, path: &str, version: u32) -> String {
+    let n = rng.random_range(8..16);
+    let mut s = format!("{path} (version {version}):\n");
+    for i in 0..n {
+        let f = rng.random_range(0..1000);
+        s.push_str(&format!("fn helper_{f}_{i}(input: &str, depth: usize) -> Result<Node, Error> {{ parse_{i}(input, depth + {f}) }}\n"));
+    }
+    s
+}
+
+fn test_log(rng: &mut impl Rng, turn: usize) -> String {
+    let n = rng.random_range(6..14);
+    let mut s = format!("$ cargo test\n   Compiling calc v0.{turn}.0\n    Finished test profile in {}.{}s\n", rng.random_range(1..9), rng.random_range(0..99));
+    for i in 0..n {
+        s.push_str(&format!("test parser::tests::case_{turn}_{i} ... ok\n"));
+    }
+    s.push_str(&format!("\ntest result: ok. {n} passed; 0 failed; 0 ignored; finished in 0.{:02}s\n", rng.random_range(1..99)));
+    s
+}
+
+fn pasted_log(rng: &mut impl Rng, turn: usize) -> (String, String) {
+    let mut s = String::from("Here is the server log from last night:\n");
+    let bad = rng.random_range(8..22);
+    for i in 0..30 {
+        if i == bad {
+            s.push_str(&format!("2026-11-21T03:{:02}:{:02}Z ERROR worker_{turn} request_id=9f{i} timed out after 30s in db_pool\n", i % 60, i % 60));
+        } else {
+            s.push_str(&format!("2026-11-21T03:{:02}:{:02}Z INFO  handled GET /api/items/{} in {}ms\n", i % 60, (i * 7) % 60, rng.random_range(1..999), rng.random_range(1..80)));
+        }
+    }
+    (s, format!("Why did worker_{turn} time out in db_pool?"))
+}
+
+fn main() {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&a) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(a: &Args) -> Result<(), decache::Error> {
+    let model = Arc::new(Model::load(&a.model, &LoadOptions::default())?);
+    let cfg = SessionConfig { n_ctx: a.n_ctx, n_threads: a.threads, ..SessionConfig::default() };
+    let template = ChatTemplate::new(model.tokenizer.chat_template().unwrap_or_default())?;
+    let mut c = Conversation::new(Session::new(model.clone(), cfg.clone())?, template, DecachePolicy::default());
+    // A second cache, only to time what re-prefilling the kept text costs.
+    let mut fresh = Session::new(model.clone(), cfg)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let opts = GenerateOptions { n_predict: Some(a.reply), sampling: SamplingParams::greedy(), ..GenerateOptions::default() };
+
+    c.push(
+        "system",
+        "You are a coding agent working on a small calculator crate. Read files, run the tests, and answer in one sentence.",
+        SegmentKind::System,
+    )?;
+    let t_start = Instant::now();
+    let (mut reprefill_time, mut reprefill_tokens, mut measured_rounds) = (Duration::ZERO, 0usize, 0usize);
+    let (mut slowest_turn, mut slowest_at, mut turns) = (Duration::ZERO, 0, 0);
+    let mut versions = [0u32; FILES.len()];
+    println!("{:>5} {:>8} {:>6} {:>9} {:>7} {:>10} {:>12}", "turn", "seen", "live", "decached", "rounds", "decache ms", "re-prefill s");
+    while c.stats.tokens_seen < a.tokens {
+        turns += 1;
+        let t = turns;
+        let t0 = Instant::now();
+        let mut steps: Vec<(&str, String, SegmentKind)> = Vec::new();
+        if t % 5 == 0 {
+            let (log, question) = pasted_log(&mut rng, t);
+            steps.push(("user", log, SegmentKind::PastedLog));
+            steps.push(("user", question, SegmentKind::User));
+        } else {
+            let todo = format!("Todo list:\n- [x] step {}\n- [ ] step {t}\n- [ ] step {}", t - 1, t + 1);
+            steps.push(("user", format!("Step {t}: fix the next parser bug.\n<system-reminder>\n{todo}\n</system-reminder>"), SegmentKind::User));
+        }
+        let f = rng.random_range(0..FILES.len());
+        versions[f] += 1;
+        steps.push(("tool", file_text(&mut rng, FILES[f], versions[f]), SegmentKind::FileRead { path: FILES[f].into() }));
+        steps.push(("tool", test_log(&mut rng, t), SegmentKind::CommandOutput { passed: Some(true) }));
+        if t % 3 == 0 {
+            steps.push(("tool", "hook pre-commit: skipped (no staged files)".into(), SegmentKind::HookOutput { applied: false }));
+        }
+        for (role, text, kind) in steps {
+            let rounds = c.stats.rounds;
+            c.push(role, &text, kind)?;
+            measure(&mut c, &mut fresh, rounds, a.measure_every, &mut reprefill_time, &mut reprefill_tokens, &mut measured_rounds)?;
+        }
+        let rounds = c.stats.rounds;
+        c.reply(&opts, &mut |_| true)?;
+        measure(&mut c, &mut fresh, rounds, a.measure_every, &mut reprefill_time, &mut reprefill_tokens, &mut measured_rounds)?;
+        let took = t0.elapsed();
+        if took > slowest_turn {
+            (slowest_turn, slowest_at) = (took, t);
+        }
+        if t % 10 == 0 || std::env::var_os("ENDURANCE_EVERY_TURN").is_some() {
+            let s = &c.stats;
+            println!(
+                "{t:>5} {:>8} {:>6} {:>9} {:>7} {:>10.1} {:>12.1}",
+                s.tokens_seen,
+                c.session.n_live(),
+                s.tokens_decached,
+                s.rounds,
+                s.decache_time.as_secs_f64() * 1e3,
+                reprefill_time.as_secs_f64()
+            );
+        }
+    }
+    let wall = t_start.elapsed();
+    let s = &c.stats;
+    println!("\nendurance: {turns} turns, {} tokens seen through {} cells in {:.0} s", s.tokens_seen, a.n_ctx, wall.as_secs_f64());
+    println!("  live at the end:      {} cells", c.session.n_live());
+    println!("  decached:             {} tokens in {} events over {} rounds", s.tokens_decached, s.events, s.rounds);
+    for (r, n) in &s.by_reason {
+        println!("    {:<32} {n}", r.name());
+    }
+    println!("  time decaching:       {:.1} ms in all ({} defrags, {} position compactions)", s.decache_time.as_secs_f64() * 1e3, s.defrags, s.compactions);
+    println!(
+        "  re-prefill instead:   {:.1} s measured over {measured_rounds} rounds ({reprefill_tokens} tokens, {:.0} t/s)",
+        reprefill_time.as_secs_f64(),
+        reprefill_tokens as f64 / reprefill_time.as_secs_f64().max(1e-9)
+    );
+    println!("  slowest turn:         {:.2} s (turn {slowest_at}); mean {:.2} s", slowest_turn.as_secs_f64(), wall.as_secs_f64() / turns as f64);
+    if let Some(p) = &a.json {
+        let by_reason: serde_json::Map<String, serde_json::Value> = s.by_reason.iter().map(|(r, n)| (r.name().to_string(), (*n).into())).collect();
+        let j = serde_json::json!({
+            "turns": turns, "tokens_seen": s.tokens_seen, "cells": a.n_ctx, "wall_s": wall.as_secs_f64(),
+            "tokens_decached": s.tokens_decached, "events": s.events, "rounds": s.rounds, "by_reason": by_reason,
+            "decache_ms": s.decache_time.as_secs_f64() * 1e3, "defrags": s.defrags, "compactions": s.compactions,
+            "reprefill_s": reprefill_time.as_secs_f64(), "reprefill_tokens": reprefill_tokens,
+            "slowest_turn_s": slowest_turn.as_secs_f64(),
+        });
+        std::fs::write(p, serde_json::to_string_pretty(&j).unwrap_or_default())
+            .map_err(|source| decache::Error::Io { path: p.clone(), source })?;
+    }
+    Ok(())
+}
+
+/// If a decache round happened since `rounds_before` (and it is one of
+/// every `every`), time prefilling the live tokens into an empty cache:
+/// what dropping the cache and starting again would have cost.
+fn measure(
+    c: &mut Conversation, fresh: &mut Session, rounds_before: usize, every: usize, time: &mut Duration, tokens: &mut usize,
+    measured: &mut usize,
+) -> Result<(), decache::Error> {
+    if c.stats.rounds == rounds_before || c.stats.rounds % every != 0 {
+        return Ok(());
+    }
+    let live = c.session.live_tokens();
+    c.session.pause_threads(); // one busy thread pool at a time
+    fresh.clear();
+    let t0 = Instant::now();
+    for chunk in live.chunks(512) {
+        fresh.eval(chunk, false)?;
+    }
+    *time += t0.elapsed();
+    fresh.pause_threads();
+    *tokens += live.len();
+    *measured += 1;
+    Ok(())
+}
