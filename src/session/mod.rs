@@ -5,6 +5,7 @@ pub mod conversation;
 mod decache;
 mod generate;
 pub mod parts;
+pub mod reuse;
 pub mod save;
 pub mod state;
 pub mod perplexity;
