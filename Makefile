@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models run test bench perplexity endurance clean
+.PHONY: all deps build models pyenv run test bench perplexity endurance clean
 
 all: build
 
@@ -19,6 +19,7 @@ deps:
 	command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
 	dpkg -s libclang-dev >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
 	command -v tmux >/dev/null 2>&1 || missing="$$missing tmux"; \
+	python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -31,10 +32,18 @@ build: deps
 models: build
 	DECACHE_BIN=$(BIN) bash scripts/fetch-models.sh
 
+# The official Python clients the server tests drive (openai, anthropic).
+PYENV := target/pyenv
+pyenv: $(PYENV)/.ready
+$(PYENV)/.ready: scripts/client-requirements.txt
+	python3 -m venv $(PYENV)
+	$(PYENV)/bin/pip install -q --disable-pip-version-check -r scripts/client-requirements.txt
+	touch $@
+
 run: build
 	$(BIN) run -p "$(PROMPT)" -n 128
 
-test: models
+test: models pyenv
 	$(CARGO) test --release -- --test-threads=1
 
 bench: build

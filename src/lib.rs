@@ -10,6 +10,7 @@ pub mod kv;
 pub mod model;
 pub mod pull;
 pub mod sampling;
+pub mod server;
 pub mod session;
 pub mod tokenizer;
 

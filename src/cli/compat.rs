@@ -9,6 +9,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("-ub", "--ubatch-size"),
     ("-sys", "--system-prompt"),
     ("-nr", "--no-repack"),
+    ("-np", "--parallel"),
 ];
 
 /// `args` with every llama.cpp alias (also as `-ctk=q8_0`) replaced.

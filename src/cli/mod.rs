@@ -11,6 +11,7 @@ pub mod load;
 pub mod perplexity;
 pub mod pull;
 pub mod run;
+pub mod serve;
 pub mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Chat interactively; stale context is forgotten in place near the limit.
     Chat(chat::ChatArgs),
+    /// Serve the model over HTTP (OpenAI-compatible), with prefix and subconscious caching.
+    Serve(serve::ServeArgs),
     /// Show a model's architecture, size, quantization, context and chat template.
     Info(info::InfoArgs),
     /// Print the token ids (and pieces) of a text.

@@ -1,0 +1,125 @@
+//! `decache serve`: the OpenAI-compatible server. The socket is bound first,
+//! then the model loads (`/health` says 503 until it is ready); Ctrl-C stops
+//! the server gracefully.
+use super::args::{ContextArgs, ModelArgs};
+use super::pull::{render_event, PullProgress};
+use super::run::chat_template;
+use clap::Args;
+use decache::model::Model;
+use decache::server::engine::{Engine, EngineConfig};
+use decache::server::{router, AppState, ServerOptions};
+use decache::session::PositionPolicy;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub ctx: ContextArgs,
+    /// Address to listen on.
+    #[arg(long = "host", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long = "port", default_value_t = 8080)]
+    pub port: u16,
+    /// Parallel sequences, each with its own cache of -c cells (also -np).
+    #[arg(long = "parallel", default_value_t = 1)]
+    pub parallel: usize,
+    /// Requests that may wait for a slot before new ones get 503.
+    #[arg(long = "queue", default_value_t = 32)]
+    pub queue: usize,
+    /// A subconscious hit needs a matching chunk longer than this many tokens.
+    #[arg(long = "subconscious-min", default_value_t = 8)]
+    pub subconscious_min: usize,
+    /// Plain prefix caching only (for comparison).
+    #[arg(long = "no-subconscious")]
+    pub no_subconscious: bool,
+    /// Position policy: keep, shift or auto.
+    #[arg(long = "positions", default_value = "auto")]
+    pub positions: String,
+    /// Require this key (Authorization: Bearer KEY or x-api-key: KEY) on API routes.
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// The model's name for clients (default: the file name without .gguf).
+    #[arg(long = "alias")]
+    pub alias: Option<String>,
+    /// Accept any `model` name in requests.
+    #[arg(long = "any-model")]
+    pub any_model: bool,
+    /// Largest request body in MiB.
+    #[arg(long = "max-body-mb", default_value_t = 16)]
+    pub max_body_mb: usize,
+    /// Use this Jinja chat template instead of the model's.
+    #[arg(long = "chat-template-file")]
+    pub chat_template_file: Option<PathBuf>,
+}
+
+pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
+    let positions: PositionPolicy = a.positions.parse().map_err(decache::Error::InvalidArgument)?;
+    if a.parallel == 0 || a.parallel > 64 {
+        return Err(decache::Error::InvalidArgument(format!("-np {}: between 1 and 64 slots", a.parallel)));
+    }
+    let session = a.ctx.session_config()?;
+    let mut progress = PullProgress::new();
+    let path = decache::pull::resolve_model(a.model.model.as_deref(), &mut |e| render_event(&mut progress, &e))?;
+    progress.finish();
+    let model_id = a
+        .alias
+        .clone()
+        .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()));
+    let opts = ServerOptions { model_id, any_model: a.any_model, api_key: a.api_key.clone(), max_body: a.max_body_mb.max(1) << 20 };
+    let state = AppState::new(opts);
+    let engine_cfg = EngineConfig {
+        session,
+        slots: a.parallel,
+        queue: a.queue,
+        min_chunk: (!a.no_subconscious).then_some(a.subconscious_min),
+        positions,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| decache::Error::Context(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let addr = format!("{}:{}", a.host, a.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| decache::Error::Context(format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+        eprintln!("decache serve: listening on http://{bound} (loading {})", path.display());
+        let (st, load_opts, tpl_file) = (state.clone(), a.model.load_options(), a.chat_template_file.clone());
+        let loader = tokio::task::spawn_blocking(move || -> Result<(), decache::Error> {
+            let model = Arc::new(Model::load(&path, &load_opts)?);
+            let template = chat_template(model.tokenizer.chat_template(), tpl_file.as_ref())?;
+            let engine = Engine::start(model, engine_cfg)?;
+            eprintln!(
+                "decache serve: ready: {} slot(s) of {} cells; subconscious cache {}",
+                engine.config.slots,
+                engine.n_ctx(),
+                engine.config.min_chunk.map_or("off".to_string(), |n| format!("on (chunks > {n} tokens)"))
+            );
+            st.set_ready(Arc::new(engine), template);
+            Ok(())
+        });
+        let app = router(state);
+        let server = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("decache serve: stopping");
+        });
+        // Loading runs beside the server; only its failure ends the server.
+        let load_failed = async {
+            match loader.await {
+                Ok(Ok(())) => std::future::pending::<decache::Error>().await,
+                Ok(Err(e)) => e,
+                Err(e) => decache::Error::Context(format!("model loader: {e}")),
+            }
+        };
+        tokio::select! {
+            r = server => r.map_err(|e| decache::Error::Context(format!("server: {e}"))),
+            e = load_failed => Err(e),
+        }
+    })
+}

@@ -1,0 +1,306 @@
+//! The model side of the server: slots (each a `Session` on its own
+//! thread), a bounded queue, and a dispatcher that gives each request to the
+//! idle slot whose cache matches it best. Results go back as events over a
+//! tokio channel, so the HTTP side never blocks on the model; a client that
+//! goes away (its channel closed, or its cancel flag set) stops its job.
+use super::stop::StopMatcher;
+use crate::error::Result;
+use crate::model::Model;
+use crate::session::reuse::{plan, HitKind};
+use crate::session::{GenerateEvent, GenerateOptions, PositionPolicy, Session, SessionConfig, StopReason};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use tokio::sync::mpsc::Sender;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub session: SessionConfig,
+    /// Parallel sequences (`-np`), each with its own cache of `session.n_ctx` cells.
+    pub slots: usize,
+    /// Requests waiting beyond the busy slots before new ones get 503.
+    pub queue: usize,
+    /// Minimum chunk length for a subconscious hit; `None` = prefix caching only.
+    pub min_chunk: Option<usize>,
+    pub positions: PositionPolicy,
+}
+
+/// One request for the model: the prompt's tokens and how to generate.
+pub struct Job {
+    pub tokens: Vec<u32>,
+    pub opts: GenerateOptions,
+    pub stop: Vec<String>,
+    pub events: Sender<JobEvent>,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// How the cache served a request (the `decache` object of a response).
+#[derive(Clone, Debug, Serialize)]
+pub struct CacheUse {
+    pub slot: usize,
+    pub hit: &'static str,
+    pub tokens_reused: usize,
+    pub tokens_removed: usize,
+    pub spans_matched: usize,
+    pub spans_removed: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+#[derive(Clone, Debug)]
+pub struct Finish {
+    pub reason: FinishReason,
+    pub text: String,
+    /// Prompt tokens in the cache already (reused) and prefilled now.
+    pub cache_n: usize,
+    pub prompt_n: usize,
+    pub prompt_ms: f64,
+    pub predicted_n: usize,
+    pub predicted_ms: f64,
+}
+
+pub enum JobEvent {
+    Started(CacheUse),
+    Text(String),
+    Done(Finish),
+    Failed(String),
+}
+
+/// What `/slots` shows of a slot.
+#[derive(Clone, Debug, Serialize)]
+pub struct SlotInfo {
+    pub id: usize,
+    pub n_ctx: usize,
+    pub busy: bool,
+    /// Tokens in the cache, in position order (what the next request is matched against).
+    #[serde(skip)]
+    pub chain: Vec<u32>,
+    pub n_cached: usize,
+    pub requests: u64,
+    pub last_hit: Option<&'static str>,
+}
+
+/// Running totals for `/metrics`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Metrics {
+    pub requests: u64,
+    pub requests_failed: u64,
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+    pub removed_tokens: u64,
+    pub predicted_tokens: u64,
+    pub prompt_seconds: f64,
+    pub predicted_seconds: f64,
+    pub hits_prefix: u64,
+    pub hits_subconscious: u64,
+    pub misses: u64,
+}
+
+struct Shared {
+    slots: Mutex<Vec<SlotInfo>>,
+    idle: Condvar,
+    metrics: Mutex<Metrics>,
+    waiting: Mutex<usize>,
+}
+
+pub struct Engine {
+    queue: SyncSender<Job>,
+    shared: Arc<Shared>,
+    pub config: EngineConfig,
+    pub model: Arc<Model>,
+}
+
+impl Engine {
+    /// Create the slots' sessions (errors surface here) and start the threads.
+    pub fn start(model: Arc<Model>, config: EngineConfig) -> Result<Engine> {
+        let n = config.slots.max(1);
+        let mut sessions = Vec::with_capacity(n);
+        for _ in 0..n {
+            sessions.push(Session::new(model.clone(), config.session.clone())?);
+        }
+        let n_ctx = sessions[0].n_ctx();
+        let infos = (0..n)
+            .map(|id| SlotInfo { id, n_ctx, busy: false, chain: Vec::new(), n_cached: 0, requests: 0, last_hit: None })
+            .collect();
+        let shared = Arc::new(Shared { slots: Mutex::new(infos), idle: Condvar::new(), metrics: Mutex::default(), waiting: Mutex::new(0) });
+        let mut slot_tx = Vec::with_capacity(n);
+        for (id, mut session) in sessions.into_iter().enumerate() {
+            let (tx, rx) = sync_channel::<Job>(1);
+            slot_tx.push(tx);
+            let (shared, cfg) = (shared.clone(), config.clone());
+            std::thread::Builder::new()
+                .name(format!("slot-{id}"))
+                .spawn(move || {
+                    for job in rx {
+                        let events = job.events.clone();
+                        let last = run_job(id, &mut session, &cfg, &shared, job);
+                        let chain = session.live_tokens();
+                        session.pause_threads();
+                        {
+                            let mut slots = shared.slots.lock().unwrap_or_else(|e| e.into_inner());
+                            slots[id].n_cached = chain.len();
+                            slots[id].chain = chain;
+                            slots[id].busy = false;
+                            shared.idle.notify_all();
+                        }
+                        // The slot is free before the client hears the end.
+                        if let Some(ev) = last {
+                            let _ = events.blocking_send(ev);
+                        }
+                    }
+                })
+                .map_err(|e| crate::Error::Context(format!("cannot start slot thread: {e}")))?;
+        }
+        let (queue, rx) = sync_channel::<Job>(config.queue.max(1));
+        let (sh, min_chunk) = (shared.clone(), config.min_chunk);
+        std::thread::Builder::new()
+            .name("dispatch".into())
+            .spawn(move || dispatch(rx, slot_tx, &sh, min_chunk))
+            .map_err(|e| crate::Error::Context(format!("cannot start the dispatcher: {e}")))?;
+        Ok(Engine { queue, shared, config, model })
+    }
+
+    /// Queue a job; gives it back when the queue is full.
+    pub fn submit(&self, job: Job) -> std::result::Result<(), Job> {
+        match self.queue.try_send(job) {
+            Ok(()) => {
+                *self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                Ok(())
+            }
+            Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => Err(j),
+        }
+    }
+
+    pub fn slots(&self) -> Vec<SlotInfo> {
+        self.shared.slots.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Requests accepted but not yet on a slot.
+    pub fn waiting(&self) -> usize {
+        *self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.slots().first().map_or(0, |s| s.n_ctx)
+    }
+}
+
+/// Hand each job to the idle slot whose cache reuses most of it.
+fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, min_chunk: Option<usize>) {
+    for job in rx {
+        let mut slots = shared.slots.lock().unwrap_or_else(|e| e.into_inner());
+        while slots.iter().all(|s| s.busy) {
+            slots = shared.idle.wait(slots).unwrap_or_else(|e| e.into_inner());
+        }
+        let best = slots
+            .iter()
+            .filter(|s| !s.busy)
+            .max_by_key(|s| (plan(&s.chain, &job.tokens, min_chunk).reused, std::cmp::Reverse(s.id)))
+            .map(|s| s.id)
+            .unwrap_or(0);
+        slots[best].busy = true;
+        slots[best].requests += 1;
+        drop(slots);
+        *shared.waiting.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        if slot_tx[best].send(job).is_err() {
+            return;
+        }
+    }
+}
+
+/// Run one job, streaming its text; returns the final event (`Done` or
+/// `Failed`) for the slot to send once it is free, or `None` if the client left.
+fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared, job: Job) -> Option<JobEvent> {
+    let fail = |msg: String| {
+        shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).requests_failed += 1;
+        Some(JobEvent::Failed(msg))
+    };
+    if job.cancel.load(Ordering::Relaxed) || job.events.is_closed() {
+        return None;
+    }
+    let reuse = match session.reuse(&job.tokens, cfg.min_chunk, PositionPolicy::Keep) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let reused = reuse.plan.reused;
+    let rest = &job.tokens[reused..];
+    if cfg.positions != PositionPolicy::Keep && session.needs_compaction(rest.len() + job.opts.n_predict.unwrap_or(0)) {
+        if let Err(e) = session.compact_positions() {
+            return fail(e.to_string());
+        }
+    }
+    let kind = reuse.kind();
+    let cache = CacheUse {
+        slot: id,
+        hit: kind.name(),
+        tokens_reused: reused,
+        tokens_removed: reuse.removed,
+        spans_matched: reuse.plan.chunks.len(),
+        spans_removed: reuse.spans_removed,
+    };
+    shared.slots.lock().unwrap_or_else(|e| e.into_inner())[id].last_hit = Some(kind.name());
+    if job.events.blocking_send(JobEvent::Started(cache)).is_err() {
+        return None;
+    }
+    let mut stop = StopMatcher::new(job.stop.clone());
+    let mut text = String::new();
+    let mut closed = false;
+    let res = session.generate(rest, &job.opts, &mut |ev| {
+        if let GenerateEvent::Token { text: t, .. } = ev {
+            let shown = stop.push(t);
+            if !shown.is_empty() {
+                text.push_str(&shown);
+                closed |= job.events.blocking_send(JobEvent::Text(shown)).is_err();
+            }
+            return !(closed || stop.stopped() || job.cancel.load(Ordering::Relaxed));
+        }
+        !job.cancel.load(Ordering::Relaxed)
+    });
+    let gen = match res {
+        Ok(g) => g,
+        Err(e) => return fail(e.to_string()),
+    };
+    let tail = stop.finish();
+    if !tail.is_empty() {
+        text.push_str(&tail);
+        let _ = job.events.blocking_send(JobEvent::Text(tail));
+    }
+    let reason = match gen.stop {
+        StopReason::Length | StopReason::ContextFull if !stop.stopped() => FinishReason::Length,
+        _ => FinishReason::Stop,
+    };
+    let finish = Finish {
+        reason,
+        text,
+        cache_n: reused,
+        prompt_n: rest.len(),
+        prompt_ms: gen.prompt_ms,
+        predicted_n: gen.tokens.len(),
+        predicted_ms: gen.gen_ms,
+    };
+    {
+        let mut m = shared.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        m.requests += 1;
+        m.prompt_tokens += rest.len() as u64;
+        m.cached_tokens += reused as u64;
+        m.removed_tokens += reuse.removed as u64;
+        m.predicted_tokens += gen.tokens.len() as u64;
+        m.prompt_seconds += gen.prompt_ms / 1e3;
+        m.predicted_seconds += gen.gen_ms / 1e3;
+        match kind {
+            HitKind::Miss => m.misses += 1,
+            HitKind::Prefix => m.hits_prefix += 1,
+            HitKind::Subconscious => m.hits_subconscious += 1,
+        }
+    }
+    Some(JobEvent::Done(finish))
+}

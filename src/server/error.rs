@@ -1,0 +1,96 @@
+//! API errors with the body each dialect's clients expect: OpenAI's
+//! `{"error": {"message", "type", "param", "code"}}` and Anthropic's
+//! `{"type": "error", "error": {"type", "message"}}`.
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// OpenAI's `code` (e.g. `context_length_exceeded`).
+    pub code: Option<&'static str>,
+    pub param: Option<String>,
+    /// Extra fields for the error object (`n_prompt_tokens`, `n_ctx`).
+    pub extra: serde_json::Map<String, serde_json::Value>,
+    pub dialect: Dialect,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into(), code: None, param: None, extra: Default::default(), dialect: Dialect::OpenAi }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn param(mut self, p: &str) -> ApiError {
+        self.param = Some(p.to_string());
+        self
+    }
+
+    pub fn code(mut self, c: &'static str) -> ApiError {
+        self.code = Some(c);
+        self
+    }
+
+    pub fn with(mut self, key: &str, v: impl Into<serde_json::Value>) -> ApiError {
+        self.extra.insert(key.to_string(), v.into());
+        self
+    }
+
+    pub fn dialect(mut self, d: Dialect) -> ApiError {
+        self.dialect = d;
+        self
+    }
+
+    fn openai_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            401 => "authentication_error",
+            404 => "not_found_error",
+            413 => "invalid_request_error",
+            429 | 503 => "unavailable_error",
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    fn anthropic_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            401 => "authentication_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 => "overloaded_error",
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        match self.dialect {
+            Dialect::OpenAi => {
+                let mut e = json!({"message": self.message, "type": self.openai_type(), "param": self.param, "code": self.code});
+                if let Some(o) = e.as_object_mut() {
+                    o.extend(self.extra.clone());
+                }
+                json!({ "error": e })
+            }
+            Dialect::Anthropic => json!({"type": "error", "error": {"type": self.anthropic_type(), "message": self.message}}),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}

@@ -1,0 +1,216 @@
+//! `decache serve`: an OpenAI-compatible HTTP server over the engine's
+//! slots, with prefix and subconscious caching. The model loads after the
+//! socket is bound, so `/health` answers 503 while it loads.
+pub mod engine;
+pub mod error;
+pub mod openai;
+pub mod request;
+pub mod stop;
+
+use crate::tokenizer::{ChatMessage, ChatTemplate};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use engine::Engine;
+use error::ApiError;
+use serde_json::json;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// What the server needs besides the engine.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The name clients use for the model (`--alias`, else the file's stem).
+    pub model_id: String,
+    /// Accept any `model` name in requests (clients that hard-code one).
+    pub any_model: bool,
+    /// Required as `Authorization: Bearer KEY` or `x-api-key: KEY` on /v1 routes.
+    pub api_key: Option<String>,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+}
+
+pub struct AppState {
+    pub model_id: String,
+    opts: ServerOptions,
+    engine: OnceLock<Arc<Engine>>,
+    template: OnceLock<(ChatTemplate, String, String)>,
+    started: Instant,
+}
+
+impl AppState {
+    pub fn new(opts: ServerOptions) -> Arc<AppState> {
+        Arc::new(AppState { model_id: opts.model_id.clone(), opts, engine: OnceLock::new(), template: OnceLock::new(), started: Instant::now() })
+    }
+
+    /// Make the server ready: the engine and the chat template to render with.
+    pub fn set_ready(&self, engine: Arc<Engine>, template: ChatTemplate) {
+        let tok = &engine.model.tokenizer;
+        let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default();
+        let _ = self.template.set((template, piece(tok.bos()), piece(tok.eos())));
+        let _ = self.engine.set(engine);
+    }
+
+    pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
+        self.engine.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading; retry shortly"))
+    }
+
+    pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
+        match requested {
+            Some(m) if !m.is_empty() && m != self.model_id && !self.opts.any_model => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("model '{m}' is not served here; this server serves '{}' (see /v1/models)", self.model_id),
+            )
+            .param("model")
+            .code("model_not_found")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The chat template's rendering of `msgs`, ready for the assistant to speak.
+    pub fn render(&self, msgs: &[ChatMessage]) -> Result<String, ApiError> {
+        let (t, bos, eos) = self.template.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading"))?;
+        t.render(msgs, true, bos, eos).map_err(|e| ApiError::bad_request(format!("the chat template failed on these messages: {e}")))
+    }
+}
+
+/// The routes, with the API-key guard on /v1 and the body limit.
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/models", get(models))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+        .route("/props", get(props))
+        .route("/slots", get(slots))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(v1)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint").into_response() })
+        .layer(DefaultBodyLimit::max(state.opts.max_body))
+        .with_state(state)
+}
+
+async fn auth(State(st): State<Arc<AppState>>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    if let Some(key) = &st.opts.api_key {
+        let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let x = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        if bearer != Some(key.as_str()) && x != Some(key.as_str()) {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "invalid or missing API key (Authorization: Bearer KEY or x-api-key: KEY)")
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    match st.engine.get() {
+        Some(_) => Json(json!({"status": "ok"})).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading model"}))).into_response(),
+    }
+}
+
+async fn models(State(st): State<Arc<AppState>>) -> Response {
+    let meta = st.engine.get().map(|e| {
+        let m = &e.model;
+        json!({"n_params": m.info.n_params, "size": m.info.file_size, "n_ctx_train": m.hparams.n_ctx_train, "n_vocab": m.hparams.n_vocab})
+    });
+    Json(json!({
+        "object": "list",
+        "data": [{"id": st.model_id, "object": "model", "created": 0, "owned_by": "decache", "meta": meta}],
+    }))
+    .into_response()
+}
+
+async fn props(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let e = st.engine()?;
+    let tpl = st.template.get().map(|t| t.0.source().to_string());
+    Ok(Json(json!({
+        "model_path": e.model.info.path,
+        "n_ctx": e.n_ctx(),
+        "total_slots": e.config.slots,
+        "chat_template": tpl,
+        "subconscious_min": e.config.min_chunk,
+        "positions": format!("{:?}", e.config.positions).to_lowercase(),
+        "uptime_s": st.started.elapsed().as_secs(),
+    }))
+    .into_response())
+}
+
+async fn slots(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok(Json(st.engine()?.slots()).into_response())
+}
+
+/// Prometheus text exposition of the running totals.
+async fn metrics(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let e = st.engine()?;
+    let m = e.metrics();
+    let busy = e.slots().iter().filter(|s| s.busy).count();
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, v: f64| {
+        out.push_str(&format!("# HELP decache:{name} {help}\n# TYPE decache:{name} {kind}\ndecache:{name} {v}\n"));
+    };
+    put("requests_total", "counter", "Requests answered.", m.requests as f64);
+    put("requests_failed_total", "counter", "Requests that failed in the model.", m.requests_failed as f64);
+    put("prompt_tokens_total", "counter", "Prompt tokens prefilled.", m.prompt_tokens as f64);
+    put("cached_tokens_total", "counter", "Prompt tokens served from the cache.", m.cached_tokens as f64);
+    put("removed_tokens_total", "counter", "Cached tokens deleted in place to fit a request.", m.removed_tokens as f64);
+    put("tokens_predicted_total", "counter", "Tokens generated.", m.predicted_tokens as f64);
+    put("prompt_seconds_total", "counter", "Time spent prefilling.", m.prompt_seconds);
+    put("tokens_predicted_seconds_total", "counter", "Time spent generating.", m.predicted_seconds);
+    put("hits_prefix_total", "counter", "Requests that reused a common prefix only.", m.hits_prefix as f64);
+    put("hits_subconscious_total", "counter", "Requests that reused chunks after a pruned span.", m.hits_subconscious as f64);
+    put("misses_total", "counter", "Requests that reused nothing.", m.misses as f64);
+    put("requests_processing", "gauge", "Slots busy now.", busy as f64);
+    put("requests_deferred", "gauge", "Requests waiting for a slot.", e.waiting() as f64);
+    Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct TokenizeReq {
+    content: String,
+    #[serde(default)]
+    add_special: bool,
+    #[serde(default = "yes")]
+    parse_special: bool,
+    #[serde(default)]
+    with_pieces: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn tokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: TokenizeReq = openai::parse(&body)?;
+    let tok = &st.engine()?.model.tokenizer;
+    let ids = tok.encode(&req.content, req.add_special, req.parse_special).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let tokens: Vec<serde_json::Value> = if req.with_pieces {
+        ids.iter().map(|&id| json!({"id": id, "piece": String::from_utf8_lossy(&tok.token_to_piece(id, true))})).collect()
+    } else {
+        ids.iter().map(|&id| json!(id)).collect()
+    };
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct DetokenizeReq {
+    tokens: Vec<u32>,
+}
+
+async fn detokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: DetokenizeReq = openai::parse(&body)?;
+    let tok = &st.engine()?.model.tokenizer;
+    let n = tok.n_vocab();
+    if let Some((i, &id)) = req.tokens.iter().enumerate().find(|(_, &id)| id as usize >= n) {
+        return Err(ApiError::bad_request(format!("tokens[{i}] = {id}: outside the vocabulary (0..{n})")).param("tokens"));
+    }
+    Ok(Json(json!({ "content": tok.decode(&req.tokens, true) })).into_response())
+}

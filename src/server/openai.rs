@@ -1,0 +1,301 @@
+//! OpenAI-compatible endpoints: `/v1/chat/completions` and `/v1/completions`,
+//! whole or streamed as server-sent events ending in `[DONE]`. Every
+//! response carries `usage` (with `prompt_tokens_details.cached_tokens`),
+//! llama.cpp-style `timings`, and a `decache` object telling how the cache
+//! served the request.
+use super::engine::{CacheUse, Finish, FinishReason, Job, JobEvent};
+use super::error::ApiError;
+use super::request::{ChatRequest, CompletionRequest, PromptField};
+use super::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::Receiver;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+pub fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("empty request body: expected a JSON object"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+pub async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: ChatRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match chat(st, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError> {
+    st.check_model(req.model.as_deref())?;
+    let engine = st.engine()?;
+    let msgs = req.chat_messages()?;
+    let (opts, stop) = req.sampling.options()?;
+    let prompt = st.render(&msgs)?;
+    let tokens = engine.model.tokenizer.encode(&prompt, false, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let job = st.job(tokens, opts, stop)?;
+    respond(st, job, Kind::Chat, req.stream, include_usage).await
+}
+
+pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: CompletionRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match completion(st, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn completion(st: Arc<AppState>, req: CompletionRequest) -> Result<Response, ApiError> {
+    st.check_model(req.model.as_deref())?;
+    let engine = st.engine()?;
+    let (opts, stop) = req.sampling.options()?;
+    let tok = &engine.model.tokenizer;
+    let tokens = match &req.prompt {
+        PromptField::Text(t) => tok.encode(t, true, true).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        PromptField::Texts(v) if v.len() == 1 => tok.encode(&v[0], true, true).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        PromptField::Texts(v) => {
+            return Err(ApiError::bad_request(format!("{} prompts: one prompt per request is supported", v.len())).param("prompt"))
+        }
+        PromptField::Tokens(t) => {
+            let n = tok.n_vocab();
+            if let Some((i, &id)) = t.iter().enumerate().find(|(_, &id)| id as usize >= n) {
+                return Err(ApiError::bad_request(format!("prompt[{i}] = {id}: outside the vocabulary (0..{n})")).param("prompt"));
+            }
+            t.clone()
+        }
+    };
+    if tokens.is_empty() {
+        return Err(ApiError::bad_request("the prompt is empty").param("prompt"));
+    }
+    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let job = st.job(tokens, opts, stop)?;
+    respond(st, job, Kind::Text, req.stream, include_usage).await
+}
+
+/// A queued job's receiving end: dropping it (the client went away) cancels the job.
+pub struct Pending {
+    pub rx: Receiver<JobEvent>,
+    pub cancel: Arc<AtomicBool>,
+    pub prompt_tokens: usize,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+impl AppState {
+    /// Check the prompt against the context and queue it.
+    pub fn job(&self, tokens: Vec<u32>, opts: crate::session::GenerateOptions, stop: Vec<String>) -> Result<Pending, ApiError> {
+        let engine = self.engine()?;
+        let n_ctx = engine.n_ctx();
+        if tokens.len() >= n_ctx {
+            return Err(ApiError::bad_request(format!(
+                "the request needs {} prompt tokens, more than the context of {n_ctx} allows",
+                tokens.len()
+            ))
+            .code("context_length_exceeded")
+            .with("n_prompt_tokens", tokens.len())
+            .with("n_ctx", n_ctx));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let prompt_tokens = tokens.len();
+        let job = Job { tokens, opts, stop, events: tx, cancel: cancel.clone() };
+        if engine.submit(job).is_err() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("the server is busy: all slots are working and the queue of {} is full; retry later", engine.config.queue),
+            ));
+        }
+        Ok(Pending { rx, cancel, prompt_tokens })
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn request_id(kind: Kind) -> String {
+    let n: u64 = rand::random();
+    match kind {
+        Kind::Chat => format!("chatcmpl-{n:016x}"),
+        Kind::Text => format!("cmpl-{n:016x}"),
+    }
+}
+
+pub fn usage(prompt_tokens: usize, f: &Finish) -> Value {
+    json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": f.predicted_n,
+        "total_tokens": prompt_tokens + f.predicted_n,
+        "prompt_tokens_details": {"cached_tokens": f.cache_n},
+    })
+}
+
+pub fn timings(f: &Finish) -> Value {
+    let per = |n: usize, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
+    let rate = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
+    json!({
+        "cache_n": f.cache_n,
+        "prompt_n": f.prompt_n,
+        "prompt_ms": f.prompt_ms,
+        "prompt_per_token_ms": per(f.prompt_n, f.prompt_ms),
+        "prompt_per_second": rate(f.prompt_n, f.prompt_ms),
+        "predicted_n": f.predicted_n,
+        "predicted_ms": f.predicted_ms,
+        "predicted_per_token_ms": per(f.predicted_n, f.predicted_ms),
+        "predicted_per_second": rate(f.predicted_n, f.predicted_ms),
+    })
+}
+
+pub fn decache(c: &CacheUse) -> Value {
+    json!({
+        "hit": c.hit,
+        "tokens_reused": c.tokens_reused,
+        "tokens_removed": c.tokens_removed,
+        "spans_matched": c.spans_matched,
+        "spans_removed": c.spans_removed,
+        "messages_pruned": 0,
+        "slot": c.slot,
+    })
+}
+
+fn finish_reason(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// Wait for the whole result of a job.
+pub async fn collect(p: &mut Pending) -> Result<(CacheUse, Finish), ApiError> {
+    let mut cache = None;
+    while let Some(ev) = p.rx.recv().await {
+        match ev {
+            JobEvent::Started(c) => cache = Some(c),
+            JobEvent::Text(_) => {}
+            JobEvent::Done(f) => {
+                let c = cache.ok_or_else(|| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "job finished unstarted"))?;
+                return Ok((c, f));
+            }
+            JobEvent::Failed(m) => return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m)),
+        }
+    }
+    Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the model stopped before answering"))
+}
+
+async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, include_usage: bool) -> Result<Response, ApiError> {
+    let id = request_id(kind);
+    let model = st.model_id.clone();
+    let created = now();
+    if !stream {
+        let (cache, f) = collect(&mut p).await?;
+        let choice = match kind {
+            Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": f.text}, "finish_reason": finish_reason(f.reason)}),
+            Kind::Text => json!({"index": 0, "text": f.text, "logprobs": null, "finish_reason": finish_reason(f.reason)}),
+        };
+        let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
+        return Ok(Json(json!({
+            "id": id, "object": object, "created": created, "model": model,
+            "choices": [choice],
+            "usage": usage(p.prompt_tokens, &f),
+            "timings": timings(&f),
+            "decache": decache(&cache),
+        }))
+        .into_response());
+    }
+    let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+    let chunk = move |choices: Value, extra: Option<(&str, Value)>| {
+        let mut v = json!({"id": id, "object": object, "created": created, "model": model, "choices": choices});
+        if let Some((k, x)) = extra {
+            v[k] = x;
+        }
+        v
+    };
+    let delta = move |text: Option<&str>, reason: Option<&str>| match kind {
+        Kind::Chat => {
+            let d = match text {
+                Some(t) => json!({"content": t}),
+                None => json!({}),
+            };
+            json!([{"index": 0, "delta": d, "finish_reason": reason}])
+        }
+        Kind::Text => json!([{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason}]),
+    };
+    let prompt_tokens = p.prompt_tokens;
+    let stream = async_stream(p, move |ev, out: &mut Vec<Value>, cache: &mut Option<CacheUse>| match ev {
+        JobEvent::Started(c) => {
+            if kind == Kind::Chat {
+                out.push(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None));
+            }
+            *cache = Some(c);
+        }
+        JobEvent::Text(t) => out.push(chunk(delta(Some(&t), None), None)),
+        JobEvent::Done(f) => {
+            let mut last = chunk(delta(None, Some(finish_reason(f.reason))), Some(("timings", timings(&f))));
+            if let Some(c) = cache {
+                last["decache"] = decache(c);
+            }
+            out.push(last);
+            if include_usage {
+                out.push(chunk(json!([]), Some(("usage", usage(prompt_tokens, &f)))));
+            }
+        }
+        JobEvent::Failed(m) => out.push(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m).body()),
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(5)).text("keep-alive")).into_response())
+}
+
+/// Server-sent events from a job: `on_event` turns each job event into zero
+/// or more JSON payloads; `[DONE]` ends the stream.
+pub fn async_stream<F>(p: Pending, on_event: F) -> impl futures_util::Stream<Item = Result<Event, Infallible>>
+where
+    F: FnMut(JobEvent, &mut Vec<Value>, &mut Option<CacheUse>) + Send + 'static,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::unfold((p, false, None::<CacheUse>, on_event), |(mut p, done, mut cache, mut on)| async move {
+        if done {
+            return None;
+        }
+        let (ev, end) = match p.rx.recv().await {
+            Some(ev) => {
+                let end = matches!(ev, JobEvent::Done(_) | JobEvent::Failed(_));
+                (Some(ev), end)
+            }
+            None => (None, true),
+        };
+        let mut out = Vec::new();
+        if let Some(ev) = ev {
+            on(ev, &mut out, &mut cache);
+        }
+        let mut events: Vec<Event> = out.iter().map(|v| Event::default().data(v.to_string())).collect();
+        if end {
+            events.push(Event::default().data("[DONE]"));
+        }
+        Some((futures_util::stream::iter(events.into_iter().map(Ok)), (p, end, cache, on)))
+    })
+    .flatten()
+}

@@ -1,0 +1,196 @@
+//! OpenAI request bodies as they arrive, and their checks: every problem
+//! becomes a 400 naming the field.
+use super::error::ApiError;
+use crate::sampling::{SamplingParams, RANDOM_SEED};
+use crate::session::GenerateOptions;
+use crate::tokenizer::ChatMessage;
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize, Debug, Default)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Sampling fields shared by chat and text completions.
+#[derive(Deserialize, Debug, Default)]
+pub struct Sampling {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    /// llama.cpp's name for max_tokens.
+    pub n_predict: Option<i64>,
+    pub stop: Option<StopField>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub n: Option<u32>,
+}
+
+impl Sampling {
+    /// Generation options (server defaults where a field is absent) and stop strings.
+    pub fn options(&self) -> Result<(GenerateOptions, Vec<String>), ApiError> {
+        let d = SamplingParams::default();
+        let p = SamplingParams {
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            top_k: self.top_k.unwrap_or(d.top_k),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
+            presence_penalty: self.presence_penalty.unwrap_or(d.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(d.frequency_penalty),
+            seed: match self.seed {
+                Some(s) if s >= 0 => s as u64,
+                _ => RANDOM_SEED,
+            },
+            ..d
+        };
+        p.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Some(n) = self.n.filter(|&n| n != 1) {
+            return Err(ApiError::bad_request(format!("n = {n}: only one choice per request is supported")).param("n"));
+        }
+        let max = self.max_completion_tokens.or(self.max_tokens).or(self.n_predict.filter(|&n| n >= 0));
+        if let Some(m) = max.filter(|&m| m < 1) {
+            return Err(ApiError::bad_request(format!("max_tokens = {m}: must be at least 1")).param("max_tokens"));
+        }
+        let stop = match &self.stop {
+            None => Vec::new(),
+            Some(StopField::One(s)) => vec![s.clone()],
+            Some(StopField::Many(v)) => v.clone(),
+        };
+        if stop.len() > 16 {
+            return Err(ApiError::bad_request(format!("{} stop strings: at most 16", stop.len())).param("stop"));
+        }
+        let opts = GenerateOptions { n_predict: max.map(|m| m as usize), sampling: p, ..GenerateOptions::default() };
+        Ok((opts, stop))
+    }
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize, Debug)]
+pub struct InMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ChatRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub messages: Vec<InMessage>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+    #[serde(default)]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum PromptField {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+}
+
+#[derive(Deserialize, Debug)]
+pub struct CompletionRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub prompt: PromptField,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+/// Most messages a request may carry.
+pub const MAX_MESSAGES: usize = 100_000;
+
+impl ChatRequest {
+    /// The messages as the chat template takes them, after the checks.
+    pub fn chat_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::bad_request("messages is empty: a chat needs at least one message").param("messages"));
+        }
+        if self.messages.len() > MAX_MESSAGES {
+            return Err(ApiError::bad_request(format!("{} messages: at most {MAX_MESSAGES}", self.messages.len())).param("messages"));
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(ApiError::bad_request("tools are not supported by this server yet").param("tools"));
+        }
+        let mut out = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.iter().enumerate() {
+            let at = |field: &str| format!("messages[{i}].{field}");
+            if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
+                return Err(ApiError::bad_request(format!(
+                    "{}: unknown role '{}' (system, developer, user, assistant or tool)",
+                    at("role"),
+                    m.role
+                ))
+                .param(&at("role")));
+            }
+            let text = match &m.content {
+                None if m.role == "assistant" && m.tool_calls.is_some() => String::new(),
+                None => return Err(ApiError::bad_request(format!("{}: missing", at("content"))).param(&at("content"))),
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => {
+                    let mut s = String::new();
+                    for (j, p) in parts.iter().enumerate() {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => s.push_str(t),
+                            ("text", None) => {
+                                return Err(ApiError::bad_request(format!("{}[{j}]: a text part needs `text`", at("content"))))
+                            }
+                            (k, _) => {
+                                return Err(ApiError::bad_request(format!(
+                                    "{}[{j}]: content parts of type '{k}' are not supported (text only)",
+                                    at("content")
+                                )))
+                            }
+                        }
+                    }
+                    s
+                }
+            };
+            let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+            out.push(ChatMessage::new(role, text));
+        }
+        Ok(out)
+    }
+}

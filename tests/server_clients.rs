@@ -1,0 +1,32 @@
+//! Real clients against `decache serve`: the official `openai` Python
+//! package (installed by `make pyenv`, which `make test` runs) drives a chat,
+//! a streamed chat with usage, a text completion and an error.
+mod common;
+#[path = "common/http.rs"]
+mod http;
+use std::path::Path;
+use std::process::Command;
+
+fn python() -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python");
+    assert!(p.exists(), "{} is missing: run `make pyenv` (make test does)", p.display());
+    p.display().to_string()
+}
+
+fn run_client(script: &str, base: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(script);
+    let out = Command::new(python()).arg(&script).arg(base).output().expect("run python");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{} failed:\n{stdout}\n{stderr}", script.display());
+    stdout.into_owned()
+}
+
+#[test]
+fn the_openai_python_package_works() {
+    let model = common::smollm2().display().to_string();
+    let s = http::Server::start(&["-m", &model, "-c", "1024", "-t", "2", "--api-key", "test-key"]);
+    let out = run_client("openai_chat.py", &format!("http://{}", s.addr));
+    eprintln!("openai client: {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["streamed_chunks"].as_u64().unwrap() > 0);
+}

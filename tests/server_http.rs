@@ -1,0 +1,203 @@
+//! `decache serve` over real HTTP: OpenAI response shapes (whole and
+//! streamed), usage/timings/decache objects, prefix and subconscious hits
+//! when a client resends or prunes its history, the side endpoints, the
+//! API-key guard, and bad requests answered with 4xx while the server keeps
+//! serving.
+mod common;
+#[path = "common/http.rs"]
+mod http;
+use http::{request, send_raw, sse_data, Server};
+use serde_json::{json, Value};
+
+fn model() -> String {
+    common::smollm2().display().to_string()
+}
+
+fn chat(s: &Server, messages: Value) -> Value {
+    let (status, v) = s.post("/v1/chat/completions", &json!({"messages": messages, "temperature": 0, "max_tokens": 12}));
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+const SYSTEM: &str = "You are a coding agent. Use the tools and answer in one short sentence.";
+const READ: &str = "src/parser.rs:\nfn parse(s: &str) -> Node { let t = lex(s); build(&t, 0) }\nfn build(t: &[Tok], d: usize) -> Node { if d > 64 { panic!(\"deep\") } Node::new(t, d) }";
+const REMINDER: &str = "<system-reminder>The todo list is empty. Use the todo tool when it helps; do not mention this reminder.</system-reminder>";
+
+#[test]
+fn chat_completions_cache_hits_and_shapes() {
+    let s = Server::start(&["-m", &model(), "-c", "2048", "-t", "2"]);
+    let msgs = json!([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Why does the parser test fail?"}]);
+    let v = chat(&s, msgs.clone());
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert!(v["choices"][0]["message"]["content"].is_string());
+    assert!(matches!(v["choices"][0]["finish_reason"].as_str(), Some("stop" | "length")));
+    let u = &v["usage"];
+    assert_eq!(u["total_tokens"].as_u64(), Some(u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()));
+    assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(v["decache"]["hit"], "miss");
+    for k in ["cache_n", "prompt_n", "prompt_ms", "prompt_per_second", "predicted_n", "predicted_ms", "predicted_per_second"] {
+        assert!(v["timings"][k].is_number(), "timings.{k} missing: {v}");
+    }
+    let prompt_n = u["prompt_tokens"].as_u64().unwrap();
+
+    // The same request again: all but the last prompt token come from the cache.
+    let v = chat(&s, msgs);
+    assert_eq!(v["decache"]["hit"], "prefix");
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(), Some(prompt_n - 1));
+    assert_eq!(v["timings"]["prompt_n"], 1);
+
+    // A history A B C, then the client prunes B (the reminder and the file read): A C D.
+    let a = json!({"role": "system", "content": SYSTEM});
+    let ask = json!({"role": "user", "content": "Why does the parser test fail? Look at the parser."});
+    let b1 = json!({"role": "user", "content": REMINDER});
+    let b2 = json!({"role": "tool", "content": READ});
+    let c = json!({"role": "assistant", "content": "The build function panics when the nesting is deeper than 64 levels, so the deep test fails."});
+    let c2 = json!({"role": "user", "content": "test parser::deep ... FAILED\ntest parser::flat ... ok\ntest result: FAILED. 1 passed; 1 failed"});
+    chat(&s, json!([a, ask, b1, c, b2, c2]));
+    let v = chat(&s, json!([a, ask, c, c2, {"role": "user", "content": "How do I raise the limit?"}]));
+    let d = &v["decache"];
+    eprintln!("pruned request: {d}, timings {}", v["timings"]);
+    assert_eq!(d["hit"], "subconscious", "{v}");
+    assert!(d["spans_matched"].as_u64().unwrap() >= 3, "{d}");
+    assert!(d["tokens_removed"].as_u64().unwrap() >= 40, "the reminder and the read are deleted: {d}");
+    let (cached, prompt) = (v["timings"]["cache_n"].as_u64().unwrap(), v["timings"]["prompt_n"].as_u64().unwrap());
+    assert!(cached > 4 * prompt, "most of the pruned history is reused: {cached} cached, {prompt} prefilled");
+
+    // With prefix caching only, the same pruning costs a prefill from the pruned point.
+    let p = Server::start(&["-m", &model(), "-c", "2048", "-t", "2", "--no-subconscious"]);
+    chat(&p, json!([a, ask, b1, c, b2, c2]));
+    let w = chat(&p, json!([a, ask, c, c2, {"role": "user", "content": "How do I raise the limit?"}]));
+    assert_eq!(w["decache"]["hit"], "prefix");
+    assert!(w["timings"]["prompt_n"].as_u64().unwrap() > 2 * prompt, "prefix-only prefills more: {}", w["timings"]);
+}
+
+#[test]
+fn streaming_side_endpoints_and_auth() {
+    let s = Server::start(&["-m", &model(), "-c", "1024", "-t", "2", "--api-key", "sekrit", "--alias", "smol"]);
+    let auth = [("content-type", "application/json"), ("authorization", "Bearer sekrit")];
+    let body = json!({"model": "smol", "messages": [{"role": "user", "content": "Count to five."}], "stream": true,
+        "stream_options": {"include_usage": true}, "temperature": 0, "max_tokens": 16});
+    let r = request(&s.addr, "POST", "/v1/chat/completions", &auth, body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers.to_ascii_lowercase().contains("text/event-stream"), "{}", r.headers);
+    let data = sse_data(&r.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{}", r.body);
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "smol"));
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert!(!text.is_empty());
+    let fin = chunks.iter().find(|c| c["choices"][0]["finish_reason"].is_string()).expect("a finish chunk");
+    assert!(fin["timings"]["predicted_n"].as_u64().unwrap() > 0);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(chunks.last().unwrap()["choices"], json!([]));
+    assert_eq!(usage["completion_tokens"], fin["timings"]["predicted_n"]);
+
+    // Text completions, whole and streamed.
+    let body = json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0});
+    let r = request(&s.addr, "POST", "/v1/completions", &auth, body.to_string().as_bytes());
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["object"], "text_completion");
+    assert!(v["choices"][0]["text"].as_str().unwrap().contains("Paris"), "{v}");
+    let body = json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0, "stream": true});
+    let r = request(&s.addr, "POST", "/v1/completions", &auth, body.to_string().as_bytes());
+    let text: String = sse_data(&r.body).iter().filter_map(|d| serde_json::from_str::<Value>(d).ok()).filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string)).collect();
+    assert!(text.contains("Paris"), "{}", r.body);
+
+    // The key guard: missing or wrong key → 401; x-api-key works; /health is open.
+    let r = request(&s.addr, "GET", "/v1/models", &[], b"");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("API key"));
+    let r = request(&s.addr, "GET", "/v1/models", &[("x-api-key", "sekrit")], b"");
+    assert_eq!(r.status, 200);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["data"][0]["id"], "smol");
+    assert_eq!(s.get("/health").0, 200);
+
+    let r = request(&s.addr, "POST", "/tokenize", &auth, br#"{"content": "Hello world", "with_pieces": true}"#);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    let ids: Vec<u64> = v["tokens"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(v["tokens"][1]["piece"], " world");
+    let r = request(&s.addr, "POST", "/detokenize", &auth, json!({"tokens": ids}).to_string().as_bytes());
+    assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["content"], "Hello world");
+    let r = request(&s.addr, "GET", "/metrics", &auth, b"");
+    assert!(r.body.contains("decache:requests_total 3") && r.body.contains("# TYPE decache:prompt_tokens_total counter"), "{}", r.body);
+    let r = request(&s.addr, "GET", "/props", &auth, b"");
+    assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["n_ctx"], 1024);
+    let r = request(&s.addr, "GET", "/slots", &auth, b"");
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v[0]["requests"], 3);
+    assert_eq!(v[0]["busy"], false);
+}
+
+#[test]
+fn bad_requests_get_4xx_and_the_server_keeps_serving() {
+    let mut s = Server::start(&["-m", &model(), "-c", "256", "-t", "2", "--max-body-mb", "1"]);
+    let long = "word ".repeat(400);
+    let huge = "x".repeat(2 << 20);
+    let cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        ("empty body", "/v1/chat/completions", String::new(), 400, "empty request body"),
+        ("not JSON", "/v1/chat/completions", "{not json".into(), 400, "invalid request body"),
+        ("JSON array", "/v1/chat/completions", "[1,2]".into(), 400, "invalid request body"),
+        ("no messages field", "/v1/chat/completions", r#"{"model":"x"}"#.into(), 400, "messages"),
+        ("empty messages", "/v1/chat/completions", r#"{"messages":[]}"#.into(), 400, "messages is empty"),
+        ("messages not a list", "/v1/chat/completions", r#"{"messages":"hi"}"#.into(), 400, "invalid"),
+        ("unknown role", "/v1/chat/completions", r#"{"messages":[{"role":"wizard","content":"hi"}]}"#.into(), 400, "unknown role 'wizard'"),
+        ("missing content", "/v1/chat/completions", r#"{"messages":[{"role":"user"}]}"#.into(), 400, "messages[0].content"),
+        ("content a number", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":5}]}"#.into(), 400, "invalid"),
+        ("image part", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#.into(), 400, "'image_url' are not supported"),
+        ("temperature a string", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#.into(), 400, "invalid"),
+        ("repeat_penalty 0", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"repeat_penalty":0}"#.into(), 400, "repeat_penalty"),
+        ("top_p above 1", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"top_p":7}"#.into(), 400, "top_p"),
+        ("max_tokens 0", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#.into(), 400, "max_tokens"),
+        ("n = 3", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"n":3}"#.into(), 400, "one choice"),
+        ("unknown model", "/v1/chat/completions", r#"{"model":"gpt-9","messages":[{"role":"user","content":"hi"}]}"#.into(), 404, "gpt-9"),
+        ("too long for the context", "/v1/chat/completions", json!({"messages":[{"role":"user","content": long}]}).to_string(), 400, "context"),
+        ("body too large", "/v1/chat/completions", json!({"messages":[{"role":"user","content": huge}]}).to_string(), 413, ""),
+        ("prompt missing", "/v1/completions", r#"{"max_tokens":3}"#.into(), 400, "prompt"),
+        ("token id out of range", "/v1/completions", r#"{"prompt":[1,2,999999]}"#.into(), 400, "outside the vocabulary"),
+        ("empty prompt", "/v1/completions", r#"{"prompt":""}"#.into(), 400, "empty"),
+        ("detokenize bad id", "/detokenize", r#"{"tokens":[4000000000]}"#.into(), 400, "outside the vocabulary"),
+        ("tokenize without content", "/tokenize", r#"{}"#.into(), 400, "content"),
+        ("no such endpoint", "/v1/nope", "{}".into(), 404, "no such endpoint"),
+    ];
+    assert!(cases.len() >= 20);
+    for (name, path, body, want, needle) in &cases {
+        let r = request(&s.addr, "POST", path, &[("content-type", "application/json")], body.as_bytes());
+        assert_eq!(r.status, *want, "{name}: {}", r.body);
+        if *want != 413 {
+            let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("{name}: error body is not JSON: {}", r.body));
+            let msg = v["error"]["message"].as_str().unwrap_or_else(|| panic!("{name}: no error.message: {v}"));
+            assert!(msg.contains(needle), "{name}: {msg}");
+            assert_eq!(v["error"]["type"].as_str().is_some(), true, "{name}");
+        }
+    }
+    let r = request(&s.addr, "POST", "/v1/chat/completions", &[], json!({"messages":[{"role":"user","content": long}]}).to_string().as_bytes());
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    assert_eq!(v["error"]["n_ctx"], 256);
+    assert!(v["error"]["n_prompt_tokens"].as_u64().unwrap() > 256);
+    // Garbage that is not HTTP at all, and a client that leaves mid-stream.
+    let _ = send_raw(&s.addr, b"\x16\x03\x01\x02\x00 not http\r\n\r\n");
+    {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+        let body = json!({"messages":[{"role":"user","content":"Tell a long story."}],"stream":true,"max_tokens":200});
+        let b = body.to_string();
+        write!(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()).unwrap();
+        let mut buf = [0u8; 512];
+        let _ = std::io::Read::read(&mut c, &mut buf);
+    } // dropped: the generation must stop and free the slot
+    assert!(s.alive(), "the server died");
+    let (status, v) = s.post("/v1/chat/completions", &json!({"messages":[{"role":"user","content":"hi"}],"max_tokens":3}));
+    assert_eq!(status, 200, "{v}");
+    let (_, slots) = s.get("/slots");
+    let slots: Value = serde_json::from_str(&slots).unwrap();
+    assert_eq!(slots[0]["busy"], false);
+    // The abandoned stream stopped long before its 200 tokens.
+    let (_, metrics) = s.get("/metrics");
+    let predicted: f64 = metrics.lines().find_map(|l| l.strip_prefix("decache:tokens_predicted_total ")).unwrap().parse().unwrap();
+    assert!(predicted < 100.0, "the abandoned generation went on: {predicted} tokens predicted in all");
+}
