@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::model::{LoadOptions, Model};
-use decache::session::reuse::HitKind;
+use decache::session::reuse::{dropped_runs, HitKind};
 use decache::session::{PositionPolicy, Session, SessionConfig};
 use std::sync::Arc;
 
@@ -37,30 +37,15 @@ fn serve(model: &Arc<Model>, oracle: &OracleModel, cached: &[u32], new: &[u32], 
     let start = s.next_pos();
     let ours = s.eval(&new[out.plan.reused..], true).unwrap();
 
-    // llama.cpp: the same cells deleted (positions = chain indices here).
-    let mut kept = vec![false; cached.len()];
-    for c in &out.plan.chunks {
-        kept[c.cached..c.cached + c.len].iter_mut().for_each(|k| *k = true);
-    }
+    // llama.cpp: the same cells deleted (positions = chain indices here),
+    // latest run first so that shifting keeps earlier positions valid.
+    let kept = out.plan.kept(cached.len());
     let p = OracleParams { n_ctx: 1024, n_threads: 2, ..OracleParams::default() };
     let mut oc = OracleContext::new(oracle, &p).unwrap();
     let ci: Vec<i32> = cached.iter().map(|&t| t as i32).collect();
     oc.decode(&ci, &(0..ci.len() as i32).collect::<Vec<_>>(), false).unwrap();
     let n = cached.len() as i32;
-    // Deleted runs, latest first so that shifting keeps earlier positions valid.
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < kept.len() {
-        if kept[i] {
-            i += 1;
-            continue;
-        }
-        let a = i;
-        while i < kept.len() && !kept[i] {
-            i += 1;
-        }
-        runs.push((a as i32, i as i32));
-    }
+    let runs: Vec<(i32, i32)> = dropped_runs(&kept).into_iter().map(|(a, b)| (a as i32, b as i32)).collect();
     let mut next = kept.iter().rposition(|&k| k).map_or(0, |i| i as i32 + 1);
     for &(a, b) in runs.iter().rev() {
         assert!(oc.seq_rm(a, b));

@@ -32,48 +32,48 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
-pub async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: ChatRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    match chat(st, req).await {
-        Ok(r) => r,
+/// Parse the body as `T` and answer with `f`, errors as API errors.
+async fn handle<T, Fut>(st: Arc<AppState>, body: Bytes, f: impl FnOnce(Arc<AppState>, T) -> Fut) -> Response
+where
+    T: serde::de::DeserializeOwned,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    match parse::<T>(&body) {
+        Ok(req) => f(st, req).await.unwrap_or_else(IntoResponse::into_response),
         Err(e) => e.into_response(),
     }
 }
 
-async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError> {
-    st.check_model(req.model.as_deref())?;
-    let engine = st.engine()?;
-    let msgs = req.chat_messages()?;
-    let (opts, stop) = req.sampling.options()?;
-    let prompt = st.render(&msgs)?;
-    let tokens = engine.model.tokenizer.encode(&prompt, false, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let job = st.job(tokens, opts, stop)?;
-    respond(st, job, Kind::Chat, req.stream, include_usage).await
+pub async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    handle(st, body, chat).await
 }
 
 pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: CompletionRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    match completion(st, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    handle(st, body, completion).await
+}
+
+async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError> {
+    let c = &req.common;
+    st.check_model(c.model.as_deref())?;
+    let engine = st.engine()?;
+    let msgs = req.chat_messages()?;
+    let (opts, stop) = c.sampling.options()?;
+    let prompt = st.render(&msgs)?;
+    let tokens = engine.model.tokenizer.encode(&prompt, false, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let job = st.job(tokens, opts, stop)?;
+    respond(st, job, Kind::Chat, c.stream, c.include_usage()).await
 }
 
 async fn completion(st: Arc<AppState>, req: CompletionRequest) -> Result<Response, ApiError> {
-    st.check_model(req.model.as_deref())?;
+    let c = &req.common;
+    st.check_model(c.model.as_deref())?;
     let engine = st.engine()?;
-    let (opts, stop) = req.sampling.options()?;
+    let (opts, stop) = c.sampling.options()?;
     let tok = &engine.model.tokenizer;
+    let encode = |t: &str| tok.encode(t, true, true).map_err(|e| ApiError::bad_request(e.to_string()));
     let tokens = match &req.prompt {
-        PromptField::Text(t) => tok.encode(t, true, true).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        PromptField::Texts(v) if v.len() == 1 => tok.encode(&v[0], true, true).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        PromptField::Text(t) => encode(t)?,
+        PromptField::Texts(v) if v.len() == 1 => encode(&v[0])?,
         PromptField::Texts(v) => {
             return Err(ApiError::bad_request(format!("{} prompts: one prompt per request is supported", v.len())).param("prompt"))
         }
@@ -88,9 +88,8 @@ async fn completion(st: Arc<AppState>, req: CompletionRequest) -> Result<Respons
     if tokens.is_empty() {
         return Err(ApiError::bad_request("the prompt is empty").param("prompt"));
     }
-    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let job = st.job(tokens, opts, stop)?;
-    respond(st, job, Kind::Text, req.stream, include_usage).await
+    respond(st, job, Kind::Text, c.stream, c.include_usage()).await
 }
 
 /// A queued job's receiving end: dropping it (the client went away) cancels the job.

@@ -101,17 +101,30 @@ pub struct InMessage {
     pub tool_calls: Option<Vec<Value>>,
 }
 
+/// Fields every completion request has.
 #[derive(Deserialize, Debug)]
-pub struct ChatRequest {
+pub struct Common {
     #[serde(default)]
     pub model: Option<String>,
-    pub messages: Vec<InMessage>,
     #[serde(default)]
     pub stream: bool,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
     #[serde(flatten)]
     pub sampling: Sampling,
+}
+
+impl Common {
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ChatRequest {
+    pub messages: Vec<InMessage>,
+    #[serde(flatten)]
+    pub common: Common,
     #[serde(default)]
     pub tools: Option<Vec<Value>>,
     #[serde(default)]
@@ -128,15 +141,9 @@ pub enum PromptField {
 
 #[derive(Deserialize, Debug)]
 pub struct CompletionRequest {
-    #[serde(default)]
-    pub model: Option<String>,
     pub prompt: PromptField,
-    #[serde(default)]
-    pub stream: bool,
-    #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
     #[serde(flatten)]
-    pub sampling: Sampling,
+    pub common: Common,
 }
 
 /// Most messages a request may carry.

@@ -52,7 +52,34 @@ impl HitKind {
     }
 }
 
+/// The runs of `false` in `keep`, as index ranges `[a, b)`.
+pub fn dropped_runs(keep: &[bool]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < keep.len() {
+        let start = i;
+        while i < keep.len() && !keep[i] {
+            i += 1;
+        }
+        if i > start {
+            runs.push((start, i));
+        } else {
+            i += 1;
+        }
+    }
+    runs
+}
+
 impl ReusePlan {
+    /// Which of `n` cached tokens the plan keeps.
+    pub fn kept(&self, n: usize) -> Vec<bool> {
+        let mut keep = vec![false; n];
+        for c in &self.chunks {
+            keep[c.cached..c.cached + c.len].iter_mut().for_each(|k| *k = true);
+        }
+        keep
+    }
+
     pub fn kind(&self) -> HitKind {
         match (self.reused, self.chunks.len()) {
             (0, _) => HitKind::Miss,
@@ -131,24 +158,8 @@ impl Session {
         let chain = self.live_chain();
         let tokens: Vec<u32> = chain.iter().map(|&(_, t)| t).collect();
         let plan = plan(&tokens, new, min_chunk);
-        // Runs of the chain outside every chunk, as chain index ranges.
-        let mut keep = vec![false; chain.len()];
-        for c in &plan.chunks {
-            keep[c.cached..c.cached + c.len].iter_mut().for_each(|k| *k = true);
-        }
-        let mut runs = Vec::new();
-        let mut i = 0;
-        while i < chain.len() {
-            if keep[i] {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < chain.len() && !keep[i] {
-                i += 1;
-            }
-            runs.push((start, i));
-        }
+        let keep = plan.kept(chain.len());
+        let runs = dropped_runs(&keep);
         let mut removed = 0;
         for &(a, b) in runs.iter().rev() {
             removed += self.remove_range(chain[a].0, chain[b - 1].0 + 1, PositionPolicy::Keep)?.cells;
@@ -179,6 +190,13 @@ mod tests {
 
     fn cat(parts: &[&[u32]]) -> Vec<u32> {
         parts.concat()
+    }
+
+    #[test]
+    fn dropped_runs_are_the_gaps_between_kept_tokens() {
+        assert_eq!(dropped_runs(&[true, false, false, true, false]), vec![(1, 3), (4, 5)]);
+        assert_eq!(dropped_runs(&[false, true]), vec![(0, 1)]);
+        assert!(dropped_runs(&[true, true]).is_empty() && dropped_runs(&[]).is_empty());
     }
 
     #[test]
