@@ -1,6 +1,7 @@
 //! Real clients against `decache serve`: the official `openai` Python
 //! package (installed by `make pyenv`, which `make test` runs) drives a chat,
-//! a streamed chat with usage, a text completion and an error.
+//! a streamed chat with usage, a text completion and an error; the official
+//! `anthropic` package drives /v1/messages the same way.
 mod common;
 #[path = "common/http.rs"]
 mod http;
@@ -29,4 +30,14 @@ fn the_openai_python_package_works() {
     eprintln!("openai client: {out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["streamed_chunks"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn the_anthropic_python_package_works() {
+    let model = common::smollm2().display().to_string();
+    let s = http::Server::start(&["-m", &model, "-c", "1024", "-t", "2", "--api-key", "test-key", "--temp", "0"]);
+    let out = run_client("anthropic_messages.py", &format!("http://{}", s.addr));
+    eprintln!("anthropic client: {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["cache_read"].as_u64().unwrap() > 0);
 }

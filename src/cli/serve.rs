@@ -1,7 +1,7 @@
 //! `decache serve`: the OpenAI-compatible server. The socket is bound first,
 //! then the model loads (`/health` says 503 until it is ready); Ctrl-C stops
 //! the server gracefully.
-use super::args::{ContextArgs, ModelArgs};
+use super::args::{ContextArgs, ModelArgs, SamplingArgs};
 use super::pull::{render_event, PullProgress};
 use super::run::chat_template;
 use clap::Args;
@@ -18,6 +18,9 @@ pub struct ServeArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub ctx: ContextArgs,
+    /// Defaults for requests that leave sampling fields out.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Address to listen on.
     #[arg(long = "host", default_value = "127.0.0.1")]
     pub host: String,
@@ -69,7 +72,9 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         .alias
         .clone()
         .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()));
-    let opts = ServerOptions { model_id, any_model: a.any_model, api_key: a.api_key.clone(), max_body: a.max_body_mb.max(1) << 20 };
+    let sampling = a.sampling.params();
+    sampling.validate()?;
+    let opts = ServerOptions { model_id, any_model: a.any_model, api_key: a.api_key.clone(), max_body: a.max_body_mb.max(1) << 20, sampling };
     let state = AppState::new(opts);
     let engine_cfg = EngineConfig {
         session,

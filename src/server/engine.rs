@@ -56,6 +56,8 @@ pub enum FinishReason {
 pub struct Finish {
     pub reason: FinishReason,
     pub text: String,
+    /// The stop string that ended the text, if one did.
+    pub stop_hit: Option<String>,
     /// Prompt tokens in the cache already (reused) and prefilled now.
     pub cache_n: usize,
     pub prompt_n: usize,
@@ -281,6 +283,7 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
     let finish = Finish {
         reason,
         text,
+        stop_hit: stop.hit().map(str::to_string),
         cache_n: reused,
         prompt_n: rest.len(),
         prompt_ms: gen.prompt_ms,

@@ -1,11 +1,13 @@
 //! `decache serve`: an OpenAI-compatible HTTP server over the engine's
 //! slots, with prefix and subconscious caching. The model loads after the
 //! socket is bound, so `/health` answers 503 while it loads.
+pub mod anthropic;
 pub mod engine;
 pub mod error;
 pub mod openai;
 pub mod request;
 pub mod stop;
+pub mod tools;
 
 use crate::tokenizer::{ChatMessage, ChatTemplate};
 use axum::body::Bytes;
@@ -32,11 +34,13 @@ pub struct ServerOptions {
     pub api_key: Option<String>,
     /// Largest request body, bytes.
     pub max_body: usize,
+    /// Sampling for fields a request leaves out (`--temp`, `--top-k`, ...).
+    pub sampling: crate::sampling::SamplingParams,
 }
 
 pub struct AppState {
     pub model_id: String,
-    opts: ServerOptions,
+    pub opts: ServerOptions,
     engine: OnceLock<Arc<Engine>>,
     template: OnceLock<(ChatTemplate, String, String)>,
     started: Instant,
@@ -83,6 +87,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/models", get(models))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
@@ -99,11 +105,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn auth(State(st): State<Arc<AppState>>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let dialect = if req.uri().path().starts_with("/v1/messages") { error::Dialect::Anthropic } else { error::Dialect::OpenAi };
     if let Some(key) = &st.opts.api_key {
         let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let x = headers.get("x-api-key").and_then(|v| v.to_str().ok());
         if bearer != Some(key.as_str()) && x != Some(key.as_str()) {
             return ApiError::new(StatusCode::UNAUTHORIZED, "invalid or missing API key (Authorization: Bearer KEY or x-api-key: KEY)")
+                .dialect(dialect)
                 .into_response();
         }
     }

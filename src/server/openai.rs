@@ -57,7 +57,7 @@ async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError>
     st.check_model(c.model.as_deref())?;
     let engine = st.engine()?;
     let msgs = req.chat_messages()?;
-    let (opts, stop) = c.sampling.options()?;
+    let (opts, stop) = c.sampling.options(&st.opts.sampling)?;
     let prompt = st.render(&msgs)?;
     let tokens = engine.model.tokenizer.encode(&prompt, false, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let job = st.job(tokens, opts, stop)?;
@@ -68,7 +68,7 @@ async fn completion(st: Arc<AppState>, req: CompletionRequest) -> Result<Respons
     let c = &req.common;
     st.check_model(c.model.as_deref())?;
     let engine = st.engine()?;
-    let (opts, stop) = c.sampling.options()?;
+    let (opts, stop) = c.sampling.options(&st.opts.sampling)?;
     let tok = &engine.model.tokenizer;
     let encode = |t: &str| tok.encode(t, true, true).map_err(|e| ApiError::bad_request(e.to_string()));
     let tokens = match &req.prompt {
@@ -245,37 +245,40 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
         Kind::Text => json!([{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason}]),
     };
     let prompt_tokens = p.prompt_tokens;
-    let stream = async_stream(p, move |ev, out: &mut Vec<Value>, cache: &mut Option<CacheUse>| match ev {
+    let stream = event_stream(p, true, move |ev, out: &mut Vec<SsePayload>, cache: &mut Option<CacheUse>| match ev {
         JobEvent::Started(c) => {
             if kind == Kind::Chat {
-                out.push(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None));
+                out.push((None, chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None)));
             }
             *cache = Some(c);
         }
-        JobEvent::Text(t) => out.push(chunk(delta(Some(&t), None), None)),
+        JobEvent::Text(t) => out.push((None, chunk(delta(Some(&t), None), None))),
         JobEvent::Done(f) => {
             let mut last = chunk(delta(None, Some(finish_reason(f.reason))), Some(("timings", timings(&f))));
             if let Some(c) = cache {
                 last["decache"] = decache(c);
             }
-            out.push(last);
+            out.push((None, last));
             if include_usage {
-                out.push(chunk(json!([]), Some(("usage", usage(prompt_tokens, &f)))));
+                out.push((None, chunk(json!([]), Some(("usage", usage(prompt_tokens, &f))))));
             }
         }
-        JobEvent::Failed(m) => out.push(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m).body()),
+        JobEvent::Failed(m) => out.push((None, ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m).body())),
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(5)).text("keep-alive")).into_response())
 }
 
+/// One server-sent event: an optional event name and its JSON data.
+pub type SsePayload = (Option<&'static str>, Value);
+
 /// Server-sent events from a job: `on_event` turns each job event into zero
-/// or more JSON payloads; `[DONE]` ends the stream.
-pub fn async_stream<F>(p: Pending, on_event: F) -> impl futures_util::Stream<Item = Result<Event, Infallible>>
+/// or more payloads; with `done_marker` (OpenAI) a `[DONE]` ends the stream.
+pub fn event_stream<F>(p: Pending, done_marker: bool, on_event: F) -> impl futures_util::Stream<Item = Result<Event, Infallible>>
 where
-    F: FnMut(JobEvent, &mut Vec<Value>, &mut Option<CacheUse>) + Send + 'static,
+    F: FnMut(JobEvent, &mut Vec<SsePayload>, &mut Option<CacheUse>) + Send + 'static,
 {
     use futures_util::StreamExt;
-    futures_util::stream::unfold((p, false, None::<CacheUse>, on_event), |(mut p, done, mut cache, mut on)| async move {
+    futures_util::stream::unfold((p, false, None::<CacheUse>, on_event), move |(mut p, done, mut cache, mut on)| async move {
         if done {
             return None;
         }
@@ -290,8 +293,17 @@ where
         if let Some(ev) = ev {
             on(ev, &mut out, &mut cache);
         }
-        let mut events: Vec<Event> = out.iter().map(|v| Event::default().data(v.to_string())).collect();
-        if end {
+        let mut events: Vec<Event> = out
+            .iter()
+            .map(|(name, v)| {
+                let e = Event::default().data(v.to_string());
+                match name {
+                    Some(n) => e.event(*n),
+                    None => e,
+                }
+            })
+            .collect();
+        if end && done_marker {
             events.push(Event::default().data("[DONE]"));
         }
         Some((futures_util::stream::iter(events.into_iter().map(Ok)), (p, end, cache, on)))

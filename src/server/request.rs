@@ -40,9 +40,9 @@ pub struct Sampling {
 }
 
 impl Sampling {
-    /// Generation options (server defaults where a field is absent) and stop strings.
-    pub fn options(&self) -> Result<(GenerateOptions, Vec<String>), ApiError> {
-        let d = SamplingParams::default();
+    /// Generation options (the server's defaults `d` where a field is absent) and stop strings.
+    pub fn options(&self, d: &SamplingParams) -> Result<(GenerateOptions, Vec<String>), ApiError> {
+        let d = d.clone();
         let p = SamplingParams {
             temperature: self.temperature.unwrap_or(d.temperature),
             top_p: self.top_p.unwrap_or(d.top_p),

@@ -7,15 +7,21 @@ pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
     stopped: bool,
+    hit: Option<String>,
 }
 
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> StopMatcher {
-        StopMatcher { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), held: String::new(), stopped: false }
+        StopMatcher { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), held: String::new(), stopped: false, hit: None }
     }
 
     pub fn stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// The stop string that ended generation, if one did.
+    pub fn hit(&self) -> Option<&str> {
+        self.hit.as_deref()
     }
 
     /// Add generated text; returns what can be shown now.
@@ -24,8 +30,9 @@ impl StopMatcher {
             return String::new();
         }
         self.held.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some((at, s)) = self.stops.iter().filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s))).min() {
             self.stopped = true;
+            self.hit = Some(s.clone());
             let out = self.held[..at].to_string();
             self.held.clear();
             return out;
@@ -79,6 +86,9 @@ mod tests {
         let (out, stopped) = run(&["END", "halt"], &["one two hal", "t three"]);
         assert_eq!(out.concat(), "one two ");
         assert!(stopped);
+        let mut m = StopMatcher::new(vec!["END".into(), "halt".into()]);
+        m.push("go halt END");
+        assert_eq!(m.hit(), Some("halt"), "the first stop string in the text wins");
         let (out, _) = run(&["ü!"], &["aü", "b"]);
         assert_eq!(out, vec!["a", "üb", ""], "held text splits at character boundaries");
     }

@@ -1,0 +1,244 @@
+//! Anthropic's Messages API: `POST /v1/messages`, whole or as its named
+//! server-sent events (`message_start`, `content_block_delta`, ...), so a
+//! Claude-Code-style client can point `ANTHROPIC_BASE_URL` here. Errors use
+//! Anthropic's error body. Any model name is accepted (such clients send
+//! their own), and the served model answers.
+use super::engine::{CacheUse, FinishReason, JobEvent};
+use super::error::{ApiError, Dialect};
+use super::openai::{decache, event_stream, parse, timings, SsePayload};
+use super::request::{Sampling, StopField, MAX_MESSAGES};
+use super::AppState;
+use crate::tokenizer::ChatMessage;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Text {
+    Plain(String),
+    Blocks(Vec<Block>),
+}
+
+#[derive(Deserialize, Debug)]
+struct Block {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    /// `tool_result`: its content (text or text blocks).
+    #[serde(default)]
+    content: Option<Box<Text>>,
+    /// `tool_use`: the call.
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+#[derive(Deserialize, Debug)]
+struct InMessage {
+    role: String,
+    content: Text,
+}
+
+#[derive(Deserialize, Debug)]
+struct MessagesRequest {
+    model: String,
+    max_tokens: i64,
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    system: Option<Text>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    top_k: Option<i32>,
+    #[serde(default)]
+    stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_request(msg).dialect(Dialect::Anthropic)
+}
+
+/// The text of `t` at `at` (for errors): plain text, text blocks, tool results as text.
+fn flatten(t: &Text, at: &str) -> Result<String, ApiError> {
+    match t {
+        Text::Plain(s) => Ok(s.clone()),
+        Text::Blocks(blocks) => {
+            let mut out = String::new();
+            for (i, b) in blocks.iter().enumerate() {
+                match (b.kind.as_str(), &b.text) {
+                    ("text", Some(t)) => out.push_str(t),
+                    ("text", None) => return Err(bad(format!("{at}[{i}]: a text block needs `text`"))),
+                    ("tool_result", _) => {
+                        let inner = b.content.as_deref().map(|c| flatten(c, &format!("{at}[{i}].content"))).transpose()?;
+                        out.push_str(&inner.unwrap_or_default());
+                    }
+                    ("tool_use", _) => {
+                        let call = json!({"name": b.name, "arguments": b.input});
+                        out.push_str(&format!("<tool_call>\n{call}\n</tool_call>"));
+                    }
+                    (k, _) => return Err(bad(format!("{at}[{i}]: content blocks of type '{k}' are not supported"))),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+impl MessagesRequest {
+    fn chat_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
+        if self.messages.is_empty() {
+            return Err(bad("messages: at least one message is required"));
+        }
+        if self.messages.len() > MAX_MESSAGES {
+            return Err(bad(format!("messages: {} messages, at most {MAX_MESSAGES}", self.messages.len())));
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(bad("tools: not supported by this server yet"));
+        }
+        let mut out = Vec::new();
+        if let Some(sys) = &self.system {
+            out.push(ChatMessage::new("system", flatten(sys, "system")?));
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            if !matches!(m.role.as_str(), "user" | "assistant") {
+                return Err(bad(format!("messages[{i}].role: '{}' (user or assistant)", m.role)));
+            }
+            // A user turn made only of tool results is the tool speaking.
+            let only_results = matches!(&m.content, Text::Blocks(b) if !b.is_empty() && b.iter().all(|b| b.kind == "tool_result"));
+            let role = if m.role == "user" && only_results { "tool" } else { m.role.as_str() };
+            out.push(ChatMessage::new(role, flatten(&m.content, &format!("messages[{i}].content"))?));
+        }
+        Ok(out)
+    }
+
+    fn sampling(&self) -> Sampling {
+        Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            max_tokens: Some(self.max_tokens),
+            stop: self.stop_sequences.clone().map(StopField::Many),
+            ..Sampling::default()
+        }
+    }
+}
+
+pub async fn messages(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let res = async {
+        let req: MessagesRequest = parse(&body).map_err(|e| e.dialect(Dialect::Anthropic))?;
+        answer(st, req).await
+    };
+    res.await.unwrap_or_else(|e: ApiError| e.dialect(Dialect::Anthropic).into_response())
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's token count, as rendered.
+pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    struct CountRequest {
+        messages: Vec<InMessage>,
+        #[serde(default)]
+        system: Option<Text>,
+        #[serde(default)]
+        tools: Option<Vec<Value>>,
+    }
+    let res = async {
+        let r: CountRequest = parse(&body).map_err(|e| e.dialect(Dialect::Anthropic))?;
+        let req = MessagesRequest {
+            model: String::new(),
+            max_tokens: 1,
+            messages: r.messages,
+            system: r.system,
+            stream: false,
+            temperature: None,
+            top_p: None,
+            top_k: None,
+            stop_sequences: None,
+            tools: r.tools,
+        };
+        let prompt = st.render(&req.chat_messages()?)?;
+        let n = st.engine()?.model.tokenizer.encode(&prompt, false, true).map_err(|e| bad(e.to_string()))?.len();
+        Ok::<_, ApiError>(Json(json!({ "input_tokens": n })).into_response())
+    };
+    res.await.unwrap_or_else(|e| e.dialect(Dialect::Anthropic).into_response())
+}
+
+fn stop_reason(f: FinishReason, stop_hit: Option<&str>) -> &'static str {
+    match (f, stop_hit) {
+        (FinishReason::Length, _) => "max_tokens",
+        (_, Some(_)) => "stop_sequence",
+        _ => "end_turn",
+    }
+}
+
+fn usage(input: usize, output: usize, cache: Option<&CacheUse>) -> Value {
+    let cached = cache.map_or(0, |c| c.tokens_reused);
+    json!({"input_tokens": input - cached.min(input), "output_tokens": output, "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0})
+}
+
+async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, ApiError> {
+    let engine = st.engine()?;
+    let msgs = req.chat_messages()?;
+    let (opts, stop) = req.sampling().options(&st.opts.sampling)?;
+    let prompt = st.render(&msgs)?;
+    let tokens = engine.model.tokenizer.encode(&prompt, false, true).map_err(|e| bad(e.to_string()))?;
+    let mut p = st.job(tokens, opts, stop)?;
+    let id = format!("msg_{:016x}", rand::random::<u64>());
+    let model = req.model.clone();
+    if !req.stream {
+        let (cache, f) = super::openai::collect(&mut p).await?;
+        return Ok(Json(json!({
+            "id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": f.text}],
+            "stop_reason": stop_reason(f.reason, f.stop_hit.as_deref()), "stop_sequence": f.stop_hit,
+            "usage": usage(p.prompt_tokens, f.predicted_n, Some(&cache)),
+            "timings": timings(&f), "decache": decache(&cache),
+        }))
+        .into_response());
+    }
+    let input = p.prompt_tokens;
+    let stream = event_stream(p, false, move |ev, out: &mut Vec<SsePayload>, cache: &mut Option<CacheUse>| match ev {
+        JobEvent::Started(c) => {
+            let msg = json!({"id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": null, "stop_sequence": null, "usage": usage(input, 0, Some(&c))});
+            out.push((Some("message_start"), json!({"type": "message_start", "message": msg})));
+            out.push((Some("content_block_start"), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+            out.push((Some("ping"), json!({"type": "ping"})));
+            *cache = Some(c);
+        }
+        JobEvent::Text(t) => out.push((
+            Some("content_block_delta"),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}),
+        )),
+        JobEvent::Done(f) => {
+            out.push((Some("content_block_stop"), json!({"type": "content_block_stop", "index": 0})));
+            let mut delta = json!({"type": "message_delta",
+                "delta": {"stop_reason": stop_reason(f.reason, f.stop_hit.as_deref()), "stop_sequence": f.stop_hit},
+                "usage": {"output_tokens": f.predicted_n}, "timings": timings(&f)});
+            if let Some(c) = cache {
+                delta["decache"] = decache(c);
+            }
+            out.push((Some("message_delta"), delta));
+            out.push((Some("message_stop"), json!({"type": "message_stop"})));
+        }
+        JobEvent::Failed(m) => out.push((
+            Some("error"),
+            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m).dialect(Dialect::Anthropic).body(),
+        )),
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(5)).text("keep-alive")).into_response())
+}

@@ -1,0 +1,152 @@
+//! Tool calls: how the tools a request offers reach the model, and how calls
+//! in the model's text come back as structured calls. Conventions:
+//! Hermes/Qwen (`<tool_call>{"name": …, "arguments": …}</tool_call>`, any
+//! number of them) and, failing that, a reply that is one JSON object naming
+//! a function (`{"name": …, "arguments"|"parameters": …}`, bare or fenced).
+use serde_json::{json, Value};
+
+/// One call parsed from the model's text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolCall {
+    pub name: String,
+    /// The arguments as a JSON object.
+    pub arguments: Value,
+}
+
+/// The model's reply split into plain text and calls.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Parsed {
+    pub text: String,
+    pub calls: Vec<ToolCall>,
+}
+
+const OPEN: &str = "<tool_call>";
+const CLOSE: &str = "</tool_call>";
+
+/// A call object: `{"name", "arguments"}` (arguments may be a JSON string),
+/// or `{"function": {"name", "arguments"}}`, or `{"name", "parameters"}`.
+fn call_of(v: &Value) -> Option<ToolCall> {
+    let f = v.get("function").filter(|f| f.is_object()).unwrap_or(v);
+    let name = f.get("name")?.as_str()?.to_string();
+    let args = f.get("arguments").or_else(|| f.get("parameters")).cloned().unwrap_or_else(|| json!({}));
+    let arguments = match args {
+        Value::String(s) => serde_json::from_str(&s).ok().filter(Value::is_object)?,
+        a if a.is_object() => a,
+        _ => return None,
+    };
+    Some(ToolCall { name, arguments })
+}
+
+/// Split `text` into prose and tool calls. Text that holds no well-formed
+/// call comes back whole as text.
+pub fn parse(text: &str) -> Parsed {
+    let mut out = Parsed::default();
+    let mut rest = text;
+    while let Some(a) = rest.find(OPEN) {
+        let body_start = a + OPEN.len();
+        let (body, next) = match rest[body_start..].find(CLOSE) {
+            Some(b) => (&rest[body_start..body_start + b], body_start + b + CLOSE.len()),
+            None => (&rest[body_start..], rest.len()),
+        };
+        match serde_json::from_str::<Value>(body.trim()).ok().as_ref().and_then(call_of) {
+            Some(c) => {
+                out.text.push_str(&rest[..a]);
+                out.calls.push(c);
+            }
+            None => out.text.push_str(&rest[..next]),
+        }
+        rest = &rest[next..];
+    }
+    out.text.push_str(rest);
+    if out.calls.is_empty() {
+        // The generic fallback: the whole reply is one call object.
+        let t = text.trim();
+        let t = t.strip_prefix("```json").or_else(|| t.strip_prefix("```")).and_then(|s| s.strip_suffix("```")).unwrap_or(t);
+        if let Some(c) = serde_json::from_str::<Value>(t.trim()).ok().as_ref().and_then(call_of) {
+            return Parsed { text: String::new(), calls: vec![c] };
+        }
+    }
+    out.text = out.text.trim().to_string();
+    out
+}
+
+/// Whether streamed text may be (the start of) a tool call, so it must be
+/// held back until the reply ends: it contains `<tool_call>` or a prefix of
+/// it at its end, or the reply so far starts like a JSON object or fence.
+pub fn may_be_call(reply_so_far: &str) -> bool {
+    let t = reply_so_far.trim_start();
+    if t.starts_with('{') || t.starts_with("```") || (!t.is_empty() && "```".starts_with(t)) {
+        return true;
+    }
+    reply_so_far.contains(OPEN) || (1..OPEN.len()).any(|n| reply_so_far.ends_with(&OPEN[..n]))
+}
+
+/// The system-prompt text that offers `tools` to a model whose chat template
+/// does not render tools itself (Hermes convention).
+pub fn offer(tools: &[Value]) -> String {
+    let list: Vec<String> = tools.iter().map(|t| t.get("function").unwrap_or(t).to_string()).collect();
+    format!(
+        "You can call functions. The available tools, one JSON object a line:\n<tools>\n{}\n</tools>\n\
+         To call one, reply with nothing but:\n<tool_call>\n{{\"name\": \"TOOL_NAME\", \"arguments\": {{...}}}}\n</tool_call>",
+        list.join("\n")
+    )
+}
+
+/// The text of an assistant message's earlier calls, in the same convention
+/// (for templates that do not render `tool_calls`).
+pub fn render_calls(calls: &[ToolCall]) -> String {
+    calls
+        .iter()
+        .map(|c| format!("{OPEN}\n{}\n{CLOSE}", json!({"name": c.name, "arguments": c.arguments})))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Calls as they arrive in an OpenAI request's `tool_calls` (arguments as a JSON string).
+pub fn from_openai(v: &[Value]) -> Result<Vec<ToolCall>, String> {
+    v.iter()
+        .enumerate()
+        .map(|(i, c)| call_of(c).ok_or_else(|| format!("tool_calls[{i}]: needs function.name and JSON-object arguments")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hermes_calls_are_parsed_and_prose_kept() {
+        let p = parse("Let me look.\n<tool_call>\n{\"name\": \"read\", \"arguments\": {\"path\": \"a.rs\"}}\n</tool_call>\n<tool_call>{\"name\":\"grep\",\"arguments\":\"{\\\"q\\\": \\\"fn\\\"}\"}</tool_call>");
+        assert_eq!(p.text, "Let me look.");
+        assert_eq!(p.calls.len(), 2);
+        assert_eq!(p.calls[0], ToolCall { name: "read".into(), arguments: json!({"path": "a.rs"}) });
+        assert_eq!(p.calls[1].arguments, json!({"q": "fn"}), "arguments given as a JSON string");
+    }
+
+    #[test]
+    fn broken_calls_stay_text_and_the_json_fallback_works() {
+        let p = parse("<tool_call>{not json}</tool_call> ok");
+        assert!(p.calls.is_empty());
+        assert_eq!(p.text, "<tool_call>{not json}</tool_call> ok");
+        let p = parse("```json\n{\"name\": \"weather\", \"parameters\": {\"city\": \"Paris\"}}\n```");
+        assert_eq!(p.calls, vec![ToolCall { name: "weather".into(), arguments: json!({"city": "Paris"}) }]);
+        let p = parse("{\"function\": {\"name\": \"f\", \"arguments\": {}}}");
+        assert_eq!(p.calls[0].name, "f");
+        assert!(parse("{\"answer\": 42}").calls.is_empty(), "an object without a name is not a call");
+        let p = parse("<tool_call>{\"name\": \"cut\", \"arguments\": {}}");
+        assert_eq!(p.calls.len(), 1, "an unclosed call at the end still counts");
+    }
+
+    #[test]
+    fn streaming_holds_what_may_become_a_call() {
+        assert!(may_be_call("Sure. <tool_"));
+        assert!(may_be_call("  {\"name\""));
+        assert!(may_be_call("`"));
+        assert!(!may_be_call("Sure, the answer is 4."));
+        let offer = offer(&[json!({"type": "function", "function": {"name": "read", "parameters": {}}})]);
+        assert!(offer.contains("{\"name\":\"read\",\"parameters\":{}}") && offer.contains("<tool_call>"));
+        let calls = from_openai(&[json!({"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{\"path\":\"x\"}"}})]).unwrap();
+        assert_eq!(render_calls(&calls), "<tool_call>\n{\"arguments\":{\"path\":\"x\"},\"name\":\"read\"}\n</tool_call>");
+        assert!(from_openai(&[json!({"function": {"arguments": "{}"}})]).is_err());
+    }
+}
