@@ -162,6 +162,9 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
         ("detokenize bad id", "/detokenize", r#"{"tokens":[4000000000]}"#.into(), 400, "outside the vocabulary"),
         ("tokenize without content", "/tokenize", r#"{}"#.into(), 400, "content"),
         ("no such endpoint", "/v1/nope", "{}".into(), 404, "no such endpoint"),
+        ("tool without a name", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{}}]}"#.into(), 400, "tools[0]"),
+        ("tool call with bad arguments", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"[1"}}]}]}"#.into(), 400, "messages[1].tool_calls[0]"),
+        ("anthropic without max_tokens", "/v1/messages", r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.into(), 400, "max_tokens"),
     ];
     assert!(cases.len() >= 20);
     for (name, path, body, want, needle) in &cases {
@@ -171,7 +174,10 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
             let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("{name}: error body is not JSON: {}", r.body));
             let msg = v["error"]["message"].as_str().unwrap_or_else(|| panic!("{name}: no error.message: {v}"));
             assert!(msg.contains(needle), "{name}: {msg}");
-            assert_eq!(v["error"]["type"].as_str().is_some(), true, "{name}");
+            assert!(v["error"]["type"].as_str().is_some(), "{name}");
+            if path.starts_with("/v1/messages") {
+                assert_eq!(v["type"], "error", "{name}: Anthropic's error shape");
+            }
         }
     }
     let r = request(&s.addr, "POST", "/v1/chat/completions", &[], json!({"messages":[{"role":"user","content": long}]}).to_string().as_bytes());

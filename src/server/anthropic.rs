@@ -6,7 +6,8 @@
 use super::engine::{CacheUse, FinishReason, JobEvent};
 use super::error::{ApiError, Dialect};
 use super::openai::{decache, event_stream, parse, timings, SsePayload};
-use super::request::{Sampling, StopField, MAX_MESSAGES};
+use super::request::{offer_tools, Sampling, StopField, MAX_MESSAGES};
+use super::tools::{CallFilter, ToolCall};
 use super::AppState;
 use crate::tokenizer::ChatMessage;
 use axum::body::Bytes;
@@ -67,6 +68,8 @@ struct MessagesRequest {
     stop_sequences: Option<Vec<String>>,
     #[serde(default)]
     tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -107,9 +110,6 @@ impl MessagesRequest {
         if self.messages.len() > MAX_MESSAGES {
             return Err(bad(format!("messages: {} messages, at most {MAX_MESSAGES}", self.messages.len())));
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(bad("tools: not supported by this server yet"));
-        }
         let mut out = Vec::new();
         if let Some(sys) = &self.system {
             out.push(ChatMessage::new("system", flatten(sys, "system")?));
@@ -123,7 +123,16 @@ impl MessagesRequest {
             let role = if m.role == "user" && only_results { "tool" } else { m.role.as_str() };
             out.push(ChatMessage::new(role, flatten(&m.content, &format!("messages[{i}].content"))?));
         }
+        if self.tools_active() {
+            offer_tools(self.tools.as_deref().unwrap_or_default(), &mut out).map_err(|e| e.dialect(Dialect::Anthropic))?;
+        }
         Ok(out)
+    }
+
+    /// Tools offered and `tool_choice` is not `{"type": "none"}`.
+    fn tools_active(&self) -> bool {
+        let none = self.tool_choice.as_ref().and_then(|c| c.get("type")).and_then(Value::as_str) == Some("none");
+        self.tools.as_ref().is_some_and(|t| !t.is_empty()) && !none
     }
 
     fn sampling(&self) -> Sampling {
@@ -169,6 +178,7 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
             top_k: None,
             stop_sequences: None,
             tools: r.tools,
+            tool_choice: None,
         };
         let prompt = st.render(&req.chat_messages()?)?;
         let n = st.engine()?.model.tokenizer.encode(&prompt, false, true).map_err(|e| bad(e.to_string()))?.len();
@@ -190,8 +200,17 @@ fn usage(input: usize, output: usize, cache: Option<&CacheUse>) -> Value {
     json!({"input_tokens": input - cached.min(input), "output_tokens": output, "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0})
 }
 
+fn text_delta(t: &str) -> Value {
+    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})
+}
+
+fn tool_use(c: &ToolCall) -> Value {
+    json!({"type": "tool_use", "id": format!("toolu_{:016x}", rand::random::<u64>()), "name": c.name, "input": c.arguments})
+}
+
 async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, ApiError> {
     let engine = st.engine()?;
+    let tools = req.tools_active();
     let msgs = req.chat_messages()?;
     let (opts, stop) = req.sampling().options(&st.opts.sampling)?;
     let prompt = st.render(&msgs)?;
@@ -201,16 +220,27 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
     let model = req.model.clone();
     if !req.stream {
         let (cache, f) = super::openai::collect(&mut p).await?;
+        let mut filter = CallFilter::new(tools);
+        filter.push(&f.text);
+        let (rest, calls) = filter.finish();
+        let (mut content, reason) = if calls.is_empty() {
+            (vec![json!({"type": "text", "text": f.text})], stop_reason(f.reason, f.stop_hit.as_deref()))
+        } else {
+            let text = if rest.is_empty() { Vec::new() } else { vec![json!({"type": "text", "text": rest})] };
+            (text, "tool_use")
+        };
+        content.extend(calls.iter().map(tool_use));
         return Ok(Json(json!({
             "id": id, "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": f.text}],
-            "stop_reason": stop_reason(f.reason, f.stop_hit.as_deref()), "stop_sequence": f.stop_hit,
+            "content": content,
+            "stop_reason": reason, "stop_sequence": f.stop_hit,
             "usage": usage(p.prompt_tokens, f.predicted_n, Some(&cache)),
             "timings": timings(&f), "decache": decache(&cache),
         }))
         .into_response());
     }
     let input = p.prompt_tokens;
+    let mut filter = CallFilter::new(tools);
     let stream = event_stream(p, false, move |ev, out: &mut Vec<SsePayload>, cache: &mut Option<CacheUse>| match ev {
         JobEvent::Started(c) => {
             let msg = json!({"id": id, "type": "message", "role": "assistant", "model": model, "content": [],
@@ -220,14 +250,31 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
             out.push((Some("ping"), json!({"type": "ping"})));
             *cache = Some(c);
         }
-        JobEvent::Text(t) => out.push((
-            Some("content_block_delta"),
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}),
-        )),
+        JobEvent::Text(t) => {
+            let shown = filter.push(&t);
+            if !shown.is_empty() {
+                out.push((Some("content_block_delta"), text_delta(&shown)));
+            }
+        }
         JobEvent::Done(f) => {
+            let (rest, calls) = filter.finish();
+            if !rest.is_empty() {
+                out.push((Some("content_block_delta"), text_delta(&rest)));
+            }
             out.push((Some("content_block_stop"), json!({"type": "content_block_stop", "index": 0})));
+            for (i, c) in calls.iter().enumerate() {
+                let mut block = tool_use(c);
+                let input = std::mem::replace(&mut block["input"], json!({}));
+                out.push((Some("content_block_start"), json!({"type": "content_block_start", "index": i + 1, "content_block": block})));
+                out.push((
+                    Some("content_block_delta"),
+                    json!({"type": "content_block_delta", "index": i + 1, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
+                ));
+                out.push((Some("content_block_stop"), json!({"type": "content_block_stop", "index": i + 1})));
+            }
+            let reason = if calls.is_empty() { stop_reason(f.reason, f.stop_hit.as_deref()) } else { "tool_use" };
             let mut delta = json!({"type": "message_delta",
-                "delta": {"stop_reason": stop_reason(f.reason, f.stop_hit.as_deref()), "stop_sequence": f.stop_hit},
+                "delta": {"stop_reason": reason, "stop_sequence": f.stop_hit},
                 "usage": {"output_tokens": f.predicted_n}, "timings": timings(&f)});
             if let Some(c) = cache {
                 delta["decache"] = decache(c);

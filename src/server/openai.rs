@@ -6,6 +6,7 @@
 use super::engine::{CacheUse, Finish, FinishReason, Job, JobEvent};
 use super::error::ApiError;
 use super::request::{ChatRequest, CompletionRequest, PromptField};
+use super::tools::{CallFilter, ToolCall};
 use super::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,7 +22,8 @@ use tokio::sync::mpsc::Receiver;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Chat,
+    /// A chat completion; `true` when tools were offered (calls are parsed).
+    Chat(bool),
     Text,
 }
 
@@ -61,7 +63,7 @@ async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError>
     let prompt = st.render(&msgs)?;
     let tokens = engine.model.tokenizer.encode(&prompt, false, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let job = st.job(tokens, opts, stop)?;
-    respond(st, job, Kind::Chat, c.stream, c.include_usage()).await
+    respond(st, job, Kind::Chat(req.tools_active()), c.stream, c.include_usage()).await
 }
 
 async fn completion(st: Arc<AppState>, req: CompletionRequest) -> Result<Response, ApiError> {
@@ -140,7 +142,7 @@ fn now() -> u64 {
 fn request_id(kind: Kind) -> String {
     let n: u64 = rand::random();
     match kind {
-        Kind::Chat => format!("chatcmpl-{n:016x}"),
+        Kind::Chat(_) => format!("chatcmpl-{n:016x}"),
         Kind::Text => format!("cmpl-{n:016x}"),
     }
 }
@@ -182,6 +184,23 @@ pub fn decache(c: &CacheUse) -> Value {
     })
 }
 
+/// Calls in OpenAI's shape (arguments as a JSON string); `indexed` adds
+/// the `index` streamed deltas carry.
+fn openai_calls(calls: &[ToolCall], indexed: bool) -> Value {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut v = json!({"id": format!("call_{:016x}", rand::random::<u64>()), "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments.to_string()}});
+            if indexed {
+                v["index"] = json!(i);
+            }
+            v
+        })
+        .collect()
+}
+
 fn finish_reason(r: FinishReason) -> &'static str {
     match r {
         FinishReason::Stop => "stop",
@@ -213,10 +232,20 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
     if !stream {
         let (cache, f) = collect(&mut p).await?;
         let choice = match kind {
-            Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": f.text}, "finish_reason": finish_reason(f.reason)}),
+            Kind::Chat(tools) => {
+                let mut filter = CallFilter::new(tools);
+                let (text, calls) = { filter.push(&f.text); filter.finish() };
+                if calls.is_empty() {
+                    json!({"index": 0, "message": {"role": "assistant", "content": f.text}, "finish_reason": finish_reason(f.reason)})
+                } else {
+                    let content = if text.is_empty() { Value::Null } else { json!(text) };
+                    json!({"index": 0, "message": {"role": "assistant", "content": content, "tool_calls": openai_calls(&calls, false)},
+                        "finish_reason": "tool_calls"})
+                }
+            }
             Kind::Text => json!({"index": 0, "text": f.text, "logprobs": null, "finish_reason": finish_reason(f.reason)}),
         };
-        let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
+        let object = if kind == Kind::Text { "text_completion" } else { "chat.completion" };
         return Ok(Json(json!({
             "id": id, "object": object, "created": created, "model": model,
             "choices": [choice],
@@ -226,7 +255,7 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
         }))
         .into_response());
     }
-    let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+    let object = if kind == Kind::Text { "text_completion" } else { "chat.completion.chunk" };
     let chunk = move |choices: Value, extra: Option<(&str, Value)>| {
         let mut v = json!({"id": id, "object": object, "created": created, "model": model, "choices": choices});
         if let Some((k, x)) = extra {
@@ -235,7 +264,7 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
         v
     };
     let delta = move |text: Option<&str>, reason: Option<&str>| match kind {
-        Kind::Chat => {
+        Kind::Chat(_) => {
             let d = match text {
                 Some(t) => json!({"content": t}),
                 None => json!({}),
@@ -245,16 +274,31 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
         Kind::Text => json!([{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason}]),
     };
     let prompt_tokens = p.prompt_tokens;
+    let mut filter = CallFilter::new(kind == Kind::Chat(true));
     let stream = event_stream(p, true, move |ev, out: &mut Vec<SsePayload>, cache: &mut Option<CacheUse>| match ev {
         JobEvent::Started(c) => {
-            if kind == Kind::Chat {
+            if kind != Kind::Text {
                 out.push((None, chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None)));
             }
             *cache = Some(c);
         }
-        JobEvent::Text(t) => out.push((None, chunk(delta(Some(&t), None), None))),
+        JobEvent::Text(t) => {
+            let shown = filter.push(&t);
+            if !shown.is_empty() {
+                out.push((None, chunk(delta(Some(&shown), None), None)));
+            }
+        }
         JobEvent::Done(f) => {
-            let mut last = chunk(delta(None, Some(finish_reason(f.reason))), Some(("timings", timings(&f))));
+            let (rest, calls) = filter.finish();
+            if !rest.is_empty() {
+                out.push((None, chunk(delta(Some(&rest), None), None)));
+            }
+            let reason = if calls.is_empty() { finish_reason(f.reason) } else { "tool_calls" };
+            if !calls.is_empty() {
+                let d = json!([{"index": 0, "delta": {"tool_calls": openai_calls(&calls, true)}, "finish_reason": null}]);
+                out.push((None, chunk(d, None)));
+            }
+            let mut last = chunk(delta(None, Some(reason)), Some(("timings", timings(&f))));
             if let Some(c) = cache {
                 last["decache"] = decache(c);
             }
@@ -295,12 +339,9 @@ where
         }
         let mut events: Vec<Event> = out
             .iter()
-            .map(|(name, v)| {
-                let e = Event::default().data(v.to_string());
-                match name {
-                    Some(n) => e.event(*n),
-                    None => e,
-                }
+            .map(|(name, v)| match name {
+                Some(n) => Event::default().event(*n).data(v.to_string()),
+                None => Event::default().data(v.to_string()),
             })
             .collect();
         if end && done_marker {

@@ -128,6 +128,8 @@ pub struct ChatRequest {
     #[serde(default)]
     pub tools: Option<Vec<Value>>,
     #[serde(default)]
+    pub tool_choice: Option<Value>,
+    #[serde(default)]
     pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
 }
 
@@ -149,17 +151,37 @@ pub struct CompletionRequest {
 /// Most messages a request may carry.
 pub const MAX_MESSAGES: usize = 100_000;
 
+/// Check offered tools (each needs a function name) and put their offer
+/// into the system prompt of `msgs` (Hermes convention, any template).
+pub fn offer_tools(tools: &[Value], msgs: &mut Vec<ChatMessage>) -> Result<(), ApiError> {
+    for (i, t) in tools.iter().enumerate() {
+        let f = t.get("function").unwrap_or(t);
+        if !f.get("name").is_some_and(Value::is_string) {
+            return Err(ApiError::bad_request(format!("tools[{i}]: needs a function name")).param("tools"));
+        }
+    }
+    let offer = super::tools::offer(tools);
+    match msgs.first_mut() {
+        Some(m) if m.role == "system" => m.content = format!("{}\n\n{offer}", m.content),
+        _ => msgs.insert(0, ChatMessage::new("system", offer)),
+    }
+    Ok(())
+}
+
 impl ChatRequest {
-    /// The messages as the chat template takes them, after the checks.
+    /// Whether the model may call the offered tools (`tool_choice` is not "none").
+    pub fn tools_active(&self) -> bool {
+        self.tools.as_ref().is_some_and(|t| !t.is_empty()) && self.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
+    }
+
+    /// The messages as the chat template takes them, after the checks, with
+    /// the tools offered in the system prompt and earlier calls as text.
     pub fn chat_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::bad_request("messages is empty: a chat needs at least one message").param("messages"));
         }
         if self.messages.len() > MAX_MESSAGES {
             return Err(ApiError::bad_request(format!("{} messages: at most {MAX_MESSAGES}", self.messages.len())).param("messages"));
-        }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(ApiError::bad_request("tools are not supported by this server yet").param("tools"));
         }
         let mut out = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.iter().enumerate() {
@@ -195,8 +217,17 @@ impl ChatRequest {
                     s
                 }
             };
+            let mut text = text;
+            if let Some(calls) = &m.tool_calls {
+                let calls = super::tools::from_openai(calls).map_err(|e| ApiError::bad_request(format!("messages[{i}].{e}")))?;
+                let sep = if text.is_empty() { "" } else { "\n" };
+                text = format!("{text}{sep}{}", super::tools::render_calls(&calls));
+            }
             let role = if m.role == "developer" { "system" } else { m.role.as_str() };
             out.push(ChatMessage::new(role, text));
+        }
+        if self.tools_active() {
+            offer_tools(self.tools.as_deref().unwrap_or_default(), &mut out)?;
         }
         Ok(out)
     }

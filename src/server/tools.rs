@@ -110,6 +110,47 @@ pub fn from_openai(v: &[Value]) -> Result<Vec<ToolCall>, String> {
         .collect()
 }
 
+/// Streamed text with tool calls in mind: prose goes out as it comes, text
+/// that may be a call is held until the reply ends, then parsed.
+#[derive(Debug, Default)]
+pub struct CallFilter {
+    active: bool,
+    reply: String,
+    emitted: usize,
+}
+
+impl CallFilter {
+    /// `active`: the request offered tools (otherwise everything is prose).
+    pub fn new(active: bool) -> CallFilter {
+        CallFilter { active, ..CallFilter::default() }
+    }
+
+    /// Add streamed text; returns what can be shown now.
+    pub fn push(&mut self, text: &str) -> String {
+        self.reply.push_str(text);
+        if self.active && may_be_call(&self.reply) {
+            return String::new();
+        }
+        let out = self.reply[self.emitted..].to_string();
+        self.emitted = self.reply.len();
+        out
+    }
+
+    /// At the end: the prose not shown yet, and the calls.
+    pub fn finish(&mut self) -> (String, Vec<ToolCall>) {
+        if !self.active {
+            return (self.reply[self.emitted..].to_string(), Vec::new());
+        }
+        let p = parse(&self.reply);
+        if p.calls.is_empty() {
+            return (self.reply[self.emitted..].to_string(), Vec::new());
+        }
+        let shown = self.reply[..self.emitted].trim();
+        let rest = p.text.strip_prefix(shown).unwrap_or(&p.text).trim().to_string();
+        (rest, p.calls)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +176,24 @@ mod tests {
         assert!(parse("{\"answer\": 42}").calls.is_empty(), "an object without a name is not a call");
         let p = parse("<tool_call>{\"name\": \"cut\", \"arguments\": {}}");
         assert_eq!(p.calls.len(), 1, "an unclosed call at the end still counts");
+    }
+
+    #[test]
+    fn the_filter_shows_prose_and_holds_calls() {
+        let mut f = CallFilter::new(true);
+        let shown: String = ["Let me", " check. ", "<tool", "_call>{\"name\": \"read\", ", "\"arguments\": {}}</tool_call>"]
+            .iter()
+            .map(|t| f.push(t))
+            .collect();
+        assert_eq!(shown, "Let me check. ");
+        let (rest, calls) = f.finish();
+        assert_eq!((rest.as_str(), calls.len()), ("", 1));
+        let mut f = CallFilter::new(true);
+        assert_eq!(f.push("{"), "");
+        assert_eq!(f.push("\"a\": 1}"), "");
+        assert_eq!(f.finish(), ("{\"a\": 1}".to_string(), vec![]), "held text that was no call comes out at the end");
+        let mut f = CallFilter::new(false);
+        assert_eq!(f.push("<tool_call>"), "<tool_call>");
     }
 
     #[test]

@@ -45,4 +45,28 @@ except anthropic.BadRequestError as e:
     assert e.body["error"]["type"] == "invalid_request_error", e.body
     assert "messages" in e.body["error"]["message"], e.body
 
-print(json.dumps({"text": m.content[0].text, "cache_read": final.usage.cache_read_input_tokens, "count": n.input_tokens}))
+# A tool_use round trip.
+tools = [{"name": "get_weather", "description": "Current weather in a city",
+          "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+convo = [
+    {"role": "user", "content": "What is the weather in Paris?"},
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny, 21 C"}]},
+    {"role": "assistant", "content": "It is sunny and 21 C in Paris."},
+    {"role": "user", "content": "What is the weather in Berlin?"},
+]
+system = "You are a helpful assistant with tools."
+t = client.messages.create(model="m", max_tokens=40, system=system, messages=convo, tools=tools)
+assert t.stop_reason == "tool_use", t
+use = [b for b in t.content if b.type == "tool_use"][0]
+assert use.name == "get_weather" and use.input == {"city": "Berlin"}, use
+with client.messages.stream(model="m", max_tokens=40, system=system, messages=convo, tools=tools) as s:
+    final = s.get_final_message()
+uses = [b for b in final.content if b.type == "tool_use"]
+assert final.stop_reason == "tool_use" and uses and uses[0].input == {"city": "Berlin"}, final
+convo += [{"role": "assistant", "content": [b.model_dump() for b in t.content]},
+          {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "rainy, 12 C"}]}]
+r = client.messages.create(model="m", max_tokens=24, system=system, messages=convo, tools=tools)
+assert r.content and r.content[0].type == "text" and r.content[0].text, r
+
+print(json.dumps({"tool_use": use.input, "after_tool": r.content[0].text, "text": m.content[0].text, "cache_read": final.usage.cache_read_input_tokens, "count": n.input_tokens}))
