@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv run test bench perplexity endurance clean
+.PHONY: all deps build models pyenv run test bench replay load perplexity endurance clean
 
 all: build
 
@@ -48,6 +48,15 @@ test: models pyenv
 
 bench: build
 	$(BIN) bench --llama -t 2 -r 5
+
+# The server's caches on a pruned agent history: subconscious vs prefix-only
+# vs llama.cpp's prefix + --cache-reuse (a few minutes).
+replay: build
+	$(BIN) bench --replay --llama -t 2 --turns 24 --window 10
+
+# 8 concurrent streaming clients for 60 s against `decache serve` (-np 2 -t 1).
+load: build
+	$(CARGO) run --release --example load -- --clients 8 --seconds 60 -np 2 -t 1
 
 # A scripted agent-like chat of 100k+ tokens through 4096 cells (about 35
 # minutes here): forgotten tokens by reason, time spent forgetting, and the

@@ -50,6 +50,20 @@ pub struct BenchArgs {
     /// Cache size for --decache.
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
+    /// Replay an agent-like conversation whose client prunes its history,
+    /// through the subconscious cache, prefix-only caching and (with --llama)
+    /// llama.cpp's server behaviour: tokens prefilled and time to first token.
+    #[arg(long = "replay")]
+    pub replay: bool,
+    /// Turns of the replayed conversation.
+    #[arg(long = "turns", default_value_t = 24)]
+    pub turns: usize,
+    /// The replayed client keeps file reads of this many recent turns.
+    #[arg(long = "window", default_value_t = 10)]
+    pub window: usize,
+    /// Chunks must be longer than this (llama.cpp's --cache-reuse gets it + 1).
+    #[arg(long = "subconscious-min", default_value_t = 8)]
+    pub subconscious_min: usize,
 }
 
 struct Row {
@@ -66,6 +80,9 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
     let (model, _) = load_model(&a.model)?;
     if a.decache {
         return run_decache(a, &model, threads);
+    }
+    if a.replay {
+        return super::bench_replay::run(a, &model, threads);
     }
     let n_vocab = model.hparams.n_vocab as usize;
     let tests: Vec<BenchTest> = a

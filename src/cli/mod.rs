@@ -3,6 +3,7 @@
 pub mod out;
 pub mod args;
 pub mod bench;
+pub mod bench_replay;
 pub mod chat;
 pub mod chat_cmd;
 pub mod compat;

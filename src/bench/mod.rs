@@ -194,3 +194,4 @@ pub fn defrag_bench(
     };
     Ok(DefragBench { n_ctx, removed, live, tg_holes, tg_defrag, tg_fresh, tg_llama, defrag_ms, cells_moved })
 }
+pub mod replay;

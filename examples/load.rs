@@ -1,0 +1,204 @@
+//! Load: N concurrent streaming clients against a `decache serve` child for
+//! a fixed time (bounded, self-stopping). Reports requests, errors, latency
+//! and time-to-first-token percentiles and generated tokens per second;
+//! exits non-zero on any error or if the server died.
+//!
+//!     make load      (or: cargo run --release --example load -- --help)
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Args {
+    bin: String,
+    model: Option<String>,
+    clients: usize,
+    seconds: u64,
+    slots: usize,
+    threads: usize,
+    max_tokens: usize,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args { bin: "target/release/decache".into(), model: None, clients: 8, seconds: 60, slots: 2, threads: 1, max_tokens: 48 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<usize>().map_err(|_| format!("{flag}: '{v}' is not a number"));
+        match flag.as_str() {
+            "--bin" => a.bin = val()?,
+            "-m" | "--model" => a.model = Some(val()?),
+            "--clients" => a.clients = num(val()?)?.max(1),
+            "--seconds" => a.seconds = num(val()?)? as u64,
+            "-np" | "--parallel" => a.slots = num(val()?)?.max(1),
+            "-t" | "--threads" => a.threads = num(val()?)?.max(1),
+            "-n" | "--max-tokens" => a.max_tokens = num(val()?)?.max(1),
+            "-h" | "--help" => {
+                println!("load [--bin target/release/decache] [-m MODEL] [--clients 8] [--seconds 60] [-np 2] [-t 1] [-n 48]");
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown flag {flag} (try --help)")),
+        }
+    }
+    Ok(a)
+}
+
+#[derive(Default)]
+struct Tally {
+    latency_ms: Vec<f64>,
+    ttft_ms: Vec<f64>,
+    tokens: usize,
+    errors: Vec<String>,
+}
+
+const QUESTIONS: &[&str] = &[
+    "What is a KV cache?",
+    "Name three prime numbers.",
+    "Why is the sky blue?",
+    "Write a haiku about rust.",
+    "What does a compiler do?",
+    "Give me a tip for writing tests.",
+];
+
+/// One streamed chat completion; returns (latency, ttft, content chunks).
+fn one(addr: &str, q: &str, max_tokens: usize) -> Result<(f64, f64, usize), String> {
+    let body = format!(
+        r#"{{"messages":[{{"role":"user","content":"{q}"}}],"stream":true,"max_tokens":{max_tokens},"temperature":0.7}}"#
+    );
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+    write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).map_err(|e| format!("read: {e}"))?;
+    if !status.contains(" 200 ") {
+        let mut rest = String::new();
+        let _ = r.read_to_string(&mut rest);
+        return Err(format!("{} {}", status.trim(), rest.lines().last().unwrap_or("")));
+    }
+    let (mut ttft, mut chunks, mut done) = (None, 0, false);
+    let mut line = String::new();
+    while r.read_line(&mut line).map_err(|e| format!("read: {e}"))? > 0 {
+        if line.starts_with("data: [DONE]") {
+            done = true;
+            break;
+        }
+        if line.starts_with("data: ") && line.contains("\"content\":\"") && !line.contains("\"content\":\"\"") {
+            chunks += 1;
+            ttft.get_or_insert(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        line.clear();
+    }
+    if !done {
+        return Err("the stream ended without [DONE]".into());
+    }
+    Ok((t0.elapsed().as_secs_f64() * 1e3, ttft.unwrap_or(f64::NAN), chunks))
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut cmd = Command::new(&a.bin);
+    cmd.args(["serve", "--port", "0", "-c", "2048", "--queue", "64"]);
+    cmd.args(["--parallel", &a.slots.to_string(), "-t", &a.threads.to_string()]);
+    if let Some(m) = &a.model {
+        cmd.args(["-m", m]);
+    }
+    let mut child = match cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot start {}: {e}", a.bin);
+            std::process::exit(1);
+        }
+    };
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("listening on http://").nth(1).map(|r| r.split_whitespace().next().unwrap_or("").to_string()));
+    let Some(addr) = addr else {
+        eprintln!("error: the server did not start");
+        std::process::exit(1);
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let t0 = Instant::now();
+    while one(&addr, "hi", 1).is_err() {
+        if t0.elapsed() > Duration::from_secs(120) {
+            eprintln!("error: the model did not load");
+            let _ = child.kill();
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..a.clients)
+        .map(|i| {
+            let (tally, stop, addr) = (tally.clone(), stop.clone(), addr.clone());
+            let max_tokens = a.max_tokens;
+            std::thread::spawn(move || {
+                let mut k = i;
+                while !stop.load(Ordering::Relaxed) {
+                    let res = one(&addr, QUESTIONS[k % QUESTIONS.len()], max_tokens);
+                    let mut t = tally.lock().unwrap();
+                    match res {
+                        Ok((lat, ttft, n)) => {
+                            t.latency_ms.push(lat);
+                            t.ttft_ms.push(ttft);
+                            t.tokens += n;
+                        }
+                        Err(e) => t.errors.push(e),
+                    }
+                    k += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(a.seconds));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let alive = matches!(child.try_wait(), Ok(None));
+    let _ = child.kill();
+    let t = tally.lock().unwrap();
+    let n = t.latency_ms.len();
+    let tokens = t.tokens;
+    println!("load: {} streaming clients for {wall:.0} s against {} slot(s) x {} thread(s)", a.clients, a.slots, a.threads);
+    println!("  requests completed: {n}; errors: {}; server alive: {alive}", t.errors.len());
+    println!(
+        "  latency ms: p50 {:.0}, p99 {:.0}; time to first token ms: p50 {:.0}, p99 {:.0}",
+        pct(&t.latency_ms, 0.5),
+        pct(&t.latency_ms, 0.99),
+        pct(&t.ttft_ms, 0.5),
+        pct(&t.ttft_ms, 0.99)
+    );
+    println!("  generated: {tokens} content chunks, {:.1} per second in all", tokens as f64 / wall);
+    for e in t.errors.iter().take(5) {
+        println!("  error: {e}");
+    }
+    if !t.errors.is_empty() || !alive || n == 0 {
+        std::process::exit(1);
+    }
+}
