@@ -207,3 +207,33 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
     let predicted: f64 = metrics.lines().find_map(|l| l.strip_prefix("decache:tokens_predicted_total ")).unwrap().parse().unwrap();
     assert!(predicted < 100.0, "the abandoned generation went on: {predicted} tokens predicted in all");
 }
+
+#[test]
+fn slots_keep_their_conversations_and_a_full_queue_says_503() {
+    let s = Server::start(&["-m", &model(), "-c", "1024", "-t", "1", "-np", "2", "--queue", "1"]);
+    let x = json!([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Explain the parser bug in one sentence."}]);
+    let y = json!([{"role": "system", "content": "You are a poet."}, {"role": "user", "content": "Write one line about the sea."}]);
+    let slot = |v: &Value| v["decache"]["slot"].as_u64().unwrap();
+    let (vx, vy) = (chat(&s, x.clone()), chat(&s, y.clone()));
+    assert_ne!(slot(&vx), slot(&vy), "a new conversation went to the busy cache's slot");
+    let (vx2, vy2) = (chat(&s, x), chat(&s, y));
+    assert_eq!((slot(&vx2), slot(&vy2)), (slot(&vx), slot(&vy)), "each conversation returns to its slot");
+    assert_eq!((vx2["decache"]["hit"].as_str(), vy2["decache"]["hit"].as_str()), (Some("prefix"), Some("prefix")));
+
+    // More long requests at once than two slots and a queue of one can hold.
+    let addr = s.addr.clone();
+    let body = json!({"messages": [{"role": "user", "content": "Tell a very long story."}], "max_tokens": 160, "temperature": 0.9}).to_string();
+    let handles: Vec<_> = (0..7)
+        .map(|_| {
+            let (addr, body) = (addr.clone(), body.clone());
+            std::thread::spawn(move || request(&addr, "POST", "/v1/chat/completions", &[("content-type", "application/json")], body.as_bytes()))
+        })
+        .collect();
+    let replies: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let busy: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    assert!(replies.iter().all(|r| r.status == 200 || r.status == 503), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(!busy.is_empty(), "no request was refused with 7 at once");
+    assert!(replies.iter().filter(|r| r.status == 200).count() >= 3, "the slots and the queue should serve at least 3");
+    assert!(busy[0].body.contains("busy"), "{}", busy[0].body);
+    assert_eq!(s.get("/health").0, 200);
+}

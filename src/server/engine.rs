@@ -85,6 +85,9 @@ pub struct SlotInfo {
     pub n_cached: usize,
     pub requests: u64,
     pub last_hit: Option<&'static str>,
+    /// When the slot last took a job (dispatch order; 0 = never).
+    #[serde(skip)]
+    pub last_used: u64,
 }
 
 /// Running totals for `/metrics`.
@@ -127,7 +130,7 @@ impl Engine {
         }
         let n_ctx = sessions[0].n_ctx();
         let infos = (0..n)
-            .map(|id| SlotInfo { id, n_ctx, busy: false, chain: Vec::new(), n_cached: 0, requests: 0, last_hit: None })
+            .map(|id| SlotInfo { id, n_ctx, busy: false, chain: Vec::new(), n_cached: 0, requests: 0, last_hit: None, last_used: 0 })
             .collect();
         let shared = Arc::new(Shared { slots: Mutex::new(infos), idle: Condvar::new(), metrics: Mutex::default(), waiting: Mutex::new(0) });
         let mut slot_tx = Vec::with_capacity(n);
@@ -196,8 +199,12 @@ impl Engine {
     }
 }
 
-/// Hand each job to the idle slot whose cache reuses most of it.
+/// Hand each job to the idle slot whose cache it continues (more than half
+/// of its prompt is reused there), the one reusing most; if it continues none, to
+/// the least recently used idle slot (an empty one first), so that a new
+/// conversation does not evict a cache another one is using.
 fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, min_chunk: Option<usize>) {
+    let mut clock = 0u64;
     for job in rx {
         let mut slots = shared.slots.lock().unwrap_or_else(|e| e.into_inner());
         while slots.iter().all(|s| s.busy) {
@@ -206,9 +213,15 @@ fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, m
         let best = slots
             .iter()
             .filter(|s| !s.busy)
-            .max_by_key(|s| (plan(&s.chain, &job.tokens, min_chunk).reused, std::cmp::Reverse(s.id)))
+            .max_by_key(|s| {
+                let reused = plan(&s.chain, &job.tokens, min_chunk).reused;
+                let continues = reused > 0 && 2 * reused > job.tokens.len();
+                (continues, if continues { reused } else { 0 }, std::cmp::Reverse(s.last_used), std::cmp::Reverse(s.id))
+            })
             .map(|s| s.id)
             .unwrap_or(0);
+        clock += 1;
+        slots[best].last_used = clock;
         slots[best].busy = true;
         slots[best].requests += 1;
         drop(slots);
