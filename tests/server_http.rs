@@ -237,3 +237,41 @@ fn slots_keep_their_conversations_and_a_full_queue_says_503() {
     assert!(busy[0].body.contains("busy"), "{}", busy[0].body);
     assert_eq!(s.get("/health").0, 200);
 }
+
+#[test]
+fn auto_compaction_prunes_by_meaning_and_later_requests_keep_hitting() {
+    let s = Server::start(&["-m", &model(), "-c", "512", "-t", "2"]);
+    let mut history = vec![json!({"role": "system", "content": SYSTEM})];
+    for t in 1..=5 {
+        history.push(json!({"role": "user", "content": format!("Step {t}: fix the parser and run the tests.")}));
+        history.push(json!({"role": "user", "content": "<system-reminder>Todo list: keep it current.</system-reminder>"}));
+        history.push(json!({"role": "tool", "content": READ}));
+        history.push(json!({"role": "assistant", "content": format!("Step {t} is done; the tests pass.")}));
+    }
+    history.push(json!({"role": "user", "content": "What is left to do?"}));
+    // Too long for 512 cells as sent: refused when compaction is off for the request.
+    let (status, v) = s.post("/v1/chat/completions", &json!({"messages": history, "max_tokens": 8, "temperature": 0,
+        "chat_template_kwargs": {"enable_auto_compaction": false}}));
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    let full = v["error"]["n_prompt_tokens"].as_u64().unwrap();
+
+    let v = chat(&s, json!(history));
+    let pruned = v["decache"]["messages_pruned"].as_u64().unwrap();
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    eprintln!("auto-compaction: {full} tokens as sent, {prompt} after pruning {pruned} messages");
+    assert!(pruned >= 4, "{v}");
+    assert!(prompt <= 512 * 7 / 10 + 40, "pruned down to the target: {prompt}");
+
+    // The client goes on with its own (unpruned) history: the same messages are pruned
+    // from memory, and the request meets the cache.
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    history.push(json!({"role": "assistant", "content": answer}));
+    history.push(json!({"role": "user", "content": "And after that?"}));
+    let w = chat(&s, json!(history));
+    assert!(w["decache"]["messages_pruned"].as_u64().unwrap() >= pruned, "{w}");
+    assert_ne!(w["decache"]["hit"], "miss", "{w}");
+    let (cached, fresh) = (w["timings"]["cache_n"].as_u64().unwrap(), w["timings"]["prompt_n"].as_u64().unwrap());
+    eprintln!("next turn: {cached} tokens from the cache, {fresh} prefilled ({})", w["decache"]);
+    assert!(cached > 3 * fresh, "the pruned history is reused: {cached} cached, {fresh} prefilled");
+}

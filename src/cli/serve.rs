@@ -8,6 +8,7 @@ use clap::Args;
 use decache::model::Model;
 use decache::server::engine::{Engine, EngineConfig};
 use decache::server::{router, AppState, ServerOptions};
+use decache::session::policy::DecachePolicy;
 use decache::session::PositionPolicy;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,6 +58,15 @@ pub struct ServeArgs {
     /// Use this Jinja chat template instead of the model's.
     #[arg(long = "chat-template-file")]
     pub chat_template_file: Option<PathBuf>,
+    /// Never prune requests; a prompt longer than the context is refused instead.
+    #[arg(long = "no-auto-compaction")]
+    pub no_auto_compaction: bool,
+    /// Auto-compaction starts when a request needs this percentage of the cells.
+    #[arg(long = "decache-at", default_value_t = 90.0)]
+    pub decache_at: f32,
+    /// ... and prunes down to this percentage.
+    #[arg(long = "decache-to", default_value_t = 70.0)]
+    pub decache_to: f32,
 }
 
 pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
@@ -74,7 +84,22 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()));
     let sampling = a.sampling.params();
     sampling.validate()?;
-    let opts = ServerOptions { model_id, any_model: a.any_model, api_key: a.api_key.clone(), max_body: a.max_body_mb.max(1) << 20, sampling };
+    if !(0.0 < a.decache_to && a.decache_to < a.decache_at && a.decache_at <= 100.0) {
+        return Err(decache::Error::InvalidArgument(format!(
+            "--decache-to {} and --decache-at {}: need 0 < to < at <= 100",
+            a.decache_to, a.decache_at
+        )));
+    }
+    let policy = DecachePolicy { at: a.decache_at / 100.0, to: a.decache_to / 100.0, ..DecachePolicy::default() };
+    let opts = ServerOptions {
+        model_id,
+        any_model: a.any_model,
+        api_key: a.api_key.clone(),
+        max_body: a.max_body_mb.max(1) << 20,
+        sampling,
+        auto_compaction: !a.no_auto_compaction,
+        policy,
+    };
     let state = AppState::new(opts);
     let engine_cfg = EngineConfig {
         session,

@@ -211,11 +211,12 @@ fn tool_use(c: &ToolCall) -> Value {
 async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, ApiError> {
     let engine = st.engine()?;
     let tools = req.tools_active();
-    let msgs = req.chat_messages()?;
+    let (msgs, pruned) = st.compact(req.chat_messages()?, true)?;
     let (opts, stop) = req.sampling().options(&st.opts.sampling)?;
     let prompt = st.render(&msgs)?;
     let tokens = engine.model.tokenizer.encode(&prompt, false, true).map_err(|e| bad(e.to_string()))?;
     let mut p = st.job(tokens, opts, stop)?;
+    p.pruned = pruned;
     let id = format!("msg_{:016x}", rand::random::<u64>());
     let model = req.model.clone();
     if !req.stream {
@@ -235,11 +236,11 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
             "content": content,
             "stop_reason": reason, "stop_sequence": f.stop_hit,
             "usage": usage(p.prompt_tokens, f.predicted_n, Some(&cache)),
-            "timings": timings(&f), "decache": decache(&cache),
+            "timings": timings(&f), "decache": decache(&cache, p.pruned),
         }))
         .into_response());
     }
-    let input = p.prompt_tokens;
+    let (input, pruned) = (p.prompt_tokens, p.pruned);
     let mut filter = CallFilter::new(tools);
     let stream = event_stream(p, false, move |ev, out: &mut Vec<SsePayload>, cache: &mut Option<CacheUse>| match ev {
         JobEvent::Started(c) => {
@@ -277,7 +278,7 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
                 "delta": {"stop_reason": reason, "stop_sequence": f.stop_hit},
                 "usage": {"output_tokens": f.predicted_n}, "timings": timings(&f)});
             if let Some(c) = cache {
-                delta["decache"] = decache(c);
+                delta["decache"] = decache(c, pruned);
             }
             out.push((Some("message_delta"), delta));
             out.push((Some("message_stop"), json!({"type": "message_stop"})));

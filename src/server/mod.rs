@@ -2,6 +2,7 @@
 //! slots, with prefix and subconscious caching. The model loads after the
 //! socket is bound, so `/health` answers 503 while it loads.
 pub mod anthropic;
+pub mod compaction;
 pub mod engine;
 pub mod error;
 pub mod openai;
@@ -36,11 +37,16 @@ pub struct ServerOptions {
     pub max_body: usize,
     /// Sampling for fields a request leaves out (`--temp`, `--top-k`, ...).
     pub sampling: crate::sampling::SamplingParams,
+    /// Prune requests that pass the decache watermark (on unless `--no-auto-compaction`).
+    pub auto_compaction: bool,
+    /// The policy auto-compaction prunes by.
+    pub policy: crate::session::policy::DecachePolicy,
 }
 
 pub struct AppState {
     pub model_id: String,
     pub opts: ServerOptions,
+    compactor: compaction::Compactor,
     engine: OnceLock<Arc<Engine>>,
     template: OnceLock<(ChatTemplate, String, String)>,
     started: Instant,
@@ -48,7 +54,15 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(opts: ServerOptions) -> Arc<AppState> {
-        Arc::new(AppState { model_id: opts.model_id.clone(), opts, engine: OnceLock::new(), template: OnceLock::new(), started: Instant::now() })
+        let compactor = compaction::Compactor::new(opts.policy.clone());
+        Arc::new(AppState {
+            model_id: opts.model_id.clone(),
+            opts,
+            compactor,
+            engine: OnceLock::new(),
+            template: OnceLock::new(),
+            started: Instant::now(),
+        })
     }
 
     /// Make the server ready: the engine and the chat template to render with.
@@ -73,6 +87,20 @@ impl AppState {
             .code("model_not_found")),
             _ => Ok(()),
         }
+    }
+
+    /// Auto-compaction of a request's messages (when on for the server and
+    /// for this request): returns the messages to render and how many were pruned.
+    pub fn compact(&self, msgs: Vec<ChatMessage>, requested: bool) -> Result<(Vec<ChatMessage>, usize), ApiError> {
+        if !(self.opts.auto_compaction && requested) {
+            return Ok((msgs, 0));
+        }
+        let engine = self.engine()?;
+        let tok = &engine.model.tokenizer;
+        // A message's tokens: its content plus the template's few around it.
+        let count = |m: &ChatMessage| tok.encode(&m.content, false, false).map_or(m.content.len(), |t| t.len()) + 4;
+        let c = self.compactor.compact(msgs, engine.n_ctx(), &count);
+        Ok((c.messages, c.pruned))
     }
 
     /// The chat template's rendering of `msgs`, ready for the assistant to speak.

@@ -58,11 +58,12 @@ async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError>
     let c = &req.common;
     st.check_model(c.model.as_deref())?;
     let engine = st.engine()?;
-    let msgs = req.chat_messages()?;
+    let (msgs, pruned) = st.compact(req.chat_messages()?, req.auto_compaction())?;
     let (opts, stop) = c.sampling.options(&st.opts.sampling)?;
     let prompt = st.render(&msgs)?;
     let tokens = engine.model.tokenizer.encode(&prompt, false, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let job = st.job(tokens, opts, stop)?;
+    let mut job = st.job(tokens, opts, stop)?;
+    job.pruned = pruned;
     respond(st, job, Kind::Chat(req.tools_active()), c.stream, c.include_usage()).await
 }
 
@@ -99,6 +100,8 @@ pub struct Pending {
     pub rx: Receiver<JobEvent>,
     pub cancel: Arc<AtomicBool>,
     pub prompt_tokens: usize,
+    /// Messages auto-compaction pruned from the request.
+    pub pruned: usize,
 }
 
 impl Drop for Pending {
@@ -131,7 +134,7 @@ impl AppState {
                 format!("the server is busy: all slots are working and the queue of {} is full; retry later", engine.config.queue),
             ));
         }
-        Ok(Pending { rx, cancel, prompt_tokens })
+        Ok(Pending { rx, cancel, prompt_tokens, pruned: 0 })
     }
 }
 
@@ -172,14 +175,14 @@ pub fn timings(f: &Finish) -> Value {
     })
 }
 
-pub fn decache(c: &CacheUse) -> Value {
+pub fn decache(c: &CacheUse, messages_pruned: usize) -> Value {
     json!({
         "hit": c.hit,
         "tokens_reused": c.tokens_reused,
         "tokens_removed": c.tokens_removed,
         "spans_matched": c.spans_matched,
         "spans_removed": c.spans_removed,
-        "messages_pruned": 0,
+        "messages_pruned": messages_pruned,
         "slot": c.slot,
     })
 }
@@ -251,7 +254,7 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
             "choices": [choice],
             "usage": usage(p.prompt_tokens, &f),
             "timings": timings(&f),
-            "decache": decache(&cache),
+            "decache": decache(&cache, p.pruned),
         }))
         .into_response());
     }
@@ -273,7 +276,7 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
         }
         Kind::Text => json!([{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason}]),
     };
-    let prompt_tokens = p.prompt_tokens;
+    let (prompt_tokens, pruned) = (p.prompt_tokens, p.pruned);
     let mut filter = CallFilter::new(kind == Kind::Chat(true));
     let stream = event_stream(p, true, move |ev, out: &mut Vec<SsePayload>, cache: &mut Option<CacheUse>| match ev {
         JobEvent::Started(c) => {
@@ -300,7 +303,7 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
             }
             let mut last = chunk(delta(None, Some(reason)), Some(("timings", timings(&f))));
             if let Some(c) = cache {
-                last["decache"] = decache(c);
+                last["decache"] = decache(c, pruned);
             }
             out.push((None, last));
             if include_usage {

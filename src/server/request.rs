@@ -131,6 +131,8 @@ pub struct ChatRequest {
     pub tool_choice: Option<Value>,
     #[serde(default)]
     pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub auto_compaction: Option<bool>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -169,6 +171,17 @@ pub fn offer_tools(tools: &[Value], msgs: &mut Vec<ChatMessage>) -> Result<(), A
 }
 
 impl ChatRequest {
+    /// Whether this request allows auto-compaction: not turned off by
+    /// `chat_template_kwargs.enable_auto_compaction` (or `.auto_compaction`)
+    /// or a top-level `auto_compaction` set to false.
+    pub fn auto_compaction(&self) -> bool {
+        let kw = self.chat_template_kwargs.as_ref();
+        let off = |v: Option<&Value>| v.and_then(Value::as_bool) == Some(false);
+        !(off(kw.and_then(|k| k.get("enable_auto_compaction")))
+            || off(kw.and_then(|k| k.get("auto_compaction")))
+            || self.auto_compaction == Some(false))
+    }
+
     /// Whether the model may call the offered tools (`tool_choice` is not "none").
     pub fn tools_active(&self) -> bool {
         self.tools.as_ref().is_some_and(|t| !t.is_empty()) && self.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
