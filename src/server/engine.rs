@@ -172,12 +172,14 @@ impl Engine {
 
     /// Queue a job; gives it back when the queue is full.
     pub fn submit(&self, job: Job) -> std::result::Result<(), Job> {
+        // Counted before it can reach the dispatcher, which uncounts it.
+        *self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         match self.queue.try_send(job) {
-            Ok(()) => {
-                *self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                Ok(())
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
+                *self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                Err(j)
             }
-            Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => Err(j),
         }
     }
 
