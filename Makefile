@@ -56,7 +56,7 @@ replay: build
 
 # 8 concurrent streaming clients for 60 s against `decache serve` (-np 2 -t 1).
 load: build
-	$(CARGO) run --release --example load -- --clients 8 --seconds 60 -np 2 -t 1
+	$(CARGO) run --release --example load -- --clients 8 --seconds 60 --parallel 2 -t 1
 
 # A scripted agent-like chat of 100k+ tokens through 4096 cells (about 35
 # minutes here): forgotten tokens by reason, time spent forgetting, and the

@@ -19,46 +19,29 @@ use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A scripted agent-like chat through a small cache, with measured re-prefill cost.
+#[derive(clap::Parser)]
 struct Args {
+    /// Model (default: SmolLM2-135M-Instruct in the cache).
+    #[arg(short = 'm', long = "model", default_value_os_t = decache::pull::default_model_path())]
     model: std::path::PathBuf,
+    /// Cells of the cache.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     n_ctx: usize,
+    /// Stop after this many tokens seen.
+    #[arg(long = "tokens", default_value_t = 100_000)]
     tokens: usize,
+    #[arg(short = 't', long = "threads", default_value_t = decache::session::default_threads())]
     threads: usize,
+    /// Tokens per reply at most.
+    #[arg(short = 'n', long = "reply", default_value_t = 16)]
     reply: usize,
-    measure_every: usize,
+    /// Measure the re-prefill cost after every K-th decache round.
+    #[arg(long = "measure-every", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    measure_every: u64,
+    /// Also write the figures as JSON here.
+    #[arg(long = "json")]
     json: Option<std::path::PathBuf>,
-}
-
-fn args() -> Result<Args, String> {
-    let mut a = Args {
-        model: decache::pull::default_model_path(),
-        n_ctx: 4096,
-        tokens: 100_000,
-        threads: decache::session::default_threads(),
-        reply: 16,
-        measure_every: 1,
-        json: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<usize>().map_err(|_| format!("{flag}: '{v}' is not a number"));
-        match flag.as_str() {
-            "-m" | "--model" => a.model = val()?.into(),
-            "-c" | "--ctx-size" => a.n_ctx = num(val()?)?,
-            "--tokens" => a.tokens = num(val()?)?,
-            "-t" | "--threads" => a.threads = num(val()?)?,
-            "-n" | "--reply" => a.reply = num(val()?)?,
-            "--measure-every" => a.measure_every = num(val()?)?.max(1),
-            "--json" => a.json = Some(val()?.into()),
-            "-h" | "--help" => {
-                println!("endurance [-m MODEL] [-c CELLS=4096] [--tokens N=100000] [-t THREADS] [-n REPLY_TOKENS=16] [--measure-every K=1] [--json FILE]");
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown flag {flag} (try --help)")),
-        }
-    }
-    Ok(a)
 }
 
 const FILES: [&str; 6] = ["src/parser.rs", "src/lexer.rs", "src/eval.rs", "src/main.rs", "tests/parse.rs", "Cargo.toml"];
@@ -97,13 +80,7 @@ fn pasted_log(rng: &mut impl Rng, turn: usize) -> (String, String) {
 }
 
 fn main() {
-    let a = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let a = <Args as clap::Parser>::parse();
     if let Err(e) = run(&a) {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -154,11 +131,11 @@ fn run(a: &Args) -> Result<(), decache::Error> {
         for (role, text, kind) in steps {
             let rounds = c.stats.rounds;
             c.push(role, &text, kind)?;
-            measure(&mut c, &mut fresh, rounds, a.measure_every, &mut reprefill_time, &mut reprefill_tokens, &mut measured_rounds)?;
+            measure(&mut c, &mut fresh, rounds, a.measure_every as usize, &mut reprefill_time, &mut reprefill_tokens, &mut measured_rounds)?;
         }
         let rounds = c.stats.rounds;
         c.reply(&opts, &mut |_| true)?;
-        measure(&mut c, &mut fresh, rounds, a.measure_every, &mut reprefill_time, &mut reprefill_tokens, &mut measured_rounds)?;
+        measure(&mut c, &mut fresh, rounds, a.measure_every as usize, &mut reprefill_time, &mut reprefill_tokens, &mut measured_rounds)?;
         // The turn's own time, without the re-prefill measurements made in it.
         let took = t0.elapsed().saturating_sub(reprefill_time - measured_before);
         if took > slowest_turn {

@@ -11,38 +11,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Concurrent streaming clients against a `decache serve` child.
+#[derive(clap::Parser)]
 struct Args {
+    /// The decache binary to serve with.
+    #[arg(long = "bin", default_value = "target/release/decache")]
     bin: String,
+    /// Model for the server (default: its default).
+    #[arg(short = 'm', long = "model")]
     model: Option<String>,
-    clients: usize,
+    #[arg(long = "clients", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    clients: u64,
+    #[arg(long = "seconds", default_value_t = 60)]
     seconds: u64,
-    slots: usize,
-    threads: usize,
-    max_tokens: usize,
-}
-
-fn args() -> Result<Args, String> {
-    let mut a = Args { bin: "target/release/decache".into(), model: None, clients: 8, seconds: 60, slots: 2, threads: 1, max_tokens: 48 };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<usize>().map_err(|_| format!("{flag}: '{v}' is not a number"));
-        match flag.as_str() {
-            "--bin" => a.bin = val()?,
-            "-m" | "--model" => a.model = Some(val()?),
-            "--clients" => a.clients = num(val()?)?.max(1),
-            "--seconds" => a.seconds = num(val()?)? as u64,
-            "-np" | "--parallel" => a.slots = num(val()?)?.max(1),
-            "-t" | "--threads" => a.threads = num(val()?)?.max(1),
-            "-n" | "--max-tokens" => a.max_tokens = num(val()?)?.max(1),
-            "-h" | "--help" => {
-                println!("load [--bin target/release/decache] [-m MODEL] [--clients 8] [--seconds 60] [-np 2] [-t 1] [-n 48]");
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown flag {flag} (try --help)")),
-        }
-    }
-    Ok(a)
+    /// Server slots.
+    #[arg(long = "parallel", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    slots: u64,
+    /// Server threads per slot.
+    #[arg(short = 't', long = "threads", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    threads: u64,
+    /// Tokens per reply at most.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 48, value_parser = clap::value_parser!(u64).range(1..))]
+    max_tokens: u64,
 }
 
 #[derive(Default)]
@@ -109,13 +99,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let a = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let a = <Args as clap::Parser>::parse();
     let mut cmd = Command::new(&a.bin);
     cmd.args(["serve", "--port", "0", "-c", "2048", "--queue", "64"]);
     cmd.args(["--parallel", &a.slots.to_string(), "-t", &a.threads.to_string()]);
@@ -152,10 +136,10 @@ fn main() {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let workers: Vec<_> = (0..a.clients)
+    let workers: Vec<_> = (0..a.clients as usize)
         .map(|i| {
             let (tally, stop, addr) = (tally.clone(), stop.clone(), addr.clone());
-            let max_tokens = a.max_tokens;
+            let max_tokens = a.max_tokens as usize;
             std::thread::spawn(move || {
                 let mut k = i;
                 while !stop.load(Ordering::Relaxed) {

@@ -128,7 +128,7 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
             eprintln!(
                 "decache serve: ready: {} slot(s) of {} cells; subconscious cache {}",
                 engine.config.slots,
-                engine.n_ctx(),
+                engine.n_ctx,
                 engine.config.min_chunk.map_or("off".to_string(), |n| format!("on (chunks > {n} tokens)"))
             );
             st.set_ready(Arc::new(engine), template);

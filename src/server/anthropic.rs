@@ -7,7 +7,7 @@ use super::engine::{CacheUse, FinishReason, JobEvent};
 use super::error::{ApiError, Dialect};
 use super::openai::{decache, event_stream, parse, timings, SsePayload};
 use super::request::{offer_tools, Sampling, StopField, MAX_MESSAGES};
-use super::tools::{CallFilter, ToolCall};
+use super::tools::{parse as parse_calls, CallFilter, Parsed, ToolCall};
 use super::AppState;
 use crate::tokenizer::ChatMessage;
 use axum::body::Bytes;
@@ -180,8 +180,7 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
             tools: r.tools,
             tool_choice: None,
         };
-        let prompt = st.render(&req.chat_messages()?)?;
-        let n = st.engine()?.model.tokenizer.encode(&prompt, false, true).map_err(|e| bad(e.to_string()))?.len();
+        let n = st.prompt(req.chat_messages()?, false)?.0.len();
         Ok::<_, ApiError>(Json(json!({ "input_tokens": n })).into_response())
     };
     res.await.unwrap_or_else(|e| e.dialect(Dialect::Anthropic).into_response())
@@ -209,21 +208,16 @@ fn tool_use(c: &ToolCall) -> Value {
 }
 
 async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, ApiError> {
-    let engine = st.engine()?;
     let tools = req.tools_active();
-    let (msgs, pruned) = st.compact(req.chat_messages()?, true)?;
     let (opts, stop) = req.sampling().options(&st.opts.sampling)?;
-    let prompt = st.render(&msgs)?;
-    let tokens = engine.model.tokenizer.encode(&prompt, false, true).map_err(|e| bad(e.to_string()))?;
+    let (tokens, pruned) = st.prompt(req.chat_messages()?, true)?;
     let mut p = st.job(tokens, opts, stop)?;
     p.pruned = pruned;
     let id = format!("msg_{:016x}", rand::random::<u64>());
     let model = req.model.clone();
     if !req.stream {
         let (cache, f) = super::openai::collect(&mut p).await?;
-        let mut filter = CallFilter::new(tools);
-        filter.push(&f.text);
-        let (rest, calls) = filter.finish();
+        let Parsed { text: rest, calls } = if tools { parse_calls(&f.text) } else { Parsed::default() };
         let (mut content, reason) = if calls.is_empty() {
             (vec![json!({"type": "text", "text": f.text})], stop_reason(f.reason, f.stop_hit.as_deref()))
         } else {

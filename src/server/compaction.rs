@@ -23,6 +23,8 @@ pub struct Compactor {
 /// A request after compaction.
 pub struct Compacted {
     pub messages: Vec<ChatMessage>,
+    /// The prompt's tokens, rendered from `messages`.
+    pub tokens: Vec<u32>,
     /// Messages dropped (remembered ones and new ones).
     pub pruned: usize,
 }
@@ -92,49 +94,53 @@ impl Compactor {
         self.pruned.lock().unwrap_or_else(|e| e.into_inner()).0.contains(&h)
     }
 
-    /// Apply remembered pruning to `msgs`; then, if the request still needs
-    /// at least `at` of `n_ctx` cells (`count` gives a message's tokens),
-    /// prune whole messages by the policy down to `to`, and remember them.
-    /// The last message (the one being answered) is never pruned.
-    pub fn compact(&self, msgs: Vec<ChatMessage>, n_ctx: usize, count: &dyn Fn(&ChatMessage) -> usize) -> Compacted {
+    /// Apply remembered pruning to `msgs` and `encode` them (render and
+    /// tokenize); if the prompt needs at least `at` of `n_ctx` cells, prune
+    /// whole messages by the policy down to `to` (`count` gives a message's
+    /// tokens), remember them, and encode again. The last message (the one
+    /// being answered) is never pruned. Below the watermark, `encode` runs
+    /// once and no message is measured alone.
+    pub fn compact<E>(
+        &self, msgs: Vec<ChatMessage>, n_ctx: usize, encode: &dyn Fn(&[ChatMessage]) -> Result<Vec<u32>, E>,
+        count: &dyn Fn(&ChatMessage) -> usize,
+    ) -> Result<Compacted, E> {
         let last = msgs.len().saturating_sub(1);
         let before = msgs.len();
         let ks = keys(&msgs);
-        let (mut msgs, mut ks): (Vec<ChatMessage>, Vec<u64>) =
+        let (msgs, ks): (Vec<ChatMessage>, Vec<u64>) =
             msgs.into_iter().zip(ks).enumerate().filter(|(i, (_, k))| *i == last || !self.remembered(*k)).map(|(_, p)| p).unzip();
+        let tokens = encode(&msgs)?;
+        if !self.policy.should_decache(tokens.len(), n_ctx) {
+            return Ok(Compacted { pruned: before - msgs.len(), messages: msgs, tokens });
+        }
         let lens: Vec<usize> = msgs.iter().map(count).collect();
         let total: usize = lens.iter().sum();
-        if self.policy.should_decache(total, n_ctx) {
-            let mut segs = Segments::default();
-            let (mut pos, mut turn) = (0i32, 0u32);
-            let mut question = String::new();
-            for (m, &n) in msgs.iter().zip(&lens) {
-                let kind = kind_of(m);
-                if kind.starts_turn() {
-                    turn += 1;
-                    question = m.content.clone();
-                }
-                segs.push(kind, turn, pos, pos + n as i32);
-                pos += n as i32;
+        let mut segs = Segments::default();
+        let (mut pos, mut turn) = (0i32, 0u32);
+        let mut question = String::new();
+        for (m, &n) in msgs.iter().zip(&lens) {
+            let kind = kind_of(m);
+            if kind.starts_turn() {
+                turn += 1;
+                question = m.content.clone();
             }
-            let plan = self.policy.plan(&segs, total, n_ctx, turn, &focus_words(&question));
-            // Whole messages only: a message goes when the plan takes all of it.
-            let mut drop = vec![false; msgs.len()];
-            for (i, s) in segs.iter().enumerate() {
-                let taken: i32 = plan.iter().filter(|f| f.segment == s.id).map(|f| f.p1 - f.p0).sum();
-                drop[i] = i != msgs.len() - 1 && s.len() > 0 && taken as usize >= s.len();
-            }
-            let mut kept = Vec::with_capacity(msgs.len());
-            for ((m, k), d) in msgs.into_iter().zip(ks.drain(..)).zip(drop) {
-                if d {
-                    self.remember(k);
-                } else {
-                    kept.push(m);
-                }
-            }
-            msgs = kept;
+            segs.push(kind, turn, pos, pos + n as i32);
+            pos += n as i32;
         }
-        Compacted { pruned: before - msgs.len(), messages: msgs }
+        let plan = self.policy.plan(&segs, total, n_ctx, turn, &focus_words(&question));
+        // Whole messages only: a message goes when the plan takes all of it.
+        let n = msgs.len();
+        let mut kept = Vec::with_capacity(n);
+        for (i, ((m, k), s)) in msgs.into_iter().zip(ks).zip(segs.iter()).enumerate() {
+            let taken: i32 = plan.iter().filter(|f| f.segment == s.id).map(|f| f.p1 - f.p0).sum();
+            if i != n - 1 && s.len() > 0 && taken as usize >= s.len() {
+                self.remember(k);
+            } else {
+                kept.push(m);
+            }
+        }
+        let tokens = if kept.len() < n { encode(&kept)? } else { tokens };
+        Ok(Compacted { pruned: before - kept.len(), messages: kept, tokens })
     }
 }
 
@@ -160,19 +166,20 @@ mod tests {
         }
         history.push(msg("user", "What next?"));
         let total: usize = history.iter().map(count).sum();
-        let out = c.compact(history.clone(), total, &count);
+        let encode = |m: &[ChatMessage]| Ok::<_, ()>(vec![0; m.iter().map(count).sum()]);
+        let out = c.compact(history.clone(), total, &encode, &count).unwrap();
         assert!(out.pruned > 0, "nothing pruned at 100% of the cells");
         assert_eq!(out.messages.last().unwrap().content, "What next?");
         assert_eq!(out.messages[0].role, "system");
         let reminders = out.messages.iter().filter(|m| m.content.starts_with("<system-reminder>")).count();
         assert_eq!(reminders, 1, "older copies of the reminder go first, the newest stays");
         // The same history again: pruned the same way from memory, even below the watermark.
-        let again = c.compact(history.clone(), 100 * total, &count);
+        let again = c.compact(history.clone(), 100 * total, &encode, &count).unwrap();
         assert_eq!(again.messages, out.messages);
         assert_eq!(again.pruned, out.pruned);
         // Well below the watermark, a fresh compactor leaves the request alone.
         let fresh = Compactor::new(DecachePolicy::default());
-        assert_eq!(fresh.compact(history.clone(), 100 * total, &count).pruned, 0);
+        assert_eq!(fresh.compact(history.clone(), 100 * total, &encode, &count).unwrap().pruned, 0);
         assert!(matches!(kind_of(&msg("tool", "test result: ok. 3 passed")), SegmentKind::CommandOutput { passed: Some(true) }));
         assert!(matches!(kind_of(&msg("tool", &read)), SegmentKind::FileRead { .. }));
     }

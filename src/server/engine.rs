@@ -79,9 +79,6 @@ pub struct SlotInfo {
     pub id: usize,
     pub n_ctx: usize,
     pub busy: bool,
-    /// Tokens in the cache, in position order (what the next request is matched against).
-    #[serde(skip)]
-    pub chain: Vec<u32>,
     pub n_cached: usize,
     pub requests: u64,
     pub last_hit: Option<&'static str>,
@@ -106,8 +103,15 @@ pub struct Metrics {
     pub misses: u64,
 }
 
+/// A slot as the dispatcher sees it: what `/slots` shows, and the tokens
+/// in its cache in position order (what the next request is matched against).
+struct Slot {
+    info: SlotInfo,
+    chain: Vec<u32>,
+}
+
 struct Shared {
-    slots: Mutex<Vec<SlotInfo>>,
+    slots: Mutex<Vec<Slot>>,
     idle: Condvar,
     metrics: Mutex<Metrics>,
     waiting: Mutex<usize>,
@@ -118,6 +122,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     pub config: EngineConfig,
     pub model: Arc<Model>,
+    /// Cells of each slot's cache.
+    pub n_ctx: usize,
 }
 
 impl Engine {
@@ -130,7 +136,10 @@ impl Engine {
         }
         let n_ctx = sessions[0].n_ctx();
         let infos = (0..n)
-            .map(|id| SlotInfo { id, n_ctx, busy: false, chain: Vec::new(), n_cached: 0, requests: 0, last_hit: None, last_used: 0 })
+            .map(|id| Slot {
+                info: SlotInfo { id, n_ctx, busy: false, n_cached: 0, requests: 0, last_hit: None, last_used: 0 },
+                chain: Vec::new(),
+            })
             .collect();
         let shared = Arc::new(Shared { slots: Mutex::new(infos), idle: Condvar::new(), metrics: Mutex::default(), waiting: Mutex::new(0) });
         let mut slot_tx = Vec::with_capacity(n);
@@ -148,9 +157,9 @@ impl Engine {
                         session.pause_threads();
                         {
                             let mut slots = shared.slots.lock().unwrap_or_else(|e| e.into_inner());
-                            slots[id].n_cached = chain.len();
+                            slots[id].info.n_cached = chain.len();
                             slots[id].chain = chain;
-                            slots[id].busy = false;
+                            slots[id].info.busy = false;
                             shared.idle.notify_all();
                         }
                         // The slot is free before the client hears the end.
@@ -167,7 +176,7 @@ impl Engine {
             .name("dispatch".into())
             .spawn(move || dispatch(rx, slot_tx, &sh, min_chunk))
             .map_err(|e| crate::Error::Context(format!("cannot start the dispatcher: {e}")))?;
-        Ok(Engine { queue, shared, config, model })
+        Ok(Engine { queue, shared, config, model, n_ctx })
     }
 
     /// Queue a job; gives it back when the queue is full.
@@ -184,7 +193,7 @@ impl Engine {
     }
 
     pub fn slots(&self) -> Vec<SlotInfo> {
-        self.shared.slots.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.slots.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|s| s.info.clone()).collect()
     }
 
     pub fn metrics(&self) -> Metrics {
@@ -194,10 +203,6 @@ impl Engine {
     /// Requests accepted but not yet on a slot.
     pub fn waiting(&self) -> usize {
         *self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn n_ctx(&self) -> usize {
-        self.slots().first().map_or(0, |s| s.n_ctx)
     }
 }
 
@@ -209,23 +214,24 @@ fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, m
     let mut clock = 0u64;
     for job in rx {
         let mut slots = shared.slots.lock().unwrap_or_else(|e| e.into_inner());
-        while slots.iter().all(|s| s.busy) {
+        while slots.iter().all(|s| s.info.busy) {
             slots = shared.idle.wait(slots).unwrap_or_else(|e| e.into_inner());
         }
         let best = slots
             .iter()
-            .filter(|s| !s.busy)
+            .filter(|s| !s.info.busy)
             .max_by_key(|s| {
                 let reused = plan(&s.chain, &job.tokens, min_chunk).reused;
                 let continues = reused > 0 && 2 * reused > job.tokens.len();
-                (continues, if continues { reused } else { 0 }, std::cmp::Reverse(s.last_used), std::cmp::Reverse(s.id))
+                (continues, if continues { reused } else { 0 }, std::cmp::Reverse(s.info.last_used), std::cmp::Reverse(s.info.id))
             })
-            .map(|s| s.id)
+            .map(|s| s.info.id)
             .unwrap_or(0);
         clock += 1;
-        slots[best].last_used = clock;
-        slots[best].busy = true;
-        slots[best].requests += 1;
+        let info = &mut slots[best].info;
+        info.last_used = clock;
+        info.busy = true;
+        info.requests += 1;
         drop(slots);
         *shared.waiting.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
         if slot_tx[best].send(job).is_err() {
@@ -264,7 +270,7 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         spans_matched: reuse.plan.chunks.len(),
         spans_removed: reuse.spans_removed,
     };
-    shared.slots.lock().unwrap_or_else(|e| e.into_inner())[id].last_hit = Some(kind.name());
+    shared.slots.lock().unwrap_or_else(|e| e.into_inner())[id].info.last_hit = Some(kind.name());
     if job.events.blocking_send(JobEvent::Started(cache)).is_err() {
         return None;
     }

@@ -89,22 +89,24 @@ impl AppState {
         }
     }
 
-    /// Auto-compaction of a request's messages (when on for the server and
-    /// for this request): returns the messages to render and how many were pruned.
-    pub fn compact(&self, msgs: Vec<ChatMessage>, requested: bool) -> Result<(Vec<ChatMessage>, usize), ApiError> {
-        if !(self.opts.auto_compaction && requested) {
-            return Ok((msgs, 0));
-        }
+    /// The prompt's tokens for `msgs`, ready for the assistant to speak,
+    /// after auto-compaction when it is on for the server and for this
+    /// request; also how many messages it pruned.
+    pub fn prompt(&self, msgs: Vec<ChatMessage>, compaction: bool) -> Result<(Vec<u32>, usize), ApiError> {
         let engine = self.engine()?;
         let tok = &engine.model.tokenizer;
+        let encode = |m: &[ChatMessage]| tok.encode(&self.render(m)?, false, true).map_err(|e| ApiError::bad_request(e.to_string()));
+        if !(self.opts.auto_compaction && compaction) {
+            return Ok((encode(&msgs)?, 0));
+        }
         // A message's tokens: its content plus the template's few around it.
         let count = |m: &ChatMessage| tok.encode(&m.content, false, false).map_or(m.content.len(), |t| t.len()) + 4;
-        let c = self.compactor.compact(msgs, engine.n_ctx(), &count);
-        Ok((c.messages, c.pruned))
+        let c = self.compactor.compact(msgs, engine.n_ctx, &encode, &count)?;
+        Ok((c.tokens, c.pruned))
     }
 
     /// The chat template's rendering of `msgs`, ready for the assistant to speak.
-    pub fn render(&self, msgs: &[ChatMessage]) -> Result<String, ApiError> {
+    fn render(&self, msgs: &[ChatMessage]) -> Result<String, ApiError> {
         let (t, bos, eos) = self.template.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading"))?;
         t.render(msgs, true, bos, eos).map_err(|e| ApiError::bad_request(format!("the chat template failed on these messages: {e}")))
     }
@@ -170,7 +172,7 @@ async fn props(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let tpl = st.template.get().map(|t| t.0.source().to_string());
     Ok(Json(json!({
         "model_path": e.model.info.path,
-        "n_ctx": e.n_ctx(),
+        "n_ctx": e.n_ctx,
         "total_slots": e.config.slots,
         "chat_template": tpl,
         "subconscious_min": e.config.min_chunk,

@@ -6,7 +6,7 @@
 use super::engine::{CacheUse, Finish, FinishReason, Job, JobEvent};
 use super::error::ApiError;
 use super::request::{ChatRequest, CompletionRequest, PromptField};
-use super::tools::{CallFilter, ToolCall};
+use super::tools::{parse as parse_calls, CallFilter, Parsed, ToolCall};
 use super::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -57,11 +57,8 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Respon
 async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError> {
     let c = &req.common;
     st.check_model(c.model.as_deref())?;
-    let engine = st.engine()?;
-    let (msgs, pruned) = st.compact(req.chat_messages()?, req.auto_compaction())?;
     let (opts, stop) = c.sampling.options(&st.opts.sampling)?;
-    let prompt = st.render(&msgs)?;
-    let tokens = engine.model.tokenizer.encode(&prompt, false, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (tokens, pruned) = st.prompt(req.chat_messages()?, req.auto_compaction())?;
     let mut job = st.job(tokens, opts, stop)?;
     job.pruned = pruned;
     respond(st, job, Kind::Chat(req.tools_active()), c.stream, c.include_usage()).await
@@ -114,7 +111,7 @@ impl AppState {
     /// Check the prompt against the context and queue it.
     pub fn job(&self, tokens: Vec<u32>, opts: crate::session::GenerateOptions, stop: Vec<String>) -> Result<Pending, ApiError> {
         let engine = self.engine()?;
-        let n_ctx = engine.n_ctx();
+        let n_ctx = engine.n_ctx;
         if tokens.len() >= n_ctx {
             return Err(ApiError::bad_request(format!(
                 "the request needs {} prompt tokens, more than the context of {n_ctx} allows",
@@ -236,8 +233,7 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
         let (cache, f) = collect(&mut p).await?;
         let choice = match kind {
             Kind::Chat(tools) => {
-                let mut filter = CallFilter::new(tools);
-                let (text, calls) = { filter.push(&f.text); filter.finish() };
+                let Parsed { text, calls } = if tools { parse_calls(&f.text) } else { Parsed::default() };
                 if calls.is_empty() {
                     json!({"index": 0, "message": {"role": "assistant", "content": f.text}, "finish_reason": finish_reason(f.reason)})
                 } else {

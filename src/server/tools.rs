@@ -145,6 +145,7 @@ impl CallFilter {
         if p.calls.is_empty() {
             return (self.reply[self.emitted..].to_string(), Vec::new());
         }
+        // Prose shown before the call began is not shown again.
         let shown = self.reply[..self.emitted].trim();
         let rest = p.text.strip_prefix(shown).unwrap_or(&p.text).trim().to_string();
         (rest, p.calls)

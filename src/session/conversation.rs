@@ -394,7 +394,7 @@ impl Conversation {
     /// the segments to the new positions: a position maps to the number of
     /// live positions below it, so forgotten parts shrink to nothing.
     fn compact(&mut self) -> Result<()> {
-        let live = self.session.live_positions();
+        let live: Vec<Pos> = self.session.live_chain().into_iter().map(|(p, _)| p).collect();
         let map = |p: Pos| live.partition_point(|&q| q < p) as Pos;
         self.segments.remap(map);
         self.session.compact_positions()?;

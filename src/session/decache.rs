@@ -91,21 +91,18 @@ impl Session {
         Ok(moved)
     }
 
-    /// Positions of the live cells, ascending.
-    pub fn live_positions(&self) -> Vec<Pos> {
+    /// The live cells as (position, token), in position order: the text a
+    /// cache-less engine would have to prefill to get where this session is.
+    pub fn live_chain(&self) -> Vec<(Pos, u32)> {
         let c = &self.kv.cells;
-        let mut v: Vec<Pos> = (0..c.used_max_p1()).filter(|&i| c.is_live(i)).map(|i| c.pos(i)).collect();
+        let mut v: Vec<(Pos, u32)> = (0..c.used_max_p1()).filter(|&i| c.is_live(i)).map(|i| (c.pos(i), c.token(i))).collect();
         v.sort_unstable();
         v
     }
 
-    /// Tokens of the live cells in position order: the text a cache-less
-    /// engine would have to prefill to get where this session is.
+    /// Tokens of the live cells in position order.
     pub fn live_tokens(&self) -> Vec<u32> {
-        let c = &self.kv.cells;
-        let mut v: Vec<(Pos, u32)> = (0..c.used_max_p1()).filter(|&i| c.is_live(i)).map(|i| (c.pos(i), c.token(i))).collect();
-        v.sort_unstable();
-        v.into_iter().map(|(_, t)| t).collect()
+        self.live_chain().into_iter().map(|(_, t)| t).collect()
     }
 
     /// Whether the next `n` tokens would pass the trained context under

@@ -7,7 +7,6 @@
 //! hits too; cached tokens the new input no longer holds are deleted.
 use super::{PositionPolicy, Session};
 use crate::error::Result;
-use crate::kv::Pos;
 use std::collections::HashMap;
 
 /// A run of the new input found in the cached chain.
@@ -169,14 +168,6 @@ impl Session {
             self.compact_positions()?;
         }
         Ok(ReuseOutcome { plan, removed, spans_removed: runs.len() })
-    }
-
-    /// The live cells as (position, token), in position order.
-    fn live_chain(&self) -> Vec<(Pos, u32)> {
-        let c = &self.kv.cells;
-        let mut v: Vec<(Pos, u32)> = (0..c.used_max_p1()).filter(|&i| c.is_live(i)).map(|i| (c.pos(i), c.token(i))).collect();
-        v.sort_unstable();
-        v
     }
 }
 

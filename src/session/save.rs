@@ -180,21 +180,12 @@ impl Conversation {
                 h.kv.layout.type_k, h.kv.layout.type_v, h.kv.layout.n_layer, mine.type_k, mine.type_v, h.kv.layout.type_k, h.kv.layout.type_v
             )));
         }
-        // The layout is this session's own, which can snapshot: sizes exist.
-        let k_row = row_size(&mine.type_k, mine.n_embd_k as u64)?;
-        let v_col = mine.n_embd_v * row_size(&mine.type_v, 1)?;
+        let (k_row, v_el) = self.session.kv_unit_bytes().map_err(|e| file_err(e.to_string()))?;
+        let v_col = mine.n_embd_v * v_el;
         let snap = decode_body(body, &h.kv, k_row, v_col).map_err(file_err)?;
         self.check_state(&h.conversation, snap.next_pos).map_err(|e| file_err(e.to_string()))?;
         self.session.restore(&snap).map_err(|e| file_err(e.to_string()))?;
         self.set_state(h.conversation);
         Ok(SaveInfo { bytes: data.len() as u64, cells: snap.used(), live: snap.live.iter().filter(|&&l| l).count() })
     }
-}
-
-/// Bytes of a row of `n` elements of the cache type `name`.
-fn row_size(name: &str, n: u64) -> Result<usize> {
-    crate::ggml::GgmlType::from_name(name)
-        .and_then(|t| t.row_bytes(n))
-        .map(|b| b as usize)
-        .ok_or_else(|| Error::InvalidArgument(format!("cache type '{name}' has no rows of {n}")))
 }

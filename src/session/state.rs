@@ -56,7 +56,7 @@ impl Session {
     }
 
     /// Bytes of one K row and of one V element.
-    fn kv_unit_bytes(&self) -> Result<(usize, usize)> {
+    pub(super) fn kv_unit_bytes(&self) -> Result<(usize, usize)> {
         let kv = &self.kv;
         let k_row = kv.type_k.row_bytes(kv.n_embd_k as u64);
         if kv.type_v.is_quantized() {
