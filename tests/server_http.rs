@@ -275,3 +275,54 @@ fn auto_compaction_prunes_by_meaning_and_later_requests_keep_hitting() {
     eprintln!("next turn: {cached} tokens from the cache, {fresh} prefilled ({})", w["decache"]);
     assert!(cached > 3 * fresh, "the pruned history is reused: {cached} cached, {fresh} prefilled");
 }
+
+#[test]
+fn auto_compaction_cuts_inside_messages_and_later_requests_keep_hitting() {
+    let s = Server::start(&["-m", &model(), "-c", "1024", "-t", "2"]);
+    let log: String = (0..12).map(|i| format!("test parser::case_{i} ... ok\n")).collect::<String>() + "test result: ok. 12 passed; 0 failed\n";
+    let mut history = vec![json!({"role": "system", "content": SYSTEM})];
+    for t in 1..=5 {
+        // Reminders ride inside the user's message, thinking inside the reply, as harnesses send them.
+        history.push(json!({"role": "user", "content": format!("Step {t}: fix the parser and run the tests.\n{REMINDER}")}));
+        history.push(json!({"role": "assistant", "content": "<think>The parser panics on deep nesting; the limit lives in build. Run the tests first.</think>Running the tests."}));
+        history.push(json!({"role": "tool", "content": log}));
+        history.push(json!({"role": "assistant", "content": format!("Step {t} is done; the tests pass.")}));
+    }
+    history.push(json!({"role": "user", "content": "What is left to do?"}));
+    let (status, v) = s.post("/v1/chat/completions", &json!({"messages": history, "max_tokens": 8, "temperature": 0,
+        "auto_compaction": false}));
+    assert_eq!(status, 400, "{v}");
+    let full = v["error"]["n_prompt_tokens"].as_u64().unwrap();
+
+    let v = chat(&s, json!(history));
+    let d = &v["decache"];
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    eprintln!("auto-compaction inside messages: {full} tokens as sent, {prompt} after ({d})");
+    assert!(d["parts_pruned"].as_u64().unwrap() >= 4, "cut inside messages: {d}");
+    assert!(prompt <= 1024 * 7 / 10 + 40, "pruned down to the target: {prompt}");
+
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    history.push(json!({"role": "assistant", "content": answer}));
+    history.push(json!({"role": "user", "content": "And after that?"}));
+    let w = chat(&s, json!(history));
+    assert_eq!(w["decache"]["parts_pruned"], d["parts_pruned"], "the same cuts, from memory: {w}");
+    let (cached, fresh) = (w["timings"]["cache_n"].as_u64().unwrap(), w["timings"]["prompt_n"].as_u64().unwrap());
+    eprintln!("next turn: {cached} tokens from the cache, {fresh} prefilled ({})", w["decache"]);
+    assert!(cached > 3 * fresh, "the cut history is reused: {cached} cached, {fresh} prefilled");
+}
+
+#[test]
+fn a_long_prefill_streams_keep_alive_comments() {
+    let s = Server::start(&["-m", &model(), "-c", "4096", "-t", "2", "--sse-keep-alive", "0.05"]);
+    let long = format!("Summarise this log.\n{}", "test parser::case ... ok\n".repeat(300));
+    let body = json!({"messages": [{"role": "user", "content": long}], "stream": true, "max_tokens": 2, "temperature": 0});
+    let r = request(&s.addr, "POST", "/v1/chat/completions", &[("content-type", "application/json")], body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The role chunk goes out at once; the first text waits for the prefill.
+    let first = r.body.find("data:").expect("no data");
+    let second = first + 5 + r.body[first + 5..].find("data:").expect("one chunk only");
+    let during = r.body[first..second].matches(": keep-alive").count();
+    eprintln!("{during} keep-alive comments during the prefill");
+    assert!(during >= 1, "no keep-alive during the prefill: {}", &r.body[..second.min(600)]);
+    assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
+}

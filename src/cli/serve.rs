@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// Never prune requests; a prompt longer than the context is refused instead.
     #[arg(long = "no-auto-compaction")]
     pub no_auto_compaction: bool,
+    /// Seconds of quiet after which a stream gets a `: keep-alive` comment
+    /// (so that proxies and clients wait through a long prefill).
+    #[arg(long = "sse-keep-alive", default_value_t = 5.0, value_parser = positive_secs)]
+    pub sse_keep_alive: f64,
     /// Auto-compaction starts when a request needs this percentage of the cells.
     #[arg(long = "decache-at", default_value_t = 90.0)]
     pub decache_at: f32,
@@ -99,6 +103,7 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         sampling,
         auto_compaction: !a.no_auto_compaction,
         policy,
+        keep_alive: std::time::Duration::from_secs_f64(a.sse_keep_alive),
     };
     let state = AppState::new(opts);
     let engine_cfg = EngineConfig {
@@ -152,4 +157,13 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
             e = load_failed => Err(e),
         }
     })
+}
+
+/// A number of seconds above zero and at most a day (clap value parser).
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not between 0 (excluded) and 86400 seconds")),
+        Err(e) => Err(format!("{s:?} is not a number of seconds: {e}")),
+    }
 }

@@ -12,13 +12,11 @@ use super::AppState;
 use crate::tokenizer::ChatMessage;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Deserialize, Debug)]
 #[serde(untagged)]
@@ -282,5 +280,5 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
             ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m).dialect(Dialect::Anthropic).body(),
         )),
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(5)).text("keep-alive")).into_response())
+    Ok(super::openai::sse(&st, stream))
 }

@@ -41,6 +41,8 @@ pub struct ServerOptions {
     pub auto_compaction: bool,
     /// The policy auto-compaction prunes by.
     pub policy: crate::session::policy::DecachePolicy,
+    /// Quiet time after which a stream gets a `: keep-alive` comment (long prefills).
+    pub keep_alive: std::time::Duration,
 }
 
 pub struct AppState {
@@ -91,16 +93,15 @@ impl AppState {
 
     /// The prompt's tokens for `msgs`, ready for the assistant to speak,
     /// after auto-compaction when it is on for the server and for this
-    /// request; also how many messages it pruned.
-    pub fn prompt(&self, msgs: Vec<ChatMessage>, compaction: bool) -> Result<(Vec<u32>, usize), ApiError> {
+    /// request; also what it pruned.
+    pub fn prompt(&self, msgs: Vec<ChatMessage>, compaction: bool) -> Result<(Vec<u32>, compaction::Pruned), ApiError> {
         let engine = self.engine()?;
         let tok = &engine.model.tokenizer;
         let encode = |m: &[ChatMessage]| tok.encode(&self.render(m)?, false, true).map_err(|e| ApiError::bad_request(e.to_string()));
         if !(self.opts.auto_compaction && compaction) {
-            return Ok((encode(&msgs)?, 0));
+            return Ok((encode(&msgs)?, compaction::Pruned::default()));
         }
-        // A message's tokens: its content plus the template's few around it.
-        let count = |m: &ChatMessage| tok.encode(&m.content, false, false).map_or(m.content.len(), |t| t.len()) + 4;
+        let count = |t: &str| tok.encode(t, false, false).map_or(t.len(), |v| v.len());
         let c = self.compactor.compact(msgs, engine.n_ctx, &encode, &count)?;
         Ok((c.tokens, c.pruned))
     }

@@ -3,6 +3,7 @@
 //! response carries `usage` (with `prompt_tokens_details.cached_tokens`),
 //! llama.cpp-style `timings`, and a `decache` object telling how the cache
 //! served the request.
+use super::compaction::Pruned;
 use super::engine::{CacheUse, Finish, FinishReason, Job, JobEvent};
 use super::error::ApiError;
 use super::request::{ChatRequest, CompletionRequest, PromptField};
@@ -17,7 +18,7 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::Receiver;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -97,8 +98,8 @@ pub struct Pending {
     pub rx: Receiver<JobEvent>,
     pub cancel: Arc<AtomicBool>,
     pub prompt_tokens: usize,
-    /// Messages auto-compaction pruned from the request.
-    pub pruned: usize,
+    /// What auto-compaction pruned from the request.
+    pub pruned: Pruned,
 }
 
 impl Drop for Pending {
@@ -131,7 +132,7 @@ impl AppState {
                 format!("the server is busy: all slots are working and the queue of {} is full; retry later", engine.config.queue),
             ));
         }
-        Ok(Pending { rx, cancel, prompt_tokens, pruned: 0 })
+        Ok(Pending { rx, cancel, prompt_tokens, pruned: Pruned::default() })
     }
 }
 
@@ -172,14 +173,15 @@ pub fn timings(f: &Finish) -> Value {
     })
 }
 
-pub fn decache(c: &CacheUse, messages_pruned: usize) -> Value {
+pub fn decache(c: &CacheUse, pruned: Pruned) -> Value {
     json!({
         "hit": c.hit,
         "tokens_reused": c.tokens_reused,
         "tokens_removed": c.tokens_removed,
         "spans_matched": c.spans_matched,
         "spans_removed": c.spans_removed,
-        "messages_pruned": messages_pruned,
+        "messages_pruned": pruned.messages,
+        "parts_pruned": pruned.parts,
         "slot": c.slot,
     })
 }
@@ -308,7 +310,16 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
         }
         JobEvent::Failed(m) => out.push((None, ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m).body())),
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(5)).text("keep-alive")).into_response())
+    Ok(sse(&st, stream))
+}
+
+/// A stream as a server-sent-event response, with keep-alive comments
+/// while nothing else is sent (a long prefill).
+pub fn sse<S>(st: &AppState, stream: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(st.opts.keep_alive).text("keep-alive")).into_response()
 }
 
 /// One server-sent event: an optional event name and its JSON data.

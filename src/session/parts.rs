@@ -58,19 +58,26 @@ fn reminder_key(body: &[u8]) -> String {
     line[..end].to_string()
 }
 
+/// A block inside a text, as a byte range `[a, b)` (tags included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub kind: SegmentKind,
+    pub a: usize,
+    pub b: usize,
+}
+
 /// The `<system-reminder>…</system-reminder>` and `<think>…</think>` blocks
-/// in the tokens (tags included), in order. An unclosed `<think>` (a reply
-/// cut short) runs to the end.
-pub fn find_parts(pieces: &[Vec<u8>]) -> Vec<Part> {
+/// of `text`, in order, as byte ranges. An unclosed `<think>` (a reply cut
+/// short) runs to the end.
+pub fn find_blocks(text: &[u8]) -> Vec<Block> {
     const TAGS: [(&[u8], &[u8]); 2] = [(b"<system-reminder>", b"</system-reminder>"), (b"<think>", b"</think>")];
-    let (text, starts) = layout(pieces);
     let mut out = Vec::new();
     let mut at = 0;
     loop {
-        let next = TAGS.iter().enumerate().filter_map(|(i, (open, _))| find(&text, open, at).map(|p| (p, i))).min();
+        let next = TAGS.iter().enumerate().filter_map(|(i, (open, _))| find(text, open, at).map(|p| (p, i))).min();
         let Some((a, which)) = next else { break };
         let (open, close) = TAGS[which];
-        let (body_end, b) = match find(&text, close, a + open.len()) {
+        let (body_end, b) = match find(text, close, a + open.len()) {
             Some(c) => (c, c + close.len()),
             None => (text.len(), text.len()),
         };
@@ -78,13 +85,23 @@ pub fn find_parts(pieces: &[Vec<u8>]) -> Vec<Part> {
             0 => SegmentKind::SystemReminder { key: reminder_key(&text[a + open.len()..body_end]) },
             _ => SegmentKind::Thinking,
         };
-        let (t0, t1) = token_span(&starts, a, b);
-        if t0 < t1 {
-            out.push(Part { kind, t0, t1 });
-        }
+        out.push(Block { kind, a, b });
         at = b.max(a + 1);
     }
     out
+}
+
+/// The blocks of [`find_blocks`] in the tokens, as token ranges (a token
+/// straddling a tag's edge stays with the enclosing message).
+pub fn find_parts(pieces: &[Vec<u8>]) -> Vec<Part> {
+    let (text, starts) = layout(pieces);
+    find_blocks(&text)
+        .into_iter()
+        .filter_map(|b| {
+            let (t0, t1) = token_span(&starts, b.a, b.b);
+            (t0 < t1).then_some(Part { kind: b.kind, t0, t1 })
+        })
+        .collect()
 }
 
 /// The lines of the tokens: a line ends with the token that holds its `\n`.
