@@ -326,3 +326,48 @@ fn a_long_prefill_streams_keep_alive_comments() {
     assert!(during >= 1, "no keep-alive during the prefill: {}", &r.body[..second.min(600)]);
     assert_eq!(sse_data(&r.body).last().map(String::as_str), Some("[DONE]"));
 }
+
+/// A Qwen-style template that renders `tools` itself.
+const NATIVE_TOOLS: &str = "{%- if tools %}<|im_start|>system\n{% if messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}\
+# Tools\n<tools>\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}</tools>\n\
+Return each call as JSON inside <tool_call></tool_call> tags.<|im_end|>\n\
+{% elif messages[0].role == 'system' %}<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n{% endif %}\
+{% for m in messages %}{% if not (loop.first and m.role == 'system') %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}\
+{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+#[test]
+fn tools_go_through_a_template_that_renders_them_else_the_system_prompt() {
+    let tools = json!([{"type": "function", "function": {"name": "grep", "description": "Search files",
+        "parameters": {"type": "object", "properties": {"pattern": {"type": "string"}}}}}]);
+    let req = json!({"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Find TODOs."}], "tools": tools});
+
+    // SmolLM2's template knows nothing of tools: they are described in the system prompt.
+    let s = Server::start(&["-m", &model(), "-c", "1024", "-t", "2"]);
+    let (status, v) = s.post("/apply-template", &req);
+    assert_eq!(status, 200, "{v}");
+    let prompt = v["prompt"].as_str().unwrap();
+    assert!(prompt.contains("You can call functions") && prompt.contains("\"name\":\"grep\""), "{prompt}");
+    let mut none = req.clone();
+    none["tool_choice"] = json!("none");
+    let v = s.post("/apply-template", &none).1;
+    assert!(!v["prompt"].as_str().unwrap().contains("grep"), "tool_choice none offers nothing: {v}");
+    drop(s);
+
+    // A template that renders `tools` gets them, and no second offer is added.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tools.jinja");
+    std::fs::write(&file, NATIVE_TOOLS).unwrap();
+    let s = Server::start(&["-m", &model(), "-c", "1024", "-t", "2", "--chat-template-file", file.to_str().unwrap()]);
+    let v = s.post("/apply-template", &req).1;
+    let prompt = v["prompt"].as_str().unwrap();
+    assert!(prompt.starts_with(&format!("<|im_start|>system\n{SYSTEM}\n\n# Tools\n<tools>\n")), "{prompt}");
+    assert!(prompt.contains("\"name\": \"grep\"") && !prompt.contains("You can call functions"), "{prompt}");
+    assert!(prompt.ends_with("<|im_start|>user\nFind TODOs.<|im_end|>\n<|im_start|>assistant\n"), "{prompt}");
+    // And a request with tools is answered (the reply's calls, if any, are parsed as before).
+    let mut ask = req.clone();
+    ask["max_tokens"] = json!(8);
+    ask["temperature"] = json!(0);
+    let (status, v) = s.post("/v1/chat/completions", &ask);
+    assert_eq!(status, 200, "{v}");
+    assert!(matches!(v["choices"][0]["finish_reason"].as_str(), Some("stop" | "length" | "tool_calls")), "{v}");
+}

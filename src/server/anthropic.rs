@@ -6,7 +6,7 @@
 use super::engine::{CacheUse, FinishReason, JobEvent};
 use super::error::{ApiError, Dialect};
 use super::openai::{decache, event_stream, parse, timings, SsePayload};
-use super::request::{offer_tools, Sampling, StopField, MAX_MESSAGES};
+use super::request::{check_tools, ChatPrompt, Sampling, StopField, MAX_MESSAGES};
 use super::tools::{parse as parse_calls, CallFilter, Parsed, ToolCall};
 use super::AppState;
 use crate::tokenizer::ChatMessage;
@@ -101,7 +101,7 @@ fn flatten(t: &Text, at: &str) -> Result<String, ApiError> {
 }
 
 impl MessagesRequest {
-    fn chat_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
+    fn chat_prompt(&self) -> Result<ChatPrompt, ApiError> {
         if self.messages.is_empty() {
             return Err(bad("messages: at least one message is required"));
         }
@@ -121,10 +121,11 @@ impl MessagesRequest {
             let role = if m.role == "user" && only_results { "tool" } else { m.role.as_str() };
             out.push(ChatMessage::new(role, flatten(&m.content, &format!("messages[{i}].content"))?));
         }
-        if self.tools_active() {
-            offer_tools(self.tools.as_deref().unwrap_or_default(), &mut out).map_err(|e| e.dialect(Dialect::Anthropic))?;
-        }
-        Ok(out)
+        let tools = match self.tools_active() {
+            true => check_tools(self.tools.as_deref().unwrap_or_default()).map_err(|e| e.dialect(Dialect::Anthropic))?,
+            false => Vec::new(),
+        };
+        Ok(ChatPrompt { messages: out, tools })
     }
 
     /// Tools offered and `tool_choice` is not `{"type": "none"}`.
@@ -178,7 +179,7 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
             tools: r.tools,
             tool_choice: None,
         };
-        let n = st.prompt(req.chat_messages()?, false)?.0.len();
+        let n = st.prompt(req.chat_prompt()?, false)?.0.len();
         Ok::<_, ApiError>(Json(json!({ "input_tokens": n })).into_response())
     };
     res.await.unwrap_or_else(|e| e.dialect(Dialect::Anthropic).into_response())
@@ -208,7 +209,7 @@ fn tool_use(c: &ToolCall) -> Value {
 async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, ApiError> {
     let tools = req.tools_active();
     let (opts, stop) = req.sampling().options(&st.opts.sampling)?;
-    let (tokens, pruned) = st.prompt(req.chat_messages()?, true)?;
+    let (tokens, pruned) = st.prompt(req.chat_prompt()?, true)?;
     let mut p = st.job(tokens, opts, stop)?;
     p.pruned = pruned;
     let id = format!("msg_{:016x}", rand::random::<u64>());

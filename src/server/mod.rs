@@ -11,6 +11,7 @@ pub mod stop;
 pub mod tools;
 
 use crate::tokenizer::{ChatMessage, ChatTemplate};
+use request::ChatPrompt;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -94,10 +95,11 @@ impl AppState {
     /// The prompt's tokens for `msgs`, ready for the assistant to speak,
     /// after auto-compaction when it is on for the server and for this
     /// request; also what it pruned.
-    pub fn prompt(&self, msgs: Vec<ChatMessage>, compaction: bool) -> Result<(Vec<u32>, compaction::Pruned), ApiError> {
+    pub fn prompt(&self, p: ChatPrompt, compaction: bool) -> Result<(Vec<u32>, compaction::Pruned), ApiError> {
         let engine = self.engine()?;
         let tok = &engine.model.tokenizer;
-        let encode = |m: &[ChatMessage]| tok.encode(&self.render(m)?, false, true).map_err(|e| ApiError::bad_request(e.to_string()));
+        let (msgs, tools) = self.offer(p)?;
+        let encode = |m: &[ChatMessage]| tok.encode(&self.render(m, tools.as_deref())?, false, true).map_err(|e| ApiError::bad_request(e.to_string()));
         if !(self.opts.auto_compaction && compaction) {
             return Ok((encode(&msgs)?, compaction::Pruned::default()));
         }
@@ -106,10 +108,41 @@ impl AppState {
         Ok((c.tokens, c.pruned))
     }
 
-    /// The chat template's rendering of `msgs`, ready for the assistant to speak.
-    fn render(&self, msgs: &[ChatMessage]) -> Result<String, ApiError> {
-        let (t, bos, eos) = self.template.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading"))?;
-        t.render(msgs, true, bos, eos).map_err(|e| ApiError::bad_request(format!("the chat template failed on these messages: {e}")))
+    /// How the tools reach the model: given to a template that renders
+    /// `tools` itself, else described in the system prompt (Hermes
+    /// convention). The messages to render, and the tools for the template.
+    fn offer(&self, p: ChatPrompt) -> Result<(Vec<ChatMessage>, Option<Vec<serde_json::Value>>), ApiError> {
+        let ChatPrompt { mut messages, tools } = p;
+        if tools.is_empty() {
+            return Ok((messages, None));
+        }
+        if self.template()?.0.renders_tools() {
+            return Ok((messages, Some(tools)));
+        }
+        let offer = tools::offer(&tools);
+        match messages.first_mut() {
+            Some(m) if m.role == "system" => m.content = format!("{}\n\n{offer}", m.content),
+            _ => messages.insert(0, ChatMessage::new("system", offer)),
+        }
+        Ok((messages, None))
+    }
+
+    fn template(&self) -> Result<&(ChatTemplate, String, String), ApiError> {
+        self.template.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading"))
+    }
+
+    /// The chat template's rendering of `msgs` (and `tools` for a template
+    /// that renders them), ready for the assistant to speak.
+    fn render(&self, msgs: &[ChatMessage], tools: Option<&[serde_json::Value]>) -> Result<String, ApiError> {
+        let (t, bos, eos) = self.template()?;
+        t.render_with_tools(msgs, tools, true, bos, eos)
+            .map_err(|e| ApiError::bad_request(format!("the chat template failed on these messages: {e}")))
+    }
+
+    /// The prompt text of a chat request, as the model will read it (no compaction).
+    pub fn prompt_text(&self, p: ChatPrompt) -> Result<String, ApiError> {
+        let (msgs, tools) = self.offer(p)?;
+        self.render(&msgs, tools.as_deref())
     }
 }
 
@@ -123,6 +156,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        .route("/apply-template", post(apply_template))
         .route("/props", get(props))
         .route("/slots", get(slots))
         .route("/metrics", get(metrics))
@@ -237,6 +271,13 @@ async fn tokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Respon
         ids.iter().map(|&id| json!(id)).collect()
     };
     Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+/// The prompt a chat request renders to (llama.cpp's `/apply-template`).
+async fn apply_template(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: request::ChatRequest = openai::parse(&body)?;
+    let prompt = st.prompt_text(req.chat_prompt()?)?;
+    Ok(Json(json!({ "prompt": prompt })).into_response())
 }
 
 #[derive(serde::Deserialize)]

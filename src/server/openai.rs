@@ -59,7 +59,7 @@ async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError>
     let c = &req.common;
     st.check_model(c.model.as_deref())?;
     let (opts, stop) = c.sampling.options(&st.opts.sampling)?;
-    let (tokens, pruned) = st.prompt(req.chat_messages()?, req.auto_compaction())?;
+    let (tokens, pruned) = st.prompt(req.chat_prompt()?, req.auto_compaction())?;
     let mut job = st.job(tokens, opts, stop)?;
     job.pruned = pruned;
     respond(st, job, Kind::Chat(req.tools_active()), c.stream, c.include_usage()).await

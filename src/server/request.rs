@@ -153,21 +153,36 @@ pub struct CompletionRequest {
 /// Most messages a request may carry.
 pub const MAX_MESSAGES: usize = 100_000;
 
-/// Check offered tools (each needs a function name) and put their offer
-/// into the system prompt of `msgs` (Hermes convention, any template).
-pub fn offer_tools(tools: &[Value], msgs: &mut Vec<ChatMessage>) -> Result<(), ApiError> {
-    for (i, t) in tools.iter().enumerate() {
-        let f = t.get("function").unwrap_or(t);
-        if !f.get("name").is_some_and(Value::is_string) {
-            return Err(ApiError::bad_request(format!("tools[{i}]: needs a function name")).param("tools"));
-        }
-    }
-    let offer = super::tools::offer(tools);
-    match msgs.first_mut() {
-        Some(m) if m.role == "system" => m.content = format!("{}\n\n{offer}", m.content),
-        _ => msgs.insert(0, ChatMessage::new("system", offer)),
-    }
-    Ok(())
+/// A chat request's prompt before rendering: its messages (earlier calls
+/// as text) and the tools it offers, in OpenAI's shape (`{"type":
+/// "function", "function": {...}}`), empty when none are active.
+#[derive(Clone, Debug, Default)]
+pub struct ChatPrompt {
+    pub messages: Vec<ChatMessage>,
+    pub tools: Vec<Value>,
+}
+
+/// Check offered tools (each needs a function name) and put them in
+/// OpenAI's shape (Anthropic's `{name, description, input_schema}` too).
+pub fn check_tools(tools: &[Value]) -> Result<Vec<Value>, ApiError> {
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let f = t.get("function").unwrap_or(t);
+            if !f.get("name").is_some_and(Value::is_string) {
+                return Err(ApiError::bad_request(format!("tools[{i}]: needs a function name")).param("tools"));
+            }
+            Ok(match t.get("function") {
+                Some(f) => serde_json::json!({"type": "function", "function": f}),
+                None => {
+                    let mut f = serde_json::json!({"name": t["name"], "description": t.get("description").unwrap_or(&Value::Null)});
+                    f["parameters"] = t.get("input_schema").or_else(|| t.get("parameters")).cloned().unwrap_or(serde_json::json!({}));
+                    serde_json::json!({"type": "function", "function": f})
+                }
+            })
+        })
+        .collect()
 }
 
 impl ChatRequest {
@@ -187,9 +202,9 @@ impl ChatRequest {
         self.tools.as_ref().is_some_and(|t| !t.is_empty()) && self.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
     }
 
-    /// The messages as the chat template takes them, after the checks, with
-    /// the tools offered in the system prompt and earlier calls as text.
-    pub fn chat_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
+    /// The messages as the chat template takes them, after the checks,
+    /// earlier calls as text, with the tools offered.
+    pub fn chat_prompt(&self) -> Result<ChatPrompt, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::bad_request("messages is empty: a chat needs at least one message").param("messages"));
         }
@@ -239,9 +254,24 @@ impl ChatRequest {
             let role = if m.role == "developer" { "system" } else { m.role.as_str() };
             out.push(ChatMessage::new(role, text));
         }
-        if self.tools_active() {
-            offer_tools(self.tools.as_deref().unwrap_or_default(), &mut out)?;
-        }
-        Ok(out)
+        let tools = if self.tools_active() { check_tools(self.tools.as_deref().unwrap_or_default())? } else { Vec::new() };
+        Ok(ChatPrompt { messages: out, tools })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tools_of_either_api_come_out_in_openais_shape() {
+        let openai = json!({"type": "function", "function": {"name": "grep", "parameters": {"type": "object"}}});
+        let anthropic = json!({"name": "read", "description": "Read a file", "input_schema": {"type": "object"}});
+        let out = check_tools(&[openai.clone(), anthropic]).unwrap();
+        assert_eq!(out[0], openai);
+        assert_eq!(out[1], json!({"type": "function", "function": {"name": "read", "description": "Read a file", "parameters": {"type": "object"}}}));
+        let e = check_tools(&[json!({"function": {"description": "no name"}})]).unwrap_err();
+        assert!(e.message.contains("tools[0]"), "{e:?}");
     }
 }

@@ -94,8 +94,29 @@ impl ChatTemplate {
         bos_token: &str,
         eos_token: &str,
     ) -> Result<String, TokenizerError> {
+        self.render_with_tools(messages, None, add_generation_prompt, bos_token, eos_token)
+    }
+
+    /// Whether the template renders a `tools` variable itself (Qwen,
+    /// Llama 3.1, Hermes and others); if not, tools have to be described in
+    /// the system prompt.
+    pub fn renders_tools(&self) -> bool {
+        self.env.get_template(NAME).is_ok_and(|t| t.undeclared_variables(false).contains("tools"))
+    }
+
+    /// [`render`](Self::render) with `tools` (OpenAI's shape: `{"type":
+    /// "function", "function": {...}}`) given to the template.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, TokenizerError> {
         self.render_context(Value::from_serialize(context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => bos_token,
             eos_token => eos_token,
@@ -396,6 +417,20 @@ mod tests {
             out,
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn tools_reach_templates_that_render_them() {
+        let native = ChatTemplate::new(
+            "{% if tools %}[tools:{% for t in tools %} {{ t.function.name }}{% endfor %}]{% endif %}\
+             {% for m in messages %}{{ m.content }}{% endfor %}",
+        )
+        .unwrap();
+        assert!(native.renders_tools() && !ChatTemplate::chatml().renders_tools());
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "grep"}})];
+        let msgs = [ChatMessage::new("user", "hi")];
+        assert_eq!(native.render_with_tools(&msgs, Some(&tools), false, "", "").unwrap(), "[tools: grep]hi");
+        assert_eq!(native.render(&msgs, false, "", "").unwrap(), "hi");
     }
 
     #[test]
