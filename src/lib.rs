@@ -2,6 +2,7 @@
 //! stale context in place. The library returns data and events; only the
 //! `decache` binary (src/cli) prints.
 
+pub mod agent;
 pub mod bench;
 pub mod error;
 pub mod ggml;
@@ -13,5 +14,6 @@ pub mod sampling;
 pub mod server;
 pub mod session;
 pub mod tokenizer;
+pub mod toolcall;
 
 pub use error::{Error, Result};

@@ -216,7 +216,7 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
     let model = req.model.clone();
     if !req.stream {
         let (cache, f) = super::openai::collect(&mut p).await?;
-        let Parsed { text: rest, calls } = if tools { parse_calls(&f.text) } else { Parsed::default() };
+        let Parsed { text: rest, calls, .. } = if tools { parse_calls(&f.text) } else { Parsed::default() };
         let (mut content, reason) = if calls.is_empty() {
             (vec![json!({"type": "text", "text": f.text})], stop_reason(f.reason, f.stop_hit.as_deref()))
         } else {

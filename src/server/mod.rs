@@ -8,7 +8,7 @@ pub mod error;
 pub mod openai;
 pub mod request;
 pub mod stop;
-pub mod tools;
+pub use crate::toolcall as tools;
 
 use crate::tokenizer::{ChatMessage, ChatTemplate};
 use request::ChatPrompt;

@@ -235,7 +235,7 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
         let (cache, f) = collect(&mut p).await?;
         let choice = match kind {
             Kind::Chat(tools) => {
-                let Parsed { text, calls } = if tools { parse_calls(&f.text) } else { Parsed::default() };
+                let Parsed { text, calls, .. } = if tools { parse_calls(&f.text) } else { Parsed::default() };
                 if calls.is_empty() {
                     json!({"index": 0, "message": {"role": "assistant", "content": f.text}, "finish_reason": finish_reason(f.reason)})
                 } else {

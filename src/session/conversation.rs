@@ -167,6 +167,12 @@ impl Conversation {
         &self.messages
     }
 
+    /// Count a new turn without a user message (an agent's tool round), so
+    /// that what came before ages for the policy.
+    pub fn next_turn(&mut self) {
+        self.turn += 1;
+    }
+
     /// The text the template adds for `extra` after what is cached
     /// (templates must be append-only, as ChatML-style ones are).
     fn delta(&self, extra: Option<&ChatMessage>, generation_prompt: bool) -> Result<String> {
@@ -233,7 +239,7 @@ impl Conversation {
             spans.push((kind, at, toks.len()));
         }
         for (k, t0, t1) in spans {
-            let with_lines = matches!(k, SegmentKind::PastedLog | SegmentKind::CommandOutput { .. });
+            let with_lines = matches!(k, SegmentKind::PastedLog | SegmentKind::CommandOutput { .. } | SegmentKind::SearchResult);
             let id = self.segments.push(k, self.turn, p0 + t0 as Pos, p0 + t1 as Pos);
             if with_lines {
                 let lines = token_lines(&pieces[t0..t1])

@@ -17,7 +17,7 @@ pub enum Reason {
     PassingLog,
     /// Reasoning of a finished turn.
     FinishedThinking,
-    /// The middle of a long pasted log (head and tail kept).
+    /// The middle of a long paste or tool output (head, tail and the lines the question mentions kept).
     LongPasteMiddle,
     /// Nothing better was left: the oldest turns go first (last resort, so
     /// that a session never stops at the context limit).
@@ -34,7 +34,7 @@ impl Reason {
             Reason::StaleFileRead => "stale file read",
             Reason::PassingLog => "passing log",
             Reason::FinishedThinking => "finished thinking",
-            Reason::LongPasteMiddle => "middle of a long paste",
+            Reason::LongPasteMiddle => "middle of a long output",
             Reason::Oldest => "oldest turn",
             Reason::Manual => "forgotten on request",
         }
@@ -136,7 +136,13 @@ impl DecachePolicy {
                 vec![(s.p0, tail.min(last_line))]
             }
             (SegmentKind::Thinking, Reason::FinishedThinking) if s.turn < turn => whole,
-            (SegmentKind::PastedLog, Reason::LongPasteMiddle) if s.len() > 3 * self.paste_keep => {
+            // A long paste, or a long tool output not known to pass (a
+            // failing run's log, a search): head, tail and the lines the
+            // question mentions stay.
+            (
+                SegmentKind::PastedLog | SegmentKind::CommandOutput { passed: None | Some(false) } | SegmentKind::SearchResult,
+                Reason::LongPasteMiddle,
+            ) if s.len() > 3 * self.paste_keep => {
                 let (a, b) = (s.p0 + self.paste_keep as Pos, s.p1 - self.paste_keep as Pos);
                 let kept: Vec<(Pos, Pos)> =
                     s.lines.iter().filter(|l| mentions(&l.text, focus)).map(|l| (l.p0, l.p1)).collect();

@@ -26,7 +26,7 @@ mod vocab;
 
 pub use error::TokenizerError;
 pub use stream::{StreamDecoder, Utf8Stream};
-pub use template::{ChatMessage, ChatTemplate};
+pub use template::{strftime_now, ChatMessage, ChatTemplate};
 pub use vocab::{TokenAttr, VocabSpec, VocabType};
 
 use special::Fragment;

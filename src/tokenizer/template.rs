@@ -158,7 +158,7 @@ fn raise_exception(message: String) -> Result<Value, Error> {
 }
 
 /// `strftime_now(format)`: the current UTC time, formatted like Python's `strftime`.
-fn strftime_now(format: String) -> String {
+pub fn strftime_now(format: String) -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

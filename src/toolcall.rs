@@ -18,6 +18,9 @@ pub struct ToolCall {
 pub struct Parsed {
     pub text: String,
     pub calls: Vec<ToolCall>,
+    /// What was wrong with each `<tool_call>` block that was no call (kept
+    /// in `text`): for an agent to tell the model.
+    pub malformed: Vec<String>,
 }
 
 const OPEN: &str = "<tool_call>";
@@ -48,12 +51,29 @@ pub fn parse(text: &str) -> Parsed {
             Some(b) => (&rest[body_start..body_start + b], body_start + b + CLOSE.len()),
             None => (&rest[body_start..], rest.len()),
         };
-        match serde_json::from_str::<Value>(body.trim()).ok().as_ref().and_then(call_of) {
-            Some(c) => {
-                out.text.push_str(&rest[..a]);
-                out.calls.push(c);
+        match serde_json::from_str::<Value>(body.trim()) {
+            Ok(v) => match call_of(&v) {
+                Some(c) => {
+                    out.text.push_str(&rest[..a]);
+                    out.calls.push(c);
+                }
+                None => {
+                    out.malformed.push(format!(
+                        "tool call {}: needs {{\"name\": string, \"arguments\": object}}, got {}",
+                        out.calls.len() + out.malformed.len() + 1,
+                        cut(body.trim(), 200)
+                    ));
+                    out.text.push_str(&rest[..next]);
+                }
+            },
+            Err(e) => {
+                out.malformed.push(format!(
+                    "tool call {}: its body is not valid JSON ({e}): {}",
+                    out.calls.len() + out.malformed.len() + 1,
+                    cut(body.trim(), 200)
+                ));
+                out.text.push_str(&rest[..next]);
             }
-            None => out.text.push_str(&rest[..next]),
         }
         rest = &rest[next..];
     }
@@ -63,11 +83,23 @@ pub fn parse(text: &str) -> Parsed {
         let t = text.trim();
         let t = t.strip_prefix("```json").or_else(|| t.strip_prefix("```")).and_then(|s| s.strip_suffix("```")).unwrap_or(t);
         if let Some(c) = serde_json::from_str::<Value>(t.trim()).ok().as_ref().and_then(call_of) {
-            return Parsed { text: String::new(), calls: vec![c] };
+            return Parsed { text: String::new(), calls: vec![c], malformed: Vec::new() };
         }
     }
     out.text = out.text.trim().to_string();
     out
+}
+
+/// At most `n` bytes of `s` (cut at a character boundary, `…` added).
+fn cut(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut end = n;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// Whether streamed text may be (the start of) a tool call, so it must be
@@ -169,6 +201,9 @@ mod tests {
     fn broken_calls_stay_text_and_the_json_fallback_works() {
         let p = parse("<tool_call>{not json}</tool_call> ok");
         assert!(p.calls.is_empty());
+        assert!(p.malformed[0].starts_with("tool call 1: its body is not valid JSON"), "{:?}", p.malformed);
+        let p = parse("<tool_call>{\"arguments\": {}}</tool_call>");
+        assert!(p.malformed[0].contains("needs {\"name\""), "{:?}", p.malformed);
         assert_eq!(p.text, "<tool_call>{not json}</tool_call> ok");
         let p = parse("```json\n{\"name\": \"weather\", \"parameters\": {\"city\": \"Paris\"}}\n```");
         assert_eq!(p.calls, vec![ToolCall { name: "weather".into(), arguments: json!({"city": "Paris"}) }]);
