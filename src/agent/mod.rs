@@ -10,6 +10,7 @@ pub mod files;
 pub mod hooks;
 pub mod log;
 pub mod reminders;
+pub mod script;
 pub mod tools;
 pub mod workspace;
 
@@ -184,10 +185,13 @@ impl Agent {
     /// Continue a logged session: its messages enter the context again (the
     /// policy forgets as they go in), and its task list comes back.
     pub fn resume(&mut self, r: &log::Resumed, ui: &mut dyn AgentUi) -> Result<()> {
-        for m in r.messages.iter().filter(|m| m.kind != SegmentKind::System) {
-            self.add(&m.role, &m.content, m.kind.clone(), ui)?;
-        }
+        // What is in the log already is not logged again.
+        let log = self.log.take();
+        let res = r.messages.iter().filter(|m| m.kind != SegmentKind::System).try_for_each(|m| self.add(&m.role, &m.content, m.kind.clone(), ui));
+        self.log = log;
+        res?;
         self.tools.todos = r.todos.clone();
+        self.last_todo = Some(self.tools.todo_text());
         Ok(())
     }
 
@@ -260,12 +264,13 @@ impl Agent {
             ui.event(AgentEvent::ReplyDone);
             self.decached(&events, ui);
             self.log_message("assistant", &text, &SegmentKind::Assistant);
-            self.status(ui);
             if self.cancel.load(Ordering::SeqCst) {
+                self.status(ui);
                 return Ok(TurnEnd::Interrupted);
             }
             let parsed = toolcall::parse(&text);
             if parsed.calls.is_empty() && parsed.malformed.is_empty() {
+                self.status(ui);
                 return Ok(TurnEnd::Answered(text));
             }
             let n_results = (parsed.malformed.len() + parsed.calls.len()).clamp(1, MAX_CALLS_PER_REPLY + 1);

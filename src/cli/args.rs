@@ -144,3 +144,38 @@ pub fn read_prompt_file(path: &PathBuf) -> Result<String, decache::Error> {
         ))
     })
 }
+
+/// When and how context is forgotten (`chat`, `agent`, `serve`).
+#[derive(Args, Debug, Clone)]
+pub struct DecacheArgs {
+    /// Start forgetting when live cells (for `serve`: a request) reach this percentage of the cache.
+    #[arg(long = "decache-at", default_value_t = 90.0)]
+    pub decache_at: f32,
+    /// Forget down to this percentage.
+    #[arg(long = "decache-to", default_value_t = 70.0)]
+    pub decache_to: f32,
+    /// Position policy after forgetting: keep, shift or auto.
+    #[arg(long = "positions", default_value = "auto")]
+    pub positions: String,
+}
+
+impl DecacheArgs {
+    /// The policy the flags give (checked: 0 < to < at <= 100).
+    pub fn policy(&self) -> Result<decache::session::policy::DecachePolicy, decache::Error> {
+        if !(0.0 < self.decache_to && self.decache_to < self.decache_at && self.decache_at <= 100.0) {
+            return Err(decache::Error::InvalidArgument(format!(
+                "--decache-to {} and --decache-at {}: need 0 < to < at <= 100",
+                self.decache_to, self.decache_at
+            )));
+        }
+        Ok(decache::session::policy::DecachePolicy {
+            at: self.decache_at / 100.0,
+            to: self.decache_to / 100.0,
+            ..Default::default()
+        })
+    }
+
+    pub fn positions(&self) -> Result<decache::session::PositionPolicy, decache::Error> {
+        self.positions.parse().map_err(decache::Error::InvalidArgument)
+    }
+}

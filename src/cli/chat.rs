@@ -1,16 +1,15 @@
 //! `decache chat`: an interactive chat that forgets stale context in place
 //! when the cache nears its limit, with a map of the context (`/context`),
 //! manual forgetting (`/forget`, `/pin`) and statistics (`/stats`).
-use super::args::{ContextArgs, ModelArgs, SamplingArgs};
+use super::args::{ContextArgs, DecacheArgs, ModelArgs, SamplingArgs};
 use super::chat_cmd::{command, notice, Chat, Cmd, HELP};
 use super::load::load_model;
 use super::run::{chat_template, install_ctrl_c};
 use clap::Args;
 use crossterm::style::Stylize;
 use decache::session::conversation::Conversation;
-use decache::session::policy::DecachePolicy;
 use decache::session::segments::SegmentKind;
-use decache::session::{GenerateEvent, GenerateOptions, PositionPolicy, Session};
+use decache::session::{GenerateEvent, GenerateOptions, Session};
 use rustyline::error::ReadlineError;
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,15 +28,8 @@ pub struct ChatArgs {
     /// Use this Jinja chat template instead of the model's.
     #[arg(long = "chat-template-file")]
     pub chat_template_file: Option<PathBuf>,
-    /// Start forgetting when live cells reach this percentage of the cache.
-    #[arg(long = "decache-at", default_value_t = 90.0)]
-    pub decache_at: f32,
-    /// Forget down to this percentage.
-    #[arg(long = "decache-to", default_value_t = 70.0)]
-    pub decache_to: f32,
-    /// Position policy after forgetting: keep, shift or auto.
-    #[arg(long = "positions", default_value = "auto")]
-    pub positions: String,
+    #[command(flatten)]
+    pub decache: DecacheArgs,
     #[command(flatten)]
     pub ctx: ContextArgs,
     #[command(flatten)]
@@ -45,19 +37,13 @@ pub struct ChatArgs {
 }
 
 pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
-    let positions: PositionPolicy = a.positions.parse().map_err(decache::Error::InvalidArgument)?;
-    if !(0.0 < a.decache_to && a.decache_to < a.decache_at && a.decache_at <= 100.0) {
-        return Err(decache::Error::InvalidArgument(format!(
-            "--decache-to {} and --decache-at {}: need 0 < to < at <= 100",
-            a.decache_to, a.decache_at
-        )));
-    }
+    let positions = a.decache.positions()?;
+    let policy = a.decache.policy()?;
     let cfg = a.ctx.session_config()?;
     let params = a.sampling.params();
     params.validate()?;
     let (model, _) = load_model(&a.model)?;
     let template = chat_template(model.tokenizer.chat_template(), a.chat_template_file.as_ref())?;
-    let policy = DecachePolicy { at: a.decache_at / 100.0, to: a.decache_to / 100.0, ..DecachePolicy::default() };
     let new_conversation = || -> Result<Conversation, decache::Error> {
         let mut c = Conversation::new(Session::new(model.clone(), cfg.clone())?, template.clone(), policy.clone());
         c.positions = positions;

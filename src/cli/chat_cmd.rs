@@ -265,7 +265,7 @@ pub fn notice(events: &[DecacheEvent]) {
     }
 }
 
-fn print_stats(conv: &Conversation) {
+pub fn print_stats(conv: &Conversation) {
     let s = &conv.stats;
     outln!("tokens seen:      {}", s.tokens_seen);
     outln!("live cells:       {} of {}", conv.session.n_live(), conv.session.n_ctx());
@@ -283,7 +283,7 @@ fn print_stats(conv: &Conversation) {
 }
 
 /// The context map: one row per segment, live vs forgotten, and a usage bar.
-fn print_context(conv: &Conversation) {
+pub fn print_context(conv: &Conversation) {
     let (live, n) = (conv.session.n_live(), conv.session.n_ctx());
     let width = 50;
     let filled = (live * width).div_ceil(n.max(1)).min(width);

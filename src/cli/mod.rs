@@ -1,6 +1,7 @@
 //! The `decache` command line: clap commands and the only layer that prints.
 #[macro_use]
 pub mod out;
+pub mod agent;
 pub mod args;
 pub mod bench;
 pub mod bench_replay;
@@ -33,6 +34,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Chat interactively; stale context is forgotten in place near the limit.
     Chat(chat::ChatArgs),
+    /// A coding agent in a project folder (read, grep, run, edit); stale context is forgotten in place.
+    Agent(agent::AgentArgs),
     /// Serve the model over HTTP (OpenAI-compatible), with prefix and subconscious caching.
     Serve(serve::ServeArgs),
     /// Show a model's architecture, size, quantization, context and chat template.

@@ -1,15 +1,13 @@
 //! `decache serve`: the OpenAI-compatible server. The socket is bound first,
 //! then the model loads (`/health` says 503 until it is ready); Ctrl-C stops
 //! the server gracefully.
-use super::args::{ContextArgs, ModelArgs, SamplingArgs};
+use super::args::{ContextArgs, DecacheArgs, ModelArgs, SamplingArgs};
 use super::pull::{render_event, PullProgress};
 use super::run::chat_template;
 use clap::Args;
 use decache::model::Model;
 use decache::server::engine::{Engine, EngineConfig};
 use decache::server::{router, AppState, ServerOptions};
-use decache::session::policy::DecachePolicy;
-use decache::session::PositionPolicy;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -40,9 +38,6 @@ pub struct ServeArgs {
     /// Plain prefix caching only (for comparison).
     #[arg(long = "no-subconscious")]
     pub no_subconscious: bool,
-    /// Position policy: keep, shift or auto.
-    #[arg(long = "positions", default_value = "auto")]
-    pub positions: String,
     /// Require this key (Authorization: Bearer KEY or x-api-key: KEY) on API routes.
     #[arg(long = "api-key")]
     pub api_key: Option<String>,
@@ -65,16 +60,12 @@ pub struct ServeArgs {
     /// (so that proxies and clients wait through a long prefill).
     #[arg(long = "sse-keep-alive", default_value_t = 5.0, value_parser = positive_secs)]
     pub sse_keep_alive: f64,
-    /// Auto-compaction starts when a request needs this percentage of the cells.
-    #[arg(long = "decache-at", default_value_t = 90.0)]
-    pub decache_at: f32,
-    /// ... and prunes down to this percentage.
-    #[arg(long = "decache-to", default_value_t = 70.0)]
-    pub decache_to: f32,
+    #[command(flatten)]
+    pub decache: DecacheArgs,
 }
 
 pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
-    let positions: PositionPolicy = a.positions.parse().map_err(decache::Error::InvalidArgument)?;
+    let positions = a.decache.positions()?;
     if a.parallel == 0 || a.parallel > 64 {
         return Err(decache::Error::InvalidArgument(format!("-np {}: between 1 and 64 slots", a.parallel)));
     }
@@ -88,13 +79,7 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()));
     let sampling = a.sampling.params();
     sampling.validate()?;
-    if !(0.0 < a.decache_to && a.decache_to < a.decache_at && a.decache_at <= 100.0) {
-        return Err(decache::Error::InvalidArgument(format!(
-            "--decache-to {} and --decache-at {}: need 0 < to < at <= 100",
-            a.decache_to, a.decache_at
-        )));
-    }
-    let policy = DecachePolicy { at: a.decache_at / 100.0, to: a.decache_to / 100.0, ..DecachePolicy::default() };
+    let policy = a.decache.policy()?;
     let opts = ServerOptions {
         model_id,
         any_model: a.any_model,

@@ -1,0 +1,312 @@
+//! `decache agent [DIR]`: the coding agent in a terminal. Model text
+//! streams (tool-call blocks are shown as compact call lines instead),
+//! writes and commands ask first, a status line after each step shows the
+//! live cells and the last decache event, Ctrl-C interrupts the model or a
+//! running command and returns to the prompt. `-p`/`-f` run one request
+//! non-interactively.
+use super::args::{ContextArgs, DecacheArgs, ModelArgs, SamplingArgs};
+use super::chat_cmd::{print_context, print_stats};
+use super::load::load_model;
+use super::run::{chat_template, install_ctrl_c};
+use clap::Args;
+use crossterm::style::Stylize;
+use decache::agent::hooks::AgentFile;
+use decache::agent::log::{self as session_log, SessionLog};
+use decache::agent::script::Scripted;
+use decache::agent::tools::{Limits, Toolbox};
+use decache::agent::workspace::Workspace;
+use decache::agent::{Agent, AgentConfig, AgentEvent, AgentUi, ModelResponder, Permit, Responder, TurnEnd};
+use decache::session::conversation::Conversation;
+use decache::session::{GenerateOptions, Session};
+use decache::toolcall::CallFilter;
+use decache::Error;
+use rustyline::error::ReadlineError;
+use serde_json::Value;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The project folder to work in (default: the current one).
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Run this request to completion and exit (no prompt).
+    #[arg(short = 'p', long = "prompt")]
+    pub prompt: Option<String>,
+    /// Run the request in this file to completion and exit.
+    #[arg(short = 'f', long = "file", conflicts_with = "prompt")]
+    pub file: Option<PathBuf>,
+    /// Run writes and commands without asking.
+    #[arg(short = 'y', long = "yes")]
+    pub yes: bool,
+    /// Refuse writes and commands.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Model replies per request at most.
+    #[arg(long = "max-steps", default_value_t = 24)]
+    pub max_steps: usize,
+    /// Tokens per reply at most.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    pub n_predict: usize,
+    /// Seconds a command may run unless the model asks for another limit (at most 600).
+    #[arg(long = "command-timeout", default_value_t = 60)]
+    pub command_timeout: u64,
+    /// Continue a logged session: the newest in DIR/.decache/sessions, or this log file.
+    #[arg(long = "resume", num_args = 0..=1, default_missing_value = "last")]
+    pub resume: Option<String>,
+    /// Do not write a session log.
+    #[arg(long = "no-log")]
+    pub no_log: bool,
+    /// Take the replies from this file (separated by `---` lines) instead of
+    /// sampling them: a scripted model for tests and demos.
+    #[arg(long = "script")]
+    pub script: Option<PathBuf>,
+    /// Use this Jinja chat template instead of the model's.
+    #[arg(long = "chat-template-file")]
+    pub chat_template_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub decache: DecacheArgs,
+    #[command(flatten)]
+    pub ctx: ContextArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// The terminal side of the agent.
+struct TermUi<'a> {
+    /// The line editor (interactive), or none: questions read stdin lines.
+    editor: Option<&'a mut rustyline::DefaultEditor>,
+    filter: CallFilter,
+    /// The newest decache event, for the status line.
+    last_decache: Option<String>,
+    /// Tokens forgotten since the last status line.
+    forgotten: usize,
+    /// Prose of the current reply was shown (so a line must end it).
+    shown: bool,
+}
+
+impl TermUi<'_> {
+    fn ask(&mut self, prompt: &str) -> Option<String> {
+        match &mut self.editor {
+            Some(rl) => match rl.readline(prompt) {
+                Ok(l) => Some(l),
+                Err(ReadlineError::Interrupted | ReadlineError::Eof) => None,
+                Err(_) => None,
+            },
+            None => {
+                eprint!("{prompt}");
+                let mut l = String::new();
+                match std::io::stdin().read_line(&mut l) {
+                    Ok(0) | Err(_) => None,
+                    Ok(_) => Some(l),
+                }
+            }
+        }
+    }
+}
+
+/// `name(key=value, ...)` with long values cut.
+fn show_call(name: &str, args: &Value) -> String {
+    let parts: Vec<String> = match args.as_object() {
+        Some(o) => o
+            .iter()
+            .map(|(k, v)| {
+                let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                let v = v.replace('\n', "⏎");
+                let cut: String = v.chars().take(60).collect();
+                format!("{k}={cut}{}", if v.chars().count() > 60 { "…" } else { "" })
+            })
+            .collect(),
+        None => vec![args.to_string()],
+    };
+    format!("{name}({})", parts.join(", "))
+}
+
+impl AgentUi for TermUi<'_> {
+    fn event(&mut self, ev: AgentEvent<'_>) {
+        match ev {
+            AgentEvent::Text(t) => {
+                let shown = self.filter.push(t);
+                self.shown |= !shown.is_empty();
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(shown.as_bytes()).and_then(|_| out.flush());
+            }
+            AgentEvent::ReplyDone => {
+                let (rest, _) = std::mem::replace(&mut self.filter, CallFilter::new(true)).finish();
+                if self.shown || !rest.trim().is_empty() {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{}", rest.trim_end());
+                }
+                self.shown = false;
+            }
+            AgentEvent::Call { name, arguments } => eprintln!("{} {}", "●".yellow(), show_call(name, arguments).bold()),
+            AgentEvent::Result { ok, summary, text, .. } => {
+                let head = if ok { format!("  ⎿ {summary}").dim() } else { format!("  ⎿ {summary}").red() };
+                eprintln!("{head}");
+                if ok {
+                    for l in text.lines().skip(1).take(3) {
+                        let l: String = l.chars().take(120).collect();
+                        eprintln!("{}", format!("    {l}").dim());
+                    }
+                }
+            }
+            AgentEvent::Hook { applied, summary } => {
+                eprintln!("{}", format!("  ↳ hook {summary}{}", if applied { "" } else { " (did not apply)" }).dim())
+            }
+            AgentEvent::Decache(e) => {
+                self.forgotten += e.cells;
+                self.last_decache = Some(format!("{} tokens of {} ({})", e.cells, e.kind, e.reason.name()));
+            }
+            AgentEvent::Status { live, cells, turn } => {
+                let last = self.last_decache.as_deref().unwrap_or("none yet");
+                let new = if self.forgotten > 0 { format!(" · forgot {} now", self.forgotten) } else { String::new() };
+                self.forgotten = 0;
+                eprintln!("{}", format!("── live {live}/{cells} tokens · step {turn} · last decache: {last}{new} ──").dark_grey());
+            }
+            AgentEvent::Warning(w) => eprintln!("{}", format!("warning: {w}").yellow()),
+        }
+    }
+
+    fn permit(&mut self, tool: &str, arguments: &Value) -> Permit {
+        let q = format!("Allow {}? [y]es / [n]o / [a]lways for {tool}: ", show_call(tool, arguments));
+        loop {
+            match self.ask(&q).map(|a| a.trim().to_lowercase()) {
+                Some(a) if a == "y" || a == "yes" => return Permit::Yes,
+                Some(a) if a == "a" || a == "always" => return Permit::Always,
+                Some(a) if a == "n" || a == "no" => return Permit::No,
+                None => return Permit::No,
+                Some(_) => eprintln!("{}", "(y, n or a)".dim()),
+            }
+        }
+    }
+}
+
+const HELP: &str = "commands: /context  /stats  /todo  /help  /exit (Ctrl-C stops the model or a command)";
+
+pub fn run(a: &AgentArgs) -> Result<(), Error> {
+    let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let ws = Workspace::new(&dir).map_err(|e| Error::InvalidArgument(format!("project folder {e}")))?;
+    let hooks = AgentFile::load(ws.root()).map_err(Error::InvalidArgument)?;
+    let request = match (&a.prompt, &a.file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => Some(super::args::read_prompt_file(f)?),
+        (None, None) => None,
+    };
+    let resumed = match a.resume.as_deref() {
+        None => None,
+        Some("last") => {
+            let p = session_log::latest(ws.root())
+                .ok_or_else(|| Error::InvalidArgument(format!("--resume: no session log in {}/.decache/sessions", ws.root().display())))?;
+            Some((session_log::read(&p).map_err(Error::InvalidArgument)?, p))
+        }
+        Some(f) => {
+            let p = PathBuf::from(f);
+            Some((session_log::read(&p).map_err(Error::InvalidArgument)?, p))
+        }
+    };
+    let mut responder: Box<dyn Responder> = match &a.script {
+        Some(f) => Box::new(Scripted::from_file(f)?),
+        None => {
+            let sampling = a.sampling.params();
+            sampling.validate()?;
+            Box::new(ModelResponder { opts: GenerateOptions { n_predict: Some(a.n_predict), sampling, ..GenerateOptions::default() } })
+        }
+    };
+    let policy = a.decache.policy()?;
+    let positions = a.decache.positions()?;
+    let cfg = a.ctx.session_config()?;
+    let (model, _) = load_model(&a.model)?;
+    let template = chat_template(model.tokenizer.chat_template(), a.chat_template_file.as_ref())?;
+    let mut conv = Conversation::new(Session::new(model, cfg)?, template, policy);
+    conv.positions = positions;
+    let limits = Limits {
+        command_timeout: Duration::from_secs(a.command_timeout.clamp(1, 600)),
+        ..Limits::default()
+    };
+    let log = match (&resumed, a.no_log) {
+        (_, true) => None,
+        (Some((_, p)), false) => Some(SessionLog::append_to(p).map_err(Error::InvalidArgument)?),
+        (None, false) => Some(SessionLog::create(ws.root()).map_err(Error::InvalidArgument)?),
+    };
+    let root = ws.root().to_path_buf();
+    let tools = Toolbox::new(ws, limits, a.read_only);
+    let agent_cfg = AgentConfig { max_steps: a.max_steps.max(1), yes: a.yes };
+    let mut agent = Agent::new(conv, tools, hooks, agent_cfg, log)?;
+
+    let mut rl = if request.is_none() {
+        Some(rustyline::DefaultEditor::new().map_err(|e| Error::Context(format!("terminal: {e}")))?)
+    } else {
+        None
+    };
+    // The editor's own SIGINT handling lives while it exists; ours goes in
+    // after it (see `decache chat`).
+    agent.cancel = install_ctrl_c(false);
+    let log_note = agent.log.as_ref().map(|l| format!("; log {}", l.path().display())).unwrap_or_default();
+    let mode = if a.read_only { " read-only;" } else if a.yes { " writes and commands allowed;" } else { "" };
+    eprintln!(
+        "{}",
+        format!("decache agent: {} ({} cells;{mode} {} hooks{log_note})", root.display(), agent.conv.session.n_ctx(), agent.hooks.hooks.len())
+            .dim()
+    );
+    if let Some((r, p)) = &resumed {
+        let mut ui = TermUi { editor: None, filter: CallFilter::new(true), last_decache: None, forgotten: 0, shown: false };
+        agent.resume(r, &mut ui)?;
+        let torn = if r.torn { " (its last line was cut short and skipped)" } else { "" };
+        eprintln!("{}", format!("resumed {} messages from {}{torn}", r.messages.len(), p.display()).dim());
+    }
+
+    if let Some(req) = request {
+        let mut ui = TermUi { editor: None, filter: CallFilter::new(true), last_decache: None, forgotten: 0, shown: false };
+        let end = agent.turn(&req, responder.as_mut(), &mut ui)?;
+        report_end(&end);
+        return Ok(());
+    }
+    let Some(rl) = rl.as_mut() else { return Ok(()) };
+    eprintln!("{}", HELP.dim());
+    loop {
+        let line = match rl.readline("> ") {
+            Ok(l) => l,
+            Err(ReadlineError::Interrupted) => {
+                eprintln!("{}", "(Ctrl-D or /exit quits)".dim());
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(Error::Context(format!("terminal: {e}"))),
+        };
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let _ = rl.add_history_entry(text);
+        match text {
+            "/exit" | "/quit" => break,
+            "/help" => eprintln!("{}", HELP.dim()),
+            "/context" => print_context(&agent.conv),
+            "/stats" => {
+                print_stats(&agent.conv);
+                let s = &agent.stats;
+                outln!("agent:            {} steps, {} tool calls ({} errors), {} hooks", s.steps, s.tool_calls, s.tool_errors, s.hooks);
+            }
+            "/todo" => outln!("{}", agent.tools.todo_text().unwrap_or_else(|| "(the task list is empty)".into())),
+            t if t.starts_with('/') => eprintln!("{}", format!("unknown command {t}; {HELP}").red()),
+            _ => {
+                let mut ui = TermUi { editor: Some(&mut *rl), filter: CallFilter::new(true), last_decache: None, forgotten: 0, shown: false };
+                match agent.turn(text, responder.as_mut(), &mut ui) {
+                    Ok(end) => report_end(&end),
+                    Err(e) => eprintln!("{}", format!("error: {e}").red()),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report_end(end: &TurnEnd) {
+    match end {
+        TurnEnd::Answered(_) => {}
+        TurnEnd::Interrupted => eprintln!("{}", "(interrupted)".yellow()),
+        TurnEnd::StepLimit => eprintln!("{}", "(stopped: the step limit was reached; say how to go on)".yellow()),
+    }
+}
