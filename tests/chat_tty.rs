@@ -3,58 +3,16 @@
 //! and /stats shows it, Ctrl-C interrupts a long reply and the prompt comes
 //! back, /exit quits.
 mod common;
-use std::process::Command;
+#[path = "common/tmux.rs"]
+mod tmux;
 use std::time::{Duration, Instant};
-
-struct Tmux(String);
-
-impl Tmux {
-    fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().expect("tmux is needed for this test (make deps installs it)");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn send(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", self.0.as_str()];
-        args.extend_from_slice(keys);
-        self.tmux(&args);
-    }
-
-    fn screen(&self) -> String {
-        self.tmux(&["capture-pane", "-p", "-J", "-S", "-500", "-t", &self.0])
-    }
-
-    /// Wait until the screen satisfies `ok` (120 s at most: CI machines may be loaded).
-    fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let t0 = Instant::now();
-        loop {
-            let s = self.screen();
-            if ok(&s) {
-                return s;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(120), "timed out waiting for {what}; screen:\n{s}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn alive(&self) -> bool {
-        Command::new("tmux").args(["has-session", "-t", &self.0]).status().map(|s| s.success()).unwrap_or(false)
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
-    }
-}
+use tmux::Tmux;
 
 /// Start `decache chat` with `flags` in a fresh tmux session.
 fn start(name: &str, flags: &str) -> Tmux {
     let model = common::smollm2();
     let cmd = format!("{} chat -m {} -c 1024 -t 2 {flags}", env!("CARGO_BIN_EXE_decache"), model.display());
-    let t = Tmux(format!("decache-{name}-{}", std::process::id()));
-    let st = Command::new("tmux").args(["new-session", "-d", "-s", &t.0, "-x", "200", "-y", "60", &cmd]).status();
-    assert!(st.map(|s| s.success()).unwrap_or(false), "tmux is needed for this test (make deps installs it)");
+    let t = Tmux::start(&format!("decache-{name}-{}", std::process::id()), &cmd);
     t.wait("the chat to start", |s| s.contains("decache chat:"));
     t
 }

@@ -254,7 +254,8 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
         let mut ui = TermUi { editor: None, filter: CallFilter::new(true), last_decache: None, forgotten: 0, shown: false };
         agent.resume(r, &mut ui)?;
         let torn = if r.torn { " (its last line was cut short and skipped)" } else { "" };
-        eprintln!("{}", format!("resumed {} messages from {}{torn}", r.messages.len(), p.display()).dim());
+        let n = r.messages.iter().filter(|m| m.kind != decache::session::segments::SegmentKind::System).count();
+        eprintln!("{}", format!("resumed {n} messages from {}{torn}", p.display()).dim());
     }
 
     if let Some(req) = request {

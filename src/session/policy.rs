@@ -148,6 +148,13 @@ impl DecachePolicy {
                     s.lines.iter().filter(|l| mentions(&l.text, focus)).map(|l| (l.p0, l.p1)).collect();
                 live_parts(kept.iter(), a, b)
             }
+            // The newest copy of a reminder is what the harness says now:
+            // it stays even when everything else of its turn goes.
+            (SegmentKind::SystemReminder { key }, Reason::Oldest)
+                if !newer_same(&|k| matches!(k, SegmentKind::SystemReminder { key: o } if o == key)) =>
+            {
+                Vec::new()
+            }
             (_, Reason::Oldest) => whole,
             _ => Vec::new(),
         }
@@ -181,9 +188,9 @@ pub fn focus_words(question: &str) -> Vec<String> {
     out
 }
 
-/// The parts of `[a, b)` outside the `gone` ranges.
+/// The parts of `[a, b)` outside the `gone` ranges (none if it is empty).
 fn live_parts<'a>(gone: impl Iterator<Item = &'a (Pos, Pos)>, a: Pos, b: Pos) -> Vec<(Pos, Pos)> {
-    let mut parts = vec![(a, b)];
+    let mut parts: Vec<(Pos, Pos)> = if a < b { vec![(a, b)] } else { Vec::new() };
     for &(r0, r1) in gone {
         parts = parts
             .into_iter()
@@ -247,9 +254,12 @@ mod tests {
         assert_eq!(log.len(), 1);
         assert_eq!((log[0].p0, log[0].p1), (850, 1018), "only the part still live");
         assert!(p.plan(&segs, 2000, 4096, 6, &[]).is_empty(), "below the target nothing is forgotten");
-        // A huge need reaches the last resort, but never plans a span twice.
+        // A huge need reaches the last resort, but never plans a span twice,
+        // nor an empty one, and the newest copy of a reminder stays.
         let plan = p.plan(&segs, 100_000, 4096, 6, &[]);
         assert!(plan.iter().any(|f| f.reason == Reason::Oldest));
+        assert!(plan.iter().all(|f| f.p0 < f.p1), "an empty span planned: {plan:?}");
+        assert!(plan.iter().any(|f| f.segment == 1) && !plan.iter().any(|f| f.segment == 5), "{plan:?}");
         for (i, f) in plan.iter().enumerate() {
             for g in &plan[i + 1..] {
                 assert!(f.segment != g.segment || f.p1 <= g.p0 || g.p1 <= f.p0, "{f:?} and {g:?} overlap");
