@@ -202,9 +202,9 @@ mod tests {
         let p = parse("<tool_call>{not json}</tool_call> ok");
         assert!(p.calls.is_empty());
         assert!(p.malformed[0].starts_with("tool call 1: its body is not valid JSON"), "{:?}", p.malformed);
-        let p = parse("<tool_call>{\"arguments\": {}}</tool_call>");
-        assert!(p.malformed[0].contains("needs {\"name\""), "{:?}", p.malformed);
         assert_eq!(p.text, "<tool_call>{not json}</tool_call> ok");
+        let q = parse("<tool_call>{\"arguments\": {}}</tool_call>");
+        assert!(q.malformed[0].contains("needs {\"name\""), "{:?}", q.malformed);
         let p = parse("```json\n{\"name\": \"weather\", \"parameters\": {\"city\": \"Paris\"}}\n```");
         assert_eq!(p.calls, vec![ToolCall { name: "weather".into(), arguments: json!({"city": "Paris"}) }]);
         let p = parse("{\"function\": {\"name\": \"f\", \"arguments\": {}}}");

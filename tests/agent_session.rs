@@ -5,7 +5,7 @@
 //! tool input of every kind gets a clear tool error while the session goes
 //! on; and a short session with the real model's own replies holds.
 mod common;
-use decache::agent::hooks::AgentFile;
+use decache::agent::hooks::{AgentFile, Hook, When};
 use decache::agent::log::SessionLog;
 use decache::agent::script::Scripted;
 use decache::agent::tools::{Limits, Toolbox};
@@ -15,6 +15,7 @@ use decache::model::{LoadOptions, Model};
 use decache::sampling::SamplingParams;
 use decache::session::conversation::Conversation;
 use decache::session::policy::DecachePolicy;
+use decache::session::segments::SegmentKind;
 use decache::session::{GenerateOptions, Session, SessionConfig};
 use decache::tokenizer::ChatTemplate;
 use serde_json::Value;
@@ -29,6 +30,7 @@ struct Recorder {
     results: Vec<(String, bool, String)>,
     decache: Vec<(usize, &'static str, &'static str)>,
     max_live: usize,
+    hooks: Vec<(bool, String)>,
     cells: usize,
     asked: usize,
     /// Decline every write and command (the real model's are not run).
@@ -40,6 +42,7 @@ impl AgentUi for Recorder {
         match ev {
             AgentEvent::Result { name, ok, text, .. } => self.results.push((name.to_string(), ok, text.to_string())),
             AgentEvent::Decache(e) => self.decache.push((e.cells, e.reason.name(), e.kind)),
+            AgentEvent::Hook { applied, summary } => self.hooks.push((applied, summary.to_string())),
             AgentEvent::Status { live, cells, .. } => {
                 self.max_live = self.max_live.max(live);
                 self.cells = cells;
@@ -221,6 +224,11 @@ fn bad_tool_input_gets_a_clear_error_and_the_session_goes_on() {
     let mut script = Scripted::new(replies);
     let limits = Limits { command_timeout: Duration::from_secs(5), ..Limits::default() };
     let mut a = agent(&root, 4096, limits, false, DecachePolicy::default());
+    // Hooks ride along: one that does not apply after each read, one before each command.
+    a.hooks.hooks = vec![
+        Hook { when: When::After, tool: "read_file".into(), command: "echo \"lint: $DECACHE_TOOL\"; exit 3".into(), timeout_secs: None },
+        Hook { when: When::Before, tool: "run_command".into(), command: "echo pre-check".into(), timeout_secs: None },
+    ];
     let mut ui = Recorder::default();
     let end = a.turn("Check the tools.", &mut script, &mut ui).unwrap();
     assert_eq!(end, TurnEnd::Answered("All checked.".into()));
@@ -232,6 +240,12 @@ fn bad_tool_input_gets_a_clear_error_and_the_session_goes_on() {
             assert!(!ok && text.starts_with("error: "), "{name} should fail: {text}");
         }
     }
+    let (reads, commands) = (cases.iter().filter(|c| c.0.contains("\"read_file\"")).count(), 2);
+    assert_eq!(ui.hooks.iter().filter(|h| !h.0 && h.1 == "exit 3").count(), reads, "{:?}", ui.hooks);
+    assert_eq!(ui.hooks.iter().filter(|h| h.0).count(), commands, "{:?}", ui.hooks);
+    let hook_segments: Vec<_> = a.conv.segments.iter().filter(|s| matches!(s.kind, SegmentKind::HookOutput { .. })).collect();
+    assert_eq!(hook_segments.len(), reads + commands);
+    assert!(hook_segments.iter().filter(|s| s.kind == SegmentKind::HookOutput { applied: false }).count() == reads);
     let big = &ui.results[8].2;
     assert!(big.len() < 40_000, "the huge output was capped ({} bytes)", big.len());
 }
