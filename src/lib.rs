@@ -15,5 +15,6 @@ pub mod server;
 pub mod session;
 pub mod tokenizer;
 pub mod toolcall;
+pub mod transcript;
 
 pub use error::{Error, Result};

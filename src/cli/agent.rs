@@ -59,6 +59,9 @@ pub struct AgentArgs {
     /// Do not write a session log.
     #[arg(long = "no-log")]
     pub no_log: bool,
+    /// Record the session's every step into this transcript (JSONL; see `decache replay`).
+    #[arg(long = "transcript")]
+    pub transcript: Option<PathBuf>,
     /// Take the replies from this file (separated by `---` lines) instead of
     /// sampling them: a scripted model for tests and demos.
     #[arg(long = "script")]
@@ -219,7 +222,9 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     let cfg = a.ctx.session_config()?;
     let (model, _) = load_model(&a.model)?;
     let template = chat_template(model.tokenizer.chat_template(), a.chat_template_file.as_ref())?;
-    let mut conv = Conversation::new(Session::new(model, cfg)?, template, policy);
+    let mut session = Session::new(model, cfg)?;
+    let transcript = a.transcript.as_ref().map(|p| super::transcript::attach(&mut session, p, "agent", &a.model)).transpose()?;
+    let mut conv = Conversation::new(session, template, policy);
     conv.positions = positions;
     let limits = Limits {
         command_timeout: Duration::from_secs(a.command_timeout.clamp(1, 600)),
@@ -262,6 +267,9 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
         let mut ui = TermUi { editor: None, filter: CallFilter::new(true), last_decache: None, forgotten: 0, shown: false };
         let end = agent.turn(&req, responder.as_mut(), &mut ui)?;
         report_end(&end);
+        if let Some(w) = &transcript {
+            super::transcript::check(w);
+        }
         return Ok(());
     }
     let Some(rl) = rl.as_mut() else { return Ok(()) };

@@ -28,6 +28,9 @@ pub struct ChatArgs {
     /// Use this Jinja chat template instead of the model's.
     #[arg(long = "chat-template-file")]
     pub chat_template_file: Option<PathBuf>,
+    /// Record the session's every step into this transcript (JSONL; see `decache replay`).
+    #[arg(long = "transcript")]
+    pub transcript: Option<PathBuf>,
     #[command(flatten)]
     pub decache: DecacheArgs,
     #[command(flatten)]
@@ -44,8 +47,22 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
     params.validate()?;
     let (model, _) = load_model(&a.model)?;
     let template = chat_template(model.tokenizer.chat_template(), a.chat_template_file.as_ref())?;
+    // One transcript across `/clear`: a new conversation's session records
+    // into the same writer, starting with a `clear`.
+    let writer: std::cell::RefCell<Option<std::sync::Arc<std::sync::Mutex<decache::transcript::TranscriptWriter>>>> = Default::default();
     let new_conversation = || -> Result<Conversation, decache::Error> {
-        let mut c = Conversation::new(Session::new(model.clone(), cfg.clone())?, template.clone(), policy.clone());
+        let mut session = Session::new(model.clone(), cfg.clone())?;
+        if let Some(path) = &a.transcript {
+            let mut w = writer.borrow_mut();
+            match &*w {
+                None => *w = Some(super::transcript::attach(&mut session, path, "chat", &a.model)?),
+                Some(w) => {
+                    session.set_recorder(decache::transcript::TranscriptWriter::recorder(w.clone()));
+                    session.clear();
+                }
+            }
+        }
+        let mut c = Conversation::new(session, template.clone(), policy.clone());
         c.positions = positions;
         if let Some(sys) = &a.system {
             c.push("system", sys, SegmentKind::System)?;
@@ -68,6 +85,9 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
             Ok(None) => break,
             Err(e) => return Err(decache::Error::Context(format!("terminal: {e}"))),
         };
+        if let Some(w) = &*writer.borrow() {
+            super::transcript::check(w);
+        }
         let text = line.trim();
         if text.is_empty() {
             continue;

@@ -15,6 +15,7 @@ pub mod pull;
 pub mod run;
 pub mod serve;
 pub mod tokenize;
+pub mod transcript;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Serve the model over HTTP (OpenAI-compatible), with prefix and subconscious caching.
     Serve(serve::ServeArgs),
+    /// Replay a transcript (--transcript) and check every generated token.
+    Replay(transcript::ReplayArgs),
     /// Show a model's architecture, size, quantization, context and chat template.
     Info(info::InfoArgs),
     /// Print the token ids (and pieces) of a text.

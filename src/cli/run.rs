@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// Print the prompt's tokens to stderr before generating.
     #[arg(long = "verbose-prompt")]
     pub verbose_prompt: bool,
+    /// Record the session's every step into this transcript (JSONL; see `decache replay`).
+    #[arg(long = "transcript")]
+    pub transcript: Option<PathBuf>,
     #[command(flatten)]
     pub ctx: ContextArgs,
     #[command(flatten)]
@@ -95,6 +98,7 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
         )));
     }
 
+    let transcript = a.transcript.as_ref().map(|p| super::transcript::attach(&mut session, p, "run", &a.model)).transpose()?;
     let stop = install_ctrl_c(true);
     let opts = GenerateOptions {
         n_predict: (a.n_predict >= 0).then_some(a.n_predict as usize),
@@ -134,6 +138,9 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
         gen.gen_ms, gen.tokens.len(), rate(gen.tokens.len(), gen.gen_ms)
     );
     eprintln!("decache: stopped by {why}; {} of {} cells used", session.n_live(), session.n_ctx());
+    if let Some(w) = &transcript {
+        super::transcript::check(w);
+    }
     Ok(())
 }
 

@@ -240,6 +240,10 @@ impl Conversation {
         }
         for (k, t0, t1) in spans {
             let with_lines = matches!(k, SegmentKind::PastedLog | SegmentKind::CommandOutput { .. } | SegmentKind::SearchResult);
+            if self.session.recording() {
+                let v = serde_json::json!({"note": "segment", "kind": k, "turn": self.turn, "p0": p0 + t0 as Pos, "p1": p0 + t1 as Pos});
+                self.session.note(&v);
+            }
             let id = self.segments.push(k, self.turn, p0 + t0 as Pos, p0 + t1 as Pos);
             if with_lines {
                 let lines = token_lines(&pieces[t0..t1])
@@ -416,6 +420,11 @@ impl Conversation {
             self.stats.tokens_decached += r.cells;
             self.stats.events += 1;
             *self.stats.by_reason.entry(reason).or_default() += r.cells;
+            if self.session.recording() {
+                let v = serde_json::json!({"note": "decache", "turn": self.turn, "segment": id, "kind": kind, "p0": p0, "p1": p1,
+                    "cells": r.cells, "reason": reason.name()});
+                self.session.note(&v);
+            }
             out.push(DecacheEvent { turn: self.turn, segment: id, kind, p0, p1, cells: r.cells, reason });
         }
         Ok(())

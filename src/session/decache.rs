@@ -62,6 +62,7 @@ impl Session {
             shifted = self.kv.cells.shift_positions(p1, -gap).map_err(Error::Context)?;
             self.next_pos -= gap;
         }
+        self.record(super::record::SessionOp::Remove { p0, p1, policy });
         Ok(Removal { cells, shifted, took: t0.elapsed() })
     }
 
@@ -88,6 +89,7 @@ impl Session {
             k += 1;
         }
         self.next_pos = expect;
+        self.record(super::record::SessionOp::CompactPositions);
         Ok(moved)
     }
 
@@ -153,6 +155,7 @@ impl Session {
     pub fn defrag(&mut self) -> Result<usize> {
         self.apply_pending_shift()?;
         let moves = self.kv.cells.defrag_moves();
+        self.record(super::record::SessionOp::Defrag);
         if moves.is_empty() {
             return Ok(0);
         }

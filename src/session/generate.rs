@@ -60,6 +60,15 @@ impl Session {
     pub fn generate(
         &mut self, prompt: &[u32], opts: &GenerateOptions, on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
     ) -> Result<Generation> {
+        self.generating = true;
+        let res = self.generate_inner(prompt, opts, on_event);
+        self.generating = false;
+        res
+    }
+
+    fn generate_inner(
+        &mut self, prompt: &[u32], opts: &GenerateOptions, on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
+    ) -> Result<Generation> {
         opts.sampling.validate()?;
         let mut sampler = SamplerChain::from_params(&opts.sampling);
         for &t in prompt {
@@ -67,6 +76,16 @@ impl Session {
         }
         if prompt.is_empty() && self.n_live() == 0 {
             return Err(Error::InvalidArgument("empty prompt: nothing to continue from".into()));
+        }
+        if self.recorder.is_some() {
+            let mut sampling = opts.sampling.clone();
+            if let Some(seed) = sampler.seed() {
+                sampling.seed = seed;
+            }
+            let (n_predict, ignore_eos) = (opts.n_predict, opts.ignore_eos);
+            if let Some(r) = &mut self.recorder {
+                r(super::record::SessionOp::GenerateStart { prompt, sampling: &sampling, n_predict, ignore_eos });
+            }
         }
         let t0 = Instant::now();
         let mut logits = self.eval(prompt, false)?;
@@ -97,6 +116,7 @@ impl Session {
                 break;
             }
             out.tokens.push(id);
+            self.record(super::record::SessionOp::Token { id });
             let text = dec.push(id);
             out.text.push_str(&text);
             if !on_event(GenerateEvent::Token { id, text: &text }) {
@@ -109,6 +129,9 @@ impl Session {
             }
             logits = self.eval(&[id], false)?;
         }
+        // The last token is evaluated unless the loop stopped right after sampling it.
+        let evaluated_last = !matches!(out.stop, StopReason::Cancelled | StopReason::ContextFull);
+        self.record(super::record::SessionOp::GenerateEnd { stop: out.stop, evaluated_last });
         let rest = dec.flush();
         if !rest.is_empty() {
             out.text.push_str(&rest);

@@ -10,6 +10,7 @@ pub mod save;
 pub mod state;
 pub mod perplexity;
 pub mod policy;
+pub mod record;
 pub mod segments;
 
 pub use config::{default_threads, SessionConfig};
@@ -51,6 +52,10 @@ pub struct Session {
     k_rotation: Option<Vec<f32>>,
     /// Reused while the shapes match.
     step_graph: Option<StepCache>,
+    /// Where ops are recorded (transcripts), if anywhere.
+    recorder: Option<record::Recorder>,
+    /// Inside `generate` (its evaluations are recorded as tokens).
+    generating: bool,
 }
 
 impl Session {
@@ -91,7 +96,20 @@ impl Session {
         let sched = Scheduler::new(&[&backend], model.graph_size());
         let k_rotation = crate::kv::rotation::k_rotation_size(hp.head_dim as usize, cfg.type_k.is_quantized())
             .map(crate::kv::rotation::hadamard);
-        let mut s = Session { model, cfg, kv, sched, backend, next_pos: 0, mask: Vec::new(), graphs_run: 0, k_rotation, step_graph: None };
+        let mut s = Session {
+            model,
+            cfg,
+            kv,
+            sched,
+            backend,
+            next_pos: 0,
+            mask: Vec::new(),
+            graphs_run: 0,
+            k_rotation,
+            step_graph: None,
+            recorder: None,
+            generating: false,
+        };
         s.reserve()?;
         Ok(s)
     }
@@ -154,6 +172,7 @@ impl Session {
     pub fn clear(&mut self) {
         self.kv.cells.clear();
         self.next_pos = 0;
+        self.record(record::SessionOp::Clear);
     }
 
     /// Append `tokens` at the next positions. Returns the logits of the last
@@ -204,6 +223,7 @@ impl Session {
         if let Some(&p) = positions.iter().max() {
             self.next_pos = self.next_pos.max(p.saturating_add(1));
         }
+        self.record(record::SessionOp::Eval { tokens, positions });
         Ok(out)
     }
 

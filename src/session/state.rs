@@ -125,6 +125,7 @@ impl Session {
         }
         self.next_pos = snap.next_pos;
         self.step_graph = None;
+        self.record(super::record::SessionOp::Restore);
         Ok(())
     }
 

@@ -1,0 +1,102 @@
+//! `--transcript FILE` (on `run`, `chat` and `agent`) and `decache replay`.
+use super::args::ModelArgs;
+use clap::Args;
+use decache::model::{LoadOptions, Model};
+use decache::session::{Session, SessionConfig};
+use decache::transcript::replay::replay;
+use decache::transcript::{Header, TranscriptWriter, VERSION};
+use decache::Error;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Record everything `session` does from now on into a new transcript at `path`.
+pub fn attach(
+    session: &mut Session, path: &Path, command: &str, model: &ModelArgs,
+) -> Result<Arc<Mutex<TranscriptWriter>>, Error> {
+    let cfg = session.config().clone();
+    let m = session.model();
+    let header = Header {
+        version: VERSION,
+        command: command.to_string(),
+        model: m.info.path.display().to_string(),
+        fingerprint: m.info.fingerprint.clone(),
+        n_ctx: session.n_ctx(),
+        n_batch: cfg.n_batch,
+        n_ubatch: cfg.n_ubatch,
+        n_threads: cfg.n_threads,
+        type_k: cfg.type_k.name().to_string(),
+        type_v: cfg.type_v.name().to_string(),
+        repack: model.load_options().extra_buffers,
+    };
+    let w = Arc::new(Mutex::new(TranscriptWriter::create(path, &header).map_err(Error::InvalidArgument)?));
+    session.set_recorder(TranscriptWriter::recorder(w.clone()));
+    Ok(w)
+}
+
+/// Warn once if writing the transcript failed (the session went on).
+pub fn check(w: &Arc<Mutex<TranscriptWriter>>) {
+    if let Some(e) = w.lock().unwrap_or_else(|e| e.into_inner()).error() {
+        eprintln!("warning: the transcript could not be written completely: {e}");
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The transcript (JSONL) to replay.
+    pub transcript: PathBuf,
+    /// Replay on this model instead of the transcript's (then tokens may differ).
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<String>,
+    /// Threads (default: the transcript's; another count may change the numbers).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+}
+
+pub fn run(a: &ReplayArgs) -> Result<(), Error> {
+    let t = decache::transcript::read(&a.transcript).map_err(Error::InvalidArgument)?;
+    if t.torn {
+        eprintln!("note: the transcript's last line was cut short (the writer stopped mid-line); it is left out");
+    }
+    let h = &t.header;
+    let path = match &a.model {
+        Some(m) => decache::pull::resolve_model(Some(m), &mut |_| {})?,
+        None => PathBuf::from(&h.model),
+    };
+    let model = Arc::new(Model::load(&path, &LoadOptions { no_mmap: false, extra_buffers: h.repack })?);
+    let exact = model.info.fingerprint == h.fingerprint && a.threads.is_none_or(|n| n == h.n_threads);
+    if model.info.fingerprint != h.fingerprint {
+        eprintln!("note: {} is not the transcript's model ({}); tokens are compared, not expected to match", path.display(), h.model);
+    }
+    let ty = |s: &str| decache::ggml::GgmlType::from_name(s).ok_or_else(|| Error::InvalidArgument(format!("transcript header: unknown cache type {s}")));
+    let cfg = SessionConfig {
+        n_ctx: h.n_ctx,
+        n_batch: h.n_batch,
+        n_ubatch: h.n_ubatch,
+        n_threads: a.threads.unwrap_or(h.n_threads).max(1),
+        type_k: ty(&h.type_k)?,
+        type_v: ty(&h.type_v)?,
+    };
+    let mut session = Session::new(model.clone(), cfg)?;
+    let r = replay(&t, &mut session)?;
+    let tok = &model.tokenizer;
+    let piece = |id: Option<u32>| id.map_or("(none)".to_string(), |i| format!("{i} {:?}", String::from_utf8_lossy(&tok.token_to_piece(i, true))));
+    match &r.divergence {
+        None => {
+            let how = if exact { "bit-exact" } else { "identical" };
+            outln!("replayed {} ops: {} generations, {} tokens, all {how}", r.ops, r.generations, r.tokens_checked);
+            Ok(())
+        }
+        Some(d) => {
+            let ctx: String = d.before.iter().rev().take(12).rev().map(|&i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).collect();
+            Err(Error::Context(format!(
+                "the replay diverged at transcript line {}, token {} of that generation: expected {}, got {} (after {:?}); {} tokens matched before",
+                d.line,
+                d.index,
+                piece(d.expected),
+                piece(d.got),
+                ctx,
+                r.tokens_checked
+            )))
+        }
+    }
+}

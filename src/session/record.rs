@@ -1,0 +1,65 @@
+//! What a session did, op by op, for whoever records it (transcripts):
+//! every evaluation with its positions, every removal, defrag and position
+//! compaction, and each generation as it goes (its settings with the seed
+//! actually used, then each token). Replaying the ops on the same model and
+//! settings rebuilds the same cache and, step for step, the same tokens.
+use super::{PositionPolicy, Session, StopReason};
+use crate::kv::Pos;
+use crate::sampling::SamplingParams;
+
+/// One thing a session did.
+#[derive(Debug)]
+pub enum SessionOp<'a> {
+    /// Tokens evaluated at these positions (outside a generation).
+    Eval { tokens: &'a [u32], positions: &'a [Pos] },
+    /// Positions `[p0, p1)` forgotten.
+    Remove { p0: Pos, p1: Pos, policy: PositionPolicy },
+    Defrag,
+    CompactPositions,
+    Clear,
+    /// A saved state was loaded (a replay cannot follow this).
+    Restore,
+    /// A generation begins: its prompt (evaluated first) and settings, with
+    /// the seed the sampler really used.
+    GenerateStart { prompt: &'a [u32], sampling: &'a SamplingParams, n_predict: Option<usize>, ignore_eos: bool },
+    /// A token was sampled (and, unless the generation ends on it, evaluated).
+    Token { id: u32 },
+    /// The generation ended; `evaluated_last`: its last token was evaluated.
+    GenerateEnd { stop: StopReason, evaluated_last: bool },
+    /// What the caller says about the context (a conversation's segments
+    /// and decache events); not needed to replay.
+    Note(&'a serde_json::Value),
+}
+
+/// Receives the ops of a session.
+pub type Recorder = Box<dyn FnMut(SessionOp<'_>) + Send>;
+
+impl Session {
+    /// Send every later op to `rec` (replacing any recorder before it).
+    pub fn set_recorder(&mut self, rec: Recorder) {
+        self.recorder = Some(rec);
+    }
+
+    /// Stop recording; returns the recorder.
+    pub fn take_recorder(&mut self) -> Option<Recorder> {
+        self.recorder.take()
+    }
+
+    /// Record a note (when recording).
+    pub fn note(&mut self, v: &serde_json::Value) {
+        self.record(SessionOp::Note(v));
+    }
+
+    /// Whether ops are being recorded.
+    pub fn recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    pub(super) fn record(&mut self, op: SessionOp<'_>) {
+        if let Some(r) = &mut self.recorder {
+            if !self.generating || matches!(op, SessionOp::Token { .. } | SessionOp::GenerateEnd { .. }) {
+                r(op);
+            }
+        }
+    }
+}
