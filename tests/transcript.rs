@@ -124,3 +124,23 @@ fn a_writer_killed_mid_generation_leaves_a_replayable_transcript() {
     eprintln!("killed after {tokens} token lines; replayed {replayed} tokens bit-exact");
     assert!(replayed + 1 >= tokens && replayed >= 60, "{out}");
 }
+
+#[test]
+fn shipped_transcripts_replay_bit_exact() {
+    // Made with the commands in docs/transcript.md ("Shipped transcripts").
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    let mut generations = 0;
+    for f in &files {
+        let r = replay(f);
+        let out = text(&r);
+        eprintln!("{}: {}", f.file_name().unwrap().to_string_lossy(), out.trim());
+        assert!(r.status.success() && out.contains("all bit-exact"), "{}: {out}", f.display());
+        generations += out.split(" generations").next().and_then(|p| p.rsplit(' ').next()).and_then(|n| n.parse::<usize>().ok()).unwrap();
+    }
+    assert!(generations >= 7, "the shipped transcripts hold sampled generations ({generations})");
+    let chat = std::fs::read_to_string(dir.join("chat-decaching.jsonl")).unwrap();
+    assert!(chat.contains("\"type\":\"remove\"") && chat.contains("\"note\":\"decache\""), "the chat transcript decaches");
+}

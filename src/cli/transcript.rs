@@ -60,7 +60,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
     let h = &t.header;
     let path = match &a.model {
         Some(m) => decache::pull::resolve_model(Some(m), &mut |_| {})?,
-        None => PathBuf::from(&h.model),
+        None => recorded_model(&h.model)?,
     };
     let model = Arc::new(Model::load(&path, &LoadOptions { no_mmap: false, extra_buffers: h.repack })?);
     let exact = model.info.fingerprint == h.fingerprint && a.threads.is_none_or(|n| n == h.n_threads);
@@ -98,5 +98,22 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
                 r.tokens_checked
             )))
         }
+    }
+}
+
+/// The transcript's model: its recorded path, or a file of that name in
+/// the model cache (a transcript made on another machine).
+fn recorded_model(recorded: &str) -> Result<PathBuf, Error> {
+    let p = PathBuf::from(recorded);
+    if p.exists() {
+        return Ok(p);
+    }
+    let cached = p.file_name().map(|n| decache::pull::cache_dir().join(n));
+    match cached {
+        Some(c) if c.exists() => Ok(c),
+        _ => Err(Error::InvalidArgument(format!(
+            "the transcript's model {recorded} is not here, nor in {}; give it with -m",
+            decache::pull::cache_dir().display()
+        ))),
     }
 }
