@@ -79,14 +79,17 @@ impl SessionLog {
         self.file.flush()
     }
 
-    pub fn message(&mut self, role: &str, content: &str, kind: &SegmentKind) -> std::io::Result<()> {
-        self.write(&json!({"type": "message", "role": role, "content": content, "kind": kind}))
-    }
+}
 
-    pub fn decache(&mut self, e: &DecacheEvent) -> std::io::Result<()> {
-        self.write(&json!({"type": "decache", "turn": e.turn, "segment": e.segment, "kind": e.kind, "p0": e.p0, "p1": e.p1,
-            "cells": e.cells, "reason": e.reason.name()}))
-    }
+/// The `message` entry of something that entered the context.
+pub fn message_entry(role: &str, content: &str, kind: &SegmentKind) -> Value {
+    json!({"type": "message", "role": role, "content": content, "kind": kind})
+}
+
+/// The `decache` entry of a deletion.
+pub fn decache_entry(e: &DecacheEvent) -> Value {
+    json!({"type": "decache", "turn": e.turn, "segment": e.segment, "kind": e.kind, "p0": e.p0, "p1": e.p1,
+        "cells": e.cells, "reason": e.reason.name()})
 }
 
 /// The newest log under `root/.decache/sessions/`.
@@ -144,8 +147,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = SessionLog::create(dir.path()).unwrap();
         log.write(&json!({"type": "start", "version": 1})).unwrap();
-        log.message("user", "hi", &SegmentKind::User).unwrap();
-        log.message("tool", "a.rs:\nfn a() {}", &SegmentKind::FileRead { path: "a.rs".into() }).unwrap();
+        log.write(&message_entry("user", "hi", &SegmentKind::User)).unwrap();
+        log.write(&message_entry("tool", "a.rs:\nfn a() {}", &SegmentKind::FileRead { path: "a.rs".into() })).unwrap();
         let path = log.path().to_path_buf();
         assert_eq!(latest(dir.path()).as_deref(), Some(path.as_path()));
         let r = read(&path).unwrap();

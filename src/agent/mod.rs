@@ -206,15 +206,14 @@ impl Agent {
     }
 
     fn log_message(&mut self, role: &str, content: &str, kind: &SegmentKind) {
-        self.log_value(&json!({"type": "message", "role": role, "content": content, "kind": kind}));
+        self.log_value(&log::message_entry(role, content, kind));
     }
 
     /// Report and log deletions.
     fn decached(&mut self, events: &[DecacheEvent], ui: &mut dyn AgentUi) {
         for e in events {
             self.stats.decache_events += 1;
-            self.log_value(&json!({"type": "decache", "turn": e.turn, "segment": e.segment, "kind": e.kind, "p0": e.p0,
-                "p1": e.p1, "cells": e.cells, "reason": e.reason.name()}));
+            self.log_value(&log::decache_entry(e));
             ui.event(AgentEvent::Decache(e));
         }
     }

@@ -2,6 +2,7 @@
 //! task list, and a caution after each file read. Each is a
 //! `<system-reminder>` block; copies of the same reminder share a key (its
 //! first line), so only the newest copy needs to stay in the context.
+use crate::session::parts::reminder_key;
 
 /// A reminder block and its key.
 pub struct Reminder {
@@ -10,8 +11,7 @@ pub struct Reminder {
 }
 
 fn block(body: &str) -> Reminder {
-    let key = body.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").chars().take(80).collect();
-    Reminder { text: format!("<system-reminder>\n{body}\n</system-reminder>"), key }
+    Reminder { text: format!("<system-reminder>\n{body}\n</system-reminder>"), key: reminder_key(body.as_bytes()) }
 }
 
 /// Today's date (UTC), to be given once a day.

@@ -90,7 +90,11 @@ struct TermUi<'a> {
     shown: bool,
 }
 
-impl TermUi<'_> {
+impl<'a> TermUi<'a> {
+    fn new(editor: Option<&'a mut rustyline::DefaultEditor>) -> TermUi<'a> {
+        TermUi { editor, filter: CallFilter::new(true), last_decache: None, forgotten: 0, shown: false }
+    }
+
     fn ask(&mut self, prompt: &str) -> Option<String> {
         match &mut self.editor {
             Some(rl) => match rl.readline(prompt) {
@@ -256,7 +260,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
             .dim()
     );
     if let Some((r, p)) = &resumed {
-        let mut ui = TermUi { editor: None, filter: CallFilter::new(true), last_decache: None, forgotten: 0, shown: false };
+        let mut ui = TermUi::new(None);
         agent.resume(r, &mut ui)?;
         let torn = if r.torn { " (its last line was cut short and skipped)" } else { "" };
         let n = r.messages.iter().filter(|m| m.kind != decache::session::segments::SegmentKind::System).count();
@@ -264,7 +268,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     }
 
     if let Some(req) = request {
-        let mut ui = TermUi { editor: None, filter: CallFilter::new(true), last_decache: None, forgotten: 0, shown: false };
+        let mut ui = TermUi::new(None);
         let end = agent.turn(&req, responder.as_mut(), &mut ui)?;
         report_end(&end);
         if let Some(w) = &transcript {
@@ -301,7 +305,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
             "/todo" => outln!("{}", agent.tools.todo_text().unwrap_or_else(|| "(the task list is empty)".into())),
             t if t.starts_with('/') => eprintln!("{}", format!("unknown command {t}; {HELP}").red()),
             _ => {
-                let mut ui = TermUi { editor: Some(&mut *rl), filter: CallFilter::new(true), last_decache: None, forgotten: 0, shown: false };
+                let mut ui = TermUi::new(Some(&mut *rl));
                 match agent.turn(text, responder.as_mut(), &mut ui) {
                     Ok(end) => report_end(&end),
                     Err(e) => eprintln!("{}", format!("error: {e}").red()),

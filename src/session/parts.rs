@@ -48,7 +48,7 @@ fn token_span(starts: &[usize], a: usize, b: usize) -> (usize, usize) {
 
 /// The key that makes two reminders copies of each other: the first
 /// non-blank line of the body, trimmed and cut at 80 bytes.
-fn reminder_key(body: &[u8]) -> String {
+pub fn reminder_key(body: &[u8]) -> String {
     let body = String::from_utf8_lossy(body);
     let line = body.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
     let mut end = line.len().min(80);

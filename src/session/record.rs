@@ -40,11 +40,6 @@ impl Session {
         self.recorder = Some(rec);
     }
 
-    /// Stop recording; returns the recorder.
-    pub fn take_recorder(&mut self) -> Option<Recorder> {
-        self.recorder.take()
-    }
-
     /// Record a note (when recording).
     pub fn note(&mut self, v: &serde_json::Value) {
         self.record(SessionOp::Note(v));

@@ -43,6 +43,8 @@ const CHATML: &str = "{%- for message in messages -%}\
 pub struct ChatTemplate {
     env: Environment<'static>,
     source: String,
+    /// The template reads a `tools` variable (found once, when compiled).
+    renders_tools: bool,
 }
 
 impl Clone for ChatTemplate {
@@ -65,9 +67,11 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned(NAME, source.to_string())
             .map_err(template_error)?;
+        let renders_tools = env.get_template(NAME).is_ok_and(|t| t.undeclared_variables(false).contains("tools"));
         Ok(ChatTemplate {
             env,
             source: source.to_string(),
+            renders_tools,
         })
     }
 
@@ -101,7 +105,7 @@ impl ChatTemplate {
     /// Llama 3.1, Hermes and others); if not, tools have to be described in
     /// the system prompt.
     pub fn renders_tools(&self) -> bool {
-        self.env.get_template(NAME).is_ok_and(|t| t.undeclared_variables(false).contains("tools"))
+        self.renders_tools
     }
 
     /// [`render`](Self::render) with `tools` (OpenAI's shape: `{"type":
