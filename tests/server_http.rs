@@ -371,3 +371,30 @@ fn tools_go_through_a_template_that_renders_them_else_the_system_prompt() {
     assert_eq!(status, 200, "{v}");
     assert!(matches!(v["choices"][0]["finish_reason"].as_str(), Some("stop" | "length" | "tool_calls")), "{v}");
 }
+
+#[test]
+fn served_requests_write_transcripts_that_replay_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join("t");
+    {
+        let s = Server::start(&["-m", &model(), "-c", "1024", "-t", "2", "-np", "1", "--transcripts", tdir.to_str().unwrap()]);
+        let a = json!({"role": "system", "content": SYSTEM});
+        let ask = json!({"role": "user", "content": "Why does the parser test fail? Look at the parser."});
+        let b = json!({"role": "tool", "content": READ});
+        let c = json!({"role": "user", "content": REMINDER});
+        for msgs in [json!([a, ask, b, c]), json!([a, ask, c, {"role": "user", "content": "And the lexer?"}])] {
+            let (status, v) = s.post("/v1/chat/completions", &json!({"messages": msgs, "temperature": 0.8, "max_tokens": 24}));
+            assert_eq!(status, 200, "{v}");
+            eprintln!("hit {}", v["decache"]["hit"]);
+        }
+    }
+    let files: Vec<_> = std::fs::read_dir(&tdir).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let t = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(t.contains("\"command\":\"serve\"") && t.matches("\"note\":\"request\"").count() == 2, "{t}");
+    assert!(t.contains("\"type\":\"remove\""), "the second request reused the cache around a removed span");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_decache")).args(["replay", files[0].to_str().unwrap()]).output().unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    eprintln!("{}", out.trim());
+    assert!(o.status.success() && out.contains("2 generations") && out.contains("all bit-exact"), "{out}");
+}

@@ -144,3 +144,53 @@ fn shipped_transcripts_replay_bit_exact() {
     let chat = std::fs::read_to_string(dir.join("chat-decaching.jsonl")).unwrap();
     assert!(chat.contains("\"type\":\"remove\"") && chat.contains("\"note\":\"decache\""), "the chat transcript decaches");
 }
+
+/// A copy of the model with every f32 norm weight bent (±20%) by a fixed pattern
+/// and its name changed (so its fingerprint differs): another model with
+/// the same vocabulary.
+fn perturbed_copy(m: &Path, to: &Path) {
+    let g = decache::gguf::GgufFile::open(m, false).unwrap();
+    let mut bytes = std::fs::read(m).unwrap();
+    let mut bent = 0;
+    for t in g.tensors.iter().filter(|t| t.name.ends_with("norm.weight") && t.typ == decache::ggml::GgmlType::F32) {
+        for i in 0..t.n_elements() as usize {
+            let at = t.offset as usize + 4 * i;
+            let w = f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+            let w = w * (1.0 + 0.2 * ((i * 7 + bent) as f32).sin());
+            bytes[at..at + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        bent += 1;
+    }
+    assert!(bent > 10, "norm tensors found: {bent}");
+    // A new name (same length): the file's identity changes, its layout not.
+    // A GGUF string value follows its key as a u32 type and a u64 length.
+    let key = b"general.name";
+    let at = bytes[..1 << 20].windows(key.len()).position(|w| w == key).expect("the general.name key") + key.len() + 12;
+    bytes[at] = if bytes[at] == b'X' { b'Y' } else { b'X' };
+    std::fs::write(to, bytes).unwrap();
+}
+
+#[test]
+fn replay_on_another_model_reports_agreement() {
+    let m = common::smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("greedy.jsonl");
+    let o = decache(&["run", "-m", m.to_str().unwrap(), "-p", "The three primary colors are", "-n", "40", "--temp", "0", "--ignore-eos", "-t", "2", "--transcript", t.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The same model, fed its own tokens: every one agrees.
+    let r = decache(&["replay", t.to_str().unwrap(), "--agreement"]);
+    let out = text(&r);
+    eprintln!("same model: {}", out.trim());
+    assert!(r.status.success() && out.contains("40 tokens; agreement 100.0% sampled (40 of 40), 100.0% top-1"), "{out}");
+
+    // Another model: agreement is measured over all 40 tokens, not stopped at the first difference.
+    let other = dir.path().join("bent.gguf");
+    perturbed_copy(&m, &other);
+    let r = decache(&["replay", t.to_str().unwrap(), "-m", other.to_str().unwrap()]);
+    let out = text(&r);
+    eprintln!("bent model: {}", out.trim());
+    assert!(r.status.success() && out.contains("not the transcript's model"), "{out}");
+    let rate: f64 = out.split("agreement ").nth(1).and_then(|s| s.split('%').next()).and_then(|s| s.parse().ok()).expect("a rate");
+    assert!(out.contains("40 tokens;") && rate < 100.0 && rate > 0.0, "{out}");
+}

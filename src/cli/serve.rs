@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// (so that proxies and clients wait through a long prefill).
     #[arg(long = "sse-keep-alive", default_value_t = 5.0, value_parser = positive_secs)]
     pub sse_keep_alive: f64,
+    /// Write a transcript of each slot's session into this folder (see
+    /// `decache replay`); one file per slot, spanning its requests.
+    #[arg(long = "transcripts", value_name = "DIR")]
+    pub transcripts: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub decache: DecacheArgs,
 }
@@ -97,6 +101,8 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         queue: a.queue,
         min_chunk: (!a.no_subconscious).then_some(a.subconscious_min),
         positions,
+        transcripts: a.transcripts.clone(),
+        repack: a.model.load_options().extra_buffers,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

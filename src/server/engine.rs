@@ -24,6 +24,11 @@ pub struct EngineConfig {
     /// Minimum chunk length for a subconscious hit; `None` = prefix caching only.
     pub min_chunk: Option<usize>,
     pub positions: PositionPolicy,
+    /// Each slot writes a transcript of its session into this folder
+    /// (`--transcripts DIR`).
+    pub transcripts: Option<std::path::PathBuf>,
+    /// The weights were loaded repacked (recorded in transcript headers).
+    pub repack: bool,
 }
 
 /// One request for the model: the prompt's tokens and how to generate.
@@ -133,6 +138,15 @@ impl Engine {
         let mut sessions = Vec::with_capacity(n);
         for _ in 0..n {
             sessions.push(Session::new(model.clone(), config.session.clone())?);
+        }
+        if let Some(dir) = &config.transcripts {
+            let at = |e: String| crate::Error::InvalidArgument(format!("--transcripts {}: {e}", dir.display()));
+            std::fs::create_dir_all(dir).map_err(|e| at(e.to_string()))?;
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            for (id, s) in sessions.iter_mut().enumerate() {
+                let path = dir.join(format!("serve-{stamp}-slot{id}.jsonl"));
+                crate::transcript::TranscriptWriter::attach(s, &path, "serve", config.repack).map_err(at)?;
+            }
         }
         let n_ctx = sessions[0].n_ctx();
         let infos = (0..n)
@@ -262,6 +276,9 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         }
     }
     let kind = reuse.kind();
+    if session.recording() {
+        session.note(&serde_json::json!({"note": "request", "slot": id, "prompt_tokens": job.tokens.len(), "reused": reused, "hit": kind.name()}));
+    }
     let cache = CacheUse {
         slot: id,
         hit: kind.name(),

@@ -66,6 +66,20 @@ impl Session {
         Ok(Removal { cells, shifted, took: t0.elapsed() })
     }
 
+    /// Set the next position back to `p`, which must lie after every live
+    /// token (what comes after the last kept token was removed).
+    pub fn rewind(&mut self, p: Pos) -> Result<()> {
+        if let Some(&(last, _)) = self.live_chain().last().filter(|&&(last, _)| last >= p) {
+            return Err(Error::InvalidArgument(format!("cannot rewind to position {p}: position {last} still holds a token")));
+        }
+        if p < 0 {
+            return Err(Error::InvalidArgument(format!("cannot rewind to a negative position ({p})")));
+        }
+        self.next_pos = p;
+        self.record(super::record::SessionOp::Rewind { next_pos: p });
+        Ok(())
+    }
+
     /// Close every gap in positions (the `auto` policy's one-time compaction):
     /// live cells get positions 0.. in order, keys re-rotated.
     pub fn compact_positions(&mut self) -> Result<usize> {

@@ -17,6 +17,9 @@ pub enum SessionOp<'a> {
     Defrag,
     CompactPositions,
     Clear,
+    /// The next position was set back to `next_pos` (the tail after the
+    /// last kept token was removed, as when a server reuses a cache).
+    Rewind { next_pos: Pos },
     /// A saved state was loaded (a replay cannot follow this).
     Restore,
     /// A generation begins: its prompt (evaluated first) and settings, with

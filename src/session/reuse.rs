@@ -163,7 +163,7 @@ impl Session {
         for &(a, b) in runs.iter().rev() {
             removed += self.remove_range(chain[a].0, chain[b - 1].0 + 1, PositionPolicy::Keep)?.cells;
         }
-        self.next_pos = chain.iter().zip(&keep).filter(|(_, &k)| k).map(|(&(p, _), _)| p + 1).max().unwrap_or(0);
+        self.rewind(chain.iter().zip(&keep).filter(|(_, &k)| k).map(|(&(p, _), _)| p + 1).max().unwrap_or(0))?;
         if policy != PositionPolicy::Keep && !runs.is_empty() {
             self.compact_positions()?;
         }

@@ -45,6 +45,7 @@ pub enum Entry {
     Defrag,
     CompactPositions,
     Clear,
+    Rewind(Pos),
     Restore,
     /// A generation with its tokens; `end` is `None` when the transcript
     /// stops inside it (the writer was killed).
@@ -112,6 +113,7 @@ pub fn op_json(op: &SessionOp<'_>) -> Value {
         SessionOp::Defrag => json!({"type": "defrag"}),
         SessionOp::CompactPositions => json!({"type": "compact_positions"}),
         SessionOp::Clear => json!({"type": "clear"}),
+        SessionOp::Rewind { next_pos } => json!({"type": "rewind", "next_pos": next_pos}),
         SessionOp::Restore => json!({"type": "restore"}),
         SessionOp::GenerateStart { prompt, sampling, n_predict, ignore_eos } => {
             json!({"type": "generate", "prompt": prompt, "sampling": sampling, "n_predict": n_predict, "ignore_eos": ignore_eos})
@@ -139,7 +141,36 @@ pub struct TranscriptWriter {
     error: Option<String>,
 }
 
+impl Header {
+    /// The header for a transcript of `session` written by `command`;
+    /// `repack` says whether the model's weights were loaded repacked.
+    pub fn of(session: &crate::session::Session, command: &str, repack: bool) -> Header {
+        let cfg = session.config();
+        let m = session.model();
+        Header {
+            version: VERSION,
+            command: command.to_string(),
+            model: m.info.path.display().to_string(),
+            fingerprint: m.info.fingerprint.clone(),
+            n_ctx: session.n_ctx(),
+            n_batch: cfg.n_batch,
+            n_ubatch: cfg.n_ubatch,
+            n_threads: cfg.n_threads,
+            type_k: cfg.type_k.name().to_string(),
+            type_v: cfg.type_v.name().to_string(),
+            repack,
+        }
+    }
+}
+
 impl TranscriptWriter {
+    /// Record everything `session` does from now on into a new transcript at `path`.
+    pub fn attach(session: &mut crate::session::Session, path: &Path, command: &str, repack: bool) -> Result<Arc<Mutex<TranscriptWriter>>, String> {
+        let w = Arc::new(Mutex::new(TranscriptWriter::create(path, &Header::of(session, command, repack))?));
+        session.set_recorder(TranscriptWriter::recorder(w.clone()));
+        Ok(w)
+    }
+
     /// A new transcript at `path` (an existing file is replaced).
     pub fn create(path: &Path, header: &Header) -> Result<TranscriptWriter, String> {
         let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -246,6 +277,7 @@ pub fn read(path: &Path) -> Result<Transcript, String> {
             "defrag" => Entry::Defrag,
             "compact_positions" => Entry::CompactPositions,
             "clear" => Entry::Clear,
+            "rewind" => Entry::Rewind(pos("next_pos")?),
             "restore" => Entry::Restore,
             "generate" => Entry::Generate {
                 prompt: ids("prompt")?,

@@ -4,6 +4,7 @@
 //! give the same numbers, so any difference is a divergence to report.
 use super::{Entry, Transcript};
 use crate::error::{Error, Result};
+use crate::sampling::{Candidates, SamplerChain};
 use crate::session::{GenerateEvent, GenerateOptions, Session};
 
 /// Where a replay first produced another token.
@@ -27,6 +28,101 @@ pub struct ReplayReport {
     pub divergence: Option<Divergence>,
 }
 
+/// How often another model (or the same one with other settings) picks the
+/// recorded tokens when fed the recorded history (teacher forcing).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Agreement {
+    pub ops: usize,
+    pub generations: usize,
+    /// Recorded tokens compared.
+    pub tokens: usize,
+    /// Of those, how many the sampler (recorded settings and seed) picked.
+    pub sampled_same: usize,
+    /// Of those, how many were the replaying model's most likely token.
+    pub top1_same: usize,
+}
+
+impl Agreement {
+    pub fn sampled_rate(&self) -> f64 {
+        self.sampled_same as f64 / self.tokens.max(1) as f64
+    }
+    pub fn top1_rate(&self) -> f64 {
+        self.top1_same as f64 / self.tokens.max(1) as f64
+    }
+}
+
+/// Apply an op that rebuilds the cache; `false` for a generation (the
+/// caller's business) and for notes.
+fn rebuild(line: usize, e: &Entry, session: &mut Session) -> Result<bool> {
+    let at = |e: Error| Error::InvalidArgument(format!("transcript line {line}: {e}"));
+    match e {
+        Entry::Eval { tokens, positions } => {
+            session.eval_at(tokens, positions, false).map_err(at)?;
+        }
+        Entry::Remove { p0, p1, policy } => {
+            session.remove_range(*p0, *p1, *policy).map_err(at)?;
+        }
+        Entry::Defrag => {
+            session.defrag().map_err(at)?;
+        }
+        Entry::CompactPositions => {
+            session.compact_positions().map_err(at)?;
+        }
+        Entry::Clear => session.clear(),
+        Entry::Rewind(p) => session.rewind(*p).map_err(at)?,
+        Entry::Restore => {
+            return Err(Error::InvalidArgument(format!(
+                "transcript line {line}: the session loaded a saved state here, which a replay cannot rebuild"
+            )))
+        }
+        Entry::Note(_) | Entry::Generate { .. } => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Replay `t` on `session` with teacher forcing: each generation's recorded
+/// tokens are fed back whatever the model would have picked, so the cache
+/// follows the transcript to the end and every token is compared.
+pub fn agreement(t: &Transcript, session: &mut Session) -> Result<Agreement> {
+    let mut r = Agreement::default();
+    let n_vocab = session.model().hparams.n_vocab as usize;
+    for (line, e) in &t.entries {
+        let line = *line;
+        if rebuild(line, e, session)? {
+            r.ops += 1;
+            continue;
+        }
+        let Entry::Generate { prompt, sampling, tokens, end, .. } = e else { continue };
+        r.generations += 1;
+        r.ops += 1;
+        let at = |e: Error| Error::InvalidArgument(format!("transcript line {line}: {e}"));
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(at(Error::InvalidArgument(format!("token {bad} is outside this model's vocabulary (0..{n_vocab})"))));
+        }
+        let mut sampler = SamplerChain::from_params(sampling);
+        for &t in prompt {
+            sampler.accept(t);
+        }
+        let evaluated_last = end.is_some_and(|e| e.1);
+        let mut logits = session.eval(prompt, false).map_err(at)?;
+        for (i, &want) in tokens.iter().enumerate() {
+            if logits.len() < n_vocab {
+                break;
+            }
+            let got = sampler.sample(&logits);
+            let top = Candidates::from_logits(&logits).argmax();
+            r.tokens += 1;
+            r.sampled_same += usize::from(got == want);
+            r.top1_same += usize::from(top == Some(want as usize));
+            sampler.accept(want);
+            if i + 1 < tokens.len() || evaluated_last {
+                logits = session.eval(&[want], false).map_err(at)?;
+            }
+        }
+    }
+    Ok(r)
+}
+
 /// Replay `t` on `session` (fresh, built with the transcript's settings),
 /// stopping at the first divergence.
 pub fn replay(t: &Transcript, session: &mut Session) -> Result<ReplayReport> {
@@ -34,26 +130,11 @@ pub fn replay(t: &Transcript, session: &mut Session) -> Result<ReplayReport> {
     let at = |line: usize, e: Error| Error::InvalidArgument(format!("transcript line {line}: {e}"));
     for (line, e) in &t.entries {
         let line = *line;
+        if rebuild(line, e, session)? {
+            r.ops += 1;
+            continue;
+        }
         match e {
-            Entry::Eval { tokens, positions } => {
-                session.eval_at(tokens, positions, false).map_err(|e| at(line, e))?;
-            }
-            Entry::Remove { p0, p1, policy } => {
-                session.remove_range(*p0, *p1, *policy).map_err(|e| at(line, e))?;
-            }
-            Entry::Defrag => {
-                session.defrag().map_err(|e| at(line, e))?;
-            }
-            Entry::CompactPositions => {
-                session.compact_positions().map_err(|e| at(line, e))?;
-            }
-            Entry::Clear => session.clear(),
-            Entry::Restore => {
-                return Err(Error::InvalidArgument(format!(
-                    "transcript line {line}: the session loaded a saved state here, which a replay cannot rebuild"
-                )))
-            }
-            Entry::Note(_) => continue,
             Entry::Generate { prompt, sampling, ignore_eos, tokens, end, .. } => {
                 r.generations += 1;
                 // Stop where the recorded one stopped: after its count of
@@ -91,6 +172,7 @@ pub fn replay(t: &Transcript, session: &mut Session) -> Result<ReplayReport> {
                     return Ok(r);
                 }
             }
+            _ => continue,
         }
         r.ops += 1;
     }
