@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv run test bench replay load perplexity endurance clean
+.PHONY: all deps build models pyenv run test bench replay load perplexity endurance eval-report clean
 
 all: build
 
@@ -63,6 +63,11 @@ load: build
 # measured cost of re-prefilling the kept text after every decache round.
 endurance: models
 	$(CARGO) run --release --example endurance -- -c 4096 --tokens 100000 --json target/endurance.json
+
+# The eval report (docs/eval/): the shipped annotated sets under all six
+# strategies (about 6 minutes here).
+eval-report: build models
+	$(BIN) eval -t 2 --report docs/eval --json docs/eval/results.json
 
 perplexity: models
 	$(BIN) perplexity -f prompts/perplexity.txt -c 512 -t 2

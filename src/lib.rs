@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod bench;
 pub mod error;
+pub mod eval;
 pub mod ggml;
 pub mod gguf;
 pub mod kv;

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cli::run::run(a),
         Command::Chat(a) => cli::chat::run(a),
         Command::Replay(a) => cli::transcript::run(a),
+        Command::Eval(a) => cli::eval::run(a),
         Command::Agent(a) => cli::agent::run(a),
         Command::Serve(a) => cli::serve::run(a),
         Command::Info(a) => cli::info::run(a),

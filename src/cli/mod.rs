@@ -8,6 +8,7 @@ pub mod bench_replay;
 pub mod chat;
 pub mod chat_cmd;
 pub mod compat;
+pub mod eval;
 pub mod info;
 pub mod load;
 pub mod perplexity;
@@ -41,6 +42,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Replay a transcript (--transcript) and check every generated token.
     Replay(transcript::ReplayArgs),
+    /// Compare decaching with full context, recompute, compaction and a sliding window on annotated conversations.
+    Eval(eval::EvalArgs),
     /// Show a model's architecture, size, quantization, context and chat template.
     Info(info::InfoArgs),
     /// Print the token ids (and pieces) of a text.

@@ -1,0 +1,142 @@
+//! `decache eval`: annotated conversations under each strategy, compared.
+use super::args::ModelArgs;
+use super::load::load_model;
+use super::run::chat_template;
+use clap::Args;
+use decache::eval::report::{overall, ReportMeta};
+use decache::eval::set::EvalSet;
+use decache::eval::{evaluate, EvalOptions, EvalProgress, Strategy};
+use decache::session::SessionConfig;
+use decache::Error;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Annotated eval sets (TOML, see docs/eval.md); default: every set in prompts/eval/.
+    pub sets: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Strategies to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "full,recompute,keep,shift,compaction,window")]
+    pub strategies: Vec<Strategy>,
+    /// CPU threads.
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Attention sinks the sliding window keeps.
+    #[arg(long, default_value_t = 4)]
+    pub sinks: usize,
+    /// Longest summary compaction writes, in tokens.
+    #[arg(long = "summary-tokens", default_value_t = 128)]
+    pub summary_tokens: usize,
+    /// Write a markdown report with SVG charts into this folder.
+    #[arg(long = "report", value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Write every figure, per turn, as JSON.
+    #[arg(long = "json", value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Use this chat template (a Jinja file) instead of the model's.
+    #[arg(long = "chat-template-file")]
+    pub chat_template_file: Option<PathBuf>,
+}
+
+fn default_sets() -> Result<Vec<PathBuf>, Error> {
+    let dir = PathBuf::from("prompts/eval");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e} (give the eval sets as arguments)", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+pub fn run(a: &EvalArgs) -> Result<(), Error> {
+    let paths = if a.sets.is_empty() { default_sets()? } else { a.sets.clone() };
+    if paths.is_empty() {
+        return Err(Error::InvalidArgument("no eval sets given and none in prompts/eval/".into()));
+    }
+    if a.strategies.is_empty() {
+        return Err(Error::InvalidArgument("--strategies names none".into()));
+    }
+    // Every set is checked before the model loads.
+    let sets = paths.iter().map(|p| EvalSet::load(p).map_err(Error::InvalidArgument)).collect::<Result<Vec<_>, _>>()?;
+    let (model, _) = load_model(&a.model)?;
+    let template = chat_template(model.tokenizer.chat_template(), a.chat_template_file.as_ref())?;
+    let threads = a.threads.unwrap_or_else(decache::session::default_threads).max(1);
+    let opts = EvalOptions {
+        strategies: a.strategies.clone(),
+        session: SessionConfig { n_threads: threads, ..SessionConfig::default() },
+        sinks: a.sinks,
+        summary_tokens: a.summary_tokens.max(1),
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut results = Vec::new();
+    for set in &sets {
+        let r = evaluate(&model, &template, set, &opts, &mut |p| match p {
+            EvalProgress::Turn { strategy, turn, of, result } if tty => {
+                eprint!("\r\x1b[2K{}: turn {turn}/{of} {} ({} tokens, {:.0} ms)", set.name, strategy.name(), result.prefilled, result.ms);
+            }
+            _ => {}
+        })?;
+        if tty {
+            eprint!("\r\x1b[2K");
+        }
+        outln!("{} — {} turns, {} tokens, annotated budget {} cells", r.name, r.turns, r.total_tokens, r.budget);
+        for (s, why) in &r.skipped {
+            outln!("  {s:<10} skipped: {why}");
+        }
+        outln!("  {:<10} {:>10} {:>8} {:>10} {:>8} {:>9} {:>8} {:>9} {:>8}", "strategy", "KL/full", "top1", "KL/recomp", "top1", "ans PPL", "cells", "evaluated", "seconds");
+        for s in &r.strategies {
+            let f = s.mean_vs_full();
+            let rc = s.mean_vs_recompute();
+            outln!(
+                "  {:<10} {:>10} {:>8} {:>10} {:>8} {:>9.2} {:>8.0} {:>9} {:>8.2}",
+                s.strategy,
+                f.map_or("–".into(), |c| format!("{:.4}", c.kl)),
+                f.map_or("–".into(), |c| format!("{:.1}%", 100.0 * c.top1)),
+                rc.map_or("–".into(), |c| format!("{:.4}", c.kl)),
+                rc.map_or("–".into(), |c| format!("{:.1}%", 100.0 * c.top1)),
+                s.answer_ppl,
+                s.mean_live(),
+                s.prefilled(),
+                s.seconds()
+            );
+        }
+        results.push(r);
+    }
+    if results.len() > 1 {
+        outln!("all sets:");
+        for o in overall(&results) {
+            outln!(
+                "  {:<10} KL/full {} top1/full {} answer PPL/full {} kept {:.1}% evaluated {} tokens in {:.1} s",
+                o.strategy,
+                o.kl_full.map_or("–".into(), |x| format!("{x:.4}")),
+                o.top1_full.map_or("–".into(), |x| format!("{:.1}%", 100.0 * x)),
+                o.ppl_ratio.map_or("–".into(), |x| format!("{x:.2}")),
+                100.0 * o.kept,
+                o.prefilled,
+                o.seconds
+            );
+        }
+    }
+    if let Some(f) = &a.json {
+        let s = serde_json::to_string_pretty(&results).map_err(|e| Error::Context(e.to_string()))?;
+        if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.display())))?;
+        }
+        std::fs::write(f, s).map_err(|e| Error::InvalidArgument(format!("{}: {e}", f.display())))?;
+    }
+    if let Some(dir) = &a.report {
+        let command = std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>().join(" ");
+        let command = command.replacen(&std::env::args().next().unwrap_or_default(), "decache", 1);
+        let model_name = model.info.path.file_name().map_or_else(|| model.info.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let meta = ReportMeta { command, model: model_name, threads };
+        let files = decache::eval::report::write(dir, &results, &meta).map_err(Error::InvalidArgument)?;
+        for f in files {
+            outln!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The ways of going on once context has to go, each driving its own
+//! session through the same script turn by turn.
+use super::script::Script;
+use crate::error::{Error, Result};
+use crate::kv::Pos;
+use crate::sampling::SamplingParams;
+use crate::session::{GenerateOptions, PositionPolicy, Session};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Nothing is deleted (when it fits).
+    Full,
+    /// Decache in place, positions kept (gaps stay).
+    Keep,
+    /// Decache in place, later positions shifted down (keys re-rotated).
+    Shift,
+    /// Re-prefill what stays, without the deleted parts.
+    Recompute,
+    /// The model summarizes; the conversation restarts from the summary.
+    Compaction,
+    /// StreamingLLM: the first tokens (sinks) and the newest ones.
+    Window,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 6] =
+        [Strategy::Full, Strategy::Recompute, Strategy::Keep, Strategy::Shift, Strategy::Compaction, Strategy::Window];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Full => "full",
+            Strategy::Keep => "keep",
+            Strategy::Shift => "shift",
+            Strategy::Recompute => "recompute",
+            Strategy::Compaction => "compaction",
+            Strategy::Window => "window",
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Strategy::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown strategy '{s}' (one of {})", Strategy::ALL.map(Strategy::name).join(", ")))
+    }
+}
+
+/// What one turn cost a strategy.
+#[derive(Clone, Debug, Default)]
+pub struct TurnCost {
+    /// Tokens evaluated: the turn's own, plus re-prefills and summaries.
+    pub prefilled: usize,
+    /// Cells freed before or during the turn.
+    pub removed: usize,
+    /// The conversation was compacted (summary and restart) before this turn.
+    pub compacted: bool,
+}
+
+pub struct Runner<'a> {
+    pub strategy: Strategy,
+    session: Session,
+    script: &'a Script,
+    /// Where each span sits in the cache (keep and shift).
+    placed: Vec<Option<(Pos, Pos)>>,
+    budget: usize,
+    sinks: usize,
+    summary_tokens: usize,
+    /// The summaries written (compaction).
+    pub summaries: Vec<String>,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(strategy: Strategy, session: Session, script: &'a Script, budget: usize, sinks: usize, summary_tokens: usize) -> Runner<'a> {
+        Runner { strategy, session, script, placed: vec![None; script.spans.len()], budget, sinks, summary_tokens, summaries: Vec::new() }
+    }
+
+    pub fn n_live(&self) -> usize {
+        self.session.n_live()
+    }
+
+    pub fn pause(&self) {
+        self.session.pause_threads();
+    }
+
+    /// Run turn `t`: make room the strategy's way, then evaluate the turn's
+    /// tokens. Returns the logits of every one of them and the cost.
+    pub fn turn(&mut self, t: u32) -> Result<(Vec<f32>, TurnCost)> {
+        let mut cost = TurnCost::default();
+        let tokens = self.script.turn_tokens(t);
+        match self.strategy {
+            Strategy::Full => {}
+            Strategy::Keep | Strategy::Shift => cost.removed = self.decache(t)?,
+            Strategy::Recompute => {
+                if self.script.spans.iter().any(|s| s.decached_from == Some(t)) {
+                    cost.removed = self.session.n_live();
+                    self.session.clear();
+                    let keep: Vec<u32> =
+                        self.script.spans.iter().filter(|s| s.turn < t && s.live_at(t)).flat_map(|s| s.tokens.iter().copied()).collect();
+                    self.session.eval(&keep, false)?;
+                    cost.prefilled += keep.len();
+                }
+            }
+            Strategy::Compaction => {
+                if t > 1 && self.session.n_live() + tokens.len() > self.budget {
+                    cost.removed = self.session.n_live();
+                    cost.prefilled += self.compact()?;
+                    cost.compacted = true;
+                }
+            }
+            Strategy::Window => {
+                let (logits, removed) = self.window(&tokens)?;
+                cost.prefilled += tokens.len();
+                cost.removed = removed;
+                return Ok((logits, cost));
+            }
+        }
+        let p0 = self.session.next_pos();
+        let logits = self.session.eval(&tokens, true)?;
+        cost.prefilled += tokens.len();
+        if matches!(self.strategy, Strategy::Keep | Strategy::Shift) {
+            let mut at = p0;
+            for (i, s) in self.script.spans.iter().enumerate().filter(|(_, s)| s.turn == t) {
+                self.placed[i] = Some((at, at + s.tokens.len() as Pos));
+                at += s.tokens.len() as Pos;
+            }
+        }
+        Ok((logits, cost))
+    }
+
+    /// Remove the spans annotated as gone from turn `t` in place, latest
+    /// first (a shift then never moves a span still to be removed).
+    fn decache(&mut self, t: u32) -> Result<usize> {
+        let policy = if self.strategy == Strategy::Shift { PositionPolicy::Shift } else { PositionPolicy::Keep };
+        let mut gone: Vec<usize> = (0..self.script.spans.len()).filter(|&i| self.script.spans[i].decached_from == Some(t)).collect();
+        gone.sort_by_key(|&i| std::cmp::Reverse(self.placed[i].map_or(0, |p| p.0)));
+        let mut removed = 0;
+        for i in gone {
+            let Some((p0, p1)) = self.placed[i].take() else { continue };
+            removed += self.session.remove_range(p0, p1, policy)?.cells;
+            if policy == PositionPolicy::Shift {
+                let gap = p1 - p0;
+                for (a, b) in self.placed.iter_mut().flatten() {
+                    if *a >= p1 {
+                        *a -= gap;
+                        *b -= gap;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Ask for a summary of what is cached, then restart from it. Returns
+    /// the tokens this evaluated.
+    fn compact(&mut self) -> Result<usize> {
+        let model = self.session.model().clone();
+        let tok = &model.tokenizer;
+        let ask = self.script.summary_request(tok).map_err(Error::InvalidArgument)?;
+        let opts = GenerateOptions { n_predict: Some(self.summary_tokens), sampling: SamplingParams::greedy(), ignore_eos: false, special: false };
+        let gen = self.session.generate(&ask, &opts, &mut |_| true)?;
+        let restart = self.script.restart(tok, &gen.text).map_err(Error::InvalidArgument)?;
+        self.summaries.push(gen.text);
+        self.session.clear();
+        self.session.eval(&restart, false)?;
+        Ok(ask.len() + gen.tokens.len() + restart.len())
+    }
+
+    /// Evaluate `tokens` in chunks, each time dropping the oldest tokens
+    /// after the sinks so that the cache holds at most the budget.
+    fn window(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize)> {
+        let room = self.budget.saturating_sub(self.sinks).max(2);
+        let chunk = (room / 2).max(1);
+        let (mut logits, mut removed) = (Vec::new(), 0);
+        for c in tokens.chunks(chunk) {
+            let over = (self.session.n_live() + c.len()).saturating_sub(self.budget);
+            if over > 0 {
+                let chain = self.session.live_chain();
+                let from = self.sinks.min(chain.len());
+                let to = (from + over).min(chain.len());
+                if to > from {
+                    removed += self.session.remove_range(chain[from].0, chain[to - 1].0 + 1, PositionPolicy::Shift)?.cells;
+                }
+            }
+            logits.extend(self.session.eval(c, true)?);
+        }
+        Ok((logits, removed))
+    }
+}

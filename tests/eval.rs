@@ -1,0 +1,103 @@
+//! `decache eval` on a shipped annotated set with the real model: every
+//! strategy runs, the in-place strategies follow the annotations cell for
+//! cell, decaching in place stays closer to a recompute than to full
+//! context, and the report is written. Bad sets are named by place.
+mod common;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn decache(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_decache")).args(args).output().expect("run decache")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn turns<'a>(r: &'a Value, strategy: &str) -> &'a Vec<Value> {
+    let s = r["strategies"].as_array().unwrap().iter().find(|s| s["strategy"] == strategy).unwrap_or_else(|| panic!("{strategy} missing"));
+    s["turns"].as_array().unwrap()
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn eval_runs_every_strategy_and_decaching_follows_the_annotations() {
+    let m = common::smollm2();
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/eval/04-dead-end.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let (json, report) = (dir.path().join("r.json"), dir.path().join("report"));
+    let o = decache(&["eval", set.to_str().unwrap(), "-m", m.to_str().unwrap(), "-t", "2", "--json", json.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+    let out = text(&o);
+    eprintln!("{out}");
+    assert!(o.status.success(), "{out}");
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = &all[0];
+    let budget = r["budget"].as_u64().unwrap() as usize;
+    assert_eq!(r["strategies"].as_array().unwrap().len(), 6);
+    let (full, recompute, keep, shift, compaction, window) =
+        (turns(r, "full"), turns(r, "recompute"), turns(r, "keep"), turns(r, "shift"), turns(r, "compaction"), turns(r, "window"));
+    let n = full.len();
+    assert_eq!(n as u64, r["turns"].as_u64().unwrap());
+    // The first decache happens at turn 3 in this set: until then the annotated strategies are full context.
+    for t in 0..2 {
+        for s in [recompute, keep, shift] {
+            assert_eq!(num(&s[t]["vs_full"]["kl"]), 0.0, "turn {}: nothing forgotten yet, identical logits", t + 1);
+            assert_eq!(s[t]["live"], full[t]["live"]);
+        }
+    }
+    let mut kl_full = 0.0;
+    let mut kl_recompute = 0.0;
+    for t in 0..n {
+        assert_eq!(num(&full[t]["vs_full"]["kl"]), 0.0);
+        // Decaching in place keeps exactly the cells a recompute prefills again.
+        assert_eq!(keep[t]["live"], recompute[t]["live"], "turn {}", t + 1);
+        assert_eq!(shift[t]["live"], recompute[t]["live"], "turn {}", t + 1);
+        assert_eq!(keep[t]["prefilled"], full[t]["prefilled"], "decaching in place evaluates only the turn's own tokens");
+        assert!(window[t]["live"].as_u64().unwrap() as usize <= budget, "the window stays within the budget");
+        kl_full += num(&keep[t]["vs_full"]["kl"]);
+        kl_recompute += num(&keep[t]["vs_recompute"]["kl"]);
+    }
+    assert!(full[n - 1]["live"].as_u64().unwrap() > keep[n - 1]["live"].as_u64().unwrap(), "the annotations forget something");
+    assert!(kl_full > 0.0, "forgetting changes the distributions");
+    assert!(kl_recompute < kl_full, "in place is closer to recompute ({kl_recompute}) than to full context ({kl_full})");
+    let sum = |ts: &Vec<Value>| ts.iter().map(|t| t["prefilled"].as_u64().unwrap()).sum::<u64>();
+    assert!(sum(recompute) > sum(keep), "recompute evaluates more: {} vs {}", sum(recompute), sum(keep));
+    assert!(compaction.iter().any(|t| t["compacted"] == true), "compaction compacts once the budget is passed");
+    let summaries = r["strategies"].as_array().unwrap().iter().find(|s| s["strategy"] == "compaction").unwrap()["summaries"].clone();
+    assert!(summaries.as_array().is_some_and(|s| !s.is_empty() && s.iter().all(|x| !x.as_str().unwrap().trim().is_empty())), "{summaries}");
+    for s in r["strategies"].as_array().unwrap() {
+        let p = num(&s["answer_ppl"]);
+        assert!(p.is_finite() && p > 1.0, "{}: answer perplexity {p}", s["strategy"]);
+    }
+    let md = std::fs::read_to_string(report.join("README.md")).unwrap();
+    for s in ["full", "recompute", "keep", "shift", "compaction", "window"] {
+        assert!(md.contains(&format!("| {s} |")), "report row for {s}");
+    }
+    for f in ["quality-vs-kept.svg", "time-per-turn.svg", "kl-per-turn.svg"] {
+        let svg = std::fs::read_to_string(report.join(f)).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("<circle") && svg.contains("keep"), "{f} has points and a legend");
+    }
+}
+
+#[test]
+fn bad_eval_sets_are_named_by_file_and_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"b\"\n[[turn]]\n[[turn.message]]\nrole = \"user\"\ntext = \"hi\"\n[[turn]]\n[[turn.message]]\nrole = \"tool\"\ntext = \"x\"\ndecached_from = 1\n[question]\ntext = \"q\"\nanswer = \"a\"\n",
+    )
+    .unwrap();
+    let o = decache(&["eval", bad.to_str().unwrap(), "--strategies", "keep"]);
+    let out = text(&o);
+    assert!(!o.status.success() && out.contains("bad.toml: turn 2, message 1: decached_from = 1"), "{out}");
+    let o = decache(&["eval", bad.to_str().unwrap(), "--strategies", "keep,forget"]);
+    assert!(!o.status.success() && text(&o).contains("unknown strategy 'forget'"), "{}", text(&o));
+    std::fs::write(&bad, "name = \"b\"\n[[turn]]\n").unwrap();
+    let o = decache(&["eval", bad.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("bad.toml"), "{}", text(&o));
+}
