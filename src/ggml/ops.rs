@@ -70,6 +70,15 @@ impl Context {
         self.wrap(unsafe { sys::ggml_swiglu_split(self.raw(), gate.raw(), up.raw()) })
     }
 
+    pub fn geglu_split<'a>(&'a self, gate: Tensor<'a>, up: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_geglu_split(self.raw(), gate.raw(), up.raw()) })
+    }
+
+    /// silu(first half of dim 0) * second half.
+    pub fn swiglu<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_swiglu(self.raw(), a.raw()) })
+    }
+
     pub fn silu<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_silu(self.raw(), a.raw()) })
     }
@@ -152,10 +161,11 @@ impl Context {
     }
 
     /// RoPE applied in place (the result is a view of `a`).
-    pub fn rope_inplace<'a>(&'a self, a: Tensor<'a>, pos: Tensor<'a>, p: &RopeParams) -> Tensor<'a> {
+    pub fn rope_inplace<'a>(&'a self, a: Tensor<'a>, pos: Tensor<'a>, factors: Option<Tensor<'a>>, p: &RopeParams) -> Tensor<'a> {
+        let f = factors.map_or(std::ptr::null_mut(), |t| t.raw());
         self.wrap(unsafe {
             sys::ggml_rope_ext_inplace(
-                self.raw(), a.raw(), pos.raw(), std::ptr::null_mut(), p.n_dims, p.mode, p.n_ctx_orig, p.freq_base,
+                self.raw(), a.raw(), pos.raw(), f, p.n_dims, p.mode, p.n_ctx_orig, p.freq_base,
                 p.freq_scale, p.ext_factor, p.attn_factor, p.beta_fast, p.beta_slow,
             )
         })

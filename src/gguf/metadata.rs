@@ -80,6 +80,20 @@ impl GgufFile {
             .map(Some)
     }
 
+    /// An array of bools or integers (as 0/1 and the integers); `None` when
+    /// the key is absent or not an array.
+    pub fn get_bool_or_int_array(&self, key: &str) -> Result<Option<Vec<i64>>, GgufError> {
+        let Some(Value::Array(a)) = self.metadata.get(key) else { return Ok(None) };
+        a.iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Bool(b) => Ok(i64::from(*b)),
+                v => v.as_i64().ok_or_else(|| self.meta_err(key, format!("element {i}: expected a bool or an integer, found {}", kind(v)))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     pub fn get_f32_array(&self, key: &str) -> Result<Option<Vec<f32>>, GgufError> {
         let Some(a) = self.get_arr(key)? else { return Ok(None) };
         a.iter()

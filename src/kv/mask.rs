@@ -3,12 +3,15 @@
 use super::cells::{Cells, Pos};
 
 /// Fill `out` (n_tokens rows of n_kv) with the mask for queries at `q_pos`.
-pub fn build_mask(cells: &Cells, n_kv: usize, q_pos: &[Pos], out: &mut Vec<f32>) {
+/// With a `window`, a query at p also cannot see cells at p - window or
+/// before (sliding-window layers: it sees `window` positions, its own
+/// included, as llama.cpp's standard window does).
+pub fn build_mask(cells: &Cells, n_kv: usize, q_pos: &[Pos], window: Option<u32>, out: &mut Vec<f32>) {
     out.clear();
     out.resize(n_kv * q_pos.len(), f32::NEG_INFINITY);
     for (row, &qp) in out.chunks_exact_mut(n_kv).zip(q_pos) {
         for (j, m) in row.iter_mut().enumerate() {
-            if cells.visible(j, qp) {
+            if cells.visible(j, qp) && window.is_none_or(|w| (qp as i64 - cells.pos(j) as i64) < w as i64) {
                 *m = 0.0;
             }
         }
@@ -27,8 +30,21 @@ mod tests {
         }
         c.remove(1);
         let mut m = Vec::new();
-        build_mask(&c, 4, &[2, 3], &mut m);
+        build_mask(&c, 4, &[2, 3], None, &mut m);
         let inf = f32::NEG_INFINITY;
         assert_eq!(m, vec![0.0, inf, 0.0, inf, 0.0, inf, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_window_hides_positions_it_no_longer_covers() {
+        let mut c = Cells::new(6);
+        for i in 0..6 {
+            c.fill(i, 0, i as Pos * 2); // positions 0 2 4 6 8 10
+        }
+        let mut m = Vec::new();
+        build_mask(&c, 6, &[10], Some(5), &mut m);
+        let inf = f32::NEG_INFINITY;
+        // Position 10 with a window of 5 sees 6..=10.
+        assert_eq!(m, vec![inf, inf, inf, 0.0, 0.0, 0.0]);
     }
 }

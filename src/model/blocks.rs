@@ -48,9 +48,16 @@ pub fn ffn_swiglu<'c>(ctx: &'c Context, x: Tensor<'c>, gate: Tensor<'c>, up: Ten
     ctx.mul_mat(down, ctx.swiglu_split(g, u))
 }
 
-/// Rotate q or k ([head_dim, n_head, n_tokens]) at positions `pos`.
-pub fn rope<'c>(ctx: &'c Context, x: Tensor<'c>, pos: Tensor<'c>, p: &RopeParams) -> Tensor<'c> {
-    ctx.rope(x, pos, None, p)
+/// down( gelu_tanh(gate·x) * up·x ), the GeGLU feed-forward (Gemma).
+pub fn ffn_geglu<'c>(ctx: &'c Context, x: Tensor<'c>, gate: Tensor<'c>, up: Tensor<'c>, down: Tensor<'c>) -> Tensor<'c> {
+    let u = ctx.mul_mat(up, x);
+    let g = ctx.mul_mat(gate, x);
+    ctx.mul_mat(down, ctx.geglu_split(g, u))
+}
+
+/// down( silu(a) * b ) where up·x = [a; b] (Phi-3's fused gate and up).
+pub fn ffn_swiglu_fused<'c>(ctx: &'c Context, x: Tensor<'c>, up: Tensor<'c>, down: Tensor<'c>) -> Tensor<'c> {
+    ctx.mul_mat(down, ctx.swiglu(ctx.mul_mat(up, x)))
 }
 
 /// Store this step's K and V in the cache, then attend from q over the
@@ -114,8 +121,8 @@ pub fn attention<'c>(
 /// forward and re-quantized, as llama.cpp does.
 #[allow(clippy::too_many_arguments)]
 pub fn k_shift<'c>(
-    ctx: &'c Context, k_cache: Tensor<'c>, shift: Tensor<'c>, rope: &RopeParams, head_dim: i64, n_head_kv: i64,
-    k_rot: Option<Tensor<'c>>,
+    ctx: &'c Context, k_cache: Tensor<'c>, shift: Tensor<'c>, rope: &RopeParams, factors: Option<Tensor<'c>>, head_dim: i64,
+    n_head_kv: i64, k_rot: Option<Tensor<'c>>,
 ) -> Tensor<'c> {
     let t = k_cache.typ();
     let size = k_cache.ne()[1];
@@ -126,12 +133,12 @@ pub fn k_shift<'c>(
         if let Some(r) = k_rot {
             x = ctx.hadamard_rotate(x, r);
         }
-        x = ctx.rope(x, shift, None, rope);
+        x = ctx.rope(x, shift, factors, rope);
         if let Some(r) = k_rot {
             x = ctx.hadamard_rotate(x, r);
         }
         ctx.cpy(x, k)
     } else {
-        ctx.rope_inplace(k, shift, rope)
+        ctx.rope_inplace(k, shift, factors, rope)
     }
 }

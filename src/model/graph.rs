@@ -17,6 +17,8 @@ pub struct StepInputs<'c> {
     pub k_idxs: Tensor<'c>,
     pub v_idxs: Tensor<'c>,
     pub mask: Tensor<'c>,
+    /// The mask of sliding-window layers, when the model has them.
+    pub mask_swa: Option<Tensor<'c>>,
     /// Rows whose logits are computed, when fewer than all tokens.
     pub out_ids: Option<Tensor<'c>>,
     /// The Hadamard matrix rotating q and k, when the K cache is quantized.
@@ -60,6 +62,7 @@ impl<'c> StepGraph<'c> {
             k_idxs: padded_input(ctx, "inp_k_idxs", GgmlType::I64, &[nt]),
             v_idxs: padded_input(ctx, "inp_v_idxs", GgmlType::I64, &[nt * n_embd_v]),
             mask: padded_input(ctx, "inp_kq_mask", GgmlType::F32, &[n_kv as i64, nt]),
+            mask_swa: model.hparams.swa.is_some().then(|| padded_input(ctx, "inp_kq_mask_swa", GgmlType::F32, &[n_kv as i64, nt])),
             out_ids: (n_outputs < n_tokens).then(|| padded_input(ctx, "inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
             k_rot: crate::kv::rotation::k_rotation_size(model.hparams.head_dim as usize, kv.type_k.is_quantized())
                 .map(|n| padded_input(ctx, "inp_k_rot", GgmlType::F32, &[n as i64, n as i64])),
@@ -94,18 +97,25 @@ impl<'c> StepGraph<'c> {
         (s.get(self.kv.k(il)), s.get(self.kv.v(il)))
     }
 
-    pub fn attn_inputs(&self) -> AttnInputs<'c> {
+    /// Attention inputs of layer `il` (a sliding-window layer gets its mask).
+    pub fn attn_inputs(&self, il: usize) -> AttnInputs<'c> {
+        let swa = self.inputs.mask_swa.filter(|_| self.model.hparams.is_swa(il));
         AttnInputs {
             k_idxs: self.inputs.k_idxs,
             v_idxs: self.inputs.v_idxs,
-            mask: self.inputs.mask,
+            mask: swa.unwrap_or(self.inputs.mask),
             n_kv: self.n_kv,
             k_rot: self.inputs.k_rot,
         }
     }
 
-    pub fn rope_params(&self) -> RopeParams {
-        self.model.rope_params()
+    pub fn rope_params(&self, il: usize) -> RopeParams {
+        self.model.rope_params(il)
+    }
+
+    /// RoPE frequency factors for this cache's size, if the model has any.
+    pub fn rope_factors(&self) -> Option<Tensor<'c>> {
+        self.model.rope_factors_name(self.kv.size()).and_then(|n| self.w_opt(n))
     }
 
     /// In the last layer, keep only the rows whose logits are wanted.

@@ -8,6 +8,25 @@ pub enum RopeKind {
     Neox = 2,
 }
 
+/// Sliding-window attention: which layers see only the last `window`
+/// positions, and the RoPE base those layers use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Swa {
+    pub window: u32,
+    /// Per layer: true for a sliding-window layer, false for a global one.
+    pub layers: Vec<bool>,
+    pub rope_base: f32,
+}
+
+/// How an architecture reads its hyper-parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct ArchHp {
+    pub rope_kind: RopeKind,
+    /// Reads `attention.sliding_window` (and its layer pattern, default
+    /// every `swa_period`-th layer global).
+    pub swa_period: Option<u32>,
+}
+
 #[derive(Clone, Debug)]
 pub struct HParams {
     pub arch: String,
@@ -24,6 +43,13 @@ pub struct HParams {
     pub rope_base: f32,
     pub rope_scale: f32,
     pub rope_kind: RopeKind,
+    /// The context RoPE scaling was trained for (`rope.scaling.original_context_length`).
+    pub n_ctx_orig: u32,
+    /// Multiplies RoPE's cos and sin (`rope.scaling.attn_factor`, Phi-3 long contexts).
+    pub rope_attn_factor: f32,
+    pub swa: Option<Swa>,
+    /// `final_logit_softcapping`: logits = cap * tanh(logits / cap).
+    pub final_softcap: Option<f32>,
 }
 
 impl HParams {
@@ -31,7 +57,13 @@ impl HParams {
         self.head_dim * self.n_head_kv
     }
 
-    pub fn from_gguf(f: &GgufFile, rope_kind: RopeKind) -> Result<HParams, GgufError> {
+    /// Whether layer `il` attends through a sliding window.
+    pub fn is_swa(&self, il: usize) -> bool {
+        self.swa.as_ref().is_some_and(|s| s.layers.get(il).copied().unwrap_or(false))
+    }
+
+    pub fn from_gguf(f: &GgufFile, ah: ArchHp) -> Result<HParams, GgufError> {
+        let rope_kind = ah.rope_kind;
         let arch = f.architecture()?.to_string();
         let req_u32 = |k: &str| -> Result<u32, GgufError> {
             let key = format!("{arch}.{k}");
@@ -74,9 +106,11 @@ impl HParams {
         let rms_eps = f.get_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
         let rope_base = f.get_f32(&format!("{arch}.rope.freq_base"))?.unwrap_or(10000.0);
         match f.get_str(&format!("{arch}.rope.scaling.type"))? {
-            None | Some("none") | Some("linear") => {}
+            // Llama-3 scaling comes as `rope_freqs.weight` and Phi-3's as
+            // long/short factor tensors; the type key says linear or nothing.
+            None | Some("none") | Some("linear") | Some("longrope") => {}
             Some(other) => {
-                return Err(bad("rope.scaling.type", format!("'{other}' is not supported yet (supported: none, linear)")));
+                return Err(bad("rope.scaling.type", format!("'{other}' is not supported yet (supported: none, linear, longrope)")));
             }
         }
         let rope_scale = match f.get_f32(&format!("{arch}.rope.scaling.factor"))? {
@@ -86,11 +120,47 @@ impl HParams {
         if !(rope_base > 0.0) {
             return Err(bad("rope.freq_base", format!("{rope_base} must be positive")));
         }
+        let n_ctx_orig = f.get_u32(&format!("{arch}.rope.scaling.original_context_length"))?.unwrap_or(n_ctx_train).max(1);
+        let rope_attn_factor = f.get_f32(&format!("{arch}.rope.scaling.attn_factor"))?.unwrap_or(1.0);
+        if !(rope_attn_factor > 0.0 && rope_attn_factor.is_finite()) {
+            return Err(bad("rope.scaling.attn_factor", format!("{rope_attn_factor} must be positive")));
+        }
+        let swa = match ah.swa_period {
+            Some(period) => read_swa(f, &arch, n_layer, period)?,
+            None => None,
+        };
+        let final_softcap = f.get_f32(&format!("{arch}.final_logit_softcapping"))?.filter(|&c| c != 0.0);
+        if let Some(c) = final_softcap.filter(|c| !(*c > 0.0 && c.is_finite())) {
+            return Err(bad("final_logit_softcapping", format!("{c} must be positive")));
+        }
         Ok(HParams {
             arch, n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, rms_eps, n_rot,
-            rope_base, rope_scale, rope_kind,
+            rope_base, rope_scale, rope_kind, n_ctx_orig, rope_attn_factor, swa, final_softcap,
         })
     }
+}
+
+/// `attention.sliding_window` (absent or 0: every layer is global) and the
+/// layer pattern: `sliding_window_pattern` as one number N (layers
+/// il % N < N - 1 slide) or one entry per layer (non-zero slides).
+fn read_swa(f: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Result<Option<Swa>, GgufError> {
+    let Some(window) = f.get_u32(&format!("{arch}.attention.sliding_window"))?.filter(|&w| w > 0) else { return Ok(None) };
+    let key = format!("{arch}.attention.sliding_window_pattern");
+    let layers = match f.get_bool_or_int_array(&key)? {
+        Some(v) if v.len() == n_layer as usize => v.into_iter().map(|x| x != 0).collect(),
+        Some(v) => {
+            return Err(GgufError::Metadata { path: f.path.clone(), key, msg: format!("has {} entries, expected one per layer ({n_layer})", v.len()) })
+        }
+        None => {
+            let n = f.get_u32(&key)?.unwrap_or(default_period);
+            (0..n_layer).map(|il| n == 0 || il % n < n - 1).collect()
+        }
+    };
+    let rope_base = f.get_f32(&format!("{arch}.rope.freq_base_swa"))?.unwrap_or(10000.0);
+    if !(rope_base > 0.0) {
+        return Err(GgufError::Metadata { path: f.path.clone(), key: format!("{arch}.rope.freq_base_swa"), msg: format!("{rope_base} must be positive") });
+    }
+    Ok(Some(Swa { window, layers, rope_base }))
 }
 
 /// A per-layer key whose value must be the same for every layer (mixed

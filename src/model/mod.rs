@@ -2,6 +2,7 @@
 //! and per-architecture graph recipes built from shared blocks.
 pub mod arch;
 pub mod blocks;
+pub mod decoder;
 pub mod graph;
 pub mod hparams;
 pub mod plan;
@@ -72,7 +73,7 @@ impl Model {
         let arch = Arch::from_name(arch_name).ok_or_else(|| {
             model_err(format!("unsupported architecture '{arch_name}' (supported: {})", Arch::SUPPORTED.join(", ")))
         })?;
-        let hparams = HParams::from_gguf(&file, arch.rope_kind())?;
+        let hparams = HParams::from_gguf(&file, arch.hparams())?;
         let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(&file)?).map_err(|e| model_err(format!("tokenizer: {e}")))?;
         if tokenizer.n_vocab() != hparams.n_vocab as usize {
             return Err(model_err(format!(
@@ -108,20 +109,38 @@ impl Model {
         Ok(Model { arch, hparams, tokenizer, info, weights, graph_size })
     }
 
-    /// RoPE parameters of this model (also used to re-rotate cached keys).
-    pub fn rope_params(&self) -> crate::ggml::RopeParams {
+    /// RoPE parameters of layer `il` (also used to re-rotate its cached
+    /// keys): sliding-window layers have their own base and no scaling.
+    pub fn rope_params(&self, il: usize) -> crate::ggml::RopeParams {
         let hp = &self.hparams;
+        let (freq_base, freq_scale) = match &hp.swa {
+            Some(s) if hp.is_swa(il) => (s.rope_base, 1.0),
+            _ => (hp.rope_base, hp.rope_scale),
+        };
         crate::ggml::RopeParams {
             n_dims: hp.n_rot as i32,
             mode: hp.rope_kind as i32,
-            n_ctx_orig: hp.n_ctx_train as i32,
-            freq_base: hp.rope_base,
-            freq_scale: hp.rope_scale,
+            n_ctx_orig: hp.n_ctx_orig as i32,
+            freq_base,
+            freq_scale,
             ext_factor: 0.0,
-            attn_factor: 1.0,
+            attn_factor: hp.rope_attn_factor,
             beta_fast: 32.0,
             beta_slow: 1.0,
         }
+    }
+
+    /// The RoPE frequency factors for a cache of `n_ctx` cells, if the
+    /// model has any: Llama 3's `rope_freqs`, or Phi-3's long factors when
+    /// the context (rounded up to 256, as llama.cpp does) passes the
+    /// original one, else its short factors.
+    pub fn rope_factors_name(&self, n_ctx: usize) -> Option<&'static str> {
+        if self.weights.id("rope_freqs.weight").is_some() {
+            return Some("rope_freqs.weight");
+        }
+        let long = n_ctx.div_ceil(256) * 256 > self.hparams.n_ctx_orig as usize;
+        let name = if long { "rope_factors_long.weight" } else { "rope_factors_short.weight" };
+        self.weights.id(name).map(|_| name)
     }
 
     /// Nodes reserved per step graph (llama.cpp's rule of thumb).

@@ -143,10 +143,14 @@ impl Session {
             let inp_shift = ctx.new_input("k_shift", GgmlType::I32, &[size]);
             let k_rot = crate::kv::rotation::k_rotation_size(hp.head_dim as usize, kv.type_k.is_quantized())
                 .map(|n| ctx.new_input("k_rot", GgmlType::F32, &[n as i64, n as i64]));
-            let rope = model.rope_params();
+            let factors = model.rope_factors_name(kv.size()).and_then(|n| model.weights.id(n)).map(|id| model.weights.get(id));
             for il in 0..kv.n_layer {
                 let k = kv.store().get(kv.k(il));
-                let t = blocks::k_shift(ctx, k, inp_shift, &rope, hp.head_dim as i64, hp.n_head_kv as i64, k_rot);
+                // A pure rotation: the attention factor (Phi-3 long
+                // contexts) was applied when the key was first roped.
+                // llama.cpp's K-shift applies it again on every shift.
+                let rope = crate::ggml::RopeParams { attn_factor: 1.0, ..model.rope_params(il) };
+                let t = blocks::k_shift(ctx, k, inp_shift, &rope, factors, hp.head_dim as i64, hp.n_head_kv as i64, k_rot);
                 gf.expand(t);
             }
             let mut keep = vec![inp_shift];

@@ -36,6 +36,7 @@ struct StepCache {
     graph: OwnedGraph,
     out_ids: Option<usize>,
     k_rot: Option<usize>,
+    mask_swa: Option<usize>,
 }
 
 pub struct Session {
@@ -46,6 +47,7 @@ pub struct Session {
     backend: Backend,
     next_pos: Pos,
     mask: Vec<f32>,
+    mask_swa: Vec<f32>,
     /// Graphs computed (see `graphs_run`).
     graphs_run: u64,
     /// The Hadamard matrix for q/k when the K cache is quantized.
@@ -104,6 +106,7 @@ impl Session {
             backend,
             next_pos: 0,
             mask: Vec::new(),
+            mask_swa: Vec::new(),
             graphs_run: 0,
             k_rotation,
             step_graph: None,
@@ -261,10 +264,11 @@ impl Session {
                 logits.set_output();
                 g.graph.expand(logits);
                 let i = &g.inputs;
-                // Slots 0..=5, then out_ids and k_rot when the graph has them.
+                // Slots 0..=5, then out_ids, k_rot and mask_swa when the graph has them.
                 let mut keep = vec![i.tokens, i.pos, i.k_idxs, i.v_idxs, i.mask, logits];
                 keep.extend(i.out_ids);
                 keep.extend(i.k_rot);
+                keep.extend(i.mask_swa);
                 (g.graph, keep)
             });
             self.sched.alloc(&g.graph())?;
@@ -272,7 +276,8 @@ impl Session {
             tracing::debug!(nodes = g.graph().n_nodes(), splits = self.sched.n_splits(), n_tokens = tokens.len(), n_kv, "new step graph");
             let out_ids = (n_outputs < tokens.len()).then_some(6);
             let k_rot = self.k_rotation.is_some().then_some(6 + usize::from(out_ids.is_some()));
-            self.step_graph = Some(StepCache { key, graph: g, out_ids, k_rot });
+            let mask_swa = self.model.hparams.swa.is_some().then_some(6 + usize::from(out_ids.is_some()) + usize::from(k_rot.is_some()));
+            self.step_graph = Some(StepCache { key, graph: g, out_ids, k_rot, mask_swa });
         }
         let cache = self.step_graph.as_ref().expect("step graph");
         let g = &cache.graph;
@@ -291,8 +296,12 @@ impl Session {
             v_idxs.extend((0..n_embd_v).map(|j| j * size + c as i64));
         }
         inp_v.write_i64(&v_idxs);
-        build_mask(&self.kv.cells, n_kv, positions, &mut self.mask);
+        build_mask(&self.kv.cells, n_kv, positions, None, &mut self.mask);
         inp_mask.write_f32(&self.mask);
+        if let (Some(swa), Some(slot)) = (&self.model.hparams.swa, cache.mask_swa) {
+            build_mask(&self.kv.cells, n_kv, positions, Some(swa.window), &mut self.mask_swa);
+            g.tensor(slot).write_f32(&self.mask_swa);
+        }
         if n_outputs < tokens.len() {
             let rows: Vec<i32> = if outputs.is_empty() { vec![tokens.len() as i32 - 1] } else { outputs.iter().map(|&r| r as i32).collect() };
             g.tensor(cache.out_ids.expect("out_ids slot")).write_i32(&rows);

@@ -454,16 +454,23 @@ pub fn blk(il: u64, suffix: &str) -> String {
 /// A complete, valid llama model: n_embd 64, 2 layers, 4 heads (2 kv heads),
 /// The llama hyper-parameters and the tiny gpt2 vocabulary (`tiny_vocab`).
 pub fn llama_header(g: &mut Gguf, n_layer: u64, n_embd: u64, n_ff: u64, n_head: u64, n_head_kv: u64) {
+    arch_header(g, "llama", n_layer, n_embd, n_ff, n_head, n_head_kv);
+}
+
+/// The hyper-parameters of architecture `arch` (keys under its prefix)
+/// and the tiny gpt2 vocabulary (`tiny_vocab`).
+pub fn arch_header(g: &mut Gguf, arch: &str, n_layer: u64, n_embd: u64, n_ff: u64, n_head: u64, n_head_kv: u64) {
     let (tokens, types, merges) = tiny_vocab();
-    g.set("general.architecture", Value::str("llama"))
-        .set("llama.block_count", Value::U32(n_layer as u32))
-        .set("llama.context_length", Value::U32(256))
-        .set("llama.embedding_length", Value::U32(n_embd as u32))
-        .set("llama.feed_forward_length", Value::U32(n_ff as u32))
-        .set("llama.attention.head_count", Value::U32(n_head as u32))
-        .set("llama.attention.head_count_kv", Value::U32(n_head_kv as u32))
-        .set("llama.rope.freq_base", Value::F32(10000.0))
-        .set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
+    let k = |s: &str| format!("{arch}.{s}");
+    g.set("general.architecture", Value::str(arch))
+        .set(&k("block_count"), Value::U32(n_layer as u32))
+        .set(&k("context_length"), Value::U32(256))
+        .set(&k("embedding_length"), Value::U32(n_embd as u32))
+        .set(&k("feed_forward_length"), Value::U32(n_ff as u32))
+        .set(&k("attention.head_count"), Value::U32(n_head as u32))
+        .set(&k("attention.head_count_kv"), Value::U32(n_head_kv as u32))
+        .set(&k("rope.freq_base"), Value::F32(10000.0))
+        .set(&k("attention.layer_norm_rms_epsilon"), Value::F32(1e-5))
         .set("tokenizer.ggml.model", Value::str("gpt2"))
         .set("tokenizer.ggml.pre", Value::str("smollm"))
         .set("tokenizer.ggml.tokens", Value::strs(&tokens))

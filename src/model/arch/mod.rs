@@ -1,8 +1,13 @@
-//! One short recipe per architecture, built from the shared blocks.
+//! One short recipe per architecture over the shared decoder (`decoder.rs`).
+pub mod gemma3;
 pub mod llama;
+pub mod phi3;
+pub mod qwen2;
+pub mod qwen3;
 
+use super::decoder::{self, Recipe};
 use super::graph::StepGraph;
-use super::hparams::{HParams, RopeKind};
+use super::hparams::{ArchHp, HParams};
 use super::plan::TensorReq;
 use crate::ggml::Tensor;
 
@@ -10,41 +15,72 @@ use crate::ggml::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
     Llama,
+    Qwen2,
+    Qwen3,
+    Phi3,
+    Gemma3,
 }
 
 impl Arch {
-    pub const SUPPORTED: &'static [&'static str] = &["llama"];
+    pub const ALL: [Arch; 5] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Phi3, Arch::Gemma3];
+    pub const SUPPORTED: &'static [&'static str] = &["llama", "qwen2", "qwen3", "phi3", "gemma3"];
 
     pub fn from_name(name: &str) -> Option<Arch> {
-        match name {
-            "llama" => Some(Arch::Llama),
-            _ => None,
-        }
+        Arch::ALL.into_iter().find(|a| a.name() == name)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Phi3 => "phi3",
+            Arch::Gemma3 => "gemma3",
         }
     }
 
-    pub fn rope_kind(self) -> RopeKind {
+    /// How its hyper-parameters are read (RoPE layout, sliding window).
+    pub fn hparams(self) -> ArchHp {
         match self {
-            Arch::Llama => RopeKind::Norm,
+            Arch::Llama => llama::HP,
+            Arch::Qwen2 => qwen2::HP,
+            Arch::Qwen3 => qwen3::HP,
+            Arch::Phi3 => phi3::HP,
+            Arch::Gemma3 => gemma3::HP,
+        }
+    }
+
+    pub fn recipe(self) -> Recipe {
+        match self {
+            Arch::Llama => llama::RECIPE,
+            Arch::Qwen2 => qwen2::RECIPE,
+            Arch::Qwen3 => qwen3::RECIPE,
+            Arch::Phi3 => phi3::RECIPE,
+            Arch::Gemma3 => gemma3::RECIPE,
         }
     }
 
     /// Every tensor the file must (or may) hold, with exact shapes.
     pub fn tensors(self, hp: &HParams) -> Vec<TensorReq> {
-        match self {
-            Arch::Llama => llama::tensors(hp),
-        }
+        decoder::tensors(hp, &self.recipe())
     }
 
     /// Build the forward pass of one micro-batch; returns the logits.
     pub fn build<'c>(self, g: &mut StepGraph<'c>) -> Tensor<'c> {
-        match self {
-            Arch::Llama => llama::build(g),
+        decoder::build(g, &self.recipe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_are_none() {
+        for a in Arch::ALL {
+            assert_eq!(Arch::from_name(a.name()), Some(a));
+            assert!(Arch::SUPPORTED.contains(&a.name()));
         }
+        assert_eq!(Arch::from_name("mamba"), None);
     }
 }

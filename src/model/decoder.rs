@@ -1,0 +1,176 @@
+//! The pre-norm decoder every supported architecture is a variant of:
+//! embeddings, then per layer RMSNorm → attention (optionally with q/k
+//! norms, fused QKV, biases, a sliding window) → residual → RMSNorm →
+//! gated feed-forward → residual, then the output norm and head. A recipe
+//! says which variant; the tensors it needs follow from it.
+use super::blocks::{self, AttnShape};
+use super::graph::StepGraph;
+use super::hparams::HParams;
+use super::plan::{blk, TensorReq, Usage};
+use crate::ggml::Tensor;
+
+/// The feed-forward network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ffn {
+    /// down(silu(gate·x) * up·x).
+    SwiGlu,
+    /// down(gelu_tanh(gate·x) * up·x) (Gemma).
+    GeGlu,
+    /// One `ffn_up` of twice the width: its first half is the gate (Phi-3).
+    SwiGluFused,
+}
+
+/// What makes an architecture different from the plain llama decoder.
+#[derive(Clone, Copy, Debug)]
+pub struct Recipe {
+    /// Embeddings scaled by sqrt(n_embd) (Gemma).
+    pub embd_scale: bool,
+    /// RMSNorm over each head of q and k before RoPE (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// Q scaled by 1/sqrt(head_dim) before attention, which then does not
+    /// scale (Gemma 3, Phi-3: the same product, in llama.cpp's order).
+    pub q_scale: bool,
+    /// One `attn_qkv` weight instead of three (Phi-3).
+    pub fused_qkv: bool,
+    pub ffn: Ffn,
+    /// RMSNorm after attention and after the feed-forward, before each
+    /// residual add (Gemma 3).
+    pub post_norms: bool,
+}
+
+/// The tensors `r` needs for `hp`, with exact shapes. Biases, a separate
+/// output head and RoPE factor tensors are optional.
+pub fn tensors(hp: &HParams, r: &Recipe) -> Vec<TensorReq> {
+    let (e, v, ff) = (hp.n_embd as i64, hp.n_vocab as i64, hp.n_ff as i64);
+    let q = (hp.head_dim * hp.n_head) as i64;
+    let kv = hp.n_embd_k_gqa() as i64;
+    let hd = hp.head_dim as i64;
+    let half_rot = (hp.n_rot / 2) as i64;
+    let mut t = vec![
+        TensorReq::req("token_embd.weight", &[e, v], Usage::GetRows),
+        TensorReq::req("output_norm.weight", &[e], Usage::Elementwise),
+        TensorReq::tied("output.weight", &[e, v], Usage::MulMat, "token_embd.weight"),
+        TensorReq::opt("output.bias", &[v], Usage::Elementwise),
+        TensorReq::opt("rope_freqs.weight", &[half_rot], Usage::Elementwise),
+        TensorReq::opt("rope_factors_long.weight", &[half_rot], Usage::Elementwise),
+        TensorReq::opt("rope_factors_short.weight", &[half_rot], Usage::Elementwise),
+    ];
+    for il in 0..hp.n_layer as usize {
+        let b = |s: &str| blk(il, s);
+        t.push(TensorReq::req(b("attn_norm.weight"), &[e], Usage::Elementwise));
+        if r.fused_qkv {
+            t.push(TensorReq::req(b("attn_qkv.weight"), &[e, q + 2 * kv], Usage::MulMat));
+            t.push(TensorReq::opt(b("attn_qkv.bias"), &[q + 2 * kv], Usage::Elementwise));
+        } else {
+            t.extend([
+                TensorReq::req(b("attn_q.weight"), &[e, q], Usage::MulMat),
+                TensorReq::req(b("attn_k.weight"), &[e, kv], Usage::MulMat),
+                TensorReq::req(b("attn_v.weight"), &[e, kv], Usage::MulMat),
+                TensorReq::opt(b("attn_q.bias"), &[q], Usage::Elementwise),
+                TensorReq::opt(b("attn_k.bias"), &[kv], Usage::Elementwise),
+                TensorReq::opt(b("attn_v.bias"), &[kv], Usage::Elementwise),
+            ]);
+        }
+        if r.qk_norm {
+            t.push(TensorReq::req(b("attn_q_norm.weight"), &[hd], Usage::Elementwise));
+            t.push(TensorReq::req(b("attn_k_norm.weight"), &[hd], Usage::Elementwise));
+        }
+        t.push(TensorReq::req(b("attn_output.weight"), &[q, e], Usage::MulMat));
+        t.push(TensorReq::opt(b("attn_output.bias"), &[e], Usage::Elementwise));
+        t.push(TensorReq::req(b("ffn_norm.weight"), &[e], Usage::Elementwise));
+        if r.post_norms {
+            t.push(TensorReq::req(b("post_attention_norm.weight"), &[e], Usage::Elementwise));
+            t.push(TensorReq::req(b("post_ffw_norm.weight"), &[e], Usage::Elementwise));
+        }
+        match r.ffn {
+            Ffn::SwiGlu | Ffn::GeGlu => {
+                t.push(TensorReq::req(b("ffn_gate.weight"), &[e, ff], Usage::MulMat));
+                t.push(TensorReq::req(b("ffn_up.weight"), &[e, ff], Usage::MulMat));
+            }
+            Ffn::SwiGluFused => t.push(TensorReq::req(b("ffn_up.weight"), &[e, 2 * ff], Usage::MulMat)),
+        }
+        t.push(TensorReq::req(b("ffn_down.weight"), &[ff, e], Usage::MulMat));
+    }
+    t
+}
+
+/// q, k and v of layer `il` as [head_dim, heads, n_tokens], biases added.
+fn qkv<'c>(g: &StepGraph<'c>, il: usize, x: Tensor<'c>, r: &Recipe) -> (Tensor<'c>, Tensor<'c>, Tensor<'c>) {
+    let hp = g.hparams();
+    let ctx = g.ctx;
+    let (hd, nh, nkv, nt) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64, g.n_tokens());
+    let (q, k, v) = if r.fused_qkv {
+        let all = blocks::linear(ctx, g.w(&blk(il, "attn_qkv.weight")), x, g.w_opt(&blk(il, "attn_qkv.bias")));
+        let row = all.nb()[1];
+        let f = all.typ().type_size() as usize;
+        let part = |heads: i64, at: i64| ctx.view(all, &[hd, heads, nt], &[hd as usize * f, row], at as usize * f);
+        (part(nh, 0), part(nkv, hd * nh), part(nkv, hd * (nh + nkv)))
+    } else {
+        let lin = |name: &str| blocks::linear(ctx, g.w(&blk(il, &format!("{name}.weight"))), x, g.w_opt(&blk(il, &format!("{name}.bias"))));
+        let (q, k, v) = (lin("attn_q"), lin("attn_k"), lin("attn_v"));
+        (ctx.reshape(q, &[hd, nh, nt]), ctx.reshape(k, &[hd, nkv, nt]), ctx.reshape(v, &[hd, nkv, nt]))
+    };
+    (q, k, v)
+}
+
+/// The forward pass of one micro-batch; returns the logits.
+pub fn build<'c>(g: &mut StepGraph<'c>, r: &Recipe) -> Tensor<'c> {
+    let hp = g.hparams().clone();
+    let ctx = g.ctx;
+    let (hd, nh, nkv) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
+    let kq_scale = 1.0 / (hd as f32).sqrt();
+    let shape =
+        AttnShape { head_dim: hd, n_head: nh, n_head_kv: nkv, kv_size: g.kv_size(), scale: if r.q_scale { 1.0 } else { kq_scale } };
+    let factors = g.rope_factors();
+    let pos = g.inputs.pos;
+    let eps = hp.rms_eps;
+    let norm = |g: &StepGraph<'c>, x: Tensor<'c>, name: &str, il: usize| blocks::rms_norm(ctx, x, g.w(&blk(il, name)), eps);
+
+    let mut x = ctx.get_rows(g.w("token_embd.weight"), g.inputs.tokens);
+    if r.embd_scale {
+        x = ctx.scale(x, (hp.n_embd as f32).sqrt());
+    }
+    for il in 0..hp.n_layer as usize {
+        let cur = norm(g, x, "attn_norm.weight", il);
+        let (mut q, mut k, v) = qkv(g, il, cur, r);
+        if r.qk_norm {
+            q = norm(g, q, "attn_q_norm.weight", il);
+            k = norm(g, k, "attn_k_norm.weight", il);
+        }
+        let rope = g.rope_params(il);
+        let mut q = ctx.rope(q, pos, factors, &rope);
+        let k = ctx.rope(k, pos, factors, &rope);
+        if r.q_scale {
+            q = ctx.scale(q, kq_scale);
+        }
+        let (kc, vc) = g.kv_layer(il);
+        let inp = g.attn_inputs(il);
+        let att = blocks::attention(ctx, &mut g.graph, q, k, v, kc, vc, &inp, shape);
+        let mut cur = blocks::linear(ctx, g.w(&blk(il, "attn_output.weight")), att, g.w_opt(&blk(il, "attn_output.bias")));
+        if r.post_norms {
+            cur = norm(g, cur, "post_attention_norm.weight", il);
+        }
+        let mut residual = x;
+        if il + 1 == hp.n_layer as usize {
+            (cur, residual) = g.select_outputs(cur, residual);
+        }
+        let ffn_in = ctx.add(cur, residual);
+        let cur = norm(g, ffn_in, "ffn_norm.weight", il);
+        let w = |name: &str| g.w(&blk(il, name));
+        let mut cur = match r.ffn {
+            Ffn::SwiGlu => blocks::ffn_swiglu(ctx, cur, w("ffn_gate.weight"), w("ffn_up.weight"), w("ffn_down.weight")),
+            Ffn::GeGlu => blocks::ffn_geglu(ctx, cur, w("ffn_gate.weight"), w("ffn_up.weight"), w("ffn_down.weight")),
+            Ffn::SwiGluFused => blocks::ffn_swiglu_fused(ctx, cur, w("ffn_up.weight"), w("ffn_down.weight")),
+        };
+        if r.post_norms {
+            cur = norm(g, cur, "post_ffw_norm.weight", il);
+        }
+        x = ctx.add(cur, ffn_in);
+    }
+    let x = blocks::rms_norm(ctx, x, g.w("output_norm.weight"), eps);
+    let logits = blocks::linear(ctx, g.w("output.weight"), x, g.w_opt("output.bias"));
+    match hp.final_softcap {
+        Some(cap) => ctx.scale(ctx.tanh(ctx.scale(logits, 1.0 / cap)), cap),
+        None => logits,
+    }
+}

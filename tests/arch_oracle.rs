@@ -1,0 +1,242 @@
+//! The other architectures at llama.cpp parity on small random-weight GGUF
+//! files written here: qwen2 (q/k/v biases, output bias), qwen3 (q/k norms,
+//! head size apart from n_embd/n_head), phi3 (fused QKV and gate-up, long
+//! RoPE factors with their attention factor), llama with Llama-3 RoPE
+//! factors, and gemma3 (sliding-window and global layers, post norms,
+//! GeGLU, soft-capped logits). Each file's logits at every position are
+//! compared with llama.cpp's on the same file; then a middle span is
+//! decached (keep and shift) and the continuation compared again with
+//! `llama_memory_seq_rm` (+ `seq_add`).
+#[path = "common/gguf_writer.rs"]
+#[allow(dead_code)]
+mod gguf_writer;
+use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
+use decache::model::{LoadOptions, Model};
+use decache::session::{PositionPolicy, Session, SessionConfig};
+use gguf_writer::{arch_header, blk, f32_bytes, tiny_vocab, Gguf, Rng, Value};
+use std::path::Path;
+use std::sync::Arc;
+
+const N_EMBD: u64 = 128;
+const N_FF: u64 = 256;
+const N_HEAD: u64 = 4;
+const N_HEAD_KV: u64 = 2;
+
+#[derive(Default, Clone, Copy)]
+struct Shape {
+    n_layer: u64,
+    head_dim: u64,
+    qkv_bias: bool,
+    output_bias: bool,
+    qk_norm: bool,
+    fused_qkv: bool,
+    fused_ffn: bool,
+    post_norms: bool,
+    rope_freqs: bool,
+    phi3_factors: bool,
+}
+
+fn rand(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.f32_sym() * scale).collect()
+}
+
+/// Norm weights around 1 (so a wrong norm shows).
+fn norm(rng: &mut Rng, n: usize) -> Vec<u8> {
+    f32_bytes(&(0..n).map(|_| 1.0 + 0.3 * rng.f32_sym()).collect::<Vec<_>>())
+}
+
+fn model(arch: &str, s: Shape, seed: u64) -> Gguf {
+    let n_vocab = tiny_vocab().0.len() as u64;
+    let mut g = Gguf::new();
+    arch_header(&mut g, arch, s.n_layer, N_EMBD, N_FF, N_HEAD, N_HEAD_KV);
+    let k = |x: &str| format!("{arch}.{x}");
+    g.set(&k("attention.key_length"), Value::U32(s.head_dim as u32)).set(&k("attention.value_length"), Value::U32(s.head_dim as u32));
+    let mut rng = Rng::new(seed);
+    let mat = |g: &mut Gguf, name: &str, ne0: u64, ne1: u64, rng: &mut Rng| {
+        let w = rand(rng, (ne0 * ne1) as usize, 2.0 / (ne0 as f32).sqrt());
+        g.tensor(name, 0, &[ne0, ne1], f32_bytes(&w));
+    };
+    g.tensor("token_embd.weight", 0, &[N_EMBD, n_vocab], f32_bytes(&rand(&mut rng, (N_EMBD * n_vocab) as usize, 1.0)));
+    g.tensor("output_norm.weight", 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
+    mat(&mut g, "output.weight", N_EMBD, n_vocab, &mut rng);
+    if s.output_bias {
+        g.tensor("output.bias", 0, &[n_vocab], f32_bytes(&rand(&mut rng, n_vocab as usize, 0.5)));
+    }
+    let half = s.head_dim / 2;
+    let factors = |rng: &mut Rng| f32_bytes(&(0..half).map(|_| 1.0 + 4.0 * (rng.f32_sym() + 1.0)).collect::<Vec<_>>());
+    if s.rope_freqs {
+        g.tensor("rope_freqs.weight", 0, &[half], factors(&mut rng));
+    }
+    if s.phi3_factors {
+        g.tensor("rope_factors_long.weight", 0, &[half], factors(&mut rng));
+        g.tensor("rope_factors_short.weight", 0, &[half], factors(&mut rng));
+    }
+    let (q, kv) = (s.head_dim * N_HEAD, s.head_dim * N_HEAD_KV);
+    for il in 0..s.n_layer {
+        let b = |x: &str| blk(il, x);
+        g.tensor(&b("attn_norm.weight"), 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
+        if s.fused_qkv {
+            mat(&mut g, &b("attn_qkv.weight"), N_EMBD, q + 2 * kv, &mut rng);
+        } else {
+            mat(&mut g, &b("attn_q.weight"), N_EMBD, q, &mut rng);
+            mat(&mut g, &b("attn_k.weight"), N_EMBD, kv, &mut rng);
+            mat(&mut g, &b("attn_v.weight"), N_EMBD, kv, &mut rng);
+        }
+        if s.qkv_bias {
+            for (name, n) in [("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
+                g.tensor(&b(name), 0, &[n], f32_bytes(&rand(&mut rng, n as usize, 0.5)));
+            }
+        }
+        if s.qk_norm {
+            g.tensor(&b("attn_q_norm.weight"), 0, &[s.head_dim], norm(&mut rng, s.head_dim as usize));
+            g.tensor(&b("attn_k_norm.weight"), 0, &[s.head_dim], norm(&mut rng, s.head_dim as usize));
+        }
+        mat(&mut g, &b("attn_output.weight"), q, N_EMBD, &mut rng);
+        g.tensor(&b("ffn_norm.weight"), 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
+        if s.post_norms {
+            g.tensor(&b("post_attention_norm.weight"), 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
+            g.tensor(&b("post_ffw_norm.weight"), 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
+        }
+        if s.fused_ffn {
+            mat(&mut g, &b("ffn_up.weight"), N_EMBD, 2 * N_FF, &mut rng);
+        } else {
+            mat(&mut g, &b("ffn_gate.weight"), N_EMBD, N_FF, &mut rng);
+            mat(&mut g, &b("ffn_up.weight"), N_EMBD, N_FF, &mut rng);
+        }
+        mat(&mut g, &b("ffn_down.weight"), N_FF, N_EMBD, &mut rng);
+    }
+    g
+}
+
+const N_CTX: usize = 256;
+
+fn ours(path: &Path) -> Session {
+    let model = Arc::new(Model::load(path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+    Session::new(model, SessionConfig { n_ctx: N_CTX, n_threads: 2, ..SessionConfig::default() }).unwrap()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |b, (j, &x)| if x > v[b] { j } else { b })
+}
+
+/// Compare rows; returns the largest |Δlogit|, asserting top-1 agreement.
+fn compare(what: &str, mine: &[f32], theirs: &[Vec<f32>]) -> f32 {
+    let n = theirs[0].len();
+    assert_eq!(mine.len(), n * theirs.len(), "{what}: row count");
+    let mut worst = 0f32;
+    for (i, row) in theirs.iter().enumerate() {
+        let m = &mine[i * n..(i + 1) * n];
+        assert_eq!(argmax(m), argmax(row), "{what}: top-1 differs at row {i}");
+        worst = worst.max(m.iter().zip(row).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+    }
+    worst
+}
+
+/// Full-sequence logits, then a removal of [10, 20) and 12 more tokens,
+/// with `keep` (gap) and, when `shift`, with the gap closed (`seq_add`),
+/// each against llama.cpp.
+fn check(arch: &str, g: Gguf, shift: bool) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{arch}.gguf"));
+    g.write(&path);
+    let toks: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 300).collect();
+    let more: Vec<u32> = (0..12).map(|i| (i * 53 + 7) % 300).collect();
+    let ids = |t: &[u32]| t.iter().map(|&x| x as i32).collect::<Vec<_>>();
+    let oracle = OracleModel::load(&path).unwrap_or_else(|e| panic!("{arch}: {e}"));
+    let params = OracleParams { n_ctx: N_CTX as u32, n_threads: 2, ..OracleParams::default() };
+    let mut report = Vec::new();
+    for policy in [PositionPolicy::Keep, PositionPolicy::Shift] {
+        let mut s = ours(&path);
+        let mine = s.eval(&toks, true).unwrap();
+        let mut oc = OracleContext::new(&oracle, &params).unwrap();
+        let theirs = oc.decode(&ids(&toks), &(0..40).collect::<Vec<i32>>(), true).unwrap();
+        let full = compare(&format!("{arch} prefill"), &mine, &theirs);
+        if policy == PositionPolicy::Shift && !shift {
+            continue;
+        }
+        s.remove_range(10, 20, policy).unwrap();
+        assert!(oc.seq_rm(10, 20), "{arch}: llama.cpp refused seq_rm");
+        let start = if policy == PositionPolicy::Shift {
+            oc.seq_add(20, 40, -10);
+            30
+        } else {
+            40
+        };
+        let mine = s.eval(&more, true).unwrap();
+        let theirs = oc.decode(&ids(&more), &(start..start + 12).collect::<Vec<i32>>(), true).unwrap();
+        let after = compare(&format!("{arch} after removal ({policy:?})"), &mine, &theirs);
+        assert!(full < 2e-3 && after < 2e-3, "{arch}: max |Δlogit| {full} before, {after} after the removal ({policy:?})");
+        report.push(format!("{arch} {policy:?}: max |Δlogit| {full:.1e} prefill, {after:.1e} after removal"));
+    }
+    report
+}
+
+#[test]
+fn qwen2_matches_llama_cpp() {
+    let s = Shape { n_layer: 2, head_dim: 32, qkv_bias: true, output_bias: true, ..Shape::default() };
+    for line in check("qwen2", model("qwen2", s, 0x0202), true) {
+        eprintln!("{line}");
+    }
+}
+
+#[test]
+fn qwen3_matches_llama_cpp() {
+    // Head size 48 while n_embd / n_head is 32: q and k are wider than the stream.
+    let s = Shape { n_layer: 2, head_dim: 48, qk_norm: true, ..Shape::default() };
+    for line in check("qwen3", model("qwen3", s, 0x0303), true) {
+        eprintln!("{line}");
+    }
+}
+
+#[test]
+fn phi3_matches_llama_cpp() {
+    let s = Shape { n_layer: 2, head_dim: 32, fused_qkv: true, fused_ffn: true, phi3_factors: true, ..Shape::default() };
+    let mut g = model("phi3", s, 0x0303);
+    // A trained context of 128 below the cache's 256: the long factors apply.
+    g.set("phi3.rope.scaling.original_context_length", Value::U32(128));
+    for line in check("phi3", g.clone(), true) {
+        eprintln!("{line}");
+    }
+    // With RoPE's attention factor: llama.cpp's K-shift applies the factor
+    // to cached keys a second time, decache's rotates only, so a shift is
+    // compared with nothing here; the rest matches.
+    g.set("phi3.rope.scaling.attn_factor", Value::F32(1.19));
+    for line in check("phi3 attn_factor", g, false) {
+        eprintln!("{line}");
+    }
+}
+
+#[test]
+fn llama3_rope_scaling_matches_llama_cpp() {
+    let s = Shape { n_layer: 2, head_dim: 32, rope_freqs: true, ..Shape::default() };
+    let mut g = model("llama", s, 0x0313);
+    g.set("llama.rope.freq_base", Value::F32(500000.0));
+    for line in check("llama3", g, true) {
+        eprintln!("{line}");
+    }
+}
+
+#[test]
+fn gemma3_sliding_window_matches_llama_cpp() {
+    // Three layers, pattern 3: layers 0 and 1 see the last 8 positions, layer 2 all.
+    let s = Shape { n_layer: 3, head_dim: 32, qk_norm: true, post_norms: true, ..Shape::default() };
+    let mut g = model("gemma3", s, 0x0303);
+    g.set("gemma3.attention.sliding_window", Value::U32(8))
+        .set("gemma3.attention.sliding_window_pattern", Value::U32(3))
+        .set("gemma3.rope.freq_base", Value::F32(1_000_000.0))
+        .set("gemma3.final_logit_softcapping", Value::F32(30.0));
+    for line in check("gemma3", g, true) {
+        eprintln!("{line}");
+    }
+}
+
+#[test]
+fn unknown_architectures_are_named_with_the_supported_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mamba.gguf");
+    let mut g = model("llama", Shape { n_layer: 1, head_dim: 32, ..Shape::default() }, 1);
+    g.set("general.architecture", Value::str("mamba"));
+    g.write(&path);
+    let e = Model::load(&path, &LoadOptions::default()).err().expect("refused").to_string();
+    assert!(e.contains("unsupported architecture 'mamba'") && e.contains("qwen3") && e.contains("gemma3"), "{e}");
+}
