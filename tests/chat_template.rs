@@ -143,3 +143,22 @@ fn broken_templates_give_errors_not_panics() {
     let t = ChatTemplate::new("{{ messages[5].content.strip() }}").unwrap();
     assert!(t.render(&conversation(), false, "", "").is_err());
 }
+
+#[test]
+fn gemma3_without_a_template_gets_gemma_turns() {
+    // gemma-3-270m carries no template; Gemma's format is the fallback: the
+    // system prompt opens the first user turn, the assistant is "model".
+    let path = common::gemma3();
+    let file = GgufFile::open(&path, false).unwrap();
+    let tok = Tokenizer::from_spec(VocabSpec::from_gguf(&file).unwrap()).unwrap();
+    assert!(tok.chat_template().is_none(), "the file now has a template: test it instead");
+    let t = ChatTemplate::default_for("gemma3");
+    let out = t.render(&conversation(), true, "<bos>", "<eos>").unwrap();
+    assert_eq!(
+        out,
+        "<start_of_turn>user\nYou are a terse assistant.\n\nWhat is 2+2?<end_of_turn>\n\
+         <start_of_turn>model\n4.<end_of_turn>\n\
+         <start_of_turn>user\nAnd 3+3?<end_of_turn>\n\
+         <start_of_turn>model\n"
+    );
+}

@@ -1,6 +1,7 @@
-//! Oracle parity of the forward pass on the real SmolLM2 model: next-token
-//! logits at every position and greedy generations must match llama.cpp's
-//! (same ggml build, same file, same threads and batch sizes).
+//! Oracle parity of the forward pass on the real models (SmolLM2, and
+//! gemma-3-270m with its sliding-window layers): next-token logits at every
+//! position and greedy generations must match llama.cpp's (same ggml build,
+//! same file, same threads and batch sizes).
 mod common;
 use common::*;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
@@ -20,17 +21,17 @@ fn oracle_ctx(m: &OracleModel, n_ctx: u32) -> OracleContext<'_> {
     OracleContext::new(m, &p).expect("oracle context")
 }
 
-#[test]
-fn logits_match_llama_cpp_at_every_position() {
-    let path = smollm2();
-    let model = Arc::new(Model::load(&path, &LoadOptions::default()).unwrap());
+/// Logits at every position of every prompt (the oracle's token ids, BOS
+/// added when `bos`); returns the largest |Δlogit|.
+fn logits_parity(path: &std::path::Path, bos: bool) -> f32 {
+    let model = Arc::new(Model::load(path, &LoadOptions::default()).unwrap());
     let oracle = OracleModel::load(&path).unwrap();
     let n_vocab = model.hparams.n_vocab as usize;
     let mut worst = 0f32;
     let mut positions = 0;
     for prompt in PROMPTS {
         // The oracle's token ids, so this test isolates the forward pass.
-        let ids: Vec<i32> = oracle.tokenize(prompt, false, true);
+        let ids: Vec<i32> = oracle.tokenize(prompt, bos, true);
         let ours_ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
         let mut s = session(&model, 1024);
         let ours = s.eval(&ours_ids, true).unwrap();
@@ -46,17 +47,28 @@ fn logits_match_llama_cpp_at_every_position() {
             positions += 1;
         }
     }
-    eprintln!("logits parity: {} prompts, {positions} positions, max |Δlogit| = {worst:.3e}", PROMPTS.len());
+    eprintln!("{}: logits parity: {} prompts, {positions} positions, max |Δlogit| = {worst:.3e}", path.display(), PROMPTS.len());
+    worst
+}
+
+#[test]
+fn logits_match_llama_cpp_at_every_position() {
+    let worst = logits_parity(&smollm2(), false);
     assert!(worst < 1e-2, "max |Δlogit| {worst} exceeds 1e-2");
 }
 
 #[test]
-fn greedy_generations_match_llama_cpp() {
-    let path = smollm2();
-    let model = Arc::new(Model::load(&path, &LoadOptions::default()).unwrap());
-    let oracle = OracleModel::load(&path).unwrap();
+fn gemma3_logits_match_llama_cpp_at_every_position() {
+    let worst = logits_parity(&gemma3(), true);
+    assert!(worst < 5e-2, "max |Δlogit| {worst} exceeds 5e-2");
+}
+
+/// 128 greedy tokens after three prompts, ours and llama.cpp's.
+fn greedy_parity(path: &std::path::Path, bos: bool) {
+    let model = Arc::new(Model::load(path, &LoadOptions::default()).unwrap());
+    let oracle = OracleModel::load(path).unwrap();
     for prompt in [PROMPTS[0], PROMPTS[2], PROMPTS[3]] {
-        let ids = oracle.tokenize(prompt, false, true);
+        let ids = oracle.tokenize(prompt, bos, true);
         // Ours: decode one token at a time with greedy choice.
         let mut s = session(&model, 1024);
         let mut logits = s.eval(&ids.iter().map(|&t| t as u32).collect::<Vec<_>>(), false).unwrap();
@@ -78,6 +90,16 @@ fn greedy_generations_match_llama_cpp() {
         }
         assert_eq!(ours, theirs, "greedy continuation of {prompt:?} differs");
     }
+}
+
+#[test]
+fn greedy_generations_match_llama_cpp() {
+    greedy_parity(&smollm2(), false);
+}
+
+#[test]
+fn gemma3_greedy_generations_match_llama_cpp() {
+    greedy_parity(&gemma3(), true);
 }
 
 #[test]

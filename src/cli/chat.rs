@@ -46,7 +46,7 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
     let params = a.sampling.params();
     params.validate()?;
     let (model, _) = load_model(&a.model)?;
-    let template = chat_template(model.tokenizer.chat_template(), a.chat_template_file.as_ref())?;
+    let template = chat_template(&model, a.chat_template_file.as_ref())?;
     // One transcript across `/clear`: a new conversation's session records
     // into the same writer, starting with a `clear`.
     let writer: std::cell::RefCell<Option<std::sync::Arc<std::sync::Mutex<decache::transcript::TranscriptWriter>>>> = Default::default();

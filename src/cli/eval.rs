@@ -63,7 +63,7 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
     // Every set is checked before the model loads.
     let sets = paths.iter().map(|p| EvalSet::load(p).map_err(Error::InvalidArgument)).collect::<Result<Vec<_>, _>>()?;
     let (model, _) = load_model(&a.model)?;
-    let template = chat_template(model.tokenizer.chat_template(), a.chat_template_file.as_ref())?;
+    let template = chat_template(&model, a.chat_template_file.as_ref())?;
     let threads = a.threads.unwrap_or_else(decache::session::default_threads).max(1);
     let opts = EvalOptions {
         strategies: a.strategies.clone(),

@@ -50,15 +50,16 @@ pub struct RunArgs {
     pub sampling: SamplingArgs,
 }
 
-/// The chat template to use: the override file, the model's, or ChatML.
-pub fn chat_template(model_template: Option<&str>, file: Option<&PathBuf>) -> Result<ChatTemplate, decache::Error> {
+/// The chat template to use: the override file, the model's, or the
+/// family's own format (ChatML unless the architecture has another).
+pub fn chat_template(model: &decache::model::Model, file: Option<&PathBuf>) -> Result<ChatTemplate, decache::Error> {
     if let Some(f) = file {
         let src = read_prompt_file(f)?;
         return Ok(ChatTemplate::new(&src)?);
     }
-    match model_template {
+    match model.tokenizer.chat_template() {
         Some(src) => Ok(ChatTemplate::new(src)?),
-        None => Ok(ChatTemplate::chatml()),
+        None => Ok(ChatTemplate::default_for(model.arch.name())),
     }
 }
 
@@ -71,7 +72,7 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
     let tok = &model.tokenizer;
     let use_chat = !a.raw && (a.chat || a.chat_template_file.is_some() || (a.text.prompt.is_some() && tok.chat_template().is_some()));
     let prompt_text = if use_chat {
-        let tmpl = chat_template(tok.chat_template(), a.chat_template_file.as_ref())?;
+        let tmpl = chat_template(&model, a.chat_template_file.as_ref())?;
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
             msgs.push(ChatMessage::new("system", s.clone()));

@@ -119,7 +119,7 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         let (st, load_opts, tpl_file) = (state.clone(), a.model.load_options(), a.chat_template_file.clone());
         let loader = tokio::task::spawn_blocking(move || -> Result<(), decache::Error> {
             let model = Arc::new(Model::load(&path, &load_opts)?);
-            let template = chat_template(model.tokenizer.chat_template(), tpl_file.as_ref())?;
+            let template = chat_template(&model, tpl_file.as_ref())?;
             let engine = Engine::start(model, engine_cfg)?;
             eprintln!(
                 "decache serve: ready: {} slot(s) of {} cells; subconscious cache {}",

@@ -38,6 +38,18 @@ const CHATML: &str = "{%- for message in messages -%}\
 {%- endfor -%}\
 {%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}";
 
+/// Gemma's turns (`<start_of_turn>user` / `model`, the system prompt at the
+/// head of the first user turn), for Gemma files that carry no template.
+/// No BOS: the tokenizer adds it, as Gemma's vocabulary asks.
+const GEMMA: &str = "\
+{%- if messages and messages[0]['role'] == 'system' -%}\
+{%- set first = messages[0]['content'] + '\n\n' -%}{%- set rest = messages[1:] -%}\
+{%- else -%}{%- set first = '' -%}{%- set rest = messages -%}{%- endif -%}\
+{%- for m in rest -%}\
+{{- '<start_of_turn>' + ('model' if m['role'] == 'assistant' else 'user') + '\n' + (first if loop.first else '') + m['content'] + '<end_of_turn>\n' -}}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{- '<start_of_turn>model\n' -}}{%- endif -%}";
+
 /// A compiled chat template.
 #[derive(Debug)]
 pub struct ChatTemplate {
@@ -81,6 +93,15 @@ impl ChatTemplate {
             Ok(t) => t,
             // CHATML is a constant covered by the unit tests.
             Err(e) => unreachable!("the built-in ChatML template does not compile: {e}"),
+        }
+    }
+
+    /// The format of an architecture's family when its file carries no
+    /// template: Gemma's turns for `gemma3`, ChatML otherwise.
+    pub fn default_for(arch: &str) -> Self {
+        match arch {
+            "gemma3" => ChatTemplate::new(GEMMA).unwrap_or_else(|_| ChatTemplate::chatml()),
+            _ => ChatTemplate::chatml(),
         }
     }
 
