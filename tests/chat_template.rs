@@ -162,3 +162,38 @@ fn gemma3_without_a_template_gets_gemma_turns() {
          <start_of_turn>model\n"
     );
 }
+
+#[test]
+fn hostile_templates_stop_with_errors_in_bounded_time() {
+    let render = |src: &str| -> String {
+        let t = ChatTemplate::new(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let t0 = std::time::Instant::now();
+        let r = t.render(&conversation(), true, "", "");
+        let took = t0.elapsed();
+        assert!(took < std::time::Duration::from_secs(20), "{src}: took {took:?}");
+        match r {
+            Err(e) => e.to_string(),
+            Ok(out) => panic!("{src}: rendered {} bytes", out.len()),
+        }
+    };
+    // Endless work: nested loops of 10^10 steps, unbounded recursion.
+    let e = render("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}");
+    assert!(e.contains("ran too long"), "{e}");
+    let e = render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
+    assert!(!e.is_empty(), "{e}");
+    // Reading files: there is no loader, so nothing outside the template is reachable.
+    for src in ["{% include '/etc/passwd' %}", "{% import '/etc/hostname' as h %}", "{% extends '../../etc/passwd' %}"] {
+        let e = render(src);
+        assert!(e.contains("not found") || e.contains("template"), "{src}: {e}");
+    }
+}
+
+#[test]
+fn long_conversations_stay_within_the_template_step_budget() {
+    // 20,000 messages through SmolLM2's own template: far below the budget.
+    let t = ChatTemplate::new(&smollm2_template()).unwrap();
+    let msgs: Vec<ChatMessage> =
+        (0..20_000).map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, format!("message {i}"))).collect();
+    let out = t.render(&msgs, true, "", "").unwrap();
+    assert!(out.contains("message 19999") && out.ends_with("<|im_start|>assistant\n"));
+}

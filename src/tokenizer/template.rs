@@ -50,6 +50,11 @@ const GEMMA: &str = "\
 {%- endfor -%}\
 {%- if add_generation_prompt -%}{{- '<start_of_turn>model\n' -}}{%- endif -%}";
 
+/// Steps one rendering may take. Real templates take about a hundred per
+/// message; a template from a stranger's file that loops without end stops
+/// here with an error instead of hanging the program.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
 /// A compiled chat template.
 #[derive(Debug)]
 pub struct ChatTemplate {
@@ -71,6 +76,7 @@ impl ChatTemplate {
     pub fn new(source: &str) -> Result<Self, TokenizerError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -158,6 +164,12 @@ impl ChatTemplate {
 
 /// A minijinja error as a one-line message with its line and cause.
 fn template_error(e: Error) -> TokenizerError {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return TokenizerError::Template(format!(
+            "the chat template ran too long (more than {TEMPLATE_FUEL} steps for one rendering) and was stopped{}",
+            e.line().map_or(String::new(), |l| format!(" at line {l}"))
+        ));
+    }
     let mut msg = match e.detail() {
         Some(detail) => format!("{}: {detail}", e.kind()),
         None => e.kind().to_string(),
