@@ -49,6 +49,8 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
         (vec!["run", "-m", m, "-p", "hi", "--top-p", "1.5"], vec!["top_p"]),
         (vec!["run", "-m", m, "-p", "hi", "-t", "0"], vec!["-t 0"]),
         (vec!["run", "-m", m], vec!["no prompt"]),
+        // 16M cells of SmolLM2 would take 368 GB: refused before allocating, with the figure.
+        (vec!["run", "-m", m, "-p", "hi", "-c", "16000000"], vec!["16000000 cells needs", "MiB for its KV cache", "lower -c"]),
         (vec!["info", dir.path().to_str().unwrap()], vec!["is a directory"]),
     ];
     for (args, keywords) in cases {
@@ -74,4 +76,14 @@ fn info_and_tokenize_describe_the_model() {
     assert_eq!(stdout(&o).trim(), "[1, 4093, 198, 19556, 905]", "{}", stderr(&o));
     let o = decache(&["tokenize", "-m", m, "-p", "<|im_start|>", "--ids", "--no-parse-special"]);
     assert_ne!(stdout(&o).trim(), "[1]", "special text must be plain text with --no-parse-special");
+}
+
+#[test]
+fn a_context_past_the_trained_one_warns() {
+    let m = common::smollm2();
+    let o = decache(&["run", "-m", m.to_str().unwrap(), "-p", "hi", "-n", "1", "-c", "9000", "-t", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning: -c 9000 is beyond the 8192 positions this model was trained on"), "{}", stderr(&o));
+    let o = decache(&["run", "-m", m.to_str().unwrap(), "-p", "hi", "-n", "1", "-c", "4096", "-t", "2"]);
+    assert!(o.status.success() && !stderr(&o).contains("warning: -c"), "{}", stderr(&o));
 }

@@ -47,6 +47,7 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
     params.validate()?;
     let (model, _) = load_model(&a.model)?;
     let template = chat_template(&model, a.chat_template_file.as_ref())?;
+    super::load::warn_ctx(&model, cfg.n_ctx);
     // One transcript across `/clear`: a new conversation's session records
     // into the same writer, starting with a `clear`.
     let writer: std::cell::RefCell<Option<std::sync::Arc<std::sync::Mutex<decache::transcript::TranscriptWriter>>>> = Default::default();

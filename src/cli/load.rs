@@ -13,3 +13,12 @@ pub fn load_model(args: &ModelArgs) -> Result<(Arc<Model>, f64), decache::Error>
     let model = Model::load(&path, &args.load_options())?;
     Ok((Arc::new(model), t0.elapsed().as_secs_f64() * 1e3))
 }
+
+/// Warn when `-c` asks for more positions than the model was trained on
+/// (llama.cpp warns the same way: quality falls past that point).
+pub fn warn_ctx(model: &Model, n_ctx: usize) {
+    let train = model.hparams.n_ctx_train as usize;
+    if n_ctx > train {
+        eprintln!("warning: -c {n_ctx} is beyond the {train} positions this model was trained on; text past them may degrade");
+    }
+}

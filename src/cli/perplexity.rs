@@ -34,6 +34,7 @@ pub fn run(a: &PerplexityArgs) -> Result<(), decache::Error> {
         ids.truncate(a.chunks as usize * n_ctx);
     }
     let bos = if tok.add_bos() { tok.bos() } else { None };
+    super::load::warn_ctx(&model, cfg.n_ctx);
     let mut session = Session::new(model.clone(), cfg)?;
     let n_vocab = model.hparams.n_vocab as usize;
     eprintln!("perplexity: tokenizing the input: {} tokens, {} chunks of {n_ctx}", ids.len(), ids.len() / n_ctx);

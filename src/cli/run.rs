@@ -90,6 +90,7 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
             eprintln!("{id:>8} -> {:?}", String::from_utf8_lossy(&tok.token_to_piece(id, true)));
         }
     }
+    super::load::warn_ctx(&model, cfg.n_ctx);
     let mut session = Session::new(model.clone(), cfg)?;
     if ids.len() >= session.n_ctx() {
         return Err(decache::Error::Context(format!(

@@ -174,13 +174,22 @@ async fn auth(State(st): State<Arc<AppState>>, headers: HeaderMap, req: Request,
     if let Some(key) = &st.opts.api_key {
         let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let x = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-        if bearer != Some(key.as_str()) && x != Some(key.as_str()) {
+        let given = |v: Option<&str>| v.is_some_and(|v| same_key(v, key));
+        if !given(bearer) && !given(x) {
             return ApiError::new(StatusCode::UNAUTHORIZED, "invalid or missing API key (Authorization: Bearer KEY or x-api-key: KEY)")
                 .dialect(dialect)
                 .into_response();
         }
     }
     next.run(req).await
+}
+
+/// Whether `given` is the API key, in time that does not depend on where
+/// they differ: both are hashed, and the digests compared without an early exit.
+fn same_key(given: &str, key: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(key.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
@@ -293,4 +302,17 @@ async fn detokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Resp
         return Err(ApiError::bad_request(format!("tokens[{i}] = {id}: outside the vocabulary (0..{n})")).param("tokens"));
     }
     Ok(Json(json!({ "content": tok.decode(&req.tokens, true) })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_key;
+
+    #[test]
+    fn keys_compare_by_digest() {
+        assert!(same_key("sk-local-123", "sk-local-123"));
+        assert!(!same_key("sk-local-124", "sk-local-123"));
+        assert!(!same_key("", "sk-local-123"));
+        assert!(!same_key("sk-local-123 ", "sk-local-123"));
+    }
 }

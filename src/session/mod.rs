@@ -60,6 +60,15 @@ pub struct Session {
     generating: bool,
 }
 
+/// Memory the system can still give (Linux `MemAvailable`); `None` where
+/// it cannot be read.
+fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 impl Session {
     pub fn new(model: Arc<Model>, mut cfg: SessionConfig) -> Result<Session> {
         let hp = &model.hparams;
@@ -91,6 +100,17 @@ impl Session {
             return Err(Error::InvalidArgument(format!(
                 "cache type {} needs rows that are a multiple of {} elements (this model has {kv_elems})",
                 cfg.type_k, cfg.type_k.block_size()
+            )));
+        }
+        let need = (cfg.type_k.row_bytes(kv_elems as u64).unwrap_or(0) + cfg.type_v.row_bytes(kv_elems as u64).unwrap_or(0)) as u128
+            * hp.n_layer as u128
+            * cfg.n_ctx as u128;
+        if let Some(avail) = available_memory().filter(|&a| need > a as u128) {
+            return Err(Error::Context(format!(
+                "a context of {} cells needs {} MiB for its KV cache, but {} MiB of memory are available (lower -c)",
+                cfg.n_ctx,
+                need >> 20,
+                avail >> 20
             )));
         }
         let kv = KvCache::new(cfg.n_ctx, hp.n_layer as usize, kv_elems, kv_elems, cfg.type_k, cfg.type_v, backend.buffer_type())
