@@ -65,7 +65,7 @@ endurance: models
 	$(CARGO) run --release --example endurance -- -c 4096 --tokens 100000 --json target/endurance.json
 
 # The eval report (docs/eval/): the shipped annotated sets under all six
-# strategies (about 6 minutes here).
+# strategies (about 12 minutes here).
 eval-report: build models
 	$(BIN) eval -t 2 --report docs/eval --json docs/eval/results.json
 

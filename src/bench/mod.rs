@@ -7,25 +7,44 @@ use crate::ggml::oracle::OracleContext;
 use crate::session::Session;
 use std::time::Instant;
 
-/// One test: prompt processing or generation of `n` tokens.
+/// What a test times: prompt processing or generation of `n` tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BenchTest {
+pub enum BenchKind {
     Prompt(usize),
     Gen(usize),
 }
 
+/// One test: its kind, after `depth` tokens already in the cache
+/// (llama-bench's `-d`; the depth's prefill is not timed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchTest {
+    pub kind: BenchKind,
+    pub depth: usize,
+}
+
 impl BenchTest {
     pub fn name(&self) -> String {
-        match self {
-            BenchTest::Prompt(n) => format!("pp{n}"),
-            BenchTest::Gen(n) => format!("tg{n}"),
+        let t = match self.kind {
+            BenchKind::Prompt(n) => format!("pp{n}"),
+            BenchKind::Gen(n) => format!("tg{n}"),
+        };
+        if self.depth > 0 {
+            format!("{t} @ d{}", self.depth)
+        } else {
+            t
         }
     }
 
+    /// Tokens timed.
     pub fn n_tokens(&self) -> usize {
-        match self {
-            BenchTest::Prompt(n) | BenchTest::Gen(n) => *n,
+        match self.kind {
+            BenchKind::Prompt(n) | BenchKind::Gen(n) => n,
         }
+    }
+
+    /// Cells the test needs.
+    pub fn n_ctx(&self) -> usize {
+        self.depth + self.n_tokens()
     }
 }
 
@@ -45,13 +64,16 @@ pub fn bench_tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
 /// Tokens per second of one run of `test` on our engine.
 pub fn run_ours(s: &mut Session, test: BenchTest, n_vocab: usize) -> Result<f64> {
     s.clear();
+    if test.depth > 0 {
+        s.eval(&bench_tokens(test.depth, n_vocab, 7), false)?;
+    }
     let toks = bench_tokens(test.n_tokens(), n_vocab, 42);
     let t0 = Instant::now();
-    match test {
-        BenchTest::Prompt(_) => {
+    match test.kind {
+        BenchKind::Prompt(_) => {
             s.eval(&toks, false)?;
         }
-        BenchTest::Gen(_) => {
+        BenchKind::Gen(_) => {
             for &t in &toks {
                 s.eval(&[t], false)?;
             }
@@ -66,16 +88,22 @@ pub fn run_ours(s: &mut Session, test: BenchTest, n_vocab: usize) -> Result<f64>
 /// Tokens per second of one run of `test` on llama.cpp.
 pub fn run_llama(c: &mut OracleContext<'_>, test: BenchTest, n_vocab: usize) -> Result<f64> {
     c.clear();
+    let d = test.depth as i32;
+    if d > 0 {
+        let deep: Vec<i32> = bench_tokens(test.depth, n_vocab, 7).iter().map(|&t| t as i32).collect();
+        c.decode(&deep, &(0..d).collect::<Vec<_>>(), false).map_err(Error::Context)?;
+        c.synchronize();
+    }
     let toks: Vec<i32> = bench_tokens(test.n_tokens(), n_vocab, 42).iter().map(|&t| t as i32).collect();
     let t0 = Instant::now();
-    match test {
-        BenchTest::Prompt(n) => {
-            let pos: Vec<i32> = (0..n as i32).collect();
+    match test.kind {
+        BenchKind::Prompt(n) => {
+            let pos: Vec<i32> = (d..d + n as i32).collect();
             c.decode(&toks, &pos, false).map_err(Error::Context)?;
         }
-        BenchTest::Gen(_) => {
+        BenchKind::Gen(_) => {
             for (i, &t) in toks.iter().enumerate() {
-                c.decode(&[t], &[i as i32], false).map_err(Error::Context)?;
+                c.decode(&[t], &[d + i as i32], false).map_err(Error::Context)?;
             }
         }
     }

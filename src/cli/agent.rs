@@ -228,7 +228,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     let template = chat_template(&model, a.chat_template_file.as_ref())?;
     super::load::warn_ctx(&model, cfg.n_ctx);
     let mut session = Session::new(model, cfg)?;
-    let transcript = a.transcript.as_ref().map(|p| super::transcript::attach(&mut session, p, "agent", &a.model)).transpose()?;
+    let transcript = a.transcript.as_ref().map(|p| super::transcript::attach(&mut session, p, "agent", &a.model, Some(&a.decache))).transpose()?;
     let mut conv = Conversation::new(session, template, policy);
     conv.positions = positions;
     let limits = Limits {

@@ -4,7 +4,7 @@
 use super::args::ModelArgs;
 use super::load::load_model;
 use clap::{Args, ValueEnum};
-use decache::bench::{mean_std, run_llama, run_ours, BenchTest};
+use decache::bench::{mean_std, run_llama, run_ours, BenchKind, BenchTest};
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::session::{default_threads, Session, SessionConfig};
 
@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Threads.
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Run each test after this many tokens already in the cache (llama-bench's -d; comma-separated).
+    #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_value = "0")]
+    pub depth: Vec<usize>,
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     pub batch_size: usize,
     #[arg(long = "ubatch-size", default_value_t = 512)]
@@ -85,14 +88,15 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
         return super::bench_replay::run(a, &model, threads);
     }
     let n_vocab = model.hparams.n_vocab as usize;
-    let tests: Vec<BenchTest> = a
+    let kinds: Vec<BenchKind> = a
         .n_prompt
         .iter()
         .filter(|&&n| n > 0)
-        .map(|&n| BenchTest::Prompt(n))
-        .chain(a.n_gen.iter().filter(|&&n| n > 0).map(|&n| BenchTest::Gen(n)))
+        .map(|&n| BenchKind::Prompt(n))
+        .chain(a.n_gen.iter().filter(|&&n| n > 0).map(|&n| BenchKind::Gen(n)))
         .collect();
-    let n_ctx = tests.iter().map(|t| t.n_tokens()).max().unwrap_or(1).next_multiple_of(256);
+    let tests: Vec<BenchTest> = a.depth.iter().flat_map(|&depth| kinds.iter().map(move |&kind| BenchTest { kind, depth })).collect();
+    let n_ctx = tests.iter().map(|t| t.n_ctx()).max().unwrap_or(1).next_multiple_of(256);
     let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, ..SessionConfig::default() };
     let mut session = Session::new(model.clone(), cfg)?;
     let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };

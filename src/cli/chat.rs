@@ -56,7 +56,7 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
         if let Some(path) = &a.transcript {
             let mut w = writer.borrow_mut();
             match &*w {
-                None => *w = Some(super::transcript::attach(&mut session, path, "chat", &a.model)?),
+                None => *w = Some(super::transcript::attach(&mut session, path, "chat", &a.model, Some(&a.decache))?),
                 Some(w) => {
                     session.set_recorder(decache::transcript::TranscriptWriter::recorder(w.clone()));
                     session.clear();

@@ -100,7 +100,7 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
         )));
     }
 
-    let transcript = a.transcript.as_ref().map(|p| super::transcript::attach(&mut session, p, "run", &a.model)).transpose()?;
+    let transcript = a.transcript.as_ref().map(|p| super::transcript::attach(&mut session, p, "run", &a.model, None)).transpose()?;
     let stop = install_ctrl_c(true);
     let opts = GenerateOptions {
         n_predict: (a.n_predict >= 0).then_some(a.n_predict as usize),

@@ -1,5 +1,5 @@
 //! `--transcript FILE` (on `run`, `chat` and `agent`) and `decache replay`.
-use super::args::ModelArgs;
+use super::args::{DecacheArgs, ModelArgs};
 use clap::Args;
 use decache::model::{LoadOptions, Model};
 use decache::session::{Session, SessionConfig};
@@ -9,11 +9,17 @@ use decache::Error;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Record everything `session` does from now on into a new transcript at `path`.
+/// Record everything `session` does from now on into a new transcript at
+/// `path`, starting with the decache settings of a conversation (a note:
+/// a replay does not need them, a reader does).
 pub fn attach(
-    session: &mut Session, path: &Path, command: &str, model: &ModelArgs,
+    session: &mut Session, path: &Path, command: &str, model: &ModelArgs, decache: Option<&DecacheArgs>,
 ) -> Result<Arc<Mutex<TranscriptWriter>>, Error> {
-    TranscriptWriter::attach(session, path, command, model.load_options().extra_buffers).map_err(Error::InvalidArgument)
+    let w = TranscriptWriter::attach(session, path, command, model.load_options().extra_buffers).map_err(Error::InvalidArgument)?;
+    if let Some(d) = decache {
+        session.note(&serde_json::json!({"note": "settings", "decache_at": d.decache_at, "decache_to": d.decache_to, "positions": d.positions}));
+    }
+    Ok(w)
 }
 
 /// Warn once if writing the transcript failed (the session went on).

@@ -123,11 +123,12 @@ pub fn evaluate(
     let n_vocab = model.hparams.n_vocab as usize;
     let total = script.total_tokens();
     let budget = script.budget();
-    // Room for everything (full context), or for the budget plus a summary round.
+    // Room for everything (full context), or for the budget; and for a
+    // summary round (its request and the summary) on top of either.
     let train = model.hparams.n_ctx_train as usize;
     let fits = total <= train;
-    let need = if fits { total } else { budget + 2 * opts.summary_tokens + 512 };
-    let n_ctx = (need + 64).div_ceil(256) * 256;
+    let need = if fits { total } else { budget };
+    let n_ctx = (need + opts.summary_tokens + 256).div_ceil(256) * 256;
     let mut skipped = Vec::new();
     let mut order: Vec<Strategy> = Strategy::ALL.into_iter().filter(|s| opts.strategies.contains(s)).collect();
     if !fits && order.contains(&Strategy::Full) {
