@@ -69,7 +69,7 @@ impl Session {
     /// Set the next position back to `p`, which must lie after every live
     /// token (what comes after the last kept token was removed).
     pub fn rewind(&mut self, p: Pos) -> Result<()> {
-        if let Some(&(last, _)) = self.live_chain().last().filter(|&&(last, _)| last >= p) {
+        if let Some(last) = self.kv.cells.max_pos().filter(|&last| last >= p) {
             return Err(Error::InvalidArgument(format!("cannot rewind to position {p}: position {last} still holds a token")));
         }
         if p < 0 {
