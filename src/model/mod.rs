@@ -71,7 +71,7 @@ impl Model {
         let model_err = |msg: String| Error::Model { path: path.to_path_buf(), msg };
         let arch_name = file.architecture()?;
         let arch = Arch::from_name(arch_name).ok_or_else(|| {
-            model_err(format!("unsupported architecture '{arch_name}' (supported: {})", Arch::SUPPORTED.join(", ")))
+            model_err(format!("unsupported architecture '{arch_name}' (supported: {})", Arch::supported()))
         })?;
         let hparams = HParams::from_gguf(&file, arch.hparams())?;
         let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(&file)?).map_err(|e| model_err(format!("tokenizer: {e}")))?;
