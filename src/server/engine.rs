@@ -184,7 +184,8 @@ impl Engine {
                 })
                 .map_err(|e| crate::Error::Context(format!("cannot start slot thread: {e}")))?;
         }
-        let (queue, rx) = sync_channel::<Job>(config.queue.max(1));
+        // Admission is decided in `submit`; the channel only has to hold what it admits.
+        let (queue, rx) = sync_channel::<Job>(n + config.queue + 1);
         let (sh, min_chunk) = (shared.clone(), config.min_chunk);
         std::thread::Builder::new()
             .name("dispatch".into())
@@ -193,14 +194,23 @@ impl Engine {
         Ok(Engine { queue, shared, config, model, n_ctx })
     }
 
-    /// Queue a job; gives it back when the queue is full.
+    /// Queue a job; gives it back when every slot is busy and `queue` jobs
+    /// already wait. The count is taken under the slots' lock (the dispatcher
+    /// moves a job from waiting to busy under it too), so a job the dispatcher
+    /// has not picked up yet never makes the queue look fuller than it is.
     pub fn submit(&self, job: Job) -> std::result::Result<(), Job> {
+        let slots = self.shared.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let busy = slots.iter().filter(|s| s.info.busy).count();
+        let mut waiting = self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if busy + *waiting >= slots.len() + self.config.queue {
+            return Err(job);
+        }
         // Counted before it can reach the dispatcher, which uncounts it.
-        *self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *waiting += 1;
         match self.queue.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
-                *self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                *waiting -= 1;
                 Err(j)
             }
         }
@@ -246,8 +256,9 @@ fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, m
         info.last_used = clock;
         info.busy = true;
         info.requests += 1;
-        drop(slots);
+        // From waiting to busy in one step under the slots' lock (see `submit`).
         *shared.waiting.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        drop(slots);
         if slot_tx[best].send(job).is_err() {
             return;
         }
