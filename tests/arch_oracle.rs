@@ -110,9 +110,9 @@ fn model(arch: &str, s: Shape, seed: u64) -> Gguf {
 
 const N_CTX: usize = 256;
 
-fn ours(path: &Path) -> Session {
+fn ours(path: &Path, flash_attn: bool) -> Session {
     let model = Arc::new(Model::load(path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
-    Session::new(model, SessionConfig { n_ctx: N_CTX, n_threads: 2, ..SessionConfig::default() }).unwrap()
+    Session::new(model, SessionConfig { n_ctx: N_CTX, n_threads: 2, flash_attn, ..SessionConfig::default() }).unwrap()
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -134,19 +134,25 @@ fn compare(what: &str, mine: &[f32], theirs: &[Vec<f32>]) -> f32 {
 
 /// Full-sequence logits, then a removal of [10, 20) and 12 more tokens,
 /// with `keep` (gap) and, when `shift`, with the gap closed (`seq_add`),
-/// each against llama.cpp.
+/// each against llama.cpp, with plain and with flash attention.
 fn check(arch: &str, g: Gguf, shift: bool) -> Vec<String> {
+    let mut report = check_attn(arch, &g, shift, false);
+    report.extend(check_attn(&format!("{arch} -fa"), &g, shift, true));
+    report
+}
+
+fn check_attn(arch: &str, g: &Gguf, shift: bool, flash_attn: bool) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(format!("{arch}.gguf"));
+    let path = dir.path().join(format!("{}.gguf", arch.replace(' ', "_")));
     g.write(&path);
     let toks: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 300).collect();
     let more: Vec<u32> = (0..12).map(|i| (i * 53 + 7) % 300).collect();
     let ids = |t: &[u32]| t.iter().map(|&x| x as i32).collect::<Vec<_>>();
     let oracle = OracleModel::load(&path).unwrap_or_else(|e| panic!("{arch}: {e}"));
-    let params = OracleParams { n_ctx: N_CTX as u32, n_threads: 2, ..OracleParams::default() };
+    let params = OracleParams { n_ctx: N_CTX as u32, n_threads: 2, flash_attn, ..OracleParams::default() };
     let mut report = Vec::new();
     for policy in [PositionPolicy::Keep, PositionPolicy::Shift] {
-        let mut s = ours(&path);
+        let mut s = ours(&path, flash_attn);
         let mine = s.eval(&toks, true).unwrap();
         let mut oc = OracleContext::new(&oracle, &params).unwrap();
         let theirs = oc.decode(&ids(&toks), &(0..40).collect::<Vec<i32>>(), true).unwrap();

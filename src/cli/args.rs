@@ -45,6 +45,29 @@ pub struct ContextArgs {
     /// V cache type: f16, f32 or q8_0 (also -ctv; q8_0 needs flash attention).
     #[arg(long = "cache-type-v", default_value = "f16")]
     pub cache_type_v: String,
+    /// Flash attention: on, off or auto (also -fa; auto = off on the CPU, where ggml's fused op decodes slower).
+    #[arg(long = "flash-attn", value_enum, default_value_t = FlashAttn::Auto)]
+    pub flash_attn: FlashAttn,
+}
+
+/// `-fa on|off|auto`, as llama.cpp spells it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlashAttn {
+    #[value(alias = "1")]
+    On,
+    #[value(alias = "0")]
+    Off,
+    Auto,
+}
+
+impl FlashAttn {
+    pub fn enabled(self) -> bool {
+        match self {
+            FlashAttn::On => true,
+            FlashAttn::Off => false,
+            FlashAttn::Auto => decache::session::FLASH_ATTN_AUTO,
+        }
+    }
 }
 
 impl ContextArgs {
@@ -62,6 +85,7 @@ impl ContextArgs {
             n_threads: self.threads.unwrap_or_else(default_threads),
             type_k: ty("-ctk", &self.cache_type_k)?,
             type_v: ty("-ctv", &self.cache_type_v)?,
+            flash_attn: self.flash_attn.enabled(),
         })
     }
 }

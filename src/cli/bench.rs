@@ -1,7 +1,7 @@
 //! `decache bench`: a llama-bench-style table (pp/tg in tokens per second),
 //! optionally with llama.cpp's figures from the same process and run, the
 //! runs interleaved so that machine noise hits both alike.
-use super::args::ModelArgs;
+use super::args::{FlashAttn, ModelArgs};
 use super::load::load_model;
 use clap::{Args, ValueEnum};
 use decache::bench::{mean_std, run_llama, run_ours, BenchKind, BenchTest};
@@ -34,6 +34,9 @@ pub struct BenchArgs {
     pub batch_size: usize,
     #[arg(long = "ubatch-size", default_value_t = 512)]
     pub ubatch_size: usize,
+    /// Flash attention for both engines: on (1), off (0) or auto (also -fa).
+    #[arg(long = "flash-attn", value_enum, default_value_t = FlashAttn::Auto)]
+    pub flash_attn: FlashAttn,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub repetitions: usize,
@@ -97,7 +100,7 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
         .collect();
     let tests: Vec<BenchTest> = a.depth.iter().flat_map(|&depth| kinds.iter().map(move |&kind| BenchTest { kind, depth })).collect();
     let n_ctx = tests.iter().map(|t| t.n_ctx()).max().unwrap_or(1).next_multiple_of(256);
-    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, ..SessionConfig::default() };
+    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, flash_attn: a.flash_attn.enabled(), ..SessionConfig::default() };
     let mut session = Session::new(model.clone(), cfg)?;
     let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };
     let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
@@ -137,12 +140,13 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
     let backend = session.backend_name();
     match a.output {
         Output::Md => {
-            outln!("| model | size | params | backend | threads | test | t/s |");
-            outln!("| ----- | ---: | -----: | ------- | ------: | ---- | --: |");
+            let fa = u8::from(a.flash_attn.enabled());
+            outln!("| model | size | params | backend | threads | fa | test | t/s |");
+            outln!("| ----- | ---: | -----: | ------- | ------: | -: | ---- | --: |");
             for r in &rows {
                 let (m, s) = mean_std(&r.samples);
                 let be = if r.engine == "decache" { backend.clone() } else { format!("{backend} (llama.cpp)") };
-                outln!("| {model_name} | {size} | {params} | {be} | {threads} | {} | {m:.2} ± {s:.2} |", r.test);
+                outln!("| {model_name} | {size} | {params} | {be} | {threads} | {fa} | {} | {m:.2} ± {s:.2} |", r.test);
             }
             if octx.is_some() {
                 outln!();
@@ -162,7 +166,7 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
                     let (m, s) = mean_std(&r.samples);
                     serde_json::json!({
                         "engine": r.engine, "model": model_name, "model_size": i.file_size, "model_n_params": i.n_params,
-                        "backend": backend, "n_threads": threads, "n_batch": a.batch_size, "n_ubatch": a.ubatch_size,
+                        "backend": backend, "n_threads": threads, "n_batch": a.batch_size, "n_ubatch": a.ubatch_size, "flash_attn": a.flash_attn.enabled(),
                         "test": r.test, "avg_ts": m, "stddev_ts": s, "samples_ts": r.samples,
                     })
                 })
@@ -204,7 +208,7 @@ fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, thr
     }
     let n_ctx = a.ctx_size;
     let n_gen = a.n_gen.first().copied().filter(|&n| n > 0).unwrap_or(64).min(n_ctx / 8);
-    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, ..SessionConfig::default() };
+    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, flash_attn: a.flash_attn.enabled(), ..SessionConfig::default() };
     let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };
     let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
     let n_vocab = model.hparams.n_vocab as usize;
@@ -235,6 +239,7 @@ fn oracle_context<'m>(m: &'m OracleModel, a: &BenchArgs, n_ctx: usize, threads: 
         n_batch: a.batch_size as u32,
         n_ubatch: a.ubatch_size as u32,
         n_threads: threads as i32,
+        flash_attn: a.flash_attn.enabled(),
         ..OracleParams::default()
     };
     OracleContext::new(m, &p).map_err(decache::Error::Context)

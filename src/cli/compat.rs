@@ -10,6 +10,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("-sys", "--system-prompt"),
     ("-nr", "--no-repack"),
     ("-np", "--parallel"),
+    ("-fa", "--flash-attn"),
 ];
 
 /// `args` with every llama.cpp alias (also as `-ctk=q8_0`) replaced.

@@ -69,6 +69,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
         n_threads: a.threads.unwrap_or(h.n_threads).max(1),
         type_k: ty(&h.type_k)?,
         type_v: ty(&h.type_v)?,
+        flash_attn: h.flash_attn,
     };
     let mut session = Session::new(model.clone(), cfg)?;
     if a.agreement || model.info.fingerprint != h.fingerprint {

@@ -177,6 +177,17 @@ impl Context {
         self.wrap(unsafe { sys::ggml_soft_max_ext(self.raw(), a.raw(), m, scale, 0.0) })
     }
 
+    /// Fused attention: softmax(q·kᵀ * scale + mask)·v with f32
+    /// accumulation. q: [d, n_tokens, n_head], k and v: [d, n_kv, n_head_kv]
+    /// (rows, not transposed), mask: f16 [n_kv, n_tokens]; returns
+    /// [d, n_head, n_tokens]. Cells masked with -inf are skipped.
+    pub fn flash_attn_ext<'a>(&'a self, q: Tensor<'a>, k: Tensor<'a>, v: Tensor<'a>, mask: Tensor<'a>, scale: f32) -> Tensor<'a> {
+        assert_eq!(mask.typ(), GgmlType::F16, "flash attention takes an f16 mask");
+        let t = self.wrap(unsafe { sys::ggml_flash_attn_ext(self.raw(), q.raw(), k.raw(), v.raw(), mask.raw(), scale, 0.0, 0.0) });
+        unsafe { sys::ggml_prec_set_acc(t.raw(), sys::GGML_PREC_F32) };
+        t
+    }
+
     /// Scatter the rows of `src` into `dst` at row indices `idx` (I64).
     pub fn set_rows<'a>(&'a self, dst: Tensor<'a>, src: Tensor<'a>, idx: Tensor<'a>) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_set_rows(self.raw(), dst.raw(), src.raw(), idx.raw()) })

@@ -1,5 +1,5 @@
-//! Moving live cells into a contiguous block: K rows and (transposed) V
-//! columns are gathered from their old cells and scattered to the new ones
+//! Moving live cells into a contiguous block: K rows and V values (rows,
+//! or columns when V is transposed) are gathered from their old cells and scattered to the new ones
 //! with one ggml graph over all layers.
 use super::KvCache;
 use crate::ggml::{Context, GgmlType, Graph, Tensor};
@@ -38,15 +38,14 @@ pub fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, n_moves:
 
 /// Index lists for `moves` (K: cells; V: every element of each cell).
 pub fn indices(kv: &KvCache, moves: &[(usize, usize)]) -> (Vec<i32>, Vec<i64>, Vec<i32>, Vec<i64>) {
-    let size = kv.size();
     let k_src = moves.iter().map(|m| m.0 as i32).collect();
     let k_dst = moves.iter().map(|m| m.1 as i64).collect();
     let mut v_src = Vec::with_capacity(moves.len() * kv.n_embd_v);
     let mut v_dst = Vec::with_capacity(moves.len() * kv.n_embd_v);
     for &(from, to) in moves {
         for j in 0..kv.n_embd_v {
-            v_src.push((j * size + from) as i32);
-            v_dst.push((j * size + to) as i64);
+            v_src.push(kv.v_index(from, j) as i32);
+            v_dst.push(kv.v_index(to, j) as i64);
         }
     }
     (k_src, k_dst, v_src, v_dst)

@@ -1,6 +1,8 @@
 //! The orthonormal Hadamard rotation applied to queries and keys when the K
 //! cache is quantized (as llama.cpp does): q·k is unchanged, but the rotated
-//! keys spread outliers over all elements and quantize with less error.
+//! keys spread outliers over all elements and quantize with less error. A
+//! quantized V cache (flash attention) holds rotated values the same way, and
+//! attention's output is rotated back (the matrix is its own inverse).
 
 /// Head sizes that get a rotation, and the rotation's size for one.
 pub fn k_rotation_size(head_dim: usize, k_quantized: bool) -> Option<usize> {
@@ -12,6 +14,12 @@ pub fn k_rotation_size(head_dim: usize, k_quantized: bool) -> Option<usize> {
         n *= 2;
     }
     Some(n)
+}
+
+/// The V rotation's size: 64 for a quantized V cache whose heads are a
+/// multiple of 64 (llama.cpp keeps V's rotation small; larger ones did not help).
+pub fn v_rotation_size(head_dim: usize, v_quantized: bool) -> Option<usize> {
+    (v_quantized && head_dim > 0 && head_dim % 64 == 0).then_some(64)
 }
 
 /// The n x n Sylvester-Hadamard matrix scaled by 1/sqrt(n) (n a power of 2), row-major.

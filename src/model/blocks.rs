@@ -15,6 +15,11 @@ pub struct AttnInputs<'c> {
     pub n_kv: i64,
     /// Hadamard rotation for q and k when the K cache is quantized.
     pub k_rot: Option<Tensor<'c>>,
+    /// Hadamard rotation for v and the output when the V cache is quantized.
+    pub v_rot: Option<Tensor<'c>>,
+    /// Flash attention: V is row per cell, the mask f16, and one fused op
+    /// attends (skipping masked cells).
+    pub flash: bool,
 }
 
 /// Shapes of one attention layer.
@@ -74,6 +79,10 @@ pub fn attention<'c>(
         Some(rot) => (ctx.hadamard_rotate(q, rot), ctx.hadamard_rotate(k, rot)),
         None => (q, k),
     };
+    let v = match inp.v_rot {
+        Some(rot) => ctx.hadamard_rotate(v, rot),
+        None => v,
+    };
     gf.expand(q);
     gf.expand(v);
     gf.expand(k);
@@ -81,22 +90,37 @@ pub fn attention<'c>(
     // K rows go to their cells.
     let k2 = ctx.view(k, &[n_embd_kv, n_tokens], &[k.nb()[2]], 0);
     gf.expand(ctx.set_rows(k_cache, k2, inp.k_idxs));
-    // V is transposed in the cache: scatter element by element.
     let contiguous = v.nb()[2] == v.typ().row_bytes(n_embd_kv as u64).unwrap_or(0) as usize;
     let v2 = if contiguous { ctx.reshape(v, &[n_embd_kv, n_tokens]) } else { ctx.cont_2d(v, n_embd_kv, n_tokens) };
-    let v2 = ctx.reshape(v2, &[1, n_embd_kv * n_tokens]);
-    let v_all = ctx.reshape(v_cache, &[1, v_cache.nelements()]);
-    gf.expand(ctx.set_rows(v_all, v2, inp.v_idxs));
+    if inp.flash {
+        // V rows go to their cells, as K's do.
+        gf.expand(ctx.set_rows(v_cache, v2, inp.v_idxs));
+    } else {
+        // V is transposed in the cache: scatter element by element.
+        let v2 = ctx.reshape(v2, &[1, n_embd_kv * n_tokens]);
+        let v_all = ctx.reshape(v_cache, &[1, v_cache.nelements()]);
+        gf.expand(ctx.set_rows(v_all, v2, inp.v_idxs));
+    }
 
     let kt = k_cache.typ();
     let vt = v_cache.typ();
     let row = |t: crate::ggml::GgmlType, n: i64| t.row_bytes(n as u64).expect("cache row") as usize;
-    let kview = ctx.view(
-        k_cache,
-        &[s.head_dim, s.n_head_kv, inp.n_kv, 1],
-        &[row(kt, s.head_dim), row(kt, n_embd_kv), row(kt, n_embd_kv * s.kv_size)],
-        0,
-    );
+    // [head_dim, n_head_kv, n_kv] over cell rows (K, and V with flash attention).
+    let rows_view = |cache: Tensor<'c>, t: crate::ggml::GgmlType| {
+        ctx.view(cache, &[s.head_dim, s.n_head_kv, inp.n_kv, 1], &[row(t, s.head_dim), row(t, n_embd_kv), row(t, n_embd_kv * s.kv_size)], 0)
+    };
+    let kview = rows_view(k_cache, kt);
+    if inp.flash {
+        let q = ctx.permute(q, [0, 2, 1, 3]);
+        let kp = ctx.permute(kview, [0, 2, 1, 3]);
+        let vp = ctx.permute(rows_view(v_cache, vt), [0, 2, 1, 3]);
+        // Out: [head_dim, n_head, n_tokens], already in the order the output projection takes.
+        let out = ctx.reshape(ctx.flash_attn_ext(q, kp, vp, inp.mask, s.scale), &[s.head_dim * s.n_head, n_tokens]);
+        return match inp.v_rot {
+            Some(rot) => ctx.hadamard_rotate(out, rot),
+            None => out,
+        };
+    }
     let vview = ctx.view(
         v_cache,
         &[inp.n_kv, s.n_head_kv, s.head_dim, 1],

@@ -19,10 +19,16 @@ pub struct StepInputs<'c> {
     pub mask: Tensor<'c>,
     /// The mask of sliding-window layers, when the model has them.
     pub mask_swa: Option<Tensor<'c>>,
+    /// The masks as attention takes them: the f32 inputs themselves, or
+    /// their f16 casts for flash attention.
+    pub mask_attn: Tensor<'c>,
+    pub mask_swa_attn: Option<Tensor<'c>>,
     /// Rows whose logits are computed, when fewer than all tokens.
     pub out_ids: Option<Tensor<'c>>,
     /// The Hadamard matrix rotating q and k, when the K cache is quantized.
     pub k_rot: Option<Tensor<'c>>,
+    /// The Hadamard matrix rotating v and attention's output, when the V cache is quantized.
+    pub v_rot: Option<Tensor<'c>>,
 }
 
 pub struct StepGraph<'c> {
@@ -55,17 +61,26 @@ impl<'c> StepGraph<'c> {
     /// cells, with `n_outputs` logits rows.
     pub fn new(ctx: &'c Context, model: &'c Model, kv: &'c KvCache, n_tokens: usize, n_kv: usize, n_outputs: usize) -> Self {
         let nt = n_tokens as i64;
-        let n_embd_v = kv.n_embd_v as i64;
+        // A transposed V is written element by element; a V of rows, cell by cell.
+        let n_v_idxs = if kv.v_trans { nt * kv.n_embd_v as i64 } else { nt };
+        let mask = padded_input(ctx, "inp_kq_mask", GgmlType::F32, &[n_kv as i64, nt]);
+        let mask_swa = model.hparams.swa.is_some().then(|| padded_input(ctx, "inp_kq_mask_swa", GgmlType::F32, &[n_kv as i64, nt]));
+        let flash = !kv.v_trans;
+        let for_attn = |m: Tensor<'c>| if flash { ctx.cast(m, GgmlType::F16) } else { m };
         let inputs = StepInputs {
             tokens: padded_input(ctx, "inp_tokens", GgmlType::I32, &[nt]),
             pos: padded_input(ctx, "inp_pos", GgmlType::I32, &[nt]),
             k_idxs: padded_input(ctx, "inp_k_idxs", GgmlType::I64, &[nt]),
-            v_idxs: padded_input(ctx, "inp_v_idxs", GgmlType::I64, &[nt * n_embd_v]),
-            mask: padded_input(ctx, "inp_kq_mask", GgmlType::F32, &[n_kv as i64, nt]),
-            mask_swa: model.hparams.swa.is_some().then(|| padded_input(ctx, "inp_kq_mask_swa", GgmlType::F32, &[n_kv as i64, nt])),
+            v_idxs: padded_input(ctx, "inp_v_idxs", GgmlType::I64, &[n_v_idxs]),
+            mask,
+            mask_swa,
+            mask_attn: for_attn(mask),
+            mask_swa_attn: mask_swa.map(for_attn),
             out_ids: (n_outputs < n_tokens).then(|| padded_input(ctx, "inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
             k_rot: crate::kv::rotation::k_rotation_size(model.hparams.head_dim as usize, kv.type_k.is_quantized())
                 .map(|n| padded_input(ctx, "inp_k_rot", GgmlType::F32, &[n as i64, n as i64])),
+            v_rot: crate::kv::rotation::v_rotation_size(model.hparams.head_dim as usize, kv.type_v.is_quantized())
+                .map(|n| padded_input(ctx, "inp_v_rot", GgmlType::F32, &[n as i64, n as i64])),
         };
         let graph = ctx.new_graph(model.graph_size());
         StepGraph { ctx, graph, inputs, model, kv, n_tokens: nt, n_kv: n_kv as i64 }
@@ -99,13 +114,15 @@ impl<'c> StepGraph<'c> {
 
     /// Attention inputs of layer `il` (a sliding-window layer gets its mask).
     pub fn attn_inputs(&self, il: usize) -> AttnInputs<'c> {
-        let swa = self.inputs.mask_swa.filter(|_| self.model.hparams.is_swa(il));
+        let swa = self.inputs.mask_swa_attn.filter(|_| self.model.hparams.is_swa(il));
         AttnInputs {
             k_idxs: self.inputs.k_idxs,
             v_idxs: self.inputs.v_idxs,
-            mask: swa.unwrap_or(self.inputs.mask),
+            mask: swa.unwrap_or(self.inputs.mask_attn),
             n_kv: self.n_kv,
             k_rot: self.inputs.k_rot,
+            v_rot: self.inputs.v_rot,
+            flash: !self.kv.v_trans,
         }
     }
 

@@ -14,7 +14,17 @@ pub struct SessionConfig {
     /// K and V cache types (`-ctk`, `-ctv`): f16 or q8_0.
     pub type_k: GgmlType,
     pub type_v: GgmlType,
+    /// Attention through ggml's fused flash-attention op (`-fa`): V is then
+    /// stored row per cell like K (and may be quantized), the mask is f16,
+    /// and masked cells are skipped instead of multiplied.
+    pub flash_attn: bool,
 }
+
+/// What `-fa auto` means on the CPU backend: off. ggml-cpu's fused op
+/// prefills faster but decodes several times slower at depth (SmolLM2, 2
+/// threads: tg32 @ d2048 6.7 t/s against ~30 plain, the same in llama.cpp;
+/// docs/BENCHMARKS.md), and a chat spends its time decoding.
+pub const FLASH_ATTN_AUTO: bool = false;
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -25,6 +35,7 @@ impl Default for SessionConfig {
             n_threads: default_threads(),
             type_k: GgmlType::F16,
             type_v: GgmlType::F16,
+            flash_attn: false,
         }
     }
 }

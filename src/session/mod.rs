@@ -13,7 +13,7 @@ pub mod policy;
 pub mod record;
 pub mod segments;
 
-pub use config::{default_threads, SessionConfig};
+pub use config::{default_threads, SessionConfig, FLASH_ATTN_AUTO};
 pub use decache::{PositionPolicy, Removal};
 pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};
 
@@ -36,7 +36,20 @@ struct StepCache {
     graph: OwnedGraph,
     out_ids: Option<usize>,
     k_rot: Option<usize>,
+    v_rot: Option<usize>,
     mask_swa: Option<usize>,
+}
+
+/// Where the optional inputs land after the six fixed slots, in the order
+/// they are kept (out_ids, k_rot, v_rot, mask_swa), given which exist.
+fn optional_slots(present: [bool; 4]) -> [Option<usize>; 4] {
+    let mut next = 6;
+    present.map(|p| {
+        p.then(|| {
+            next += 1;
+            next - 1
+        })
+    })
 }
 
 pub struct Session {
@@ -52,6 +65,8 @@ pub struct Session {
     graphs_run: u64,
     /// The Hadamard matrix for q/k when the K cache is quantized.
     k_rotation: Option<Vec<f32>>,
+    /// The Hadamard matrix for v and attention's output when the V cache is quantized.
+    v_rotation: Option<Vec<f32>>,
     /// Reused while the shapes match.
     step_graph: Option<StepCache>,
     /// Where ops are recorded (transcripts), if anywhere.
@@ -85,12 +100,12 @@ impl Session {
                 return Err(Error::InvalidArgument(format!("{flag} {t}: supported cache types are f16, f32, q8_0")));
             }
         }
-        if cfg.type_v.is_quantized() {
+        if cfg.type_v.is_quantized() && !cfg.flash_attn {
             // Without flash attention V is stored transposed, one element per
             // row, which a block-quantized type cannot hold (llama.cpp refuses
             // it the same way).
             return Err(Error::InvalidArgument(format!(
-                "-ctv {}: a quantized V cache needs flash attention, which decache does not have yet; use -ctv f16",
+                "-ctv {}: a quantized V cache needs flash attention (-fa on)",
                 cfg.type_v
             )));
         }
@@ -113,10 +128,12 @@ impl Session {
                 avail >> 20
             )));
         }
-        let kv = KvCache::new(cfg.n_ctx, hp.n_layer as usize, kv_elems, kv_elems, cfg.type_k, cfg.type_v, backend.buffer_type())
+        let kv = KvCache::new(cfg.n_ctx, hp.n_layer as usize, kv_elems, kv_elems, cfg.type_k, cfg.type_v, !cfg.flash_attn, backend.buffer_type())
             .ok_or_else(|| Error::Context(format!("could not allocate a KV cache of {} cells (out of memory?)", cfg.n_ctx)))?;
         let sched = Scheduler::new(&[&backend], model.graph_size());
         let k_rotation = crate::kv::rotation::k_rotation_size(hp.head_dim as usize, cfg.type_k.is_quantized())
+            .map(crate::kv::rotation::hadamard);
+        let v_rotation = crate::kv::rotation::v_rotation_size(hp.head_dim as usize, cfg.type_v.is_quantized())
             .map(crate::kv::rotation::hadamard);
         let mut s = Session {
             model,
@@ -129,6 +146,7 @@ impl Session {
             mask_swa: Vec::new(),
             graphs_run: 0,
             k_rotation,
+            v_rotation,
             step_graph: None,
             recorder: None,
             generating: false,
@@ -284,20 +302,24 @@ impl Session {
                 logits.set_output();
                 g.graph.expand(logits);
                 let i = &g.inputs;
-                // Slots 0..=5, then out_ids, k_rot and mask_swa when the graph has them.
+                // Slots 0..=5, then the optional ones (see `optional_slots`).
                 let mut keep = vec![i.tokens, i.pos, i.k_idxs, i.v_idxs, i.mask, logits];
                 keep.extend(i.out_ids);
                 keep.extend(i.k_rot);
+                keep.extend(i.v_rot);
                 keep.extend(i.mask_swa);
                 (g.graph, keep)
             });
             self.sched.alloc(&g.graph())?;
             tracing::trace!(target: "decache::graph", "{}", g.graph().describe().join("\n"));
             tracing::debug!(nodes = g.graph().n_nodes(), splits = self.sched.n_splits(), n_tokens = tokens.len(), n_kv, "new step graph");
-            let out_ids = (n_outputs < tokens.len()).then_some(6);
-            let k_rot = self.k_rotation.is_some().then_some(6 + usize::from(out_ids.is_some()));
-            let mask_swa = self.model.hparams.swa.is_some().then_some(6 + usize::from(out_ids.is_some()) + usize::from(k_rot.is_some()));
-            self.step_graph = Some(StepCache { key, graph: g, out_ids, k_rot, mask_swa });
+            let [out_ids, k_rot, v_rot, mask_swa] = optional_slots([
+                n_outputs < tokens.len(),
+                self.k_rotation.is_some(),
+                self.v_rotation.is_some(),
+                self.model.hparams.swa.is_some(),
+            ]);
+            self.step_graph = Some(StepCache { key, graph: g, out_ids, k_rot, v_rot, mask_swa });
         }
         let cache = self.step_graph.as_ref().expect("step graph");
         let g = &cache.graph;
@@ -309,13 +331,16 @@ impl Session {
         inp_pos.write_i32(positions);
         let k_idxs: Vec<i64> = cells.iter().map(|&c| c as i64).collect();
         inp_k.write_i64(&k_idxs);
-        let size = self.kv.size() as i64;
-        let n_embd_v = self.kv.n_embd_v as i64;
-        let mut v_idxs = Vec::with_capacity(cells.len() * n_embd_v as usize);
-        for &c in cells {
-            v_idxs.extend((0..n_embd_v).map(|j| j * size + c as i64));
+        if self.kv.v_trans {
+            let n_embd_v = self.kv.n_embd_v;
+            let mut v_idxs = Vec::with_capacity(cells.len() * n_embd_v);
+            for &c in cells {
+                v_idxs.extend((0..n_embd_v).map(|j| self.kv.v_index(c, j) as i64));
+            }
+            inp_v.write_i64(&v_idxs);
+        } else {
+            inp_v.write_i64(&k_idxs);
         }
-        inp_v.write_i64(&v_idxs);
         build_mask(&self.kv.cells, n_kv, positions, None, &mut self.mask);
         inp_mask.write_f32(&self.mask);
         if let (Some(swa), Some(slot)) = (&self.model.hparams.swa, cache.mask_swa) {
@@ -327,6 +352,9 @@ impl Session {
             g.tensor(cache.out_ids.expect("out_ids slot")).write_i32(&rows);
         }
         if let (Some(h), Some(slot)) = (&self.k_rotation, cache.k_rot) {
+            g.tensor(slot).write_f32(h);
+        }
+        if let (Some(h), Some(slot)) = (&self.v_rotation, cache.v_rot) {
             g.tensor(slot).write_f32(h);
         }
 

@@ -85,8 +85,15 @@ impl Session {
             store.get(self.kv.k(il)).read_bytes(&mut kb, 0);
             let vt = store.get(self.kv.v(il));
             let mut vb = vec![0u8; n_embd_v * used * v_el];
-            for j in 0..n_embd_v {
-                vt.read_bytes(&mut vb[j * used * v_el..(j + 1) * used * v_el], j * size * v_el);
+            if self.kv.v_trans {
+                for j in 0..n_embd_v {
+                    vt.read_bytes(&mut vb[j * used * v_el..(j + 1) * used * v_el], j * size * v_el);
+                }
+            } else {
+                // Rows per cell in the cache; element-major in a snapshot, whatever the attention.
+                let mut rows = vec![0u8; n_embd_v * used * v_el];
+                vt.read_bytes(&mut rows, 0);
+                transpose_units(&rows, &mut vb, used, n_embd_v, v_el);
             }
             k.push(kb);
             v.push(vb);
@@ -115,8 +122,14 @@ impl Session {
         for il in 0..self.kv.n_layer {
             store.get(self.kv.k(il)).write_bytes(&snap.k[il], 0);
             let vt = store.get(self.kv.v(il));
-            for j in 0..self.kv.n_embd_v {
-                vt.write_bytes(&snap.v[il][j * used * v_el..(j + 1) * used * v_el], j * size * v_el);
+            if self.kv.v_trans {
+                for j in 0..self.kv.n_embd_v {
+                    vt.write_bytes(&snap.v[il][j * used * v_el..(j + 1) * used * v_el], j * size * v_el);
+                }
+            } else {
+                let mut rows = vec![0u8; snap.v[il].len()];
+                transpose_units(&snap.v[il], &mut rows, self.kv.n_embd_v, used, v_el);
+                vt.write_bytes(&rows, 0);
             }
         }
         debug_assert_eq!(snap.k.first().map_or(0, Vec::len), used * k_row);
@@ -170,5 +183,31 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+/// `src` holds `rows` rows of `cols` units of `unit` bytes; write its
+/// transpose (`cols` rows of `rows` units) to `dst`.
+fn transpose_units(src: &[u8], dst: &mut [u8], rows: usize, cols: usize, unit: usize) {
+    for r in 0..rows {
+        for c in 0..cols {
+            let from = (r * cols + c) * unit;
+            let to = (c * rows + r) * unit;
+            dst[to..to + unit].copy_from_slice(&src[from..from + unit]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transposing_twice_gives_back_the_units() {
+        let src: Vec<u8> = (0..24).collect(); // 3 rows of 4 two-byte units
+        let mut t = vec![0u8; 24];
+        super::transpose_units(&src, &mut t, 3, 4, 2);
+        assert_eq!(&t[..6], &[0, 1, 8, 9, 16, 17]); // column 0: unit 0 of each row
+        let mut back = vec![0u8; 24];
+        super::transpose_units(&t, &mut back, 4, 3, 2);
+        assert_eq!(back, src);
     }
 }

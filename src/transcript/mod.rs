@@ -35,6 +35,9 @@ pub struct Header {
     pub type_v: String,
     /// Weights in repacked (AMX/interleaved) layouts.
     pub repack: bool,
+    /// Flash attention (absent in transcripts written before it existed: off).
+    #[serde(default)]
+    pub flash_attn: bool,
 }
 
 /// One entry of a transcript, as read back.
@@ -159,6 +162,7 @@ impl Header {
             type_k: cfg.type_k.name().to_string(),
             type_v: cfg.type_v.name().to_string(),
             repack,
+            flash_attn: cfg.flash_attn,
         }
     }
 }
