@@ -185,6 +185,14 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     assert_eq!(v["error"]["n_ctx"], 256);
     assert!(v["error"]["n_prompt_tokens"].as_u64().unwrap() > 256);
+    // CORS is off: a web page on another origin gets no permission to read
+    // the answer (no Access-Control-Allow-* header), neither on a preflight
+    // nor on the request itself.
+    let origin = [("origin", "http://evil.example"), ("access-control-request-method", "POST"), ("content-type", "application/json")];
+    for method in ["OPTIONS", "POST"] {
+        let r = request(&s.addr, method, "/v1/chat/completions", &origin, br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1}"#);
+        assert!(!r.headers.to_ascii_lowercase().contains("access-control-allow"), "{method}: {}", r.headers);
+    }
     // Garbage that is not HTTP at all, and a client that leaves mid-stream.
     let _ = send_raw(&s.addr, b"\x16\x03\x01\x02\x00 not http\r\n\r\n");
     {

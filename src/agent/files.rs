@@ -33,6 +33,28 @@ fn head_of(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Refuse what is not a plain file of the folder's own: a FIFO, socket or
+/// device (opening one can block forever), or a file with more than one hard
+/// link (another name for it may lie outside the folder, where no path check
+/// can see it).
+fn check_plain(meta: &std::fs::Metadata, shown: &str) -> Result<(), ToolError> {
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file (a FIFO, socket or device); it is not read or written").into());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.nlink() > 1 {
+            return Err(format!(
+                "{shown} has {} hard links; another may lie outside the project folder, so it is not read or written",
+                meta.nlink()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
 fn io_error(shown: &str, e: std::io::Error) -> ToolError {
     match e.kind() {
         std::io::ErrorKind::NotFound => format!("{shown}: no such file or directory").into(),
@@ -49,6 +71,7 @@ pub fn read_file(ws: &Workspace, limits: &Limits, a: &Value) -> Result<ToolOutpu
     if meta.is_dir() {
         return Err(format!("{shown} is a directory, not a file; use list_dir to see what it holds").into());
     }
+    check_plain(&meta, &shown)?;
     let (start, end) = (opt_u64(a, "start_line")?, opt_u64(a, "end_line")?);
     if let (Some(s), Some(e)) = (start, end) {
         if e < s {
@@ -187,7 +210,8 @@ pub fn grep(ws: &Workspace, limits: &Limits, a: &Value) -> Result<ToolOutput, To
         if filter.as_ref().is_some_and(|m| !m.is_match(&rel)) {
             continue;
         }
-        if std::fs::metadata(&f).map_or(true, |m| m.len() > GREP_MAX_FILE) || head_of(&f).map_or(true, |h| looks_binary(&h)) {
+        let plain = |m: &std::fs::Metadata| m.len() <= GREP_MAX_FILE && check_plain(m, &rel).is_ok();
+        if !std::fs::metadata(&f).is_ok_and(|m| plain(&m)) || head_of(&f).map_or(true, |h| looks_binary(&h)) {
             continue;
         }
         let Ok(text) = std::fs::read(&f) else { continue };
@@ -219,6 +243,9 @@ pub fn write_file(ws: &Workspace, a: &Value) -> Result<ToolOutput, ToolError> {
     if path.is_dir() {
         return Err(format!("{shown} is a directory; give a file path").into());
     }
+    if let Ok(meta) = std::fs::metadata(&path) {
+        check_plain(&meta, &shown)?;
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io_error(&ws.show(dir), e))?;
     }
@@ -239,6 +266,7 @@ pub fn edit_file(ws: &Workspace, a: &Value) -> Result<ToolOutput, ToolError> {
     if path.is_dir() {
         return Err(format!("{shown} is a directory, not a file").into());
     }
+    check_plain(&std::fs::metadata(&path).map_err(|e| io_error(&shown, e))?, &shown)?;
     if old.is_empty() {
         return Err("old_string is empty; give the exact text to replace (write_file creates a file)".into());
     }
