@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv run test bench replay load perplexity endurance eval-report clean
+.PHONY: all deps build models pyenv run test bench replay load soak perplexity endurance eval-report clean
 
 all: build
 
@@ -57,6 +57,11 @@ replay: build
 # 8 concurrent streaming clients for 60 s against `decache serve` (-np 2 -t 1).
 load: build
 	$(CARGO) run --release --example load -- --clients 8 --seconds 60 --parallel 2 -t 1
+
+# The same load for 10 minutes: the server's memory is sampled 20 times and
+# must stay flat (docs/RELIABILITY.md).
+soak: build
+	$(CARGO) run --release --example load -- --clients 8 --seconds 600 --parallel 2 -t 1
 
 # A scripted agent-like chat of 100k+ tokens through 4096 cells (about 35
 # minutes here): forgotten tokens by reason, time spent forgetting, and the

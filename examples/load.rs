@@ -158,7 +158,15 @@ fn main() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(a.seconds));
+    // The server's resident memory, sampled twenty times over the run.
+    let every = Duration::from_secs_f64((a.seconds as f64 / 20.0).max(1.0));
+    let mut rss: Vec<(f64, f64)> = Vec::new();
+    while start.elapsed() < Duration::from_secs(a.seconds) {
+        std::thread::sleep(every.min(Duration::from_secs(a.seconds).saturating_sub(start.elapsed())));
+        if let Some(kib) = rss_kib(child.id()) {
+            rss.push((start.elapsed().as_secs_f64(), kib as f64 / 1024.0));
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.join();
@@ -179,10 +187,22 @@ fn main() {
         pct(&t.ttft_ms, 0.99)
     );
     println!("  generated: {tokens} content chunks, {:.1} per second in all", tokens as f64 / wall);
+    if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
+        let peak = rss.iter().map(|r| r.1).fold(0.0, f64::max);
+        let line: Vec<String> = rss.iter().map(|(s, m)| format!("{s:.0}s {m:.1}")).collect();
+        println!("  server RSS MiB: first {:.1} at {:.0} s, last {:.1} at {:.0} s, peak {peak:.1}", first.1, first.0, last.1, last.0);
+        println!("  samples: {}", line.join(", "));
+    }
     for e in t.errors.iter().take(5) {
         println!("  error: {e}");
     }
     if !t.errors.is_empty() || !alive || n == 0 {
         std::process::exit(1);
     }
+}
+
+/// Resident memory of process `pid` in KiB (Linux `VmRSS`).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
 }

@@ -788,3 +788,32 @@ fn unsupported_rope_scaling_is_refused() {
     let (bytes, _) = g.build();
     reject_bytes("rope-yarn.gguf", &bytes, Level::Model, &["rope.scaling.type", "yarn"]);
 }
+
+#[test]
+fn a_model_whose_chat_template_loops_or_reads_files_is_stopped() {
+    let cases = [
+        ("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}", "ran too long"),
+        ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "template"),
+        ("{% include '/etc/passwd' %}", "template"),
+        ("{% extends '../../../../etc/hostname' %}", "template"),
+    ];
+    for (i, (tpl, want)) in cases.iter().enumerate() {
+        let bytes = tiny_with(|g| {
+            g.set("tokenizer.chat_template", Value::str(tpl));
+        });
+        let f = test_file(&format!("hostile-template-{i}.gguf"), &bytes);
+        let t0 = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_decache"))
+            .args(["run", "--chat", "-p", "hello", "-n", "2", "-t", "1", "-m"])
+            .arg(&f.path)
+            .output()
+            .expect("run decache");
+        let took = t0.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(took < std::time::Duration::from_secs(30), "{tpl}: took {took:?}");
+        assert_eq!(out.status.signal(), None, "{tpl}: killed by a signal:\n{stderr}");
+        assert!(!matches!(out.status.code(), Some(0) | Some(101)), "{tpl}: exit {:?}:\n{stderr}", out.status.code());
+        assert!(stderr.contains("error") && stderr.contains(want), "{tpl}: {stderr}");
+        assert!(!stderr.contains("root:"), "{tpl}: a file's contents came out:\n{stderr}");
+    }
+}
