@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv run test bench replay load soak perplexity endurance eval-report clean
+.PHONY: all deps build models pyenv run test bench replay load soak fuzz fuzz-seeds perplexity endurance eval-report clean
 
 all: build
 
@@ -62,6 +62,25 @@ load: build
 # must stay flat (docs/RELIABILITY.md).
 soak: build
 	$(CARGO) run --release --example load -- --clients 8 --seconds 600 --parallel 2 -t 1
+
+# Fuzzing (docs/RELIABILITY.md): each target under libFuzzer for
+# FUZZ_SECONDS (default 600), starting from the committed seeds; crashes are
+# written to fuzz/regressions/<target>/, which tests/fuzz_corpus.rs replays.
+# Needs the nightly toolchain; installs cargo-fuzz when missing.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= gguf tokenizer template transcript toolcall http_body
+fuzz-seeds:
+	$(CARGO) run --release --example fuzz_seeds
+
+fuzz: deps
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz-corpus/$$t fuzz/regressions/$$t && \
+	  cargo +nightly fuzz run $$t target/fuzz-corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 \
+	    -artifact_prefix=fuzz/regressions/$$t/ 2>&1 | tee target/fuzz-$$t.log | grep -E '^#[0-9]+ *(DONE|pulse)|ERROR|SUMMARY' ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
 
 # A scripted agent-like chat of 100k+ tokens through 4096 cells (about 35
 # minutes here): forgotten tokens by reason, time spent forgetting, and the

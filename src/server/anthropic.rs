@@ -47,8 +47,9 @@ struct InMessage {
     content: Text,
 }
 
+/// A `/v1/messages` body.
 #[derive(Deserialize, Debug)]
-struct MessagesRequest {
+pub struct MessagesRequest {
     model: String,
     max_tokens: i64,
     messages: Vec<InMessage>,
@@ -101,7 +102,8 @@ fn flatten(t: &Text, at: &str) -> Result<String, ApiError> {
 }
 
 impl MessagesRequest {
-    fn chat_prompt(&self) -> Result<ChatPrompt, ApiError> {
+    /// The messages as the chat template takes them, after the checks.
+    pub fn chat_prompt(&self) -> Result<ChatPrompt, ApiError> {
         if self.messages.is_empty() {
             return Err(bad("messages: at least one message is required"));
         }
@@ -134,7 +136,8 @@ impl MessagesRequest {
         self.tools.as_ref().is_some_and(|t| !t.is_empty()) && !none
     }
 
-    fn sampling(&self) -> Sampling {
+    /// The sampling fields in the OpenAI request's shape (checked by `Sampling::options`).
+    pub fn sampling(&self) -> Sampling {
         Sampling {
             temperature: self.temperature,
             top_p: self.top_p,

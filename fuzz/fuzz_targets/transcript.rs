@@ -1,0 +1,3 @@
+//! libFuzzer entry for `decache_fuzz::transcript` (see fuzz/src/lib.rs).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| decache_fuzz::transcript(data));
