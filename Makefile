@@ -63,11 +63,13 @@ load: build
 soak: build
 	$(CARGO) run --release --example load -- --clients 8 --seconds 600 --parallel 2 -t 1
 
-# Fuzzing (docs/RELIABILITY.md): each target under libFuzzer for
-# FUZZ_SECONDS (default 600), starting from the committed seeds; crashes are
+# Fuzzing (docs/RELIABILITY.md): each target under libFuzzer for FUZZ_RUNS
+# executions (1M) or FUZZ_SECONDS (600), whichever comes first, starting
+# from the committed seeds; crashes are
 # written to fuzz/regressions/<target>/, which tests/fuzz_corpus.rs replays.
 # Needs the nightly toolchain; installs cargo-fuzz when missing.
 FUZZ_SECONDS ?= 600
+FUZZ_RUNS ?= 1000000
 FUZZ_TARGETS ?= gguf tokenizer template transcript toolcall http_body
 fuzz-seeds:
 	$(CARGO) run --release --example fuzz_seeds
@@ -76,8 +78,8 @@ fuzz: deps
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p target/fuzz-corpus/$$t fuzz/regressions/$$t && \
-	  cargo +nightly fuzz run $$t target/fuzz-corpus/$$t fuzz/seeds/$$t -- \
-	    -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 \
+	  cargo +nightly fuzz run -O $$t target/fuzz-corpus/$$t fuzz/seeds/$$t -- \
+	    -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 \
 	    -artifact_prefix=fuzz/regressions/$$t/ 2>&1 | tee target/fuzz-$$t.log | grep -E '^#[0-9]+ *(DONE|pulse)|ERROR|SUMMARY' ; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
