@@ -9,12 +9,6 @@ use decache::model::{LoadOptions, Model};
 use decache::session::{PositionPolicy, Session, SessionConfig};
 use std::sync::Arc;
 
-const CONVERSATION: &str = "<|im_start|>system\nYou are a careful assistant. Answer briefly.<|im_end|>\n\
-<|im_start|>user\nHere is the build log:\ncompiling core v0.1 ... ok\ncompiling net v0.3 ... ok\ncompiling ui v0.9 ... ok\n\
-test result: 214 passed; 0 failed\nWhat does the log say about the tests?<|im_end|>\n\
-<|im_start|>assistant\nAll 214 tests passed and nothing failed.<|im_end|>\n\
-<|im_start|>user\n<system-reminder>The date is Saturday. Keep answers short.</system-reminder>\nThanks. Now, which crate was compiled last?<|im_end|>\n";
-const FOLLOW_UP: &str = "<|im_start|>assistant\nThe last crate compiled was";
 
 struct Case {
     name: &'static str,

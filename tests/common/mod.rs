@@ -44,3 +44,13 @@ pub const PROMPTS: &[&str] = &[
     "fn main() { let v: Vec<u32> = (0..10).map(|x| x * x).collect(); println!(\"{:?}\", v); }",
     "Emoji 🦀🚀 and numbers 3.14159 2718281828 mixed in a sentence",
 ];
+
+/// A short ChatML conversation (a build log, an answer, a reminder, a
+/// question) and the start of the reply that follows it: the text the
+/// removal oracles cut spans out of.
+pub const CONVERSATION: &str = "<|im_start|>system\nYou are a careful assistant. Answer briefly.<|im_end|>\n\
+<|im_start|>user\nHere is the build log:\ncompiling core v0.1 ... ok\ncompiling net v0.3 ... ok\ncompiling ui v0.9 ... ok\n\
+test result: 214 passed; 0 failed\nWhat does the log say about the tests?<|im_end|>\n\
+<|im_start|>assistant\nAll 214 tests passed and nothing failed.<|im_end|>\n\
+<|im_start|>user\n<system-reminder>The date is Saturday. Keep answers short.</system-reminder>\nThanks. Now, which crate was compiled last?<|im_end|>\n";
+pub const FOLLOW_UP: &str = "<|im_start|>assistant\nThe last crate compiled was";
