@@ -62,13 +62,27 @@ fn llama_after_removal(oracle: &OracleModel, abc: &[u32], d: &[u32], flash_attn:
     oc.decode(&d_i, &(n..n + d.len() as i32).collect::<Vec<_>>(), true).unwrap().concat()
 }
 
-#[test]
-fn flash_and_plain_attention_agree_with_decached_cells() {
+/// SmolLM2 for us and for llama.cpp, and the conversation's tokens.
+struct Setup {
+    model: Arc<Model>,
+    oracle: OracleModel,
+    abc: Vec<u32>,
+    d: Vec<u32>,
+    n_vocab: usize,
+}
+
+fn setup() -> Setup {
     let path = smollm2();
     let model = Arc::new(Model::load(&path, &LoadOptions::default()).unwrap());
     let oracle = OracleModel::load(&path).unwrap();
     let (abc, d) = (tokens(&oracle, CONVERSATION), tokens(&oracle, FOLLOW_UP));
     let n_vocab = model.hparams.n_vocab as usize;
+    Setup { model, oracle, abc, d, n_vocab }
+}
+
+#[test]
+fn flash_and_plain_attention_agree_with_decached_cells() {
+    let Setup { model, oracle, abc, d, n_vocab } = setup();
 
     let mut plain = decached(&model, &abc, false, GgmlType::F16);
     let mut flash = decached(&model, &abc, true, GgmlType::F16);
@@ -118,11 +132,7 @@ fn flash_and_plain_attention_agree_with_decached_cells() {
 
 #[test]
 fn flash_attention_matches_llama_cpp_flash_attention_after_removal() {
-    let path = smollm2();
-    let model = Arc::new(Model::load(&path, &LoadOptions::default()).unwrap());
-    let oracle = OracleModel::load(&path).unwrap();
-    let (abc, d) = (tokens(&oracle, CONVERSATION), tokens(&oracle, FOLLOW_UP));
-    let n_vocab = model.hparams.n_vocab as usize;
+    let Setup { model, oracle, abc, d, n_vocab } = setup();
 
     for type_v in [GgmlType::F16, GgmlType::Q8_0] {
         let ours = decached(&model, &abc, true, type_v).eval(&d, true).unwrap();
