@@ -168,6 +168,15 @@ fn swarms_of_children_endless_commands_and_floods_are_stopped() {
     assert!(out.contains("timed out"), "{out}");
     assert!(t0.elapsed() < Duration::from_secs(8));
     assert_eq!(alive_with("sleep 738"), 0);
+    // Processes that leave the process group (setsid, a double fork) are
+    // found by the job mark in their environment, after a clean exit and
+    // after a timeout alike.
+    let out = run(&mut t, "run_command", json!({"command": "setsid sh -c 'sleep 739' & (setsid sleep 740 &); echo started"})).unwrap();
+    assert!(out.contains("started") && out.contains("[exit code 0]"), "{out}");
+    assert_eq!(alive_with("sleep 739") + alive_with("sleep 740"), 0, "a setsid child outlived its command");
+    let out = run(&mut t, "run_command", json!({"command": "(setsid sh -c 'sleep 741 & sleep 741' &); sleep 742"})).unwrap();
+    assert!(out.contains("timed out"), "{out}");
+    assert_eq!(alive_with("sleep 741") + alive_with("sleep 742"), 0, "a setsid child outlived its timed-out command");
 }
 
 /// Answers every permission question with No and counts them.

@@ -1,7 +1,10 @@
 //! `run_command`: a shell command in the project folder, with a timeout,
 //! its output (stdout and stderr together) captured with head and tail
 //! kept under a cap, and a cancel flag (Ctrl-C) that kills it and its
-//! children.
+//! children. No process a command started outlives it: when it ends, its
+//! process group and every process carrying its job mark are killed
+//! (`sweep`), whether they stayed in the group or not.
+use super::sweep;
 use super::tools::{arg_str, opt_u64, Limits, ToolError, ToolOutput};
 use super::workspace::Workspace;
 use crate::session::segments::SegmentKind;
@@ -69,6 +72,8 @@ pub fn shell(dir: &std::path::Path, command: &str, env: &[(&str, String)], timeo
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(format!("exec 2>&1\n{command}")).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let mark = sweep::new_mark();
+    cmd.env(sweep::MARK_VAR, &mark);
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start sh: {e}"))?;
@@ -103,9 +108,9 @@ pub fn shell(dir: &std::path::Path, command: &str, env: &[(&str, String)], timeo
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    if !matches!(end, End::Exit(_)) {
-        kill_group(&mut child);
-    }
+    // Whatever ended it, nothing it started stays behind.
+    kill_group(&mut child);
+    sweep::kill_marked(&mark, 200);
     // Children that outlive the shell may hold the pipe open: give the reader a moment.
     if let Some(r) = reader {
         let t = Instant::now();
@@ -138,7 +143,7 @@ pub fn run_command(ws: &Workspace, limits: &Limits, a: &Value, cancel: &AtomicBo
     Ok(ToolOutput { text: format!("$ {command}\n{body}{status}"), kind: SegmentKind::CommandOutput { passed }, summary, wrote: None })
 }
 
-/// Kill the command and everything it started (its process group).
+/// Kill the command and its process group (the members that stayed in it).
 fn kill_group(child: &mut std::process::Child) {
     #[cfg(unix)]
     if let Ok(pid) = i32::try_from(child.id()) {

@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod log;
 pub mod reminders;
 pub mod script;
+pub mod sweep;
 pub mod tools;
 pub mod workspace;
 
