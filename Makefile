@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv run test bench replay load soak fuzz fuzz-seeds perplexity endurance eval-report clean
+.PHONY: all deps build models pyenv run test bench replay load soak fuzz fuzz-seeds perplexity endurance long-session eval-report clean
 
 all: build
 
@@ -89,6 +89,12 @@ fuzz: deps
 # measured cost of re-prefilling the kept text after every decache round.
 endurance: models
 	$(CARGO) run --release --example endurance -- -c 4096 --tokens 100000 --json target/endurance.json
+
+# An endless session (issue 8): the same script, 250k tokens through 8192
+# cells with no re-prefill measurements; throughput (wall and per CPU second)
+# and resident/peak memory every 25k tokens, which must stay flat.
+long-session: models
+	$(CARGO) run --release --example endurance -- -c 8192 --tokens 250000 --measure-every 0 --window 25000 --json target/long-session.json
 
 # The eval report (docs/eval/): the shipped annotated sets under all six
 # strategies (about 12 minutes here).

@@ -6,6 +6,10 @@
 //! reports tokens seen, tokens forgotten by reason, time spent forgetting,
 //! the slowest turn (a stall would show there) and, measured after every
 //! decache round, what prefilling the kept text again would have cost.
+//! Every `--window` tokens it prints the window's throughput (tokens per
+//! second of wall time and per CPU second of the process, the latter being
+//! what other tenants of the machine disturb least) and the process's
+//! resident and peak memory: on an endless session both must stay flat.
 //!
 //!     make endurance        (or: cargo run --release --example endurance -- --help)
 use decache::model::{LoadOptions, Model};
@@ -36,9 +40,12 @@ struct Args {
     /// Tokens per reply at most.
     #[arg(short = 'n', long = "reply", default_value_t = 16)]
     reply: usize,
-    /// Measure the re-prefill cost after every K-th decache round.
-    #[arg(long = "measure-every", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Measure the re-prefill cost after every K-th decache round (0: never).
+    #[arg(long = "measure-every", default_value_t = 1)]
     measure_every: u64,
+    /// Report throughput and memory every this many tokens seen.
+    #[arg(long = "window", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    window: u64,
     /// Also write the figures as JSON here.
     #[arg(long = "json")]
     json: Option<std::path::PathBuf>,
@@ -93,7 +100,7 @@ fn run(a: &Args) -> Result<(), decache::Error> {
     let template = ChatTemplate::new(model.tokenizer.chat_template().unwrap_or_default())?;
     let mut c = Conversation::new(Session::new(model.clone(), cfg.clone())?, template, DecachePolicy::default());
     // A second cache, only to time what re-prefilling the kept text costs.
-    let mut fresh = Session::new(model.clone(), cfg)?;
+    let mut fresh = if a.measure_every > 0 { Some(Session::new(model.clone(), cfg)?) } else { None };
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let opts = GenerateOptions { n_predict: Some(a.reply), sampling: SamplingParams::greedy(), ..GenerateOptions::default() };
 
@@ -106,6 +113,8 @@ fn run(a: &Args) -> Result<(), decache::Error> {
     let (mut reprefill_time, mut reprefill_tokens, mut measured_rounds) = (Duration::ZERO, 0usize, 0usize);
     let (mut slowest_turn, mut slowest_at, mut turns) = (Duration::ZERO, 0, 0);
     let mut versions = [0u32; FILES.len()];
+    let mut windows: Vec<Window> = Vec::new();
+    let mut window_start = Mark::now(0, Duration::ZERO);
     println!("{:>5} {:>8} {:>6} {:>9} {:>7} {:>10} {:>12}", "turn", "seen", "live", "decached", "rounds", "decache ms", "re-prefill s");
     while c.stats.tokens_seen < a.tokens {
         turns += 1;
@@ -141,6 +150,16 @@ fn run(a: &Args) -> Result<(), decache::Error> {
         if took > slowest_turn {
             (slowest_turn, slowest_at) = (took, t);
         }
+        if c.stats.tokens_seen as u64 >= window_start.tokens as u64 + a.window {
+            let end = Mark::now(c.stats.tokens_seen, reprefill_time);
+            let w = Window::between(&window_start, &end, c.session.n_live());
+            println!(
+                "window {:>3}: tokens {:>7}..{:<7} {:>7.1} t/s wall {:>7.1} t/CPU-s  rss {:>6.1} MiB  peak {:>6.1} MiB  live {}",
+                windows.len() + 1, w.from, w.to, w.tps_wall, w.tps_cpu, w.rss_mib, w.peak_mib, w.live
+            );
+            windows.push(w);
+            window_start = end;
+        }
         if t % 10 == 0 || std::env::var_os("ENDURANCE_EVERY_TURN").is_some() {
             let s = &c.stats;
             println!(
@@ -173,6 +192,13 @@ fn run(a: &Args) -> Result<(), decache::Error> {
         slowest_turn.as_secs_f64(),
         (wall - reprefill_time).as_secs_f64() / turns as f64
     );
+    if let (Some(first), Some(last)) = (windows.first(), windows.last()) {
+        let peak_growth = windows.iter().skip(1).map(|w| w.peak_mib).fold(0.0f64, f64::max) - first.peak_mib;
+        println!(
+            "  windows:              {} of {} tokens; last/first throughput {:.3} (wall) {:.3} (CPU); peak memory {:.1} MiB after the first window, {:+.1} MiB later",
+            windows.len(), a.window, last.tps_wall / first.tps_wall, last.tps_cpu / first.tps_cpu, first.peak_mib, peak_growth
+        );
+    }
     if let Some(p) = &a.json {
         let by_reason: serde_json::Map<String, serde_json::Value> = s.by_reason.iter().map(|(r, n)| (r.name().to_string(), (*n).into())).collect();
         let j = serde_json::json!({
@@ -181,6 +207,10 @@ fn run(a: &Args) -> Result<(), decache::Error> {
             "decache_ms": s.decache_time.as_secs_f64() * 1e3, "defrags": s.defrags, "compactions": s.compactions,
             "reprefill_s": reprefill_time.as_secs_f64(), "reprefill_tokens": reprefill_tokens,
             "slowest_turn_s": slowest_turn.as_secs_f64(),
+            "windows": windows.iter().map(|w| serde_json::json!({
+                "from": w.from, "to": w.to, "tps_wall": w.tps_wall, "tps_cpu": w.tps_cpu,
+                "rss_mib": w.rss_mib, "peak_mib": w.peak_mib, "live": w.live,
+            })).collect::<Vec<_>>(),
         });
         std::fs::write(p, serde_json::to_string_pretty(&j).unwrap_or_default())
             .map_err(|source| decache::Error::Io { path: p.clone(), source })?;
@@ -192,9 +222,10 @@ fn run(a: &Args) -> Result<(), decache::Error> {
 /// every `every`), time prefilling the live tokens into an empty cache:
 /// what dropping the cache and starting again would have cost.
 fn measure(
-    c: &mut Conversation, fresh: &mut Session, rounds_before: usize, every: usize, time: &mut Duration, tokens: &mut usize,
+    c: &mut Conversation, fresh: &mut Option<Session>, rounds_before: usize, every: usize, time: &mut Duration, tokens: &mut usize,
     measured: &mut usize,
 ) -> Result<(), decache::Error> {
+    let Some(fresh) = fresh else { return Ok(()) };
     if c.stats.rounds == rounds_before || c.stats.rounds % every != 0 {
         return Ok(());
     }
@@ -210,4 +241,61 @@ fn measure(
     *tokens += live.len();
     *measured += 1;
     Ok(())
+}
+
+/// A point of the run: tokens seen, wall clock (less the re-prefill
+/// measurements) and the process's CPU time.
+struct Mark {
+    tokens: usize,
+    wall: Instant,
+    measured: Duration,
+    cpu: Duration,
+}
+
+impl Mark {
+    fn now(tokens: usize, measured: Duration) -> Mark {
+        Mark { tokens, wall: Instant::now(), measured, cpu: cpu_time() }
+    }
+}
+
+/// Throughput and memory over one window of tokens.
+struct Window {
+    from: usize,
+    to: usize,
+    tps_wall: f64,
+    tps_cpu: f64,
+    rss_mib: f64,
+    peak_mib: f64,
+    live: usize,
+}
+
+impl Window {
+    fn between(a: &Mark, b: &Mark, live: usize) -> Window {
+        let n = (b.tokens - a.tokens) as f64;
+        let wall = (b.wall - a.wall).saturating_sub(b.measured - a.measured).as_secs_f64().max(1e-9);
+        let cpu = b.cpu.saturating_sub(a.cpu).as_secs_f64().max(1e-9);
+        let (rss, peak) = memory_kib();
+        Window { from: a.tokens, to: b.tokens, tps_wall: n / wall, tps_cpu: n / cpu, rss_mib: rss / 1024.0, peak_mib: peak / 1024.0, live }
+    }
+}
+
+/// User plus system CPU time of the whole process (all threads).
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+            tv(u.user_time()) + tv(u.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// Resident and peak resident memory of this process in KiB (Linux `VmRSS`, `VmHWM`).
+fn memory_kib() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        s.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }

@@ -236,6 +236,27 @@ pub fn grep(ws: &Workspace, limits: &Limits, a: &Value) -> Result<ToolOutput, To
     })
 }
 
+/// Writes `bytes` to a temporary file beside `path` and renames it over
+/// `path`, keeping the old file's permissions: a crash mid-write leaves the
+/// old content or the new, never half of it.
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.decache-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 pub fn write_file(ws: &Workspace, a: &Value) -> Result<ToolOutput, ToolError> {
     let path = ws.resolve(arg_str(a, "path")?)?;
     let content = arg_str(a, "content")?;
@@ -249,7 +270,7 @@ pub fn write_file(ws: &Workspace, a: &Value) -> Result<ToolOutput, ToolError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io_error(&ws.show(dir), e))?;
     }
-    std::fs::write(&path, content).map_err(|e| io_error(&shown, e))?;
+    write_replacing(&path, content.as_bytes()).map_err(|e| io_error(&shown, e))?;
     Ok(ToolOutput {
         text: format!("wrote {} bytes ({} lines) to {shown}", content.len(), content.lines().count()),
         kind: SegmentKind::CommandOutput { passed: Some(true) },
@@ -280,7 +301,7 @@ pub fn edit_file(ws: &Workspace, a: &Value) -> Result<ToolOutput, ToolError> {
         return Err(format!("old_string occurs {n} times in {shown}; give more context to make it unique, or set replace_all").into());
     }
     let out = if all { text.replace(old, new) } else { text.replacen(old, new, 1) };
-    std::fs::write(&path, &out).map_err(|e| io_error(&shown, e))?;
+    write_replacing(&path, out.as_bytes()).map_err(|e| io_error(&shown, e))?;
     Ok(ToolOutput {
         text: format!("replaced {} occurrence{} in {shown}", if all { n } else { 1 }, if all && n > 1 { "s" } else { "" }),
         kind: SegmentKind::CommandOutput { passed: Some(true) },

@@ -144,7 +144,9 @@ impl Engine {
             std::fs::create_dir_all(dir).map_err(|e| at(e.to_string()))?;
             let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             for (id, s) in sessions.iter_mut().enumerate() {
-                let path = dir.join(format!("serve-{stamp}-slot{id}.jsonl"));
+                // The pid too: a server restarted within the same second must not
+                // truncate the transcripts of the one before.
+                let path = dir.join(format!("serve-{stamp}-{}-slot{id}.jsonl", std::process::id()));
                 crate::transcript::TranscriptWriter::attach(s, &path, "serve", config.repack).map_err(at)?;
             }
         }
