@@ -1,7 +1,8 @@
 //! The agent's box, attacked: paths out of the folder by every route
 //! (`..`, absolute, symlinks, hard links), special files that would block,
 //! shell metacharacters in model-chosen names, commands that spawn swarms of
-//! children or never end, output floods, and a model that tries to answer
+//! children or never end, children that leave the process group (setsid,
+//! double forks, a cleared environment), output floods, and a model that tries to answer
 //! its own permission prompt. Nothing escapes, nothing hangs.
 mod common;
 use decache::agent::script::Scripted;
@@ -225,4 +226,25 @@ fn the_model_cannot_answer_its_own_permission_prompt() {
     assert!(ui.results.iter().all(|r| !r.1), "{:?}", ui.results);
     assert!(!root.join("PWNED1").exists() && !root.join("PWNED2").exists());
     assert_eq!(std::fs::read_to_string(root.join("src/lib.rs")).unwrap(), "pub fn f() {}\n");
+}
+
+/// `decache agent` itself (the program adopts its commands' orphans): a
+/// process that double-forks into a new session *and* clears its
+/// environment escapes both the process group and the job mark, yet it is
+/// reparented to the agent and killed after its command.
+#[test]
+fn the_agent_program_kills_orphans_that_cleared_their_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = fixture(dir.path());
+    let script = dir.path().join("script.txt");
+    let call = json!({"name": "run_command", "arguments": {"command": "(setsid env -i sleep 744 &); (setsid env -i sh -c 'sleep 745 & sleep 745' &); echo forked"}});
+    std::fs::write(&script, format!("<tool_call>\n{call}\n</tool_call>\n---\nDone.")).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_decache"))
+        .args(["agent", root.to_str().unwrap(), "-m", common::smollm2().to_str().unwrap(), "-c", "2048", "-t", "2", "--yes", "--no-log"])
+        .args(["--script", script.to_str().unwrap(), "-p", "Start a daemon."])
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && out.contains("forked") && out.contains("Done."), "{out}");
+    assert_eq!(alive_with("sleep 744") + alive_with("sleep 745"), 0, "an orphan with a cleared environment outlived its command");
 }

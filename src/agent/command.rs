@@ -77,6 +77,7 @@ pub fn shell(dir: &std::path::Path, command: &str, env: &[(&str, String)], timeo
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start sh: {e}"))?;
+    let running = sweep::Running::new(child.id());
     let capture = Arc::new(Mutex::new(Capture { cap, ..Capture::default() }));
     let reader = child.stdout.take().map(|mut out| {
         let capture = capture.clone();
@@ -110,7 +111,9 @@ pub fn shell(dir: &std::path::Path, command: &str, env: &[(&str, String)], timeo
     };
     // Whatever ended it, nothing it started stays behind.
     kill_group(&mut child);
+    drop(running);
     sweep::kill_marked(&mark, 200);
+    sweep::kill_adopted();
     // Children that outlive the shell may hold the pipe open: give the reader a moment.
     if let Some(r) = reader {
         let t = Instant::now();

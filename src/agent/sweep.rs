@@ -2,10 +2,13 @@
 //! process group (`setsid`, a double fork, a daemon): each command runs with
 //! a job mark in its environment, which its descendants inherit, and when
 //! the command ends (or times out, or is cancelled) every process that
-//! still carries the mark is killed. A process escapes only by clearing
-//! its own environment *and* leaving the group, which docs/RELIABILITY.md
-//! states as a limit of the box.
-use std::sync::atomic::{AtomicU64, Ordering};
+//! still carries the mark is killed. A process that also clears its
+//! environment (`setsid env -i …` after a double fork) is caught when the
+//! program has chosen to adopt orphans (`adopt_orphans`, the agent's CLI
+//! does): it is reparented to us, and every child of ours that is not a
+//! running command is killed.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// The environment variable that marks a command's processes.
 pub const MARK_VAR: &str = "DECACHE_AGENT_JOB";
@@ -15,6 +18,90 @@ pub const MARK_VAR: &str = "DECACHE_AGENT_JOB";
 pub fn new_mark() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+static ADOPTING: AtomicBool = AtomicBool::new(false);
+/// The shells of the commands running now (their pids): our children that
+/// are not orphans.
+static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Makes this process the reaper of its commands' orphans (Linux
+/// `PR_SET_CHILD_SUBREAPER`): a process that double-forks out of a command
+/// is reparented here, not to init, and `kill_adopted` kills it after the
+/// command. Only for a program whose every child process is a command (the
+/// agent's CLI); a library or a test harness with other children must not
+/// call it. Returns whether the system allowed it.
+pub fn adopt_orphans() -> bool {
+    #[cfg(target_os = "linux")]
+    if nix::sys::prctl::set_child_subreaper(true).is_ok() {
+        ADOPTING.store(true, Ordering::Relaxed);
+        return true;
+    }
+    false
+}
+
+/// Registers a command's shell as running until the guard is dropped.
+pub struct Running(i32);
+
+impl Running {
+    pub fn new(pid: u32) -> Running {
+        let pid = pid as i32;
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        Running(pid)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != self.0);
+    }
+}
+
+/// When orphans are adopted: kills (and reaps) every child of this process
+/// that is not a running command's shell, again while killing one orphans
+/// more. Returns how many were killed.
+#[cfg(target_os = "linux")]
+pub fn kill_adopted() -> usize {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    if !ADOPTING.load(Ordering::Relaxed) {
+        return 0;
+    }
+    let me = std::process::id() as i32;
+    let mut killed = 0;
+    for _ in 0..200 {
+        let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let adopted: Vec<i32> = pids().filter(|&p| parent_of(p) == Some(me) && !running.contains(&p)).collect();
+        if adopted.is_empty() {
+            break;
+        }
+        for pid in adopted {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                killed += 1;
+                // Our child now: reap it (a zombie stays listed until then).
+                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+            }
+        }
+    }
+    killed
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn kill_adopted() -> usize {
+    0
+}
+
+#[cfg(target_os = "linux")]
+fn pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+}
+
+/// The parent pid of `pid` (`/proc/PID/stat`, the field after the state).
+#[cfg(target_os = "linux")]
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Kill every process of this user whose environment holds `MARK_VAR=mark`,
@@ -51,10 +138,8 @@ pub fn kill_marked(_mark: &str, _rounds: usize) -> usize {
 /// Live (not zombie) processes whose environment holds `needle` as one entry.
 #[cfg(target_os = "linux")]
 fn marked(needle: &str) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     let me = std::process::id() as i32;
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    pids()
         .filter(|&pid| pid != me)
         .filter(|&pid| {
             // Another user's process, or one that is gone, reads as an error.

@@ -253,6 +253,9 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     // The editor's own SIGINT handling lives while it exists; ours goes in
     // after it (see `decache chat`).
     agent.cancel = install_ctrl_c(false);
+    // Every child process of this program is a command: orphans a command
+    // leaves behind (double forks) are reparented here and killed after it.
+    decache::agent::sweep::adopt_orphans();
     let log_note = agent.log.as_ref().map(|l| format!("; log {}", l.path().display())).unwrap_or_default();
     let mode = if a.read_only { " read-only;" } else if a.yes { " writes and commands allowed;" } else { "" };
     eprintln!(
