@@ -817,3 +817,48 @@ fn a_model_whose_chat_template_loops_or_reads_files_is_stopped() {
         assert!(!stderr.contains("root:"), "{tpl}: a file's contents came out:\n{stderr}");
     }
 }
+
+/// The tiny model with its feed-forward width raised to 2^26: 96 GiB of
+/// weights, written as a sparse file (the data is a hole, no disk used).
+fn huge_sparse_model(path: &Path) -> u64 {
+    const N_FF: u64 = 1 << 26;
+    let mut g = tiny_llama();
+    g.set("llama.feed_forward_length", Value::U32(N_FF as u32));
+    let mut cursor = 0u64;
+    for t in &mut g.tensors {
+        if t.name.contains("ffn_gate") || t.name.contains("ffn_up") {
+            t.dims[1] = N_FF;
+        } else if t.name.contains("ffn_down") {
+            t.dims[0] = N_FF;
+        }
+        t.data.clear();
+        t.offset = Some(cursor);
+        cursor = align_up((cursor + 4 * t.dims.iter().product::<u64>()) as usize, g.alignment) as u64;
+    }
+    let (header, layout) = g.build();
+    std::fs::write(path, header).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(layout.data_start as u64 + cursor).unwrap();
+    cursor
+}
+
+#[test]
+fn a_model_whose_weights_do_not_fit_in_memory_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.gguf");
+    let bytes = huge_sparse_model(&path);
+    assert!(bytes > 90 << 30);
+    // Read into memory (--no-mmap), 96 GiB cannot fit on this machine: the
+    // error says what it needs and what there is, before allocating.
+    let t0 = std::time::Instant::now();
+    let e = load(&path, true).err().expect("a 96 GiB --no-mmap load was accepted").to_string();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t0.elapsed());
+    assert_names("Model::load(no_mmap)", &e, &path, &["98304 MiB of memory", "--no-mmap", "MiB are available"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_decache"))
+        .args(["run", "-m", path.to_str().unwrap(), "--no-mmap", "-p", "hi", "-n", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && o.status.signal().is_none(), "{err}");
+    assert!(err.contains("98304 MiB of memory") && err.contains("huge.gguf"), "{err}");
+}

@@ -83,6 +83,19 @@ impl Model {
         }
 
         let specs = plan_weights(&file, arch, &hparams, opts).map_err(model_err)?;
+        // Weights copied out of the file (repacked layouts, or all of them
+        // with --no-mmap) are allocated: refuse up front what cannot fit.
+        // Mapped weights are paged from the file and need no such room.
+        let copied: u64 =
+            specs.iter().filter(|s| matches!(s.placement, Placement::Upload(_))).filter_map(|s| file.tensor(&s.source)).map(|t| t.nbytes).sum();
+        if let Some(avail) = crate::session::available_memory().filter(|&a| copied > a) {
+            let why = if opts.no_mmap { "read into memory with --no-mmap" } else { "copied into repacked layouts; --no-repack maps them from the file instead" };
+            return Err(model_err(format!(
+                "its weights need {} MiB of memory ({why}), but {} MiB are available",
+                copied >> 20,
+                avail >> 20
+            )));
+        }
         let weights = TensorStore::load(
             &specs,
             file.mapping(),

@@ -77,7 +77,7 @@ pub struct Session {
 
 /// Memory the system can still give (Linux `MemAvailable`); `None` where
 /// it cannot be read.
-fn available_memory() -> Option<u64> {
+pub(crate) fn available_memory() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
