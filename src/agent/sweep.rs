@@ -62,26 +62,44 @@ impl Drop for Running {
 /// more. Returns how many were killed.
 #[cfg(target_os = "linux")]
 pub fn kill_adopted() -> usize {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     if !ADOPTING.load(Ordering::Relaxed) {
         return 0;
     }
     let me = std::process::id() as i32;
-    let mut killed = 0;
-    for _ in 0..200 {
+    let adopted = || {
         let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let adopted: Vec<i32> = pids().filter(|&p| parent_of(p) == Some(me) && !running.contains(&p)).collect();
-        if adopted.is_empty() {
+        pids().filter(|&p| parent_of(p) == Some(me) && !running.contains(&p)).collect()
+    };
+    // Our children: reaped once killed (a zombie stays listed until then).
+    kill_until_none(200, adopted, true)
+}
+
+/// Kills what `find` lists, again until it lists nothing (killing a process
+/// may orphan or reveal more), at most `rounds` times; each is stopped first
+/// so that it cannot fork between the scan and the kill. `reap`: they are
+/// our children, wait for each. Returns how many were killed.
+#[cfg(target_os = "linux")]
+fn kill_until_none(rounds: usize, mut find: impl FnMut() -> Vec<i32>, reap: bool) -> usize {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut killed = 0;
+    for _ in 0..rounds {
+        let found = find();
+        if found.is_empty() {
             break;
         }
-        for pid in adopted {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
-            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+        for pid in found.into_iter().map(Pid::from_raw) {
+            let _ = kill(pid, Signal::SIGSTOP);
+            if kill(pid, Signal::SIGKILL).is_ok() {
                 killed += 1;
-                // Our child now: reap it (a zombie stays listed until then).
-                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+                if reap {
+                    let _ = nix::sys::wait::waitpid(pid, None);
+                }
             }
+        }
+        if !reap {
+            // Not our children: give the kernel a moment to take them down.
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
     killed
@@ -109,25 +127,8 @@ fn parent_of(pid: i32) -> Option<i32> {
 /// new ones meanwhile), at most `rounds` times. Returns how many were killed.
 #[cfg(target_os = "linux")]
 pub fn kill_marked(mark: &str, rounds: usize) -> usize {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     let needle = format!("{MARK_VAR}={mark}");
-    let mut killed = 0;
-    for _ in 0..rounds {
-        let found = marked(&needle);
-        if found.is_empty() {
-            break;
-        }
-        for pid in found {
-            // Stop first so that it cannot fork between the scan and the kill.
-            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
-            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                killed += 1;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    killed
+    kill_until_none(rounds, || marked(&needle), false)
 }
 
 #[cfg(not(target_os = "linux"))]
