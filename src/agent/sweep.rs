@@ -118,8 +118,15 @@ fn pids() -> impl Iterator<Item = i32> {
 /// The parent pid of `pid` (`/proc/PID/stat`, the field after the state).
 #[cfg(target_os = "linux")]
 fn parent_of(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which is in
+/// parentheses and may hold spaces): state, parent pid, …
+#[cfg(target_os = "linux")]
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    Some(stat.rsplit_once(')')?.1.split_whitespace().map(str::to_string).collect())
 }
 
 /// Kill every process of this user whose environment holds `MARK_VAR=mark`,
@@ -152,9 +159,8 @@ fn marked(needle: &str) -> Vec<i32> {
 
 #[cfg(target_os = "linux")]
 fn is_zombie(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
-    // The state follows the command name, which is in parentheses and may hold spaces.
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_none_or(|s| s == 'Z' || s == 'X')
+    // Gone (no stat) counts as dead too.
+    stat_fields(pid).and_then(|f| f.first().cloned()).is_none_or(|s| s == "Z" || s == "X")
 }
 
 #[cfg(all(test, target_os = "linux"))]
