@@ -94,7 +94,7 @@ endurance: models
 # cells with no re-prefill measurements; throughput (wall and per CPU second)
 # and resident/peak memory every 25k tokens, which must stay flat.
 long-session: models
-	$(CARGO) run --release --example endurance -- -c 8192 --tokens 250000 --measure-every 0 --window 25000 --json target/long-session.json
+	$(CARGO) run --release --example endurance -- -c 8192 --tokens 250000 --warm-up --measure-every 0 --window 25000 --json target/long-session.json
 
 # The eval report (docs/eval/): the shipped annotated sets under all six
 # strategies (about 12 minutes here).
