@@ -48,6 +48,10 @@ pub struct ContextArgs {
     /// Flash attention: on, off or auto (also -fa; auto = off on the CPU, where ggml's fused op decodes slower).
     #[arg(long = "flash-attn", value_enum, default_value_t = FlashAttn::Auto)]
     pub flash_attn: FlashAttn,
+    /// Give sliding-window layers (Gemma 3) the full cache instead of one sized to their window:
+    /// more memory, but closing gaps and resuming further back stay exact for them.
+    #[arg(long = "swa-full")]
+    pub swa_full: bool,
 }
 
 /// `-fa on|off|auto`, as llama.cpp spells it.
@@ -86,6 +90,7 @@ impl ContextArgs {
             type_k: ty("-ctk", &self.cache_type_k)?,
             type_v: ty("-ctv", &self.cache_type_v)?,
             flash_attn: self.flash_attn.enabled(),
+            swa_full: self.swa_full,
         })
     }
 }

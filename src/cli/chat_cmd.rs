@@ -269,6 +269,9 @@ pub fn print_stats(conv: &Conversation) {
     let s = &conv.stats;
     outln!("tokens seen:      {}", s.tokens_seen);
     outln!("live cells:       {} of {}", conv.session.n_live(), conv.session.n_ctx());
+    if let Some((layers, cells)) = conv.session.swa_pool() {
+        outln!("sliding window:   {layers} layers keep {cells} cells of their own (KV cache {:.1} MiB in all)", conv.session.kv_bytes() as f64 / 1048576.0);
+    }
     outln!("decached:         {} tokens in {} events ({:.2} ms)", s.tokens_decached, s.events, s.decache_time.as_secs_f64() * 1e3);
     for (r, n) in &s.by_reason {
         outln!("  {:<32} {n}", r.name());

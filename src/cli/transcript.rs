@@ -70,6 +70,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
         type_k: ty(&h.type_k)?,
         type_v: ty(&h.type_v)?,
         flash_attn: h.flash_attn,
+        swa_full: h.swa_full,
     };
     let mut session = Session::new(model.clone(), cfg)?;
     if a.agreement || model.info.fingerprint != h.fingerprint {

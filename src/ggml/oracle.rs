@@ -105,6 +105,9 @@ pub struct OracleParams {
     /// K and V cache types.
     pub type_k: crate::ggml::GgmlType,
     pub type_v: crate::ggml::GgmlType,
+    /// Sliding-window layers in a full-size cache (llama.cpp's default for
+    /// `llama_context_default_params`); false gives them the smaller one.
+    pub swa_full: bool,
 }
 
 impl Default for OracleParams {
@@ -117,6 +120,7 @@ impl Default for OracleParams {
             flash_attn: false,
             type_k: crate::ggml::GgmlType::F16,
             type_v: crate::ggml::GgmlType::F16,
+            swa_full: true,
         }
     }
 }
@@ -143,6 +147,7 @@ impl<'m> OracleContext<'m> {
         cp.no_perf = true;
         cp.type_k = p.type_k.id() as ll::ggml_type;
         cp.type_v = p.type_v.id() as ll::ggml_type;
+        cp.swa_full = p.swa_full;
         let c = unsafe { ll::llama_init_from_model(model.ptr.as_ptr(), cp) };
         let ptr = NonNull::new(c).ok_or("llama.cpp could not create a context")?;
         // A persistent thread pool, as llama-bench and our engine use.

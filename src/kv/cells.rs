@@ -78,6 +78,11 @@ impl Cells {
         Some((0..self.size()).filter(|&i| !self.live[i]).take(n).collect())
     }
 
+    /// Live positions in `range`, lowest first.
+    pub fn positions_in(&self, range: impl std::ops::RangeBounds<Pos>) -> impl DoubleEndedIterator<Item = Pos> + '_ {
+        self.by_pos.range(range).map(|(&p, _)| p)
+    }
+
     /// Whether a live cell holds position `pos`.
     pub fn has_pos(&self, pos: Pos) -> bool {
         self.by_pos.contains_key(&pos)

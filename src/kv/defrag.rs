@@ -1,7 +1,7 @@
 //! Moving live cells into a contiguous block: K rows and V values (rows,
 //! or columns when V is transposed) are gathered from their old cells and scattered to the new ones
-//! with one ggml graph over all layers.
-use super::KvCache;
+//! with one ggml graph over the layers of one pool.
+use super::{KvCache, Pool};
 use crate::ggml::{Context, GgmlType, Graph, Tensor};
 
 /// Inputs of a defrag graph: source and destination indices for K rows and
@@ -13,8 +13,8 @@ pub struct DefragInputs<'c> {
     pub v_dst: Tensor<'c>,
 }
 
-/// Build the graph moving `n_moves` cells in every layer of `kv`.
-pub fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, n_moves: usize) -> DefragInputs<'c> {
+/// Build the graph moving `n_moves` cells in every layer of `pool`.
+pub fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, pool: Pool, n_moves: usize) -> DefragInputs<'c> {
     let n = n_moves as i64;
     let nv = n * kv.n_embd_v as i64;
     let inp = DefragInputs {
@@ -24,7 +24,7 @@ pub fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, n_moves:
         v_dst: ctx.new_input("defrag_v_dst", GgmlType::I64, &[nv]),
     };
     let store = kv.store();
-    for il in 0..kv.n_layer {
+    for il in kv.layers(pool) {
         let k = store.get(kv.k(il));
         let moved = ctx.get_rows(k, inp.k_src);
         gf.expand(ctx.set_rows(k, moved, inp.k_dst));
@@ -36,16 +36,16 @@ pub fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, n_moves:
     inp
 }
 
-/// Index lists for `moves` (K: cells; V: every element of each cell).
-pub fn indices(kv: &KvCache, moves: &[(usize, usize)]) -> (Vec<i32>, Vec<i64>, Vec<i32>, Vec<i64>) {
+/// Index lists for `moves` in `pool` (K: cells; V: every element of each cell).
+pub fn indices(kv: &KvCache, pool: Pool, moves: &[(usize, usize)]) -> (Vec<i32>, Vec<i64>, Vec<i32>, Vec<i64>) {
     let k_src = moves.iter().map(|m| m.0 as i32).collect();
     let k_dst = moves.iter().map(|m| m.1 as i64).collect();
     let mut v_src = Vec::with_capacity(moves.len() * kv.n_embd_v);
     let mut v_dst = Vec::with_capacity(moves.len() * kv.n_embd_v);
     for &(from, to) in moves {
         for j in 0..kv.n_embd_v {
-            v_src.push(kv.v_index(from, j) as i32);
-            v_dst.push(kv.v_index(to, j) as i64);
+            v_src.push(kv.v_index(pool, from, j) as i32);
+            v_dst.push(kv.v_index(pool, to, j) as i64);
         }
     }
     (k_src, k_dst, v_src, v_dst)

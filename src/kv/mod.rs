@@ -5,6 +5,8 @@ pub mod cells;
 pub mod defrag;
 pub mod mask;
 pub mod rotation;
+pub mod swa;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, Pool, SwaLayout};
 pub use cells::{Cells, Pos};
+pub use swa::SwaPool;

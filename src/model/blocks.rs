@@ -11,8 +11,10 @@ pub struct AttnInputs<'c> {
     pub v_idxs: Tensor<'c>,
     /// [n_kv, n_tokens] mask: 0 visible, -inf hidden.
     pub mask: Tensor<'c>,
-    /// Number of cells attended (a prefix of the cache).
+    /// Number of cells attended (a prefix of the layer's pool).
     pub n_kv: i64,
+    /// Cells of the layer's pool (rows of its K and V).
+    pub kv_size: i64,
     /// Hadamard rotation for q and k when the K cache is quantized.
     pub k_rot: Option<Tensor<'c>>,
     /// Hadamard rotation for v and the output when the V cache is quantized.
@@ -28,7 +30,6 @@ pub struct AttnShape {
     pub head_dim: i64,
     pub n_head: i64,
     pub n_head_kv: i64,
-    pub kv_size: i64,
     pub scale: f32,
 }
 
@@ -107,7 +108,7 @@ pub fn attention<'c>(
     let row = |t: crate::ggml::GgmlType, n: i64| t.row_bytes(n as u64).expect("cache row") as usize;
     // [head_dim, n_head_kv, n_kv] over cell rows (K, and V with flash attention).
     let rows_view = |cache: Tensor<'c>, t: crate::ggml::GgmlType| {
-        ctx.view(cache, &[s.head_dim, s.n_head_kv, inp.n_kv, 1], &[row(t, s.head_dim), row(t, n_embd_kv), row(t, n_embd_kv * s.kv_size)], 0)
+        ctx.view(cache, &[s.head_dim, s.n_head_kv, inp.n_kv, 1], &[row(t, s.head_dim), row(t, n_embd_kv), row(t, n_embd_kv * inp.kv_size)], 0)
     };
     let kview = rows_view(k_cache, kt);
     if inp.flash {
@@ -124,7 +125,7 @@ pub fn attention<'c>(
     let vview = ctx.view(
         v_cache,
         &[inp.n_kv, s.n_head_kv, s.head_dim, 1],
-        &[row(vt, s.kv_size * s.head_dim), row(vt, s.kv_size), row(vt, s.kv_size * n_embd_kv)],
+        &[row(vt, inp.kv_size * s.head_dim), row(vt, inp.kv_size), row(vt, inp.kv_size * n_embd_kv)],
         0,
     );
     let q = ctx.permute(q, [0, 2, 1, 3]);

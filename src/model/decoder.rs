@@ -120,7 +120,7 @@ pub fn build<'c>(g: &mut StepGraph<'c>, r: &Recipe) -> Tensor<'c> {
     let (hd, nh, nkv) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
     let kq_scale = 1.0 / (hd as f32).sqrt();
     let shape =
-        AttnShape { head_dim: hd, n_head: nh, n_head_kv: nkv, kv_size: g.kv_size(), scale: if r.q_scale { 1.0 } else { kq_scale } };
+        AttnShape { head_dim: hd, n_head: nh, n_head_kv: nkv, scale: if r.q_scale { 1.0 } else { kq_scale } };
     let factors = g.rope_factors();
     let pos = g.inputs.pos;
     let eps = hp.rms_eps;

@@ -4,7 +4,7 @@ use super::blocks::AttnInputs;
 use super::hparams::HParams;
 use super::Model;
 use crate::ggml::{Context, GgmlType, Graph, RopeParams, Tensor};
-use crate::kv::KvCache;
+use crate::kv::{KvCache, Pool};
 
 /// Input tensors of a step (filled after allocation). Each is allocated with
 /// its byte size rounded up to 64 and used through a view of the exact size:
@@ -17,8 +17,13 @@ pub struct StepInputs<'c> {
     pub k_idxs: Tensor<'c>,
     pub v_idxs: Tensor<'c>,
     pub mask: Tensor<'c>,
-    /// The mask of sliding-window layers, when the model has them.
+    /// The mask of sliding-window layers, when the model has them (over
+    /// their own pool's cells when they have one).
     pub mask_swa: Option<Tensor<'c>>,
+    /// Cells (and V destinations) of the new tokens in the sliding-window
+    /// pool, when there is one.
+    pub k_idxs_swa: Option<Tensor<'c>>,
+    pub v_idxs_swa: Option<Tensor<'c>>,
     /// The masks as attention takes them: the f32 inputs themselves, or
     /// their f16 casts for flash attention.
     pub mask_attn: Tensor<'c>,
@@ -39,6 +44,7 @@ pub struct StepGraph<'c> {
     kv: &'c KvCache,
     n_tokens: i64,
     n_kv: i64,
+    n_kv_swa: i64,
 }
 
 /// An input of shape `ne` (1 or 2 dims) backed by an allocation padded to a
@@ -58,13 +64,18 @@ fn padded_input<'c>(ctx: &'c Context, name: &str, typ: GgmlType, ne: &[i64]) -> 
 
 impl<'c> StepGraph<'c> {
     /// Create the inputs for `n_tokens` new tokens attending over `n_kv`
-    /// cells, with `n_outputs` logits rows.
-    pub fn new(ctx: &'c Context, model: &'c Model, kv: &'c KvCache, n_tokens: usize, n_kv: usize, n_outputs: usize) -> Self {
+    /// cells (`n_kv_swa` in the sliding-window pool, if there is one), with
+    /// `n_outputs` logits rows.
+    pub fn new(
+        ctx: &'c Context, model: &'c Model, kv: &'c KvCache, n_tokens: usize, n_kv: usize, n_kv_swa: usize, n_outputs: usize,
+    ) -> Self {
         let nt = n_tokens as i64;
         // A transposed V is written element by element; a V of rows, cell by cell.
         let n_v_idxs = if kv.v_trans { nt * kv.n_embd_v as i64 } else { nt };
+        let n_kv_swa = if kv.swa.is_some() { n_kv_swa } else { n_kv };
         let mask = padded_input(ctx, "inp_kq_mask", GgmlType::F32, &[n_kv as i64, nt]);
-        let mask_swa = model.hparams.swa.is_some().then(|| padded_input(ctx, "inp_kq_mask_swa", GgmlType::F32, &[n_kv as i64, nt]));
+        let mask_swa = model.hparams.swa.is_some().then(|| padded_input(ctx, "inp_kq_mask_swa", GgmlType::F32, &[n_kv_swa as i64, nt]));
+        let pool = kv.swa.is_some();
         let flash = !kv.v_trans;
         let for_attn = |m: Tensor<'c>| if flash { ctx.cast(m, GgmlType::F16) } else { m };
         let inputs = StepInputs {
@@ -72,6 +83,8 @@ impl<'c> StepGraph<'c> {
             pos: padded_input(ctx, "inp_pos", GgmlType::I32, &[nt]),
             k_idxs: padded_input(ctx, "inp_k_idxs", GgmlType::I64, &[nt]),
             v_idxs: padded_input(ctx, "inp_v_idxs", GgmlType::I64, &[n_v_idxs]),
+            k_idxs_swa: pool.then(|| padded_input(ctx, "inp_k_idxs_swa", GgmlType::I64, &[nt])),
+            v_idxs_swa: pool.then(|| padded_input(ctx, "inp_v_idxs_swa", GgmlType::I64, &[n_v_idxs])),
             mask,
             mask_swa,
             mask_attn: for_attn(mask),
@@ -83,7 +96,7 @@ impl<'c> StepGraph<'c> {
                 .map(|n| padded_input(ctx, "inp_v_rot", GgmlType::F32, &[n as i64, n as i64])),
         };
         let graph = ctx.new_graph(model.graph_size());
-        StepGraph { ctx, graph, inputs, model, kv, n_tokens: nt, n_kv: n_kv as i64 }
+        StepGraph { ctx, graph, inputs, model, kv, n_tokens: nt, n_kv: n_kv as i64, n_kv_swa: n_kv_swa as i64 }
     }
 
     pub fn hparams(&self) -> &'c HParams {
@@ -94,9 +107,6 @@ impl<'c> StepGraph<'c> {
         self.n_tokens
     }
 
-    pub fn kv_size(&self) -> i64 {
-        self.kv.size() as i64
-    }
 
     /// A required weight (the loader checked it exists).
     pub fn w(&self, name: &str) -> Tensor<'c> {
@@ -112,14 +122,21 @@ impl<'c> StepGraph<'c> {
         (s.get(self.kv.k(il)), s.get(self.kv.v(il)))
     }
 
-    /// Attention inputs of layer `il` (a sliding-window layer gets its mask).
+    /// Attention inputs of layer `il` (a sliding-window layer gets its mask,
+    /// and its own pool's cells when it has one).
     pub fn attn_inputs(&self, il: usize) -> AttnInputs<'c> {
-        let swa = self.inputs.mask_swa_attn.filter(|_| self.model.hparams.is_swa(il));
+        let i = &self.inputs;
+        let swa = i.mask_swa_attn.filter(|_| self.model.hparams.is_swa(il));
+        let (k_idxs, v_idxs, n_kv) = match (self.kv.pool_of(il), i.k_idxs_swa, i.v_idxs_swa) {
+            (Pool::Swa, Some(k), Some(v)) => (k, v, self.n_kv_swa),
+            _ => (i.k_idxs, i.v_idxs, self.n_kv),
+        };
         AttnInputs {
-            k_idxs: self.inputs.k_idxs,
-            v_idxs: self.inputs.v_idxs,
-            mask: swa.unwrap_or(self.inputs.mask_attn),
-            n_kv: self.n_kv,
+            k_idxs,
+            v_idxs,
+            mask: swa.unwrap_or(i.mask_attn),
+            n_kv,
+            kv_size: self.kv.layer_size(il) as i64,
             k_rot: self.inputs.k_rot,
             v_rot: self.inputs.v_rot,
             flash: !self.kv.v_trans,

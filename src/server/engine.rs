@@ -277,17 +277,23 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
     if job.cancel.load(Ordering::Relaxed) || job.events.is_closed() {
         return None;
     }
-    let reuse = match session.reuse(&job.tokens, cfg.min_chunk, PositionPolicy::Keep) {
+    let mut reuse = match session.reuse(&job.tokens, cfg.min_chunk, PositionPolicy::Keep) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
-    let reused = reuse.plan.reused;
-    let rest = &job.tokens[reused..];
-    if cfg.positions != PositionPolicy::Keep && session.needs_compaction(rest.len() + job.opts.n_predict.unwrap_or(0)) {
+    let more = job.tokens.len() - reuse.plan.reused + job.opts.n_predict.unwrap_or(0);
+    if cfg.positions != PositionPolicy::Keep && session.needs_compaction(more) {
         if let Err(e) = session.compact_positions() {
-            return fail(e.to_string());
+            // Sliding-window layers that have dropped cells the compacted
+            // window would see: start again from an empty cache.
+            tracing::info!(slot = id, "positions not compacted ({e}); prefilling the whole prompt again");
+            reuse.removed += session.n_live();
+            reuse.plan = Default::default();
+            session.clear();
         }
     }
+    let reused = reuse.plan.reused;
+    let rest = &job.tokens[reused..];
     let kind = reuse.kind();
     if session.recording() {
         session.note(&serde_json::json!({"note": "request", "slot": id, "prompt_tokens": job.tokens.len(), "reused": reused, "hit": kind.name()}));

@@ -18,6 +18,10 @@ pub struct SessionConfig {
     /// stored row per cell like K (and may be quantized), the mask is f16,
     /// and masked cells are skipped instead of multiplied.
     pub flash_attn: bool,
+    /// Give sliding-window layers as many cells as global ones (`--swa-full`,
+    /// llama.cpp's spelling) instead of a pool sized to their window: more
+    /// memory, but every removal, shift and resume is exact for them.
+    pub swa_full: bool,
 }
 
 /// What `-fa auto` means on the CPU backend: off. ggml-cpu's fused op
@@ -36,6 +40,7 @@ impl Default for SessionConfig {
             type_k: GgmlType::F16,
             type_v: GgmlType::F16,
             flash_attn: false,
+            swa_full: false,
         }
     }
 }

@@ -19,7 +19,7 @@ pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};
 
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Scheduler};
-use crate::kv::{mask::build_mask, KvCache, Pos};
+use crate::kv::{mask::build_mask, KvCache, Pool, Pos, SwaLayout};
 use crate::model::graph::StepGraph;
 use crate::model::Model;
 use std::sync::Arc;
@@ -29,20 +29,23 @@ use std::time::Instant;
 /// shapes stay stable across steps (llama.cpp pads the same way).
 const N_KV_PAD: usize = 256;
 
-/// The last step's graph, its shape key (tokens, attended cells, outputs),
-/// and where its optional inputs sit among the kept tensors.
+/// The last step's graph, its shape key (tokens, attended cells in each
+/// pool, outputs), and where its optional inputs sit among the kept tensors.
 struct StepCache {
-    key: (usize, usize, usize),
+    key: (usize, usize, usize, usize),
     graph: OwnedGraph,
     out_ids: Option<usize>,
     k_rot: Option<usize>,
     v_rot: Option<usize>,
     mask_swa: Option<usize>,
+    k_idxs_swa: Option<usize>,
+    v_idxs_swa: Option<usize>,
 }
 
 /// Where the optional inputs land after the six fixed slots, in the order
-/// they are kept (out_ids, k_rot, v_rot, mask_swa), given which exist.
-fn optional_slots(present: [bool; 4]) -> [Option<usize>; 4] {
+/// they are kept (out_ids, k_rot, v_rot, mask_swa, k_idxs_swa, v_idxs_swa),
+/// given which exist.
+fn optional_slots<const N: usize>(present: [bool; N]) -> [Option<usize>; N] {
     let mut next = 6;
     present.map(|p| {
         p.then(|| {
@@ -84,6 +87,16 @@ pub(crate) fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The sliding-window layers' own pool, when the model has such layers and
+/// their window plus a micro-batch (rounded up as attention pads) is smaller
+/// than the context; llama.cpp sizes its sliding-window cache the same way.
+fn swa_layout(hp: &crate::model::hparams::HParams, cfg: &SessionConfig) -> Option<SwaLayout> {
+    let swa = hp.swa.as_ref().filter(|_| !cfg.swa_full)?;
+    let size = (swa.window as usize + cfg.n_ubatch).div_ceil(N_KV_PAD) * N_KV_PAD;
+    let layers: Vec<bool> = (0..hp.n_layer as usize).map(|il| hp.is_swa(il)).collect();
+    (size < cfg.n_ctx && layers.contains(&true)).then_some(SwaLayout { layers, window: swa.window, size })
+}
+
 impl Session {
     pub fn new(model: Arc<Model>, mut cfg: SessionConfig) -> Result<Session> {
         let hp = &model.hparams;
@@ -117,9 +130,14 @@ impl Session {
                 cfg.type_k, cfg.type_k.block_size()
             )));
         }
-        let need = (cfg.type_k.row_bytes(kv_elems as u64).unwrap_or(0) + cfg.type_v.row_bytes(kv_elems as u64).unwrap_or(0)) as u128
-            * hp.n_layer as u128
-            * cfg.n_ctx as u128;
+        let swa = swa_layout(hp, &cfg);
+        let rows: u128 = (0..hp.n_layer as usize)
+            .map(|il| match &swa {
+                Some(s) if s.layers[il] => s.size as u128,
+                _ => cfg.n_ctx as u128,
+            })
+            .sum();
+        let need = (cfg.type_k.row_bytes(kv_elems as u64).unwrap_or(0) + cfg.type_v.row_bytes(kv_elems as u64).unwrap_or(0)) as u128 * rows;
         if let Some(avail) = available_memory().filter(|&a| need > a as u128) {
             return Err(Error::Context(format!(
                 "a context of {} cells needs {} MiB for its KV cache, but {} MiB of memory are available (lower -c)",
@@ -128,7 +146,7 @@ impl Session {
                 avail >> 20
             )));
         }
-        let kv = KvCache::new(cfg.n_ctx, hp.n_layer as usize, kv_elems, kv_elems, cfg.type_k, cfg.type_v, !cfg.flash_attn, backend.buffer_type())
+        let kv = KvCache::new(cfg.n_ctx, hp.n_layer as usize, kv_elems, kv_elems, cfg.type_k, cfg.type_v, !cfg.flash_attn, backend.buffer_type(), swa)
             .ok_or_else(|| Error::Context(format!("could not allocate a KV cache of {} cells (out of memory?)", cfg.n_ctx)))?;
         let sched = Scheduler::new(&[&backend], model.graph_size());
         let k_rotation = crate::kv::rotation::k_rotation_size(hp.head_dim as usize, cfg.type_k.is_quantized())
@@ -159,7 +177,8 @@ impl Session {
     fn reserve(&mut self) -> Result<()> {
         let n = self.cfg.n_ubatch.min(self.kv.size());
         let ctx = Context::new(self.model.graph_size(), self.model.graph_size());
-        let mut g = StepGraph::new(&ctx, &self.model, &self.kv, n, self.kv.size(), n);
+        let n_swa = self.kv.swa.as_ref().map_or(0, |p| p.cells.size());
+        let mut g = StepGraph::new(&ctx, &self.model, &self.kv, n, self.kv.size(), n_swa, n);
         let logits = self.model.arch.build(&mut g);
         g.graph.expand(logits);
         self.sched.reserve(&g.graph)?;
@@ -178,6 +197,18 @@ impl Session {
 
     pub fn n_ctx(&self) -> usize {
         self.kv.size()
+    }
+
+    /// The sliding-window layers' own pool, if they have one: how many
+    /// layers keep their rows there, and its cells.
+    pub fn swa_pool(&self) -> Option<(usize, usize)> {
+        let p = self.kv.swa.as_ref()?;
+        Some((self.kv.swa_layers().iter().filter(|&&s| s).count(), p.cells.size()))
+    }
+
+    /// Bytes of K and V the cache holds, all layers.
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.bytes()
     }
 
     /// Cells holding live tokens.
@@ -212,6 +243,9 @@ impl Session {
     /// Forget everything (empty cache, positions restart at 0).
     pub fn clear(&mut self) {
         self.kv.cells.clear();
+        if let Some(swa) = &mut self.kv.swa {
+            swa.cells.clear();
+        }
         self.next_pos = 0;
         self.record(record::SessionOp::Clear);
     }
@@ -246,6 +280,16 @@ impl Session {
         if let Some(&p) = positions.iter().find(|&&p| p < 0 || self.kv.cells.has_pos(p)) {
             return Err(Error::InvalidArgument(format!("position {p} is negative or already holds a token")));
         }
+        if let Some(swa) = &self.kv.swa {
+            if let Some(p) = swa.missing_for(&self.kv.cells, positions[0], positions[positions.len() - 1]) {
+                return Err(Error::Context(format!(
+                    "a query at position {} would see position {p}, which the sliding-window layers have already dropped \
+                     (their pool holds the last {} cells): the cache cannot go on from there exactly; prefill again, or use --swa-full",
+                    positions[0],
+                    swa.cells.size()
+                )));
+            }
+        }
         if tokens.len() > self.kv.cells.n_free() {
             return Err(Error::Context(format!(
                 "the context is full: {} of {} cells are live and {} more tokens do not fit (raise -c)",
@@ -273,23 +317,51 @@ impl Session {
     fn step(&mut self, tokens: &[u32], positions: &[Pos], outputs: &[usize]) -> Result<Vec<f32>> {
         self.apply_pending_shift()?;
         let cells = self.kv.cells.find_free(tokens.len()).ok_or_else(|| Error::Context("the context is full".into()))?;
-        for ((&c, &t), &p) in cells.iter().zip(tokens).zip(positions) {
-            self.kv.cells.fill(c, t, p);
+        let swa_cells = match &mut self.kv.swa {
+            Some(p) => {
+                p.make_room(tokens.len(), positions[0]).map_err(Error::Context)?;
+                Some(p.cells.find_free(tokens.len()).ok_or_else(|| Error::Context("the sliding-window pool is full".into()))?)
+            }
+            None => None,
+        };
+        for (pool, cells) in [(Pool::Global, Some(&cells)), (Pool::Swa, swa_cells.as_ref())] {
+            for ((&c, &t), &p) in cells.into_iter().flatten().zip(tokens).zip(positions) {
+                self.kv.pool_cells_mut(pool).fill(c, t, p);
+            }
         }
-        let res = self.compute(tokens, positions, &cells, outputs);
+        let res = self.compute(tokens, positions, &cells, swa_cells.as_deref(), outputs);
         if res.is_err() {
-            for &c in &cells {
-                self.kv.cells.remove(c);
+            for (pool, cells) in [(Pool::Global, Some(&cells)), (Pool::Swa, swa_cells.as_ref())] {
+                for &c in cells.into_iter().flatten() {
+                    self.kv.pool_cells_mut(pool).remove(c);
+                }
             }
         }
         res
     }
 
-    fn compute(&mut self, tokens: &[u32], positions: &[Pos], cells: &[usize], outputs: &[usize]) -> Result<Vec<f32>> {
+    /// Destinations of the new tokens' V in a pool: their cells, or every
+    /// element of each when V is transposed.
+    fn v_idxs(&self, pool: Pool, cells: &[usize]) -> Vec<i64> {
+        if !self.kv.v_trans {
+            return cells.iter().map(|&c| c as i64).collect();
+        }
+        let n_embd_v = self.kv.n_embd_v;
+        let mut v = Vec::with_capacity(cells.len() * n_embd_v);
+        for &c in cells {
+            v.extend((0..n_embd_v).map(|j| self.kv.v_index(pool, c, j) as i64));
+        }
+        v
+    }
+
+    fn compute(
+        &mut self, tokens: &[u32], positions: &[Pos], cells: &[usize], swa_cells: Option<&[usize]>, outputs: &[usize],
+    ) -> Result<Vec<f32>> {
         let t_setup = Instant::now();
         let n_kv = self.kv.cells.n_kv(N_KV_PAD);
+        let n_kv_swa = self.kv.swa.as_ref().map_or(0, |p| p.cells.n_kv(N_KV_PAD));
         let n_outputs = outputs.len().max(1);
-        let key = (tokens.len(), n_kv, n_outputs);
+        let key = (tokens.len(), n_kv, n_kv_swa, n_outputs);
         if self.step_graph.as_ref().map(|c| c.key) != Some(key) {
             // New shapes: build and allocate a new graph (the old one's
             // allocation is released by the scheduler's reset).
@@ -297,7 +369,7 @@ impl Session {
             let ctx = Context::new(self.model.graph_size(), self.model.graph_size());
             let (model, kv) = (&self.model, &self.kv);
             let g = OwnedGraph::build(ctx, |ctx, _| {
-                let mut g = StepGraph::new(ctx, model, kv, tokens.len(), n_kv, n_outputs);
+                let mut g = StepGraph::new(ctx, model, kv, tokens.len(), n_kv, n_kv_swa, n_outputs);
                 let logits = model.arch.build(&mut g);
                 logits.set_output();
                 g.graph.expand(logits);
@@ -308,18 +380,23 @@ impl Session {
                 keep.extend(i.k_rot);
                 keep.extend(i.v_rot);
                 keep.extend(i.mask_swa);
+                keep.extend(i.k_idxs_swa);
+                keep.extend(i.v_idxs_swa);
                 (g.graph, keep)
             });
             self.sched.alloc(&g.graph())?;
             tracing::trace!(target: "decache::graph", "{}", g.graph().describe().join("\n"));
             tracing::debug!(nodes = g.graph().n_nodes(), splits = self.sched.n_splits(), n_tokens = tokens.len(), n_kv, "new step graph");
-            let [out_ids, k_rot, v_rot, mask_swa] = optional_slots([
+            let pool = self.kv.swa.is_some();
+            let [out_ids, k_rot, v_rot, mask_swa, k_idxs_swa, v_idxs_swa] = optional_slots([
                 n_outputs < tokens.len(),
                 self.k_rotation.is_some(),
                 self.v_rotation.is_some(),
                 self.model.hparams.swa.is_some(),
+                pool,
+                pool,
             ]);
-            self.step_graph = Some(StepCache { key, graph: g, out_ids, k_rot, v_rot, mask_swa });
+            self.step_graph = Some(StepCache { key, graph: g, out_ids, k_rot, v_rot, mask_swa, k_idxs_swa, v_idxs_swa });
         }
         let cache = self.step_graph.as_ref().expect("step graph");
         let g = &cache.graph;
@@ -331,20 +408,18 @@ impl Session {
         inp_pos.write_i32(positions);
         let k_idxs: Vec<i64> = cells.iter().map(|&c| c as i64).collect();
         inp_k.write_i64(&k_idxs);
-        if self.kv.v_trans {
-            let n_embd_v = self.kv.n_embd_v;
-            let mut v_idxs = Vec::with_capacity(cells.len() * n_embd_v);
-            for &c in cells {
-                v_idxs.extend((0..n_embd_v).map(|j| self.kv.v_index(c, j) as i64));
-            }
-            inp_v.write_i64(&v_idxs);
-        } else {
-            inp_v.write_i64(&k_idxs);
+        inp_v.write_i64(&self.v_idxs(Pool::Global, cells));
+        if let (Some(sc), Some(ks), Some(vs)) = (swa_cells, cache.k_idxs_swa, cache.v_idxs_swa) {
+            g.tensor(ks).write_i64(&sc.iter().map(|&c| c as i64).collect::<Vec<_>>());
+            g.tensor(vs).write_i64(&self.v_idxs(Pool::Swa, sc));
         }
         build_mask(&self.kv.cells, n_kv, positions, None, &mut self.mask);
         inp_mask.write_f32(&self.mask);
         if let (Some(swa), Some(slot)) = (&self.model.hparams.swa, cache.mask_swa) {
-            build_mask(&self.kv.cells, n_kv, positions, Some(swa.window), &mut self.mask_swa);
+            match &self.kv.swa {
+                Some(p) => build_mask(&p.cells, n_kv_swa, positions, Some(swa.window), &mut self.mask_swa),
+                None => build_mask(&self.kv.cells, n_kv, positions, Some(swa.window), &mut self.mask_swa),
+            }
             g.tensor(slot).write_f32(&self.mask_swa);
         }
         if n_outputs < tokens.len() {

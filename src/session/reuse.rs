@@ -156,14 +156,22 @@ impl Session {
     pub fn reuse(&mut self, new: &[u32], min_chunk: Option<usize>, policy: PositionPolicy) -> Result<ReuseOutcome> {
         let chain = self.live_chain();
         let tokens: Vec<u32> = chain.iter().map(|&(_, t)| t).collect();
-        let plan = plan(&tokens, new, min_chunk);
+        let resume_at = |keep: &[bool]| chain.iter().zip(keep).filter(|(_, &k)| k).map(|(&(p, _), _)| p + 1).max().unwrap_or(0);
+        let mut plan = plan(&tokens, new, min_chunk);
+        if !self.can_resume_at(resume_at(&plan.kept(chain.len()))) {
+            // The sliding-window layers have dropped cells the new tokens
+            // would see there: reuse only what lies before the first dropped
+            // position (as llama.cpp's server re-processes such prompts).
+            let cut = self.swa_dropped_from().map_or(0, |d| chain.partition_point(|&(p, _)| p < d));
+            plan = self::plan(&tokens[..cut], new, None);
+        }
         let keep = plan.kept(chain.len());
         let runs = dropped_runs(&keep);
         let mut removed = 0;
         for &(a, b) in runs.iter().rev() {
             removed += self.remove_range(chain[a].0, chain[b - 1].0 + 1, PositionPolicy::Keep)?.cells;
         }
-        self.rewind(chain.iter().zip(&keep).filter(|(_, &k)| k).map(|(&(p, _), _)| p + 1).max().unwrap_or(0))?;
+        self.rewind(resume_at(&keep))?;
         if policy != PositionPolicy::Keep && !runs.is_empty() {
             self.compact_positions()?;
         }

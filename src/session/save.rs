@@ -4,12 +4,14 @@
 //! Layout: 16 bytes of magic, a little-endian u32 format version and u64
 //! header length, the header (JSON: model identity, cache layout, the body's
 //! SHA-256, the conversation's segments and messages), then the body: the
-//! cells' tokens (u32), positions (i32) and live bits (u8), then per layer
-//! the K rows and the V values of the used cells. Files are written to a
+//! cells' tokens (u32), positions (i32) and live bits (u8), then (format 2,
+//! when the sliding-window layers have a pool of their own) that pool's
+//! positions (i32) and live bits (u8), then per layer the K rows and the V
+//! values of the used cells of the layer's pool. Files are written to a
 //! temporary name and renamed, so a crash never leaves half a file under the
 //! user's name; loading checks everything before it changes anything.
 use super::conversation::{Conversation, ConversationState};
-use super::state::{KvLayout, KvSnapshot};
+use super::state::{KvLayout, KvSnapshot, SwaCells};
 use crate::error::{Error, Result};
 use crate::kv::Pos;
 use serde::{Deserialize, Serialize};
@@ -18,7 +20,8 @@ use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8; 16] = b"DECACHE-SESSION\n";
-const VERSION: u32 = 1;
+/// Format 2 added the sliding-window pool; format 1 files (without one) still load.
+const VERSION: u32 = 2;
 /// Headers are small (segments and messages); anything larger is damage.
 const MAX_HEADER: u64 = 256 << 20;
 
@@ -40,6 +43,9 @@ struct ModelStamp {
 struct KvHeader {
     layout: KvLayout,
     used: usize,
+    /// Used cells of the sliding-window pool (0 without one).
+    #[serde(default)]
+    swa_used: usize,
     next_pos: Pos,
     body_bytes: u64,
     sha256: String,
@@ -62,6 +68,10 @@ fn encode_body(s: &KvSnapshot) -> Vec<u8> {
     s.tokens.iter().for_each(|t| b.extend_from_slice(&t.to_le_bytes()));
     s.pos.iter().for_each(|p| b.extend_from_slice(&p.to_le_bytes()));
     b.extend(s.live.iter().map(|&l| u8::from(l)));
+    if let Some(w) = &s.swa {
+        w.pos.iter().for_each(|p| b.extend_from_slice(&p.to_le_bytes()));
+        b.extend(w.live.iter().map(|&l| u8::from(l)));
+    }
     for (k, v) in s.k.iter().zip(&s.v) {
         b.extend_from_slice(k);
         b.extend_from_slice(v);
@@ -71,19 +81,36 @@ fn encode_body(s: &KvSnapshot) -> Vec<u8> {
 
 /// Split the body by the layout's sizes; `k_row`/`v_col` are bytes per cell.
 fn decode_body(body: &[u8], kv: &KvHeader, k_row: usize, v_col: usize) -> std::result::Result<KvSnapshot, String> {
-    let used = kv.used;
-    let expect = used.checked_mul(9 + kv.layout.n_layer.checked_mul(k_row + v_col).ok_or("layout too large")?);
+    let (used, swa_used, layout) = (kv.used, kv.swa_used, &kv.layout);
+    let has_swa = !layout.swa_layers.is_empty();
+    if !has_swa && swa_used > 0 {
+        return Err(format!("{swa_used} sliding-window cells, but the layout has no sliding-window pool"));
+    }
+    let per_layer = |il: usize| if layout.in_swa(il) { swa_used } else { used };
+    let data = (0..layout.n_layer).try_fold(0usize, |acc, il| per_layer(il).checked_mul(k_row + v_col).and_then(|n| acc.checked_add(n)));
+    let expect = data.and_then(|d| d.checked_add(used.checked_mul(9)?)?.checked_add(if has_swa { swa_used.checked_mul(5)? } else { 0 }));
     if expect != Some(body.len()) {
-        return Err(format!("the body holds {} bytes; {used} cells of this layout need {expect:?}", body.len()));
+        return Err(format!("the body holds {} bytes; {used} cells ({swa_used} sliding-window) of this layout need {expect:?}", body.len()));
     }
     let (tok, rest) = body.split_at(4 * used);
     let (pos, rest) = rest.split_at(4 * used);
-    let (live, mut rest) = rest.split_at(used);
-    let mut k = Vec::with_capacity(kv.layout.n_layer);
-    let mut v = Vec::with_capacity(kv.layout.n_layer);
-    for _ in 0..kv.layout.n_layer {
-        let (kb, r) = rest.split_at(used * k_row);
-        let (vb, r) = r.split_at(used * v_col);
+    let (live, rest) = rest.split_at(used);
+    let (swa, mut rest) = if has_swa {
+        let (sp, r) = rest.split_at(4 * swa_used);
+        let (sl, r) = r.split_at(swa_used);
+        if let Some(i) = sl.iter().position(|&l| l > 1) {
+            return Err(format!("sliding-window cell {i}: live bit is {} (0 or 1)", sl[i]));
+        }
+        (Some(SwaCells { pos: i32s(sp), live: sl.iter().map(|&l| l == 1).collect() }), r)
+    } else {
+        (None, rest)
+    };
+    let mut k = Vec::with_capacity(layout.n_layer);
+    let mut v = Vec::with_capacity(layout.n_layer);
+    for il in 0..layout.n_layer {
+        let n = per_layer(il);
+        let (kb, r) = rest.split_at(n * k_row);
+        let (vb, r) = r.split_at(n * v_col);
         k.push(kb.to_vec());
         v.push(vb.to_vec());
         rest = r;
@@ -92,14 +119,19 @@ fn decode_body(body: &[u8], kv: &KvHeader, k_row: usize, v_col: usize) -> std::r
         return Err(format!("cell {i}: live bit is {} (0 or 1)", live[i]));
     }
     Ok(KvSnapshot {
-        layout: kv.layout.clone(),
+        layout: layout.clone(),
         next_pos: kv.next_pos,
         tokens: tok.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect(),
-        pos: pos.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect(),
+        pos: i32s(pos),
         live: live.iter().map(|&l| l == 1).collect(),
+        swa,
         k,
         v,
     })
+}
+
+fn i32s(b: &[u8]) -> Vec<i32> {
+    b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 impl Conversation {
@@ -118,6 +150,7 @@ impl Conversation {
             kv: KvHeader {
                 layout: snap.layout.clone(),
                 used: snap.used(),
+                swa_used: snap.swa.as_ref().map_or(0, |w| w.pos.len()),
                 next_pos: snap.next_pos,
                 body_bytes: body.len() as u64,
                 sha256: hex(&Sha256::digest(&body)),
@@ -149,8 +182,8 @@ impl Conversation {
             return Err(file_err("not a decache session file (bad magic)".into()));
         }
         let version = u32::from_le_bytes(data[16..20].try_into().unwrap());
-        if version != VERSION {
-            return Err(file_err(format!("session file format {version}; this decache reads format {VERSION}")));
+        if !(1..=VERSION).contains(&version) {
+            return Err(file_err(format!("session file format {version}; this decache reads formats 1 to {VERSION}")));
         }
         let hlen = u64::from_le_bytes(data[20..28].try_into().unwrap());
         if hlen > MAX_HEADER || 28 + hlen > data.len() as u64 {
@@ -174,6 +207,13 @@ impl Conversation {
             return Err(file_err("the cache data does not match its checksum (the file is damaged)".into()));
         }
         let mine = self.session.kv_layout();
+        if h.kv.layout.swa_layers.is_empty() != mine.swa_layers.is_empty() {
+            return Err(file_err(if mine.swa_layers.is_empty() {
+                "saved with a smaller cache for the sliding-window layers; this session gives them the full one: load it without --swa-full".into()
+            } else {
+                "saved with the full cache for every layer (--swa-full); load it with --swa-full".into()
+            }));
+        }
         if h.kv.layout != mine {
             return Err(file_err(format!(
                 "saved with a {}/{} cache over {} layers; this session's is {}/{} (give -ctk {} -ctv {})",

@@ -16,6 +16,25 @@ pub struct KvLayout {
     pub n_embd_v: usize,
     pub type_k: String,
     pub type_v: String,
+    /// Per layer: whether it keeps its rows in a sliding-window pool of its
+    /// own (empty when the cache has no such pool).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swa_layers: Vec<bool>,
+}
+
+impl KvLayout {
+    /// Whether layer `il` keeps its rows in the sliding-window pool.
+    pub fn in_swa(&self, il: usize) -> bool {
+        self.swa_layers.get(il).copied().unwrap_or(false)
+    }
+}
+
+/// Cells `0..used` of the sliding-window pool: positions and live bits
+/// (their tokens are the main pool's at the same positions).
+#[derive(Clone, Debug, Default)]
+pub struct SwaCells {
+    pub pos: Vec<Pos>,
+    pub live: Vec<bool>,
 }
 
 /// Cells `0..used` of a cache (used = one past the highest live cell).
@@ -26,8 +45,11 @@ pub struct KvSnapshot {
     pub tokens: Vec<u32>,
     pub pos: Vec<Pos>,
     pub live: Vec<bool>,
-    /// Per layer: the K rows of the used cells, then their V values
-    /// (element-major: for each of `n_embd_v` elements, `used` values).
+    /// The sliding-window pool's used cells, when the cache has that pool.
+    pub swa: Option<SwaCells>,
+    /// Per layer: the K rows of the used cells (of the layer's pool), then
+    /// their V values (element-major: for each of `n_embd_v` elements,
+    /// `used` values).
     pub k: Vec<Vec<u8>>,
     pub v: Vec<Vec<u8>>,
 }
@@ -35,6 +57,14 @@ pub struct KvSnapshot {
 impl KvSnapshot {
     pub fn used(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// Used cells of layer `il`'s pool.
+    pub fn used_by(&self, il: usize) -> usize {
+        match &self.swa {
+            Some(s) if self.layout.in_swa(il) => s.pos.len(),
+            _ => self.used(),
+        }
     }
 
     /// Bytes of K and V held.
@@ -52,6 +82,7 @@ impl Session {
             n_embd_v: kv.n_embd_v,
             type_k: kv.type_k.name().to_string(),
             type_v: kv.type_v.name().to_string(),
+            swa_layers: if kv.swa.is_some() { kv.swa_layers().to_vec() } else { Vec::new() },
         }
     }
 
@@ -74,13 +105,12 @@ impl Session {
     pub fn snapshot(&mut self) -> Result<KvSnapshot> {
         self.apply_pending_shift()?;
         let (k_row, v_el) = self.kv_unit_bytes()?;
-        let c = &self.kv.cells;
-        let used = c.used_max_p1();
-        let (size, n_embd_v) = (self.kv.size(), self.kv.n_embd_v);
+        let n_embd_v = self.kv.n_embd_v;
         let mut k = Vec::with_capacity(self.kv.n_layer);
         let mut v = Vec::with_capacity(self.kv.n_layer);
         let store = self.kv.store();
         for il in 0..self.kv.n_layer {
+            let (size, used) = (self.kv.layer_size(il), self.kv.pool_cells(self.kv.pool_of(il)).used_max_p1());
             let mut kb = vec![0u8; used * k_row];
             store.get(self.kv.k(il)).read_bytes(&mut kb, 0);
             let vt = store.get(self.kv.v(il));
@@ -98,12 +128,19 @@ impl Session {
             k.push(kb);
             v.push(vb);
         }
+        let c = &self.kv.cells;
+        let used = c.used_max_p1();
+        let swa = self.kv.swa.as_ref().map(|p| {
+            let n = p.cells.used_max_p1();
+            SwaCells { pos: (0..n).map(|i| p.cells.pos(i)).collect(), live: (0..n).map(|i| p.cells.is_live(i)).collect() }
+        });
         Ok(KvSnapshot {
             layout: self.kv_layout(),
             next_pos: self.next_pos,
             tokens: (0..used).map(|i| c.token(i)).collect(),
             pos: (0..used).map(|i| c.pos(i)).collect(),
             live: (0..used).map(|i| c.is_live(i)).collect(),
+            swa,
             k,
             v,
         })
@@ -114,12 +151,11 @@ impl Session {
     /// token ids, unique positions below `next_pos`).
     pub fn restore(&mut self, snap: &KvSnapshot) -> Result<()> {
         self.check_snapshot(snap)?;
-        let (k_row, v_el) = self.kv_unit_bytes()?;
-        let used = snap.used();
-        let size = self.kv.size();
+        let (_, v_el) = self.kv_unit_bytes()?;
         self.kv.cells.clear();
         let store = self.kv.store();
         for il in 0..self.kv.n_layer {
+            let (size, used) = (self.kv.layer_size(il), snap.used_by(il));
             store.get(self.kv.k(il)).write_bytes(&snap.k[il], 0);
             let vt = store.get(self.kv.v(il));
             if self.kv.v_trans {
@@ -132,9 +168,16 @@ impl Session {
                 vt.write_bytes(&rows, 0);
             }
         }
-        debug_assert_eq!(snap.k.first().map_or(0, Vec::len), used * k_row);
-        for i in (0..used).filter(|&i| snap.live[i]) {
+        let mut token_at = std::collections::HashMap::new();
+        for i in (0..snap.used()).filter(|&i| snap.live[i]) {
             self.kv.cells.fill(i, snap.tokens[i], snap.pos[i]);
+            token_at.insert(snap.pos[i], snap.tokens[i]);
+        }
+        if let (Some(pool), Some(sc)) = (&mut self.kv.swa, &snap.swa) {
+            pool.cells.clear();
+            for i in (0..sc.pos.len()).filter(|&i| sc.live[i]) {
+                pool.cells.fill(i, token_at[&sc.pos[i]], sc.pos[i]);
+            }
         }
         self.next_pos = snap.next_pos;
         self.step_graph = None;
@@ -155,12 +198,34 @@ impl Session {
         if snap.pos.len() != used || snap.live.len() != used {
             return bad(format!("{used} tokens but {} positions and {} live bits", snap.pos.len(), snap.live.len()));
         }
+        let swa_pos: HashSet<Pos> = match (&self.kv.swa, &snap.swa) {
+            (None, None) => HashSet::new(),
+            (Some(pool), Some(sc)) => {
+                if sc.pos.len() > pool.cells.size() || sc.live.len() != sc.pos.len() {
+                    return bad(format!(
+                        "the saved sliding-window pool uses {} cells ({} live bits); this one has {} (give the same -ub)",
+                        sc.pos.len(),
+                        sc.live.len(),
+                        pool.cells.size()
+                    ));
+                }
+                let mut seen = HashSet::new();
+                for i in (0..sc.pos.len()).filter(|&i| sc.live[i]) {
+                    if !seen.insert(sc.pos[i]) {
+                        return bad(format!("sliding-window cell {i}: position {} is held by two cells", sc.pos[i]));
+                    }
+                }
+                seen
+            }
+            _ => return bad("the saved cache and this session differ in having a sliding-window pool (--swa-full)".into()),
+        };
         let (k_row, v_el) = self.kv_unit_bytes()?;
         let n = self.kv.n_layer;
         if snap.k.len() != n || snap.v.len() != n {
             return bad(format!("K and V data for {} and {} layers; the model has {n}", snap.k.len(), snap.v.len()));
         }
         for il in 0..n {
+            let used = snap.used_by(il);
             if snap.k[il].len() != used * k_row || snap.v[il].len() != used * v_el * self.kv.n_embd_v {
                 return bad(format!("layer {il}: K or V data of the wrong size for {used} cells"));
             }
@@ -181,6 +246,9 @@ impl Session {
             if !seen.insert(p) {
                 return bad(format!("cell {i}: position {p} is held by two cells"));
             }
+        }
+        if let Some(p) = swa_pos.iter().find(|p| !seen.contains(p)) {
+            return bad(format!("the sliding-window pool holds position {p}, which no live cell holds"));
         }
         Ok(())
     }

@@ -38,6 +38,14 @@ pub struct Header {
     /// Flash attention (absent in transcripts written before it existed: off).
     #[serde(default)]
     pub flash_attn: bool,
+    /// Sliding-window layers in the full cache (absent in transcripts
+    /// written before they had a pool of their own: they had the full one).
+    #[serde(default = "full_by_default")]
+    pub swa_full: bool,
+}
+
+fn full_by_default() -> bool {
+    true
 }
 
 /// One entry of a transcript, as read back.
@@ -163,6 +171,7 @@ impl Header {
             type_v: cfg.type_v.name().to_string(),
             repack,
             flash_attn: cfg.flash_attn,
+            swa_full: cfg.swa_full,
         }
     }
 }
