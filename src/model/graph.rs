@@ -107,7 +107,6 @@ impl<'c> StepGraph<'c> {
         self.n_tokens
     }
 
-
     /// A required weight (the loader checked it exists).
     pub fn w(&self, name: &str) -> Tensor<'c> {
         self.w_opt(name).unwrap_or_else(|| panic!("weight {name} missing after validation"))
