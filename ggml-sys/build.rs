@@ -26,13 +26,14 @@ fn main() {
         .allowlist_type("gguf_.*")
         .allowlist_var("GGML_.*")
         .allowlist_var("GGUF_.*")
+        .allowlist_var("RPC_PROTO_.*")
         .prepend_enum_name(false)
         .derive_default(true)
         .layout_tests(false)
         .raw_line("pub type FILE = ::std::os::raw::c_void;")
         .blocklist_type("FILE")
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
-    for h in ["ggml.h", "ggml-alloc.h", "ggml-backend.h", "ggml-cpu.h", "gguf.h"] {
+    for h in ["ggml.h", "ggml-alloc.h", "ggml-backend.h", "ggml-cpu.h", "ggml-rpc.h", "gguf.h"] {
         builder = builder.header(include.join(h).display().to_string());
     }
     let bindings = builder.generate().expect("bindgen failed on the ggml headers");

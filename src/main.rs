@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Pull(a) => cli::pull::run(a).map_err(decache::Error::from),
         Command::Bench(a) => cli::bench::run(a),
         Command::Perplexity(a) => cli::perplexity::run(a),
+        Command::RpcServer(a) => cli::rpc_server::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

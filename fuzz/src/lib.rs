@@ -29,7 +29,7 @@ pub fn gguf(data: &[u8]) {
     let path = scratch("gguf");
     std::fs::write(&path, data).expect("write scratch");
     if decache::gguf::GgufFile::open(&path, true).is_ok() {
-        let opts = decache::model::LoadOptions { no_mmap: true, extra_buffers: false };
+        let opts = decache::model::LoadOptions { no_mmap: true, extra_buffers: false, ..Default::default() };
         let _ = decache::model::Model::load(&path, &opts);
     }
 }

@@ -1,7 +1,7 @@
 //! Flag groups shared by several commands, spelled as llama.cpp spells them.
 use clap::Args;
 use decache::ggml::GgmlType;
-use decache::model::LoadOptions;
+use decache::model::{GpuLayers, LoadOptions};
 use decache::sampling::SamplingParams;
 use decache::session::{default_threads, SessionConfig};
 use std::path::PathBuf;
@@ -17,11 +17,36 @@ pub struct ModelArgs {
     /// Keep weights in their file layout, no repacked/AMX buffers (also -nr).
     #[arg(long = "no-repack")]
     pub no_repack: bool,
+    /// Layers to offload to the GPUs of this build and the --rpc servers: a count, 'all' or 'auto'
+    /// (= all when there is a device). The output layer counts as the last one, as in llama.cpp (also -ngl).
+    #[arg(long = "n-gpu-layers", default_value = "auto", value_parser = parse_gpu_layers)]
+    pub gpu_layers: GpuLayers,
+    /// RPC servers (`decache rpc-server` or llama.cpp's rpc-server) whose devices take layers: host:port[,host:port...].
+    #[arg(long = "rpc", value_delimiter = ',')]
+    pub rpc: Vec<String>,
+    /// Each device's share of the offloaded layers, e.g. 3,1 (default: in proportion to free memory) (also -ts).
+    #[arg(long = "tensor-split", value_delimiter = ',')]
+    pub tensor_split: Vec<f32>,
+}
+
+fn parse_gpu_layers(s: &str) -> Result<GpuLayers, String> {
+    GpuLayers::parse(s)
 }
 
 impl ModelArgs {
+    /// Only the model's path or name (everything else at its default).
+    pub fn path_only(model: Option<String>, no_mmap: bool) -> ModelArgs {
+        ModelArgs { model, no_mmap, no_repack: false, gpu_layers: GpuLayers::Auto, rpc: Vec::new(), tensor_split: Vec::new() }
+    }
+
     pub fn load_options(&self) -> LoadOptions {
-        LoadOptions { no_mmap: self.no_mmap, extra_buffers: !self.no_repack }
+        LoadOptions {
+            no_mmap: self.no_mmap,
+            extra_buffers: !self.no_repack,
+            gpu_layers: self.gpu_layers,
+            rpc: self.rpc.clone(),
+            tensor_split: self.tensor_split.clone(),
+        }
     }
 }
 

@@ -11,6 +11,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("-nr", "--no-repack"),
     ("-np", "--parallel"),
     ("-fa", "--flash-attn"),
+    ("-ngl", "--n-gpu-layers"),
+    ("-ts", "--tensor-split"),
 ];
 
 /// `args` with every llama.cpp alias (also as `-ctk=q8_0`) replaced.

@@ -13,7 +13,7 @@ pub struct InfoArgs {
 }
 
 pub fn run(a: &InfoArgs) -> Result<(), decache::Error> {
-    let (model, load_ms) = load_model(&ModelArgs { model: a.model.clone(), no_mmap: a.no_mmap, no_repack: false })?;
+    let (model, load_ms) = load_model(&ModelArgs::path_only(a.model.clone(), a.no_mmap))?;
     let hp = &model.hparams;
     let i = &model.info;
     outln!("file:            {}", i.path.display());

@@ -11,6 +11,10 @@ pub fn load_model(args: &ModelArgs) -> Result<(Arc<Model>, f64), decache::Error>
     progress.finish();
     let t0 = Instant::now();
     let model = Model::load(&path, &args.load_options())?;
+    let n_layer = model.hparams.n_layer as usize + 1;
+    for (device, n) in &model.info.offloaded {
+        eprintln!("offloaded {n}/{n_layer} layers to {device}");
+    }
     Ok((Arc::new(model), t0.elapsed().as_secs_f64() * 1e3))
 }
 

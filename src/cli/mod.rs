@@ -13,6 +13,7 @@ pub mod info;
 pub mod load;
 pub mod perplexity;
 pub mod pull;
+pub mod rpc_server;
 pub mod run;
 pub mod serve;
 pub mod tokenize;
@@ -54,4 +55,6 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Compute perplexity over a text file, llama.cpp-style.
     Perplexity(perplexity::PerplexityArgs),
+    /// Serve this machine's devices to other decache (or llama.cpp) processes over ggml's RPC protocol (--rpc).
+    RpcServer(rpc_server::RpcServerArgs),
 }

@@ -56,7 +56,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
         Some(m) => decache::pull::resolve_model(Some(m), &mut |_| {})?,
         None => recorded_model(&h.model)?,
     };
-    let model = Arc::new(Model::load(&path, &LoadOptions { no_mmap: false, extra_buffers: h.repack })?);
+    let model = Arc::new(Model::load(&path, &LoadOptions { extra_buffers: h.repack, ..LoadOptions::default() })?);
     let exact = model.info.fingerprint == h.fingerprint && a.threads.is_none_or(|n| n == h.n_threads);
     if model.info.fingerprint != h.fingerprint {
         eprintln!("note: {} is not the transcript's model ({}); reporting agreement", path.display(), h.model);

@@ -33,6 +33,11 @@ impl Backend {
         }
     }
 
+    /// Own a backend made by a device (no CPU thread pool of ours).
+    pub(crate) fn from_raw(ptr: NonNull<sys::ggml_backend>) -> Backend {
+        Backend { ptr, threadpool: None }
+    }
+
     pub(crate) fn raw(&self) -> sys::ggml_backend_t {
         self.ptr.as_ptr()
     }
@@ -76,6 +81,10 @@ unsafe impl Send for BufferType {}
 unsafe impl Sync for BufferType {}
 
 impl BufferType {
+    pub(crate) fn from_raw(b: sys::ggml_backend_buffer_type_t) -> BufferType {
+        BufferType(b)
+    }
+
     pub fn name(&self) -> String {
         unsafe { CStr::from_ptr(sys::ggml_backend_buft_name(self.0)) }.to_string_lossy().into_owned()
     }

@@ -7,10 +7,12 @@
 
 mod backend;
 mod context;
+mod device;
 mod log;
 mod mmap;
 mod ops;
 mod owned;
+pub mod rpc;
 pub mod oracle;
 mod sched;
 mod types;
@@ -18,6 +20,7 @@ mod store;
 
 pub use backend::{Backend, Buffer, BufferType, CpuDevice, MappedRegion};
 pub use context::{Context, Graph, Tensor};
+pub use device::{rpc_devices, serve_rpc, Device};
 pub use log::route_logs_to_tracing;
 pub use mmap::map_file_readonly;
 pub use ops::RopeParams;

@@ -141,30 +141,47 @@ impl TensorStore {
         })
     }
 
-    /// Allocate zero-filled tensors `(name, type, shape)` in one buffer of
-    /// type `buft` (the KV cache).
-    pub fn allocate(specs: &[(String, GgmlType, Vec<i64>)], buft: BufferType) -> Option<TensorStore> {
-        let ctx = Context::new(specs.len(), 0);
-        let ts: Vec<Tensor<'_>> = specs
-            .iter()
-            .map(|(name, typ, ne)| {
-                let t = ctx.new_tensor(*typ, ne);
-                t.set_name(name);
-                t
-            })
-            .collect();
-        let buf = buft.alloc_ctx_tensors(&ctx)?;
-        buf.clear(0);
-        let tensors = ts.iter().map(|t| NonNull::new(t.raw()).expect("tensor")).collect();
+    /// Allocate zero-filled tensors `(name, type, shape, buffer type)`, one
+    /// buffer per buffer type (the KV cache, whose layers may live on
+    /// different devices).
+    pub fn allocate(specs: &[(String, GgmlType, Vec<i64>, BufferType)]) -> Option<TensorStore> {
+        let mut groups: Vec<(BufferType, Vec<usize>)> = Vec::new();
+        for (i, s) in specs.iter().enumerate() {
+            match groups.iter_mut().find(|(b, _)| *b == s.3) {
+                Some((_, v)) => v.push(i),
+                None => groups.push((s.3, vec![i])),
+            }
+        }
+        let mut tensors = vec![None; specs.len()];
+        let (mut contexts, mut buffers, mut bytes_by_buffer) = (Vec::new(), Vec::new(), Vec::new());
+        for (buft, idx) in &groups {
+            let ctx = Context::new(idx.len(), 0);
+            let ts: Vec<Tensor<'_>> = idx
+                .iter()
+                .map(|&i| {
+                    let t = ctx.new_tensor(specs[i].1, &specs[i].2);
+                    t.set_name(&specs[i].0);
+                    t
+                })
+                .collect();
+            let buf = buft.alloc_ctx_tensors(&ctx)?;
+            buf.clear(0);
+            for (&i, t) in idx.iter().zip(&ts) {
+                tensors[i] = Some(NonNull::new(t.raw()).expect("tensor"));
+            }
+            bytes_by_buffer.push((buft.name(), buf.size()));
+            buffers.push(buf);
+            drop(ts);
+            contexts.push(ctx);
+        }
+        let tensors = tensors.into_iter().map(|t| t.expect("every tensor allocated")).collect();
         let names = specs.iter().enumerate().map(|(i, s)| (s.0.clone(), TensorId(i))).collect();
-        let bytes_by_buffer = vec![(buft.name(), buf.size())];
-        drop(ts);
         Some(TensorStore {
             tensors,
             names,
             bytes_by_buffer,
-            _contexts: vec![ctx],
-            _buffers: vec![buf],
+            _contexts: contexts,
+            _buffers: buffers,
             _mapped: None,
             _map: None,
         })

@@ -47,16 +47,17 @@ impl KvCache {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         size: usize, n_layer: usize, n_embd_k: usize, n_embd_v: usize, type_k: GgmlType, type_v: GgmlType, v_trans: bool,
-        buft: BufferType, swa: Option<SwaLayout>,
+        bufts: &[BufferType], swa: Option<SwaLayout>,
     ) -> Option<KvCache> {
         let in_swa: Vec<bool> = (0..n_layer).map(|il| swa.as_ref().is_some_and(|s| s.layers.get(il).copied().unwrap_or(false))).collect();
         let mut specs = Vec::with_capacity(2 * n_layer);
         for (il, &w) in in_swa.iter().enumerate() {
             let rows = if w { swa.as_ref().map_or(size, |s| s.size) } else { size } as i64;
-            specs.push((format!("cache_k_l{il}"), type_k, vec![n_embd_k as i64, rows]));
-            specs.push((format!("cache_v_l{il}"), type_v, vec![n_embd_v as i64, rows]));
+            let buft = *bufts.get(il)?;
+            specs.push((format!("cache_k_l{il}"), type_k, vec![n_embd_k as i64, rows], buft));
+            specs.push((format!("cache_v_l{il}"), type_v, vec![n_embd_v as i64, rows], buft));
         }
-        let store = TensorStore::allocate(&specs, buft)?;
+        let store = TensorStore::allocate(&specs)?;
         let swa = swa.map(|s| SwaPool::new(s.size, s.window));
         Some(KvCache { cells: Cells::new(size), swa, in_swa, store, n_layer, n_embd_k, n_embd_v, type_k, type_v, v_trans })
     }

@@ -5,13 +5,15 @@ pub mod blocks;
 pub mod decoder;
 pub mod graph;
 pub mod hparams;
+pub mod offload;
 pub mod plan;
 
 pub use arch::Arch;
 pub use hparams::HParams;
+pub use offload::{GpuLayers, Offload};
 
 use crate::error::{Error, Result};
-use crate::ggml::{CpuDevice, GgmlType, Placement, TensorSpec, TensorStore};
+use crate::ggml::{CpuDevice, Device, GgmlType, Placement, TensorSpec, TensorStore};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::tokenizer::{Tokenizer, VocabSpec};
 use plan::Usage;
@@ -25,12 +27,32 @@ pub struct LoadOptions {
     pub no_mmap: bool,
     /// Use ggml-cpu's repacked/AMX weight layouts where they apply (as llama.cpp does).
     pub extra_buffers: bool,
+    /// `-ngl`: layers to offload to the devices (GPUs of this build, RPC servers).
+    pub gpu_layers: GpuLayers,
+    /// `--rpc`: servers ("host:port") whose devices take layers.
+    pub rpc: Vec<String>,
+    /// `--tensor-split`: each device's share of the offloaded layers.
+    pub tensor_split: Vec<f32>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { no_mmap: false, extra_buffers: true }
+        LoadOptions { no_mmap: false, extra_buffers: true, gpu_layers: GpuLayers::Auto, rpc: Vec::new(), tensor_split: Vec::new() }
     }
+}
+
+/// How long `--rpc` waits for a server's handshake.
+const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The devices layers may go to: the RPC servers' (in the order given), then this build's GPUs.
+fn offload_devices(opts: &LoadOptions) -> Result<Vec<Device>> {
+    let mut devices = Vec::new();
+    for ep in &opts.rpc {
+        crate::ggml::rpc::probe(ep, RPC_TIMEOUT).map_err(Error::InvalidArgument)?;
+        devices.extend(crate::ggml::rpc_devices(ep).map_err(Error::InvalidArgument)?);
+    }
+    devices.extend(Device::gpus());
+    Ok(devices)
 }
 
 /// Facts about a loaded model, for `decache info` and the bench table.
@@ -49,6 +71,8 @@ pub struct ModelInfo {
     /// Identity of the file's contents (see `GgufFile::fingerprint`): a
     /// saved session only loads into the model it was made with.
     pub fingerprint: String,
+    /// Layers (the output counted as one) per device they were offloaded to; empty when all run on the CPU.
+    pub offloaded: Vec<(String, usize)>,
 }
 
 pub struct Model {
@@ -57,6 +81,8 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     pub info: ModelInfo,
     pub(crate) weights: TensorStore,
+    /// Which layers run on which device.
+    pub offload: Offload,
     graph_size: usize,
 }
 
@@ -82,12 +108,17 @@ impl Model {
             )));
         }
 
-        let specs = plan_weights(&file, arch, &hparams, opts).map_err(model_err)?;
+        let offload = Offload::plan(offload_devices(opts)?, hparams.n_layer as usize, opts.gpu_layers, &opts.tensor_split)
+            .map_err(Error::InvalidArgument)?;
+        let specs = plan_weights(&file, arch, &hparams, opts, &offload).map_err(model_err)?;
         // Weights copied out of the file (repacked layouts, or all of them
         // with --no-mmap) are allocated: refuse up front what cannot fit.
         // Mapped weights are paged from the file and need no such room.
-        let copied: u64 =
-            specs.iter().filter(|s| matches!(s.placement, Placement::Upload(_))).filter_map(|s| file.tensor(&s.source)).map(|t| t.nbytes).sum();
+        // Weights offloaded to a device take none of this machine's memory.
+        let copied: u64 = specs
+            .iter()
+            .filter(|s| matches!(s.placement, Placement::Upload(_)) && offload.device_of_weight(&s.name).is_none())
+            .filter_map(|s| file.tensor(&s.source)).map(|t| t.nbytes).sum();
         if let Some(avail) = crate::session::available_memory().filter(|&a| copied > a) {
             let why = if opts.no_mmap { "read into memory with --no-mmap" } else { "copied into repacked layouts; --no-repack maps them from the file instead" };
             return Err(model_err(format!(
@@ -117,9 +148,10 @@ impl Model {
             quant_types,
             file_type: file.get_u32("general.file_type").ok().flatten().map(file_type_name),
             buffers: weights.buffer_sizes().to_vec(),
+            offloaded: offload.summary(),
         };
         let graph_size = (8 * specs.len()).max(2048);
-        Ok(Model { arch, hparams, tokenizer, info, weights, graph_size })
+        Ok(Model { arch, hparams, tokenizer, info, weights, offload, graph_size })
     }
 
     /// RoPE parameters of layer `il` (also used to re-rotate its cached
@@ -164,7 +196,7 @@ impl Model {
 
 /// Check every tensor against the architecture's plan (presence, exact
 /// shape, no leftovers) and choose where each one's data goes.
-fn plan_weights(file: &GgufFile, arch: Arch, hp: &HParams, opts: &LoadOptions) -> Result<Vec<TensorSpec>, String> {
+fn plan_weights(file: &GgufFile, arch: Arch, hp: &HParams, opts: &LoadOptions, offload: &Offload) -> Result<Vec<TensorSpec>, String> {
     let reqs = arch.tensors(hp);
     let cpu = CpuDevice::get();
     let extra = if opts.extra_buffers { cpu.extra_buffer_types() } else { Vec::new() };
@@ -185,10 +217,11 @@ fn plan_weights(file: &GgufFile, arch: Arch, hp: &HParams, opts: &LoadOptions) -
         let upload_to = (r.usage == Usage::MulMat)
             .then(|| extra.iter().copied().find(|b| cpu.supports_mul_mat_weight(t.typ, ne, *b)))
             .flatten();
-        let placement = match upload_to {
-            Some(b) => Placement::Upload(b),
-            None if file.is_mapped() => Placement::Mapped,
-            None => Placement::Upload(cpu.buffer_type()),
+        let placement = match (offload.device_of_weight(&r.name), upload_to) {
+            (Some(d), _) => Placement::Upload(d.buffer_type()),
+            (None, Some(b)) => Placement::Upload(b),
+            (None, None) if file.is_mapped() => Placement::Mapped,
+            (None, None) => Placement::Upload(cpu.buffer_type()),
         };
         specs.push(TensorSpec {
             name: r.name.clone(),

@@ -61,6 +61,8 @@ pub struct Session {
     kv: KvCache,
     sched: Scheduler,
     backend: Backend,
+    /// Backends of the devices layers were offloaded to (see `Model::offload`).
+    device_backends: Vec<Backend>,
     next_pos: Pos,
     mask: Vec<f32>,
     mask_swa: Vec<f32>,
@@ -131,7 +133,10 @@ impl Session {
             )));
         }
         let swa = swa_layout(hp, &cfg);
+        let offload = &model.offload;
+        // Rows on a device take none of this machine's memory.
         let rows: u128 = (0..hp.n_layer as usize)
+            .filter(|&il| offload.layer_device(il).is_none())
             .map(|il| match &swa {
                 Some(s) if s.layers[il] => s.size as u128,
                 _ => cfg.n_ctx as u128,
@@ -146,9 +151,16 @@ impl Session {
                 avail >> 20
             )));
         }
-        let kv = KvCache::new(cfg.n_ctx, hp.n_layer as usize, kv_elems, kv_elems, cfg.type_k, cfg.type_v, !cfg.flash_attn, backend.buffer_type(), swa)
+        let bufts: Vec<_> = (0..hp.n_layer as usize).map(|il| offload.kv_buffer_type(il, backend.buffer_type())).collect();
+        let kv = KvCache::new(cfg.n_ctx, hp.n_layer as usize, kv_elems, kv_elems, cfg.type_k, cfg.type_v, !cfg.flash_attn, &bufts, swa)
             .ok_or_else(|| Error::Context(format!("could not allocate a KV cache of {} cells (out of memory?)", cfg.n_ctx)))?;
-        let sched = Scheduler::new(&[&backend], model.graph_size());
+        let mut device_backends = Vec::new();
+        for d in offload.used_devices() {
+            device_backends.push(d.backend(cfg.n_threads).ok_or_else(|| Error::Context(format!("could not start a backend on {}", d.name())))?);
+        }
+        // The scheduler takes the devices first and the CPU last.
+        let all: Vec<&Backend> = device_backends.iter().chain([&backend]).collect();
+        let sched = Scheduler::new(&all, model.graph_size());
         let k_rotation = crate::kv::rotation::k_rotation_size(hp.head_dim as usize, cfg.type_k.is_quantized())
             .map(crate::kv::rotation::hadamard);
         let v_rotation = crate::kv::rotation::v_rotation_size(hp.head_dim as usize, cfg.type_v.is_quantized())
@@ -159,6 +171,7 @@ impl Session {
             kv,
             sched,
             backend,
+            device_backends,
             next_pos: 0,
             mask: Vec::new(),
             mask_swa: Vec::new(),
@@ -236,8 +249,15 @@ impl Session {
         self.backend.pause_threads();
     }
 
+    /// Pieces the scheduler cut the last graph into (one per change of
+    /// backend along it; 1 when everything runs on the CPU).
+    pub fn graph_splits(&self) -> usize {
+        self.sched.n_splits().max(0) as usize
+    }
+
+    /// The backends that compute, devices first ("RPC0+CPU").
     pub fn backend_name(&self) -> String {
-        self.backend.name()
+        self.device_backends.iter().chain([&self.backend]).map(Backend::name).collect::<Vec<_>>().join("+")
     }
 
     /// Forget everything (empty cache, positions restart at 0).
