@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv run test bench replay load soak fuzz fuzz-seeds perplexity endurance long-session eval-report clean
+.PHONY: all deps build models pyenv run test bench replay load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -48,6 +48,22 @@ test: models pyenv
 
 bench: build
 	$(BIN) bench --llama -t 2 -r 5
+
+# Build with ggml's Vulkan backend (issue 8), in its own target directory:
+# no GPU is needed to compile and link, only the headers, the loader and
+# the shader compiler. The binary then offloads with -ngl where a Vulkan
+# device exists.
+check-vulkan: deps
+	@missing=""; \
+	dpkg -s libvulkan-dev >/dev/null 2>&1 || missing="$$missing libvulkan-dev"; \
+	command -v glslc >/dev/null 2>&1 || missing="$$missing glslc"; \
+	dpkg -s spirv-headers >/dev/null 2>&1 || missing="$$missing spirv-headers"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	CARGO_TARGET_DIR=target/vulkan $(CARGO) build --release --features vulkan --bin decache
+	target/vulkan/release/decache rpc-server --help >/dev/null
 
 # The server's caches on a pruned agent history: subconscious vs prefix-only
 # vs llama.cpp's prefix + --cache-reuse (a few minutes).

@@ -102,7 +102,7 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
     let n_ctx = tests.iter().map(|t| t.n_ctx()).max().unwrap_or(1).next_multiple_of(256);
     let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, flash_attn: a.flash_attn.enabled(), ..SessionConfig::default() };
     let mut session = Session::new(model.clone(), cfg)?;
-    let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };
+    let oracle = if a.llama { Some(load_oracle(a, &model)?) } else { None };
     let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
 
     let mut rows = Vec::new();
@@ -209,7 +209,7 @@ fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, thr
     let n_ctx = a.ctx_size;
     let n_gen = a.n_gen.first().copied().filter(|&n| n > 0).unwrap_or(64).min(n_ctx / 8);
     let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, flash_attn: a.flash_attn.enabled(), ..SessionConfig::default() };
-    let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };
+    let oracle = if a.llama { Some(load_oracle(a, &model)?) } else { None };
     let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
     let n_vocab = model.hparams.n_vocab as usize;
     let r = defrag_bench(&mut || Session::new(model.clone(), cfg.clone()), octx.as_mut(), n_ctx, 0.75, n_gen, n_vocab)?;
@@ -233,6 +233,14 @@ fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, thr
 }
 
 /// llama.cpp with the same context, batch and thread settings as ours.
+/// llama.cpp on the same file, weight layouts and devices (`--rpc`, GPUs,
+/// `-ngl`) as ours.
+pub(super) fn load_oracle(a: &BenchArgs, model: &decache::model::Model) -> Result<OracleModel, decache::Error> {
+    let o = &model.offload;
+    OracleModel::load_on(&model.info.path, a.model.load_options().extra_buffers, &o.devices, o.n_offloaded() as i32)
+        .map_err(decache::Error::Context)
+}
+
 fn oracle_context<'m>(m: &'m OracleModel, a: &BenchArgs, n_ctx: usize, threads: usize) -> Result<OracleContext<'m>, decache::Error> {
     let p = OracleParams {
         n_ctx: n_ctx as u32,

@@ -2,7 +2,6 @@
 use super::bench::BenchArgs;
 use super::run::chat_template;
 use decache::bench::replay::{agent_requests, replay, ReplayTurn, Served};
-use decache::ggml::oracle::OracleModel;
 use decache::model::Model;
 use decache::session::SessionConfig;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ pub fn run(a: &BenchArgs, model: &Arc<Model>, threads: usize) -> Result<(), deca
     let longest = requests.last().map(|m| template.render(m, true, "", "")).transpose()?.map_or(0, |t| t.len());
     let n_ctx = a.ctx_size.max((longest / 2).next_multiple_of(1024));
     let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, ..SessionConfig::default() };
-    let oracle = if a.llama { Some(OracleModel::load(&model.info.path).map_err(decache::Error::Context)?) } else { None };
+    let oracle = if a.llama { Some(super::bench::load_oracle(a, model)?) } else { None };
     let rows = replay(model, &template, &requests, &cfg, oracle.as_ref(), a.subconscious_min)?;
     let llama = oracle.is_some();
     let cell = |s: &Served| format!("{} | {:.0}", s.prefilled, s.ttft_ms);

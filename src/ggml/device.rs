@@ -40,6 +40,10 @@ impl Device {
             .collect()
     }
 
+    pub(crate) fn raw(&self) -> sys::ggml_backend_dev_t {
+        self.0
+    }
+
     pub fn name(&self) -> String {
         unsafe { CStr::from_ptr(sys::ggml_backend_dev_name(self.0)) }.to_string_lossy().into_owned()
     }

@@ -31,11 +31,24 @@ impl OracleModel {
 
     /// Load, choosing whether llama.cpp may use repacked/AMX weight buffers.
     pub fn load_with(path: &Path, extra_buffers: bool) -> Result<OracleModel, String> {
+        Self::load_on(path, extra_buffers, &[], 0)
+    }
+
+    /// Load with `n_gpu_layers` layers on `devices` (GPUs, RPC servers), as
+    /// llama.cpp's `-ngl` places them; the same devices and count give the
+    /// same placement as ours (see `model::offload`).
+    pub fn load_on(path: &Path, extra_buffers: bool, devices: &[super::Device], n_gpu_layers: i32) -> Result<OracleModel, String> {
         backend_init();
         let c = CString::new(path.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
         let mut params = unsafe { ll::llama_model_default_params() };
-        params.n_gpu_layers = 0;
+        params.n_gpu_layers = n_gpu_layers;
         params.use_extra_bufts = extra_buffers;
+        // A NULL-terminated list, read during the load only.
+        let mut devs: Vec<ll::ggml_backend_dev_t> = devices.iter().map(|d| d.raw() as ll::ggml_backend_dev_t).collect();
+        devs.push(std::ptr::null_mut());
+        if !devices.is_empty() {
+            params.devices = devs.as_mut_ptr();
+        }
         let m = unsafe { ll::llama_model_load_from_file(c.as_ptr(), params) };
         NonNull::new(m).map(|ptr| OracleModel { ptr }).ok_or_else(|| format!("llama.cpp could not load {}", path.display()))
     }

@@ -113,6 +113,11 @@ impl Offload {
         out
     }
 
+    /// Layers offloaded, the output counted as one: llama.cpp's `n_gpu_layers` for the same placement.
+    pub fn n_offloaded(&self) -> usize {
+        self.layers.iter().chain(std::iter::once(&self.output)).flatten().count()
+    }
+
     /// The devices that hold at least one layer, in order.
     pub fn used_devices(&self) -> Vec<Device> {
         let mut used: Vec<usize> = self.layers.iter().chain(std::iter::once(&self.output)).flatten().copied().collect();
