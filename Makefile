@@ -52,7 +52,11 @@ bench: build
 # Build with ggml's Vulkan backend (issue 8), in its own target directory:
 # no GPU is needed to compile and link, only the headers, the loader and
 # the shader compiler. The binary then offloads with -ngl where a Vulkan
-# device exists.
+# device exists. This ggml uses VK_EXT_layer_settings, newer than Debian
+# bookworm's Vulkan headers (1.3.239): trixie's libvulkan-dev is downloaded
+# (not installed) and its headers put on the include path, ahead of the
+# system's (llama-cpp-sys-2 forwards CMAKE_* variables to CMake).
+VULKAN_HEADERS := target/vulkan-headers
 check-vulkan: deps
 	@missing=""; \
 	dpkg -s libvulkan-dev >/dev/null 2>&1 || missing="$$missing libvulkan-dev"; \
@@ -62,7 +66,15 @@ check-vulkan: deps
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
-	CARGO_TARGET_DIR=target/vulkan $(CARGO) build --release --features vulkan --bin decache
+	@if [ ! -f $(VULKAN_HEADERS)/usr/include/vulkan/vulkan.hpp ]; then \
+		d=$$(mktemp -d); mkdir -p $$d/lists/partial; \
+		echo "deb http://deb.debian.org/debian trixie main" > $$d/sources.list; \
+		o="-o Dir::Etc::sourcelist=$$d/sources.list -o Dir::Etc::sourceparts=- -o Dir::State::Lists=$$d/lists"; \
+		apt-get $$o update -qq && (cd $$d && apt-get $$o download libvulkan-dev) && \
+		dpkg -x $$d/libvulkan-dev_*.deb $(VULKAN_HEADERS) && rm -rf $$d; \
+	fi
+	CMAKE_CXX_STANDARD_INCLUDE_DIRECTORIES="$(CURDIR)/$(VULKAN_HEADERS)/usr/include" CARGO_TARGET_DIR=target/vulkan \
+		$(CARGO) build --release --features vulkan --bin decache
 	target/vulkan/release/decache rpc-server --help >/dev/null
 
 # The server's caches on a pruned agent history: subconscious vs prefix-only

@@ -138,7 +138,7 @@ pub fn replay(
     let mut pre = Session::new(model.clone(), cfg.clone())?;
     let mut llama = match oracle {
         Some(o) => {
-            let p = OracleParams { n_ctx: cfg.n_ctx as u32, n_threads: cfg.n_threads as i32, ..OracleParams::default() };
+            let p = OracleParams { n_ctx: cfg.n_ctx as u32, n_threads: cfg.n_threads as i32, swa_full: cfg.swa_full, ..OracleParams::default() };
             Some(LlamaSlot { ctx: OracleContext::new(o, &p).map_err(Error::Context)?, cache: Vec::new() })
         }
         None => None,

@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// Flash attention for both engines: on (1), off (0) or auto (also -fa).
     #[arg(long = "flash-attn", value_enum, default_value_t = FlashAttn::Auto)]
     pub flash_attn: FlashAttn,
+    /// Give sliding-window layers (Gemma 3) the full cache in both engines
+    /// (llama.cpp's --swa-full); by default each engine sizes their cache to the window.
+    #[arg(long = "swa-full")]
+    pub swa_full: bool,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub repetitions: usize,
@@ -100,7 +104,7 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
         .collect();
     let tests: Vec<BenchTest> = a.depth.iter().flat_map(|&depth| kinds.iter().map(move |&kind| BenchTest { kind, depth })).collect();
     let n_ctx = tests.iter().map(|t| t.n_ctx()).max().unwrap_or(1).next_multiple_of(256);
-    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, flash_attn: a.flash_attn.enabled(), ..SessionConfig::default() };
+    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, flash_attn: a.flash_attn.enabled(), swa_full: a.swa_full, ..SessionConfig::default() };
     let mut session = Session::new(model.clone(), cfg)?;
     let oracle = if a.llama { Some(load_oracle(a, &model)?) } else { None };
     let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
@@ -208,7 +212,7 @@ fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, thr
     }
     let n_ctx = a.ctx_size;
     let n_gen = a.n_gen.first().copied().filter(|&n| n > 0).unwrap_or(64).min(n_ctx / 8);
-    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, flash_attn: a.flash_attn.enabled(), ..SessionConfig::default() };
+    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, flash_attn: a.flash_attn.enabled(), swa_full: a.swa_full, ..SessionConfig::default() };
     let oracle = if a.llama { Some(load_oracle(a, &model)?) } else { None };
     let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
     let n_vocab = model.hparams.n_vocab as usize;
@@ -248,6 +252,7 @@ fn oracle_context<'m>(m: &'m OracleModel, a: &BenchArgs, n_ctx: usize, threads: 
         n_ubatch: a.ubatch_size as u32,
         n_threads: threads as i32,
         flash_attn: a.flash_attn.enabled(),
+        swa_full: a.swa_full,
         ..OracleParams::default()
     };
     OracleContext::new(m, &p).map_err(decache::Error::Context)
