@@ -49,11 +49,12 @@ test: models pyenv
 bench: build
 	$(BIN) bench --llama -t 2 -r 5
 
-# Build with ggml's Vulkan backend (issue 8), in its own target directory:
-# no GPU is needed to compile and link, only the headers, the loader and
-# the shader compiler. The binary then offloads with -ngl where a Vulkan
-# device exists. This ggml uses VK_EXT_layer_settings, newer than Debian
-# bookworm's Vulkan headers (1.3.239): trixie's libvulkan-dev is downloaded
+# Build with ggml's Vulkan backend (issue 8), in its own target directory,
+# and run tests/gpu_offload.rs (against llama.cpp on the same device). No GPU
+# is needed: without one, GGML_VK_VISIBLE_DEVICES=0 is Mesa's lavapipe, a
+# Vulkan device emulated on the CPU (slow, but ggml-vulkan's real code).
+# This ggml uses VK_EXT_layer_settings, newer than Debian bookworm's Vulkan
+# headers (1.3.239): trixie's libvulkan-dev is downloaded
 # (not installed) and its headers put on the include path, ahead of the
 # system's (llama-cpp-sys-2 forwards CMAKE_* variables to CMake).
 VULKAN_HEADERS := target/vulkan-headers
@@ -62,6 +63,7 @@ check-vulkan: deps
 	dpkg -s libvulkan-dev >/dev/null 2>&1 || missing="$$missing libvulkan-dev"; \
 	command -v glslc >/dev/null 2>&1 || missing="$$missing glslc"; \
 	dpkg -s spirv-headers >/dev/null 2>&1 || missing="$$missing spirv-headers"; \
+	dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || missing="$$missing mesa-vulkan-drivers"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -75,7 +77,9 @@ check-vulkan: deps
 	fi
 	CMAKE_CXX_STANDARD_INCLUDE_DIRECTORIES="$(CURDIR)/$(VULKAN_HEADERS)/usr/include" CARGO_TARGET_DIR=target/vulkan \
 		$(CARGO) build --release --features vulkan --bin decache
-	target/vulkan/release/decache rpc-server --help >/dev/null
+	GGML_VK_VISIBLE_DEVICES=$${GGML_VK_VISIBLE_DEVICES:-0} CARGO_TARGET_DIR=target/vulkan \
+		CMAKE_CXX_STANDARD_INCLUDE_DIRECTORIES="$(CURDIR)/$(VULKAN_HEADERS)/usr/include" \
+		$(CARGO) test --release --features vulkan --test gpu_offload -- --nocapture
 
 # The server's caches on a pruned agent history: subconscious vs prefix-only
 # vs llama.cpp's prefix + --cache-reuse (a few minutes).
