@@ -44,6 +44,8 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// `bufts`: per layer, the buffer type its K and V rows live in (its
+    /// device's when the layer is offloaded, else the CPU's).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         size: usize, n_layer: usize, n_embd_k: usize, n_embd_v: usize, type_k: GgmlType, type_v: GgmlType, v_trans: bool,
