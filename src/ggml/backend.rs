@@ -175,10 +175,7 @@ type ExtraBuftsFn = unsafe extern "C" fn(sys::ggml_backend_dev_t) -> *mut sys::g
 
 impl CpuDevice {
     pub fn get() -> CpuDevice {
-        super::log::route_logs_to_tracing();
-        let d = unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU) };
-        assert!(!d.is_null(), "ggml has no CPU device");
-        CpuDevice(d)
+        CpuDevice(super::device::Device::cpu().raw())
     }
 
     pub fn buffer_type(&self) -> BufferType {
