@@ -68,25 +68,13 @@ fn tokens(model: &Model, n: usize) -> Vec<u32> {
     t[..n].to_vec()
 }
 
-/// Top-1 identical on every row; the largest |Δlogit| (0 in every step
-/// here: the remote side runs the same kernels on the same bytes).
-fn compare(what: &str, a: &[f32], b: &[f32], n_vocab: usize) -> f32 {
-    assert_eq!(a.len(), b.len(), "{what}: row counts");
-    let mut worst = 0f32;
-    for (i, (ra, rb)) in a.chunks(n_vocab).zip(b.chunks(n_vocab)).enumerate() {
-        assert_eq!(argmax(ra), argmax(rb), "{what}: top-1 differs at row {i}");
-        worst = worst.max(max_abs_diff(ra, rb));
-    }
-    eprintln!("{what}: max |Δlogit| {worst:.3e}");
-    worst
-}
-
 /// Run the same steps on both sessions; returns the largest |Δlogit| seen.
 fn same_steps(local: &mut Session, remote: &mut Session, toks: &[u32], n_vocab: usize) -> f32 {
     let mut worst = 0f32;
     let mut both = |what: &str, f: &mut dyn FnMut(&mut Session) -> Vec<f32>| {
         let (a, b) = (f(local), f(remote));
-        worst = worst.max(compare(what, &a, &b, n_vocab));
+        // 0 in every step here: the remote side runs the same kernels on the same bytes.
+        worst = worst.max(top1_and_max_diff(what, &a, &b, n_vocab));
     };
     both("prefill 300", &mut |s| s.eval(&toks[..300], true).unwrap());
     both("keep removal of 100..160, then 16 tokens", &mut |s| {

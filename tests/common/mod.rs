@@ -32,6 +32,19 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// Logits `a` and `b` (rows of `n_vocab`): asserts the same row count and
+/// the same top-1 on every row; prints and returns the largest |Δlogit|.
+pub fn top1_and_max_diff(what: &str, a: &[f32], b: &[f32], n_vocab: usize) -> f32 {
+    assert_eq!(a.len(), b.len(), "{what}: row counts");
+    let mut worst = 0f32;
+    for (i, (ra, rb)) in a.chunks(n_vocab).zip(b.chunks(n_vocab)).enumerate() {
+        assert_eq!(argmax(ra), argmax(rb), "{what}: top-1 differs at row {i}");
+        worst = worst.max(max_abs_diff(ra, rb));
+    }
+    eprintln!("{what}: max |Δlogit| {worst:.3e}");
+    worst
+}
+
 /// Prompts for logits parity: prose, code, several scripts, chat markup.
 pub const PROMPTS: &[&str] = &[
     "The capital of France is",
