@@ -15,6 +15,11 @@ pub enum Error {
     Pull(#[from] crate::pull::PullError),
     #[error(transparent)]
     Compute(#[from] crate::ggml::ComputeError),
+    #[error(transparent)]
+    Kv(#[from] crate::kv::KvError),
+    /// A compute backend (a GPU, an RPC server) could not be started.
+    #[error("could not start a backend on {0}")]
+    Backend(String),
     #[error("{0}")]
     Context(String),
     #[error("invalid argument: {0}")]

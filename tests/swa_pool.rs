@@ -16,7 +16,7 @@ mod common;
 use common::*;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::model::{LoadOptions, Model};
-use decache::session::state::KvSnapshot;
+use decache::kv::KvSnapshot;
 use decache::session::{PositionPolicy, Session, SessionConfig};
 use std::sync::Arc;
 

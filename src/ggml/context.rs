@@ -61,6 +61,25 @@ impl Context {
         t
     }
 
+    /// An input of shape `ne` (1 or 2 dims) backed by an allocation padded
+    /// to a multiple of 64 bytes; returns the exact-size view (writes go
+    /// through it). The allocator aligns tensors to 32 bytes only, and a
+    /// small odd-sized input would shift every activation after it off the
+    /// 64-byte alignment that the AVX-512/AMX kernels want (measured: ~13%
+    /// slower prompt processing).
+    pub fn new_input_aligned(&self, name: &str, typ: GgmlType, ne: &[i64]) -> Tensor<'_> {
+        let elem = typ.type_size() as i64;
+        let total: i64 = ne.iter().product();
+        let padded = (total * elem + 63) / 64 * 64 / elem;
+        let parent = self.new_input(name, typ, &[padded]);
+        let exact = self.view(parent, &[total], &[], 0);
+        if ne.len() == 1 {
+            exact
+        } else {
+            self.reshape(exact, ne)
+        }
+    }
+
     /// A graph with room for `nodes` nodes, allocated in this context.
     pub fn new_graph(&self, nodes: usize) -> Graph<'_> {
         // SAFETY: the context was sized with room for one graph of this size.

@@ -8,6 +8,10 @@ use std::ptr::NonNull;
 pub struct Scheduler {
     ptr: NonNull<sys::ggml_backend_sched>,
     profile: Option<Box<ProfileState>>,
+    /// Graphs allocated so far (each allocation replaces the previous one's).
+    allocations: u64,
+    /// Graphs computed so far.
+    computes: u64,
 }
 
 /// Time spent in one graph node (profiling runs nodes one by one).
@@ -71,11 +75,12 @@ impl Scheduler {
         let s = unsafe {
             sys::ggml_backend_sched_new(raw.as_mut_ptr(), std::ptr::null_mut(), raw.len() as i32, graph_size, false, true)
         };
-        Scheduler { ptr: NonNull::new(s).expect("ggml_backend_sched_new failed"), profile: None }
+        Scheduler { ptr: NonNull::new(s).expect("ggml_backend_sched_new failed"), profile: None, allocations: 0, computes: 0 }
     }
 
     /// Reserve compute memory for the worst-case graph.
     pub fn reserve(&mut self, g: &Graph<'_>) -> Result<(), ComputeError> {
+        self.allocations += 1;
         if unsafe { sys::ggml_backend_sched_reserve(self.ptr.as_ptr(), g.raw()) } {
             Ok(())
         } else {
@@ -85,6 +90,7 @@ impl Scheduler {
 
     /// Allocate `g`'s tensors; inputs can be written after this.
     pub fn alloc(&mut self, g: &Graph<'_>) -> Result<(), ComputeError> {
+        self.allocations += 1;
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
         if unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), g.raw()) } {
             Ok(())
@@ -94,6 +100,7 @@ impl Scheduler {
     }
 
     pub fn compute(&mut self, g: &Graph<'_>) -> Result<(), ComputeError> {
+        self.computes += 1;
         let st = unsafe { sys::ggml_backend_sched_graph_compute(self.ptr.as_ptr(), g.raw()) };
         match st {
             sys::GGML_STATUS_SUCCESS => Ok(()),
@@ -119,6 +126,17 @@ impl Scheduler {
     pub fn stop_profile(&mut self) -> Vec<NodeTime> {
         unsafe { sys::ggml_backend_sched_set_eval_callback(self.ptr.as_ptr(), None, std::ptr::null_mut()) };
         self.profile.take().map(|p| p.nodes).unwrap_or_default()
+    }
+
+    /// Allocations so far: a graph allocated when this was `n` still owns
+    /// its memory while this is `n` (a later allocation reuses that memory).
+    pub fn allocations(&self) -> u64 {
+        self.allocations
+    }
+
+    /// Graphs computed so far.
+    pub fn computes(&self) -> u64 {
+        self.computes
     }
 
     pub fn n_splits(&self) -> i32 {

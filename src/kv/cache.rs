@@ -1,16 +1,29 @@
-//! The KV cache: per-layer K and V tensors over pools of cells. K is stored
-//! row per cell ([n_embd_k_gqa, size]). V is stored transposed
-//! (element-major, [size] per element) for plain attention, as llama.cpp
-//! does, so that the KQV product reads contiguous rows; with flash
-//! attention V is row per cell like K (the fused op reads V rows).
+//! The KV cache: per-layer K and V tensors over pools of cells, and every
+//! operation on them. K is stored row per cell ([n_embd_k_gqa, size]). V is
+//! stored transposed (element-major, [size] per element) for plain
+//! attention, as llama.cpp does, so that the KQV product reads contiguous
+//! rows; with flash attention V is row per cell like K (the fused op reads
+//! V rows).
 //!
-//! Global layers keep their rows in the main pool (`cells`, the context's
-//! size). Sliding-window layers, when the model has them and the context is
-//! larger than their window needs, keep theirs in a smaller pool of their
-//! own (`swa`, see `super::swa`).
-use super::cells::Cells;
+//! Global layers keep their rows in the main pool (the context's size).
+//! Sliding-window layers, when the model has them and the context is larger
+//! than their window needs, keep theirs in a smaller pool of their own (see
+//! `super::swa`). Every operation that changes cells (placing tokens,
+//! removing, moving positions, clearing) goes through `pools_mut`, so "do
+//! it to both pools" is written once; the sliding-window pool's own rules
+//! (what it may drop, what it can no longer show) are checked here too.
+//!
+//! The cache also runs its own graphs on the caller's scheduler: the K-shift
+//! that re-rotates moved keys (`shift.rs`), defragmentation (`defrag.rs`),
+//! and it fills the attention inputs of a step (`inputs.rs`).
+use super::cells::{Cells, Pos};
+use super::error::KvError;
 use super::swa::SwaPool;
 use crate::ggml::{BufferType, GgmlType, TensorId, TensorStore};
+
+/// Attention spans the live range rounded up to this many cells, so graph
+/// shapes stay stable across steps (llama.cpp pads the same way).
+pub const N_KV_PAD: usize = 256;
 
 /// Which pool of cells a layer's rows live in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,46 +40,132 @@ pub struct SwaLayout {
     pub size: usize,
 }
 
-pub struct KvCache {
-    pub cells: Cells,
-    /// The sliding-window layers' own pool, when they have one.
-    pub swa: Option<SwaPool>,
-    /// Per layer: whether its rows live in the sliding-window pool.
-    in_swa: Vec<bool>,
-    store: TensorStore,
+/// The shape of a cache.
+#[derive(Clone, Debug)]
+pub struct KvParams {
+    /// Cells of the main pool (the context size).
+    pub size: usize,
     pub n_layer: usize,
     pub n_embd_k: usize,
     pub n_embd_v: usize,
+    /// Attention head size (decides the Hadamard rotations of a quantized cache).
+    pub head_dim: usize,
     pub type_k: GgmlType,
     pub type_v: GgmlType,
-    /// V is element-major (plain attention) rather than row per cell.
+    /// V is element-major (plain attention) rather than row per cell (flash attention).
     pub v_trans: bool,
+    pub swa: Option<SwaLayout>,
+}
+
+/// Where one micro-batch's tokens were placed: their cells in the main pool
+/// and, when there is one, in the sliding-window pool.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub cells: Vec<usize>,
+    pub swa_cells: Option<Vec<usize>>,
+}
+
+pub struct KvCache {
+    cells: Cells,
+    /// The sliding-window layers' own pool, when they have one.
+    swa: Option<SwaPool>,
+    /// Per layer: whether its rows live in the sliding-window pool.
+    in_swa: Vec<bool>,
+    store: TensorStore,
+    n_layer: usize,
+    n_embd_k: usize,
+    n_embd_v: usize,
+    type_k: GgmlType,
+    type_v: GgmlType,
+    v_trans: bool,
+    /// The Hadamard matrix for q/k when the K cache is quantized.
+    pub(super) k_rotation: Option<Vec<f32>>,
+    /// The Hadamard matrix for v and attention's output when the V cache is quantized.
+    pub(super) v_rotation: Option<Vec<f32>>,
+    /// Mask buffers, reused across steps.
+    pub(super) mask: Vec<f32>,
+    pub(super) mask_swa: Vec<f32>,
 }
 
 impl KvCache {
     /// `bufts`: per layer, the buffer type its K and V rows live in (its
     /// device's when the layer is offloaded, else the CPU's).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        size: usize, n_layer: usize, n_embd_k: usize, n_embd_v: usize, type_k: GgmlType, type_v: GgmlType, v_trans: bool,
-        bufts: &[BufferType], swa: Option<SwaLayout>,
-    ) -> Option<KvCache> {
-        let in_swa: Vec<bool> = (0..n_layer).map(|il| swa.as_ref().is_some_and(|s| s.layers.get(il).copied().unwrap_or(false))).collect();
-        let mut specs = Vec::with_capacity(2 * n_layer);
+    pub fn new(p: KvParams, bufts: &[BufferType]) -> Result<KvCache, KvError> {
+        let swa = p.swa.as_ref();
+        let in_swa: Vec<bool> =
+            (0..p.n_layer).map(|il| swa.is_some_and(|s| s.layers.get(il).copied().unwrap_or(false))).collect();
+        let mut specs = Vec::with_capacity(2 * p.n_layer);
         for (il, &w) in in_swa.iter().enumerate() {
-            let rows = if w { swa.as_ref().map_or(size, |s| s.size) } else { size } as i64;
-            let buft = *bufts.get(il)?;
-            specs.push((format!("cache_k_l{il}"), type_k, vec![n_embd_k as i64, rows], buft));
-            specs.push((format!("cache_v_l{il}"), type_v, vec![n_embd_v as i64, rows], buft));
+            let rows = if w { swa.map_or(p.size, |s| s.size) } else { p.size } as i64;
+            let buft = *bufts.get(il).ok_or(KvError::Alloc { cells: p.size })?;
+            specs.push((format!("cache_k_l{il}"), p.type_k, vec![p.n_embd_k as i64, rows], buft));
+            specs.push((format!("cache_v_l{il}"), p.type_v, vec![p.n_embd_v as i64, rows], buft));
         }
-        let store = TensorStore::allocate(&specs)?;
-        let swa = swa.map(|s| SwaPool::new(s.size, s.window));
-        Some(KvCache { cells: Cells::new(size), swa, in_swa, store, n_layer, n_embd_k, n_embd_v, type_k, type_v, v_trans })
+        let store = TensorStore::allocate(&specs).ok_or(KvError::Alloc { cells: p.size })?;
+        let k_rotation =
+            super::rotation::k_rotation_size(p.head_dim, p.type_k.is_quantized()).map(super::rotation::hadamard);
+        let v_rotation =
+            super::rotation::v_rotation_size(p.head_dim, p.type_v.is_quantized()).map(super::rotation::hadamard);
+        Ok(KvCache {
+            cells: Cells::new(p.size),
+            swa: p.swa.map(|s| SwaPool::new(s.size, s.window)),
+            in_swa,
+            store,
+            n_layer: p.n_layer,
+            n_embd_k: p.n_embd_k,
+            n_embd_v: p.n_embd_v,
+            type_k: p.type_k,
+            type_v: p.type_v,
+            v_trans: p.v_trans,
+            k_rotation,
+            v_rotation,
+            mask: Vec::new(),
+            mask_swa: Vec::new(),
+        })
     }
+
+    // ---- shape -------------------------------------------------------
 
     /// Cells of the main pool (the context size).
     pub fn size(&self) -> usize {
         self.cells.size()
+    }
+
+    pub fn n_layer(&self) -> usize {
+        self.n_layer
+    }
+
+    pub fn n_embd_k(&self) -> usize {
+        self.n_embd_k
+    }
+
+    pub fn n_embd_v(&self) -> usize {
+        self.n_embd_v
+    }
+
+    pub fn type_k(&self) -> GgmlType {
+        self.type_k
+    }
+
+    pub fn type_v(&self) -> GgmlType {
+        self.type_v
+    }
+
+    /// V is element-major (plain attention) rather than row per cell.
+    pub fn v_trans(&self) -> bool {
+        self.v_trans
+    }
+
+    /// Whether sliding-window layers keep their rows in a pool of their own.
+    pub fn has_swa_pool(&self) -> bool {
+        self.swa.is_some()
+    }
+
+    /// The sliding-window layers' own pool, if they have one: how many
+    /// layers keep their rows there, and its cells.
+    pub fn swa_pool(&self) -> Option<(usize, usize)> {
+        let p = self.swa.as_ref()?;
+        Some((self.in_swa.iter().filter(|&&s| s).count(), p.cells.size()))
     }
 
     /// The pools there are: the main one, then the sliding-window one if any.
@@ -98,18 +197,24 @@ impl KvCache {
         (0..self.n_layer).filter(|&il| self.pool_of(il) == pool).collect()
     }
 
-    pub fn pool_cells(&self, pool: Pool) -> &Cells {
+    pub(super) fn pool_cells(&self, pool: Pool) -> &Cells {
         match (pool, &self.swa) {
             (Pool::Swa, Some(s)) => &s.cells,
             _ => &self.cells,
         }
     }
 
-    pub fn pool_cells_mut(&mut self, pool: Pool) -> &mut Cells {
+    pub(super) fn pool_cells_mut(&mut self, pool: Pool) -> &mut Cells {
         match (pool, &mut self.swa) {
             (Pool::Swa, Some(s)) => &mut s.cells,
             _ => &mut self.cells,
         }
+    }
+
+    /// Every pool's cells, the main pool first: the one place where an
+    /// operation is applied "to both pools".
+    fn pools_mut(&mut self) -> impl Iterator<Item = &mut Cells> {
+        std::iter::once(&mut self.cells).chain(self.swa.as_mut().map(|s| &mut s.cells))
     }
 
     /// Cells (rows of K and V) of layer `il`.
@@ -139,7 +244,186 @@ impl KvCache {
         }
     }
 
+    /// Bytes of K and V the cache holds, all layers.
     pub fn bytes(&self) -> usize {
         self.store.total_bytes()
+    }
+
+    // ---- contents ----------------------------------------------------
+
+    /// Cells holding live tokens.
+    pub fn n_live(&self) -> usize {
+        self.cells.n_live()
+    }
+
+    /// Cells free for new tokens.
+    pub fn n_free(&self) -> usize {
+        self.cells.n_free()
+    }
+
+    /// The highest live position, if any.
+    pub fn max_pos(&self) -> Option<Pos> {
+        self.cells.max_pos()
+    }
+
+    /// Share of the attended cell range that holds no live token.
+    pub fn fragmentation(&self) -> f32 {
+        self.cells.fragmentation()
+    }
+
+    /// Cells attention spans in the main pool and in the sliding-window
+    /// pool (0 without one): the live ranges rounded up to `N_KV_PAD`.
+    pub fn n_kv(&self) -> (usize, usize) {
+        (self.cells.n_kv(N_KV_PAD), self.swa.as_ref().map_or(0, |p| p.cells.n_kv(N_KV_PAD)))
+    }
+
+    /// The live cells as (position, token), in position order.
+    pub fn live_chain(&self) -> Vec<(Pos, u32)> {
+        let c = &self.cells;
+        let mut v: Vec<(Pos, u32)> =
+            (0..c.used_max_p1()).filter(|&i| c.is_live(i)).map(|i| (c.pos(i), c.token(i))).collect();
+        v.sort_unstable();
+        v
+    }
+
+    // ---- placing tokens ----------------------------------------------
+
+    /// Check that tokens at `positions` (strictly increasing) can be
+    /// evaluated: no live token holds one of them, the sliding-window pool
+    /// still has what their queries see, and there are free cells for all.
+    pub fn check_new(&self, positions: &[Pos]) -> Result<(), KvError> {
+        let (Some(&first), Some(&last)) = (positions.first(), positions.last()) else { return Ok(()) };
+        if let Some(&p) = positions.iter().find(|&&p| p < 0 || self.cells.has_pos(p)) {
+            return Err(KvError::PositionTaken(p));
+        }
+        if let Some(swa) = &self.swa {
+            if let Some(pos) = swa.missing_for(&self.cells, first, last) {
+                return Err(KvError::WindowDropped { query: first, pos, pool: swa.cells.size() });
+            }
+        }
+        if positions.len() > self.cells.n_free() {
+            return Err(KvError::Full { live: self.cells.n_live(), size: self.size(), need: positions.len() });
+        }
+        Ok(())
+    }
+
+    /// Give one micro-batch's tokens cells in every pool (the
+    /// sliding-window pool first drops what no query from this batch on
+    /// can see, if it needs the room).
+    pub fn place(&mut self, tokens: &[u32], positions: &[Pos]) -> Result<Placement, KvError> {
+        let full = || KvError::Full { live: self.cells.n_live(), size: self.size(), need: tokens.len() };
+        let cells = self.cells.find_free(tokens.len()).ok_or_else(full)?;
+        let swa_cells = match &mut self.swa {
+            Some(p) => {
+                p.make_room(tokens.len(), positions[0])?;
+                let size = p.cells.size();
+                let n_live = p.cells.n_live();
+                Some(p.cells.find_free(tokens.len()).ok_or(KvError::Full { live: n_live, size, need: tokens.len() })?)
+            }
+            None => None,
+        };
+        let placed = Placement { cells, swa_cells };
+        for (pool, cells) in self.pools_mut().zip(placed.per_pool()) {
+            for ((&c, &t), &p) in cells.iter().zip(tokens).zip(positions) {
+                pool.fill(c, t, p);
+            }
+        }
+        Ok(placed)
+    }
+
+    /// Take back a placement whose step failed.
+    pub fn unplace(&mut self, placed: &Placement) {
+        for (pool, cells) in self.pools_mut().zip(placed.per_pool()) {
+            for &c in cells {
+                pool.remove(c);
+            }
+        }
+    }
+
+    // ---- forgetting and positions ------------------------------------
+
+    /// Forget everything.
+    pub fn clear(&mut self) {
+        self.pools_mut().for_each(Cells::clear);
+    }
+
+    /// Clear the live bits of the tokens at positions `[p0, p1)` in every
+    /// pool; returns the main pool's cells removed. No graph runs.
+    pub fn remove_range(&mut self, p0: Pos, p1: Pos) -> usize {
+        let removed: Vec<usize> = self.pools_mut().map(|c| c.remove_pos_range(p0, p1).len()).collect();
+        removed[0]
+    }
+
+    /// Add `delta` to the position of every live token at `p0` or later, in
+    /// every pool; their keys are re-rotated before the next graph
+    /// (`apply_pending_shift`). Returns the main pool's cells moved.
+    pub fn add_to_positions(&mut self, p0: Pos, delta: Pos) -> Result<usize, KvError> {
+        let mut moved = None;
+        for c in self.pools_mut() {
+            let n = c.shift_positions(p0, delta)?;
+            moved.get_or_insert(n);
+        }
+        Ok(moved.unwrap_or(0))
+    }
+
+    /// Whether closing the gap `[p0, p1)` (of `gap` positions below the next
+    /// position `next`) keeps every position the next query will see: the
+    /// query moves back by `gap`, so positions below `p0` come closer to it.
+    pub fn check_close_gap(&self, p0: Pos, p1: Pos, gap: Pos, next: Pos) -> Result<(), KvError> {
+        let Some(swa) = &self.swa else { return Ok(()) };
+        let q_new = next - gap;
+        let lost =
+            swa.missing(&self.cells, swa.reach(q_new), p0).or_else(|| swa.missing(&self.cells, swa.reach(next).max(p1), next));
+        match lost {
+            Some(pos) => Err(KvError::WindowShift { gap: Some((p0, p1)), pos, window: swa.window }),
+            None => Ok(()),
+        }
+    }
+
+    /// Close every gap in positions: live tokens get positions 0.. in order,
+    /// keys re-rotated before the next graph. Returns the cells moved and
+    /// the next free position.
+    pub fn close_gaps(&mut self) -> Result<(usize, Pos), KvError> {
+        if let Some(swa) = &self.swa {
+            // After closing, the next query sits right after the live cells
+            // and sees the last window - 1 of them: all must be there.
+            let recent: Vec<Pos> = self.cells.positions_in(..).rev().take(swa.window as usize - 1).collect();
+            if let Some(pos) = recent.into_iter().find(|&p| !swa.cells.has_pos(p)) {
+                return Err(KvError::WindowShift { gap: None, pos, window: swa.window });
+            }
+        }
+        let mut live: Vec<Pos> = self.cells.positions_in(..).collect();
+        let mut moved = 0;
+        // Walk from the lowest position, shifting everything above each gap down.
+        let mut expect: Pos = 0;
+        for k in 0..live.len() {
+            let p = live[k];
+            if p > expect {
+                moved += self.add_to_positions(p, expect - p)?;
+                live[k..].iter_mut().for_each(|e| *e -= p - expect);
+            }
+            expect = live[k] + 1;
+        }
+        Ok((moved, expect))
+    }
+
+    /// Whether the cache can go on at position `q` exactly: false when a
+    /// sliding-window layer would need a cell its pool has dropped.
+    pub fn can_resume_at(&self, q: Pos) -> bool {
+        self.swa.as_ref().is_none_or(|swa| swa.missing_for(&self.cells, q, q).is_none())
+    }
+
+    /// The lowest position the sliding-window pool has dropped while the
+    /// main pool still holds it (nothing below it is missing), if any.
+    pub fn swa_dropped_from(&self) -> Option<Pos> {
+        let swa = self.swa.as_ref()?;
+        swa.missing(&self.cells, 0, Pos::MAX)
+    }
+}
+
+impl Placement {
+    /// The cells of each pool there is, the main pool first (as `pools_mut`).
+    fn per_pool(&self) -> impl Iterator<Item = &[usize]> {
+        std::iter::once(self.cells.as_slice()).chain(self.swa_cells.as_deref())
     }
 }

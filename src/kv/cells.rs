@@ -1,6 +1,7 @@
 //! KV cells as plain data: token, position and live bit per slot. No ggml
 //! here, so every rule about which cell is visible is unit-tested directly.
 
+use super::error::KvError;
 use std::collections::BTreeMap;
 
 /// Position of a token in the sequence (32-bit, checked, never wraps).
@@ -133,18 +134,18 @@ impl Cells {
     /// Add `delta` to the position of every live cell at `p0` or later
     /// (closing a gap). Fails, changing nothing, if a position would leave
     /// the 32-bit range or go negative.
-    pub fn shift_positions(&mut self, p0: Pos, delta: Pos) -> Result<usize, String> {
+    pub fn shift_positions(&mut self, p0: Pos, delta: Pos) -> Result<usize, KvError> {
         if delta < 0 {
             let lo = p0.saturating_add(delta);
             if let Some((&p, _)) = self.by_pos.range(lo..p0).next() {
-                return Err(format!("shifting positions from {p0} by {delta} would collide with position {p}"));
+                return Err(KvError::PositionRange(format!("shifting positions from {p0} by {delta} would collide with position {p}")));
             }
         }
         let cells: Vec<usize> = self.by_pos.range(p0..).map(|(_, &i)| i).collect();
         for &i in &cells {
             match self.pos[i].checked_add(delta) {
                 Some(p) if p >= 0 => {}
-                _ => return Err(format!("shifting position {} by {delta} leaves the valid range", self.pos[i])),
+                _ => return Err(KvError::PositionRange(format!("shifting position {} by {delta} leaves the valid range", self.pos[i]))),
             }
         }
         for &i in &cells {

@@ -1,12 +1,12 @@
 //! Moving live cells into a contiguous block: K rows and V values (rows,
 //! or columns when V is transposed) are gathered from their old cells and scattered to the new ones
 //! with one ggml graph over the layers of one pool.
-use super::{KvCache, Pool};
-use crate::ggml::{Context, GgmlType, Graph, Tensor};
+use super::{KShift, KvCache, Pool};
+use crate::ggml::{ComputeError, Context, GgmlType, Graph, OwnedGraph, Scheduler, Tensor};
 
 /// Inputs of a defrag graph: source and destination indices for K rows and
 /// for V elements.
-pub struct DefragInputs<'c> {
+struct DefragInputs<'c> {
     pub k_src: Tensor<'c>,
     pub k_dst: Tensor<'c>,
     pub v_src: Tensor<'c>,
@@ -14,9 +14,9 @@ pub struct DefragInputs<'c> {
 }
 
 /// Build the graph moving `n_moves` cells in every layer of `pool`.
-pub fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, pool: Pool, n_moves: usize) -> DefragInputs<'c> {
+fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, pool: Pool, n_moves: usize) -> DefragInputs<'c> {
     let n = n_moves as i64;
-    let nv = n * kv.n_embd_v as i64;
+    let nv = n * kv.n_embd_v() as i64;
     let inp = DefragInputs {
         k_src: ctx.new_input("defrag_k_src", GgmlType::I32, &[n]),
         k_dst: ctx.new_input("defrag_k_dst", GgmlType::I64, &[n]),
@@ -37,16 +37,54 @@ pub fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, pool: Po
 }
 
 /// Index lists for `moves` in `pool` (K: cells; V: every element of each cell).
-pub fn indices(kv: &KvCache, pool: Pool, moves: &[(usize, usize)]) -> (Vec<i32>, Vec<i64>, Vec<i32>, Vec<i64>) {
+fn indices(kv: &KvCache, pool: Pool, moves: &[(usize, usize)]) -> (Vec<i32>, Vec<i64>, Vec<i32>, Vec<i64>) {
     let k_src = moves.iter().map(|m| m.0 as i32).collect();
     let k_dst = moves.iter().map(|m| m.1 as i64).collect();
-    let mut v_src = Vec::with_capacity(moves.len() * kv.n_embd_v);
-    let mut v_dst = Vec::with_capacity(moves.len() * kv.n_embd_v);
+    let mut v_src = Vec::with_capacity(moves.len() * kv.n_embd_v());
+    let mut v_dst = Vec::with_capacity(moves.len() * kv.n_embd_v());
     for &(from, to) in moves {
-        for j in 0..kv.n_embd_v {
+        for j in 0..kv.n_embd_v() {
             v_src.push(kv.v_index(pool, from, j) as i32);
             v_dst.push(kv.v_index(pool, to, j) as i64);
         }
     }
     (k_src, k_dst, v_src, v_dst)
+}
+
+impl KvCache {
+    /// Pack the live cells of every pool into a contiguous block so
+    /// attention spans only them (pending key rotations are applied first);
+    /// logits are unchanged. Returns the cells moved.
+    pub fn defrag(&mut self, sched: &mut Scheduler, model: &dyn KShift) -> Result<usize, ComputeError> {
+        self.apply_pending_shift(sched, model)?;
+        let mut moved = 0;
+        for &pool in self.pools() {
+            let moves = self.pool_cells(pool).defrag_moves();
+            if moves.is_empty() {
+                continue;
+            }
+            if self.layers(pool).is_empty() {
+                self.pool_cells_mut(pool).apply_moves(&moves);
+                continue;
+            }
+            let nodes = 8 * self.n_layer() + 8;
+            let ctx = Context::new(nodes, nodes);
+            let kv = &*self;
+            let g = OwnedGraph::build(ctx, |ctx, _| {
+                let mut gf = ctx.new_graph(nodes);
+                let inp = build(ctx, &mut gf, kv, pool, moves.len());
+                (gf, vec![inp.k_src, inp.k_dst, inp.v_src, inp.v_dst])
+            });
+            sched.alloc(&g.graph())?;
+            let (k_src, k_dst, v_src, v_dst) = indices(self, pool, &moves);
+            g.tensor(0).write_i32(&k_src);
+            g.tensor(1).write_i64(&k_dst);
+            g.tensor(2).write_i32(&v_src);
+            g.tensor(3).write_i64(&v_dst);
+            sched.compute(&g.graph())?;
+            self.pool_cells_mut(pool).apply_moves(&moves);
+            moved += moves.len();
+        }
+        Ok(moved)
+    }
 }

@@ -1,12 +1,22 @@
-//! The KV cache: cells (pure data), per-layer tensors, and masks built from
-//! liveness and positions.
+//! The KV cache: cells (pure data), the cache that owns its tensors and
+//! every operation on them (placing tokens, removal, moving positions,
+//! K-shift, defrag, masks and inputs, snapshots), for one pool or for a
+//! global pool and a sliding-window pool together.
 pub mod cache;
 pub mod cells;
-pub mod defrag;
+mod defrag;
+pub mod error;
+mod inputs;
 pub mod mask;
 pub mod rotation;
+mod shift;
+pub mod state;
 pub mod swa;
 
-pub use cache::{KvCache, Pool, SwaLayout};
+pub use cache::{KvCache, KvParams, Placement, Pool, SwaLayout, N_KV_PAD};
 pub use cells::{Cells, Pos};
+pub use error::KvError;
+pub use inputs::KvInputs;
+pub use shift::KShift;
+pub use state::{KvLayout, KvSnapshot, SwaCells};
 pub use swa::SwaPool;

@@ -10,6 +10,7 @@
 //! brings old positions back into the window, resuming further back) are
 //! refused with an error rather than answered differently from a full cache.
 use super::cells::{Cells, Pos};
+use super::error::KvError;
 
 #[derive(Clone, Debug)]
 pub struct SwaPool {
@@ -31,7 +32,7 @@ impl SwaPool {
     /// Free at least `n` cells for a batch whose first query is at `q_min`:
     /// if fewer are free, drop the oldest cells that no query from `q_min`
     /// on can see. Returns the cells dropped.
-    pub fn make_room(&mut self, n: usize, q_min: Pos) -> Result<usize, String> {
+    pub fn make_room(&mut self, n: usize, q_min: Pos) -> Result<usize, KvError> {
         let free = self.cells.n_free();
         if free >= n {
             return Ok(0);
@@ -40,12 +41,7 @@ impl SwaPool {
         let reach = self.reach(q_min);
         let old: Vec<Pos> = self.cells.positions_in(..reach).take(need).collect();
         if old.len() < need {
-            return Err(format!(
-                "the sliding-window layers' {} cells are full: {} new tokens from position {q_min} on do not fit beside the {} positions their window still sees",
-                self.cells.size(),
-                n,
-                self.cells.n_live() - old.len()
-            ));
+            return Err(KvError::WindowFull { size: self.cells.size(), need: n, from: q_min, seen: self.cells.n_live() - old.len() });
         }
         for p in &old {
             self.cells.remove_pos_range(*p, p + 1);

@@ -4,62 +4,43 @@ use super::blocks::AttnInputs;
 use super::hparams::HParams;
 use super::Model;
 use crate::ggml::{Context, GgmlType, Graph, RopeParams, Tensor};
-use crate::kv::{KvCache, Pool};
+use crate::kv::{KvCache, KvInputs, Pool};
 
-/// Input tensors of a step (filled after allocation). Each is allocated with
-/// its byte size rounded up to 64 and used through a view of the exact size:
-/// the allocator aligns tensors to 32 bytes only, and a small odd-sized input
-/// would shift every activation after it off the 64-byte alignment that the
-/// AVX-512/AMX kernels want (measured: ~13% slower prompt processing).
-pub struct StepInputs<'c> {
-    pub tokens: Tensor<'c>,
-    pub pos: Tensor<'c>,
-    pub k_idxs: Tensor<'c>,
-    pub v_idxs: Tensor<'c>,
-    pub mask: Tensor<'c>,
-    /// The mask of sliding-window layers, when the model has them (over
-    /// their own pool's cells when they have one).
-    pub mask_swa: Option<Tensor<'c>>,
-    /// Cells (and V destinations) of the new tokens in the sliding-window
-    /// pool, when there is one.
-    pub k_idxs_swa: Option<Tensor<'c>>,
-    pub v_idxs_swa: Option<Tensor<'c>>,
-    /// The masks as attention takes them: the f32 inputs themselves, or
-    /// their f16 casts for flash attention.
-    pub mask_attn: Tensor<'c>,
-    pub mask_swa_attn: Option<Tensor<'c>>,
+/// Input tensors of a step, by name (filled after allocation). `T` is a
+/// tensor while the graph is built, and the tensor's index among the
+/// graph's kept tensors once it is (see `model::runner`). Each is allocated
+/// with its byte size rounded up to 64 and used through a view of the exact
+/// size (`Context::new_input_aligned`).
+#[derive(Clone, Copy, Debug)]
+pub struct StepInputs<T> {
+    pub tokens: T,
+    pub pos: T,
     /// Rows whose logits are computed, when fewer than all tokens.
-    pub out_ids: Option<Tensor<'c>>,
-    /// The Hadamard matrix rotating q and k, when the K cache is quantized.
-    pub k_rot: Option<Tensor<'c>>,
-    /// The Hadamard matrix rotating v and attention's output, when the V cache is quantized.
-    pub v_rot: Option<Tensor<'c>>,
+    pub out_ids: Option<T>,
+    /// What the KV cache fills: cells, masks, rotations.
+    pub kv: KvInputs<T>,
+}
+
+impl<T: Copy> StepInputs<T> {
+    /// The same inputs through `f` (tensor to index, or back).
+    pub fn map<U>(&self, mut f: impl FnMut(T) -> U) -> StepInputs<U> {
+        StepInputs { tokens: f(self.tokens), pos: f(self.pos), out_ids: self.out_ids.map(&mut f), kv: self.kv.map(f) }
+    }
 }
 
 pub struct StepGraph<'c> {
     pub ctx: &'c Context,
     pub graph: Graph<'c>,
-    pub inputs: StepInputs<'c>,
+    pub inputs: StepInputs<Tensor<'c>>,
+    /// The masks as attention takes them: the f32 inputs themselves, or
+    /// their f16 casts for flash attention.
+    mask_attn: Tensor<'c>,
+    mask_swa_attn: Option<Tensor<'c>>,
     model: &'c Model,
     kv: &'c KvCache,
     n_tokens: i64,
     n_kv: i64,
     n_kv_swa: i64,
-}
-
-/// An input of shape `ne` (1 or 2 dims) backed by an allocation padded to a
-/// multiple of 64 bytes; returns the exact-size view (writes go through it).
-fn padded_input<'c>(ctx: &'c Context, name: &str, typ: GgmlType, ne: &[i64]) -> Tensor<'c> {
-    let elem = typ.type_size() as i64;
-    let total: i64 = ne.iter().product();
-    let padded = (total * elem + 63) / 64 * 64 / elem;
-    let parent = ctx.new_input(name, typ, &[padded]);
-    let exact = ctx.view(parent, &[total], &[], 0);
-    if ne.len() == 1 {
-        exact
-    } else {
-        ctx.reshape(exact, ne)
-    }
 }
 
 impl<'c> StepGraph<'c> {
@@ -70,33 +51,30 @@ impl<'c> StepGraph<'c> {
         ctx: &'c Context, model: &'c Model, kv: &'c KvCache, n_tokens: usize, n_kv: usize, n_kv_swa: usize, n_outputs: usize,
     ) -> Self {
         let nt = n_tokens as i64;
-        // A transposed V is written element by element; a V of rows, cell by cell.
-        let n_v_idxs = if kv.v_trans { nt * kv.n_embd_v as i64 } else { nt };
-        let n_kv_swa = if kv.swa.is_some() { n_kv_swa } else { n_kv };
-        let mask = padded_input(ctx, "inp_kq_mask", GgmlType::F32, &[n_kv as i64, nt]);
-        let mask_swa = model.hparams.swa.is_some().then(|| padded_input(ctx, "inp_kq_mask_swa", GgmlType::F32, &[n_kv_swa as i64, nt]));
-        let pool = kv.swa.is_some();
-        let flash = !kv.v_trans;
+        let hp = &model.hparams;
+        let kv_inputs = kv.new_inputs(ctx, n_tokens, n_kv, n_kv_swa, hp.swa.is_some(), hp.head_dim as usize);
+        let n_kv_swa = if kv.has_swa_pool() { n_kv_swa } else { n_kv };
+        let flash = !kv.v_trans();
         let for_attn = |m: Tensor<'c>| if flash { ctx.cast(m, GgmlType::F16) } else { m };
         let inputs = StepInputs {
-            tokens: padded_input(ctx, "inp_tokens", GgmlType::I32, &[nt]),
-            pos: padded_input(ctx, "inp_pos", GgmlType::I32, &[nt]),
-            k_idxs: padded_input(ctx, "inp_k_idxs", GgmlType::I64, &[nt]),
-            v_idxs: padded_input(ctx, "inp_v_idxs", GgmlType::I64, &[n_v_idxs]),
-            k_idxs_swa: pool.then(|| padded_input(ctx, "inp_k_idxs_swa", GgmlType::I64, &[nt])),
-            v_idxs_swa: pool.then(|| padded_input(ctx, "inp_v_idxs_swa", GgmlType::I64, &[n_v_idxs])),
-            mask,
-            mask_swa,
-            mask_attn: for_attn(mask),
-            mask_swa_attn: mask_swa.map(for_attn),
-            out_ids: (n_outputs < n_tokens).then(|| padded_input(ctx, "inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
-            k_rot: crate::kv::rotation::k_rotation_size(model.hparams.head_dim as usize, kv.type_k.is_quantized())
-                .map(|n| padded_input(ctx, "inp_k_rot", GgmlType::F32, &[n as i64, n as i64])),
-            v_rot: crate::kv::rotation::v_rotation_size(model.hparams.head_dim as usize, kv.type_v.is_quantized())
-                .map(|n| padded_input(ctx, "inp_v_rot", GgmlType::F32, &[n as i64, n as i64])),
+            tokens: ctx.new_input_aligned("inp_tokens", GgmlType::I32, &[nt]),
+            pos: ctx.new_input_aligned("inp_pos", GgmlType::I32, &[nt]),
+            out_ids: (n_outputs < n_tokens).then(|| ctx.new_input_aligned("inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
+            kv: kv_inputs,
         };
         let graph = ctx.new_graph(model.graph_size());
-        StepGraph { ctx, graph, inputs, model, kv, n_tokens: nt, n_kv: n_kv as i64, n_kv_swa: n_kv_swa as i64 }
+        StepGraph {
+            ctx,
+            graph,
+            mask_attn: for_attn(inputs.kv.mask),
+            mask_swa_attn: inputs.kv.mask_swa.map(for_attn),
+            inputs,
+            model,
+            kv,
+            n_tokens: nt,
+            n_kv: n_kv as i64,
+            n_kv_swa: n_kv_swa as i64,
+        }
     }
 
     pub fn hparams(&self) -> &'c HParams {
@@ -124,8 +102,8 @@ impl<'c> StepGraph<'c> {
     /// Attention inputs of layer `il` (a sliding-window layer gets its mask,
     /// and its own pool's cells when it has one).
     pub fn attn_inputs(&self, il: usize) -> AttnInputs<'c> {
-        let i = &self.inputs;
-        let swa = i.mask_swa_attn.filter(|_| self.model.hparams.is_swa(il));
+        let i = &self.inputs.kv;
+        let swa = self.mask_swa_attn.filter(|_| self.model.hparams.is_swa(il));
         let (k_idxs, v_idxs, n_kv) = match (self.kv.pool_of(il), i.k_idxs_swa, i.v_idxs_swa) {
             (Pool::Swa, Some(k), Some(v)) => (k, v, self.n_kv_swa),
             _ => (i.k_idxs, i.v_idxs, self.n_kv),
@@ -133,12 +111,12 @@ impl<'c> StepGraph<'c> {
         AttnInputs {
             k_idxs,
             v_idxs,
-            mask: swa.unwrap_or(i.mask_attn),
+            mask: swa.unwrap_or(self.mask_attn),
             n_kv,
             kv_size: self.kv.layer_size(il) as i64,
-            k_rot: self.inputs.k_rot,
-            v_rot: self.inputs.v_rot,
-            flash: !self.kv.v_trans,
+            k_rot: i.k_rot,
+            v_rot: i.v_rot,
+            flash: !self.kv.v_trans(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod hparams;
 pub mod offload;
 pub mod plan;
+pub mod runner;
 
 pub use arch::Arch;
 pub use hparams::HParams;

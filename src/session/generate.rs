@@ -123,7 +123,7 @@ impl Session {
                 out.stop = StopReason::Cancelled;
                 break;
             }
-            if self.kv.cells.n_free() == 0 {
+            if self.kv.n_free() == 0 {
                 out.stop = StopReason::ContextFull;
                 break;
             }

@@ -11,7 +11,7 @@
 //! temporary name and renamed, so a crash never leaves half a file under the
 //! user's name; loading checks everything before it changes anything.
 use super::conversation::{Conversation, ConversationState};
-use super::state::{KvLayout, KvSnapshot, SwaCells};
+use crate::kv::{KvLayout, KvSnapshot, SwaCells};
 use crate::error::{Error, Result};
 use crate::kv::Pos;
 use serde::{Deserialize, Serialize};

@@ -1,10 +1,12 @@
 //! The KV cache as plain bytes: a snapshot of the used cells (token,
 //! position, live bit) and of their K rows and V columns, and its restore
-//! into a session of the same model and cache types. Restoring checks every
-//! field first, so a bad snapshot leaves the session as it was.
-use super::Session;
-use crate::error::{Error, Result};
-use crate::kv::Pos;
+//! into a cache of the same model and cache types. Restoring checks every
+//! field first, so a bad snapshot leaves the cache as it was. (Pending key
+//! rotations must be applied before a snapshot: `apply_pending_shift`.)
+use super::cache::KvCache;
+use super::cells::Pos;
+use super::error::KvError;
+use super::Pool;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -73,49 +75,46 @@ impl KvSnapshot {
     }
 }
 
-impl Session {
-    pub fn kv_layout(&self) -> KvLayout {
-        let kv = &self.kv;
+impl KvCache {
+    pub fn layout(&self) -> KvLayout {
         KvLayout {
-            n_layer: kv.n_layer,
-            n_embd_k: kv.n_embd_k,
-            n_embd_v: kv.n_embd_v,
-            type_k: kv.type_k.name().to_string(),
-            type_v: kv.type_v.name().to_string(),
-            swa_layers: if kv.swa.is_some() { kv.swa_layers().to_vec() } else { Vec::new() },
+            n_layer: self.n_layer(),
+            n_embd_k: self.n_embd_k(),
+            n_embd_v: self.n_embd_v(),
+            type_k: self.type_k().name().to_string(),
+            type_v: self.type_v().name().to_string(),
+            swa_layers: if self.has_swa_pool() { self.swa_layers().to_vec() } else { Vec::new() },
         }
     }
 
     /// Bytes of one K row and of one V element.
-    pub(super) fn kv_unit_bytes(&self) -> Result<(usize, usize)> {
-        let kv = &self.kv;
-        let k_row = kv.type_k.row_bytes(kv.n_embd_k as u64);
-        if kv.type_v.is_quantized() {
-            return Err(Error::InvalidArgument(format!("a {} V cache cannot be saved cell by cell", kv.type_v.name())));
+    pub fn unit_bytes(&self) -> Result<(usize, usize), KvError> {
+        let k_row = self.type_k().row_bytes(self.n_embd_k() as u64);
+        if self.type_v().is_quantized() {
+            return Err(KvError::Snapshot(format!("a {} V cache cannot be saved cell by cell", self.type_v().name())));
         }
-        let v_el = kv.type_v.row_bytes(1);
+        let v_el = self.type_v().row_bytes(1);
         match (k_row, v_el) {
             (Some(k), Some(v)) => Ok((k as usize, v as usize)),
-            _ => Err(Error::InvalidArgument("the cache types have no row size".into())),
+            _ => Err(KvError::Snapshot("the cache types have no row size".into())),
         }
     }
 
-    /// Copy the used cells out. Pending position shifts are applied first
-    /// (so the keys saved are rotated to the positions saved).
-    pub fn snapshot(&mut self) -> Result<KvSnapshot> {
-        self.apply_pending_shift()?;
-        let (k_row, v_el) = self.kv_unit_bytes()?;
-        let n_embd_v = self.kv.n_embd_v;
-        let mut k = Vec::with_capacity(self.kv.n_layer);
-        let mut v = Vec::with_capacity(self.kv.n_layer);
-        let store = self.kv.store();
-        for il in 0..self.kv.n_layer {
-            let (size, used) = (self.kv.layer_size(il), self.kv.pool_cells(self.kv.pool_of(il)).used_max_p1());
+    /// Copy the used cells out, with `next_pos` (the position the next
+    /// token would take). Pending key rotations must have been applied.
+    pub fn snapshot(&self, next_pos: Pos) -> Result<KvSnapshot, KvError> {
+        let (k_row, v_el) = self.unit_bytes()?;
+        let n_embd_v = self.n_embd_v();
+        let mut k = Vec::with_capacity(self.n_layer());
+        let mut v = Vec::with_capacity(self.n_layer());
+        let store = self.store();
+        for il in 0..self.n_layer() {
+            let (size, used) = (self.layer_size(il), self.pool_cells(self.pool_of(il)).used_max_p1());
             let mut kb = vec![0u8; used * k_row];
-            store.get(self.kv.k(il)).read_bytes(&mut kb, 0);
-            let vt = store.get(self.kv.v(il));
+            store.get(self.k(il)).read_bytes(&mut kb, 0);
+            let vt = store.get(self.v(il));
             let mut vb = vec![0u8; n_embd_v * used * v_el];
-            if self.kv.v_trans {
+            if self.v_trans() {
                 for j in 0..n_embd_v {
                     vt.read_bytes(&mut vb[j * used * v_el..(j + 1) * used * v_el], j * size * v_el);
                 }
@@ -128,15 +127,16 @@ impl Session {
             k.push(kb);
             v.push(vb);
         }
-        let c = &self.kv.cells;
+        let c = self.pool_cells(Pool::Global);
         let used = c.used_max_p1();
-        let swa = self.kv.swa.as_ref().map(|p| {
-            let n = p.cells.used_max_p1();
-            SwaCells { pos: (0..n).map(|i| p.cells.pos(i)).collect(), live: (0..n).map(|i| p.cells.is_live(i)).collect() }
+        let swa = self.has_swa_pool().then(|| {
+            let p = self.pool_cells(Pool::Swa);
+            let n = p.used_max_p1();
+            SwaCells { pos: (0..n).map(|i| p.pos(i)).collect(), live: (0..n).map(|i| p.is_live(i)).collect() }
         });
         Ok(KvSnapshot {
-            layout: self.kv_layout(),
-            next_pos: self.next_pos,
+            layout: self.layout(),
+            next_pos,
             tokens: (0..used).map(|i| c.token(i)).collect(),
             pos: (0..used).map(|i| c.pos(i)).collect(),
             live: (0..used).map(|i| c.is_live(i)).collect(),
@@ -147,66 +147,66 @@ impl Session {
     }
 
     /// Replace the cache's contents with `snap`, after checking that it fits
-    /// this session (same layout, enough cells) and is consistent (lengths,
-    /// token ids, unique positions below `next_pos`).
-    pub fn restore(&mut self, snap: &KvSnapshot) -> Result<()> {
-        self.check_snapshot(snap)?;
-        let (_, v_el) = self.kv_unit_bytes()?;
-        self.kv.cells.clear();
-        let store = self.kv.store();
-        for il in 0..self.kv.n_layer {
-            let (size, used) = (self.kv.layer_size(il), snap.used_by(il));
-            store.get(self.kv.k(il)).write_bytes(&snap.k[il], 0);
-            let vt = store.get(self.kv.v(il));
-            if self.kv.v_trans {
-                for j in 0..self.kv.n_embd_v {
+    /// this cache (same layout, enough cells) and is consistent (lengths,
+    /// token ids below `n_vocab`, unique positions below `next_pos`).
+    pub fn restore(&mut self, snap: &KvSnapshot, n_vocab: u32) -> Result<(), KvError> {
+        self.check_snapshot(snap, n_vocab)?;
+        let (_, v_el) = self.unit_bytes()?;
+        let n_embd_v = self.n_embd_v();
+        let store = self.store();
+        for il in 0..self.n_layer() {
+            let (size, used) = (self.layer_size(il), snap.used_by(il));
+            store.get(self.k(il)).write_bytes(&snap.k[il], 0);
+            let vt = store.get(self.v(il));
+            if self.v_trans() {
+                for j in 0..n_embd_v {
                     vt.write_bytes(&snap.v[il][j * used * v_el..(j + 1) * used * v_el], j * size * v_el);
                 }
             } else {
                 let mut rows = vec![0u8; snap.v[il].len()];
-                transpose_units(&snap.v[il], &mut rows, self.kv.n_embd_v, used, v_el);
+                transpose_units(&snap.v[il], &mut rows, n_embd_v, used, v_el);
                 vt.write_bytes(&rows, 0);
             }
         }
+        self.clear();
         let mut token_at = std::collections::HashMap::new();
+        let cells = self.pool_cells_mut(Pool::Global);
         for i in (0..snap.used()).filter(|&i| snap.live[i]) {
-            self.kv.cells.fill(i, snap.tokens[i], snap.pos[i]);
+            cells.fill(i, snap.tokens[i], snap.pos[i]);
             token_at.insert(snap.pos[i], snap.tokens[i]);
         }
-        if let (Some(pool), Some(sc)) = (&mut self.kv.swa, &snap.swa) {
-            pool.cells.clear();
+        if let (true, Some(sc)) = (self.has_swa_pool(), &snap.swa) {
+            let pool = self.pool_cells_mut(Pool::Swa);
             for i in (0..sc.pos.len()).filter(|&i| sc.live[i]) {
-                pool.cells.fill(i, token_at[&sc.pos[i]], sc.pos[i]);
+                pool.fill(i, token_at[&sc.pos[i]], sc.pos[i]);
             }
         }
-        self.next_pos = snap.next_pos;
-        self.step_graph = None;
-        self.record(super::record::SessionOp::Restore);
         Ok(())
     }
 
-    fn check_snapshot(&self, snap: &KvSnapshot) -> Result<()> {
-        let bad = |msg: String| Err(Error::InvalidArgument(msg));
-        let mine = self.kv_layout();
+    fn check_snapshot(&self, snap: &KvSnapshot, n_vocab: u32) -> Result<(), KvError> {
+        let bad = |msg: String| Err(KvError::Snapshot(msg));
+        let mine = self.layout();
         if snap.layout != mine {
             return bad(format!("the saved cache is {:?}, this session's is {:?}", snap.layout, mine));
         }
         let used = snap.used();
-        if used > self.kv.size() {
-            return bad(format!("the saved cache uses {used} cells; this context has {} (give -c {used} or more)", self.kv.size()));
+        if used > self.size() {
+            return bad(format!("the saved cache uses {used} cells; this context has {} (give -c {used} or more)", self.size()));
         }
         if snap.pos.len() != used || snap.live.len() != used {
             return bad(format!("{used} tokens but {} positions and {} live bits", snap.pos.len(), snap.live.len()));
         }
-        let swa_pos: HashSet<Pos> = match (&self.kv.swa, &snap.swa) {
+        let swa_size = self.has_swa_pool().then(|| self.pool_cells(Pool::Swa).size());
+        let swa_pos: HashSet<Pos> = match (swa_size, &snap.swa) {
             (None, None) => HashSet::new(),
-            (Some(pool), Some(sc)) => {
-                if sc.pos.len() > pool.cells.size() || sc.live.len() != sc.pos.len() {
+            (Some(pool_size), Some(sc)) => {
+                if sc.pos.len() > pool_size || sc.live.len() != sc.pos.len() {
                     return bad(format!(
                         "the saved sliding-window pool uses {} cells ({} live bits); this one has {} (give the same -ub)",
                         sc.pos.len(),
                         sc.live.len(),
-                        pool.cells.size()
+                        pool_size
                     ));
                 }
                 let mut seen = HashSet::new();
@@ -219,21 +219,20 @@ impl Session {
             }
             _ => return bad("the saved cache and this session differ in having a sliding-window pool (--swa-full)".into()),
         };
-        let (k_row, v_el) = self.kv_unit_bytes()?;
-        let n = self.kv.n_layer;
+        let (k_row, v_el) = self.unit_bytes()?;
+        let n = self.n_layer();
         if snap.k.len() != n || snap.v.len() != n {
             return bad(format!("K and V data for {} and {} layers; the model has {n}", snap.k.len(), snap.v.len()));
         }
         for il in 0..n {
             let used = snap.used_by(il);
-            if snap.k[il].len() != used * k_row || snap.v[il].len() != used * v_el * self.kv.n_embd_v {
+            if snap.k[il].len() != used * k_row || snap.v[il].len() != used * v_el * self.n_embd_v() {
                 return bad(format!("layer {il}: K or V data of the wrong size for {used} cells"));
             }
         }
         if snap.next_pos < 0 {
             return bad(format!("next position {} is negative", snap.next_pos));
         }
-        let n_vocab = self.model.hparams.n_vocab;
         let mut seen = HashSet::new();
         for i in (0..used).filter(|&i| snap.live[i]) {
             let (t, p) = (snap.tokens[i], snap.pos[i]);

@@ -1,0 +1,204 @@
+//! Running a model's step graphs: the backends (the CPU's, and the devices'
+//! layers were offloaded to), the scheduler that splits graphs between them,
+//! and the last step graph, reused while its shapes match. The KV cache runs
+//! its own small graphs (K-shift, defrag) on the same scheduler; a step
+//! graph whose allocation they replaced is allocated again before it runs.
+use super::graph::{StepGraph, StepInputs};
+use super::Model;
+use crate::error::{Error, Result};
+use crate::ggml::{Backend, Context, NodeTime, OwnedGraph, Scheduler};
+use crate::kv::{KShift, KvCache, Placement, Pos};
+use std::time::Instant;
+
+/// The last step's graph: its shape key (tokens, attended cells in each
+/// pool, outputs), its inputs by name, and the scheduler allocation it holds.
+struct StepCache {
+    key: (usize, usize, usize, usize),
+    graph: OwnedGraph,
+    inputs: StepInputs<usize>,
+    logits: usize,
+    allocation: u64,
+}
+
+pub struct Runner {
+    backend: Backend,
+    /// Backends of the devices layers were offloaded to (see `Model::offload`).
+    device_backends: Vec<Backend>,
+    sched: Scheduler,
+    step: Option<StepCache>,
+}
+
+impl Runner {
+    /// Backends for `model`'s devices and the CPU (`n_threads`), and a
+    /// scheduler over them (devices first, the CPU last).
+    pub fn new(model: &Model, n_threads: usize) -> Result<Runner> {
+        let backend = Backend::cpu(n_threads);
+        let mut device_backends = Vec::new();
+        for d in model.offload.used_devices() {
+            device_backends.push(d.backend(n_threads).ok_or_else(|| Error::Backend(d.name().to_string()))?);
+        }
+        let all: Vec<&Backend> = device_backends.iter().chain([&backend]).collect();
+        let sched = Scheduler::new(&all, model.graph_size());
+        Ok(Runner { backend, device_backends, sched, step: None })
+    }
+
+    /// The CPU backend.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The scheduler, for the cache's own graphs.
+    pub fn sched(&mut self) -> &mut Scheduler {
+        &mut self.sched
+    }
+
+    /// Reserve compute memory for the largest step: `n` tokens over the
+    /// whole cache.
+    pub fn reserve(&mut self, model: &Model, kv: &KvCache, n: usize) -> Result<()> {
+        let ctx = Context::new(model.graph_size(), model.graph_size());
+        let n_swa = kv.swa_pool().map_or(0, |(_, cells)| cells);
+        let mut g = StepGraph::new(&ctx, model, kv, n, kv.size(), n_swa, n);
+        let logits = model.arch.build(&mut g);
+        g.graph.expand(logits);
+        self.sched.reserve(&g.graph)?;
+        tracing::debug!(
+            compute_buffer_mib = self.sched.buffer_size(&self.backend) as f64 / 1048576.0,
+            nodes = g.graph.n_nodes(),
+            "reserved"
+        );
+        self.step = None;
+        Ok(())
+    }
+
+    /// Run one micro-batch whose tokens the cache has placed: build (or
+    /// reuse) the graph, fill its inputs, compute, and return the logits of
+    /// the rows in `outputs` (rows of n_vocab).
+    pub fn step(
+        &mut self, model: &Model, kv: &mut KvCache, tokens: &[u32], positions: &[Pos], placed: &Placement,
+        outputs: &[usize],
+    ) -> Result<Vec<f32>> {
+        let t_setup = Instant::now();
+        let (n_kv, n_kv_swa) = kv.n_kv();
+        let n_outputs = outputs.len().max(1);
+        let key = (tokens.len(), n_kv, n_kv_swa, n_outputs);
+        if self.step.as_ref().map(|c| c.key) != Some(key) {
+            // New shapes: build and allocate a new graph (the old one's
+            // allocation is released by the scheduler's reset).
+            self.step = None;
+            let ctx = Context::new(model.graph_size(), model.graph_size());
+            let mut inputs = None;
+            let mut logits_at = 0;
+            let kv_ref = &*kv;
+            let g = OwnedGraph::build(ctx, |ctx, _| {
+                let mut g = StepGraph::new(ctx, model, kv_ref, tokens.len(), n_kv, n_kv_swa, n_outputs);
+                let logits = model.arch.build(&mut g);
+                logits.set_output();
+                g.graph.expand(logits);
+                let mut keep = Vec::new();
+                inputs = Some(g.inputs.map(|t| {
+                    keep.push(t);
+                    keep.len() - 1
+                }));
+                logits_at = keep.len();
+                keep.push(logits);
+                (g.graph, keep)
+            });
+            self.sched.alloc(&g.graph())?;
+            tracing::trace!(target: "decache::graph", "{}", g.graph().describe().join("\n"));
+            tracing::debug!(
+                nodes = g.graph().n_nodes(),
+                splits = self.sched.n_splits(),
+                n_tokens = tokens.len(),
+                n_kv,
+                "new step graph"
+            );
+            let inputs = inputs.expect("step inputs");
+            let allocation = self.sched.allocations();
+            self.step = Some(StepCache { key, graph: g, inputs, logits: logits_at, allocation });
+        }
+        let cache = self.step.as_mut().expect("step graph");
+        if cache.allocation != self.sched.allocations() {
+            // The cache's own graphs (K-shift, defrag) used the scheduler since.
+            self.sched.alloc(&cache.graph.graph())?;
+            cache.allocation = self.sched.allocations();
+        }
+        let g = &cache.graph;
+        let inp = cache.inputs.map(|i| g.tensor(i));
+        inp.tokens.write_i32(&tokens.iter().map(|&t| t as i32).collect::<Vec<_>>());
+        inp.pos.write_i32(positions);
+        if let Some(t) = inp.out_ids {
+            let rows: Vec<i32> =
+                if outputs.is_empty() { vec![tokens.len() as i32 - 1] } else { outputs.iter().map(|&r| r as i32).collect() };
+            t.write_i32(&rows);
+        }
+        kv.set_inputs(&inp.kv, placed, positions, model.hparams.swa.as_ref().map(|s| s.window));
+
+        let t0 = Instant::now();
+        self.sched.compute(&g.graph())?;
+        let dt = t0.elapsed();
+        tracing::trace!(
+            tokens = tokens.len(),
+            n_kv,
+            setup_us = (t0 - t_setup).as_micros() as u64,
+            compute_us = dt.as_micros() as u64,
+            "step"
+        );
+        if outputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n_vocab = model.hparams.n_vocab as usize;
+        let mut out = vec![0f32; n_vocab * outputs.len()];
+        g.tensor(cache.logits).read_f32(&mut out, 0);
+        Ok(out)
+    }
+
+    /// Graphs computed so far (steps, K-shifts, defrags).
+    pub fn graphs_run(&self) -> u64 {
+        self.sched.computes()
+    }
+
+    /// Record per-node compute times of the following evaluations.
+    pub fn start_profile(&mut self) {
+        self.sched.start_profile();
+    }
+
+    pub fn stop_profile(&mut self) -> Vec<NodeTime> {
+        self.sched.stop_profile()
+    }
+
+    /// Let the compute threads sleep until the next evaluation.
+    pub fn pause_threads(&self) {
+        self.backend.pause_threads();
+    }
+
+    /// Pieces the scheduler cut the last graph into (one per change of
+    /// backend along it; 1 when everything runs on the CPU).
+    pub fn graph_splits(&self) -> usize {
+        self.sched.n_splits().max(0) as usize
+    }
+
+    /// The backends that compute, devices first ("RPC0+CPU").
+    pub fn backend_name(&self) -> String {
+        self.device_backends.iter().chain([&self.backend]).map(Backend::name).collect::<Vec<_>>().join("+")
+    }
+
+    /// Forget the cached step graph (its shapes or the cache changed).
+    pub fn reset(&mut self) {
+        self.step = None;
+    }
+}
+
+impl KShift for Model {
+    fn k_shift<'c>(
+        &'c self, ctx: &'c Context, il: usize, n_ctx: usize, k: crate::ggml::Tensor<'c>, shift: crate::ggml::Tensor<'c>,
+        k_rot: Option<crate::ggml::Tensor<'c>>,
+    ) -> crate::ggml::Tensor<'c> {
+        let hp = &self.hparams;
+        let factors = self.rope_factors_name(n_ctx).and_then(|n| self.weights.id(n)).map(|id| self.weights.get(id));
+        // A pure rotation: the attention factor (Phi-3 long contexts) was
+        // applied when the key was first roped. llama.cpp's K-shift applies
+        // it again on every shift.
+        let rope = crate::ggml::RopeParams { attn_factor: 1.0, ..self.rope_params(il) };
+        super::blocks::k_shift(ctx, k, shift, &rope, factors, hp.head_dim as i64, hp.n_head_kv as i64, k_rot)
+    }
+}
