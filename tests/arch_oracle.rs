@@ -160,7 +160,7 @@ fn check_attn(arch: &str, g: &Gguf, shift: bool, flash_attn: bool) -> Vec<String
         if policy == PositionPolicy::Shift && !shift {
             continue;
         }
-        s.remove_range(10, 20, policy).unwrap();
+        s.remove_range(10, 20, policy.gap()).unwrap();
         assert!(oc.seq_rm(10, 20), "{arch}: llama.cpp refused seq_rm");
         let start = if policy == PositionPolicy::Shift {
             oc.seq_add(20, 40, -10);

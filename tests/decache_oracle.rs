@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::model::{LoadOptions, Model};
-use decache::session::{PositionPolicy, Session, SessionConfig};
+use decache::session::{Gap, PositionPolicy, Session, SessionConfig};
 use std::sync::Arc;
 
 
@@ -35,7 +35,7 @@ fn run_tokens(model: &Arc<Model>, oracle: &OracleModel, case: &Case, policy: Pos
     let mut s = Session::new(model.clone(), cfg).unwrap();
     s.eval(&abc.iter().map(|&t| t as u32).collect::<Vec<_>>(), false).unwrap();
     for &(p0, p1) in &spans {
-        let r = s.remove_range(p0, p1, policy).unwrap();
+        let r = s.remove_range(p0, p1, policy.gap()).unwrap();
         assert_eq!(r.cells, (p1 - p0) as usize, "{}: cells removed", case.name);
     }
     let ours = s.eval(&d.iter().map(|&t| t as u32).collect::<Vec<_>>(), true).unwrap();
@@ -119,7 +119,7 @@ fn removal_runs_no_graph_and_defrag_keeps_logits() {
     s.eval(&abc, false).unwrap();
     let before = s.graphs_run();
     let live = s.n_live();
-    s.remove_range(10, 60, PositionPolicy::Keep).unwrap();
+    s.remove_range(10, 60, Gap::Keep).unwrap();
     assert_eq!(s.graphs_run(), before, "removal with the keep policy must not run any graph");
     assert_eq!(s.n_live(), live - 50);
     assert!(s.fragmentation() > 0.2);
@@ -128,7 +128,7 @@ fn removal_runs_no_graph_and_defrag_keeps_logits() {
     let reference = s.eval(&d, true).unwrap();
     let mut t = Session::new(model.clone(), cfg).unwrap();
     t.eval(&abc, false).unwrap();
-    t.remove_range(10, 60, PositionPolicy::Keep).unwrap();
+    t.remove_range(10, 60, Gap::Keep).unwrap();
     let moved = t.defrag().unwrap();
     assert!(moved > 0);
     assert_eq!(t.fragmentation(), 0.0);

@@ -7,7 +7,7 @@ use common::*;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::ggml::GgmlType;
 use decache::model::{LoadOptions, Model};
-use decache::session::{PositionPolicy, Session, SessionConfig};
+use decache::session::{Gap, Session, SessionConfig};
 use std::sync::Arc;
 
 
@@ -27,7 +27,7 @@ fn decached(model: &Arc<Model>, abc: &[u32], flash_attn: bool, type_v: GgmlType)
     let mut s = session(model, flash_attn, type_v);
     s.eval(abc, false).unwrap();
     for (p0, p1) in spans(abc.len() as i32) {
-        s.remove_range(p0, p1, PositionPolicy::Keep).unwrap();
+        s.remove_range(p0, p1, Gap::Keep).unwrap();
     }
     s
 }

@@ -14,7 +14,7 @@ use common::*;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::ggml::Device;
 use decache::model::{GpuLayers, LoadOptions, Model};
-use decache::session::{PositionPolicy, Session, SessionConfig};
+use decache::session::{Gap, Session, SessionConfig};
 use std::sync::Arc;
 
 const N_CTX: usize = 512;
@@ -58,14 +58,14 @@ fn all_layers_on_the_device_match_llama_cpp_there() {
     assert!(s.graph_splits() >= 2, "embeddings on the CPU, layers on the device: {} splits", s.graph_splits());
 
     // Keep removal of 20..40, then D at 96..104.
-    s.remove_range(20, 40, PositionPolicy::Keep).unwrap();
+    s.remove_range(20, 40, Gap::Keep).unwrap();
     assert!(oc.seq_rm(20, 40));
     let ours = s.eval(&u(d), true).unwrap();
     let theirs = oc.decode(d, &(96..104).collect::<Vec<_>>(), true).unwrap();
     compare("keep removal, then 8 tokens", &ours, &theirs, n_vocab);
 
     // Shift removal of 50..60: later keys re-rotated on the device.
-    s.remove_range(50, 60, PositionPolicy::Shift).unwrap();
+    s.remove_range(50, 60, Gap::Close).unwrap();
     assert!(oc.seq_rm(50, 60));
     oc.seq_add(60, -1, -10);
     let ours = s.eval(&u(e), true).unwrap();

@@ -16,7 +16,7 @@ mod common;
 use common::*;
 use decache::ggml::rpc::probe;
 use decache::model::{GpuLayers, LoadOptions, Model};
-use decache::session::{PositionPolicy, Session, SessionConfig};
+use decache::session::{Gap, Session, SessionConfig};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,11 +78,11 @@ fn same_steps(local: &mut Session, remote: &mut Session, toks: &[u32], n_vocab: 
     };
     both("prefill 300", &mut |s| s.eval(&toks[..300], true).unwrap());
     both("keep removal of 100..160, then 16 tokens", &mut |s| {
-        s.remove_range(100, 160, PositionPolicy::Keep).unwrap();
+        s.remove_range(100, 160, Gap::Keep).unwrap();
         s.eval(&toks[300..316], true).unwrap()
     });
     both("shift removal of 200..230, then 16 tokens", &mut |s| {
-        s.remove_range(200, 230, PositionPolicy::Shift).unwrap();
+        s.remove_range(200, 230, Gap::Close).unwrap();
         s.eval(&toks[316..332], true).unwrap()
     });
     both("defrag, then 8 tokens", &mut |s| {

@@ -17,7 +17,7 @@ use common::*;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::model::{LoadOptions, Model};
 use decache::kv::KvSnapshot;
-use decache::session::{PositionPolicy, Session, SessionConfig};
+use decache::session::{Gap, PositionPolicy, Session, SessionConfig};
 use std::sync::Arc;
 
 const N_CTX: usize = 2048;
@@ -123,7 +123,7 @@ fn the_pool_is_smaller_and_removal_defrag_and_save_match_llama_cpp() {
     let spans = [(700, 800), (100, 300)];
     let remove = |s: &mut Session| {
         for &(p0, p1) in &spans {
-            s.remove_range(p0, p1, PositionPolicy::Keep).unwrap();
+            s.remove_range(p0, p1, Gap::Keep).unwrap();
         }
     };
     let theirs = oracle(&f, &spans, false);
@@ -177,7 +177,7 @@ fn closing_gaps_is_exact_or_refused_and_reuse_falls_back() {
     // A gap behind the window: the positions that come closer were never
     // dropped from what the window sees.
     let shift_behind = |s: &mut Session| {
-        let r = s.remove_range(50, 150, PositionPolicy::Shift).unwrap();
+        let r = s.remove_range(50, 150, Gap::Close).unwrap();
         assert_eq!((r.cells, r.shifted), (100, 750));
     };
     compare("shift behind the window", &run(&f, &shift_behind), &oracle(&f, &[(50, 150)], true), n_vocab);
@@ -186,18 +186,18 @@ fn closing_gaps_is_exact_or_refused_and_reuse_falls_back() {
     let mut s = session(&f.model, false);
     s.eval(&f.abc, false).unwrap();
     let (live, next) = (s.n_live(), s.next_pos());
-    let e = s.remove_range(500, 880, PositionPolicy::Shift).unwrap_err().to_string();
+    let e = s.remove_range(500, 880, Gap::Close).unwrap_err().to_string();
     assert!(e.contains("sliding window") && e.contains("--swa-full"), "{e}");
     assert_eq!((s.n_live(), s.next_pos()), (live, next), "a refused shift changes nothing");
     assert!(s.compact_positions().is_ok(), "no gaps: compaction moves nothing and is allowed");
-    s.remove_range(500, 880, PositionPolicy::Keep).unwrap();
+    s.remove_range(500, 880, Gap::Keep).unwrap();
     let e = s.compact_positions().unwrap_err().to_string();
     assert!(e.contains("sliding window"), "{e}");
 
     // Resuming before the dropped positions: cut the last 300 tokens off.
     let mut s = session(&f.model, false);
     s.eval(&f.abc, false).unwrap();
-    s.remove_range(600, 900, PositionPolicy::Keep).unwrap();
+    s.remove_range(600, 900, Gap::Keep).unwrap();
     s.rewind(600).unwrap();
     assert!(!s.can_resume_at(600));
     let e = s.eval(&f.d, true).unwrap_err().to_string();

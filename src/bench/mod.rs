@@ -91,7 +91,7 @@ pub fn run_llama(c: &mut OracleContext<'_>, test: BenchTest, n_vocab: usize) -> 
     let d = test.depth as i32;
     if d > 0 {
         let deep: Vec<i32> = bench_tokens(test.depth, n_vocab, 7).iter().map(|&t| t as i32).collect();
-        c.decode(&deep, &(0..d).collect::<Vec<_>>(), false).map_err(Error::Context)?;
+        c.decode(&deep, &(0..d).collect::<Vec<_>>(), false).map_err(Error::Oracle)?;
         c.synchronize();
     }
     let toks: Vec<i32> = bench_tokens(test.n_tokens(), n_vocab, 42).iter().map(|&t| t as i32).collect();
@@ -99,11 +99,11 @@ pub fn run_llama(c: &mut OracleContext<'_>, test: BenchTest, n_vocab: usize) -> 
     match test.kind {
         BenchKind::Prompt(n) => {
             let pos: Vec<i32> = (d..d + n as i32).collect();
-            c.decode(&toks, &pos, false).map_err(Error::Context)?;
+            c.decode(&toks, &pos, false).map_err(Error::Oracle)?;
         }
         BenchKind::Gen(_) => {
             for (i, &t) in toks.iter().enumerate() {
-                c.decode(&[t], &[d + i as i32], false).map_err(Error::Context)?;
+                c.decode(&[t], &[d + i as i32], false).map_err(Error::Oracle)?;
             }
         }
     }
@@ -186,10 +186,10 @@ pub fn defrag_bench(
 
     let mut s = make()?;
     s.eval(&fill, false)?;
-    s.remove_range(p0, p1, crate::session::PositionPolicy::Keep)?;
+    s.remove_range(p0, p1, crate::session::Gap::Keep)?;
     let next = s.next_pos();
     let tg_holes = tg_ours(&mut s, n_gen, n_vocab)?;
-    s.remove_range(next, next + n_gen as i32, crate::session::PositionPolicy::Keep)?;
+    s.remove_range(next, next + n_gen as i32, crate::session::Gap::Keep)?;
     let t0 = Instant::now();
     let cells_moved = s.defrag()?;
     let defrag_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -206,12 +206,12 @@ pub fn defrag_bench(
             c.clear();
             let toks: Vec<i32> = fill.iter().map(|&t| t as i32).collect();
             let pos: Vec<i32> = (0..toks.len() as i32).collect();
-            c.decode(&toks, &pos, false).map_err(Error::Context)?;
+            c.decode(&toks, &pos, false).map_err(Error::Oracle)?;
             c.seq_rm(p0, p1);
             let gen: Vec<i32> = bench_tokens(n_gen, n_vocab, 7).iter().map(|&t| t as i32).collect();
             let t0 = Instant::now();
             for (i, &t) in gen.iter().enumerate() {
-                c.decode(&[t], &[toks.len() as i32 + i as i32], false).map_err(Error::Context)?;
+                c.decode(&[t], &[toks.len() as i32 + i as i32], false).map_err(Error::Oracle)?;
             }
             c.synchronize();
             let tps = n_gen as f64 / t0.elapsed().as_secs_f64();

@@ -118,7 +118,7 @@ impl LlamaSlot<'_> {
         self.cache.truncate(n_past);
         let rest: Vec<i32> = new[n_past..].iter().map(|&t| t as i32).collect();
         let pos: Vec<i32> = (n_past as i32..new.len() as i32).collect();
-        self.ctx.decode(&rest, &pos, false).map_err(Error::Context)?;
+        self.ctx.decode(&rest, &pos, false).map_err(Error::Oracle)?;
         self.cache.extend_from_slice(&new[n_past..]);
         Ok(Served { prefilled: rest.len(), ttft_ms: t0.elapsed().as_secs_f64() * 1e3 })
     }
@@ -139,7 +139,7 @@ pub fn replay(
     let mut llama = match oracle {
         Some(o) => {
             let p = OracleParams { n_ctx: cfg.n_ctx as u32, n_threads: cfg.n_threads as i32, swa_full: cfg.swa_full, ..OracleParams::default() };
-            Some(LlamaSlot { ctx: OracleContext::new(o, &p).map_err(Error::Context)?, cache: Vec::new() })
+            Some(LlamaSlot { ctx: OracleContext::new(o, &p).map_err(Error::Oracle)?, cache: Vec::new() })
         }
         None => None,
     };

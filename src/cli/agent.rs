@@ -246,7 +246,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     let mut agent = Agent::new(conv, tools, hooks, agent_cfg, log)?;
 
     let mut rl = if request.is_none() {
-        Some(rustyline::DefaultEditor::new().map_err(|e| Error::Context(format!("terminal: {e}")))?)
+        Some(rustyline::DefaultEditor::new().map_err(|e| Error::System { what: "terminal".into(), source: std::io::Error::other(e) })?)
     } else {
         None
     };
@@ -290,7 +290,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
                 continue;
             }
             Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(Error::Context(format!("terminal: {e}"))),
+            Err(e) => return Err(Error::System { what: "terminal".into(), source: std::io::Error::other(e) }),
         };
         let text = line.trim();
         if text.is_empty() {

@@ -242,7 +242,7 @@ fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, thr
 pub(super) fn load_oracle(a: &BenchArgs, model: &decache::model::Model) -> Result<OracleModel, decache::Error> {
     let o = &model.offload;
     OracleModel::load_on(&model.info.path, a.model.load_options().extra_buffers, &o.devices, o.n_offloaded() as i32)
-        .map_err(decache::Error::Context)
+        .map_err(decache::Error::Oracle)
 }
 
 fn oracle_context<'m>(m: &'m OracleModel, a: &BenchArgs, n_ctx: usize, threads: usize) -> Result<OracleContext<'m>, decache::Error> {
@@ -255,5 +255,5 @@ fn oracle_context<'m>(m: &'m OracleModel, a: &BenchArgs, n_ctx: usize, threads: 
         swa_full: a.swa_full,
         ..OracleParams::default()
     };
-    OracleContext::new(m, &p).map_err(decache::Error::Context)
+    OracleContext::new(m, &p).map_err(decache::Error::Oracle)
 }

@@ -76,7 +76,8 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
     // ours goes in after it, so that Ctrl-C during a reply (the terminal is
     // in cooked mode then) stops the reply. At the prompt the terminal is raw
     // and the editor sees Ctrl-C as a key.
-    let mut rl = rustyline::DefaultEditor::new().map_err(|e| decache::Error::Context(format!("terminal: {e}")))?;
+    let mut rl = rustyline::DefaultEditor::new()
+        .map_err(|e| decache::Error::System { what: "terminal".into(), source: std::io::Error::other(e) })?;
     let stop = install_ctrl_c(false);
     eprintln!("{}", format!("decache chat: {} cells; {HELP}", chat.conv.session.n_ctx()).dim());
 
@@ -84,7 +85,7 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
         let line = match read_message(&mut rl) {
             Ok(Some(l)) => l,
             Ok(None) => break,
-            Err(e) => return Err(decache::Error::Context(format!("terminal: {e}"))),
+            Err(e) => return Err(decache::Error::System { what: "terminal".into(), source: std::io::Error::other(e) }),
         };
         if let Some(w) = &*writer.borrow() {
             super::transcript::check(w);

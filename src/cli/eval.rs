@@ -122,7 +122,7 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
         }
     }
     if let Some(f) = &a.json {
-        let s = serde_json::to_string_pretty(&results).map_err(|e| Error::Context(e.to_string()))?;
+        let s = serde_json::to_string_pretty(&results).map_err(|e| Error::Internal(e.to_string()))?;
         if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.display())))?;
         }

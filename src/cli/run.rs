@@ -93,11 +93,7 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
     super::load::warn_ctx(&model, cfg.n_ctx);
     let mut session = Session::new(model.clone(), cfg)?;
     if ids.len() >= session.n_ctx() {
-        return Err(decache::Error::Context(format!(
-            "the prompt has {} tokens but the context holds {} (raise -c)",
-            ids.len(),
-            session.n_ctx()
-        )));
+        return Err(decache::Error::PromptTooLong { tokens: ids.len(), n_ctx: session.n_ctx() });
     }
 
     let transcript = a.transcript.as_ref().map(|p| super::transcript::attach(&mut session, p, "run", &a.model, None)).transpose()?;

@@ -108,12 +108,12 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| decache::Error::Context(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|source| decache::Error::System { what: "cannot start the async runtime".into(), source })?;
     rt.block_on(async {
         let addr = format!("{}:{}", a.host, a.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
-            .map_err(|e| decache::Error::Context(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|source| decache::Error::System { what: format!("cannot listen on {addr}"), source })?;
         let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
         eprintln!("decache serve: listening on http://{bound} (loading {})", path.display());
         let (st, load_opts, tpl_file) = (state.clone(), a.model.load_options(), a.chat_template_file.clone());
@@ -140,11 +140,11 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
             match loader.await {
                 Ok(Ok(())) => std::future::pending::<decache::Error>().await,
                 Ok(Err(e)) => e,
-                Err(e) => decache::Error::Context(format!("model loader: {e}")),
+                Err(e) => decache::Error::Internal(format!("model loader: {e}")),
             }
         };
         tokio::select! {
-            r = server => r.map_err(|e| decache::Error::Context(format!("server: {e}"))),
+            r = server => r.map_err(|source| decache::Error::System { what: "server".into(), source }),
             e = load_failed => Err(e),
         }
     })

@@ -92,7 +92,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
         }
         Some(d) => {
             let ctx: String = d.before.iter().rev().take(12).rev().map(|&i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).collect();
-            Err(Error::Context(format!(
+            Err(Error::Diverged(format!(
                 "the replay diverged at transcript line {}, token {} of that generation: expected {}, got {} (after {:?}); {} tokens matched before",
                 d.line,
                 d.index,

@@ -4,7 +4,7 @@ use super::script::Script;
 use crate::error::{Error, Result};
 use crate::kv::Pos;
 use crate::sampling::SamplingParams;
-use crate::session::{GenerateOptions, PositionPolicy, Session};
+use crate::session::{Gap, GenerateOptions, PositionPolicy, Session};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Strategy {
@@ -139,7 +139,7 @@ impl<'a> Runner<'a> {
         let mut removed = 0;
         for i in gone {
             let Some((p0, p1)) = self.placed[i].take() else { continue };
-            removed += self.session.remove_range(p0, p1, policy)?.cells;
+            removed += self.session.remove_range(p0, p1, policy.gap())?.cells;
             if policy == PositionPolicy::Shift {
                 let gap = p1 - p0;
                 for (a, b) in self.placed.iter_mut().flatten() {
@@ -181,7 +181,7 @@ impl<'a> Runner<'a> {
                 let from = self.sinks.min(chain.len());
                 let to = (from + over).min(chain.len());
                 if to > from {
-                    removed += self.session.remove_range(chain[from].0, chain[to - 1].0 + 1, PositionPolicy::Shift)?.cells;
+                    removed += self.session.remove_range(chain[from].0, chain[to - 1].0 + 1, Gap::Close)?.cells;
                 }
             }
             logits.extend(self.session.eval(c, true)?);

@@ -97,8 +97,10 @@ impl Model {
         let file = GgufFile::open(path, opts.no_mmap)?;
         let model_err = |msg: String| Error::Model { path: path.to_path_buf(), msg };
         let arch_name = file.architecture()?;
-        let arch = Arch::from_name(arch_name).ok_or_else(|| {
-            model_err(format!("unsupported architecture '{arch_name}' (supported: {})", Arch::supported()))
+        let arch = Arch::from_name(arch_name).ok_or_else(|| Error::UnsupportedArch {
+            path: path.to_path_buf(),
+            arch: arch_name.to_string(),
+            supported: Arch::supported(),
         })?;
         let hparams = HParams::from_gguf(&file, arch.hparams())?;
         let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(&file)?).map_err(|e| model_err(format!("tokenizer: {e}")))?;

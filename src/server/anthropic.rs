@@ -279,10 +279,7 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
             out.push((Some("message_delta"), delta));
             out.push((Some("message_stop"), json!({"type": "message_stop"})));
         }
-        JobEvent::Failed(m) => out.push((
-            Some("error"),
-            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m).dialect(Dialect::Anthropic).body(),
-        )),
+        JobEvent::Failed(e) => out.push((Some("error"), ApiError::from(&e).dialect(Dialect::Anthropic).body())),
     });
     Ok(super::openai::sse(&st, stream))
 }

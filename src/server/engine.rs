@@ -6,7 +6,8 @@
 use super::stop::StopMatcher;
 use crate::error::Result;
 use crate::model::Model;
-use crate::session::reuse::{plan, HitKind};
+use crate::kv::KvError;
+use crate::session::reuse::{plan, HitKind, ReuseOutcome};
 use crate::session::{GenerateEvent, GenerateOptions, PositionPolicy, Session, SessionConfig, StopReason};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +76,8 @@ pub enum JobEvent {
     Started(CacheUse),
     Text(String),
     Done(Finish),
-    Failed(String),
+    /// The job failed; the error says why and what class of failure it is.
+    Failed(crate::Error),
 }
 
 /// What `/slots` shows of a slot.
@@ -184,7 +186,7 @@ impl Engine {
                         }
                     }
                 })
-                .map_err(|e| crate::Error::Context(format!("cannot start slot thread: {e}")))?;
+                .map_err(|source| crate::Error::System { what: "cannot start a slot thread".into(), source })?;
         }
         // Admission is decided in `submit`; the channel only has to hold what it admits.
         let (queue, rx) = sync_channel::<Job>(n + config.queue + 1);
@@ -192,7 +194,7 @@ impl Engine {
         std::thread::Builder::new()
             .name("dispatch".into())
             .spawn(move || dispatch(rx, slot_tx, &sh, min_chunk))
-            .map_err(|e| crate::Error::Context(format!("cannot start the dispatcher: {e}")))?;
+            .map_err(|source| crate::Error::System { what: "cannot start the dispatcher".into(), source })?;
         Ok(Engine { queue, shared, config, model, n_ctx })
     }
 
@@ -270,27 +272,30 @@ fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, m
 /// Run one job, streaming its text; returns the final event (`Done` or
 /// `Failed`) for the slot to send once it is free, or `None` if the client left.
 fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared, job: Job) -> Option<JobEvent> {
-    let fail = |msg: String| {
+    let fail = |e: crate::Error| {
         shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).requests_failed += 1;
-        Some(JobEvent::Failed(msg))
+        Some(JobEvent::Failed(e))
     };
     if job.cancel.load(Ordering::Relaxed) || job.events.is_closed() {
         return None;
     }
-    let mut reuse = match session.reuse(&job.tokens, cfg.min_chunk, PositionPolicy::Keep) {
+    // Sliding-window layers that have dropped cells a closed gap would
+    // bring back into their window refuse to close it: start again from an
+    // empty cache (the prompt is prefilled whole, as llama.cpp does).
+    let start_over = |session: &mut Session, removed: usize, e: &crate::Error| {
+        tracing::info!(slot = id, "positions not closed ({e}); prefilling the whole prompt again");
+        let outcome = ReuseOutcome { plan: Default::default(), removed: removed + session.n_live(), spans_removed: 0 };
+        session.clear();
+        outcome
+    };
+    let mut reuse = match session.reuse(&job.tokens, cfg.min_chunk, cfg.positions) {
         Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
+        Err(e @ crate::Error::Kv(KvError::WindowShift { .. })) => start_over(session, 0, &e),
+        Err(e) => return fail(e),
     };
     let more = job.tokens.len() - reuse.plan.reused + job.opts.n_predict.unwrap_or(0);
-    if cfg.positions != PositionPolicy::Keep && session.needs_compaction(more) {
-        if let Err(e) = session.compact_positions() {
-            // Sliding-window layers that have dropped cells the compacted
-            // window would see: start again from an empty cache.
-            tracing::info!(slot = id, "positions not compacted ({e}); prefilling the whole prompt again");
-            reuse.removed += session.n_live();
-            reuse.plan = Default::default();
-            session.clear();
-        }
+    if let Err(e) = session.prepare_positions(cfg.positions, more) {
+        reuse = start_over(session, reuse.removed, &e);
     }
     let reused = reuse.plan.reused;
     let rest = &job.tokens[reused..];
@@ -326,7 +331,7 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
     });
     let gen = match res {
         Ok(g) => g,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(e),
     };
     let tail = stop.finish();
     if !tail.is_empty() {

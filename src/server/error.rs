@@ -89,6 +89,30 @@ impl ApiError {
     }
 }
 
+impl From<&crate::Error> for ApiError {
+    /// An engine failure, answered by its class: a context that cannot
+    /// hold the request is the client's to fix (400
+    /// `context_length_exceeded`), so is what this model cannot do (422
+    /// `unsupported`); memory is 507 `out_of_memory`; a device or backend
+    /// that is not there is 503; only faults of the program are 500.
+    fn from(e: &crate::Error) -> ApiError {
+        use crate::error::ErrorClass;
+        let (status, code) = match e.class() {
+            ErrorClass::ContextFull => (StatusCode::BAD_REQUEST, Some("context_length_exceeded")),
+            ErrorClass::InvalidInput => (StatusCode::BAD_REQUEST, None),
+            ErrorClass::Unsupported => (StatusCode::UNPROCESSABLE_ENTITY, Some("unsupported")),
+            ErrorClass::OutOfMemory => (StatusCode::INSUFFICIENT_STORAGE, Some("out_of_memory")),
+            ErrorClass::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
+            ErrorClass::Internal => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        };
+        let err = ApiError::new(status, e.to_string());
+        match code {
+            Some(c) => err.code(c),
+            None => err,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(self.body())).into_response()

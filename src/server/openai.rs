@@ -221,7 +221,7 @@ pub async fn collect(p: &mut Pending) -> Result<(CacheUse, Finish), ApiError> {
                 let c = cache.ok_or_else(|| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "job finished unstarted"))?;
                 return Ok((c, f));
             }
-            JobEvent::Failed(m) => return Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m)),
+            JobEvent::Failed(e) => return Err(ApiError::from(&e)),
         }
     }
     Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the model stopped before answering"))
@@ -308,7 +308,7 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
                 out.push((None, chunk(json!([]), Some(("usage", usage(prompt_tokens, &f))))));
             }
         }
-        JobEvent::Failed(m) => out.push((None, ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m).body())),
+        JobEvent::Failed(e) => out.push((None, ApiError::from(&e).body())),
     });
     Ok(sse(&st, stream))
 }

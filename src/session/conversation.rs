@@ -5,7 +5,7 @@
 use super::parts::{find_parts, token_lines};
 use super::policy::{focus_words, DecachePolicy, Reason};
 use super::segments::{Line, Segment, SegmentKind, Segments};
-use super::{GenerateEvent, GenerateOptions, Generation, PositionPolicy, Session};
+use super::{Gap, GenerateEvent, GenerateOptions, Generation, PositionPolicy, Session};
 use crate::error::{Error, Result};
 use crate::kv::Pos;
 use crate::tokenizer::{ChatMessage, ChatTemplate};
@@ -180,7 +180,7 @@ impl Conversation {
         msgs.extend(extra.cloned());
         let full = self.template.render(&msgs, generation_prompt, &self.bos, &self.eos)?;
         full.strip_prefix(self.rendered.as_str()).map(str::to_string).ok_or_else(|| {
-            Error::Context("the chat template re-rendered earlier messages differently (it is not append-only)".into())
+            Error::Unsupported("the chat template re-rendered earlier messages differently (it is not append-only)".into())
         })
     }
 
@@ -352,7 +352,7 @@ impl Conversation {
     pub fn undo_reply(&mut self) -> Result<()> {
         let (p0, rendered_len) =
             self.last_reply.take().ok_or_else(|| Error::InvalidArgument("no reply to take back: the newest message is not a reply".into()))?;
-        self.session.remove_range(p0, self.session.next_pos(), PositionPolicy::Shift)?;
+        self.session.remove_range(p0, self.session.next_pos(), Gap::Close)?;
         self.segments.truncate_from(p0);
         self.messages.pop();
         self.rendered.truncate(rendered_len);
@@ -370,7 +370,7 @@ impl Conversation {
         let cells = self.session.n_ctx();
         let live = self.session.n_live();
         if n >= cells {
-            return Err(Error::Context(format!("{n} tokens do not fit in a context of {cells} cells, even empty")));
+            return Err(Error::PromptTooLong { tokens: n, n_ctx: cells });
         }
         let mut events = Vec::new();
         if self.policy.should_decache(live + n, cells) || live + n > cells {
@@ -388,34 +388,27 @@ impl Conversation {
             }
             self.stats.decache_time += t0.elapsed();
         }
-        if self.positions != PositionPolicy::Keep && self.session.needs_compaction(n) {
-            self.compact()?;
+        if let Some(closed) = self.session.prepare_positions(self.positions, n)? {
+            // Segments move with their positions; a forgotten part shrinks to nothing.
+            self.segments.remap(|p| closed.map(p));
+            self.stats.compactions += 1;
         }
         if self.session.n_live() + n > cells {
-            return Err(Error::Context(format!(
-                "nothing left to forget: {} live cells (system prompt, pinned and recent turns) and {n} new tokens exceed {cells}",
-                self.session.n_live()
-            )));
+            return Err(Error::NothingToForget { live: self.session.n_live(), need: n, n_ctx: cells });
         }
         Ok(events)
     }
 
-    /// Close every gap in positions (keys re-rotated, no recompute) and move
-    /// the segments to the new positions: a position maps to the number of
-    /// live positions below it, so forgotten parts shrink to nothing.
-    fn compact(&mut self) -> Result<()> {
-        let live: Vec<Pos> = self.session.live_chain().into_iter().map(|(p, _)| p).collect();
-        let map = |p: Pos| live.partition_point(|&q| q < p) as Pos;
-        self.segments.remap(map);
-        self.session.compact_positions()?;
-        self.stats.compactions += 1;
-        Ok(())
-    }
-
     fn apply(&mut self, items: &[(u64, Pos, Pos, Reason)], out: &mut Vec<DecacheEvent>) -> Result<()> {
         for &(id, p0, p1, reason) in items {
-            let r = self.session.remove_range(p0, p1, PositionPolicy::Keep)?;
+            let gap = self.positions.gap();
+            let r = self.session.remove_range(p0, p1, gap)?;
             self.segments.mark_removed(id, p0, p1);
+            if gap == Gap::Close {
+                // Later segments move down with their positions.
+                let width = p1 - p0;
+                self.segments.remap(|p| if p >= p1 { p - width } else { p.min(p0) });
+            }
             let kind = self.segments.get(id).map(|s| s.kind.name()).unwrap_or("?");
             self.stats.tokens_decached += r.cells;
             self.stats.events += 1;

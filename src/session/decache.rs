@@ -5,30 +5,79 @@ use crate::error::{Error, Result};
 use crate::kv::Pos;
 use std::time::{Duration, Instant};
 
-/// What happens to positions after a removal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum PositionPolicy {
+/// What one removal does with the positions it frees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gap {
     /// Positions never change; later tokens continue after the highest one
-    /// and the model sees a gap (no graph runs).
+    /// and the model sees a gap (no graph runs). Transcripts before the
+    /// policy was split wrote `auto` for it.
     #[default]
+    #[serde(alias = "auto")]
     Keep,
     /// Close the gap: later cells move down and their keys are re-rotated by
-    /// RoPE (a small graph over the cached K, no recompute).
+    /// RoPE (a small graph over the cached K, no recompute). Older
+    /// transcripts wrote `shift`.
+    #[serde(alias = "shift")]
+    Close,
+}
+
+/// How a conversation (the chat, the agent, a server slot) treats
+/// positions as it forgets: the policy its removals and `prepare_positions`
+/// follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionPolicy {
+    /// Every gap stays (positions only grow).
+    #[default]
+    Keep,
+    /// Every removal closes its gap at once.
     Shift,
-    /// Keep until the next position would pass the model's trained context,
-    /// then close all gaps once.
+    /// Gaps stay until the next position would pass the model's trained
+    /// context, then all are closed once.
     Auto,
+}
+
+impl PositionPolicy {
+    /// What a removal under this policy does with its gap.
+    pub fn gap(self) -> Gap {
+        match self {
+            PositionPolicy::Shift => Gap::Close,
+            PositionPolicy::Keep | PositionPolicy::Auto => Gap::Keep,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PositionPolicy::Keep => "keep",
+            PositionPolicy::Shift => "shift",
+            PositionPolicy::Auto => "auto",
+        }
+    }
 }
 
 impl std::str::FromStr for PositionPolicy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "keep" => Ok(PositionPolicy::Keep),
-            "shift" => Ok(PositionPolicy::Shift),
-            "auto" => Ok(PositionPolicy::Auto),
-            _ => Err(format!("unknown position policy '{s}' (keep, shift or auto)")),
-        }
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| format!("unknown position policy '{s}' (keep, shift or auto)"))
+    }
+}
+
+/// How positions moved when every gap was closed.
+#[derive(Clone, Debug)]
+pub struct ClosedGaps {
+    /// The live positions before, in order.
+    before: Vec<Pos>,
+    /// Cells whose position changed.
+    pub moved: usize,
+}
+
+impl ClosedGaps {
+    /// Where position `p` went: to the number of live positions below it
+    /// (a forgotten span shrinks to nothing).
+    pub fn map(&self, p: Pos) -> Pos {
+        self.before.partition_point(|&q| q < p) as Pos
     }
 }
 
@@ -44,17 +93,18 @@ pub struct Removal {
 
 impl Session {
     /// Forget the tokens at positions `[p0, p1)`: their cells become
-    /// invisible to every later query and free for reuse. With `Keep` this
-    /// only clears live bits; with `Shift` later positions close the gap and
-    /// their keys are re-rotated once, before the next evaluation (several
-    /// removals accumulate into one rotation, as in llama.cpp).
-    pub fn remove_range(&mut self, p0: Pos, p1: Pos, policy: PositionPolicy) -> Result<Removal> {
+    /// invisible to every later query and free for reuse. With `Gap::Keep`
+    /// this only clears live bits; with `Gap::Close` later positions close
+    /// the gap and their keys are re-rotated once, before the next
+    /// evaluation (several removals accumulate into one rotation, as in
+    /// llama.cpp).
+    pub fn remove_range(&mut self, p0: Pos, p1: Pos, gap_policy: Gap) -> Result<Removal> {
         if p0 < 0 || p1 < p0 {
             return Err(Error::InvalidArgument(format!("invalid position range [{p0}, {p1})")));
         }
         let t0 = Instant::now();
         let gap = p1.min(self.next_pos) - p0;
-        let shift = policy == PositionPolicy::Shift && gap > 0;
+        let shift = gap_policy == Gap::Close && gap > 0;
         if shift {
             self.kv.check_close_gap(p0, p1, gap, self.next_pos)?;
         }
@@ -64,7 +114,7 @@ impl Session {
             shifted = self.kv.add_to_positions(p1, -gap)?;
             self.next_pos -= gap;
         }
-        self.record(super::record::SessionOp::Remove { p0, p1, policy });
+        self.record(super::record::SessionOp::Remove { p0, p1, gap: gap_policy });
         Ok(Removal { cells, shifted, took: t0.elapsed() })
     }
 
@@ -114,10 +164,24 @@ impl Session {
         self.live_chain().into_iter().map(|(_, t)| t).collect()
     }
 
-    /// Whether the next `n` tokens would pass the trained context under
-    /// `Auto` (then positions should be compacted first).
+    /// Whether the next `n` tokens would pass the trained context (then a
+    /// policy other than `Keep` closes every gap first).
     pub fn needs_compaction(&self, n: usize) -> bool {
         (self.next_pos as i64 + n as i64) > self.model.hparams.n_ctx_train as i64
+    }
+
+    /// The one position rule before `n` more tokens are evaluated, for the
+    /// conversation, the server and reuse alike: under `Shift` and `Auto`,
+    /// if the next position would pass the model's trained context, close
+    /// every gap (under `Shift` only gaps left by others remain by then).
+    /// `Keep` never moves a position. Returns how positions moved, if they did.
+    pub fn prepare_positions(&mut self, policy: PositionPolicy, n: usize) -> Result<Option<ClosedGaps>> {
+        if policy == PositionPolicy::Keep || !self.needs_compaction(n) {
+            return Ok(None);
+        }
+        let before = self.live_chain().into_iter().map(|(p, _)| p).collect();
+        let moved = self.compact_positions()?;
+        Ok(Some(ClosedGaps { before, moved }))
     }
 
     /// Pack the live cells into a contiguous block so attention spans only

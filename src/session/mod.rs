@@ -13,7 +13,7 @@ pub mod record;
 pub mod segments;
 
 pub use config::{default_threads, SessionConfig, FLASH_ATTN_AUTO};
-pub use decache::{PositionPolicy, Removal};
+pub use decache::{ClosedGaps, Gap, PositionPolicy, Removal};
 pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};
 
 use crate::error::{Error, Result};

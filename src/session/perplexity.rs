@@ -41,7 +41,7 @@ pub fn perplexity(
         }
         let logits = eval(&chunk)?;
         if logits.len() != n_ctx * n_vocab {
-            return Err(Error::Context(format!("expected {} logits, got {}", n_ctx * n_vocab, logits.len())));
+            return Err(Error::Internal(format!("expected {} logits, got {}", n_ctx * n_vocab, logits.len())));
         }
         for i in first..n_ctx - 1 {
             let target = tokens[c * n_ctx + i + 1] as usize;

@@ -3,7 +3,7 @@
 //! compaction, and each generation as it goes (its settings with the seed
 //! actually used, then each token). Replaying the ops on the same model and
 //! settings rebuilds the same cache and, step for step, the same tokens.
-use super::{PositionPolicy, Session, StopReason};
+use super::{Gap, Session, StopReason};
 use crate::kv::Pos;
 use crate::sampling::SamplingParams;
 
@@ -13,7 +13,7 @@ pub enum SessionOp<'a> {
     /// Tokens evaluated at these positions (outside a generation).
     Eval { tokens: &'a [u32], positions: &'a [Pos] },
     /// Positions `[p0, p1)` forgotten.
-    Remove { p0: Pos, p1: Pos, policy: PositionPolicy },
+    Remove { p0: Pos, p1: Pos, gap: Gap },
     Defrag,
     CompactPositions,
     Clear,

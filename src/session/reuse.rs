@@ -5,7 +5,7 @@
 //! input right after `A`) are kept as they are, `B` is deleted in place,
 //! only `D` is prefilled. The match repeats, so `A B1 C1 B2 C2` → `A C1 C2 D`
 //! hits too; cached tokens the new input no longer holds are deleted.
-use super::{PositionPolicy, Session};
+use super::{Gap, PositionPolicy, Session};
 use crate::error::Result;
 use std::collections::HashMap;
 
@@ -149,10 +149,12 @@ impl ReuseOutcome {
 }
 
 impl Session {
-    /// Make the cache ready for `new`: keep what the plan reuses (positions
-    /// unchanged with `Keep`; gaps closed with `Shift`/`Auto`), delete the
+    /// Make the cache ready for `new`: keep what the plan reuses, delete the
     /// rest in place, and set the next position after the last kept token.
-    /// The caller then evaluates `new[outcome.plan.reused..]`.
+    /// Under `Shift` the gaps it made are closed (as every removal closes
+    /// its own under that policy); under `Keep` and `Auto` they stay, and
+    /// the caller's `prepare_positions` decides when they close. The caller
+    /// then evaluates `new[outcome.plan.reused..]`.
     pub fn reuse(&mut self, new: &[u32], min_chunk: Option<usize>, policy: PositionPolicy) -> Result<ReuseOutcome> {
         let chain = self.live_chain();
         let tokens: Vec<u32> = chain.iter().map(|&(_, t)| t).collect();
@@ -169,10 +171,10 @@ impl Session {
         let runs = dropped_runs(&keep);
         let mut removed = 0;
         for &(a, b) in runs.iter().rev() {
-            removed += self.remove_range(chain[a].0, chain[b - 1].0 + 1, PositionPolicy::Keep)?.cells;
+            removed += self.remove_range(chain[a].0, chain[b - 1].0 + 1, Gap::Keep)?.cells;
         }
         self.rewind(resume_at(&keep))?;
-        if policy != PositionPolicy::Keep && !runs.is_empty() {
+        if policy.gap() == Gap::Close && !runs.is_empty() {
             self.compact_positions()?;
         }
         Ok(ReuseOutcome { plan, removed, spans_removed: runs.len() })

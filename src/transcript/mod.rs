@@ -8,7 +8,7 @@ pub mod replay;
 use crate::kv::Pos;
 use crate::sampling::SamplingParams;
 use crate::session::record::{Recorder, SessionOp};
-use crate::session::{PositionPolicy, StopReason};
+use crate::session::{Gap, StopReason};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -52,7 +52,7 @@ fn full_by_default() -> bool {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entry {
     Eval { tokens: Vec<u32>, positions: Vec<Pos> },
-    Remove { p0: Pos, p1: Pos, policy: PositionPolicy },
+    Remove { p0: Pos, p1: Pos, gap: Gap },
     Defrag,
     CompactPositions,
     Clear,
@@ -74,14 +74,6 @@ pub struct Transcript {
     pub entries: Vec<(usize, Entry)>,
     /// The last line was cut short (and left out).
     pub torn: bool,
-}
-
-fn policy_name(p: PositionPolicy) -> &'static str {
-    match p {
-        PositionPolicy::Keep => "keep",
-        PositionPolicy::Shift => "shift",
-        PositionPolicy::Auto => "auto",
-    }
 }
 
 fn stop_name(s: StopReason) -> &'static str {
@@ -120,7 +112,7 @@ pub fn op_json(op: &SessionOp<'_>) -> Value {
             positions_json(&mut v, positions);
             v
         }
-        SessionOp::Remove { p0, p1, policy } => json!({"type": "remove", "p0": p0, "p1": p1, "policy": policy_name(*policy)}),
+        SessionOp::Remove { p0, p1, gap } => json!({"type": "remove", "p0": p0, "p1": p1, "policy": gap}),
         SessionOp::Defrag => json!({"type": "defrag"}),
         SessionOp::CompactPositions => json!({"type": "compact_positions"}),
         SessionOp::Clear => json!({"type": "clear"}),
@@ -279,13 +271,9 @@ pub fn read(path: &Path) -> Result<Transcript, String> {
                 Entry::Eval { tokens, positions }
             }
             "remove" => {
-                let policy = match field("policy")?.as_str() {
-                    Some("keep") => PositionPolicy::Keep,
-                    Some("shift") => PositionPolicy::Shift,
-                    Some("auto") => PositionPolicy::Auto,
-                    other => return Err(at(format!("unknown position policy {other:?}"))),
-                };
-                Entry::Remove { p0: pos("p0")?, p1: pos("p1")?, policy }
+                let policy = field("policy")?;
+                let gap = Gap::deserialize(policy).map_err(|_| at(format!("unknown position policy {policy}")))?;
+                Entry::Remove { p0: pos("p0")?, p1: pos("p1")?, gap }
             }
             "defrag" => Entry::Defrag,
             "compact_positions" => Entry::CompactPositions,

@@ -59,8 +59,8 @@ fn rebuild(line: usize, e: &Entry, session: &mut Session) -> Result<bool> {
         Entry::Eval { tokens, positions } => {
             session.eval_at(tokens, positions, false).map_err(at)?;
         }
-        Entry::Remove { p0, p1, policy } => {
-            session.remove_range(*p0, *p1, *policy).map_err(at)?;
+        Entry::Remove { p0, p1, gap } => {
+            session.remove_range(*p0, *p1, *gap).map_err(at)?;
         }
         Entry::Defrag => {
             session.defrag().map_err(at)?;
