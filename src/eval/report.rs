@@ -1,6 +1,9 @@
 //! `decache eval --report DIR`: a markdown report with SVG charts (quality
 //! against tokens kept, time and divergence per turn) over the sets run.
+//! The charts need the `eval-plots` feature (plotters, on by default); without
+//! it the report is the markdown tables alone.
 use super::SetResult;
+#[cfg(feature = "eval-plots")]
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ pub struct ReportMeta {
     pub threads: usize,
 }
 
+#[cfg(feature = "eval-plots")]
 const COLORS: [RGBColor; 6] =
     [RGBColor(0, 0, 0), RGBColor(230, 159, 0), RGBColor(0, 114, 178), RGBColor(0, 158, 115), RGBColor(204, 121, 167), RGBColor(213, 94, 0)];
 
@@ -28,11 +32,13 @@ fn strategy_names(results: &[SetResult]) -> Vec<&'static str> {
     names
 }
 
+#[cfg(feature = "eval-plots")]
 fn color(names: &[&str], name: &str) -> RGBColor {
     COLORS[names.iter().position(|n| *n == name).unwrap_or(0) % COLORS.len()]
 }
 
 /// One point per strategy and set; lines join a strategy's points when `lines`.
+#[cfg(feature = "eval-plots")]
 struct Chart<'a> {
     title: &'a str,
     x: &'a str,
@@ -41,8 +47,10 @@ struct Chart<'a> {
     lines: bool,
 }
 
+#[cfg(feature = "eval-plots")]
 const LOG_FLOOR: f64 = 1e-4;
 
+#[cfg(feature = "eval-plots")]
 fn draw(path: &Path, c: &Chart, names: &[&str], series: &[(&str, Vec<(f64, f64)>)]) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let pts = series.iter().flat_map(|(_, p)| p.iter().copied());
@@ -95,10 +103,24 @@ fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or("–".into(), f)
 }
 
-/// Write `README.md` and the charts into `dir`; returns the files written.
+/// Write `README.md` and the charts (with `eval-plots`) into `dir`; returns the files written.
 pub fn write(dir: &Path, results: &[SetResult], meta: &ReportMeta) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let names = strategy_names(results);
+    #[cfg(feature = "eval-plots")]
+    let mut files = charts(dir, results, &names)?;
+    #[cfg(not(feature = "eval-plots"))]
+    let mut files = Vec::new();
+
+    let md = dir.join("README.md");
+    std::fs::write(&md, markdown(results, meta, &names)).map_err(|e| format!("{}: {e}", md.display()))?;
+    files.push(md);
+    Ok(files)
+}
+
+/// The three SVG charts, written into `dir`.
+#[cfg(feature = "eval-plots")]
+fn charts(dir: &Path, results: &[SetResult], names: &[&'static str]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
 
     // Quality against tokens kept: one point per strategy and set.
@@ -152,10 +174,6 @@ pub fn write(dir: &Path, results: &[SetResult], meta: &ReportMeta) -> Result<Vec
     let kl_series: Vec<_> = per_turn(&|t| t.vs_full.map(|c| c.kl), true).into_iter().filter(|(n, _)| *n != "full").collect();
     draw(&kp, &chart, &names, &kl_series)?;
     files.push(kp);
-
-    let md = dir.join("README.md");
-    std::fs::write(&md, markdown(results, meta, &names)).map_err(|e| format!("{}: {e}", md.display()))?;
-    files.push(md);
     Ok(files)
 }
 
@@ -247,7 +265,11 @@ fn markdown(results: &[SetResult], meta: &ReportMeta, names: &[&str]) -> String 
             o.seconds
         );
     }
-    let _ = writeln!(m, "\n![quality vs kept](quality-vs-kept.svg)\n\n![time per turn](time-per-turn.svg)\n\n![KL per turn](kl-per-turn.svg)\n");
+    if cfg!(feature = "eval-plots") {
+        let _ = writeln!(m, "\n![quality vs kept](quality-vs-kept.svg)\n\n![time per turn](time-per-turn.svg)\n\n![KL per turn](kl-per-turn.svg)\n");
+    } else {
+        let _ = writeln!(m);
+    }
     for r in results {
         let _ = writeln!(m, "## {}\n", r.name);
         if !r.description.is_empty() {

