@@ -110,6 +110,7 @@ fn streaming_side_endpoints_and_auth() {
     let r = request(&s.addr, "GET", "/v1/models", &[], b"");
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.body.contains("API key"));
+    assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["error"]["type"], "authentication_error", "{}", r.body);
     let r = request(&s.addr, "GET", "/v1/models", &[("x-api-key", "sekrit")], b"");
     assert_eq!(r.status, 200);
     let v: Value = serde_json::from_str(&r.body).unwrap();
@@ -174,7 +175,11 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
             let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("{name}: error body is not JSON: {}", r.body));
             let msg = v["error"]["message"].as_str().unwrap_or_else(|| panic!("{name}: no error.message: {v}"));
             assert!(msg.contains(needle), "{name}: {msg}");
-            assert!(v["error"]["type"].as_str().is_some(), "{name}");
+            let want_type = match (*want, path.starts_with("/v1/messages")) {
+                (404, _) => "not_found_error",
+                (_, _) => "invalid_request_error",
+            };
+            assert_eq!(v["error"]["type"], want_type, "{name}: {v}");
             if path.starts_with("/v1/messages") {
                 assert_eq!(v["type"], "error", "{name}: Anthropic's error shape");
             }
@@ -183,6 +188,7 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
     let r = request(&s.addr, "POST", "/v1/chat/completions", &[], json!({"messages":[{"role":"user","content": long}]}).to_string().as_bytes());
     let v: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["error"]["code"], "context_length_exceeded");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
     assert_eq!(v["error"]["n_ctx"], 256);
     assert!(v["error"]["n_prompt_tokens"].as_u64().unwrap() > 256);
     // CORS is off: a web page on another origin gets no permission to read
@@ -243,6 +249,7 @@ fn slots_keep_their_conversations_and_a_full_queue_says_503() {
     assert!(!busy.is_empty(), "no request was refused with 7 at once");
     assert!(replies.iter().filter(|r| r.status == 200).count() >= 3, "the slots and the queue should serve at least 3");
     assert!(busy[0].body.contains("busy"), "{}", busy[0].body);
+    assert_eq!(serde_json::from_str::<Value>(&busy[0].body).unwrap()["error"]["type"], "unavailable_error", "{}", busy[0].body);
     assert_eq!(s.get("/health").0, 200);
 }
 
