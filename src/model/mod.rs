@@ -42,6 +42,15 @@ impl Default for LoadOptions {
     }
 }
 
+/// Memory the system can still give (Linux `MemAvailable`); `None` where
+/// it cannot be read.
+pub fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// How long `--rpc` waits for a server's handshake.
 const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -122,7 +131,7 @@ impl Model {
             .iter()
             .filter(|s| matches!(s.placement, Placement::Upload(_)) && offload.device_of_weight(&s.name).is_none())
             .filter_map(|s| file.tensor(&s.source)).map(|t| t.nbytes).sum();
-        if let Some(avail) = crate::session::available_memory().filter(|&a| copied > a) {
+        if let Some(avail) = available_memory().filter(|&a| copied > a) {
             let why = if opts.no_mmap { "read into memory with --no-mmap" } else { "copied into repacked layouts; --no-repack maps them from the file instead" };
             return Err(model_err(format!(
                 "its weights need {} MiB of memory ({why}), but {} MiB are available",

@@ -37,15 +37,6 @@ pub struct Session {
     generating: bool,
 }
 
-/// Memory the system can still give (Linux `MemAvailable`); `None` where
-/// it cannot be read.
-pub(crate) fn available_memory() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// The sliding-window layers' own pool, when the model has such layers and
 /// their window plus a micro-batch (rounded up as attention pads) is smaller
 /// than the context; llama.cpp sizes its sliding-window cache the same way.
@@ -99,7 +90,7 @@ impl Session {
             })
             .sum();
         let need = (cfg.type_k.row_bytes(kv_elems as u64).unwrap_or(0) + cfg.type_v.row_bytes(kv_elems as u64).unwrap_or(0)) as u128 * rows;
-        if let Some(avail) = available_memory().filter(|&a| need > a as u128) {
+        if let Some(avail) = crate::model::available_memory().filter(|&a| need > a as u128) {
             return Err(KvError::OutOfMemory { cells: cfg.n_ctx, need_mib: (need >> 20) as u64, avail_mib: avail >> 20 }.into());
         }
         let runner = Runner::new(&model, cfg.n_threads)?;
