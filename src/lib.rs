@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod context;
 pub mod error;
 pub mod eval;
 pub mod ggml;

@@ -9,10 +9,10 @@
 //! the same history are cut the same way and keep hitting the cache: the
 //! pruned request meets the cache as a subconscious hit, what stays is
 //! reused in place, nothing is recomputed.
+use crate::context::parts::find_blocks;
+use crate::context::policy::{focus_words, DecachePolicy};
+use crate::context::segments::{Line, SegmentKind, Segments};
 use crate::kv::Pos;
-use crate::session::parts::find_blocks;
-use crate::session::policy::{focus_words, DecachePolicy};
-use crate::session::segments::{Line, SegmentKind, Segments};
 use crate::tokenizer::ChatMessage;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};

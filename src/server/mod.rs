@@ -41,7 +41,7 @@ pub struct ServerOptions {
     /// Prune requests that pass the decache watermark (on unless `--no-auto-compaction`).
     pub auto_compaction: bool,
     /// The policy auto-compaction prunes by.
-    pub policy: crate::session::policy::DecachePolicy,
+    pub policy: crate::context::policy::DecachePolicy,
     /// Quiet time after which a stream gets a `: keep-alive` comment (long prefills).
     pub keep_alive: std::time::Duration,
 }

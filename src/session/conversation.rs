@@ -2,10 +2,10 @@
 //! template and appended as segments, replies generated, and stale context
 //! forgotten in place when the cache nears its watermark. The CLI's chat,
 //! the server and the agent drive this; it returns data and events only.
-use super::parts::{find_parts, token_lines};
-use super::policy::{focus_words, DecachePolicy, Reason};
-use super::segments::{Line, Segment, SegmentKind, Segments};
 use super::{GenerateEvent, GenerateOptions, Generation, PositionPolicy, Session};
+use crate::context::parts::{find_parts, token_lines};
+use crate::context::policy::{focus_words, DecachePolicy, Reason};
+use crate::context::segments::{Line, Segment, SegmentKind, Segments};
 use crate::error::{Error, Result};
 use crate::kv::Pos;
 use crate::tokenizer::{ChatMessage, ChatTemplate};
