@@ -3,7 +3,7 @@
 //! forgotten in place when the cache nears its watermark. The CLI's chat,
 //! the server and the agent drive this; it returns data and events only.
 use super::{GenerateEvent, GenerateOptions, Generation, PositionPolicy, Session};
-use crate::context::parts::{find_parts, token_lines};
+use crate::context::parts::{join, message_layout, message_lines, Span, Units};
 use crate::context::policy::{focus_words, DecachePolicy, Reason};
 use crate::context::segments::{Line, Segment, SegmentKind, Segments};
 use crate::error::{Error, Result};
@@ -224,21 +224,11 @@ impl Conversation {
     fn record(&mut self, kind: SegmentKind, p0: Pos, toks: &[u32]) {
         let tok = &self.session.model().tokenizer;
         let pieces: Vec<Vec<u8>> = toks.iter().map(|&t| tok.token_to_piece(t, true)).collect();
-        let splittable = !matches!(kind, SegmentKind::System | SegmentKind::SystemReminder { .. } | SegmentKind::Thinking);
-        let parts = if splittable { find_parts(&pieces) } else { Vec::new() };
-        let mut spans: Vec<(SegmentKind, usize, usize)> = Vec::new();
-        let mut at = 0;
-        for part in parts {
-            if part.t0 > at {
-                spans.push((kind.clone(), at, part.t0));
-            }
-            at = part.t1;
-            spans.push((part.kind, part.t0, part.t1));
-        }
-        if at < toks.len() || spans.is_empty() {
-            spans.push((kind, at, toks.len()));
-        }
-        for (k, t0, t1) in spans {
+        let (text, starts) = join(&pieces);
+        let units = Units::Tokens(&starts);
+        let whole = matches!(kind, SegmentKind::System | SegmentKind::SystemReminder { .. } | SegmentKind::Thinking);
+        for Span { block, a: t0, b: t1 } in message_layout(&text, units, whole) {
+            let k = block.unwrap_or_else(|| kind.clone());
             let with_lines = matches!(k, SegmentKind::PastedLog | SegmentKind::CommandOutput { .. } | SegmentKind::SearchResult);
             if self.session.recording() {
                 let v = serde_json::json!({"note": "segment", "kind": k, "turn": self.turn, "p0": p0 + t0 as Pos, "p1": p0 + t1 as Pos});
@@ -246,9 +236,9 @@ impl Conversation {
             }
             let id = self.segments.push(k, self.turn, p0 + t0 as Pos, p0 + t1 as Pos);
             if with_lines {
-                let lines = token_lines(&pieces[t0..t1])
+                let lines = message_lines(&text, units, t0, t1)
                     .into_iter()
-                    .map(|l| Line { p0: p0 + (t0 + l.t0) as Pos, p1: p0 + (t0 + l.t1) as Pos, text: l.text })
+                    .map(|l| Line { p0: p0 + l.a as Pos, p1: p0 + l.b as Pos, text: l.text })
                     .collect();
                 self.segments.set_lines(id, lines);
             }
