@@ -81,7 +81,7 @@ fn a_reminder_inside_a_message_is_its_own_segment_and_forgetting_it_matches_llam
 fn render(c: &Conversation) -> String {
     let tok = &c.session.model().tokenizer;
     let t = ChatTemplate::new(tok.chat_template().unwrap()).unwrap();
-    t.render(c.messages(), false, "", "").unwrap()
+    t.render(c.messages(), false).unwrap()
 }
 
 #[test]

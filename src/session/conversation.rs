@@ -84,8 +84,6 @@ pub struct Conversation {
     /// The template's rendering of `messages` (what the cache holds).
     rendered: String,
     turn: u32,
-    bos: String,
-    eos: String,
     /// Where the last reply starts (position, and length of `rendered`
     /// before it), while it is the newest message: what `/regen` cuts.
     last_reply: Option<(Pos, usize)>,
@@ -94,10 +92,10 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// A conversation over `session`; `template` renders with the BOS and
+    /// EOS pieces of the session's vocabulary.
     pub fn new(session: Session, template: ChatTemplate, policy: DecachePolicy) -> Conversation {
-        let tok = &session.model().tokenizer;
-        let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default();
-        let (bos, eos) = (piece(tok.bos()), piece(tok.eos()));
+        let template = template.with_vocab(&session.model().tokenizer);
         Conversation {
             session,
             segments: Segments::default(),
@@ -108,8 +106,6 @@ impl Conversation {
             messages: Vec::new(),
             rendered: String::new(),
             turn: 0,
-            bos,
-            eos,
             last_reply: None,
             question: String::new(),
         }
@@ -131,7 +127,7 @@ impl Conversation {
     /// is `next_pos`: this template renders its messages to its text, and
     /// its segments lie inside the cache.
     pub(super) fn check_state(&self, st: &ConversationState, next_pos: Pos) -> Result<()> {
-        let again = self.template.render(&st.messages, false, &self.bos, &self.eos)?;
+        let again = self.template.render(&st.messages, false)?;
         if again != st.rendered {
             return Err(Error::InvalidArgument(
                 "the saved messages render differently with this chat template (saved with another template?)".into(),
@@ -178,7 +174,7 @@ impl Conversation {
     fn delta(&self, extra: Option<&ChatMessage>, generation_prompt: bool) -> Result<String> {
         let mut msgs = self.messages.clone();
         msgs.extend(extra.cloned());
-        let full = self.template.render(&msgs, generation_prompt, &self.bos, &self.eos)?;
+        let full = self.template.render(&msgs, generation_prompt)?;
         full.strip_prefix(self.rendered.as_str()).map(str::to_string).ok_or_else(|| {
             Error::Context("the chat template re-rendered earlier messages differently (it is not append-only)".into())
         })
