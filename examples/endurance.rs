@@ -12,11 +12,11 @@
 //! resident and peak memory: on an endless session both must stay flat.
 //!
 //!     make endurance        (or: cargo run --release --example endurance -- --help)
+use decache::context::policy::DecachePolicy;
+use decache::context::segments::SegmentKind;
 use decache::model::{LoadOptions, Model};
 use decache::sampling::SamplingParams;
 use decache::session::conversation::Conversation;
-use decache::session::policy::DecachePolicy;
-use decache::session::segments::SegmentKind;
 use decache::session::{GenerateOptions, Session, SessionConfig};
 use decache::tokenizer::ChatTemplate;
 use rand::{Rng, SeedableRng};

@@ -10,6 +10,7 @@
 #[cfg(feature = "agent")]
 pub mod agent;
 pub mod bench;
+pub mod context;
 pub mod error;
 pub mod eval;
 pub mod ggml;

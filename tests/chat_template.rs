@@ -29,7 +29,9 @@ fn smollm2_template() -> String {
 fn smollm2_template_renders_chatml() {
     let t = ChatTemplate::new(&smollm2_template()).unwrap();
     let out = t
-        .render(&conversation(), true, "<|im_start|>", "<|im_end|>")
+        .clone()
+        .with_pieces("<|im_start|>", "<|im_end|>")
+        .render(&conversation(), true)
         .unwrap();
     assert_eq!(
         out,
@@ -42,14 +44,14 @@ fn smollm2_template_renders_chatml() {
     // The same conversation through the built-in ChatML fallback.
     assert_eq!(
         ChatTemplate::chatml()
-            .render(&conversation(), true, "", "")
+            .render(&conversation(), true)
             .unwrap(),
         out
     );
 
     // Without a system message the template supplies its own.
     let out = t
-        .render(&[ChatMessage::new("user", "hi")], false, "", "")
+        .render(&[ChatMessage::new("user", "hi")], false)
         .unwrap();
     assert_eq!(
         out,
@@ -70,7 +72,7 @@ fn python_methods_render() {
         ChatMessage::new("user", " /run tests now"),
     ];
     assert_eq!(
-        t.render(&msgs, false, "", "").unwrap(),
+        t.render(&msgs, false).unwrap(),
         "USER: hello  world|2\n[cmd run]\n"
     );
 
@@ -79,7 +81,7 @@ fn python_methods_render() {
 {{ '{}-{}'.format(1, 2) }} {{ 'a b'.title() }}";
     let out = ChatTemplate::new(src)
         .unwrap()
-        .render(&[], false, "", "")
+        .render(&[], false)
         .unwrap();
     assert_eq!(out, "a|b||c yes x . k=1 2 1-2 A B");
 }
@@ -88,22 +90,22 @@ fn python_methods_render() {
 fn hugging_face_features_render() {
     // trim_blocks + lstrip_blocks, namespace, loop variables, bos_token.
     let src = "{{ bos_token }}\n{% set ns = namespace(n=0) %}\n{% for m in messages %}\n    {% set ns.n = ns.n + 1 %}\n{{ loop.index }}:{{ m.role }}\n{% endfor %}\n{{ ns.n }}{% if add_generation_prompt %}+{% endif %}";
-    let t = ChatTemplate::new(src).unwrap();
+    let t = ChatTemplate::new(src).unwrap().with_pieces("<s>", "</s>");
     assert_eq!(
-        t.render(&conversation(), true, "<s>", "</s>").unwrap(),
+        t.render(&conversation(), true).unwrap(),
         "<s>\n1:system\n2:user\n3:assistant\n4:user\n4+"
     );
 
     // tojson like Python's json.dumps(ensure_ascii=False).
     let t = ChatTemplate::new("{{ messages[1]|tojson }}").unwrap();
     assert_eq!(
-        t.render(&conversation(), false, "", "").unwrap(),
+        t.render(&conversation(), false).unwrap(),
         "{\"role\": \"user\", \"content\": \"What is 2+2?\"}"
     );
 
     // strftime_now gives a date in the requested format.
     let t = ChatTemplate::new("{{ strftime_now('%Y-%m-%d') }}").unwrap();
-    let out = t.render(&[], false, "", "").unwrap();
+    let out = t.render(&[], false).unwrap();
     assert!(
         out.len() == 10 && out.as_bytes()[4] == b'-' && out[..4].parse::<u32>().unwrap() >= 2024,
         "{out}"
@@ -130,18 +132,18 @@ fn broken_templates_give_errors_not_panics() {
     // Errors at render time: raise_exception, unknown filters, bad calls.
     let t = ChatTemplate::new("{% if messages[0].role != 'system' %}{{ raise_exception('first message must be system') }}{% endif %}").unwrap();
     let e = t
-        .render(&[ChatMessage::new("user", "x")], false, "", "")
+        .render(&[ChatMessage::new("user", "x")], false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("first message must be system"), "{e}");
     let t = ChatTemplate::new("{{ messages|no_such_filter }}").unwrap_or_else(|e| panic!("{e}"));
-    let e = t.render(&[], false, "", "");
+    let e = t.render(&[], false);
     assert!(
         matches!(&e, Err(TokenizerError::Template(m)) if m.contains("no_such_filter") || m.contains("unknown filter")),
         "{e:?}"
     );
     let t = ChatTemplate::new("{{ messages[5].content.strip() }}").unwrap();
-    assert!(t.render(&conversation(), false, "", "").is_err());
+    assert!(t.render(&conversation(), false).is_err());
 }
 
 #[test]
@@ -152,8 +154,8 @@ fn gemma3_without_a_template_gets_gemma_turns() {
     let file = GgufFile::open(&path, false).unwrap();
     let tok = Tokenizer::from_spec(VocabSpec::from_gguf(&file).unwrap()).unwrap();
     assert!(tok.chat_template().is_none(), "the file now has a template: test it instead");
-    let t = ChatTemplate::default_for("gemma3");
-    let out = t.render(&conversation(), true, "<bos>", "<eos>").unwrap();
+    let t = ChatTemplate::default_for("gemma3").with_pieces("<bos>", "<eos>");
+    let out = t.render(&conversation(), true).unwrap();
     assert_eq!(
         out,
         "<start_of_turn>user\nYou are a terse assistant.\n\nWhat is 2+2?<end_of_turn>\n\
@@ -168,7 +170,7 @@ fn hostile_templates_stop_with_errors_in_bounded_time() {
     let render = |src: &str| -> String {
         let t = ChatTemplate::new(src).unwrap_or_else(|e| panic!("{src}: {e}"));
         let t0 = std::time::Instant::now();
-        let r = t.render(&conversation(), true, "", "");
+        let r = t.render(&conversation(), true);
         let took = t0.elapsed();
         assert!(took < std::time::Duration::from_secs(20), "{src}: took {took:?}");
         match r {
@@ -194,6 +196,6 @@ fn long_conversations_stay_within_the_template_step_budget() {
     let t = ChatTemplate::new(&smollm2_template()).unwrap();
     let msgs: Vec<ChatMessage> =
         (0..20_000).map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, format!("message {i}"))).collect();
-    let out = t.render(&msgs, true, "", "").unwrap();
+    let out = t.render(&msgs, true).unwrap();
     assert!(out.contains("message 19999") && out.ends_with("<|im_start|>assistant\n"));
 }

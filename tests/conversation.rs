@@ -2,11 +2,11 @@
 //! context limit: reminders, file reads and passing logs are forgotten in
 //! place by meaning, the system prompt stays, and every deletion is reported.
 mod common;
+use decache::context::policy::{DecachePolicy, Reason};
+use decache::context::segments::SegmentKind;
 use decache::model::{LoadOptions, Model};
 use decache::sampling::SamplingParams;
 use decache::session::conversation::Conversation;
-use decache::session::policy::{DecachePolicy, Reason};
-use decache::session::segments::SegmentKind;
 use decache::session::{GenerateOptions, Session, SessionConfig};
 use decache::tokenizer::ChatTemplate;
 use std::collections::BTreeMap;

@@ -5,12 +5,12 @@
 //! the cache as if it had never been.
 mod common;
 use common::*;
+use decache::context::policy::{DecachePolicy, Reason};
+use decache::context::segments::SegmentKind;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::model::{LoadOptions, Model};
 use decache::sampling::SamplingParams;
 use decache::session::conversation::Conversation;
-use decache::session::policy::{DecachePolicy, Reason};
-use decache::session::segments::SegmentKind;
 use decache::session::{GenerateEvent, GenerateOptions, Session, SessionConfig};
 use decache::tokenizer::ChatTemplate;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ fn a_reminder_inside_a_message_is_its_own_segment_and_forgetting_it_matches_llam
 fn render(c: &Conversation) -> String {
     let tok = &c.session.model().tokenizer;
     let t = ChatTemplate::new(tok.chat_template().unwrap()).unwrap();
-    t.render(c.messages(), false, "", "").unwrap()
+    t.render(c.messages(), false).unwrap()
 }
 
 #[test]

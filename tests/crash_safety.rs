@@ -12,10 +12,10 @@
 mod common;
 #[path = "common/http.rs"]
 mod http;
+use decache::context::policy::DecachePolicy;
+use decache::context::segments::SegmentKind;
 use decache::model::{LoadOptions, Model};
 use decache::session::conversation::Conversation;
-use decache::session::policy::DecachePolicy;
-use decache::session::segments::SegmentKind;
 use decache::session::{Session, SessionConfig};
 use decache::tokenizer::ChatTemplate;
 use std::io::{Read, Write};

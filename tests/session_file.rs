@@ -5,12 +5,12 @@
 //! conversation that refused them is unchanged.
 mod common;
 use common::*;
+use decache::context::policy::{DecachePolicy, Reason};
+use decache::context::segments::SegmentKind;
 use decache::ggml::GgmlType;
 use decache::model::{LoadOptions, Model};
 use decache::sampling::SamplingParams;
 use decache::session::conversation::Conversation;
-use decache::session::policy::{DecachePolicy, Reason};
-use decache::session::segments::SegmentKind;
 use decache::session::{GenerateOptions, Session, SessionConfig};
 use decache::tokenizer::ChatTemplate;
 use std::sync::Arc;

@@ -227,9 +227,9 @@ fn closing_gaps_is_exact_or_refused_and_reuse_falls_back() {
 
 #[test]
 fn a_conversation_saved_with_its_pool_goes_on_the_same_and_needs_the_same_pool() {
+    use decache::context::policy::DecachePolicy;
+    use decache::context::segments::SegmentKind;
     use decache::session::conversation::Conversation;
-    use decache::session::policy::DecachePolicy;
-    use decache::session::segments::SegmentKind;
     use decache::tokenizer::ChatTemplate;
     let model = Arc::new(Model::load(&gemma3(), &LoadOptions::default()).unwrap());
     let conversation = |swa_full: bool| {

@@ -57,11 +57,11 @@ pub fn tokenizer(data: &[u8]) {
 pub fn chat_template(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (src, rest) = text.split_once('\0').unwrap_or((&text, ""));
-    let Ok(t) = ChatTemplate::new(src) else { return };
+    let Ok(t) = ChatTemplate::new(src).map(|t| t.with_pieces("<s>", "</s>")) else { return };
     let roles = ["system", "user", "assistant", "tool", "{{", "\u{0}"];
     let msgs: Vec<ChatMessage> =
         rest.split('\u{1}').enumerate().map(|(i, c)| ChatMessage::new(roles[i % roles.len()], c)).collect();
-    let _ = t.render(&msgs, true, "<s>", "</s>");
+    let _ = t.render(&msgs, true);
 }
 
 /// Transcript reading: arbitrary bytes as a transcript file, every entry read.
@@ -126,6 +126,6 @@ pub fn http_body(data: &[u8]) {
         }
     };
     if let Some(p) = prompt {
-        let _ = template().render_with_tools(&p.messages, (!p.tools.is_empty()).then_some(&p.tools[..]), true, "", "");
+        let _ = template().render_with_tools(&p.messages, (!p.tools.is_empty()).then_some(&p.tools[..]), true);
     }
 }

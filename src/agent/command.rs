@@ -7,7 +7,7 @@
 use super::sweep;
 use super::tools::{arg_str, opt_u64, Limits, ToolError, ToolOutput};
 use super::workspace::Workspace;
-use crate::session::segments::SegmentKind;
+use crate::context::segments::SegmentKind;
 use serde_json::Value;
 use std::io::Read;
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! project folder only.
 use super::tools::{arg_str, opt_str, opt_u64, Limits, ToolError, ToolOutput};
 use super::workspace::Workspace;
-use crate::session::segments::SegmentKind;
+use crate::context::segments::SegmentKind;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;

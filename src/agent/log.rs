@@ -12,8 +12,8 @@
 //! A line that does not parse is an error naming the file and line, except
 //! a last line cut short (the writer was killed mid-write), which is skipped.
 use super::tools::Todo;
+use crate::context::segments::SegmentKind;
 use crate::session::conversation::DecacheEvent;
-use crate::session::segments::SegmentKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::Write;

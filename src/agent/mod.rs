@@ -15,10 +15,10 @@ pub mod sweep;
 pub mod tools;
 pub mod workspace;
 
+use crate::context::policy::Reason;
+use crate::context::segments::SegmentKind;
 use crate::error::Result;
 use crate::session::conversation::{Conversation, DecacheEvent};
-use crate::session::policy::Reason;
-use crate::session::segments::SegmentKind;
 use crate::session::{GenerateEvent, GenerateOptions};
 use crate::toolcall::{self, ToolCall};
 use hooks::{AgentFile, When};

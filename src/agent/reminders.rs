@@ -2,7 +2,7 @@
 //! task list, and a caution after each file read. Each is a
 //! `<system-reminder>` block; copies of the same reminder share a key (its
 //! first line), so only the newest copy needs to stay in the context.
-use crate::session::parts::reminder_key;
+use crate::context::parts::reminder_key;
 
 /// A reminder block and its key.
 pub struct Reminder {
@@ -35,8 +35,8 @@ pub fn after_read() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::parts::find_blocks;
-    use crate::session::segments::SegmentKind;
+    use crate::context::parts::find_blocks;
+    use crate::context::segments::SegmentKind;
 
     #[test]
     fn reminders_are_blocks_whose_copies_share_a_key() {

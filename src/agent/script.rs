@@ -3,9 +3,9 @@
 //! they go through the same conversation, so every token is evaluated into
 //! the cache and decached like a real reply.
 use super::Responder;
+use crate::context::segments::SegmentKind;
 use crate::error::{Error, Result};
 use crate::session::conversation::{Conversation, DecacheEvent};
-use crate::session::segments::SegmentKind;
 use std::collections::VecDeque;
 use std::path::Path;
 

@@ -5,7 +5,7 @@
 use super::command::run_command;
 use super::files;
 use super::workspace::Workspace;
-use crate::session::segments::SegmentKind;
+use crate::context::segments::SegmentKind;
 use crate::toolcall::ToolCall;
 use serde_json::{json, Value};
 use std::path::PathBuf;

@@ -132,8 +132,7 @@ pub fn replay(
     min_chunk: usize,
 ) -> Result<Vec<ReplayTurn>> {
     let tok = &model.tokenizer;
-    let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default();
-    let (bos, eos) = (piece(tok.bos()), piece(tok.eos()));
+    let template = template.clone().with_vocab(tok);
     let mut sub = Session::new(model.clone(), cfg.clone())?;
     let mut pre = Session::new(model.clone(), cfg.clone())?;
     let mut llama = match oracle {
@@ -145,7 +144,7 @@ pub fn replay(
     };
     let mut out = Vec::new();
     for (i, msgs) in requests.iter().enumerate() {
-        let text = template.render(msgs, true, &bos, &eos)?;
+        let text = template.render(msgs, true)?;
         let tokens = tok.encode(&text, false, true)?;
         if tokens.len() >= cfg.n_ctx {
             return Err(Error::InvalidArgument(format!("turn {}: {} tokens do not fit {} cells", i + 1, tokens.len(), cfg.n_ctx)));

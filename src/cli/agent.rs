@@ -267,7 +267,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
         let mut ui = TermUi::new(None);
         agent.resume(r, &mut ui)?;
         let torn = if r.torn { " (its last line was cut short and skipped)" } else { "" };
-        let n = r.messages.iter().filter(|m| m.kind != decache::session::segments::SegmentKind::System).count();
+        let n = r.messages.iter().filter(|m| m.kind != decache::context::segments::SegmentKind::System).count();
         eprintln!("{}", format!("resumed {n} messages from {}{torn}", p.display()).dim());
     }
 

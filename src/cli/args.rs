@@ -215,14 +215,14 @@ pub struct DecacheArgs {
 
 impl DecacheArgs {
     /// The policy the flags give (checked: 0 < to < at <= 100).
-    pub fn policy(&self) -> Result<decache::session::policy::DecachePolicy, decache::Error> {
+    pub fn policy(&self) -> Result<decache::context::policy::DecachePolicy, decache::Error> {
         if !(0.0 < self.decache_to && self.decache_to < self.decache_at && self.decache_at <= 100.0) {
             return Err(decache::Error::InvalidArgument(format!(
                 "--decache-to {} and --decache-at {}: need 0 < to < at <= 100",
                 self.decache_to, self.decache_at
             )));
         }
-        Ok(decache::session::policy::DecachePolicy {
+        Ok(decache::context::policy::DecachePolicy {
             at: self.decache_at / 100.0,
             to: self.decache_to / 100.0,
             ..Default::default()

@@ -13,7 +13,7 @@ pub fn run(a: &BenchArgs, model: &Arc<Model>, threads: usize) -> Result<(), deca
     let template = chat_template(&model, None)?;
     let requests = agent_requests(a.turns, a.window);
     // A cache big enough for the longest request, as a server would be given.
-    let longest = requests.last().map(|m| template.render(m, true, "", "")).transpose()?.map_or(0, |t| t.len());
+    let longest = requests.last().map(|m| template.render(m, true)).transpose()?.map_or(0, |t| t.len());
     let n_ctx = a.ctx_size.max((longest / 2).next_multiple_of(1024));
     let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, swa_full: a.swa_full, ..SessionConfig::default() };
     let oracle = if a.llama { Some(super::bench::load_oracle(a, model)?) } else { None };

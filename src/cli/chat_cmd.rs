@@ -4,9 +4,9 @@
 //! `/read`). The conversation does the work; these parse and render.
 use super::args::read_prompt_file;
 use crossterm::style::Stylize;
+use decache::context::policy::Reason;
+use decache::context::segments::{Segment, SegmentKind};
 use decache::session::conversation::{Conversation, DecacheEvent};
-use decache::session::policy::Reason;
-use decache::session::segments::{Segment, SegmentKind};
 use decache::session::{GenerateOptions, PositionPolicy};
 use decache::Error;
 use std::path::PathBuf;

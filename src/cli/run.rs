@@ -51,16 +51,18 @@ pub struct RunArgs {
 }
 
 /// The chat template to use: the override file, the model's, or the
-/// family's own format (ChatML unless the architecture has another).
+/// family's own format (ChatML unless the architecture has another), with
+/// the model's BOS and EOS pieces.
 pub fn chat_template(model: &decache::model::Model, file: Option<&PathBuf>) -> Result<ChatTemplate, decache::Error> {
     if let Some(f) = file {
         let src = read_prompt_file(f)?;
-        return Ok(ChatTemplate::new(&src)?);
+        return Ok(ChatTemplate::new(&src)?.with_vocab(&model.tokenizer));
     }
-    match model.tokenizer.chat_template() {
-        Some(src) => Ok(ChatTemplate::new(src)?),
-        None => Ok(ChatTemplate::default_for(model.arch.name())),
-    }
+    let t = match model.tokenizer.chat_template() {
+        Some(src) => ChatTemplate::new(src)?,
+        None => ChatTemplate::default_for(model.arch.name()),
+    };
+    Ok(t.with_vocab(&model.tokenizer))
 }
 
 pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
@@ -78,8 +80,7 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
             msgs.push(ChatMessage::new("system", s.clone()));
         }
         msgs.push(ChatMessage::new("user", text));
-        let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default();
-        tmpl.render(&msgs, true, &piece(tok.bos()), &piece(tok.eos()))?
+        tmpl.render(&msgs, true)?
     } else {
         text
     };

@@ -30,8 +30,6 @@ pub struct Script {
     /// Tokens of the reference answer (the last span).
     pub n_answer: usize,
     template: ChatTemplate,
-    bos: String,
-    eos: String,
     /// The set's first message when it is a system message (compaction
     /// restarts from it).
     system: Option<ChatMessage>,
@@ -39,14 +37,11 @@ pub struct Script {
 
 impl Script {
     pub fn build(set: &EvalSet, tok: &Tokenizer, template: &ChatTemplate) -> Result<Script, String> {
-        let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default();
         let mut s = Script {
             spans: Vec::new(),
             n_turns: set.question_turn(),
             n_answer: 0,
-            template: template.clone(),
-            bos: piece(tok.bos()),
-            eos: piece(tok.eos()),
+            template: template.clone().with_vocab(tok),
             system: set.turns[0].messages.first().filter(|m| m.role == "system").map(|m| ChatMessage::new("system", m.content())),
         };
         let mut msgs: Vec<ChatMessage> = Vec::new();
@@ -97,7 +92,7 @@ impl Script {
     }
 
     fn render(&self, msgs: &[ChatMessage], generation_prompt: bool) -> Result<String, String> {
-        self.template.render(msgs, generation_prompt, &self.bos, &self.eos).map_err(|e| e.to_string())
+        self.template.render(msgs, generation_prompt).map_err(|e| e.to_string())
     }
 
     /// The tokens evaluated in turn `t`, in order.

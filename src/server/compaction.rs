@@ -9,10 +9,10 @@
 //! the same history are cut the same way and keep hitting the cache: the
 //! pruned request meets the cache as a subconscious hit, what stays is
 //! reused in place, nothing is recomputed.
+use crate::context::parts::{message_layout, message_lines, Span, Units};
+use crate::context::policy::{focus_words, DecachePolicy};
+use crate::context::segments::{Line, SegmentKind, Segments};
 use crate::kv::Pos;
-use crate::session::parts::find_blocks;
-use crate::session::policy::{focus_words, DecachePolicy};
-use crate::session::segments::{Line, SegmentKind, Segments};
 use crate::tokenizer::ChatMessage;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -126,17 +126,6 @@ fn apply(text: &str, cuts: &[Cut]) -> String {
     out
 }
 
-/// Byte ranges of the lines of `text[a..b]`, each with its `\n`.
-fn line_ranges(text: &str, a: usize, b: usize) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut at = a;
-    for l in text[a..b].split_inclusive('\n') {
-        out.push((at, at + l.len()));
-        at += l.len();
-    }
-    out
-}
-
 /// A piece of one message as the policy sees it: a block, or the text
 /// between blocks, with its lines when it is a log.
 struct Piece {
@@ -165,39 +154,26 @@ fn layout(msgs: &[ChatMessage], count: &dyn Fn(&str) -> usize, paste_keep: usize
     let mut question = String::new();
     for (i, m) in msgs.iter().enumerate() {
         let text = m.content.as_str();
-        let blocks = if m.role == "system" { Vec::new() } else { find_blocks(text.as_bytes()) };
-        // The text between blocks, and the blocks, in order.
-        let mut spans: Vec<(Option<SegmentKind>, usize, usize)> = Vec::new();
-        let mut at = 0;
-        for b in blocks {
-            if b.a > at {
-                spans.push((None, at, b.a));
-            }
-            spans.push((Some(b.kind), b.a, b.b));
-            at = b.b;
-        }
-        if at < text.len() || spans.is_empty() {
-            spans.push((None, at, text.len()));
-        }
-        let body: String = spans.iter().filter(|s| s.0.is_none()).map(|s| &text[s.1..s.2]).collect();
+        let spans = message_layout(text.as_bytes(), Units::Bytes, m.role == "system");
+        let body: String = spans.iter().filter(|s| s.block.is_none()).map(|s| &text[s.a..s.b]).collect();
         let base = kind_of(&m.role, &body);
         if m.role == "user" && !body.trim().is_empty() {
             turn += 1;
             question = body.clone();
         }
         pos += FRAME as Pos;
-        for (kind, a, b) in spans {
-            let mut kind = kind.unwrap_or_else(|| base.clone());
+        for Span { block, a, b } in spans {
+            let mut kind = block.unwrap_or_else(|| base.clone());
             let logs = matches!(kind, SegmentKind::CommandOutput { .. } | SegmentKind::User);
-            let ranges = if logs { line_ranges(text, a, b) } else { Vec::new() };
-            let (n, lines) = if ranges.len() >= LONG_LINES {
+            let text_lines = if logs { message_lines(text.as_bytes(), Units::Bytes, a, b) } else { Vec::new() };
+            let (n, lines) = if text_lines.len() >= LONG_LINES {
                 let mut p = pos;
-                let lines: Vec<Line> = ranges
+                let lines: Vec<Line> = text_lines
                     .iter()
-                    .map(|&(x, y)| {
+                    .map(|l| {
                         let p0 = p;
-                        p += count(&text[x..y]) as Pos;
-                        Line { p0, p1: p, text: text[x..y].trim_end_matches('\n').to_string() }
+                        p += count(&text[l.a..l.b]) as Pos;
+                        Line { p0, p1: p, text: l.text.clone() }
                     })
                     .collect();
                 ((p - pos) as usize, lines)
@@ -215,7 +191,8 @@ fn layout(msgs: &[ChatMessage], count: &dyn Fn(&str) -> usize, paste_keep: usize
             let seg = segs.push(kind, turn, pos, pos + n as Pos);
             let keep_lines = !lines.is_empty();
             segs.set_lines(seg, lines);
-            pieces.push(Piece { msg: i, a, b, seg, lines: if keep_lines { ranges } else { Vec::new() } });
+            let ranges = if keep_lines { text_lines.iter().map(|l| (l.a, l.b)).collect() } else { Vec::new() };
+            pieces.push(Piece { msg: i, a, b, seg, lines: ranges });
             pos += n as Pos;
         }
     }
@@ -490,6 +467,5 @@ mod tests {
         assert_eq!(apply("abcdef", &bad), "adef");
         // Not on a character boundary: skipped rather than a panic.
         assert_eq!(apply("é!", &[Cut { a: 1, b: 2, with: String::new() }]), "é!");
-        assert_eq!(line_ranges("a\nbc\n\nd", 0, 7), vec![(0, 2), (2, 5), (5, 6), (6, 7)]);
     }
 }

@@ -41,7 +41,7 @@ pub struct ServerOptions {
     /// Prune requests that pass the decache watermark (on unless `--no-auto-compaction`).
     pub auto_compaction: bool,
     /// The policy auto-compaction prunes by.
-    pub policy: crate::session::policy::DecachePolicy,
+    pub policy: crate::context::policy::DecachePolicy,
     /// Quiet time after which a stream gets a `: keep-alive` comment (long prefills).
     pub keep_alive: std::time::Duration,
 }
@@ -51,7 +51,7 @@ pub struct AppState {
     pub opts: ServerOptions,
     compactor: compaction::Compactor,
     engine: OnceLock<Arc<Engine>>,
-    template: OnceLock<(ChatTemplate, String, String)>,
+    template: OnceLock<ChatTemplate>,
     started: Instant,
 }
 
@@ -68,11 +68,10 @@ impl AppState {
         })
     }
 
-    /// Make the server ready: the engine and the chat template to render with.
+    /// Make the server ready: the engine and the chat template to render
+    /// with (with the BOS and EOS pieces of the engine's vocabulary).
     pub fn set_ready(&self, engine: Arc<Engine>, template: ChatTemplate) {
-        let tok = &engine.model.tokenizer;
-        let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default();
-        let _ = self.template.set((template, piece(tok.bos()), piece(tok.eos())));
+        let _ = self.template.set(template.with_vocab(&engine.model.tokenizer));
         let _ = self.engine.set(engine);
     }
 
@@ -116,7 +115,7 @@ impl AppState {
         if tools.is_empty() {
             return Ok((messages, None));
         }
-        if self.template()?.0.renders_tools() {
+        if self.template()?.renders_tools() {
             return Ok((messages, Some(tools)));
         }
         let offer = tools::offer(&tools);
@@ -127,15 +126,14 @@ impl AppState {
         Ok((messages, None))
     }
 
-    fn template(&self) -> Result<&(ChatTemplate, String, String), ApiError> {
+    fn template(&self) -> Result<&ChatTemplate, ApiError> {
         self.template.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading"))
     }
 
     /// The chat template's rendering of `msgs` (and `tools` for a template
     /// that renders them), ready for the assistant to speak.
     fn render(&self, msgs: &[ChatMessage], tools: Option<&[serde_json::Value]>) -> Result<String, ApiError> {
-        let (t, bos, eos) = self.template()?;
-        t.render_with_tools(msgs, tools, true, bos, eos)
+        self.template()?.render_with_tools(msgs, tools, true)
             .map_err(|e| ApiError::bad_request(format!("the chat template failed on these messages: {e}")))
     }
 
@@ -213,7 +211,7 @@ async fn models(State(st): State<Arc<AppState>>) -> Response {
 
 async fn props(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let e = st.engine()?;
-    let tpl = st.template.get().map(|t| t.0.source().to_string());
+    let tpl = st.template.get().map(|t| t.source().to_string());
     Ok(Json(json!({
         "model_path": e.model.info.path,
         "n_ctx": e.n_ctx,

@@ -2,10 +2,10 @@
 //! template and appended as segments, replies generated, and stale context
 //! forgotten in place when the cache nears its watermark. The CLI's chat,
 //! the server and the agent drive this; it returns data and events only.
-use super::parts::{find_parts, token_lines};
-use super::policy::{focus_words, DecachePolicy, Reason};
-use super::segments::{Line, Segment, SegmentKind, Segments};
 use super::{Gap, GenerateEvent, GenerateOptions, Generation, PositionPolicy, Session};
+use crate::context::parts::{join, message_layout, message_lines, Span, Units};
+use crate::context::policy::{focus_words, DecachePolicy, Reason};
+use crate::context::segments::{Line, Segment, SegmentKind, Segments};
 use crate::error::{Error, Result};
 use crate::kv::Pos;
 use crate::tokenizer::{ChatMessage, ChatTemplate};
@@ -84,8 +84,6 @@ pub struct Conversation {
     /// The template's rendering of `messages` (what the cache holds).
     rendered: String,
     turn: u32,
-    bos: String,
-    eos: String,
     /// Where the last reply starts (position, and length of `rendered`
     /// before it), while it is the newest message: what `/regen` cuts.
     last_reply: Option<(Pos, usize)>,
@@ -94,10 +92,10 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// A conversation over `session`; `template` renders with the BOS and
+    /// EOS pieces of the session's vocabulary.
     pub fn new(session: Session, template: ChatTemplate, policy: DecachePolicy) -> Conversation {
-        let tok = &session.model().tokenizer;
-        let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default();
-        let (bos, eos) = (piece(tok.bos()), piece(tok.eos()));
+        let template = template.with_vocab(&session.model().tokenizer);
         Conversation {
             session,
             segments: Segments::default(),
@@ -108,8 +106,6 @@ impl Conversation {
             messages: Vec::new(),
             rendered: String::new(),
             turn: 0,
-            bos,
-            eos,
             last_reply: None,
             question: String::new(),
         }
@@ -131,7 +127,7 @@ impl Conversation {
     /// is `next_pos`: this template renders its messages to its text, and
     /// its segments lie inside the cache.
     pub(super) fn check_state(&self, st: &ConversationState, next_pos: Pos) -> Result<()> {
-        let again = self.template.render(&st.messages, false, &self.bos, &self.eos)?;
+        let again = self.template.render(&st.messages, false)?;
         if again != st.rendered {
             return Err(Error::InvalidArgument(
                 "the saved messages render differently with this chat template (saved with another template?)".into(),
@@ -178,7 +174,7 @@ impl Conversation {
     fn delta(&self, extra: Option<&ChatMessage>, generation_prompt: bool) -> Result<String> {
         let mut msgs = self.messages.clone();
         msgs.extend(extra.cloned());
-        let full = self.template.render(&msgs, generation_prompt, &self.bos, &self.eos)?;
+        let full = self.template.render(&msgs, generation_prompt)?;
         full.strip_prefix(self.rendered.as_str()).map(str::to_string).ok_or_else(|| {
             Error::Unsupported("the chat template re-rendered earlier messages differently (it is not append-only)".into())
         })
@@ -224,21 +220,11 @@ impl Conversation {
     fn record(&mut self, kind: SegmentKind, p0: Pos, toks: &[u32]) {
         let tok = &self.session.model().tokenizer;
         let pieces: Vec<Vec<u8>> = toks.iter().map(|&t| tok.token_to_piece(t, true)).collect();
-        let splittable = !matches!(kind, SegmentKind::System | SegmentKind::SystemReminder { .. } | SegmentKind::Thinking);
-        let parts = if splittable { find_parts(&pieces) } else { Vec::new() };
-        let mut spans: Vec<(SegmentKind, usize, usize)> = Vec::new();
-        let mut at = 0;
-        for part in parts {
-            if part.t0 > at {
-                spans.push((kind.clone(), at, part.t0));
-            }
-            at = part.t1;
-            spans.push((part.kind, part.t0, part.t1));
-        }
-        if at < toks.len() || spans.is_empty() {
-            spans.push((kind, at, toks.len()));
-        }
-        for (k, t0, t1) in spans {
+        let (text, starts) = join(&pieces);
+        let units = Units::Tokens(&starts);
+        let whole = matches!(kind, SegmentKind::System | SegmentKind::SystemReminder { .. } | SegmentKind::Thinking);
+        for Span { block, a: t0, b: t1 } in message_layout(&text, units, whole) {
+            let k = block.unwrap_or_else(|| kind.clone());
             let with_lines = matches!(k, SegmentKind::PastedLog | SegmentKind::CommandOutput { .. } | SegmentKind::SearchResult);
             if self.session.recording() {
                 let v = serde_json::json!({"note": "segment", "kind": k, "turn": self.turn, "p0": p0 + t0 as Pos, "p1": p0 + t1 as Pos});
@@ -246,9 +232,9 @@ impl Conversation {
             }
             let id = self.segments.push(k, self.turn, p0 + t0 as Pos, p0 + t1 as Pos);
             if with_lines {
-                let lines = token_lines(&pieces[t0..t1])
+                let lines = message_lines(&text, units, t0, t1)
                     .into_iter()
-                    .map(|l| Line { p0: p0 + (t0 + l.t0) as Pos, p1: p0 + (t0 + l.t1) as Pos, text: l.text })
+                    .map(|l| Line { p0: p0 + l.a as Pos, p1: p0 + l.b as Pos, text: l.text })
                     .collect();
                 self.segments.set_lines(id, lines);
             }

@@ -4,13 +4,10 @@ mod config;
 pub mod conversation;
 mod decache;
 mod generate;
-pub mod parts;
 pub mod reuse;
 pub mod save;
 pub mod perplexity;
-pub mod policy;
 pub mod record;
-pub mod segments;
 
 pub use config::{default_threads, SessionConfig, FLASH_ATTN_AUTO};
 pub use decache::{ClosedGaps, Gap, PositionPolicy, Removal};

@@ -9,6 +9,7 @@ use minijinja::{context, Environment, Error, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 
 use super::error::TokenizerError;
+use super::Tokenizer;
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,12 +63,19 @@ pub struct ChatTemplate {
     source: String,
     /// The template reads a `tools` variable (found once, when compiled).
     renders_tools: bool,
+    /// What the template reads as `bos_token` and `eos_token`: the pieces
+    /// of its vocabulary's BOS and EOS tokens (empty until given, see
+    /// [`with_vocab`](Self::with_vocab)).
+    bos: String,
+    eos: String,
 }
 
 impl Clone for ChatTemplate {
     fn clone(&self) -> Self {
         // Recompiling a template that compiled once cannot fail.
-        ChatTemplate::new(&self.source).unwrap_or_else(|_| ChatTemplate::chatml())
+        ChatTemplate::new(&self.source)
+            .unwrap_or_else(|_| ChatTemplate::chatml())
+            .with_pieces(self.bos.clone(), self.eos.clone())
     }
 }
 
@@ -90,7 +98,28 @@ impl ChatTemplate {
             env,
             source: source.to_string(),
             renders_tools,
+            bos: String::new(),
+            eos: String::new(),
         })
+    }
+
+    /// The template with `tok`'s BOS and EOS pieces (special tokens
+    /// rendered as text; empty for one the vocabulary lacks) as `bos_token`
+    /// and `eos_token`.
+    pub fn with_vocab(self, tok: &Tokenizer) -> Self {
+        let piece = |id: Option<u32>| {
+            id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned())
+                .unwrap_or_default()
+        };
+        let (bos, eos) = (piece(tok.bos()), piece(tok.eos()));
+        self.with_pieces(bos, eos)
+    }
+
+    /// The template with these texts as `bos_token` and `eos_token`.
+    pub fn with_pieces(mut self, bos: impl Into<String>, eos: impl Into<String>) -> Self {
+        self.bos = bos.into();
+        self.eos = eos.into();
+        self
     }
 
     /// The ChatML template (`<|im_start|>role\ncontent<|im_end|>\n`).
@@ -122,10 +151,8 @@ impl ChatTemplate {
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
-        bos_token: &str,
-        eos_token: &str,
     ) -> Result<String, TokenizerError> {
-        self.render_with_tools(messages, None, add_generation_prompt, bos_token, eos_token)
+        self.render_with_tools(messages, None, add_generation_prompt)
     }
 
     /// Whether the template renders a `tools` variable itself (Qwen,
@@ -142,15 +169,13 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
-        bos_token: &str,
-        eos_token: &str,
     ) -> Result<String, TokenizerError> {
         self.render_context(Value::from_serialize(context! {
             messages => messages,
             tools => tools,
             add_generation_prompt => add_generation_prompt,
-            bos_token => bos_token,
-            eos_token => eos_token,
+            bos_token => self.bos,
+            eos_token => self.eos,
         }))
     }
 
@@ -448,7 +473,7 @@ mod tests {
     fn chatml_renders() {
         let t = ChatTemplate::chatml();
         let out = t
-            .render(&[ChatMessage::new("user", "hi")], true, "", "")
+            .render(&[ChatMessage::new("user", "hi")], true)
             .unwrap();
         assert_eq!(
             out,
@@ -466,8 +491,8 @@ mod tests {
         assert!(native.renders_tools() && !ChatTemplate::chatml().renders_tools());
         let tools = [serde_json::json!({"type": "function", "function": {"name": "grep"}})];
         let msgs = [ChatMessage::new("user", "hi")];
-        assert_eq!(native.render_with_tools(&msgs, Some(&tools), false, "", "").unwrap(), "[tools: grep]hi");
-        assert_eq!(native.render(&msgs, false, "", "").unwrap(), "hi");
+        assert_eq!(native.render_with_tools(&msgs, Some(&tools), false).unwrap(), "[tools: grep]hi");
+        assert_eq!(native.render(&msgs, false).unwrap(), "hi");
     }
 
     #[test]
@@ -499,7 +524,15 @@ mod tests {
             "{e}"
         );
         let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}").unwrap();
-        let e = t.render(&[], false, "", "").unwrap_err().to_string();
+        let e = t.render(&[], false).unwrap_err().to_string();
         assert!(e.contains("roles must alternate"), "{e}");
+    }
+
+    #[test]
+    fn the_template_holds_its_bos_and_eos_pieces() {
+        let t = ChatTemplate::new("{{ bos_token }}|{{ eos_token }}").unwrap();
+        assert_eq!(t.render(&[], false).unwrap(), "|");
+        let t = t.with_pieces("<s>", "</s>");
+        assert_eq!(t.clone().render(&[], false).unwrap(), "<s>|</s>", "a clone keeps them");
     }
 }

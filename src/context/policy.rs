@@ -1,6 +1,8 @@
 //! The decache policy: when to forget (watermarks on live cells) and what,
-//! in priority order, by meaning. It returns a plan; the session carries it
-//! out and reports each deletion as a decache event.
+//! in priority order, by meaning. It needs no model: it returns a plan over
+//! segments, which a `Conversation` carries out on its cache (reporting each
+//! deletion as a decache event) and the server's auto-compaction carries out
+//! on the request's messages.
 use super::segments::{Segment, SegmentKind, Segments};
 use crate::kv::Pos;
 
@@ -204,7 +206,7 @@ fn live_parts<'a>(gone: impl Iterator<Item = &'a (Pos, Pos)>, a: Pos, b: Pos) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::segments::Line;
+    use crate::context::segments::Line;
 
     fn session() -> Segments {
         let mut s = Segments::default();

@@ -1,6 +1,8 @@
 //! Segments: spans of the context with a meaning (system prompt, user turn,
 //! tool result, reminder, ...), so that the decache policy can forget by
-//! meaning rather than by age. Pure data: positions, kinds, turns, pins.
+//! meaning rather than by age. Pure data: positions, kinds, turns, pins;
+//! positions are token positions for a `Conversation`, estimated ones for
+//! the server's auto-compaction.
 use crate::kv::Pos;
 use serde::{Deserialize, Serialize};
 
