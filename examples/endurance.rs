@@ -195,7 +195,7 @@ fn run(a: &Args) -> Result<(), decache::Error> {
     for (r, n) in &s.by_reason {
         println!("    {:<32} {n}", r.name());
     }
-    println!("  time decaching:       {:.1} ms in all ({} defrags, {} position compactions)", s.decache_time.as_secs_f64() * 1e3, s.defrags, s.compactions);
+    println!("  time decaching:       {:.1} ms in all ({} defrags, {} times every gap closed)", s.decache_time.as_secs_f64() * 1e3, s.defrags, s.gaps_closed);
     println!(
         "  re-prefill instead:   {:.1} s measured over {measured_rounds} rounds ({reprefill_tokens} tokens, {:.0} t/s)",
         reprefill_time.as_secs_f64(),
@@ -218,7 +218,7 @@ fn run(a: &Args) -> Result<(), decache::Error> {
         let j = serde_json::json!({
             "turns": turns, "tokens_seen": s.tokens_seen, "windows_from": counted_from, "cells": a.n_ctx, "wall_s": wall.as_secs_f64(),
             "tokens_decached": s.tokens_decached, "events": s.events, "rounds": s.rounds, "by_reason": by_reason,
-            "decache_ms": s.decache_time.as_secs_f64() * 1e3, "defrags": s.defrags, "compactions": s.compactions,
+            "decache_ms": s.decache_time.as_secs_f64() * 1e3, "defrags": s.defrags, "gaps_closed": s.gaps_closed,
             "reprefill_s": reprefill_time.as_secs_f64(), "reprefill_tokens": reprefill_tokens,
             "slowest_turn_s": slowest_turn.as_secs_f64(),
             "windows": windows.iter().map(|w| serde_json::json!({

@@ -57,15 +57,15 @@ fn a_long_chat_through_a_small_cache_never_stops() {
     }
     let st = &c.stats;
     eprintln!(
-        "40 turns: {} tokens seen through {} cells, {} decached in {} events ({:.1} ms), {} defrags, {} compactions; by reason: {by_reason:?}",
-        st.tokens_seen, c.session.n_ctx(), st.tokens_decached, st.events, st.decache_time.as_secs_f64() * 1e3, st.defrags, st.compactions
+        "40 turns: {} tokens seen through {} cells, {} decached in {} events ({:.1} ms), {} defrags, {} gap closings; by reason: {by_reason:?}",
+        st.tokens_seen, c.session.n_ctx(), st.tokens_decached, st.events, st.decache_time.as_secs_f64() * 1e3, st.defrags, st.gaps_closed
     );
     assert!(st.tokens_seen > 5 * c.session.n_ctx(), "only {} tokens seen", st.tokens_seen);
     assert!(replies_with_text >= 30, "only {replies_with_text} of 40 replies had text");
     assert!(by_reason.get(&Reason::SupersededReminder).copied().unwrap_or(0) > 0);
     assert!(by_reason.get(&Reason::StaleFileRead).copied().unwrap_or(0) > 0);
     assert!(by_reason.get(&Reason::PassingLog).copied().unwrap_or(0) > 0);
-    assert!(st.compactions >= 2, "22k positions through a model trained on 8192 must compact (auto policy)");
+    assert!(st.gaps_closed >= 2, "22k positions through a model trained on 8192 must compact (auto policy)");
     assert!(c.session.next_pos() as u32 <= model.hparams.n_ctx_train, "positions passed the trained context");
     let sys = c.segments.iter().next().unwrap();
     assert!(sys.removed.is_empty(), "the system prompt lost tokens");

@@ -266,7 +266,7 @@ fn auto_compaction_prunes_by_meaning_and_later_requests_keep_hitting() {
     history.push(json!({"role": "user", "content": "What is left to do?"}));
     // Too long for 512 cells as sent: refused when compaction is off for the request.
     let (status, v) = s.post("/v1/chat/completions", &json!({"messages": history, "max_tokens": 8, "temperature": 0,
-        "chat_template_kwargs": {"enable_auto_compaction": false}}));
+        "chat_template_kwargs": {"enable_auto_prune": false}}));
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     let full = v["error"]["n_prompt_tokens"].as_u64().unwrap();

@@ -189,9 +189,9 @@ fn closing_gaps_is_exact_or_refused_and_reuse_falls_back() {
     let e = s.remove_range(500, 880, Gap::Close).unwrap_err().to_string();
     assert!(e.contains("sliding window") && e.contains("--swa-full"), "{e}");
     assert_eq!((s.n_live(), s.next_pos()), (live, next), "a refused shift changes nothing");
-    assert!(s.compact_positions().is_ok(), "no gaps: compaction moves nothing and is allowed");
+    assert!(s.close_gaps().is_ok(), "no gaps: compaction moves nothing and is allowed");
     s.remove_range(500, 880, Gap::Keep).unwrap();
-    let e = s.compact_positions().unwrap_err().to_string();
+    let e = s.close_gaps().unwrap_err().to_string();
     assert!(e.contains("sliding window"), "{e}");
 
     // Resuming before the dropped positions: cut the last 300 tokens off.

@@ -276,7 +276,7 @@ pub fn print_stats(conv: &Conversation) {
     for (r, n) in &s.by_reason {
         outln!("  {:<32} {n}", r.name());
     }
-    outln!("defrags:          {}; position compactions: {}", s.defrags, s.compactions);
+    outln!("defrags:          {}; gaps closed: {}", s.defrags, s.gaps_closed);
     outln!(
         "time saved:       ~{:.1} s (re-prefilling the {} tokens kept over {} rounds, at this session's prefill speed)",
         s.estimated_time_saved().as_secs_f64(),

@@ -54,8 +54,8 @@ pub struct ServeArgs {
     #[arg(long = "chat-template-file")]
     pub chat_template_file: Option<PathBuf>,
     /// Never prune requests; a prompt longer than the context is refused instead.
-    #[arg(long = "no-auto-compaction")]
-    pub no_auto_compaction: bool,
+    #[arg(long = "no-auto-prune", alias = "no-auto-compaction")]
+    pub no_auto_prune: bool,
     /// Seconds of quiet after which a stream gets a `: keep-alive` comment
     /// (so that proxies and clients wait through a long prefill).
     #[arg(long = "sse-keep-alive", default_value_t = 5.0, value_parser = positive_secs)]
@@ -90,7 +90,7 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         api_key: a.api_key.clone(),
         max_body: a.max_body_mb.max(1) << 20,
         sampling,
-        auto_compaction: !a.no_auto_compaction,
+        auto_prune: !a.no_auto_prune,
         policy,
         keep_alive: std::time::Duration::from_secs_f64(a.sse_keep_alive),
     };

@@ -3,7 +3,7 @@
 //! while the lines a question mentions stay). One layout cuts a message for
 //! both users: a `Conversation` cuts the tokens it cached (found from the
 //! tokens' own bytes, so the spans are exact for whatever was cached), the
-//! server's auto-compaction cuts a request's text by byte.
+//! server's auto-pruning cuts a request's text by byte.
 use super::segments::SegmentKind;
 
 /// What the spans of [`message_layout`] and [`message_lines`] count.

@@ -1,7 +1,7 @@
 //! The decache policy: when to forget (watermarks on live cells) and what,
 //! in priority order, by meaning. It needs no model: it returns a plan over
 //! segments, which a `Conversation` carries out on its cache (reporting each
-//! deletion as a decache event) and the server's auto-compaction carries out
+//! deletion as a decache event) and the server's auto-pruning carries out
 //! on the request's messages.
 use super::segments::{Segment, SegmentKind, Segments};
 use crate::kv::Pos;

@@ -2,7 +2,7 @@
 //! tool result, reminder, ...), so that the decache policy can forget by
 //! meaning rather than by age. Pure data: positions, kinds, turns, pins;
 //! positions are token positions for a `Conversation`, estimated ones for
-//! the server's auto-compaction.
+//! the server's auto-pruning.
 use crate::kv::Pos;
 use serde::{Deserialize, Serialize};
 

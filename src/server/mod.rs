@@ -2,7 +2,7 @@
 //! slots, with prefix and subconscious caching. The model loads after the
 //! socket is bound, so `/health` answers 503 while it loads.
 pub mod anthropic;
-pub mod compaction;
+pub mod prune;
 pub mod engine;
 pub mod error;
 pub mod openai;
@@ -38,9 +38,9 @@ pub struct ServerOptions {
     pub max_body: usize,
     /// Sampling for fields a request leaves out (`--temp`, `--top-k`, ...).
     pub sampling: crate::sampling::SamplingParams,
-    /// Prune requests that pass the decache watermark (on unless `--no-auto-compaction`).
-    pub auto_compaction: bool,
-    /// The policy auto-compaction prunes by.
+    /// Prune requests that pass the decache watermark (on unless `--no-auto-prune`).
+    pub auto_prune: bool,
+    /// The policy auto-pruning follows.
     pub policy: crate::context::policy::DecachePolicy,
     /// Quiet time after which a stream gets a `: keep-alive` comment (long prefills).
     pub keep_alive: std::time::Duration,
@@ -49,7 +49,7 @@ pub struct ServerOptions {
 pub struct AppState {
     pub model_id: String,
     pub opts: ServerOptions,
-    compactor: compaction::Compactor,
+    pruner: prune::Pruner,
     engine: OnceLock<Arc<Engine>>,
     template: OnceLock<ChatTemplate>,
     started: Instant,
@@ -57,11 +57,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(opts: ServerOptions) -> Arc<AppState> {
-        let compactor = compaction::Compactor::new(opts.policy.clone());
+        let pruner = prune::Pruner::new(opts.policy.clone());
         Arc::new(AppState {
             model_id: opts.model_id.clone(),
             opts,
-            compactor,
+            pruner,
             engine: OnceLock::new(),
             template: OnceLock::new(),
             started: Instant::now(),
@@ -92,18 +92,18 @@ impl AppState {
     }
 
     /// The prompt's tokens for `msgs`, ready for the assistant to speak,
-    /// after auto-compaction when it is on for the server and for this
+    /// after auto-pruning when it is on for the server and for this
     /// request; also what it pruned.
-    pub fn prompt(&self, p: ChatPrompt, compaction: bool) -> Result<(Vec<u32>, compaction::Pruned), ApiError> {
+    pub fn prompt(&self, p: ChatPrompt, prune: bool) -> Result<(Vec<u32>, prune::Pruned), ApiError> {
         let engine = self.engine()?;
         let tok = &engine.model.tokenizer;
         let (msgs, tools) = self.offer(p)?;
         let encode = |m: &[ChatMessage]| tok.encode(&self.render(m, tools.as_deref())?, false, true).map_err(|e| ApiError::bad_request(e.to_string()));
-        if !(self.opts.auto_compaction && compaction) {
-            return Ok((encode(&msgs)?, compaction::Pruned::default()));
+        if !(self.opts.auto_prune && prune) {
+            return Ok((encode(&msgs)?, prune::Pruned::default()));
         }
         let count = |t: &str| tok.encode(t, false, false).map_or(t.len(), |v| v.len());
-        let c = self.compactor.compact(msgs, engine.n_ctx, &encode, &count)?;
+        let c = self.pruner.compact(msgs, engine.n_ctx, &encode, &count)?;
         Ok((c.tokens, c.pruned))
     }
 
@@ -137,7 +137,7 @@ impl AppState {
             .map_err(|e| ApiError::bad_request(format!("the chat template failed on these messages: {e}")))
     }
 
-    /// The prompt text of a chat request, as the model will read it (no compaction).
+    /// The prompt text of a chat request, as the model will read it (not pruned).
     pub fn prompt_text(&self, p: ChatPrompt) -> Result<String, ApiError> {
         let (msgs, tools) = self.offer(p)?;
         self.render(&msgs, tools.as_deref())

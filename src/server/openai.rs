@@ -3,7 +3,7 @@
 //! response carries `usage` (with `prompt_tokens_details.cached_tokens`),
 //! llama.cpp-style `timings`, and a `decache` object telling how the cache
 //! served the request.
-use super::compaction::Pruned;
+use super::prune::Pruned;
 use super::engine::{CacheUse, Finish, FinishReason, Job, JobEvent};
 use super::error::ApiError;
 use super::request::{ChatRequest, CompletionRequest, PromptField};
@@ -59,7 +59,7 @@ async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError>
     let c = &req.common;
     st.check_model(c.model.as_deref())?;
     let (opts, stop) = c.sampling.options(&st.opts.sampling)?;
-    let (tokens, pruned) = st.prompt(req.chat_prompt()?, req.auto_compaction())?;
+    let (tokens, pruned) = st.prompt(req.chat_prompt()?, req.auto_prune())?;
     let mut job = st.job(tokens, opts, stop)?;
     job.pruned = pruned;
     respond(st, job, Kind::Chat(req.tools_active()), c.stream, c.include_usage()).await
@@ -98,7 +98,7 @@ pub struct Pending {
     pub rx: Receiver<JobEvent>,
     pub cancel: Arc<AtomicBool>,
     pub prompt_tokens: usize,
-    /// What auto-compaction pruned from the request.
+    /// What auto-pruning pruned from the request.
     pub pruned: Pruned,
 }
 

@@ -132,7 +132,8 @@ pub struct ChatRequest {
     #[serde(default)]
     pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
-    pub auto_compaction: Option<bool>,
+    #[serde(alias = "auto_compaction")]
+    pub auto_prune: Option<bool>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -186,15 +187,16 @@ pub fn check_tools(tools: &[Value]) -> Result<Vec<Value>, ApiError> {
 }
 
 impl ChatRequest {
-    /// Whether this request allows auto-compaction: not turned off by
-    /// `chat_template_kwargs.enable_auto_compaction` (or `.auto_compaction`)
-    /// or a top-level `auto_compaction` set to false.
-    pub fn auto_compaction(&self) -> bool {
+    /// Whether this request allows auto-pruning: not turned off by
+    /// `chat_template_kwargs.enable_auto_prune` (or `.auto_prune`, or the
+    /// older spellings `enable_auto_compaction` and `auto_compaction`) or a
+    /// top-level `auto_prune` (`auto_compaction`) set to false.
+    pub fn auto_prune(&self) -> bool {
         let kw = self.chat_template_kwargs.as_ref();
         let off = |v: Option<&Value>| v.and_then(Value::as_bool) == Some(false);
-        !(off(kw.and_then(|k| k.get("enable_auto_compaction")))
-            || off(kw.and_then(|k| k.get("auto_compaction")))
-            || self.auto_compaction == Some(false))
+        let names = ["enable_auto_prune", "auto_prune", "enable_auto_compaction", "auto_compaction"];
+        !(names.iter().any(|n| off(kw.and_then(|k| k.get(*n))))
+            || self.auto_prune == Some(false))
     }
 
     /// Whether the model may call the offered tools (`tool_choice` is not "none").

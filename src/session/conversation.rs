@@ -32,8 +32,9 @@ pub struct ConversationStats {
     pub decache_time: Duration,
     pub events: usize,
     pub defrags: usize,
-    /// Times positions were closed up (the `auto` policy).
-    pub compactions: usize,
+    /// Times every gap in positions was closed (the `auto` policy).
+    #[serde(alias = "compactions")]
+    pub gaps_closed: usize,
     /// Tokens forgotten, by reason.
     pub by_reason: std::collections::BTreeMap<Reason, usize>,
     /// Decache rounds (one per make-room that forgot something).
@@ -377,7 +378,7 @@ impl Conversation {
         if let Some(closed) = self.session.prepare_positions(self.positions, n)? {
             // Segments move with their positions; a forgotten part shrinks to nothing.
             self.segments.remap(|p| closed.map(p));
-            self.stats.compactions += 1;
+            self.stats.gaps_closed += 1;
         }
         if self.session.n_live() + n > cells {
             return Err(Error::NothingToForget { live: self.session.n_live(), need: n, n_ctx: cells });

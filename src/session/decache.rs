@@ -146,10 +146,10 @@ impl Session {
 
     /// Close every gap in positions (the `auto` policy's one-time step):
     /// live cells get positions 0.. in order, keys re-rotated.
-    pub fn compact_positions(&mut self) -> Result<usize> {
+    pub fn close_gaps(&mut self) -> Result<usize> {
         let (moved, next) = self.kv.close_gaps()?;
         self.next_pos = next;
-        self.record(super::record::SessionOp::CompactPositions);
+        self.record(super::record::SessionOp::CloseGaps);
         Ok(moved)
     }
 
@@ -166,7 +166,7 @@ impl Session {
 
     /// Whether the next `n` tokens would pass the trained context (then a
     /// policy other than `Keep` closes every gap first).
-    pub fn needs_compaction(&self, n: usize) -> bool {
+    pub fn needs_closing_gaps(&self, n: usize) -> bool {
         (self.next_pos as i64 + n as i64) > self.model.hparams.n_ctx_train as i64
     }
 
@@ -176,11 +176,11 @@ impl Session {
     /// every gap (under `Shift` only gaps left by others remain by then).
     /// `Keep` never moves a position. Returns how positions moved, if they did.
     pub fn prepare_positions(&mut self, policy: PositionPolicy, n: usize) -> Result<Option<ClosedGaps>> {
-        if policy == PositionPolicy::Keep || !self.needs_compaction(n) {
+        if policy == PositionPolicy::Keep || !self.needs_closing_gaps(n) {
             return Ok(None);
         }
         let before = self.live_chain().into_iter().map(|(p, _)| p).collect();
-        let moved = self.compact_positions()?;
+        let moved = self.close_gaps()?;
         Ok(Some(ClosedGaps { before, moved }))
     }
 

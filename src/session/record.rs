@@ -1,6 +1,6 @@
 //! What a session did, op by op, for whoever records it (transcripts):
 //! every evaluation with its positions, every removal, defrag and position
-//! compaction, and each generation as it goes (its settings with the seed
+//! gap closing, and each generation as it goes (its settings with the seed
 //! actually used, then each token). Replaying the ops on the same model and
 //! settings rebuilds the same cache and, step for step, the same tokens.
 use super::{Gap, Session, StopReason};
@@ -15,7 +15,7 @@ pub enum SessionOp<'a> {
     /// Positions `[p0, p1)` forgotten.
     Remove { p0: Pos, p1: Pos, gap: Gap },
     Defrag,
-    CompactPositions,
+    CloseGaps,
     Clear,
     /// The next position was set back to `next_pos` (the tail after the
     /// last kept token was removed, as when a server reuses a cache).

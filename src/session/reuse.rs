@@ -175,7 +175,7 @@ impl Session {
         }
         self.rewind(resume_at(&keep))?;
         if policy.gap() == Gap::Close && !runs.is_empty() {
-            self.compact_positions()?;
+            self.close_gaps()?;
         }
         Ok(ReuseOutcome { plan, removed, spans_removed: runs.len() })
     }

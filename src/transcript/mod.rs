@@ -54,7 +54,7 @@ pub enum Entry {
     Eval { tokens: Vec<u32>, positions: Vec<Pos> },
     Remove { p0: Pos, p1: Pos, gap: Gap },
     Defrag,
-    CompactPositions,
+    CloseGaps,
     Clear,
     Rewind(Pos),
     Restore,
@@ -114,7 +114,7 @@ pub fn op_json(op: &SessionOp<'_>) -> Value {
         }
         SessionOp::Remove { p0, p1, gap } => json!({"type": "remove", "p0": p0, "p1": p1, "policy": gap}),
         SessionOp::Defrag => json!({"type": "defrag"}),
-        SessionOp::CompactPositions => json!({"type": "compact_positions"}),
+        SessionOp::CloseGaps => json!({"type": "close_gaps"}),
         SessionOp::Clear => json!({"type": "clear"}),
         SessionOp::Rewind { next_pos } => json!({"type": "rewind", "next_pos": next_pos}),
         SessionOp::Restore => json!({"type": "restore"}),
@@ -276,7 +276,7 @@ pub fn read(path: &Path) -> Result<Transcript, String> {
                 Entry::Remove { p0: pos("p0")?, p1: pos("p1")?, gap }
             }
             "defrag" => Entry::Defrag,
-            "compact_positions" => Entry::CompactPositions,
+            "close_gaps" | "compact_positions" => Entry::CloseGaps,
             "clear" => Entry::Clear,
             "rewind" => Entry::Rewind(pos("next_pos")?),
             "restore" => Entry::Restore,

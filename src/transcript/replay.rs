@@ -65,8 +65,8 @@ fn rebuild(line: usize, e: &Entry, session: &mut Session) -> Result<bool> {
         Entry::Defrag => {
             session.defrag().map_err(at)?;
         }
-        Entry::CompactPositions => {
-            session.compact_positions().map_err(at)?;
+        Entry::CloseGaps => {
+            session.close_gaps().map_err(at)?;
         }
         Entry::Clear => session.clear(),
         Entry::Rewind(p) => session.rewind(*p).map_err(at)?,

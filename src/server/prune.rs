@@ -1,4 +1,4 @@
-//! Auto-compaction: when a request would pass the decache watermark, the
+//! Auto-pruning: when a request would pass the decache watermark, the
 //! server prunes it itself with the decache policy (superseded reminders,
 //! unapplied hooks, stale file reads, the bodies of passing logs, finished
 //! thinking, the middles of long outputs, then the oldest turns). It cuts
@@ -55,7 +55,7 @@ pub struct Pruned {
     pub parts: usize,
 }
 
-pub struct Compactor {
+pub struct Pruner {
     pub policy: DecachePolicy,
     memory: Mutex<(HashMap<u64, Edit>, VecDeque<u64>)>,
 }
@@ -199,9 +199,9 @@ fn layout(msgs: &[ChatMessage], count: &dyn Fn(&str) -> usize, paste_keep: usize
     Layout { segs, pieces, total: pos as usize, turn, question }
 }
 
-impl Compactor {
-    pub fn new(policy: DecachePolicy) -> Compactor {
-        Compactor { policy, memory: Mutex::default() }
+impl Pruner {
+    pub fn new(policy: DecachePolicy) -> Pruner {
+        Pruner { policy, memory: Mutex::default() }
     }
 
     fn remember(&self, key: u64, edit: Edit) {
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn prunes_whole_messages_by_meaning_remembers_and_never_drops_the_question() {
-        let c = Compactor::new(DecachePolicy::default());
+        let c = Pruner::new(DecachePolicy::default());
         let read = format!("src/a.rs:\n{}", "fn a() {}\n".repeat(60));
         let mut history = vec![msg("system", "You are an agent.")];
         for t in 0..6 {
@@ -374,8 +374,8 @@ mod tests {
         let again = c.compact(history.clone(), 100 * total, &encode, &count).unwrap();
         assert_eq!(again.messages, out.messages);
         assert_eq!(again.pruned, out.pruned);
-        // Well below the watermark, a fresh compactor leaves the request alone.
-        let fresh = Compactor::new(DecachePolicy::default());
+        // Well below the watermark, a fresh pruner leaves the request alone.
+        let fresh = Pruner::new(DecachePolicy::default());
         assert_eq!(fresh.compact(history.clone(), 100 * total, &encode, &count).unwrap().pruned, Pruned::default());
         assert!(matches!(
             kind_of("tool", "test result: ok. 3 passed"),
@@ -421,7 +421,7 @@ mod tests {
 
     #[test]
     fn cuts_inside_messages_keeping_what_the_policy_keeps() {
-        let c = Compactor::new(DecachePolicy { at: 0.9, to: 0.5, ..DecachePolicy::default() });
+        let c = Pruner::new(DecachePolicy { at: 0.9, to: 0.5, ..DecachePolicy::default() });
         let history = inner_history(6);
         let total = size(&history);
         let out = c.compact(history.clone(), total, &encode, &count).unwrap();
