@@ -12,8 +12,8 @@
 //!
 //! The user-facing benchmarks, beside llama.cpp, are `decache bench`
 //! (docs/BENCHMARKS.md).
-use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use decache::kv::{Cells, Pos, mask::build_mask};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use decache::kv::{mask::build_mask, Cells, Pos};
 use std::hint::black_box;
 
 const SIZES: [usize; 2] = [4096, 32768];
@@ -53,7 +53,11 @@ fn shift_after_removal(c: &mut Criterion) {
         let mut holed = full(n);
         holed.remove_pos_range(p0, p1);
         g.bench_with_input(BenchmarkId::from_parameter(n), &(p0, p1), |b, &(p0, p1)| {
-            b.iter_batched_ref(|| holed.clone(), |c| black_box(c.shift_positions(p1, p0 - p1).unwrap()), BatchSize::LargeInput)
+            b.iter_batched_ref(
+                || holed.clone(),
+                |c| black_box(c.shift_positions(p1, p0 - p1).unwrap()),
+                BatchSize::LargeInput,
+            )
         });
     }
     g.finish();

@@ -57,25 +57,35 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
-const FILES: [&str; 6] = ["src/parser.rs", "src/lexer.rs", "src/eval.rs", "src/main.rs", "tests/parse.rs", "Cargo.toml"];
+const FILES: [&str; 6] =
+    ["src/parser.rs", "src/lexer.rs", "src/eval.rs", "src/main.rs", "tests/parse.rs", "Cargo.toml"];
 
 fn file_text(rng: &mut impl Rng, path: &str, version: u32) -> String {
     let n = rng.random_range(8..16);
     let mut s = format!("{path} (version {version}):\n");
     for i in 0..n {
         let f = rng.random_range(0..1000);
-        s.push_str(&format!("fn helper_{f}_{i}(input: &str, depth: usize) -> Result<Node, Error> {{ parse_{i}(input, depth + {f}) }}\n"));
+        s.push_str(&format!(
+            "fn helper_{f}_{i}(input: &str, depth: usize) -> Result<Node, Error> {{ parse_{i}(input, depth + {f}) }}\n"
+        ));
     }
     s
 }
 
 fn test_log(rng: &mut impl Rng, turn: usize) -> String {
     let n = rng.random_range(6..14);
-    let mut s = format!("$ cargo test\n   Compiling calc v0.{turn}.0\n    Finished test profile in {}.{}s\n", rng.random_range(1..9), rng.random_range(0..99));
+    let mut s = format!(
+        "$ cargo test\n   Compiling calc v0.{turn}.0\n    Finished test profile in {}.{}s\n",
+        rng.random_range(1..9),
+        rng.random_range(0..99)
+    );
     for i in 0..n {
         s.push_str(&format!("test parser::tests::case_{turn}_{i} ... ok\n"));
     }
-    s.push_str(&format!("\ntest result: ok. {n} passed; 0 failed; 0 ignored; finished in 0.{:02}s\n", rng.random_range(1..99)));
+    s.push_str(&format!(
+        "\ntest result: ok. {n} passed; 0 failed; 0 ignored; finished in 0.{:02}s\n",
+        rng.random_range(1..99)
+    ));
     s
 }
 
@@ -84,9 +94,19 @@ fn pasted_log(rng: &mut impl Rng, turn: usize) -> (String, String) {
     let bad = rng.random_range(8..22);
     for i in 0..30 {
         if i == bad {
-            s.push_str(&format!("2026-11-21T03:{:02}:{:02}Z ERROR worker_{turn} request_id=9f{i} timed out after 30s in db_pool\n", i % 60, i % 60));
+            s.push_str(&format!(
+                "2026-11-21T03:{:02}:{:02}Z ERROR worker_{turn} request_id=9f{i} timed out after 30s in db_pool\n",
+                i % 60,
+                i % 60
+            ));
         } else {
-            s.push_str(&format!("2026-11-21T03:{:02}:{:02}Z INFO  handled GET /api/items/{} in {}ms\n", i % 60, (i * 7) % 60, rng.random_range(1..999), rng.random_range(1..80)));
+            s.push_str(&format!(
+                "2026-11-21T03:{:02}:{:02}Z INFO  handled GET /api/items/{} in {}ms\n",
+                i % 60,
+                (i * 7) % 60,
+                rng.random_range(1..999),
+                rng.random_range(1..80)
+            ));
         }
     }
     (s, format!("Why did worker_{turn} time out in db_pool?"))
@@ -108,7 +128,8 @@ fn run(a: &Args) -> Result<(), decache::Error> {
     // A second cache, only to time what re-prefilling the kept text costs.
     let mut fresh = if a.measure_every > 0 { Some(Session::new(model.clone(), cfg)?) } else { None };
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let opts = GenerateOptions { n_predict: Some(a.reply), sampling: SamplingParams::greedy(), ..GenerateOptions::default() };
+    let opts =
+        GenerateOptions { n_predict: Some(a.reply), sampling: SamplingParams::greedy(), ..GenerateOptions::default() };
 
     c.push(
         "system",
@@ -123,7 +144,10 @@ fn run(a: &Args) -> Result<(), decache::Error> {
     let mut window_start = Mark::now(0, Duration::ZERO);
     // With --warm-up, the windows (and the count of --tokens) begin at the first decache round.
     let (mut warmed, mut counted_from) = (!a.warm_up, 0usize);
-    println!("{:>5} {:>8} {:>6} {:>9} {:>7} {:>10} {:>12}", "turn", "seen", "live", "decached", "rounds", "decache ms", "re-prefill s");
+    println!(
+        "{:>5} {:>8} {:>6} {:>9} {:>7} {:>10} {:>12}",
+        "turn", "seen", "live", "decached", "rounds", "decache ms", "re-prefill s"
+    );
     while !warmed || c.stats.tokens_seen < counted_from + a.tokens {
         turns += 1;
         let t = turns;
@@ -136,23 +160,51 @@ fn run(a: &Args) -> Result<(), decache::Error> {
             steps.push(("user", question, SegmentKind::User));
         } else {
             let todo = format!("Todo list:\n- [x] step {}\n- [ ] step {t}\n- [ ] step {}", t - 1, t + 1);
-            steps.push(("user", format!("Step {t}: fix the next parser bug.\n<system-reminder>\n{todo}\n</system-reminder>"), SegmentKind::User));
+            steps.push((
+                "user",
+                format!("Step {t}: fix the next parser bug.\n<system-reminder>\n{todo}\n</system-reminder>"),
+                SegmentKind::User,
+            ));
         }
         let f = rng.random_range(0..FILES.len());
         versions[f] += 1;
-        steps.push(("tool", file_text(&mut rng, FILES[f], versions[f]), SegmentKind::FileRead { path: FILES[f].into() }));
+        steps.push((
+            "tool",
+            file_text(&mut rng, FILES[f], versions[f]),
+            SegmentKind::FileRead { path: FILES[f].into() },
+        ));
         steps.push(("tool", test_log(&mut rng, t), SegmentKind::CommandOutput { passed: Some(true) }));
         if t % 3 == 0 {
-            steps.push(("tool", "hook pre-commit: skipped (no staged files)".into(), SegmentKind::HookOutput { applied: false }));
+            steps.push((
+                "tool",
+                "hook pre-commit: skipped (no staged files)".into(),
+                SegmentKind::HookOutput { applied: false },
+            ));
         }
         for (role, text, kind) in steps {
             let rounds = c.stats.rounds;
             c.push(role, &text, kind)?;
-            measure(&mut c, &mut fresh, rounds, a.measure_every as usize, &mut reprefill_time, &mut reprefill_tokens, &mut measured_rounds)?;
+            measure(
+                &mut c,
+                &mut fresh,
+                rounds,
+                a.measure_every as usize,
+                &mut reprefill_time,
+                &mut reprefill_tokens,
+                &mut measured_rounds,
+            )?;
         }
         let rounds = c.stats.rounds;
         c.reply(&opts, &mut |_| true)?;
-        measure(&mut c, &mut fresh, rounds, a.measure_every as usize, &mut reprefill_time, &mut reprefill_tokens, &mut measured_rounds)?;
+        measure(
+            &mut c,
+            &mut fresh,
+            rounds,
+            a.measure_every as usize,
+            &mut reprefill_time,
+            &mut reprefill_tokens,
+            &mut measured_rounds,
+        )?;
         // The turn's own time, without the re-prefill measurements made in it.
         let took = t0.elapsed().saturating_sub(reprefill_time - measured_before);
         if took > slowest_turn {
@@ -189,13 +241,23 @@ fn run(a: &Args) -> Result<(), decache::Error> {
     }
     let wall = t_start.elapsed();
     let s = &c.stats;
-    println!("\nendurance: {turns} turns, {} tokens seen through {} cells in {:.0} s", s.tokens_seen, a.n_ctx, wall.as_secs_f64());
+    println!(
+        "\nendurance: {turns} turns, {} tokens seen through {} cells in {:.0} s",
+        s.tokens_seen,
+        a.n_ctx,
+        wall.as_secs_f64()
+    );
     println!("  live at the end:      {} cells", c.session.n_live());
     println!("  decached:             {} tokens in {} events over {} rounds", s.tokens_decached, s.events, s.rounds);
     for (r, n) in &s.by_reason {
         println!("    {:<32} {n}", r.name());
     }
-    println!("  time decaching:       {:.1} ms in all ({} defrags, {} times every gap closed)", s.decache_time.as_secs_f64() * 1e3, s.defrags, s.gaps_closed);
+    println!(
+        "  time decaching:       {:.1} ms in all ({} defrags, {} times every gap closed)",
+        s.decache_time.as_secs_f64() * 1e3,
+        s.defrags,
+        s.gaps_closed
+    );
     println!(
         "  re-prefill instead:   {:.1} s measured over {measured_rounds} rounds ({reprefill_tokens} tokens, {:.0} t/s)",
         reprefill_time.as_secs_f64(),
@@ -214,7 +276,8 @@ fn run(a: &Args) -> Result<(), decache::Error> {
         );
     }
     if let Some(p) = &a.json {
-        let by_reason: serde_json::Map<String, serde_json::Value> = s.by_reason.iter().map(|(r, n)| (r.name().to_string(), (*n).into())).collect();
+        let by_reason: serde_json::Map<String, serde_json::Value> =
+            s.by_reason.iter().map(|(r, n)| (r.name().to_string(), (*n).into())).collect();
         let j = serde_json::json!({
             "turns": turns, "tokens_seen": s.tokens_seen, "windows_from": counted_from, "cells": a.n_ctx, "wall_s": wall.as_secs_f64(),
             "tokens_decached": s.tokens_decached, "events": s.events, "rounds": s.rounds, "by_reason": by_reason,
@@ -236,7 +299,12 @@ fn run(a: &Args) -> Result<(), decache::Error> {
 /// every `every`), time prefilling the live tokens into an empty cache:
 /// what dropping the cache and starting again would have cost.
 fn measure(
-    c: &mut Conversation, fresh: &mut Option<Session>, rounds_before: usize, every: usize, time: &mut Duration, tokens: &mut usize,
+    c: &mut Conversation,
+    fresh: &mut Option<Session>,
+    rounds_before: usize,
+    every: usize,
+    time: &mut Duration,
+    tokens: &mut usize,
     measured: &mut usize,
 ) -> Result<(), decache::Error> {
     let Some(fresh) = fresh else { return Ok(()) };
@@ -289,7 +357,15 @@ impl Window {
         let wall = (b.wall - a.wall).saturating_sub(b.measured - a.measured).as_secs_f64().max(1e-9);
         let cpu = b.cpu.saturating_sub(a.cpu).as_secs_f64().max(1e-9);
         let (rss, peak) = memory_kib();
-        Window { from: a.tokens, to: b.tokens, tps_wall: n / wall, tps_cpu: n / cpu, rss_mib: rss / 1024.0, peak_mib: peak / 1024.0, live }
+        Window {
+            from: a.tokens,
+            to: b.tokens,
+            tps_wall: n / wall,
+            tps_cpu: n / cpu,
+            rss_mib: rss / 1024.0,
+            peak_mib: peak / 1024.0,
+            live,
+        }
     }
 }
 
@@ -309,7 +385,10 @@ fn cpu_time() -> Duration {
 fn memory_kib() -> (f64, f64) {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| -> f64 {
-        s.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0)
     };
     (field("VmRSS:"), field("VmHWM:"))
 }

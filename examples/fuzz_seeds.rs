@@ -23,7 +23,8 @@ fn main() {
     put("tokenizer", "tiny-bpe", &meta_bytes);
     let mut spm = tiny_llama();
     spm.tensors.clear();
-    spm.set("tokenizer.ggml.model", Value::str("llama")).set("tokenizer.ggml.scores", Value::Array(vt::F32, vec![Value::F32(0.0); tiny::N_VOCAB as usize]));
+    spm.set("tokenizer.ggml.model", Value::str("llama"))
+        .set("tokenizer.ggml.scores", Value::Array(vt::F32, vec![Value::F32(0.0); tiny::N_VOCAB as usize]));
     put("tokenizer", "tiny-spm", &spm.build().0);
 
     // Templates: ChatML with tools, and Gemma's turns, each with messages after a NUL.
@@ -32,7 +33,11 @@ fn main() {
     put("template", "chatml", format!("{chatml}\0{msgs}").as_bytes());
     let gemma = "{{ bos_token }}{% for m in messages %}{% if m.role == 'assistant' %}{% set r = 'model' %}{% else %}{% set r = m.role %}{% endif %}<start_of_turn>{{ r }}\n{{ m.content }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
     put("template", "gemma", format!("{gemma}\0{msgs}").as_bytes());
-    put("template", "loop", "{% for a in range(10) %}{% for b in range(10) %}{{ a * b }}{% endfor %}{% endfor %}\0x".as_bytes());
+    put(
+        "template",
+        "loop",
+        "{% for a in range(10) %}{% for b in range(10) %}{{ a * b }}{% endfor %}{% endfor %}\0x".as_bytes(),
+    );
 
     // Transcripts: the shipped ones.
     for f in std::fs::read_dir("tests/transcripts").expect("tests/transcripts").flatten() {

@@ -114,10 +114,9 @@ fn main() {
         }
     };
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("listening on http://").nth(1).map(|r| r.split_whitespace().next().unwrap_or("").to_string()));
+    let addr = lines.by_ref().map_while(Result::ok).find_map(|l| {
+        l.split("listening on http://").nth(1).map(|r| r.split_whitespace().next().unwrap_or("").to_string())
+    });
     let Some(addr) = addr else {
         eprintln!("error: the server did not start");
         std::process::exit(1);
@@ -177,7 +176,10 @@ fn main() {
     let t = tally.lock().unwrap();
     let n = t.latency_ms.len();
     let tokens = t.tokens;
-    println!("load: {} streaming clients for {wall:.0} s against {} slot(s) x {} thread(s)", a.clients, a.slots, a.threads);
+    println!(
+        "load: {} streaming clients for {wall:.0} s against {} slot(s) x {} thread(s)",
+        a.clients, a.slots, a.threads
+    );
     println!("  requests completed: {n}; errors: {}; server alive: {alive}", t.errors.len());
     println!(
         "  latency ms: p50 {:.0}, p99 {:.0}; time to first token ms: p50 {:.0}, p99 {:.0}",
@@ -190,7 +192,10 @@ fn main() {
     if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
         let peak = rss.iter().map(|r| r.1).fold(0.0, f64::max);
         let line: Vec<String> = rss.iter().map(|(s, m)| format!("{s:.0}s {m:.1}")).collect();
-        println!("  server RSS MiB: first {:.1} at {:.0} s, last {:.1} at {:.0} s, peak {peak:.1}", first.1, first.0, last.1, last.0);
+        println!(
+            "  server RSS MiB: first {:.1} at {:.0} s, last {:.1} at {:.0} s, peak {peak:.1}",
+            first.1, first.0, last.1, last.0
+        );
         println!("  samples: {}", line.join(", "));
     }
     for e in t.errors.iter().take(5) {

@@ -5,8 +5,8 @@
 use std::{env, path::PathBuf};
 
 fn main() {
-    let cmake_dir = env::var("DEP_LLAMA_GGML_CMAKE_DIR")
-        .expect("llama-cpp-sys-2 did not export DEP_LLAMA_GGML_CMAKE_DIR");
+    let cmake_dir =
+        env::var("DEP_LLAMA_GGML_CMAKE_DIR").expect("llama-cpp-sys-2 did not export DEP_LLAMA_GGML_CMAKE_DIR");
     // <out>/lib/cmake -> <out>/include
     let include = PathBuf::from(&cmake_dir)
         .parent()

@@ -88,7 +88,9 @@ impl Error {
             Error::Kv(KvError::Full { .. } | KvError::WindowFull { .. }) => ErrorClass::ContextFull,
             Error::PromptTooLong { .. } | Error::NothingToForget { .. } => ErrorClass::ContextFull,
             Error::Kv(KvError::WindowDropped { .. } | KvError::WindowShift { .. }) => ErrorClass::Unsupported,
-            Error::Kv(KvError::PositionRange(_) | KvError::PositionTaken(_) | KvError::Snapshot(_)) => ErrorClass::InvalidInput,
+            Error::Kv(KvError::PositionRange(_) | KvError::PositionTaken(_) | KvError::Snapshot(_)) => {
+                ErrorClass::InvalidInput
+            }
             Error::Kv(KvError::Alloc { .. } | KvError::OutOfMemory { .. }) => ErrorClass::OutOfMemory,
             Error::Compute(ComputeError::Alloc) => ErrorClass::OutOfMemory,
             Error::Compute(_) => ErrorClass::Internal,

@@ -81,7 +81,11 @@ pub fn parse(text: &str) -> Parsed {
     if out.calls.is_empty() {
         // The generic fallback: the whole reply is one call object.
         let t = text.trim();
-        let t = t.strip_prefix("```json").or_else(|| t.strip_prefix("```")).and_then(|s| s.strip_suffix("```")).unwrap_or(t);
+        let t = t
+            .strip_prefix("```json")
+            .or_else(|| t.strip_prefix("```"))
+            .and_then(|s| s.strip_suffix("```"))
+            .unwrap_or(t);
         if let Some(c) = serde_json::from_str::<Value>(t.trim()).ok().as_ref().and_then(call_of) {
             return Parsed { text: String::new(), calls: vec![c], malformed: Vec::new() };
         }
@@ -138,7 +142,9 @@ pub fn render_calls(calls: &[ToolCall]) -> String {
 pub fn from_openai(v: &[Value]) -> Result<Vec<ToolCall>, String> {
     v.iter()
         .enumerate()
-        .map(|(i, c)| call_of(c).ok_or_else(|| format!("tool_calls[{i}]: needs function.name and JSON-object arguments")))
+        .map(|(i, c)| {
+            call_of(c).ok_or_else(|| format!("tool_calls[{i}]: needs function.name and JSON-object arguments"))
+        })
         .collect()
 }
 
@@ -217,10 +223,11 @@ mod tests {
     #[test]
     fn the_filter_shows_prose_and_holds_calls() {
         let mut f = CallFilter::new(true);
-        let shown: String = ["Let me", " check. ", "<tool", "_call>{\"name\": \"read\", ", "\"arguments\": {}}</tool_call>"]
-            .iter()
-            .map(|t| f.push(t))
-            .collect();
+        let shown: String =
+            ["Let me", " check. ", "<tool", "_call>{\"name\": \"read\", ", "\"arguments\": {}}</tool_call>"]
+                .iter()
+                .map(|t| f.push(t))
+                .collect();
         assert_eq!(shown, "Let me check. ");
         let (rest, calls) = f.finish();
         assert_eq!((rest.as_str(), calls.len()), ("", 1));
@@ -240,8 +247,14 @@ mod tests {
         assert!(!may_be_call("Sure, the answer is 4."));
         let offer = offer(&[json!({"type": "function", "function": {"name": "read", "parameters": {}}})]);
         assert!(offer.contains("{\"name\":\"read\",\"parameters\":{}}") && offer.contains("<tool_call>"));
-        let calls = from_openai(&[json!({"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{\"path\":\"x\"}"}})]).unwrap();
-        assert_eq!(render_calls(&calls), "<tool_call>\n{\"arguments\":{\"path\":\"x\"},\"name\":\"read\"}\n</tool_call>");
+        let calls = from_openai(&[
+            json!({"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{\"path\":\"x\"}"}}),
+        ])
+        .unwrap();
+        assert_eq!(
+            render_calls(&calls),
+            "<tool_call>\n{\"arguments\":{\"path\":\"x\"},\"name\":\"read\"}\n</tool_call>"
+        );
         assert!(from_openai(&[json!({"function": {"arguments": "{}"}})]).is_err());
     }
 }

@@ -8,7 +8,18 @@ use std::process::{Command, Output};
 
 fn agent(dir: &Path, script: &Path, extra: &[&str]) -> Output {
     let m = common::smollm2();
-    let mut args = vec!["agent", dir.to_str().unwrap(), "-m", m.to_str().unwrap(), "-c", "2048", "-t", "2", "--script", script.to_str().unwrap()];
+    let mut args = vec![
+        "agent",
+        dir.to_str().unwrap(),
+        "-m",
+        m.to_str().unwrap(),
+        "-c",
+        "2048",
+        "-t",
+        "2",
+        "--script",
+        script.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     Command::new(env!("CARGO_BIN_EXE_decache")).args(&args).output().expect("run decache")
 }
@@ -44,12 +55,17 @@ fn read_only_resume_and_bad_setup() {
     let t = text(&o);
     assert!(t.contains("resumed 6 messages from"), "{t}");
     assert!(t.contains("Done before."), "{t}");
-    assert_eq!(std::fs::read_dir(root.join(".decache/sessions")).unwrap().count(), 2, "the resumed session goes on in its log");
+    assert_eq!(
+        std::fs::read_dir(root.join(".decache/sessions")).unwrap().count(),
+        2,
+        "the resumed session goes on in its log"
+    );
 
     // Bad setup: one line naming the place, a non-zero exit.
     let o = agent(&dir.path().join("nowhere"), &script, &["-p", "hi"]);
     assert!(!o.status.success() && text(&o).contains("nowhere"), "{}", text(&o));
-    std::fs::write(root.join(".decache/agent.toml"), "[[hook]]\nwhen = \"later\"\ntool = \"*\"\ncommand = \"true\"\n").unwrap();
+    std::fs::write(root.join(".decache/agent.toml"), "[[hook]]\nwhen = \"later\"\ntool = \"*\"\ncommand = \"true\"\n")
+        .unwrap();
     let o = agent(&root, &script, &["-p", "hi"]);
     assert!(!o.status.success() && text(&o).contains("agent.toml") && text(&o).contains("later"), "{}", text(&o));
     std::fs::remove_file(root.join(".decache/agent.toml")).unwrap();

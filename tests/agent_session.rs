@@ -84,11 +84,17 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret.txt"), "do not touch").unwrap();
     for f in 0..8 {
-        let body: String = (0..30).map(|i| format!("pub fn f{f}_{i}(x: u64) -> u64 {{ x.wrapping_mul({}) ^ {i} }}\n", f * 7 + i + 3)).collect();
+        let body: String = (0..30)
+            .map(|i| format!("pub fn f{f}_{i}(x: u64) -> u64 {{ x.wrapping_mul({}) ^ {i} }}\n", f * 7 + i + 3))
+            .collect();
         std::fs::write(root.join(format!("src/m{f}.rs")), format!("// module {f}\n// edits:\n{body}")).unwrap();
     }
     let tests: String = (0..40).map(|i| format!("echo 'test parser::case_{i} ... ok'\n")).collect();
-    std::fs::write(root.join("test.sh"), format!("{tests}echo 'test result: ok. 40 passed; 0 failed; finished in 0.42s'\n")).unwrap();
+    std::fs::write(
+        root.join("test.sh"),
+        format!("{tests}echo 'test result: ok. 40 passed; 0 failed; finished in 0.42s'\n"),
+    )
+    .unwrap();
     #[cfg(unix)]
     std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
     (root, outside)
@@ -117,13 +123,19 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn turn_calls(t: usize) -> Vec<String> {
     let (a, b) = (t % 8, (t + 3) % 8);
     let mut calls = vec![
-        call("todo", serde_json::json!({"items": [{"content": format!("turn {t}: tidy m{a}"), "status": "in_progress"},
-            {"content": "run the tests", "status": "pending"}]})),
+        call(
+            "todo",
+            serde_json::json!({"items": [{"content": format!("turn {t}: tidy m{a}"), "status": "in_progress"},
+            {"content": "run the tests", "status": "pending"}]}),
+        ),
         call("read_file", serde_json::json!({"path": format!("src/m{a}.rs")})),
         call("grep", serde_json::json!({"pattern": format!("fn f{b}_1[0-9]"), "path": "src"})),
         call("run_command", serde_json::json!({"command": "sh test.sh"})),
         call("read_file", serde_json::json!({"path": format!("src/m{b}.rs"), "start_line": 1, "end_line": 25})),
-        call("edit_file", serde_json::json!({"path": format!("src/m{a}.rs"), "old_string": "// edits:", "new_string": format!("// edits: t{t}")})),
+        call(
+            "edit_file",
+            serde_json::json!({"path": format!("src/m{a}.rs"), "old_string": "// edits:", "new_string": format!("// edits: t{t}")}),
+        ),
         call("run_command", serde_json::json!({"command": format!("grep -c edits src/m{a}.rs")})),
         call("list_dir", serde_json::json!({"path": "src"})),
         call("glob", serde_json::json!({"pattern": "src/*.rs"})),
@@ -156,7 +168,8 @@ fn a_long_scripted_session_never_overflows_and_stays_in_its_folder() {
     let mut a = agent(&root, 4096, Limits::default(), true, policy);
     let mut ui = Recorder::default();
     for t in 0..turns {
-        let end = a.turn(&format!("Turn {t}: tidy src/m{}.rs and run the tests.", t % 8), &mut script, &mut ui).unwrap();
+        let end =
+            a.turn(&format!("Turn {t}: tidy src/m{}.rs and run the tests.", t % 8), &mut script, &mut ui).unwrap();
         assert!(matches!(end, TurnEnd::Answered(_)), "turn {t}: {end:?}");
     }
     assert_eq!(script.remaining(), 0);
@@ -184,7 +197,8 @@ fn a_long_scripted_session_never_overflows_and_stays_in_its_folder() {
     }
     // Every deletion is in the log, with its reason.
     let log = std::fs::read_to_string(a.log.as_ref().unwrap().path()).unwrap();
-    let logged: Vec<Value> = log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["type"] == "decache").collect();
+    let logged: Vec<Value> =
+        log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["type"] == "decache").collect();
     assert_eq!(logged.len(), ui.decache.len());
     for (v, (cells, reason, _)) in logged.iter().zip(&ui.decache) {
         assert_eq!((v["cells"].as_u64(), v["reason"].as_str()), (Some(*cells as u64), Some(*reason)));
@@ -194,7 +208,10 @@ fn a_long_scripted_session_never_overflows_and_stays_in_its_folder() {
     assert_eq!(failed.len(), turns, "{failed:#?}");
     assert!(failed.iter().all(|r| r.2.starts_with("error: ")));
     assert_eq!(snapshot(&outside), before, "a file outside the folder changed");
-    assert!(std::fs::read_to_string(root.join("src/m0.rs")).unwrap().contains("// edits: t16 t8 t0"), "the edits landed");
+    assert!(
+        std::fs::read_to_string(root.join("src/m0.rs")).unwrap().contains("// edits: t16 t8 t0"),
+        "the edits landed"
+    );
 }
 
 #[test]
@@ -202,7 +219,11 @@ fn bad_tool_input_gets_a_clear_error_and_the_session_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let (root, _) = fixture(dir.path());
     std::fs::write(root.join("blob.bin"), [0x7f, b'E', b'L', b'F', 0, 1, 2, 0xff, 0]).unwrap();
-    std::fs::write(root.join("huge.log"), "a line of a very large log file that nobody should read whole\n".repeat(8000)).unwrap();
+    std::fs::write(
+        root.join("huge.log"),
+        "a line of a very large log file that nobody should read whole\n".repeat(8000),
+    )
+    .unwrap();
     let cases: Vec<(String, &str)> = vec![
         (call("read_file", serde_json::json!({"path": "src/nope.rs"})), "src/nope.rs: no such file or directory"),
         (call("read_file", serde_json::json!({"path": "blob.bin"})), "blob.bin is a binary file"),
@@ -211,13 +232,25 @@ fn bad_tool_input_gets_a_clear_error_and_the_session_goes_on() {
         (call("read_file", serde_json::json!({"path": "../outside/secret.txt"})), "outside the project folder"),
         (call("read_file", serde_json::json!({"path": "/etc/passwd"})), "outside the project folder"),
         (call("read_file", serde_json::json!({"path": "link/secret.txt"})), "outside the project folder"),
-        (call("run_command", serde_json::json!({"command": "sleep 20", "timeout_secs": 1})), "[timed out after 1 s; the command was killed]"),
-        (call("run_command", serde_json::json!({"command": "yes 'many lines of output' | head -c 3000000"})), "cut to fit the context"),
-        ("<tool_call>\n{\"name\": \"grep\", \"arguments\": {\"pattern\": \"x\",}}\n</tool_call>".into(), "its body is not valid JSON"),
+        (
+            call("run_command", serde_json::json!({"command": "sleep 20", "timeout_secs": 1})),
+            "[timed out after 1 s; the command was killed]",
+        ),
+        (
+            call("run_command", serde_json::json!({"command": "yes 'many lines of output' | head -c 3000000"})),
+            "cut to fit the context",
+        ),
+        (
+            "<tool_call>\n{\"name\": \"grep\", \"arguments\": {\"pattern\": \"x\",}}\n</tool_call>".into(),
+            "its body is not valid JSON",
+        ),
         (call("launch_rockets", serde_json::json!({})), "unknown tool 'launch_rockets'; the tools are: read_file"),
         (call("read_file", serde_json::json!({"path": 42})), "argument path must be a string"),
         (call("grep", serde_json::json!({"pattern": "(unclosed"})), "bad regular expression"),
-        (call("edit_file", serde_json::json!({"path": "src/m1.rs", "old_string": "pub fn", "new_string": "fn"})), "occurs 30 times"),
+        (
+            call("edit_file", serde_json::json!({"path": "src/m1.rs", "old_string": "pub fn", "new_string": "fn"})),
+            "occurs 30 times",
+        ),
     ];
     let mut replies: Vec<String> = cases.iter().map(|c| c.0.clone()).collect();
     replies.push("All checked.".into());
@@ -226,7 +259,12 @@ fn bad_tool_input_gets_a_clear_error_and_the_session_goes_on() {
     let mut a = agent(&root, 4096, limits, false, DecachePolicy::default());
     // Hooks ride along: one that does not apply after each read, one before each command.
     a.hooks.hooks = vec![
-        Hook { when: When::After, tool: "read_file".into(), command: "echo \"lint: $DECACHE_TOOL\"; exit 3".into(), timeout_secs: None },
+        Hook {
+            when: When::After,
+            tool: "read_file".into(),
+            command: "echo \"lint: $DECACHE_TOOL\"; exit 3".into(),
+            timeout_secs: None,
+        },
         Hook { when: When::Before, tool: "run_command".into(), command: "echo pre-check".into(), timeout_secs: None },
     ];
     let mut ui = Recorder::default();
@@ -243,7 +281,8 @@ fn bad_tool_input_gets_a_clear_error_and_the_session_goes_on() {
     let (reads, commands) = (cases.iter().filter(|c| c.0.contains("\"read_file\"")).count(), 2);
     assert_eq!(ui.hooks.iter().filter(|h| !h.0 && h.1 == "exit 3").count(), reads, "{:?}", ui.hooks);
     assert_eq!(ui.hooks.iter().filter(|h| h.0).count(), commands, "{:?}", ui.hooks);
-    let hook_segments: Vec<_> = a.conv.segments.iter().filter(|s| matches!(s.kind, SegmentKind::HookOutput { .. })).collect();
+    let hook_segments: Vec<_> =
+        a.conv.segments.iter().filter(|s| matches!(s.kind, SegmentKind::HookOutput { .. })).collect();
     assert_eq!(hook_segments.len(), reads + commands);
     assert!(hook_segments.iter().filter(|s| s.kind == SegmentKind::HookOutput { applied: false }).count() == reads);
     let big = &ui.results[8].2;

@@ -32,11 +32,15 @@ fn agent_in_a_terminal_asks_before_a_command_and_shows_the_result() {
     let t = Tmux::start(&format!("decache-agent-{}", std::process::id()), &cmd);
     t.wait("the agent to start", |s| s.contains("decache agent:") && s.contains("> "));
     t.send(&["How many lines does notes.txt have?", "Enter"]);
-    let s = t.wait("the permission prompt", |s| s.contains("Allow run_command(command=wc -l notes.txt)? [y]es / [n]o / [a]lways"));
+    let s = t.wait("the permission prompt", |s| {
+        s.contains("Allow run_command(command=wc -l notes.txt)? [y]es / [n]o / [a]lways")
+    });
     assert!(s.contains("I will count the lines."), "the reply's prose streams before the call:\n{s}");
     assert!(s.contains("● run_command(command=wc -l notes.txt)"), "{s}");
     t.send(&["y", "Enter"]);
-    let s = t.wait("the answer and its status line", |s| s.contains("notes.txt has 4 lines.") && s.matches("── live ").count() >= 2);
+    let s = t.wait("the answer and its status line", |s| {
+        s.contains("notes.txt has 4 lines.") && s.matches("── live ").count() >= 2
+    });
     assert!(s.contains("⎿ exit 0"), "the command's result line:\n{s}");
     assert!(s.contains("4 notes.txt"), "the command's output:\n{s}");
     let status = s.lines().filter(|l| l.contains("── live ") && l.contains("/2048 tokens · step")).count();

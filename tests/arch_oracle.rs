@@ -50,7 +50,8 @@ fn model(arch: &str, s: Shape, seed: u64) -> Gguf {
     let mut g = Gguf::new();
     arch_header(&mut g, arch, s.n_layer, N_EMBD, N_FF, N_HEAD, N_HEAD_KV);
     let k = |x: &str| format!("{arch}.{x}");
-    g.set(&k("attention.key_length"), Value::U32(s.head_dim as u32)).set(&k("attention.value_length"), Value::U32(s.head_dim as u32));
+    g.set(&k("attention.key_length"), Value::U32(s.head_dim as u32))
+        .set(&k("attention.value_length"), Value::U32(s.head_dim as u32));
     let mut rng = Rng::new(seed);
     let mat = |g: &mut Gguf, name: &str, ne0: u64, ne1: u64, rng: &mut Rng| {
         let w = rand(rng, (ne0 * ne1) as usize, 2.0 / (ne0 as f32).sqrt());
@@ -111,7 +112,8 @@ fn model(arch: &str, s: Shape, seed: u64) -> Gguf {
 const N_CTX: usize = 256;
 
 fn ours(path: &Path, flash_attn: bool) -> Session {
-    let model = Arc::new(Model::load(path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+    let model =
+        Arc::new(Model::load(path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
     Session::new(model, SessionConfig { n_ctx: N_CTX, n_threads: 2, flash_attn, ..SessionConfig::default() }).unwrap()
 }
 
@@ -171,7 +173,10 @@ fn check_attn(arch: &str, g: &Gguf, shift: bool, flash_attn: bool) -> Vec<String
         let mine = s.eval(&more, true).unwrap();
         let theirs = oc.decode(&ids(&more), &(start..start + 12).collect::<Vec<i32>>(), true).unwrap();
         let after = compare(&format!("{arch} after removal ({policy:?})"), &mine, &theirs);
-        assert!(full < 2e-3 && after < 2e-3, "{arch}: max |Δlogit| {full} before, {after} after the removal ({policy:?})");
+        assert!(
+            full < 2e-3 && after < 2e-3,
+            "{arch}: max |Δlogit| {full} before, {after} after the removal ({policy:?})"
+        );
         report.push(format!("{arch} {policy:?}: max |Δlogit| {full:.1e} prefill, {after:.1e} after removal"));
     }
     report
@@ -196,7 +201,8 @@ fn qwen3_matches_llama_cpp() {
 
 #[test]
 fn phi3_matches_llama_cpp() {
-    let s = Shape { n_layer: 2, head_dim: 32, fused_qkv: true, fused_ffn: true, phi3_factors: true, ..Shape::default() };
+    let s =
+        Shape { n_layer: 2, head_dim: 32, fused_qkv: true, fused_ffn: true, phi3_factors: true, ..Shape::default() };
     let mut g = model("phi3", s, 0x0303);
     // A trained context of 128 below the cache's 256: the long factors apply.
     g.set("phi3.rope.scaling.original_context_length", Value::U32(128));

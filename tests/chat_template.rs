@@ -20,19 +20,13 @@ fn smollm2_template() -> String {
     let path = common::smollm2();
     let file = GgufFile::open(&path, false).unwrap();
     let tok = Tokenizer::from_spec(VocabSpec::from_gguf(&file).unwrap()).unwrap();
-    tok.chat_template()
-        .expect("SmolLM2 has a chat template")
-        .to_string()
+    tok.chat_template().expect("SmolLM2 has a chat template").to_string()
 }
 
 #[test]
 fn smollm2_template_renders_chatml() {
     let t = ChatTemplate::new(&smollm2_template()).unwrap();
-    let out = t
-        .clone()
-        .with_pieces("<|im_start|>", "<|im_end|>")
-        .render(&conversation(), true)
-        .unwrap();
+    let out = t.clone().with_pieces("<|im_start|>", "<|im_end|>").render(&conversation(), true).unwrap();
     assert_eq!(
         out,
         "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
@@ -42,17 +36,10 @@ fn smollm2_template_renders_chatml() {
          <|im_start|>assistant\n"
     );
     // The same conversation through the built-in ChatML fallback.
-    assert_eq!(
-        ChatTemplate::chatml()
-            .render(&conversation(), true)
-            .unwrap(),
-        out
-    );
+    assert_eq!(ChatTemplate::chatml().render(&conversation(), true).unwrap(), out);
 
     // Without a system message the template supplies its own.
-    let out = t
-        .render(&[ChatMessage::new("user", "hi")], false)
-        .unwrap();
+    let out = t.render(&[ChatMessage::new("user", "hi")], false).unwrap();
     assert_eq!(
         out,
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
@@ -67,22 +54,13 @@ fn python_methods_render() {
 {% else %}{{ m.role.upper() }}: {{ m.content.strip().replace('  ', ' ') }}|{{ m.content.split()|length }}\
 {% endif %}{{ '\n' }}{% endfor %}";
     let t = ChatTemplate::new(src).unwrap();
-    let msgs = [
-        ChatMessage::new("user", "  hello   world  "),
-        ChatMessage::new("user", " /run tests now"),
-    ];
-    assert_eq!(
-        t.render(&msgs, false).unwrap(),
-        "USER: hello  world|2\n[cmd run]\n"
-    );
+    let msgs = [ChatMessage::new("user", "  hello   world  "), ChatMessage::new("user", " /run tests now")];
+    assert_eq!(t.render(&msgs, false).unwrap(), "USER: hello  world|2\n[cmd run]\n");
 
     let src = "{{ 'a,b,,c'.split(',')|join('|') }} {% if 'Title Case'.lower().endswith('case') %}yes{% endif %} \
 {{ ' x '.lstrip() ~ '.' }} {% for k, v in {'k': 1}.items() %}{{ k }}={{ v }}{% endfor %} {{ 'abc'.find('c') }} \
 {{ '{}-{}'.format(1, 2) }} {{ 'a b'.title() }}";
-    let out = ChatTemplate::new(src)
-        .unwrap()
-        .render(&[], false)
-        .unwrap();
+    let out = ChatTemplate::new(src).unwrap().render(&[], false).unwrap();
     assert_eq!(out, "a|b||c yes x . k=1 2 1-2 A B");
 }
 
@@ -91,25 +69,16 @@ fn hugging_face_features_render() {
     // trim_blocks + lstrip_blocks, namespace, loop variables, bos_token.
     let src = "{{ bos_token }}\n{% set ns = namespace(n=0) %}\n{% for m in messages %}\n    {% set ns.n = ns.n + 1 %}\n{{ loop.index }}:{{ m.role }}\n{% endfor %}\n{{ ns.n }}{% if add_generation_prompt %}+{% endif %}";
     let t = ChatTemplate::new(src).unwrap().with_pieces("<s>", "</s>");
-    assert_eq!(
-        t.render(&conversation(), true).unwrap(),
-        "<s>\n1:system\n2:user\n3:assistant\n4:user\n4+"
-    );
+    assert_eq!(t.render(&conversation(), true).unwrap(), "<s>\n1:system\n2:user\n3:assistant\n4:user\n4+");
 
     // tojson like Python's json.dumps(ensure_ascii=False).
     let t = ChatTemplate::new("{{ messages[1]|tojson }}").unwrap();
-    assert_eq!(
-        t.render(&conversation(), false).unwrap(),
-        "{\"role\": \"user\", \"content\": \"What is 2+2?\"}"
-    );
+    assert_eq!(t.render(&conversation(), false).unwrap(), "{\"role\": \"user\", \"content\": \"What is 2+2?\"}");
 
     // strftime_now gives a date in the requested format.
     let t = ChatTemplate::new("{{ strftime_now('%Y-%m-%d') }}").unwrap();
     let out = t.render(&[], false).unwrap();
-    assert!(
-        out.len() == 10 && out.as_bytes()[4] == b'-' && out[..4].parse::<u32>().unwrap() >= 2024,
-        "{out}"
-    );
+    assert!(out.len() == 10 && out.as_bytes()[4] == b'-' && out[..4].parse::<u32>().unwrap() >= 2024, "{out}");
 }
 
 #[test]
@@ -120,21 +89,18 @@ fn broken_templates_give_errors_not_panics() {
         Ok(_) => panic!("{src:?} compiled"),
     };
     let msg = err("{% for m in messages %}{{ m.content }}");
-    assert!(
-        msg.contains("syntax error") && msg.contains("line 1"),
-        "{msg}"
-    );
+    assert!(msg.contains("syntax error") && msg.contains("line 1"), "{msg}");
     let msg = err("{{ messages[0] ");
     assert!(msg.contains("syntax error"), "{msg}");
     let msg = err("{% if %}x{% endif %}");
     assert!(msg.contains("syntax error"), "{msg}");
 
     // Errors at render time: raise_exception, unknown filters, bad calls.
-    let t = ChatTemplate::new("{% if messages[0].role != 'system' %}{{ raise_exception('first message must be system') }}{% endif %}").unwrap();
-    let e = t
-        .render(&[ChatMessage::new("user", "x")], false)
-        .unwrap_err()
-        .to_string();
+    let t = ChatTemplate::new(
+        "{% if messages[0].role != 'system' %}{{ raise_exception('first message must be system') }}{% endif %}",
+    )
+    .unwrap();
+    let e = t.render(&[ChatMessage::new("user", "x")], false).unwrap_err().to_string();
     assert!(e.contains("first message must be system"), "{e}");
     let t = ChatTemplate::new("{{ messages|no_such_filter }}").unwrap_or_else(|e| panic!("{e}"));
     let e = t.render(&[], false);
@@ -184,7 +150,8 @@ fn hostile_templates_stop_with_errors_in_bounded_time() {
     let e = render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
     assert!(!e.is_empty(), "{e}");
     // Reading files: there is no loader, so nothing outside the template is reachable.
-    for src in ["{% include '/etc/passwd' %}", "{% import '/etc/hostname' as h %}", "{% extends '../../etc/passwd' %}"] {
+    for src in ["{% include '/etc/passwd' %}", "{% import '/etc/hostname' as h %}", "{% extends '../../etc/passwd' %}"]
+    {
         let e = render(src);
         assert!(e.contains("not found") || e.contains("template"), "{src}: {e}");
     }
@@ -194,8 +161,9 @@ fn hostile_templates_stop_with_errors_in_bounded_time() {
 fn long_conversations_stay_within_the_template_step_budget() {
     // 20,000 messages through SmolLM2's own template: far below the budget.
     let t = ChatTemplate::new(&smollm2_template()).unwrap();
-    let msgs: Vec<ChatMessage> =
-        (0..20_000).map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, format!("message {i}"))).collect();
+    let msgs: Vec<ChatMessage> = (0..20_000)
+        .map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, format!("message {i}")))
+        .collect();
     let out = t.render(&msgs, true).unwrap();
     assert!(out.contains("message 19999") && out.ends_with("<|im_start|>assistant\n"));
 }

@@ -72,7 +72,8 @@ fn regen_set_show_save_load_in_a_terminal() {
     t.send(&["/regen", "Enter"]);
     let s = t.wait("the regenerated reply", |s| count(s, "cells live]") == 2);
     assert_eq!(count(&s, &first), 2, "greedy /regen should say the same again:\n{s}");
-    let lives: Vec<&str> = s.lines().filter(|l| l.contains("cells live]")).map(|l| l.rsplit("; ").next().unwrap()).collect();
+    let lives: Vec<&str> =
+        s.lines().filter(|l| l.contains("cells live]")).map(|l| l.rsplit("; ").next().unwrap()).collect();
     assert_eq!(lives[0], lives[1], "/regen replaced the reply instead of adding one:\n{s}");
 
     t.send(&["/set temp 0.5", "Enter"]);

@@ -21,7 +21,22 @@ fn the_same_seed_gives_the_same_text() {
     let m = common::smollm2();
     let m = m.to_str().unwrap();
     let run = |seed: &str| {
-        let o = decache(&["run", "-m", m, "--raw", "-p", "Once upon a time", "-n", "32", "--temp", "0.9", "-s", seed, "-t", "2"]);
+        let o = decache(&[
+            "run",
+            "-m",
+            m,
+            "--raw",
+            "-p",
+            "Once upon a time",
+            "-n",
+            "32",
+            "--temp",
+            "0.9",
+            "-s",
+            seed,
+            "-t",
+            "2",
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         stdout(&o)
     };
@@ -50,7 +65,10 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
         (vec!["run", "-m", m, "-p", "hi", "-t", "0"], vec!["-t 0"]),
         (vec!["run", "-m", m], vec!["no prompt"]),
         // 16M cells of SmolLM2 would take 368 GB: refused before allocating, with the figure.
-        (vec!["run", "-m", m, "-p", "hi", "-c", "16000000"], vec!["16000000 cells needs", "MiB for its KV cache", "lower -c"]),
+        (
+            vec!["run", "-m", m, "-p", "hi", "-c", "16000000"],
+            vec!["16000000 cells needs", "MiB for its KV cache", "lower -c"],
+        ),
         (vec!["info", dir.path().to_str().unwrap()], vec!["is a directory"]),
     ];
     for (args, keywords) in cases {
@@ -69,7 +87,14 @@ fn info_and_tokenize_describe_the_model() {
     let m = common::smollm2();
     let m = m.to_str().unwrap();
     let info = stdout(&decache(&["info", m]));
-    for k in ["architecture:    llama", "134.52 M", "file type:       Q4_1", "context length:  8192", "gpt2 BPE (pre: smollm)", "<|im_start|>"] {
+    for k in [
+        "architecture:    llama",
+        "134.52 M",
+        "file type:       Q4_1",
+        "context length:  8192",
+        "gpt2 BPE (pre: smollm)",
+        "<|im_start|>",
+    ] {
         assert!(info.contains(k), "info lacks {k:?}:\n{info}");
     }
     let o = decache(&["tokenize", "-m", m, "-p", "<|im_start|>user\nHello world", "--ids"]);
@@ -83,7 +108,11 @@ fn a_context_past_the_trained_one_warns() {
     let m = common::smollm2();
     let o = decache(&["run", "-m", m.to_str().unwrap(), "-p", "hi", "-n", "1", "-c", "9000", "-t", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("warning: -c 9000 is beyond the 8192 positions this model was trained on"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: -c 9000 is beyond the 8192 positions this model was trained on"),
+        "{}",
+        stderr(&o)
+    );
     let o = decache(&["run", "-m", m.to_str().unwrap(), "-p", "hi", "-n", "1", "-c", "4096", "-t", "2"]);
     assert!(o.status.success() && !stderr(&o).contains("warning: -c"), "{}", stderr(&o));
 }

@@ -30,14 +30,23 @@ fn a_long_chat_through_a_small_cache_never_stops() {
     let template = ChatTemplate::new(model.tokenizer.chat_template().unwrap()).unwrap();
     let mut c = Conversation::new(session, template, DecachePolicy::default());
     c.push("system", "You are a coding assistant. Answer in one short sentence.", SegmentKind::System).unwrap();
-    let opts = GenerateOptions { n_predict: Some(12), sampling: SamplingParams::greedy(), ..GenerateOptions::default() };
+    let opts =
+        GenerateOptions { n_predict: Some(12), sampling: SamplingParams::greedy(), ..GenerateOptions::default() };
     let mut by_reason: BTreeMap<Reason, usize> = BTreeMap::new();
     let mut replies_with_text = 0;
     for turn in 1..=40u32 {
         let mut events = Vec::new();
-        events.extend(c.push("user", &format!("Step {turn}: read src/lib.rs and run the tests."), SegmentKind::User).unwrap());
-        events.extend(c.push("user", "<system-reminder>Today is Saturday. Keep the todo list current.</system-reminder>",
-            SegmentKind::SystemReminder { key: "daily".into() }).unwrap());
+        events.extend(
+            c.push("user", &format!("Step {turn}: read src/lib.rs and run the tests."), SegmentKind::User).unwrap(),
+        );
+        events.extend(
+            c.push(
+                "user",
+                "<system-reminder>Today is Saturday. Keep the todo list current.</system-reminder>",
+                SegmentKind::SystemReminder { key: "daily".into() },
+            )
+            .unwrap(),
+        );
         events.extend(c.push("tool", &file_text(turn), SegmentKind::FileRead { path: "src/lib.rs".into() }).unwrap());
         events.extend(c.push("tool", &test_log(turn), SegmentKind::CommandOutput { passed: Some(true) }).unwrap());
         let (gen, ev) = c.reply(&opts, &mut |_| true).unwrap();
@@ -47,7 +56,10 @@ fn a_long_chat_through_a_small_cache_never_stops() {
         assert!(c.session.n_live() <= c.session.n_ctx());
         if std::env::var_os("SHOW_EVENTS").is_some() {
             for e in &events {
-                eprintln!("turn {turn}: forgot {} [{}, {}) of segment {} ({}) for {:?}", e.cells, e.p0, e.p1, e.segment, e.kind, e.reason);
+                eprintln!(
+                    "turn {turn}: forgot {} [{}, {}) of segment {} ({}) for {:?}",
+                    e.cells, e.p0, e.p1, e.segment, e.kind, e.reason
+                );
             }
         }
         for e in &events {

@@ -32,7 +32,8 @@ fn a_reminder_inside_a_message_is_its_own_segment_and_forgetting_it_matches_llam
     let oracle = OracleModel::load(&path).unwrap();
     let mut c = conversation(&model, 512);
     c.push("user", USER, SegmentKind::User).unwrap();
-    c.push("assistant", "<think>The log lists core, net, ui; ui is last.</think>The ui crate.", SegmentKind::Assistant).unwrap();
+    c.push("assistant", "<think>The log lists core, net, ui; ui is last.</think>The ui crate.", SegmentKind::Assistant)
+        .unwrap();
 
     let kinds: Vec<&str> = c.segments.iter().map(|s| s.kind.name()).collect();
     assert_eq!(kinds, ["system", "user", "system reminder", "user", "assistant", "thinking", "assistant"]);
@@ -54,8 +55,11 @@ fn a_reminder_inside_a_message_is_its_own_segment_and_forgetting_it_matches_llam
     let ev = c.forget_segment(reminder.id, Reason::Manual).unwrap();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].cells, reminder.len());
-    let d: Vec<u32> = oracle.tokenize("<|im_start|>user\nAnd the first?<|im_end|>\n<|im_start|>assistant\n", false, true)
-        .iter().map(|&t| t as u32).collect();
+    let d: Vec<u32> = oracle
+        .tokenize("<|im_start|>user\nAnd the first?<|im_end|>\n<|im_start|>assistant\n", false, true)
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
     let ours = c.session.eval(&d, true).unwrap();
 
     let p = OracleParams { n_ctx: 512, n_threads: 2, ..OracleParams::default() };
@@ -73,7 +77,10 @@ fn a_reminder_inside_a_message_is_its_own_segment_and_forgetting_it_matches_llam
         assert_eq!(argmax(mine), argmax(row), "top-1 differs at D[{i}]");
         worst = worst.max(max_abs_diff(mine, row));
     }
-    eprintln!("reminder [{}, {}) forgotten inside its message: max |Δlogit| over D = {worst:.3e}", reminder.p0, reminder.p1);
+    eprintln!(
+        "reminder [{}, {}) forgotten inside its message: max |Δlogit| over D = {worst:.3e}",
+        reminder.p0, reminder.p1
+    );
     assert!(worst < 2e-2, "max |Δlogit| {worst}");
 }
 
@@ -112,7 +119,8 @@ fn a_reply_taken_back_leaves_the_cache_as_before() {
     let mut c = conversation(&model, 512);
     c.push("user", "Name three colours.", SegmentKind::User).unwrap();
     let (live, next, n_segs) = (c.session.n_live(), c.session.next_pos(), c.segments.iter().count());
-    let opts = GenerateOptions { n_predict: Some(16), sampling: SamplingParams::greedy(), ..GenerateOptions::default() };
+    let opts =
+        GenerateOptions { n_predict: Some(16), sampling: SamplingParams::greedy(), ..GenerateOptions::default() };
     let (first, _) = c.reply(&opts, &mut |_| true).unwrap();
     assert!(c.session.next_pos() > next);
     c.undo_reply().unwrap();

@@ -59,9 +59,11 @@ fn sigkill_at_random_points_never_corrupts_a_saved_session_or_a_transcript() {
         if save.exists() {
             let cfg = SessionConfig { n_ctx: 512, n_threads: 2, ..SessionConfig::default() };
             let template = ChatTemplate::new(model.tokenizer.chat_template().unwrap()).unwrap();
-            let mut conv = Conversation::new(Session::new(model.clone(), cfg).unwrap(), template, DecachePolicy::default());
+            let mut conv =
+                Conversation::new(Session::new(model.clone(), cfg).unwrap(), template, DecachePolicy::default());
             conv.load(&save).unwrap_or_else(|e| panic!("kill {i}: the saved session does not load: {e}"));
-            conv.push("user", "And one more?", SegmentKind::User).unwrap_or_else(|e| panic!("kill {i}: the loaded conversation cannot go on: {e}"));
+            conv.push("user", "And one more?", SegmentKind::User)
+                .unwrap_or_else(|e| panic!("kill {i}: the loaded conversation cannot go on: {e}"));
             loaded += 1;
         }
         let (t_torn, tokens) = check_transcript(&format!("chat kill {i}"), &t, true);
@@ -96,7 +98,12 @@ fn check_transcript(what: &str, t: &Path, replay: bool) -> (usize, usize) {
     let o = Command::new(env!("CARGO_BIN_EXE_decache")).args(["replay", t.to_str().unwrap()]).output().unwrap();
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success() && out.contains("all bit-exact"), "{what}: {out}");
-    let tokens = out.split(" tokens, all").next().and_then(|p| p.rsplit(' ').next()).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+    let tokens = out
+        .split(" tokens, all")
+        .next()
+        .and_then(|p| p.rsplit(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
     (usize::from(tr.torn), tokens)
 }
 
@@ -122,10 +129,20 @@ fn tool_call(name: &str, args: serde_json::Value) -> String {
 
 fn agent(root: &Path, script: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_decache"));
-    c.args(["agent", root.to_str().unwrap(), "-m", common::smollm2().to_str().unwrap(), "-c", "4096", "-t", "2", "--yes"])
-        .args(["--script", script.to_str().unwrap()])
-        .args(extra)
-        .stdin(Stdio::null());
+    c.args([
+        "agent",
+        root.to_str().unwrap(),
+        "-m",
+        common::smollm2().to_str().unwrap(),
+        "-c",
+        "4096",
+        "-t",
+        "2",
+        "--yes",
+    ])
+    .args(["--script", script.to_str().unwrap()])
+    .args(extra)
+    .stdin(Stdio::null());
     c
 }
 
@@ -145,7 +162,10 @@ fn sigkill_of_agent_and_server_never_corrupts_files_logs_or_transcripts() {
     let replies = [
         tool_call("write_file", serde_json::json!({"path": "notes.txt", "content": versions[1]})),
         tool_call("run_command", serde_json::json!({"command": "wc -l notes.txt"})),
-        tool_call("edit_file", serde_json::json!({"path": "notes.txt", "old_string": "first", "new_string": "second", "replace_all": true})),
+        tool_call(
+            "edit_file",
+            serde_json::json!({"path": "notes.txt", "old_string": "first", "new_string": "second", "replace_all": true}),
+        ),
         tool_call("read_file", serde_json::json!({"path": "notes.txt", "limit": 5})),
         "The notes are rewritten.".to_string(),
     ];
@@ -184,7 +204,16 @@ fn sigkill_of_agent_and_server_never_corrupts_files_logs_or_transcripts() {
             // Replaying re-prefills the whole run: every fourth one is enough.
             torn += check_transcript(&format!("agent kill {i}"), &t, i % 8 == 0).0;
         } else {
-            let s = http::Server::start(&["-m", m.to_str().unwrap(), "-c", "1024", "-t", "2", "--transcripts", tdir.to_str().unwrap()]);
+            let s = http::Server::start(&[
+                "-m",
+                m.to_str().unwrap(),
+                "-c",
+                "1024",
+                "-t",
+                "2",
+                "--transcripts",
+                tdir.to_str().unwrap(),
+            ]);
             let addr = s.addr.clone();
             std::thread::spawn(move || {
                 for k in 0.. {
@@ -205,12 +234,15 @@ fn sigkill_of_agent_and_server_never_corrupts_files_logs_or_transcripts() {
             server_kills += 1;
             // Every server writes its own files into the same folder: none of
             // the earlier ones is overwritten, each still replays.
-            let files: Vec<_> = std::fs::read_dir(&tdir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+            let files: Vec<_> =
+                std::fs::read_dir(&tdir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
             assert!(files.len() >= served.len(), "server kill {i}: transcripts of earlier servers are gone");
             for f in files {
                 let len = std::fs::metadata(&f).unwrap().len();
                 match served.get(&f) {
-                    Some(&before) => assert_eq!(before, len, "server kill {i}: {} was written by two servers", f.display()),
+                    Some(&before) => {
+                        assert_eq!(before, len, "server kill {i}: {} was written by two servers", f.display())
+                    }
                     None => {
                         let (t_torn, tokens) = check_transcript(&format!("server kill {i}: {}", f.display()), &f, true);
                         torn += t_torn;

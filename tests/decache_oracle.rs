@@ -9,7 +9,6 @@ use decache::model::{LoadOptions, Model};
 use decache::session::{Gap, PositionPolicy, Session, SessionConfig};
 use std::sync::Arc;
 
-
 struct Case {
     name: &'static str,
     /// Removed position ranges, as fractions of A B C's length.
@@ -24,9 +23,18 @@ fn run_case(model: &Arc<Model>, oracle: &OracleModel, case: &Case, policy: Posit
 
 /// Prefill `abc`, remove the case's spans under `policy`, evaluate `d`:
 /// ours against llama.cpp's `seq_rm` (+ `seq_add`); the largest |Δlogit|.
-fn run_tokens(model: &Arc<Model>, oracle: &OracleModel, case: &Case, policy: PositionPolicy, abc: &[i32], d: &[i32], n_ctx: usize) -> f32 {
+fn run_tokens(
+    model: &Arc<Model>,
+    oracle: &OracleModel,
+    case: &Case,
+    policy: PositionPolicy,
+    abc: &[i32],
+    d: &[i32],
+    n_ctx: usize,
+) -> f32 {
     let n = abc.len() as i32;
-    let mut spans: Vec<(i32, i32)> = case.spans.iter().map(|&(a, b)| ((a * n as f32) as i32, (b * n as f32) as i32)).collect();
+    let mut spans: Vec<(i32, i32)> =
+        case.spans.iter().map(|&(a, b)| ((a * n as f32) as i32, (b * n as f32) as i32)).collect();
     spans.sort_by_key(|s| std::cmp::Reverse(s.0)); // latest first, so earlier positions stay put
     let removed: i32 = spans.iter().map(|s| s.1 - s.0).sum();
     let n_vocab = model.hparams.n_vocab as usize;
@@ -58,7 +66,12 @@ fn run_tokens(model: &Arc<Model>, oracle: &OracleModel, case: &Case, policy: Pos
         assert_eq!(argmax(mine), argmax(row), "{} ({policy:?}): top-1 differs at D[{i}]", case.name);
         worst = worst.max(max_abs_diff(mine, row));
     }
-    eprintln!("{} ({policy:?}): {} of {n} tokens removed in {} span(s), max |Δlogit| over D = {worst:.3e}", case.name, removed, spans.len());
+    eprintln!(
+        "{} ({policy:?}): {} of {n} tokens removed in {} span(s), max |Δlogit| over D = {worst:.3e}",
+        case.name,
+        removed,
+        spans.len()
+    );
     worst
 }
 

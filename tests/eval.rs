@@ -16,7 +16,12 @@ fn text(o: &Output) -> String {
 }
 
 fn turns<'a>(r: &'a Value, strategy: &str) -> &'a Vec<Value> {
-    let s = r["strategies"].as_array().unwrap().iter().find(|s| s["strategy"] == strategy).unwrap_or_else(|| panic!("{strategy} missing"));
+    let s = r["strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["strategy"] == strategy)
+        .unwrap_or_else(|| panic!("{strategy} missing"));
     s["turns"].as_array().unwrap()
 }
 
@@ -30,7 +35,18 @@ fn eval_runs_every_strategy_and_decaching_follows_the_annotations() {
     let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/eval/04-dead-end.toml");
     let dir = tempfile::tempdir().unwrap();
     let (json, report) = (dir.path().join("r.json"), dir.path().join("report"));
-    let o = decache(&["eval", set.to_str().unwrap(), "-m", m.to_str().unwrap(), "-t", "2", "--json", json.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+    let o = decache(&[
+        "eval",
+        set.to_str().unwrap(),
+        "-m",
+        m.to_str().unwrap(),
+        "-t",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     let out = text(&o);
     eprintln!("{out}");
     assert!(o.status.success(), "{out}");
@@ -38,8 +54,14 @@ fn eval_runs_every_strategy_and_decaching_follows_the_annotations() {
     let r = &all[0];
     let budget = r["budget"].as_u64().unwrap() as usize;
     assert_eq!(r["strategies"].as_array().unwrap().len(), 6);
-    let (full, recompute, keep, shift, compaction, window) =
-        (turns(r, "full"), turns(r, "recompute"), turns(r, "keep"), turns(r, "shift"), turns(r, "compaction"), turns(r, "window"));
+    let (full, recompute, keep, shift, compaction, window) = (
+        turns(r, "full"),
+        turns(r, "recompute"),
+        turns(r, "keep"),
+        turns(r, "shift"),
+        turns(r, "compaction"),
+        turns(r, "window"),
+    );
     let n = full.len();
     assert_eq!(n as u64, r["turns"].as_u64().unwrap());
     // The first decache happens at turn 3 in this set: until then the annotated strategies are full context.
@@ -56,19 +78,33 @@ fn eval_runs_every_strategy_and_decaching_follows_the_annotations() {
         // Decaching in place keeps exactly the cells a recompute prefills again.
         assert_eq!(keep[t]["live"], recompute[t]["live"], "turn {}", t + 1);
         assert_eq!(shift[t]["live"], recompute[t]["live"], "turn {}", t + 1);
-        assert_eq!(keep[t]["prefilled"], full[t]["prefilled"], "decaching in place evaluates only the turn's own tokens");
+        assert_eq!(
+            keep[t]["prefilled"], full[t]["prefilled"],
+            "decaching in place evaluates only the turn's own tokens"
+        );
         assert!(window[t]["live"].as_u64().unwrap() as usize <= budget, "the window stays within the budget");
         kl_full += num(&keep[t]["vs_full"]["kl"]);
         kl_recompute += num(&keep[t]["vs_recompute"]["kl"]);
     }
-    assert!(full[n - 1]["live"].as_u64().unwrap() > keep[n - 1]["live"].as_u64().unwrap(), "the annotations forget something");
+    assert!(
+        full[n - 1]["live"].as_u64().unwrap() > keep[n - 1]["live"].as_u64().unwrap(),
+        "the annotations forget something"
+    );
     assert!(kl_full > 0.0, "forgetting changes the distributions");
-    assert!(kl_recompute < kl_full, "in place is closer to recompute ({kl_recompute}) than to full context ({kl_full})");
+    assert!(
+        kl_recompute < kl_full,
+        "in place is closer to recompute ({kl_recompute}) than to full context ({kl_full})"
+    );
     let sum = |ts: &Vec<Value>| ts.iter().map(|t| t["prefilled"].as_u64().unwrap()).sum::<u64>();
     assert!(sum(recompute) > sum(keep), "recompute evaluates more: {} vs {}", sum(recompute), sum(keep));
     assert!(compaction.iter().any(|t| t["compacted"] == true), "compaction compacts once the budget is passed");
-    let summaries = r["strategies"].as_array().unwrap().iter().find(|s| s["strategy"] == "compaction").unwrap()["summaries"].clone();
-    assert!(summaries.as_array().is_some_and(|s| !s.is_empty() && s.iter().all(|x| !x.as_str().unwrap().trim().is_empty())), "{summaries}");
+    let summaries = r["strategies"].as_array().unwrap().iter().find(|s| s["strategy"] == "compaction").unwrap()
+        ["summaries"]
+        .clone();
+    assert!(
+        summaries.as_array().is_some_and(|s| !s.is_empty() && s.iter().all(|x| !x.as_str().unwrap().trim().is_empty())),
+        "{summaries}"
+    );
     for s in r["strategies"].as_array().unwrap() {
         let p = num(&s["answer_ppl"]);
         assert!(p.is_finite() && p > 1.0, "{}: answer perplexity {p}", s["strategy"]);

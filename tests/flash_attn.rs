@@ -10,7 +10,6 @@ use decache::model::{LoadOptions, Model};
 use decache::session::{Gap, Session, SessionConfig};
 use std::sync::Arc;
 
-
 /// Position spans removed from the conversation (latest first).
 fn spans(n: i32) -> Vec<(i32, i32)> {
     let at = |f: f32| (f * n as f32) as i32;
@@ -119,19 +118,28 @@ fn flash_and_plain_attention_agree_with_decached_cells() {
         }
         s.eval(&d, true).unwrap()
     };
-    assert!(compare("flash, f32 V: after defrag vs before", &f32_logits(true), &f32_logits(false), n_vocab) <= their_gap * 1.05 + 1e-3);
+    assert!(
+        compare("flash, f32 V: after defrag vs before", &f32_logits(true), &f32_logits(false), n_vocab)
+            <= their_gap * 1.05 + 1e-3
+    );
 
     // A snapshot is element-major whatever the layout: flash -> flash, and
     // flash -> plain -> flash, give back the same bits.
     let snap = decached(&model, &abc, true, GgmlType::F16).snapshot().unwrap();
     let mut again = session(&model, true, GgmlType::F16);
     again.restore(&snap).unwrap();
-    assert_eq!(compare("flash restored from a flash snapshot vs flash", &again.eval(&d, true).unwrap(), &got, n_vocab), 0.0);
+    assert_eq!(
+        compare("flash restored from a flash snapshot vs flash", &again.eval(&d, true).unwrap(), &got, n_vocab),
+        0.0
+    );
     let mut via_plain = session(&model, false, GgmlType::F16);
     via_plain.restore(&snap).unwrap();
     let mut back = session(&model, true, GgmlType::F16);
     back.restore(&via_plain.snapshot().unwrap()).unwrap();
-    assert_eq!(compare("flash restored through a plain session vs flash", &back.eval(&d, true).unwrap(), &got, n_vocab), 0.0);
+    assert_eq!(
+        compare("flash restored through a plain session vs flash", &back.eval(&d, true).unwrap(), &got, n_vocab),
+        0.0
+    );
 
     // A q8_0 V cache needs flash attention.
     let q = SessionConfig { n_ctx: 512, n_threads: 2, type_v: GgmlType::Q8_0, ..SessionConfig::default() };
@@ -146,7 +154,8 @@ fn flash_attention_matches_llama_cpp_flash_attention_after_removal() {
     for type_v in [GgmlType::F16, GgmlType::Q8_0] {
         let ours = decached(&model, &abc, true, type_v).eval(&d, true).unwrap();
         let theirs = llama_after_removal(&oracle, &abc, &d, true, type_v);
-        let worst = compare(&format!("flash vs llama.cpp flash, {type_v} V, 3 spans removed (keep)"), &ours, &theirs, n_vocab);
+        let worst =
+            compare(&format!("flash vs llama.cpp flash, {type_v} V, 3 spans removed (keep)"), &ours, &theirs, n_vocab);
         assert!(worst < 0.05, "max |Δlogit| {worst}");
     }
 }

@@ -92,7 +92,9 @@ fn assert_lib_rejects(path: &Path, level: Level, keywords: &[&str]) {
         let opened = GgufFile::open(path, no_mmap);
         match (level, opened) {
             (Level::Gguf, Ok(_)) => panic!("GgufFile::open(no_mmap={no_mmap}) accepted {}", path.display()),
-            (Level::Gguf, Err(e)) => assert_names(&format!("GgufFile::open(no_mmap={no_mmap})"), &e.to_string(), path, keywords),
+            (Level::Gguf, Err(e)) => {
+                assert_names(&format!("GgufFile::open(no_mmap={no_mmap})"), &e.to_string(), path, keywords)
+            }
             (Level::Model, Err(e)) => panic!("GgufFile::open(no_mmap={no_mmap}) should accept the container, got: {e}"),
             (Level::Model, Ok(_)) => {}
         }
@@ -171,7 +173,10 @@ fn tiny_model_is_valid_loads_runs_and_info_accepts_it() {
         assert!(logits.iter().all(|x| x.is_finite()), "non-finite logits");
     }
     let (status, stdout, stderr) = cli_info(&f.path);
-    assert!(status.success(), "decache info rejects the valid tiny model: {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        status.success(),
+        "decache info rejects the valid tiny model: {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 }
 
 #[test]
@@ -288,7 +293,12 @@ fn truncated_in_the_tensor_data_tiny() {
     let last = &tiny_llama().tensors.last().unwrap().name.clone();
     // The data section is absent, then the last tensor is cut in its middle and by one byte.
     reject_bytes("cut-data-0.gguf", &bytes[..l.data_start], Level::Gguf, &["past the end|truncated"]);
-    reject_bytes("cut-data-mid.gguf", &bytes[..(last_start + last_end) / 2], Level::Gguf, &["past the end|truncated", last]);
+    reject_bytes(
+        "cut-data-mid.gguf",
+        &bytes[..(last_start + last_end) / 2],
+        Level::Gguf,
+        &["past the end|truncated", last],
+    );
     reject_bytes("cut-data-1.gguf", &bytes[..last_end - 1], Level::Gguf, &["past the end|truncated", last]);
 }
 
@@ -649,7 +659,11 @@ fn forward_in_child(path: &Path) -> String {
         .expect("spawn child");
     let stderr = String::from_utf8_lossy(&out.stderr);
     // ggml's own message (GGML_ASSERT / GGML_ABORT), else the last lines.
-    let ggml: Vec<&str> = stderr.lines().filter(|l| l.contains("GGML") || l.contains("ggml/src/") || l.contains("panicked")).take(4).collect();
+    let ggml: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("GGML") || l.contains("ggml/src/") || l.contains("panicked"))
+        .take(4)
+        .collect();
     let tail = if ggml.is_empty() {
         stderr.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     } else {
@@ -703,7 +717,8 @@ fn corrupt_header(clean: &[u8], layout: &Layout, seed: u64) -> (Vec<u8>, String)
     let lo = if seed.is_multiple_of(2) { 0 } else { layout.table_start };
     let mut what = Vec::new();
     for _ in 0..1 + rng.below(3) {
-        let at = if seed % 2 == 1 && rng.below(4) == 0 { rng.below(24) } else { lo + rng.below(layout.data_start - lo) };
+        let at =
+            if seed % 2 == 1 && rng.below(4) == 0 { rng.below(24) } else { lo + rng.below(layout.data_start - lo) };
         let v = match rng.below(4) {
             0 => 0xFF,
             1 => 0x00,
@@ -735,7 +750,11 @@ fn header_corruption_sweep_never_panics() {
         let no_mmap = seed % 3 == 0;
         let _ = GgufFile::open(&path, no_mmap);
         let loaded = load(&path, no_mmap);
-        if loaded.is_ok() { n_ok += 1 } else { n_err += 1 }
+        if loaded.is_ok() {
+            n_ok += 1
+        } else {
+            n_err += 1
+        }
         if seed % 8 == 0 {
             let (status, _, stderr) = cli_info(&path);
             assert_eq!(status.signal(), None, "{what}: decache info killed by a signal:\n{stderr}");
@@ -749,7 +768,10 @@ fn header_corruption_sweep_never_panics() {
         }
     }
     eprintln!("header corruption sweep: {n_ok} loaded, {n_err} rejected in {:.1?}", start.elapsed());
-    assert!(n_err > SWEEP_SEEDS / 4, "only {n_err} of {SWEEP_SEEDS} corruptions were rejected: is the sweep reaching the header?");
+    assert!(
+        n_err > SWEEP_SEEDS / 4,
+        "only {n_err} of {SWEEP_SEEDS} corruptions were rejected: is the sweep reaching the header?"
+    );
 }
 
 /// Every error of the same sweep names the file.

@@ -35,7 +35,8 @@ fn all_layers_on_the_device_match_llama_cpp_there() {
     );
     eprintln!("devices: {:?}", gpus.iter().map(|d| d.description()).collect::<Vec<_>>());
     let path = smollm2();
-    let model = Arc::new(Model::load(&path, &LoadOptions { gpu_layers: GpuLayers::All, ..LoadOptions::default() }).unwrap());
+    let model =
+        Arc::new(Model::load(&path, &LoadOptions { gpu_layers: GpuLayers::All, ..LoadOptions::default() }).unwrap());
     let n_layer = model.hparams.n_layer as usize;
     assert_eq!(model.offload.n_offloaded(), n_layer + 1, "every layer and the output");
     let oracle = OracleModel::load_on(&path, true, &model.offload.devices, model.offload.n_offloaded() as i32).unwrap();
@@ -46,7 +47,8 @@ fn all_layers_on_the_device_match_llama_cpp_there() {
     let (abc, d, e, f) = (&all[..96], &all[96..104], &all[104..108], &all[108..112]);
     let u = |t: &[i32]| t.iter().map(|&x| x as u32).collect::<Vec<u32>>();
 
-    let mut s = Session::new(model.clone(), SessionConfig { n_ctx: N_CTX, n_threads: 2, ..SessionConfig::default() }).unwrap();
+    let mut s =
+        Session::new(model.clone(), SessionConfig { n_ctx: N_CTX, n_threads: 2, ..SessionConfig::default() }).unwrap();
     assert!(s.backend_name().starts_with(&model.offload.devices[0].name()), "{}", s.backend_name());
     let p = OracleParams { n_ctx: N_CTX as u32, n_threads: 2, ..OracleParams::default() };
     let mut oc = OracleContext::new(&oracle, &p).unwrap();

@@ -47,7 +47,11 @@ fn logits_parity(path: &std::path::Path, bos: bool) -> f32 {
             positions += 1;
         }
     }
-    eprintln!("{}: logits parity: {} prompts, {positions} positions, max |Δlogit| = {worst:.3e}", path.display(), PROMPTS.len());
+    eprintln!(
+        "{}: logits parity: {} prompts, {positions} positions, max |Δlogit| = {worst:.3e}",
+        path.display(),
+        PROMPTS.len()
+    );
     worst
 }
 
@@ -114,7 +118,8 @@ fn kv_cache_types_match_llama_cpp() {
     for (tk, tv) in [(GgmlType::Q8_0, GgmlType::F16), (GgmlType::F32, GgmlType::F32)] {
         let cfg = SessionConfig { n_ctx: 512, n_threads: THREADS, type_k: tk, type_v: tv, ..SessionConfig::default() };
         let ours = Session::new(model.clone(), cfg).unwrap().eval(&toks, true).unwrap();
-        let p = OracleParams { n_ctx: 512, n_threads: THREADS as i32, type_k: tk, type_v: tv, ..OracleParams::default() };
+        let p =
+            OracleParams { n_ctx: 512, n_threads: THREADS as i32, type_k: tk, type_v: tv, ..OracleParams::default() };
         let mut oc = OracleContext::new(&oracle, &p).unwrap();
         let pos: Vec<i32> = (0..ids.len() as i32).collect();
         let theirs = oc.decode(&ids, &pos, true).unwrap();

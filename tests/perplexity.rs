@@ -52,7 +52,13 @@ fn check(path: &std::path::Path, chunks: usize, bos: Option<u32>) {
     )
     .unwrap();
     let rel = (ours - reference.ppl).abs() / reference.ppl;
-    eprintln!("{}: perplexity: decache {ours:.4}, llama.cpp {:.4} +/- {:.5}, relative difference {:.4}%", path.display(), reference.ppl, reference.err, rel * 100.0);
+    eprintln!(
+        "{}: perplexity: decache {ours:.4}, llama.cpp {:.4} +/- {:.5}, relative difference {:.4}%",
+        path.display(),
+        reference.ppl,
+        reference.err,
+        rel * 100.0
+    );
     assert!(rel < 0.005, "perplexity {ours} differs from llama.cpp's {} by {:.3}%", reference.ppl, rel * 100.0);
 }
 

@@ -31,7 +31,11 @@ fn model_with(t: GgmlType) -> (Vec<u8>, usize) {
     let mut rng = Rng::new(0x9a17 + t.id() as u64);
     let mat = |g: &mut Gguf, name: &str, ne0: usize, ne1: usize, rng: &mut Rng| {
         let w = weights(rng, ne0 * ne1, 1.0 / (ne0 as f32).sqrt() * 2.0);
-        let data = if t == GgmlType::F32 { f32_bytes(&w) } else { t.quantize(&w, ne0).unwrap_or_else(|e| panic!("{name} as {t}: {e}")) };
+        let data = if t == GgmlType::F32 {
+            f32_bytes(&w)
+        } else {
+            t.quantize(&w, ne0).unwrap_or_else(|e| panic!("{name} as {t}: {e}"))
+        };
         g.tensor(name, t.id(), &[ne0 as u64, ne1 as u64], data);
     };
     let ones = f32_bytes(&vec![1.0; N_EMBD]);
@@ -58,7 +62,8 @@ fn model_with(t: GgmlType) -> (Vec<u8>, usize) {
 #[test]
 fn every_quantizable_type_matches_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    let types: Vec<GgmlType> = (0..64).filter_map(GgmlType::from_id).filter(|t| t.can_quantize() || *t == GgmlType::F32).collect();
+    let types: Vec<GgmlType> =
+        (0..64).filter_map(GgmlType::from_id).filter(|t| t.can_quantize() || *t == GgmlType::F32).collect();
     assert!(types.len() >= 25, "expected ggml to quantize at least 25 types, found {}", types.len());
     let toks: Vec<u32> = (0..24).map(|i| (i * 37 + 5) % 300).collect();
     let mut report = Vec::new();
@@ -70,7 +75,8 @@ fn every_quantizable_type_matches_llama_cpp() {
         let cfg = SessionConfig { n_ctx: 256, n_threads: 2, ..SessionConfig::default() };
         let ours = Session::new(model, cfg).unwrap().eval(&toks, true).unwrap();
         let oracle = OracleModel::load(&path).unwrap_or_else(|e| panic!("{t}: {e}"));
-        let mut oc = OracleContext::new(&oracle, &OracleParams { n_ctx: 256, n_threads: 2, ..OracleParams::default() }).unwrap();
+        let mut oc =
+            OracleContext::new(&oracle, &OracleParams { n_ctx: 256, n_threads: 2, ..OracleParams::default() }).unwrap();
         let ids: Vec<i32> = toks.iter().map(|&x| x as i32).collect();
         let pos: Vec<i32> = (0..ids.len() as i32).collect();
         let theirs = oc.decode(&ids, &pos, true).unwrap();

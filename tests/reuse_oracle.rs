@@ -15,7 +15,8 @@ const SYSTEM: &str = "<|im_start|>system\nYou are a coding agent. Use the tools;
 const ASK: &str = "<|im_start|>user\nWhy does the parser test fail?<|im_end|>\n";
 const REMINDER: &str = "<|im_start|>user\n<system-reminder>The todo list is empty. Use the todo tool when it helps.</system-reminder><|im_end|>\n";
 const READ: &str = "<|im_start|>user\nsrc/parser.rs:\nfn parse(s: &str) -> Node { let t = lex(s); build(&t, 0) }\nfn build(t: &[Tok], d: usize) -> Node { if d > 64 { panic!(\"deep\") } Node::new(t, d) }<|im_end|>\n";
-const ANSWER: &str = "<|im_start|>assistant\nThe build function panics when the nesting is deeper than 64 levels.<|im_end|>\n";
+const ANSWER: &str =
+    "<|im_start|>assistant\nThe build function panics when the nesting is deeper than 64 levels.<|im_end|>\n";
 const LOG: &str = "<|im_start|>user\ntest parser::deep ... FAILED\ntest parser::flat ... ok\ntest result: FAILED. 1 passed; 1 failed<|im_end|>\n";
 const NEXT: &str = "<|im_start|>user\nHow do I raise the limit?<|im_end|>\n<|im_start|>assistant\n";
 
@@ -25,7 +26,13 @@ fn toks(oracle: &OracleModel, parts: &[&str]) -> Vec<u32> {
 
 /// Cache `cached`, serve `new`; compare with llama.cpp doing the same
 /// deletions. Returns (kind, reused, removed, max |Δlogit|).
-fn serve(model: &Arc<Model>, oracle: &OracleModel, cached: &[u32], new: &[u32], policy: PositionPolicy) -> (HitKind, usize, usize, f32) {
+fn serve(
+    model: &Arc<Model>,
+    oracle: &OracleModel,
+    cached: &[u32],
+    new: &[u32],
+    policy: PositionPolicy,
+) -> (HitKind, usize, usize, f32) {
     let cfg = SessionConfig { n_ctx: 1024, n_threads: 2, ..SessionConfig::default() };
     let mut s = Session::new(model.clone(), cfg).unwrap();
     s.eval(cached, false).unwrap();
@@ -82,7 +89,11 @@ fn subconscious_hits_match_llama_cpp_seq_rm() {
     let b2 = b + toks(&oracle, &[READ]).len();
     for policy in [PositionPolicy::Keep, PositionPolicy::Shift] {
         let (kind, reused, removed, worst) = serve(&model, &oracle, &abc, &acd, policy);
-        eprintln!("A B C -> A C D ({policy:?}): {} hit, {reused} of {} reused, {removed} removed, max |Δlogit| = {worst:.3e}", kind.name(), acd.len());
+        eprintln!(
+            "A B C -> A C D ({policy:?}): {} hit, {reused} of {} reused, {removed} removed, max |Δlogit| = {worst:.3e}",
+            kind.name(),
+            acd.len()
+        );
         assert_eq!(kind, HitKind::Subconscious);
         assert_eq!(removed, b, "exactly the reminder is deleted");
         assert_eq!(reused, abc.len() - b, "everything but the reminder is reused");

@@ -89,7 +89,9 @@ fn same_steps(local: &mut Session, remote: &mut Session, toks: &[u32], n_vocab: 
         assert!(s.defrag().unwrap() > 0, "cells moved");
         s.eval(&toks[332..340], true).unwrap()
     });
-    both("decode 8 tokens one at a time", &mut |s| toks[340..348].iter().flat_map(|&t| s.eval(&[t], false).unwrap()).collect());
+    both("decode 8 tokens one at a time", &mut |s| {
+        toks[340..348].iter().flat_map(|&t| s.eval(&[t], false).unwrap()).collect()
+    });
     worst
 }
 
@@ -98,13 +100,22 @@ fn all_layers_over_rpc_match_local() {
     let server = start_server();
     let path = smollm2();
     let local = Arc::new(Model::load(&path, &LoadOptions { extra_buffers: false, ..LoadOptions::default() }).unwrap());
-    let opts = LoadOptions { extra_buffers: false, gpu_layers: GpuLayers::All, rpc: vec![server.endpoint.clone()], ..LoadOptions::default() };
+    let opts = LoadOptions {
+        extra_buffers: false,
+        gpu_layers: GpuLayers::All,
+        rpc: vec![server.endpoint.clone()],
+        ..LoadOptions::default()
+    };
     let remote = Arc::new(Model::load(&path, &opts).unwrap());
     let n_layer = remote.hparams.n_layer as usize;
     assert_eq!(remote.info.offloaded.len(), 1, "one device: {:?}", remote.info.offloaded);
     assert_eq!(remote.info.offloaded[0].1, n_layer + 1, "every layer and the output");
     assert!(remote.info.offloaded[0].0.contains(&server.endpoint));
-    assert!(remote.info.buffers.iter().any(|(b, _)| b.starts_with("RPC")), "weights in RPC buffers: {:?}", remote.info.buffers);
+    assert!(
+        remote.info.buffers.iter().any(|(b, _)| b.starts_with("RPC")),
+        "weights in RPC buffers: {:?}",
+        remote.info.buffers
+    );
     let (mut a, mut b) = (session(&local), session(&remote));
     assert!(b.backend_name().starts_with("RPC"), "{}", b.backend_name());
     let toks = tokens(&local, 348);
@@ -145,7 +156,8 @@ fn decache_run(args: &[&str]) -> std::process::Output {
 #[test]
 fn cli_run_over_rpc_prints_the_local_text_and_bad_endpoints_are_errors() {
     let server = start_server();
-    let common = ["-p", "The history of the printing press", "-n", "24", "--temp", "0", "-t", "2", "--no-repack", "-c", "256"];
+    let common =
+        ["-p", "The history of the printing press", "-n", "24", "--temp", "0", "-t", "2", "--no-repack", "-c", "256"];
     let local = decache_run(&common);
     let mut args = vec!["--rpc", server.endpoint.as_str()];
     args.extend(common);
@@ -156,7 +168,9 @@ fn cli_run_over_rpc_prints_the_local_text_and_bad_endpoints_are_errors() {
     assert!(String::from_utf8_lossy(&remote.stderr).contains("offloaded 31/31 layers to RPC"));
 
     let closed = format!("127.0.0.1:{}", free_port());
-    for (ep, says) in [(closed.as_str(), "cannot connect"), ("127.0.0.1", "expected host:port"), ("127.0.0.1:99999", "not a port")] {
+    for (ep, says) in
+        [(closed.as_str(), "cannot connect"), ("127.0.0.1", "expected host:port"), ("127.0.0.1:99999", "not a port")]
+    {
         let out = decache_run(&["--rpc", ep, "-p", "x", "-n", "1"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{ep}: {err}");

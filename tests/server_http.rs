@@ -14,7 +14,8 @@ fn model() -> String {
 }
 
 fn chat(s: &Server, messages: Value) -> Value {
-    let (status, v) = s.post("/v1/chat/completions", &json!({"messages": messages, "temperature": 0, "max_tokens": 12}));
+    let (status, v) =
+        s.post("/v1/chat/completions", &json!({"messages": messages, "temperature": 0, "max_tokens": 12}));
     assert_eq!(status, 200, "{v}");
     v
 }
@@ -26,7 +27,8 @@ const REMINDER: &str = "<system-reminder>The todo list is empty. Use the todo to
 #[test]
 fn chat_completions_cache_hits_and_shapes() {
     let s = Server::start(&["-m", &model(), "-c", "2048", "-t", "2"]);
-    let msgs = json!([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Why does the parser test fail?"}]);
+    let msgs =
+        json!([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Why does the parser test fail?"}]);
     let v = chat(&s, msgs.clone());
     assert_eq!(v["object"], "chat.completion");
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
@@ -34,10 +36,15 @@ fn chat_completions_cache_hits_and_shapes() {
     assert!(v["choices"][0]["message"]["content"].is_string());
     assert!(matches!(v["choices"][0]["finish_reason"].as_str(), Some("stop" | "length")));
     let u = &v["usage"];
-    assert_eq!(u["total_tokens"].as_u64(), Some(u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()));
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap())
+    );
     assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 0);
     assert_eq!(v["decache"]["hit"], "miss");
-    for k in ["cache_n", "prompt_n", "prompt_ms", "prompt_per_second", "predicted_n", "predicted_ms", "predicted_per_second"] {
+    for k in
+        ["cache_n", "prompt_n", "prompt_ms", "prompt_per_second", "predicted_n", "predicted_ms", "predicted_per_second"]
+    {
         assert!(v["timings"][k].is_number(), "timings.{k} missing: {v}");
     }
     let prompt_n = u["prompt_tokens"].as_u64().unwrap();
@@ -103,7 +110,11 @@ fn streaming_side_endpoints_and_auth() {
     assert!(v["choices"][0]["text"].as_str().unwrap().contains("Paris"), "{v}");
     let body = json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0, "stream": true});
     let r = request(&s.addr, "POST", "/v1/completions", &auth, body.to_string().as_bytes());
-    let text: String = sse_data(&r.body).iter().filter_map(|d| serde_json::from_str::<Value>(d).ok()).filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string)).collect();
+    let text: String = sse_data(&r.body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
     assert!(text.contains("Paris"), "{}", r.body);
 
     // The key guard: missing or wrong key → 401; x-api-key works; /health is open.
@@ -124,7 +135,11 @@ fn streaming_side_endpoints_and_auth() {
     let r = request(&s.addr, "POST", "/detokenize", &auth, json!({"tokens": ids}).to_string().as_bytes());
     assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["content"], "Hello world");
     let r = request(&s.addr, "GET", "/metrics", &auth, b"");
-    assert!(r.body.contains("decache:requests_total 3") && r.body.contains("# TYPE decache:prompt_tokens_total counter"), "{}", r.body);
+    assert!(
+        r.body.contains("decache:requests_total 3") && r.body.contains("# TYPE decache:prompt_tokens_total counter"),
+        "{}",
+        r.body
+    );
     let r = request(&s.addr, "GET", "/props", &auth, b"");
     assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["n_ctx"], 1024);
     let r = request(&s.addr, "GET", "/slots", &auth, b"");
@@ -172,7 +187,8 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
         let r = request(&s.addr, "POST", path, &[("content-type", "application/json")], body.as_bytes());
         assert_eq!(r.status, *want, "{name}: {}", r.body);
         if *want != 413 {
-            let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("{name}: error body is not JSON: {}", r.body));
+            let v: Value =
+                serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("{name}: error body is not JSON: {}", r.body));
             let msg = v["error"]["message"].as_str().unwrap_or_else(|| panic!("{name}: no error.message: {v}"));
             assert!(msg.contains(needle), "{name}: {msg}");
             let want_type = match (*want, path.starts_with("/v1/messages")) {
@@ -185,7 +201,13 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
             }
         }
     }
-    let r = request(&s.addr, "POST", "/v1/chat/completions", &[], json!({"messages":[{"role":"user","content": long}]}).to_string().as_bytes());
+    let r = request(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        json!({"messages":[{"role":"user","content": long}]}).to_string().as_bytes(),
+    );
     let v: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -194,9 +216,19 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
     // CORS is off: a web page on another origin gets no permission to read
     // the answer (no Access-Control-Allow-* header), neither on a preflight
     // nor on the request itself.
-    let origin = [("origin", "http://evil.example"), ("access-control-request-method", "POST"), ("content-type", "application/json")];
+    let origin = [
+        ("origin", "http://evil.example"),
+        ("access-control-request-method", "POST"),
+        ("content-type", "application/json"),
+    ];
     for method in ["OPTIONS", "POST"] {
-        let r = request(&s.addr, method, "/v1/chat/completions", &origin, br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1}"#);
+        let r = request(
+            &s.addr,
+            method,
+            "/v1/chat/completions",
+            &origin,
+            br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1}"#,
+        );
         assert!(!r.headers.to_ascii_lowercase().contains("access-control-allow"), "{method}: {}", r.headers);
     }
     // Garbage that is not HTTP at all, and a client that leaves mid-stream.
@@ -211,14 +243,16 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
         let _ = std::io::Read::read(&mut c, &mut buf);
     } // dropped: the generation must stop and free the slot
     assert!(s.alive(), "the server died");
-    let (status, v) = s.post("/v1/chat/completions", &json!({"messages":[{"role":"user","content":"hi"}],"max_tokens":3}));
+    let (status, v) =
+        s.post("/v1/chat/completions", &json!({"messages":[{"role":"user","content":"hi"}],"max_tokens":3}));
     assert_eq!(status, 200, "{v}");
     let (_, slots) = s.get("/slots");
     let slots: Value = serde_json::from_str(&slots).unwrap();
     assert_eq!(slots[0]["busy"], false);
     // The abandoned stream stopped long before its 200 tokens.
     let (_, metrics) = s.get("/metrics");
-    let predicted: f64 = metrics.lines().find_map(|l| l.strip_prefix("decache:tokens_predicted_total ")).unwrap().parse().unwrap();
+    let predicted: f64 =
+        metrics.lines().find_map(|l| l.strip_prefix("decache:tokens_predicted_total ")).unwrap().parse().unwrap();
     assert!(predicted < 100.0, "the abandoned generation went on: {predicted} tokens predicted in all");
 }
 
@@ -240,16 +274,27 @@ fn slots_keep_their_conversations_and_a_full_queue_says_503() {
     let handles: Vec<_> = (0..7)
         .map(|_| {
             let (addr, body) = (addr.clone(), body.clone());
-            std::thread::spawn(move || request(&addr, "POST", "/v1/chat/completions", &[("content-type", "application/json")], body.as_bytes()))
+            std::thread::spawn(move || {
+                request(&addr, "POST", "/v1/chat/completions", &[("content-type", "application/json")], body.as_bytes())
+            })
         })
         .collect();
     let replies: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let busy: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
-    assert!(replies.iter().all(|r| r.status == 200 || r.status == 503), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(
+        replies.iter().all(|r| r.status == 200 || r.status == 503),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     assert!(!busy.is_empty(), "no request was refused with 7 at once");
     assert!(replies.iter().filter(|r| r.status == 200).count() >= 3, "the slots and the queue should serve at least 3");
     assert!(busy[0].body.contains("busy"), "{}", busy[0].body);
-    assert_eq!(serde_json::from_str::<Value>(&busy[0].body).unwrap()["error"]["type"], "unavailable_error", "{}", busy[0].body);
+    assert_eq!(
+        serde_json::from_str::<Value>(&busy[0].body).unwrap()["error"]["type"],
+        "unavailable_error",
+        "{}",
+        busy[0].body
+    );
     assert_eq!(s.get("/health").0, 200);
 }
 
@@ -259,14 +304,18 @@ fn auto_compaction_prunes_by_meaning_and_later_requests_keep_hitting() {
     let mut history = vec![json!({"role": "system", "content": SYSTEM})];
     for t in 1..=5 {
         history.push(json!({"role": "user", "content": format!("Step {t}: fix the parser and run the tests.")}));
-        history.push(json!({"role": "user", "content": "<system-reminder>Todo list: keep it current.</system-reminder>"}));
+        history
+            .push(json!({"role": "user", "content": "<system-reminder>Todo list: keep it current.</system-reminder>"}));
         history.push(json!({"role": "tool", "content": READ}));
         history.push(json!({"role": "assistant", "content": format!("Step {t} is done; the tests pass.")}));
     }
     history.push(json!({"role": "user", "content": "What is left to do?"}));
     // Too long for 512 cells as sent: refused when compaction is off for the request.
-    let (status, v) = s.post("/v1/chat/completions", &json!({"messages": history, "max_tokens": 8, "temperature": 0,
-        "chat_template_kwargs": {"enable_auto_prune": false}}));
+    let (status, v) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": history, "max_tokens": 8, "temperature": 0,
+        "chat_template_kwargs": {"enable_auto_prune": false}}),
+    );
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     let full = v["error"]["n_prompt_tokens"].as_u64().unwrap();
@@ -294,18 +343,24 @@ fn auto_compaction_prunes_by_meaning_and_later_requests_keep_hitting() {
 #[test]
 fn auto_compaction_cuts_inside_messages_and_later_requests_keep_hitting() {
     let s = Server::start(&["-m", &model(), "-c", "1024", "-t", "2"]);
-    let log: String = (0..12).map(|i| format!("test parser::case_{i} ... ok\n")).collect::<String>() + "test result: ok. 12 passed; 0 failed\n";
+    let log: String = (0..12).map(|i| format!("test parser::case_{i} ... ok\n")).collect::<String>()
+        + "test result: ok. 12 passed; 0 failed\n";
     let mut history = vec![json!({"role": "system", "content": SYSTEM})];
     for t in 1..=5 {
         // Reminders ride inside the user's message, thinking inside the reply, as harnesses send them.
-        history.push(json!({"role": "user", "content": format!("Step {t}: fix the parser and run the tests.\n{REMINDER}")}));
+        history.push(
+            json!({"role": "user", "content": format!("Step {t}: fix the parser and run the tests.\n{REMINDER}")}),
+        );
         history.push(json!({"role": "assistant", "content": "<think>The parser panics on deep nesting; the limit lives in build. Run the tests first.</think>Running the tests."}));
         history.push(json!({"role": "tool", "content": log}));
         history.push(json!({"role": "assistant", "content": format!("Step {t} is done; the tests pass.")}));
     }
     history.push(json!({"role": "user", "content": "What is left to do?"}));
-    let (status, v) = s.post("/v1/chat/completions", &json!({"messages": history, "max_tokens": 8, "temperature": 0,
-        "auto_compaction": false}));
+    let (status, v) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": history, "max_tokens": 8, "temperature": 0,
+        "auto_compaction": false}),
+    );
     assert_eq!(status, 400, "{v}");
     let full = v["error"]["n_prompt_tokens"].as_u64().unwrap();
 
@@ -330,8 +385,15 @@ fn auto_compaction_cuts_inside_messages_and_later_requests_keep_hitting() {
 fn a_long_prefill_streams_keep_alive_comments() {
     let s = Server::start(&["-m", &model(), "-c", "4096", "-t", "2", "--sse-keep-alive", "0.05"]);
     let long = format!("Summarise this log.\n{}", "test parser::case ... ok\n".repeat(300));
-    let body = json!({"messages": [{"role": "user", "content": long}], "stream": true, "max_tokens": 2, "temperature": 0});
-    let r = request(&s.addr, "POST", "/v1/chat/completions", &[("content-type", "application/json")], body.to_string().as_bytes());
+    let body =
+        json!({"messages": [{"role": "user", "content": long}], "stream": true, "max_tokens": 2, "temperature": 0});
+    let r = request(
+        &s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     // The role chunk goes out at once; the first text waits for the prefill.
     let first = r.body.find("data:").expect("no data");
@@ -392,13 +454,25 @@ fn served_requests_write_transcripts_that_replay_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
     let tdir = dir.path().join("t");
     {
-        let s = Server::start(&["-m", &model(), "-c", "1024", "-t", "2", "-np", "1", "--transcripts", tdir.to_str().unwrap()]);
+        let s = Server::start(&[
+            "-m",
+            &model(),
+            "-c",
+            "1024",
+            "-t",
+            "2",
+            "-np",
+            "1",
+            "--transcripts",
+            tdir.to_str().unwrap(),
+        ]);
         let a = json!({"role": "system", "content": SYSTEM});
         let ask = json!({"role": "user", "content": "Why does the parser test fail? Look at the parser."});
         let b = json!({"role": "tool", "content": READ});
         let c = json!({"role": "user", "content": REMINDER});
         for msgs in [json!([a, ask, b, c]), json!([a, ask, c, {"role": "user", "content": "And the lexer?"}])] {
-            let (status, v) = s.post("/v1/chat/completions", &json!({"messages": msgs, "temperature": 0.8, "max_tokens": 24}));
+            let (status, v) =
+                s.post("/v1/chat/completions", &json!({"messages": msgs, "temperature": 0.8, "max_tokens": 24}));
             assert_eq!(status, 200, "{v}");
             eprintln!("hit {}", v["decache"]["hit"]);
         }
@@ -408,7 +482,10 @@ fn served_requests_write_transcripts_that_replay_bit_exact() {
     let t = std::fs::read_to_string(&files[0]).unwrap();
     assert!(t.contains("\"command\":\"serve\"") && t.matches("\"note\":\"request\"").count() == 2, "{t}");
     assert!(t.contains("\"type\":\"remove\""), "the second request reused the cache around a removed span");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_decache")).args(["replay", files[0].to_str().unwrap()]).output().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_decache"))
+        .args(["replay", files[0].to_str().unwrap()])
+        .output()
+        .unwrap();
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     eprintln!("{}", out.trim());
     assert!(o.status.success() && out.contains("2 generations") && out.contains("all bit-exact"), "{out}");

@@ -35,7 +35,8 @@ fn a_saved_conversation_goes_on_with_the_same_logits() {
     a.push("system", "You are a terse assistant.", SegmentKind::System).unwrap();
     a.push("user", "Here is a log:\nok 1\nok 2\nok 3\nWhat is the sky's colour?", SegmentKind::User).unwrap();
     a.push("tool", "src/lib.rs:\nfn main() {}\n", SegmentKind::FileRead { path: "src/lib.rs".into() }).unwrap();
-    let opts = GenerateOptions { n_predict: Some(12), sampling: SamplingParams::greedy(), ..GenerateOptions::default() };
+    let opts =
+        GenerateOptions { n_predict: Some(12), sampling: SamplingParams::greedy(), ..GenerateOptions::default() };
     a.reply(&opts, &mut |_| true).unwrap();
     // A hole: the file read is forgotten before saving.
     let read = a.segments.iter().find(|s| matches!(s.kind, SegmentKind::FileRead { .. })).unwrap().id;
@@ -121,7 +122,11 @@ fn bad_session_files_are_refused_and_change_nothing() {
         std::fs::write(&p, bytes).unwrap();
         let err = v.load(&p).expect_err(name).to_string();
         assert!(err.contains(p.to_str().unwrap()) && err.contains(want), "{name}: {err}");
-        assert_eq!((v.session.n_live(), v.session.next_pos(), v.messages().to_vec()), before, "{name}: the conversation changed");
+        assert_eq!(
+            (v.session.n_live(), v.session.next_pos(), v.messages().to_vec()),
+            before,
+            "{name}: the conversation changed"
+        );
     }
     let missing = v.load(&dir.path().join("nope.session")).unwrap_err().to_string();
     assert!(missing.contains("nope.session"), "{missing}");

@@ -15,8 +15,8 @@
 mod common;
 use common::*;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
-use decache::model::{LoadOptions, Model};
 use decache::kv::KvSnapshot;
+use decache::model::{LoadOptions, Model};
 use decache::session::{Gap, PositionPolicy, Session, SessionConfig};
 use std::sync::Arc;
 
@@ -70,7 +70,9 @@ fn rows_by_position(snap: &KvSnapshot) -> std::collections::HashMap<(usize, i32)
         let (k_row, v_el) = (snap.k[il].len() / used, snap.v[il].len() / (used * n_embd_v));
         for c in (0..used).filter(|&c| live[c]) {
             let k = snap.k[il][c * k_row..(c + 1) * k_row].to_vec();
-            let v: Vec<u8> = (0..n_embd_v).flat_map(|j| snap.v[il][(j * used + c) * v_el..(j * used + c + 1) * v_el].to_vec()).collect();
+            let v: Vec<u8> = (0..n_embd_v)
+                .flat_map(|j| snap.v[il][(j * used + c) * v_el..(j * used + c + 1) * v_el].to_vec())
+                .collect();
             out.insert((il, pos[c]), (k, v));
         }
     }
@@ -88,7 +90,13 @@ fn run(f: &Fixture, ops: &dyn Fn(&mut Session)) -> Vec<f32> {
 /// The same in llama.cpp with its small sliding-window cache: prefill ABC,
 /// remove `spans` (closing each gap too with `shift`), evaluate D.
 fn oracle(f: &Fixture, spans: &[(i32, i32)], shift: bool) -> Vec<f32> {
-    let p = OracleParams { n_ctx: N_CTX as u32, n_ubatch: N_UBATCH as u32, n_threads: 2, swa_full: false, ..OracleParams::default() };
+    let p = OracleParams {
+        n_ctx: N_CTX as u32,
+        n_ubatch: N_UBATCH as u32,
+        n_threads: 2,
+        swa_full: false,
+        ..OracleParams::default()
+    };
     let mut oc = OracleContext::new(&f.oracle, &p).unwrap();
     let abc: Vec<i32> = f.abc.iter().map(|&t| t as i32).collect();
     oc.decode(&abc, &(0..abc.len() as i32).collect::<Vec<_>>(), false).unwrap();
@@ -154,7 +162,10 @@ fn the_pool_is_smaller_and_removal_defrag_and_save_match_llama_cpp() {
     // Near ties differ by CPU: top-1 swapped on 3 of 32 rows on an AMD Zen 4
     // (max 1.52), fewer on an Intel AMX host. The K/V rows are checked to the
     // byte above; here at most 1 row in 8 may swap.
-    assert!(worst < 3.0 && same * 8 >= f.d.len() * 7, "keep removal + defrag: max |Δlogit| {worst}, top-1 on {same} rows");
+    assert!(
+        worst < 3.0 && same * 8 >= f.d.len() * 7,
+        "keep removal + defrag: max |Δlogit| {worst}, top-1 on {same} rows"
+    );
 
     // Save and restore both pools into a fresh session: the same cells in
     // the same places, so the same logits to the bit.
@@ -217,7 +228,11 @@ fn closing_gaps_is_exact_or_refused_and_reuse_falls_back() {
     let ours = pool.eval(&new, false).unwrap();
     let mut full = session(&f.model, true);
     full.eval(&f.abc, false).unwrap();
-    assert_eq!(full.reuse(&new, Some(16), PositionPolicy::Keep).unwrap().plan.reused, 600, "with --swa-full every cell is there");
+    assert_eq!(
+        full.reuse(&new, Some(16), PositionPolicy::Keep).unwrap().plan.reused,
+        600,
+        "with --swa-full every cell is there"
+    );
     // What the pool answers is a fresh prefill's answer.
     let mut fresh = session(&f.model, false);
     let want = fresh.eval(&new, false).unwrap();
@@ -241,7 +256,11 @@ fn a_conversation_saved_with_its_pool_goes_on_the_same_and_needs_the_same_pool()
     let path = dir.path().join("gemma.session");
     let mut a = conversation(false);
     a.push("user", &format!("Read this, then go on with it.\n{}", &text[..4000]), SegmentKind::User).unwrap();
-    assert!(a.session.n_live() > 768 && a.session.swa_dropped_from().is_some(), "past the pool: {} cells", a.session.n_live());
+    assert!(
+        a.session.n_live() > 768 && a.session.swa_dropped_from().is_some(),
+        "past the pool: {} cells",
+        a.session.n_live()
+    );
     a.save(&path).unwrap();
     let d = model.tokenizer.encode("<start_of_turn>model\n", false, true).unwrap();
     let want = a.session.eval(&d, true).unwrap();

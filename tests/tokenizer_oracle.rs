@@ -22,8 +22,7 @@ fn spec_of(path: &Path) -> VocabSpec {
 }
 
 fn load(path: &Path) -> (Tokenizer, OracleModel) {
-    let tok =
-        Tokenizer::from_spec(spec_of(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let tok = Tokenizer::from_spec(spec_of(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let oracle = OracleModel::load(path).unwrap_or_else(|e| panic!("{e}"));
     (tok, oracle)
 }
@@ -34,7 +33,8 @@ const CODE_RS: &str = "fn main() {\n    let v: Vec<u32> = (0..10).map(|x| x * x)
 const CODE_JS: &str = "const add = (a, b) => a + b;\nexport default async function handler(req, res) {\n  const { data } = await fetch(`https://api.example.com/v1/items?id=${req.query.id}`).then(r => r.json());\n  res.status(200).json({ ok: true, data });\n}\n";
 const CODE_GO: &str = "package main\n\nimport \"fmt\"\n\nfunc main() {\n\tm := map[string]int{\"a\": 1}\n\tfor k, v := range m {\n\t\tfmt.Printf(\"%s=%d\\n\", k, v)\n\t}\n}";
 const CODE_SQL: &str = "SELECT u.id, u.name, COUNT(o.id) AS orders\nFROM users u LEFT JOIN orders o ON o.user_id = u.id\nWHERE u.created_at >= '2024-01-01'\nGROUP BY u.id HAVING COUNT(o.id) > 5 ORDER BY orders DESC;";
-const CODE_HTML: &str = "<html>\n  <body>\n    <div class=\"main\" id='x'>&nbsp;&lt;tag&gt; &amp; stuff</div>\n  </body>\n</html>";
+const CODE_HTML: &str =
+    "<html>\n  <body>\n    <div class=\"main\" id='x'>&nbsp;&lt;tag&gt; &amp; stuff</div>\n  </body>\n</html>";
 const PROSE: &str = "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it was the season of Darkness, it was the spring of hope, it was the winter of despair, we had everything before us, we had nothing before us, we were all going direct to Heaven, we were all going direct the other way -- in short, the period was so far like the present period, that some of its noisiest authorities insisted on its being received, for good or for evil, in the superlative degree of comparison only.\n\nThere were a king with a large jaw and a queen with a plain face, on the throne of England; there were a king with a large jaw and a queen with a fair face, on the throne of France. In both countries it was clearer than crystal to the lords of the State preserves of loaves and fishes, that things in general were settled for ever.\n";
 
 /// Varied texts: prose, code, scripts, emoji, whitespace, numbers,
@@ -184,12 +184,7 @@ fn codepoint_texts(step: usize) -> Vec<String> {
     chars
         .chunks(16)
         .step_by(step)
-        .map(|group| {
-            group
-                .iter()
-                .map(|c| format!("a{c} {c}b{c}{c}9 {c}\n'{c}"))
-                .collect()
-        })
+        .map(|group| group.iter().map(|c| format!("a{c} {c}b{c}{c}9 {c}\n'{c}")).collect())
         .collect()
 }
 
@@ -199,18 +194,9 @@ fn as_u32(ids: Vec<i32>) -> Vec<u32> {
 
 /// Compares `encode` with the oracle for every text and flag combination;
 /// panics listing the first mismatches.
-fn check_encode(
-    label: &str,
-    tok: &Tokenizer,
-    oracle: &OracleModel,
-    texts: &[String],
-    all_flags: bool,
-) {
-    let flags: &[(bool, bool)] = if all_flags {
-        &[(false, false), (false, true), (true, false), (true, true)]
-    } else {
-        &[(false, false)]
-    };
+fn check_encode(label: &str, tok: &Tokenizer, oracle: &OracleModel, texts: &[String], all_flags: bool) {
+    let flags: &[(bool, bool)] =
+        if all_flags { &[(false, false), (false, true), (true, false), (true, true)] } else { &[(false, false)] };
     let mut bad = Vec::new();
     for text in texts {
         for &(add_special, parse_special) in flags {
@@ -240,9 +226,7 @@ fn check_pieces(label: &str, tok: &Tokenizer, oracle: &OracleModel) {
             let want = oracle.token_to_piece(id as i32, special);
             let got = tok.token_to_piece(id, special);
             if got != want {
-                bad.push(format!(
-                    "{label}: id {id} special={special}: llama.cpp {want:?}, decache {got:?}"
-                ));
+                bad.push(format!("{label}: id {id} special={special}: llama.cpp {want:?}, decache {got:?}"));
             }
         }
     }
@@ -264,13 +248,7 @@ fn smollm2_encode_matches_llama_cpp() {
 #[test]
 fn smollm2_every_codepoint_matches_llama_cpp() {
     let (tok, oracle) = load(&common::smollm2());
-    check_encode(
-        "smollm2 code points",
-        &tok,
-        &oracle,
-        &codepoint_texts(1),
-        false,
-    );
+    check_encode("smollm2 code points", &tok, &oracle, &codepoint_texts(1), false);
 }
 
 #[test]
@@ -285,15 +263,8 @@ fn smollm2_decode_is_the_pieces_and_round_trips() {
     for text in corpus() {
         let ids = tok.encode(&text, false, true).unwrap();
         for special in [false, true] {
-            let pieces: Vec<u8> = ids
-                .iter()
-                .flat_map(|&id| oracle.token_to_piece(id as i32, special))
-                .collect();
-            assert_eq!(
-                tok.decode(&ids, special),
-                String::from_utf8_lossy(&pieces),
-                "{text:?}"
-            );
+            let pieces: Vec<u8> = ids.iter().flat_map(|&id| oracle.token_to_piece(id as i32, special)).collect();
+            assert_eq!(tok.decode(&ids, special), String::from_utf8_lossy(&pieces), "{text:?}");
             let mut stream = tok.stream_decoder(special);
             let mut streamed: String = ids.iter().map(|&id| stream.push(id)).collect();
             streamed.push_str(&stream.flush());
@@ -308,17 +279,12 @@ fn smollm2_decode_is_the_pieces_and_round_trips() {
 fn smollm2_special_ids_and_end_of_generation() {
     let (tok, oracle) = load(&common::smollm2());
     assert_eq!(tok.n_vocab(), oracle.n_vocab());
-    assert_eq!(
-        (tok.bos(), tok.eos(), tok.eot()),
-        (Some(1), Some(2), Some(0))
-    );
+    assert_eq!((tok.bos(), tok.eos(), tok.eot()), (Some(1), Some(2), Some(0)));
     assert!(!tok.add_bos() && !tok.add_eos());
     // <|endoftext|>, <|im_end|>, and <reponame> (a FIM "repo" token).
     assert_eq!(tok.eog_tokens(), [0, 2, 4]);
     assert!(tok.is_eog(2) && !tok.is_eog(1) && !tok.is_eog(100));
-    assert!(tok
-        .chat_template()
-        .is_some_and(|t| t.contains("<|im_start|>")));
+    assert!(tok.chat_template().is_some_and(|t| t.contains("<|im_start|>")));
 }
 
 /// Writes a tiny llama model carrying `spec`'s vocabulary with `pre` (or none).
@@ -343,11 +309,7 @@ fn write_variant(dir: &Path, spec: &VocabSpec, pre: Option<&str>, drop_add_bos: 
         g.remove("tokenizer.ggml.add_bos_token");
     }
     g.remove_tensor("token_embd.weight");
-    g.tensor_f32(
-        "token_embd.weight",
-        &[tiny::N_EMBD, n_vocab],
-        &mut Rng::new(7),
-    );
+    g.tensor_f32("token_embd.weight", &[tiny::N_EMBD, n_vocab], &mut Rng::new(7));
     let path = dir.join(format!("vocab-{}.gguf", pre.unwrap_or("none")));
     g.write(&path);
     path
@@ -375,10 +337,7 @@ fn other_pre_tokenizers_match_llama_cpp() {
         let (tok, oracle) = load(&path);
         let label = format!("pre {pre:?}");
         if drop_add_bos {
-            assert!(
-                tok.add_bos(),
-                "{label}: llama3 vocabularies add BOS by default"
-            );
+            assert!(tok.add_bos(), "{label}: llama3 vocabularies add BOS by default");
         }
         check_encode(&label, &tok, &oracle, &texts, true);
         check_encode(&label, &tok, &oracle, &sample, false);
@@ -390,10 +349,7 @@ fn gemma3_sentencepiece_matches_llama_cpp() {
     let path = common::gemma3();
     let (tok, oracle) = load(&path);
     assert_eq!(tok.kind(), "llama SentencePiece");
-    assert_eq!(
-        (tok.bos(), tok.eos(), tok.eot()),
-        (Some(2), Some(1), Some(106))
-    );
+    assert_eq!((tok.bos(), tok.eos(), tok.eot()), (Some(2), Some(1), Some(106)));
     assert!(tok.add_bos());
     check_encode("gemma3", &tok, &oracle, &corpus(), true);
     let mut sample = codepoint_texts(11);

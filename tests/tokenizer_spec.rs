@@ -9,9 +9,7 @@ use gguf_writer::Rng;
 
 /// GPT-2's byte alphabet (printable bytes as themselves, the rest from U+0100).
 fn byte_chars() -> Vec<String> {
-    let printable = |b: u32| {
-        (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
-    };
+    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
     let mut next = 0x100;
     (0..256u32)
         .map(|b| {
@@ -28,16 +26,9 @@ fn byte_chars() -> Vec<String> {
 /// A small valid byte-level BPE vocabulary: 3 control tokens, the 256 byte
 /// characters, and a few merges.
 fn small_bpe() -> VocabSpec {
-    let mut tokens: Vec<String> = vec![
-        "<|endoftext|>".into(),
-        "<|im_start|>".into(),
-        "<|im_end|>".into(),
-    ];
+    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     tokens.extend(byte_chars());
-    let merges: Vec<String> = ["Ġ t", "h e", "Ġt he", "i n", "in g", "Ġ a"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let merges: Vec<String> = ["Ġ t", "h e", "Ġt he", "i n", "in g", "Ġ a"].iter().map(|s| s.to_string()).collect();
     for m in &merges {
         tokens.push(m.replace(' ', ""));
     }
@@ -66,9 +57,7 @@ fn error_of(spec: VocabSpec) -> String {
 #[test]
 fn small_vocabulary_encodes_and_decodes() {
     let tok = Tokenizer::from_spec(small_bpe()).unwrap();
-    let ids = tok
-        .encode("<|im_start|>a the thing<|im_end|>", false, true)
-        .unwrap();
+    let ids = tok.encode("<|im_start|>a the thing<|im_end|>", false, true).unwrap();
     let the = tok.token_id("Ġthe").unwrap();
     assert_eq!(ids[0], 1);
     assert_eq!(*ids.last().unwrap(), 2);
@@ -86,10 +75,7 @@ fn bad_metadata_names_the_field() {
     let mut s = small_bpe();
     s.merges[4] = "inXg".into();
     let e = error_of(s);
-    assert!(
-        e.contains("tokenizer.ggml.merges[4]") && e.contains("expected 'a b'"),
-        "{e}"
-    );
+    assert!(e.contains("tokenizer.ggml.merges[4]") && e.contains("expected 'a b'"), "{e}");
 
     let mut s = small_bpe();
     s.token_types.pop();
@@ -102,10 +88,7 @@ fn bad_metadata_names_the_field() {
     let mut s = small_bpe();
     s.bos = Some(100_000);
     let e = error_of(s);
-    assert!(
-        e.contains("tokenizer.ggml.bos_token_id") && e.contains("100000"),
-        "{e}"
-    );
+    assert!(e.contains("tokenizer.ggml.bos_token_id") && e.contains("100000"), "{e}");
 
     let mut s = small_bpe();
     s.tokens[7] = s.tokens[8].clone();
@@ -139,17 +122,13 @@ fn random_vocabularies_and_inputs_never_panic() {
     let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let alphabet: Vec<char> = "ab Ġ<|>▁\n\t'1é中😀\u{0}".chars().collect();
     let rand_text = |rng: &mut Rng, max: usize| -> String {
-        (0..rng.below(max))
-            .map(|_| alphabet[rng.below(alphabet.len())])
-            .collect()
+        (0..rng.below(max)).map(|_| alphabet[rng.below(alphabet.len())]).collect()
     };
     for round in 0..300 {
         let mut s = small_bpe();
         if round % 2 == 1 {
             s.model = "llama".into();
-            s.scores = (0..s.tokens.len())
-                .map(|_| -(rng.below(100) as f32))
-                .collect();
+            s.scores = (0..s.tokens.len()).map(|_| -(rng.below(100) as f32)).collect();
         }
         for _ in 0..rng.below(6) {
             match rng.below(8) {
@@ -163,11 +142,7 @@ fn random_vocabularies_and_inputs_never_panic() {
                 4 => s.add_bos = Some(rng.below(2) == 0),
                 5 => s.add_space_prefix = Some(rng.below(2) == 0),
                 6 => s.unk = Some(rng.below(s.tokens.len()) as u32),
-                _ => {
-                    s.pre = Some(
-                        ["smollm", "llama-bpe", "qwen2", "default", "gpt-2"][rng.below(5)].into(),
-                    )
-                }
+                _ => s.pre = Some(["smollm", "llama-bpe", "qwen2", "default", "gpt-2"][rng.below(5)].into()),
             }
         }
         s.token_types.resize(s.tokens.len(), 1);
@@ -179,14 +154,10 @@ fn random_vocabularies_and_inputs_never_panic() {
         };
         for _ in 0..20 {
             let text = rand_text(&mut rng, 30);
-            let ids = tok
-                .encode(&text, rng.below(2) == 0, rng.below(2) == 0)
-                .unwrap();
+            let ids = tok.encode(&text, rng.below(2) == 0, rng.below(2) == 0).unwrap();
             assert!(ids.iter().all(|&id| (id as usize) < tok.n_vocab()));
             let _ = tok.decode(&ids, true);
-            let garbage: Vec<u32> = (0..rng.below(10))
-                .map(|_| rng.next_u64() as u32 % 400)
-                .collect();
+            let garbage: Vec<u32> = (0..rng.below(10)).map(|_| rng.next_u64() as u32 % 400).collect();
             let _ = tok.decode(&garbage, false);
             let mut stream = tok.stream_decoder(true);
             for &id in &garbage {

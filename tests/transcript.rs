@@ -32,7 +32,22 @@ fn run_chat_and_agent_transcripts_replay_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
 
     let t = dir.path().join("run.jsonl");
-    let o = decache(&["run", "-m", m, "-p", "Write a haiku about the sea", "-n", "32", "--ignore-eos", "--temp", "0.8", "-t", "2", "--transcript", t.to_str().unwrap()]);
+    let o = decache(&[
+        "run",
+        "-m",
+        m,
+        "-p",
+        "Write a haiku about the sea",
+        "-n",
+        "32",
+        "--ignore-eos",
+        "--temp",
+        "0.8",
+        "-t",
+        "2",
+        "--transcript",
+        t.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let r = replay(&t);
     assert!(r.status.success() && text(&r).contains("32 tokens, all bit-exact"), "{}", text(&r));
@@ -41,7 +56,21 @@ fn run_chat_and_agent_transcripts_replay_bit_exact() {
     // decaching (seven long questions and their replies pass 90% of 320 cells).
     let t = dir.path().join("chat.jsonl");
     let mut child = Command::new(env!("CARGO_BIN_EXE_decache"))
-        .args(["chat", "-m", m, "-c", "320", "-t", "2", "-n", "48", "--temp", "0.7", "--transcript", t.to_str().unwrap()])
+        .args([
+            "chat",
+            "-m",
+            m,
+            "-c",
+            "320",
+            "-t",
+            "2",
+            "-n",
+            "48",
+            "--temp",
+            "0.7",
+            "--transcript",
+            t.to_str().unwrap(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -57,12 +86,20 @@ fn run_chat_and_agent_transcripts_replay_bit_exact() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let l = lines(&t);
-    assert!(l[1].contains("\"note\":\"settings\"") && l[1].contains("\"decache_at\""), "the chat's decache settings come first: {}", l[1]);
+    assert!(
+        l[1].contains("\"note\":\"settings\"") && l[1].contains("\"decache_at\""),
+        "the chat's decache settings come first: {}",
+        l[1]
+    );
     let removes = l.iter().filter(|l| l.contains("\"type\":\"remove\"")).count();
     let reasons = l.iter().filter(|l| l.contains("\"note\":\"decache\"") && l.contains("\"reason\"")).count();
     assert!(removes > 0 && reasons == removes, "{removes} removals, {reasons} decache notes with a reason");
     let r = replay(&t);
-    assert!(r.status.success() && text(&r).contains("7 generations") && text(&r).contains("all bit-exact"), "{}", text(&r));
+    assert!(
+        r.status.success() && text(&r).contains("7 generations") && text(&r).contains("all bit-exact"),
+        "{}",
+        text(&r)
+    );
 
     // The agent, with a scripted model and a real command.
     let root = dir.path().join("proj");
@@ -71,12 +108,29 @@ fn run_chat_and_agent_transcripts_replay_bit_exact() {
     let script = dir.path().join("s.txt");
     std::fs::write(&script, "<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"a.txt\"}}\n</tool_call>\n---\nIt has two lines.\n").unwrap();
     let t = dir.path().join("agent.jsonl");
-    let o = decache(&["agent", root.to_str().unwrap(), "-m", m, "-c", "2048", "-t", "2", "--script", script.to_str().unwrap(), "-p", "Read a.txt",
-        "--transcript", t.to_str().unwrap()]);
+    let o = decache(&[
+        "agent",
+        root.to_str().unwrap(),
+        "-m",
+        m,
+        "-c",
+        "2048",
+        "-t",
+        "2",
+        "--script",
+        script.to_str().unwrap(),
+        "-p",
+        "Read a.txt",
+        "--transcript",
+        t.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let r = replay(&t);
     assert!(r.status.success() && text(&r).contains("all bit-exact"), "{}", text(&r));
-    assert!(lines(&t).iter().any(|l| l.contains("\"note\":\"segment\"") && l.contains("FileRead")), "segments are annotated");
+    assert!(
+        lines(&t).iter().any(|l| l.contains("\"note\":\"segment\"") && l.contains("FileRead")),
+        "segments are annotated"
+    );
 
     // Corrupted inside: an error naming the line. Torn at the end: reported, left out.
     let l = lines(&t);
@@ -103,7 +157,22 @@ fn a_writer_killed_mid_generation_leaves_a_replayable_transcript() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("killed.jsonl");
     let mut child = Command::new(env!("CARGO_BIN_EXE_decache"))
-        .args(["run", "-m", m.to_str().unwrap(), "-p", "Once upon a time", "-n", "3000", "--ignore-eos", "--temp", "0.9", "-c", "4096", "-t", "2"])
+        .args([
+            "run",
+            "-m",
+            m.to_str().unwrap(),
+            "-p",
+            "Once upon a time",
+            "-n",
+            "3000",
+            "--ignore-eos",
+            "--temp",
+            "0.9",
+            "-c",
+            "4096",
+            "-t",
+            "2",
+        ])
         .args(["--transcript", t.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -122,7 +191,12 @@ fn a_writer_killed_mid_generation_leaves_a_replayable_transcript() {
     let r = replay(&t);
     let out = text(&r);
     assert!(r.status.success(), "{out}");
-    let replayed: usize = out.split(" tokens, all bit-exact").next().and_then(|p| p.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    let replayed: usize = out
+        .split(" tokens, all bit-exact")
+        .next()
+        .and_then(|p| p.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
     eprintln!("killed after {tokens} token lines; replayed {replayed} tokens bit-exact");
     assert!(replayed + 1 >= tokens && replayed >= 60, "{out}");
 }
@@ -149,14 +223,23 @@ fn shipped_transcripts_replay_bit_exact() {
         if same_kernels {
             assert!(out.contains("all bit-exact"), "{}: {out}", f.display());
         } else {
-            let share: f64 = out.split("% sampled").next().and_then(|p| p.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+            let share: f64 =
+                out.split("% sampled").next().and_then(|p| p.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap();
             assert!(out.contains(" 0 tokens") || share >= 70.0, "{}: {out}", f.display());
         }
-        generations += out.split(" generations").next().and_then(|p| p.rsplit(' ').next()).and_then(|n| n.parse::<usize>().ok()).unwrap();
+        generations += out
+            .split(" generations")
+            .next()
+            .and_then(|p| p.rsplit(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap();
     }
     assert!(generations >= 7, "the shipped transcripts hold sampled generations ({generations})");
     let chat = std::fs::read_to_string(dir.join("chat-decaching.jsonl")).unwrap();
-    assert!(chat.contains("\"type\":\"remove\"") && chat.contains("\"note\":\"decache\""), "the chat transcript decaches");
+    assert!(
+        chat.contains("\"type\":\"remove\"") && chat.contains("\"note\":\"decache\""),
+        "the chat transcript decaches"
+    );
 }
 
 /// A copy of the model with every f32 norm weight bent (±20%) by a fixed pattern
@@ -189,14 +272,32 @@ fn replay_on_another_model_reports_agreement() {
     let m = common::smollm2();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("greedy.jsonl");
-    let o = decache(&["run", "-m", m.to_str().unwrap(), "-p", "The three primary colors are", "-n", "40", "--temp", "0", "--ignore-eos", "-t", "2", "--transcript", t.to_str().unwrap()]);
+    let o = decache(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        "The three primary colors are",
+        "-n",
+        "40",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "-t",
+        "2",
+        "--transcript",
+        t.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
 
     // The same model, fed its own tokens: every one agrees.
     let r = decache(&["replay", t.to_str().unwrap(), "--agreement"]);
     let out = text(&r);
     eprintln!("same model: {}", out.trim());
-    assert!(r.status.success() && out.contains("40 tokens; agreement 100.0% sampled (40 of 40), 100.0% top-1"), "{out}");
+    assert!(
+        r.status.success() && out.contains("40 tokens; agreement 100.0% sampled (40 of 40), 100.0% top-1"),
+        "{out}"
+    );
 
     // Another model: agreement is measured over all 40 tokens, not stopped at the first difference.
     let other = dir.path().join("bent.gguf");
@@ -205,6 +306,7 @@ fn replay_on_another_model_reports_agreement() {
     let out = text(&r);
     eprintln!("bent model: {}", out.trim());
     assert!(r.status.success() && out.contains("not the transcript's model"), "{out}");
-    let rate: f64 = out.split("agreement ").nth(1).and_then(|s| s.split('%').next()).and_then(|s| s.parse().ok()).expect("a rate");
+    let rate: f64 =
+        out.split("agreement ").nth(1).and_then(|s| s.split('%').next()).and_then(|s| s.parse().ok()).expect("a rate");
     assert!(out.contains("40 tokens;") && rate < 100.0 && rate > 0.0, "{out}");
 }

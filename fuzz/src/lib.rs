@@ -14,7 +14,8 @@ use std::sync::OnceLock;
 fn scratch(ext: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        let base =
+            if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
         let d = base.join(format!("decache-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("scratch dir");
         d
@@ -121,7 +122,8 @@ pub fn http_body(data: &[u8]) {
             None
         }
         _ => {
-            let _ = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.get("tools").and_then(|t| t.as_array()).map(|t| request::check_tools(t)));
+            let _ = serde_json::from_slice::<serde_json::Value>(body)
+                .map(|v| v.get("tools").and_then(|t| t.as_array()).map(|t| request::check_tools(t)));
             None
         }
     };

@@ -68,9 +68,21 @@ pub struct Shell {
 
 /// Run `command` with `sh -c` in `dir`, with `env` added, for at most
 /// `timeout`, keeping at most `cap` bytes of output (head and tail).
-pub fn shell(dir: &std::path::Path, command: &str, env: &[(&str, String)], timeout: Duration, cap: usize, cancel: &AtomicBool) -> Result<Shell, ToolError> {
+pub fn shell(
+    dir: &std::path::Path,
+    command: &str,
+    env: &[(&str, String)],
+    timeout: Duration,
+    cap: usize,
+    cancel: &AtomicBool,
+) -> Result<Shell, ToolError> {
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(format!("exec 2>&1\n{command}")).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.arg("-c")
+        .arg(format!("exec 2>&1\n{command}"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let mark = sweep::new_mark();
     cmd.env(sweep::MARK_VAR, &mark);
@@ -130,7 +142,8 @@ pub fn run_command(ws: &Workspace, limits: &Limits, a: &Value, cancel: &AtomicBo
     if command.trim().is_empty() {
         return Err("the command is empty".into());
     }
-    let timeout = opt_u64(a, "timeout_secs")?.map_or(limits.command_timeout, Duration::from_secs).min(limits.max_timeout);
+    let timeout =
+        opt_u64(a, "timeout_secs")?.map_or(limits.command_timeout, Duration::from_secs).min(limits.max_timeout);
     let Shell { output, end, secs } = shell(ws.root(), command, &[], timeout, limits.max_output_bytes, cancel)?;
     let (status, passed, summary) = match end {
         End::Exit(Some(c)) => (format!("[exit code {c}]"), Some(c == 0), format!("exit {c} in {secs:.1} s")),
@@ -140,10 +153,17 @@ pub fn run_command(ws: &Workspace, limits: &Limits, a: &Value, cancel: &AtomicBo
             None,
             format!("timed out after {} s", timeout.as_secs_f64()),
         ),
-        End::Cancelled => ("[interrupted by the user; the command was killed]".to_string(), None, "interrupted".to_string()),
+        End::Cancelled => {
+            ("[interrupted by the user; the command was killed]".to_string(), None, "interrupted".to_string())
+        }
     };
     let body = if output.trim().is_empty() { String::new() } else { format!("{}\n", output.trim_end()) };
-    Ok(ToolOutput { text: format!("$ {command}\n{body}{status}"), kind: SegmentKind::CommandOutput { passed }, summary, wrote: None })
+    Ok(ToolOutput {
+        text: format!("$ {command}\n{body}{status}"),
+        kind: SegmentKind::CommandOutput { passed },
+        summary,
+        wrote: None,
+    })
 }
 
 /// Kill the command and its process group (the members that stayed in it).
@@ -173,7 +193,8 @@ mod tests {
     fn commands_run_in_the_folder_with_exit_codes_timeouts_and_caps() {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::new(dir.path()).unwrap();
-        let limits = Limits { command_timeout: Duration::from_millis(300), max_output_bytes: 1000, ..Limits::default() };
+        let limits =
+            Limits { command_timeout: Duration::from_millis(300), max_output_bytes: 1000, ..Limits::default() };
         let no = AtomicBool::new(false);
         let out = run_command(&ws, &limits, &json!({"command": "pwd; echo oops >&2; exit 3"}), &no).unwrap();
         assert!(out.text.contains(dir.path().canonicalize().unwrap().to_str().unwrap()), "{}", out.text);

@@ -39,7 +39,9 @@ fn head_of(path: &Path) -> std::io::Result<Vec<u8>> {
 /// can see it).
 fn check_plain(meta: &std::fs::Metadata, shown: &str) -> Result<(), ToolError> {
     if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file (a FIFO, socket or device); it is not read or written").into());
+        return Err(
+            format!("{shown} is not a regular file (a FIFO, socket or device); it is not read or written").into()
+        );
     }
     #[cfg(unix)]
     {
@@ -153,7 +155,9 @@ fn walk(dir: &Path) -> impl Iterator<Item = walkdir::DirEntry> {
         .follow_links(false)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| !(e.file_type().is_dir() && e.depth() > 0 && SKIP_DIRS.contains(&e.file_name().to_string_lossy().as_ref())))
+        .filter_entry(|e| {
+            !(e.file_type().is_dir() && e.depth() > 0 && SKIP_DIRS.contains(&e.file_name().to_string_lossy().as_ref()))
+        })
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
 }
@@ -298,12 +302,19 @@ pub fn edit_file(ws: &Workspace, a: &Value) -> Result<ToolOutput, ToolError> {
         return Err(format!("old_string was not found in {shown}; read the file and copy the text exactly").into());
     }
     if n > 1 && !all {
-        return Err(format!("old_string occurs {n} times in {shown}; give more context to make it unique, or set replace_all").into());
+        return Err(format!(
+            "old_string occurs {n} times in {shown}; give more context to make it unique, or set replace_all"
+        )
+        .into());
     }
     let out = if all { text.replace(old, new) } else { text.replacen(old, new, 1) };
     write_replacing(&path, out.as_bytes()).map_err(|e| io_error(&shown, e))?;
     Ok(ToolOutput {
-        text: format!("replaced {} occurrence{} in {shown}", if all { n } else { 1 }, if all && n > 1 { "s" } else { "" }),
+        text: format!(
+            "replaced {} occurrence{} in {shown}",
+            if all { n } else { 1 },
+            if all && n > 1 { "s" } else { "" }
+        ),
         kind: SegmentKind::CommandOutput { passed: Some(true) },
         summary: format!("{shown}: {} replaced", if all { n } else { 1 }),
         wrote: Some(path),

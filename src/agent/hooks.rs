@@ -54,7 +54,8 @@ impl AgentFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AgentFile::default()),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let f: AgentFile = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
+        let f: AgentFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
         if let Some(h) = f.hooks.iter().find(|h| h.command.trim().is_empty()) {
             return Err(format!("{}: the hook for tool '{}' has an empty command", path.display(), h.tool));
         }

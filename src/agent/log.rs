@@ -78,7 +78,6 @@ impl SessionLog {
         self.file.write_all(line.as_bytes())?;
         self.file.flush()
     }
-
 }
 
 /// The `message` entry of something that entered the context.
@@ -126,9 +125,12 @@ pub fn read(path: &Path) -> Result<Resumed, String> {
             Err(e) => return Err(at(format!("not JSON ({e})"))),
         };
         match v.get("type").and_then(Value::as_str) {
-            Some("message") => out.messages.push(serde_json::from_value(v).map_err(|e| at(format!("a bad message entry: {e}")))?),
+            Some("message") => {
+                out.messages.push(serde_json::from_value(v).map_err(|e| at(format!("a bad message entry: {e}")))?)
+            }
             Some("todos") => {
-                out.todos = serde_json::from_value(v["items"].clone()).map_err(|e| at(format!("a bad todos entry: {e}")))?;
+                out.todos =
+                    serde_json::from_value(v["items"].clone()).map_err(|e| at(format!("a bad todos entry: {e}")))?;
             }
             Some("start" | "call" | "decache") => {}
             Some(t) => return Err(at(format!("unknown entry type '{t}'"))),

@@ -47,12 +47,27 @@ pub enum AgentEvent<'a> {
     Text(&'a str),
     /// A reply is complete.
     ReplyDone,
-    Call { name: &'a str, arguments: &'a Value },
-    Result { name: &'a str, ok: bool, summary: &'a str, text: &'a str },
-    Hook { applied: bool, summary: &'a str },
+    Call {
+        name: &'a str,
+        arguments: &'a Value,
+    },
+    Result {
+        name: &'a str,
+        ok: bool,
+        summary: &'a str,
+        text: &'a str,
+    },
+    Hook {
+        applied: bool,
+        summary: &'a str,
+    },
     Decache(&'a DecacheEvent),
     /// After each step: live cells of the cache, its size, the turn.
-    Status { live: usize, cells: usize, turn: u32 },
+    Status {
+        live: usize,
+        cells: usize,
+        turn: u32,
+    },
     /// A problem that does not stop the session (a log that cannot be written).
     Warning(String),
 }
@@ -78,7 +93,11 @@ pub trait Responder {
     /// Add the assistant's next message to `conv` (generated, or scripted and
     /// evaluated), streaming its text through `on_text` (which returns false
     /// to stop). Returns the text and the deletions made to fit it.
-    fn respond(&mut self, conv: &mut Conversation, on_text: &mut dyn FnMut(&str) -> bool) -> Result<(String, Vec<DecacheEvent>)>;
+    fn respond(
+        &mut self,
+        conv: &mut Conversation,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(String, Vec<DecacheEvent>)>;
 }
 
 /// The model answers, sampling with `opts`.
@@ -87,7 +106,11 @@ pub struct ModelResponder {
 }
 
 impl Responder for ModelResponder {
-    fn respond(&mut self, conv: &mut Conversation, on_text: &mut dyn FnMut(&str) -> bool) -> Result<(String, Vec<DecacheEvent>)> {
+    fn respond(
+        &mut self,
+        conv: &mut Conversation,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(String, Vec<DecacheEvent>)> {
         let (gen, events) = conv.reply(&self.opts, &mut |e| match e {
             GenerateEvent::Token { text, .. } => on_text(text),
             _ => true,
@@ -161,7 +184,13 @@ pub struct Agent {
 
 impl Agent {
     /// An agent over `conv` (empty) with `tools`; the system prompt goes in first.
-    pub fn new(mut conv: Conversation, tools: Toolbox, hooks: AgentFile, cfg: AgentConfig, log: Option<SessionLog>) -> Result<Agent> {
+    pub fn new(
+        mut conv: Conversation,
+        tools: Toolbox,
+        hooks: AgentFile,
+        cfg: AgentConfig,
+        log: Option<SessionLog>,
+    ) -> Result<Agent> {
         let sys = system_prompt();
         conv.push("system", &sys, SegmentKind::System)?;
         let mut a = Agent {
@@ -188,7 +217,11 @@ impl Agent {
     pub fn resume(&mut self, r: &log::Resumed, ui: &mut dyn AgentUi) -> Result<()> {
         // What is in the log already is not logged again.
         let log = self.log.take();
-        let res = r.messages.iter().filter(|m| m.kind != SegmentKind::System).try_for_each(|m| self.add(&m.role, &m.content, m.kind.clone(), ui));
+        let res = r
+            .messages
+            .iter()
+            .filter(|m| m.kind != SegmentKind::System)
+            .try_for_each(|m| self.add(&m.role, &m.content, m.kind.clone(), ui));
         self.log = log;
         res?;
         self.tools.todos = r.todos.clone();
@@ -200,7 +233,8 @@ impl Agent {
         if let Some(l) = &mut self.log {
             if let Err(e) = l.write(v) {
                 if self.log_warning.is_none() {
-                    self.log_warning = Some(Some(format!("the session log {} cannot be written: {e}", l.path().display())));
+                    self.log_warning =
+                        Some(Some(format!("the session log {} cannot be written: {e}", l.path().display())));
                 }
             }
         }
@@ -276,7 +310,9 @@ impl Agent {
             let n_results = (parsed.malformed.len() + parsed.calls.len()).clamp(1, MAX_CALLS_PER_REPLY + 1);
             for m in &parsed.malformed {
                 self.stats.tool_errors += 1;
-                let msg = format!("error: {m}. Write each call as <tool_call>{{\"name\": …, \"arguments\": {{…}}}}</tool_call>.");
+                let msg = format!(
+                    "error: {m}. Write each call as <tool_call>{{\"name\": …, \"arguments\": {{…}}}}</tool_call>."
+                );
                 ui.event(AgentEvent::Result { name: "?", ok: false, summary: m, text: &msg });
                 self.add("tool", &msg, SegmentKind::CommandOutput { passed: Some(false) }, ui)?;
             }
@@ -303,7 +339,11 @@ impl Agent {
         if let Some(Some(w)) = self.log_warning.as_mut().map(Option::take) {
             ui.event(AgentEvent::Warning(w));
         }
-        ui.event(AgentEvent::Status { live: self.conv.session.n_live(), cells: self.conv.session.n_ctx(), turn: self.conv.turn() });
+        ui.event(AgentEvent::Status {
+            live: self.conv.session.n_live(),
+            cells: self.conv.session.n_ctx(),
+            turn: self.conv.turn(),
+        });
     }
 
     /// Run one call: permission, hooks before, the tool, its result into the
@@ -340,7 +380,9 @@ impl Agent {
         };
         let text = self.fit(&text, n_results);
         ui.event(AgentEvent::Result { name: &call.name, ok, summary: &summary, text: &text });
-        self.log_value(&json!({"type": "call", "name": call.name, "arguments": call.arguments, "ok": ok, "summary": summary}));
+        self.log_value(
+            &json!({"type": "call", "name": call.name, "arguments": call.arguments, "ok": ok, "summary": summary}),
+        );
         if call.name == "todo" && ok {
             let items = serde_json::to_value(&self.tools.todos).unwrap_or_default();
             self.log_value(&json!({"type": "todos", "items": items}));
@@ -357,11 +399,14 @@ impl Agent {
 
     /// Forget earlier reads of files that changed since (re-readable).
     fn forget_changed_reads(&mut self, ui: &mut dyn AgentUi) -> Result<()> {
-        let changed: Vec<String> = self.reads.iter().filter(|(_, (real, st))| stamp(real) != *st).map(|(p, _)| p.clone()).collect();
+        let changed: Vec<String> =
+            self.reads.iter().filter(|(_, (real, st))| stamp(real) != *st).map(|(p, _)| p.clone()).collect();
         for path in changed {
             self.reads.remove(&path);
-            let events =
-                self.conv.forget_where(|s| matches!(&s.kind, SegmentKind::FileRead { path: p } if *p == path), Reason::StaleFileRead)?;
+            let events = self.conv.forget_where(
+                |s| matches!(&s.kind, SegmentKind::FileRead { path: p } if *p == path),
+                Reason::StaleFileRead,
+            )?;
             self.decached(&events, ui);
         }
         Ok(())

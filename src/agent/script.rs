@@ -20,7 +20,8 @@ impl Scripted {
 
     /// Replies from a file, separated by lines holding only `---`.
     pub fn from_file(path: &Path) -> Result<Scripted> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
         let mut replies = Vec::new();
         let mut cur = Vec::new();
         for line in text.lines() {
@@ -43,7 +44,11 @@ impl Scripted {
 }
 
 impl Responder for Scripted {
-    fn respond(&mut self, conv: &mut Conversation, on_text: &mut dyn FnMut(&str) -> bool) -> Result<(String, Vec<DecacheEvent>)> {
+    fn respond(
+        &mut self,
+        conv: &mut Conversation,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(String, Vec<DecacheEvent>)> {
         let text = self.replies.pop_front().unwrap_or_else(|| "(the script has no more replies)".to_string());
         on_text(&text);
         let events = conv.push("assistant", &text, SegmentKind::Assistant)?;

@@ -112,7 +112,11 @@ pub fn kill_adopted() -> usize {
 
 #[cfg(target_os = "linux")]
 fn pids() -> impl Iterator<Item = i32> {
-    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
 }
 
 /// The parent pid of `pid` (`/proc/PID/stat`, the field after the state).

@@ -180,7 +180,10 @@ pub fn opt_str<'a>(args: &'a Value, name: &str) -> Result<Option<&'a str>, ToolE
 pub fn opt_u64(args: &Value, name: &str) -> Result<Option<u64>, ToolError> {
     match args.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| format!("argument {name} must be a non-negative integer, got {v}").into()),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("argument {name} must be a non-negative integer, got {v}").into()),
     }
 }
 
@@ -225,7 +228,9 @@ impl Toolbox {
         let todos: Vec<Todo> = serde_json::from_value(items.clone())
             .map_err(|e| format!("items must be a list of {{\"content\": string, \"status\": string}}: {e}"))?;
         if let Some(t) = todos.iter().find(|t| !matches!(t.status.as_str(), "pending" | "in_progress" | "completed")) {
-            return Err(format!("status '{}' of '{}': use pending, in_progress or completed", t.status, t.content).into());
+            return Err(
+                format!("status '{}' of '{}': use pending, in_progress or completed", t.status, t.content).into()
+            );
         }
         self.todos = todos;
         let done = self.todos.iter().filter(|t| t.status == "completed").count();

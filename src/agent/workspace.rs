@@ -63,7 +63,10 @@ impl Workspace {
             real.push(n);
         }
         if !real.starts_with(&self.root) {
-            return Err(format!("{path}: outside the project folder {} (only paths inside it are allowed)", self.root.display()));
+            return Err(format!(
+                "{path}: outside the project folder {} (only paths inside it are allowed)",
+                self.root.display()
+            ));
         }
         Ok(real)
     }
@@ -95,7 +98,9 @@ mod tests {
         assert_eq!(ws.resolve("./src/../src/a.rs").unwrap(), real.join("src/a.rs"));
         assert_eq!(ws.resolve("new/dir/file.txt").unwrap(), real.join("new/dir/file.txt"), "need not exist");
         assert_eq!(ws.resolve(real.join("src").to_str().unwrap()).unwrap(), real.join("src"), "absolute inside");
-        for bad in ["../secret.txt", "src/../../secret.txt", "/etc/passwd", dir.path().join("secret.txt").to_str().unwrap()] {
+        for bad in
+            ["../secret.txt", "src/../../secret.txt", "/etc/passwd", dir.path().join("secret.txt").to_str().unwrap()]
+        {
             let e = ws.resolve(bad).unwrap_err();
             assert!(e.contains("outside the project folder"), "{bad}: {e}");
         }

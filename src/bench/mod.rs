@@ -175,7 +175,11 @@ fn tg_ours(s: &mut Session, n_gen: usize, n_vocab: usize) -> Result<f64> {
 /// `n_gen`-token decoding with holes, after a defrag, in a fresh context with
 /// the same live cells, and (optionally) in llama.cpp after the same seq_rm.
 pub fn defrag_bench(
-    make: &mut dyn FnMut() -> Result<Session>, llama: Option<&mut OracleContext<'_>>, n_ctx: usize, frac: f64, n_gen: usize,
+    make: &mut dyn FnMut() -> Result<Session>,
+    llama: Option<&mut OracleContext<'_>>,
+    n_ctx: usize,
+    frac: f64,
+    n_gen: usize,
     n_vocab: usize,
 ) -> Result<DefragBench> {
     let fill = bench_tokens(n_ctx - n_gen, n_vocab, 11);

@@ -24,7 +24,12 @@ pub fn agent_requests(turns: usize, window: usize) -> Vec<Vec<ChatMessage>> {
     );
     let file = |t: usize| {
         let body: String = (0..9)
-            .map(|i| format!("pub fn op_{t}_{i}(a: i64, b: i64) -> Result<i64, CalcError> {{ checked(a, b, {}) }}\n", (t * 7 + i) % 13))
+            .map(|i| {
+                format!(
+                    "pub fn op_{t}_{i}(a: i64, b: i64) -> Result<i64, CalcError> {{ checked(a, b, {}) }}\n",
+                    (t * 7 + i) % 13
+                )
+            })
             .collect();
         format!("src/ops_{t}.rs:\n{body}")
     };
@@ -32,9 +37,17 @@ pub fn agent_requests(turns: usize, window: usize) -> Vec<Vec<ChatMessage>> {
     let mut out = Vec::new();
     for t in 1..=turns {
         if t > 1 {
-            history.push((t - 1, "answer", ChatMessage::new("assistant", format!("I fixed op_{}_3 and the tests pass now.", t - 1))));
+            history.push((
+                t - 1,
+                "answer",
+                ChatMessage::new("assistant", format!("I fixed op_{}_3 and the tests pass now.", t - 1)),
+            ));
         }
-        history.push((t, "ask", ChatMessage::new("user", format!("Step {t}: fix the overflow in ops_{t}.rs and run the tests."))));
+        history.push((
+            t,
+            "ask",
+            ChatMessage::new("user", format!("Step {t}: fix the overflow in ops_{t}.rs and run the tests.")),
+        ));
         history.push((
             t,
             "reminder",
@@ -128,7 +141,11 @@ impl LlamaSlot<'_> {
 /// cache of `cfg.n_ctx` cells; chunks must be longer than `min_chunk`
 /// tokens (llama.cpp's `--cache-reuse` gets the same threshold).
 pub fn replay(
-    model: &Arc<Model>, template: &ChatTemplate, requests: &[Vec<ChatMessage>], cfg: &SessionConfig, oracle: Option<&OracleModel>,
+    model: &Arc<Model>,
+    template: &ChatTemplate,
+    requests: &[Vec<ChatMessage>],
+    cfg: &SessionConfig,
+    oracle: Option<&OracleModel>,
     min_chunk: usize,
 ) -> Result<Vec<ReplayTurn>> {
     let tok = &model.tokenizer;
@@ -137,7 +154,12 @@ pub fn replay(
     let mut pre = Session::new(model.clone(), cfg.clone())?;
     let mut llama = match oracle {
         Some(o) => {
-            let p = OracleParams { n_ctx: cfg.n_ctx as u32, n_threads: cfg.n_threads as i32, swa_full: cfg.swa_full, ..OracleParams::default() };
+            let p = OracleParams {
+                n_ctx: cfg.n_ctx as u32,
+                n_threads: cfg.n_threads as i32,
+                swa_full: cfg.swa_full,
+                ..OracleParams::default()
+            };
             Some(LlamaSlot { ctx: OracleContext::new(o, &p).map_err(Error::Oracle)?, cache: Vec::new() })
         }
         None => None,
@@ -147,7 +169,12 @@ pub fn replay(
         let text = template.render(msgs, true)?;
         let tokens = tok.encode(&text, false, true)?;
         if tokens.len() >= cfg.n_ctx {
-            return Err(Error::InvalidArgument(format!("turn {}: {} tokens do not fit {} cells", i + 1, tokens.len(), cfg.n_ctx)));
+            return Err(Error::InvalidArgument(format!(
+                "turn {}: {} tokens do not fit {} cells",
+                i + 1,
+                tokens.len(),
+                cfg.n_ctx
+            )));
         }
         // One engine's thread pool busy at a time.
         let subconscious = serve_ours(&mut sub, &tokens, Some(min_chunk))?;

@@ -170,7 +170,10 @@ impl AgentUi for TermUi<'_> {
                 let last = self.last_decache.as_deref().unwrap_or("none yet");
                 let new = if self.forgotten > 0 { format!(" · forgot {} now", self.forgotten) } else { String::new() };
                 self.forgotten = 0;
-                eprintln!("{}", format!("── live {live}/{cells} tokens · step {turn} · last decache: {last}{new} ──").dark_grey());
+                eprintln!(
+                    "{}",
+                    format!("── live {live}/{cells} tokens · step {turn} · last decache: {last}{new} ──").dark_grey()
+                );
             }
             AgentEvent::Warning(w) => eprintln!("{}", format!("warning: {w}").yellow()),
         }
@@ -204,8 +207,9 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     let resumed = match a.resume.as_deref() {
         None => None,
         Some("last") => {
-            let p = session_log::latest(ws.root())
-                .ok_or_else(|| Error::InvalidArgument(format!("--resume: no session log in {}/.decache/sessions", ws.root().display())))?;
+            let p = session_log::latest(ws.root()).ok_or_else(|| {
+                Error::InvalidArgument(format!("--resume: no session log in {}/.decache/sessions", ws.root().display()))
+            })?;
             Some((session_log::read(&p).map_err(Error::InvalidArgument)?, p))
         }
         Some(f) => {
@@ -218,7 +222,9 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
         None => {
             let sampling = a.sampling.params();
             sampling.validate()?;
-            Box::new(ModelResponder { opts: GenerateOptions { n_predict: Some(a.n_predict), sampling, ..GenerateOptions::default() } })
+            Box::new(ModelResponder {
+                opts: GenerateOptions { n_predict: Some(a.n_predict), sampling, ..GenerateOptions::default() },
+            })
         }
     };
     let policy = a.decache.policy()?;
@@ -228,13 +234,14 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     let template = chat_template(&model, a.chat_template_file.as_ref())?;
     super::load::warn_ctx(&model, cfg.n_ctx);
     let mut session = Session::new(model, cfg)?;
-    let transcript = a.transcript.as_ref().map(|p| super::transcript::attach(&mut session, p, "agent", &a.model, Some(&a.decache))).transpose()?;
+    let transcript = a
+        .transcript
+        .as_ref()
+        .map(|p| super::transcript::attach(&mut session, p, "agent", &a.model, Some(&a.decache)))
+        .transpose()?;
     let mut conv = Conversation::new(session, template, policy);
     conv.positions = positions;
-    let limits = Limits {
-        command_timeout: Duration::from_secs(a.command_timeout.clamp(1, 600)),
-        ..Limits::default()
-    };
+    let limits = Limits { command_timeout: Duration::from_secs(a.command_timeout.clamp(1, 600)), ..Limits::default() };
     let log = match (&resumed, a.no_log) {
         (_, true) => None,
         (Some((_, p)), false) => Some(SessionLog::append_to(p).map_err(Error::InvalidArgument)?),
@@ -246,7 +253,10 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     let mut agent = Agent::new(conv, tools, hooks, agent_cfg, log)?;
 
     let mut rl = if request.is_none() {
-        Some(rustyline::DefaultEditor::new().map_err(|e| Error::System { what: "terminal".into(), source: std::io::Error::other(e) })?)
+        Some(
+            rustyline::DefaultEditor::new()
+                .map_err(|e| Error::System { what: "terminal".into(), source: std::io::Error::other(e) })?,
+        )
     } else {
         None
     };
@@ -257,11 +267,22 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     // leaves behind (double forks) are reparented here and killed after it.
     decache::agent::sweep::adopt_orphans();
     let log_note = agent.log.as_ref().map(|l| format!("; log {}", l.path().display())).unwrap_or_default();
-    let mode = if a.read_only { " read-only;" } else if a.yes { " writes and commands allowed;" } else { "" };
+    let mode = if a.read_only {
+        " read-only;"
+    } else if a.yes {
+        " writes and commands allowed;"
+    } else {
+        ""
+    };
     eprintln!(
         "{}",
-        format!("decache agent: {} ({} cells;{mode} {} hooks{log_note})", root.display(), agent.conv.session.n_ctx(), agent.hooks.hooks.len())
-            .dim()
+        format!(
+            "decache agent: {} ({} cells;{mode} {} hooks{log_note})",
+            root.display(),
+            agent.conv.session.n_ctx(),
+            agent.hooks.hooks.len()
+        )
+        .dim()
     );
     if let Some((r, p)) = &resumed {
         let mut ui = TermUi::new(None);
@@ -304,7 +325,13 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
             "/stats" => {
                 print_stats(&agent.conv);
                 let s = &agent.stats;
-                outln!("agent:            {} steps, {} tool calls ({} errors), {} hooks", s.steps, s.tool_calls, s.tool_errors, s.hooks);
+                outln!(
+                    "agent:            {} steps, {} tool calls ({} errors), {} hooks",
+                    s.steps,
+                    s.tool_calls,
+                    s.tool_errors,
+                    s.hooks
+                );
             }
             "/todo" => outln!("{}", agent.tools.todo_text().unwrap_or_else(|| "(the task list is empty)".into())),
             t if t.starts_with('/') => eprintln!("{}", format!("unknown command {t}; {HELP}").red()),

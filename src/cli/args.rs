@@ -36,7 +36,14 @@ fn parse_gpu_layers(s: &str) -> Result<GpuLayers, String> {
 impl ModelArgs {
     /// Only the model's path or name (everything else at its default).
     pub fn path_only(model: Option<String>, no_mmap: bool) -> ModelArgs {
-        ModelArgs { model, no_mmap, no_repack: false, gpu_layers: GpuLayers::Auto, rpc: Vec::new(), tensor_split: Vec::new() }
+        ModelArgs {
+            model,
+            no_mmap,
+            no_repack: false,
+            gpu_layers: GpuLayers::Auto,
+            rpc: Vec::new(),
+            tensor_split: Vec::new(),
+        }
     }
 
     pub fn load_options(&self) -> LoadOptions {
@@ -102,7 +109,9 @@ impl FlashAttn {
 impl ContextArgs {
     pub fn session_config(&self) -> Result<SessionConfig, decache::Error> {
         let ty = |flag: &str, s: &str| {
-            GgmlType::from_name(s).ok_or_else(|| decache::Error::InvalidArgument(format!("{flag} {s}: unknown type (use f16, f32 or q8_0)")))
+            GgmlType::from_name(s).ok_or_else(|| {
+                decache::Error::InvalidArgument(format!("{flag} {s}: unknown type (use f16, f32 or q8_0)"))
+            })
         };
         if self.threads == Some(0) {
             return Err(decache::Error::InvalidArgument("-t 0: at least one thread is needed".into()));

@@ -102,9 +102,18 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
         .map(|&n| BenchKind::Prompt(n))
         .chain(a.n_gen.iter().filter(|&&n| n > 0).map(|&n| BenchKind::Gen(n)))
         .collect();
-    let tests: Vec<BenchTest> = a.depth.iter().flat_map(|&depth| kinds.iter().map(move |&kind| BenchTest { kind, depth })).collect();
+    let tests: Vec<BenchTest> =
+        a.depth.iter().flat_map(|&depth| kinds.iter().map(move |&kind| BenchTest { kind, depth })).collect();
     let n_ctx = tests.iter().map(|t| t.n_ctx()).max().unwrap_or(1).next_multiple_of(256);
-    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, flash_attn: a.flash_attn.enabled(), swa_full: a.swa_full, ..SessionConfig::default() };
+    let cfg = SessionConfig {
+        n_ctx,
+        n_batch: a.batch_size,
+        n_ubatch: a.ubatch_size,
+        n_threads: threads,
+        flash_attn: a.flash_attn.enabled(),
+        swa_full: a.swa_full,
+        ..SessionConfig::default()
+    };
     let mut session = Session::new(model.clone(), cfg)?;
     let oracle = if a.llama { Some(load_oracle(a, &model)?) } else { None };
     let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
@@ -200,7 +209,11 @@ fn print_profile(test: &str, nodes: &[decache::ggml::NodeTime]) {
 }
 
 /// `decache bench --decache`: what forgetting costs and what it buys.
-fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, threads: usize) -> Result<(), decache::Error> {
+fn run_decache(
+    a: &BenchArgs,
+    model: &std::sync::Arc<decache::model::Model>,
+    threads: usize,
+) -> Result<(), decache::Error> {
     use decache::bench::{defrag_bench, removal_latency};
     outln!("| cells | removed | removal (keep) |");
     outln!("| ----: | ------: | -------------: |");
@@ -212,7 +225,15 @@ fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, thr
     }
     let n_ctx = a.ctx_size;
     let n_gen = a.n_gen.first().copied().filter(|&n| n > 0).unwrap_or(64).min(n_ctx / 8);
-    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, flash_attn: a.flash_attn.enabled(), swa_full: a.swa_full, ..SessionConfig::default() };
+    let cfg = SessionConfig {
+        n_ctx,
+        n_batch: a.batch_size,
+        n_ubatch: a.ubatch_size,
+        n_threads: threads,
+        flash_attn: a.flash_attn.enabled(),
+        swa_full: a.swa_full,
+        ..SessionConfig::default()
+    };
     let oracle = if a.llama { Some(load_oracle(a, &model)?) } else { None };
     let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
     let n_vocab = model.hparams.n_vocab as usize;
@@ -220,7 +241,11 @@ fn run_decache(a: &BenchArgs, model: &std::sync::Arc<decache::model::Model>, thr
     outln!();
     outln!(
         "forget {} of {} cells ({} live), then generate {n_gen} tokens; defrag moved {} cells in {:.1} ms",
-        r.removed, r.n_ctx, r.live, r.cells_moved, r.defrag_ms
+        r.removed,
+        r.n_ctx,
+        r.live,
+        r.cells_moved,
+        r.defrag_ms
     );
     outln!("| engine, state | tg t/s | vs. fresh |");
     outln!("| ------------- | -----: | --------: |");
@@ -245,7 +270,12 @@ pub(super) fn load_oracle(a: &BenchArgs, model: &decache::model::Model) -> Resul
         .map_err(decache::Error::Oracle)
 }
 
-fn oracle_context<'m>(m: &'m OracleModel, a: &BenchArgs, n_ctx: usize, threads: usize) -> Result<OracleContext<'m>, decache::Error> {
+fn oracle_context<'m>(
+    m: &'m OracleModel,
+    a: &BenchArgs,
+    n_ctx: usize,
+    threads: usize,
+) -> Result<OracleContext<'m>, decache::Error> {
     let p = OracleParams {
         n_ctx: n_ctx as u32,
         n_batch: a.batch_size as u32,

@@ -15,12 +15,24 @@ pub fn run(a: &BenchArgs, model: &Arc<Model>, threads: usize) -> Result<(), deca
     // A cache big enough for the longest request, as a server would be given.
     let longest = requests.last().map(|m| template.render(m, true)).transpose()?.map_or(0, |t| t.len());
     let n_ctx = a.ctx_size.max((longest / 2).next_multiple_of(1024));
-    let cfg = SessionConfig { n_ctx, n_batch: a.batch_size, n_ubatch: a.ubatch_size, n_threads: threads, swa_full: a.swa_full, ..SessionConfig::default() };
+    let cfg = SessionConfig {
+        n_ctx,
+        n_batch: a.batch_size,
+        n_ubatch: a.ubatch_size,
+        n_threads: threads,
+        swa_full: a.swa_full,
+        ..SessionConfig::default()
+    };
     let oracle = if a.llama { Some(super::bench::load_oracle(a, model)?) } else { None };
     let rows = replay(model, &template, &requests, &cfg, oracle.as_ref(), a.subconscious_min)?;
     let llama = oracle.is_some();
     let cell = |s: &Served| format!("{} | {:.0}", s.prefilled, s.ttft_ms);
-    outln!("replay: {} turns, reads kept {} turns, {n_ctx} cells, {threads} threads, chunks > {} tokens", a.turns, a.window, a.subconscious_min);
+    outln!(
+        "replay: {} turns, reads kept {} turns, {n_ctx} cells, {threads} threads, chunks > {} tokens",
+        a.turns,
+        a.window,
+        a.subconscious_min
+    );
     outln!();
     let head = if llama { " llama.cpp prefilled | llama.cpp TTFT ms |" } else { "" };
     outln!("| turn | prompt | subconscious prefilled | subconscious TTFT ms | prefix-only prefilled | prefix-only TTFT ms |{head}");
@@ -42,7 +54,11 @@ pub fn run(a: &BenchArgs, model: &Arc<Model>, threads: usize) -> Result<(), deca
         let (pn, pt) = total(&|r| Some(r.prefix_only), part);
         outln!();
         outln!("{name} ({}): subconscious {sn} tokens prefilled, {st:.0} ms to first tokens; prefix-only {pn} tokens, {pt:.0} ms", part.len());
-        outln!("  prefix-only / subconscious: {:.1}x the tokens prefilled, {:.1}x the time to first token", pn as f64 / sn.max(1) as f64, pt / st.max(1e-9));
+        outln!(
+            "  prefix-only / subconscious: {:.1}x the tokens prefilled, {:.1}x the time to first token",
+            pn as f64 / sn.max(1) as f64,
+            pt / st.max(1e-9)
+        );
         if llama {
             let (ln, lt) = total(&|r| r.llama, part);
             outln!(

@@ -50,7 +50,8 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
     super::load::warn_ctx(&model, cfg.n_ctx);
     // One transcript across `/clear`: a new conversation's session records
     // into the same writer, starting with a `clear`.
-    let writer: std::cell::RefCell<Option<std::sync::Arc<std::sync::Mutex<decache::transcript::TranscriptWriter>>>> = Default::default();
+    let writer: std::cell::RefCell<Option<std::sync::Arc<std::sync::Mutex<decache::transcript::TranscriptWriter>>>> =
+        Default::default();
     let new_conversation = || -> Result<Conversation, decache::Error> {
         let mut session = Session::new(model.clone(), cfg.clone())?;
         if let Some(path) = &a.transcript {
@@ -146,7 +147,13 @@ fn reply(chat: &mut Chat, stop: &AtomicBool) {
             let c = &chat.conv.session;
             eprintln!(
                 "{}",
-                format!("[{} tokens, {tps:.1} t/s, prompt {pps:.0} t/s{cut}; {}/{} cells live]", gen.tokens.len(), c.n_live(), c.n_ctx()).dim()
+                format!(
+                    "[{} tokens, {tps:.1} t/s, prompt {pps:.0} t/s{cut}; {}/{} cells live]",
+                    gen.tokens.len(),
+                    c.n_live(),
+                    c.n_ctx()
+                )
+                .dim()
             );
         }
         Err(e) => eprintln!("{}", format!("error: {e}").red()),
@@ -179,4 +186,3 @@ fn read_message(rl: &mut rustyline::DefaultEditor) -> Result<Option<String>, Rea
         }
     }
 }
-

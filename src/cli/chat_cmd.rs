@@ -51,8 +51,10 @@ pub fn command(cmd: &str, chat: &mut Chat) -> Result<Cmd, Error> {
     let cmd = cmd.trim();
     let (name, rest) = cmd.split_once(char::is_whitespace).map_or((cmd, ""), |(n, r)| (n, r.trim()));
     let conv = &mut chat.conv;
-    let segment_no = || rest.parse::<u64>().map_err(|_| invalid(format!("/{name} needs a segment number (see /context)")));
-    let file = || (!rest.is_empty()).then(|| PathBuf::from(rest)).ok_or_else(|| invalid(format!("/{name} needs a file")));
+    let segment_no =
+        || rest.parse::<u64>().map_err(|_| invalid(format!("/{name} needs a segment number (see /context)")));
+    let file =
+        || (!rest.is_empty()).then(|| PathBuf::from(rest)).ok_or_else(|| invalid(format!("/{name} needs a file")));
     match name {
         "exit" | "bye" | "quit" => Ok(Cmd::Exit),
         "clear" => Ok(Cmd::Clear),
@@ -92,7 +94,13 @@ pub fn command(cmd: &str, chat: &mut Chat) -> Result<Cmd, Error> {
         "save" => {
             let path = file()?;
             let info = conv.save(&path)?;
-            eprintln!("(saved {} cells, {} live, {:.1} MiB to {})", info.cells, info.live, info.bytes as f64 / 1048576.0, path.display());
+            eprintln!(
+                "(saved {} cells, {} live, {:.1} MiB to {})",
+                info.cells,
+                info.live,
+                info.bytes as f64 / 1048576.0,
+                path.display()
+            );
             Ok(Cmd::Done)
         }
         "load" => {
@@ -141,7 +149,9 @@ fn forget(conv: &mut Conversation, arg: &str) -> Result<Vec<DecacheEvent>, Error
         let want = arg.to_lowercase();
         let known = |s: &Segment| {
             let name = s.kind.name();
-            name == want || name.replace(' ', "-") == want || name.split(' ').any(|w| w == want || format!("{w}s") == want)
+            name == want
+                || name.replace(' ', "-") == want
+                || name.split(' ').any(|w| w == want || format!("{w}s") == want)
         };
         if !conv.segments.iter().any(known) {
             return Err(invalid(format!(
@@ -164,7 +174,9 @@ fn set(chat: &mut Chat, arg: &str) -> Result<(), Error> {
         return Err(invalid("/set needs a name and a value, e.g. /set temp 0.7 (see /show parameters)"));
     };
     let value = value.trim();
-    let num = |v: &str| v.trim_end_matches('%').parse::<f64>().map_err(|_| invalid(format!("/set {name}: '{v}' is not a number")));
+    let num = |v: &str| {
+        v.trim_end_matches('%').parse::<f64>().map_err(|_| invalid(format!("/set {name}: '{v}' is not a number")))
+    };
     let mut sampling = chat.opts.sampling.clone();
     let mut policy = chat.conv.policy.clone();
     match name.trim_start_matches('-').replace('_', "-").as_str() {
@@ -215,7 +227,12 @@ fn show(chat: &Chat, what: &str) -> Result<(), Error> {
     let m = conv.session.model();
     let info = || {
         outln!("model:        {} ({})", m.info.name.as_deref().unwrap_or("unnamed"), m.info.path.display());
-        outln!("architecture: {}, {:.1}M parameters, {}", m.arch.name(), m.info.n_params as f64 / 1e6, m.info.file_type.as_deref().unwrap_or("?"));
+        outln!(
+            "architecture: {}, {:.1}M parameters, {}",
+            m.arch.name(),
+            m.info.n_params as f64 / 1e6,
+            m.info.file_type.as_deref().unwrap_or("?")
+        );
         let cfg = conv.session.config();
         outln!(
             "context:      {} cells ({} trained), cache {}/{}, {} threads, {}",
@@ -230,8 +247,21 @@ fn show(chat: &Chat, what: &str) -> Result<(), Error> {
     let params = || {
         let s = &chat.opts.sampling;
         let seed = if s.seed == decache::sampling::RANDOM_SEED { "random".to_string() } else { s.seed.to_string() };
-        outln!("temp {}  top-k {}  top-p {}  min-p {}  repeat-penalty {}  repeat-last-n {}", s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.repeat_last_n);
-        outln!("presence-penalty {}  frequency-penalty {}  seed {seed}  n-predict {}", s.presence_penalty, s.frequency_penalty, chat.opts.n_predict.unwrap_or(0));
+        outln!(
+            "temp {}  top-k {}  top-p {}  min-p {}  repeat-penalty {}  repeat-last-n {}",
+            s.temperature,
+            s.top_k,
+            s.top_p,
+            s.min_p,
+            s.repeat_penalty,
+            s.repeat_last_n
+        );
+        outln!(
+            "presence-penalty {}  frequency-penalty {}  seed {seed}  n-predict {}",
+            s.presence_penalty,
+            s.frequency_penalty,
+            chat.opts.n_predict.unwrap_or(0)
+        );
         let p = &conv.policy;
         outln!(
             "decache-at {:.0}%  decache-to {:.0}%  keep-turns {}  positions {:?}",
@@ -261,7 +291,10 @@ fn show(chat: &Chat, what: &str) -> Result<(), Error> {
 /// A one-line notice per deletion.
 pub fn notice(events: &[DecacheEvent]) {
     for e in events {
-        eprintln!("{}", format!("[forgot {} tokens of segment {} ({}): {}]", e.cells, e.segment, e.kind, e.reason.name()).dim());
+        eprintln!(
+            "{}",
+            format!("[forgot {} tokens of segment {} ({}): {}]", e.cells, e.segment, e.kind, e.reason.name()).dim()
+        );
     }
 }
 
@@ -270,9 +303,17 @@ pub fn print_stats(conv: &Conversation) {
     outln!("tokens seen:      {}", s.tokens_seen);
     outln!("live cells:       {} of {}", conv.session.n_live(), conv.session.n_ctx());
     if let Some((layers, cells)) = conv.session.swa_pool() {
-        outln!("sliding window:   {layers} layers keep {cells} cells of their own (KV cache {:.1} MiB in all)", conv.session.kv_bytes() as f64 / 1048576.0);
+        outln!(
+            "sliding window:   {layers} layers keep {cells} cells of their own (KV cache {:.1} MiB in all)",
+            conv.session.kv_bytes() as f64 / 1048576.0
+        );
     }
-    outln!("decached:         {} tokens in {} events ({:.2} ms)", s.tokens_decached, s.events, s.decache_time.as_secs_f64() * 1e3);
+    outln!(
+        "decached:         {} tokens in {} events ({:.2} ms)",
+        s.tokens_decached,
+        s.events,
+        s.decache_time.as_secs_f64() * 1e3
+    );
     for (r, n) in &s.by_reason {
         outln!("  {:<32} {n}", r.name());
     }
@@ -290,7 +331,12 @@ pub fn print_context(conv: &Conversation) {
     let (live, n) = (conv.session.n_live(), conv.session.n_ctx());
     let width = 50;
     let filled = (live * width).div_ceil(n.max(1)).min(width);
-    outln!("[{}{}] {live}/{n} cells live, next position {}", "#".repeat(filled).green(), ".".repeat(width - filled), conv.session.next_pos());
+    outln!(
+        "[{}{}] {live}/{n} cells live, next position {}",
+        "#".repeat(filled).green(),
+        ".".repeat(width - filled),
+        conv.session.next_pos()
+    );
     for s in conv.segments.iter() {
         let state = if s.fully_removed() {
             "forgotten".to_string().dark_grey()

@@ -41,6 +41,9 @@ mod tests {
     fn aliases_expand_and_other_args_stay() {
         let args = ["decache", "run", "-ctk", "q8_0", "-ub=64", "-c", "512", "-p", "-ctk"].map(OsString::from);
         let out: Vec<String> = expand_llama_aliases(args).into_iter().map(|s| s.into_string().unwrap()).collect();
-        assert_eq!(out, ["decache", "run", "--cache-type-k", "q8_0", "--ubatch-size=64", "-c", "512", "-p", "--cache-type-k"]);
+        assert_eq!(
+            out,
+            ["decache", "run", "--cache-type-k", "q8_0", "--ubatch-size=64", "-c", "512", "-p", "--cache-type-k"]
+        );
     }
 }

@@ -76,7 +76,13 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
     for set in &sets {
         let r = evaluate(&model, &template, set, &opts, &mut |p| match p {
             EvalProgress::Turn { strategy, turn, of, result } if tty => {
-                eprint!("\r\x1b[2K{}: turn {turn}/{of} {} ({} tokens, {:.0} ms)", set.name, strategy.name(), result.prefilled, result.ms);
+                eprint!(
+                    "\r\x1b[2K{}: turn {turn}/{of} {} ({} tokens, {:.0} ms)",
+                    set.name,
+                    strategy.name(),
+                    result.prefilled,
+                    result.ms
+                );
             }
             _ => {}
         })?;
@@ -87,7 +93,18 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
         for (s, why) in &r.skipped {
             outln!("  {s:<10} skipped: {why}");
         }
-        outln!("  {:<10} {:>10} {:>8} {:>10} {:>8} {:>9} {:>8} {:>9} {:>8}", "strategy", "KL/full", "top1", "KL/recomp", "top1", "ans PPL", "cells", "evaluated", "seconds");
+        outln!(
+            "  {:<10} {:>10} {:>8} {:>10} {:>8} {:>9} {:>8} {:>9} {:>8}",
+            "strategy",
+            "KL/full",
+            "top1",
+            "KL/recomp",
+            "top1",
+            "ans PPL",
+            "cells",
+            "evaluated",
+            "seconds"
+        );
         for s in &r.strategies {
             let f = s.mean_vs_full();
             let rc = s.mean_vs_recompute();
@@ -129,9 +146,14 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
         std::fs::write(f, s).map_err(|e| Error::InvalidArgument(format!("{}: {e}", f.display())))?;
     }
     if let Some(dir) = &a.report {
-        let command = std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>().join(" ");
+        let command =
+            std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>().join(" ");
         let command = command.replacen(&std::env::args().next().unwrap_or_default(), "decache", 1);
-        let model_name = model.info.path.file_name().map_or_else(|| model.info.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let model_name = model
+            .info
+            .path
+            .file_name()
+            .map_or_else(|| model.info.path.display().to_string(), |n| n.to_string_lossy().into_owned());
         let meta = ReportMeta { command, model: model_name, threads };
         let files = decache::eval::report::write(dir, &results, &meta).map_err(Error::InvalidArgument)?;
         for f in files {

@@ -29,11 +29,17 @@ pub fn run(a: &InfoArgs) -> Result<(), decache::Error> {
     outln!("context length:  {}", hp.n_ctx_train);
     outln!(
         "layers:          {} (embedding {}, heads {}, kv heads {}, head size {}, feed-forward {})",
-        hp.n_layer, hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_ff
+        hp.n_layer,
+        hp.n_embd,
+        hp.n_head,
+        hp.n_head_kv,
+        hp.head_dim,
+        hp.n_ff
     );
     outln!("rope:            base {}, scale {}, dims {}", hp.rope_base, hp.rope_scale, hp.n_rot);
     outln!("vocabulary:      {} tokens, {}", hp.n_vocab, model.tokenizer.kind());
-    let bufs: Vec<String> = i.buffers.iter().map(|(n, b)| format!("{n} {:.2} MiB", *b as f64 / (1 << 20) as f64)).collect();
+    let bufs: Vec<String> =
+        i.buffers.iter().map(|(n, b)| format!("{n} {:.2} MiB", *b as f64 / (1 << 20) as f64)).collect();
     outln!("weights in:      {} (loaded in {load_ms:.1} ms)", bufs.join(", "));
     match model.tokenizer.chat_template() {
         Some(t) => outln!("chat template:\n{t}"),

@@ -23,6 +23,8 @@ pub fn load_model(args: &ModelArgs) -> Result<(Arc<Model>, f64), decache::Error>
 pub fn warn_ctx(model: &Model, n_ctx: usize) {
     let train = model.hparams.n_ctx_train as usize;
     if n_ctx > train {
-        eprintln!("warning: -c {n_ctx} is beyond the {train} positions this model was trained on; text past them may degrade");
+        eprintln!(
+            "warning: -c {n_ctx} is beyond the {train} positions this model was trained on; text past them may degrade"
+        );
     }
 }

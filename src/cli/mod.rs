@@ -22,7 +22,11 @@ pub mod transcript;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "decache", version, about = "Run GGUF language models locally; the KV cache forgets stale context in place")]
+#[command(
+    name = "decache",
+    version,
+    about = "Run GGUF language models locally; the KV cache forgets stale context in place"
+)]
 pub struct Cli {
     /// More log output (repeat for more); or set RUST_LOG.
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]

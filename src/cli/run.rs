@@ -72,7 +72,8 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
     params.validate()?;
     let (model, load_ms) = load_model(&a.model)?;
     let tok = &model.tokenizer;
-    let use_chat = !a.raw && (a.chat || a.chat_template_file.is_some() || (a.text.prompt.is_some() && tok.chat_template().is_some()));
+    let use_chat = !a.raw
+        && (a.chat || a.chat_template_file.is_some() || (a.text.prompt.is_some() && tok.chat_template().is_some()));
     let prompt_text = if use_chat {
         let tmpl = chat_template(&model, a.chat_template_file.as_ref())?;
         let mut msgs = Vec::new();
@@ -97,7 +98,8 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
         return Err(decache::Error::PromptTooLong { tokens: ids.len(), n_ctx: session.n_ctx() });
     }
 
-    let transcript = a.transcript.as_ref().map(|p| super::transcript::attach(&mut session, p, "run", &a.model, None)).transpose()?;
+    let transcript =
+        a.transcript.as_ref().map(|p| super::transcript::attach(&mut session, p, "run", &a.model, None)).transpose()?;
     let stop = install_ctrl_c(true);
     let opts = GenerateOptions {
         n_predict: (a.n_predict >= 0).then_some(a.n_predict as usize),
@@ -130,11 +132,15 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
     eprintln!("decache: load time   = {load_ms:10.2} ms");
     eprintln!(
         "decache: prompt eval = {:10.2} ms / {:5} tokens ({:8.2} tokens per second)",
-        gen.prompt_ms, gen.prompt_tokens, rate(gen.prompt_tokens, gen.prompt_ms)
+        gen.prompt_ms,
+        gen.prompt_tokens,
+        rate(gen.prompt_tokens, gen.prompt_ms)
     );
     eprintln!(
         "decache: generation  = {:10.2} ms / {:5} tokens ({:8.2} tokens per second)",
-        gen.gen_ms, gen.tokens.len(), rate(gen.tokens.len(), gen.gen_ms)
+        gen.gen_ms,
+        gen.tokens.len(),
+        rate(gen.tokens.len(), gen.gen_ms)
     );
     eprintln!("decache: stopped by {why}; {} of {} cells used", session.n_live(), session.n_ctx());
     if let Some(w) = &transcript {

@@ -77,10 +77,9 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
     let mut progress = PullProgress::new();
     let path = decache::pull::resolve_model(a.model.model.as_deref(), &mut |e| render_event(&mut progress, &e))?;
     progress.finish();
-    let model_id = a
-        .alias
-        .clone()
-        .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()));
+    let model_id = a.alias.clone().unwrap_or_else(|| {
+        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    });
     let sampling = a.sampling.params();
     sampling.validate()?;
     let policy = a.decache.policy()?;

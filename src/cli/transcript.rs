@@ -13,9 +13,14 @@ use std::sync::{Arc, Mutex};
 /// `path`, starting with the decache settings of a conversation (a note:
 /// a replay does not need them, a reader does).
 pub fn attach(
-    session: &mut Session, path: &Path, command: &str, model: &ModelArgs, decache: Option<&DecacheArgs>,
+    session: &mut Session,
+    path: &Path,
+    command: &str,
+    model: &ModelArgs,
+    decache: Option<&DecacheArgs>,
 ) -> Result<Arc<Mutex<TranscriptWriter>>, Error> {
-    let w = TranscriptWriter::attach(session, path, command, model.load_options().extra_buffers).map_err(Error::InvalidArgument)?;
+    let w = TranscriptWriter::attach(session, path, command, model.load_options().extra_buffers)
+        .map_err(Error::InvalidArgument)?;
     if let Some(d) = decache {
         session.note(&serde_json::json!({"note": "settings", "decache_at": d.decache_at, "decache_to": d.decache_to, "positions": d.positions}));
     }
@@ -61,7 +66,10 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
     if model.info.fingerprint != h.fingerprint {
         eprintln!("note: {} is not the transcript's model ({}); reporting agreement", path.display(), h.model);
     }
-    let ty = |s: &str| decache::ggml::GgmlType::from_name(s).ok_or_else(|| Error::InvalidArgument(format!("transcript header: unknown cache type {s}")));
+    let ty = |s: &str| {
+        decache::ggml::GgmlType::from_name(s)
+            .ok_or_else(|| Error::InvalidArgument(format!("transcript header: unknown cache type {s}")))
+    };
     let cfg = SessionConfig {
         n_ctx: h.n_ctx,
         n_batch: h.n_batch,
@@ -83,7 +91,9 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
     }
     let r = replay(&t, &mut session)?;
     let tok = &model.tokenizer;
-    let piece = |id: Option<u32>| id.map_or("(none)".to_string(), |i| format!("{i} {:?}", String::from_utf8_lossy(&tok.token_to_piece(i, true))));
+    let piece = |id: Option<u32>| {
+        id.map_or("(none)".to_string(), |i| format!("{i} {:?}", String::from_utf8_lossy(&tok.token_to_piece(i, true))))
+    };
     match &r.divergence {
         None => {
             let how = if exact { "bit-exact" } else { "identical" };
@@ -91,7 +101,14 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
             Ok(())
         }
         Some(d) => {
-            let ctx: String = d.before.iter().rev().take(12).rev().map(|&i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).collect();
+            let ctx: String = d
+                .before
+                .iter()
+                .rev()
+                .take(12)
+                .rev()
+                .map(|&i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned())
+                .collect();
             Err(Error::Diverged(format!(
                 "the replay diverged at transcript line {}, token {} of that generation: expected {}, got {} (after {:?}); {} tokens matched before",
                 d.line,

@@ -191,21 +191,51 @@ mod tests {
     fn blocks_are_found_as_whole_tokens() {
         // "Hi\n<system-reminder>Be brief.\nMore</system-reminder>\nok <think>hmm</think> done"
         let words = [
-            "Hi", "\n<", "system", "-reminder", ">", "Be", " brief", ".\n", "More", "</", "system", "-reminder", ">",
-            "\n", "ok", " <", "think", ">", "hmm", "</", "think", ">", " done",
+            "Hi",
+            "\n<",
+            "system",
+            "-reminder",
+            ">",
+            "Be",
+            " brief",
+            ".\n",
+            "More",
+            "</",
+            "system",
+            "-reminder",
+            ">",
+            "\n",
+            "ok",
+            " <",
+            "think",
+            ">",
+            "hmm",
+            "</",
+            "think",
+            ">",
+            " done",
         ];
         let reminder = Some(SegmentKind::SystemReminder { key: "Be brief.".into() });
         // The token "\n<" straddles the opening tag: it stays with the message.
         assert_eq!(
             token_spans(&words, false),
-            vec![(None, 0, 2), (reminder, 2, 13), (None, 13, 16), (Some(SegmentKind::Thinking), 16, 22), (None, 22, 23)]
+            vec![
+                (None, 0, 2),
+                (reminder, 2, 13),
+                (None, 13, 16),
+                (Some(SegmentKind::Thinking), 16, 22),
+                (None, 22, 23)
+            ]
         );
         assert_eq!(token_spans(&words, true), vec![(None, 0, 23)], "a whole message is not cut");
         // By byte, the blocks are exactly the tags and what they enclose.
         let text = words.concat();
         let spans = message_layout(text.as_bytes(), Units::Bytes, false);
         let cut: Vec<&str> = spans.iter().map(|s| &text[s.a..s.b]).collect();
-        assert_eq!(cut, ["Hi\n", "<system-reminder>Be brief.\nMore</system-reminder>", "\nok ", "<think>hmm</think>", " done"]);
+        assert_eq!(
+            cut,
+            ["Hi\n", "<system-reminder>Be brief.\nMore</system-reminder>", "\nok ", "<think>hmm</think>", " done"]
+        );
     }
 
     #[test]
@@ -223,10 +253,14 @@ mod tests {
         let (text, starts) = join(&pieces(&["a", " b", "\n", "c", "\n\n", "d"]));
         let spans = |ls: Vec<TextLine>| ls.into_iter().map(|l| (l.a, l.b, l.text)).collect::<Vec<_>>();
         let s = |x: &str| x.to_string();
-        assert_eq!(spans(message_lines(&text, Units::Tokens(&starts), 0, 6)), vec![(0, 3, s("a b")), (3, 5, s("c")), (5, 6, s("d"))]);
+        assert_eq!(
+            spans(message_lines(&text, Units::Tokens(&starts), 0, 6)),
+            vec![(0, 3, s("a b")), (3, 5, s("c")), (5, 6, s("d"))]
+        );
         assert_eq!(spans(message_lines(&text, Units::Tokens(&starts), 3, 5)), vec![(3, 5, s("c"))]);
         // By byte, each `\n` ends a line.
-        let bytes: Vec<(usize, usize)> = message_lines(b"a\nbc\n\nd", Units::Bytes, 0, 7).into_iter().map(|l| (l.a, l.b)).collect();
+        let bytes: Vec<(usize, usize)> =
+            message_lines(b"a\nbc\n\nd", Units::Bytes, 0, 7).into_iter().map(|l| (l.a, l.b)).collect();
         assert_eq!(bytes, vec![(0, 2), (2, 5), (5, 6), (6, 7)]);
         assert!(message_lines(b"abc", Units::Bytes, 1, 1).is_empty());
     }

@@ -87,7 +87,8 @@ impl DecachePolicy {
         let target = (self.to as f64 * cells as f64) as usize;
         let mut need = live.saturating_sub(target);
         let mut out: Vec<Forget> = Vec::new();
-        let eligible = |s: &Segment| !s.pinned && s.kind != SegmentKind::System && s.turn + self.keep_last_turns <= turn;
+        let eligible =
+            |s: &Segment| !s.pinned && s.kind != SegmentKind::System && s.turn + self.keep_last_turns <= turn;
         for reason in [
             Reason::SupersededReminder,
             Reason::UnappliedHook,
@@ -103,7 +104,8 @@ impl DecachePolicy {
                 }
                 for (a, b) in self.candidate(segs, s, reason, turn, focus) {
                     // Parts already forgotten, or already in this plan, are skipped.
-                    let planned: Vec<(Pos, Pos)> = out.iter().filter(|f| f.segment == s.id).map(|f| (f.p0, f.p1)).collect();
+                    let planned: Vec<(Pos, Pos)> =
+                        out.iter().filter(|f| f.segment == s.id).map(|f| (f.p0, f.p1)).collect();
                     for (p0, p1) in live_parts(s.removed.iter().chain(&planned), a, b) {
                         need = need.saturating_sub((p1 - p0) as usize);
                         out.push(Forget { segment: s.id, p0, p1, reason });
@@ -142,7 +144,9 @@ impl DecachePolicy {
             // failing run's log, a search): head, tail and the lines the
             // question mentions stay.
             (
-                SegmentKind::PastedLog | SegmentKind::CommandOutput { passed: None | Some(false) } | SegmentKind::SearchResult,
+                SegmentKind::PastedLog
+                | SegmentKind::CommandOutput { passed: None | Some(false) }
+                | SegmentKind::SearchResult,
                 Reason::LongPasteMiddle,
             ) if s.len() > 3 * self.paste_keep => {
                 let (a, b) = (s.p0 + self.paste_keep as Pos, s.p1 - self.paste_keep as Pos);
@@ -194,11 +198,7 @@ pub fn focus_words(question: &str) -> Vec<String> {
 fn live_parts<'a>(gone: impl Iterator<Item = &'a (Pos, Pos)>, a: Pos, b: Pos) -> Vec<(Pos, Pos)> {
     let mut parts: Vec<(Pos, Pos)> = if a < b { vec![(a, b)] } else { Vec::new() };
     for &(r0, r1) in gone {
-        parts = parts
-            .into_iter()
-            .flat_map(|(x, y)| [(x, y.min(r0)), (x.max(r1), y)])
-            .filter(|(x, y)| x < y)
-            .collect();
+        parts = parts.into_iter().flat_map(|(x, y)| [(x, y.min(r0)), (x.max(r1), y)]).filter(|(x, y)| x < y).collect();
     }
     parts
 }
@@ -284,11 +284,18 @@ mod tests {
             .collect();
         segs.set_lines(paste, lines);
         let log = segs.push(SegmentKind::CommandOutput { passed: Some(true) }, 1, 1010, 1210);
-        segs.set_lines(log, vec![
-            Line { p0: 1010, p1: 1150, text: "test a ... ok".into() },
-            Line { p0: 1150, p1: 1200, text: "test result: ok. 3 passed; 0 failed; 0 ignored; finished in 0.02s".into() },
-            Line { p0: 1200, p1: 1210, text: "".into() },
-        ]);
+        segs.set_lines(
+            log,
+            vec![
+                Line { p0: 1010, p1: 1150, text: "test a ... ok".into() },
+                Line {
+                    p0: 1150,
+                    p1: 1200,
+                    text: "test result: ok. 3 passed; 0 failed; 0 ignored; finished in 0.02s".into(),
+                },
+                Line { p0: 1200, p1: 1210, text: "".into() },
+            ],
+        );
         segs.push(SegmentKind::User, 4, 1210, 1230);
         let focus = focus_words("Why did nested_brackets fail in the parser?");
         assert!(focus.contains(&"nested_brackets".to_string()) && focus.contains(&"parser".to_string()), "{focus:?}");

@@ -16,14 +16,22 @@ pub enum SegmentKind {
     Thinking,
     ToolCall,
     /// A file's content: re-readable, so safe to forget.
-    FileRead { path: String },
+    FileRead {
+        path: String,
+    },
     /// A command's output; `passed` when the run is known to have succeeded.
-    CommandOutput { passed: Option<bool> },
+    CommandOutput {
+        passed: Option<bool>,
+    },
     SearchResult,
     /// A `<system-reminder>` block; `key` identifies copies of the same reminder.
-    SystemReminder { key: String },
+    SystemReminder {
+        key: String,
+    },
     /// Output of a hook; `applied` false when it did not apply.
-    HookOutput { applied: bool },
+    HookOutput {
+        applied: bool,
+    },
     /// Something long the user pasted (a log).
     PastedLog,
 }

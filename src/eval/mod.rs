@@ -116,10 +116,15 @@ pub enum EvalProgress<'a> {
 
 /// Run `set` under each of `opts.strategies`.
 pub fn evaluate(
-    model: &Arc<Model>, template: &ChatTemplate, set: &EvalSet, opts: &EvalOptions, on: &mut dyn FnMut(EvalProgress<'_>),
+    model: &Arc<Model>,
+    template: &ChatTemplate,
+    set: &EvalSet,
+    opts: &EvalOptions,
+    on: &mut dyn FnMut(EvalProgress<'_>),
 ) -> Result<SetResult> {
     let tok = &model.tokenizer;
-    let script = Script::build(set, tok, template).map_err(|e| Error::InvalidArgument(format!("eval set '{}': {e}", set.name)))?;
+    let script = Script::build(set, tok, template)
+        .map_err(|e| Error::InvalidArgument(format!("eval set '{}': {e}", set.name)))?;
     let n_vocab = model.hparams.n_vocab as usize;
     let total = script.total_tokens();
     let budget = script.budget();
@@ -138,10 +143,19 @@ pub fn evaluate(
     let mut runners = Vec::new();
     for &s in &order {
         let cfg = SessionConfig { n_ctx, ..opts.session.clone() };
-        runners.push(strategy::Runner::new(s, Session::new(model.clone(), cfg)?, &script, budget, opts.sinks, opts.summary_tokens));
+        runners.push(strategy::Runner::new(
+            s,
+            Session::new(model.clone(), cfg)?,
+            &script,
+            budget,
+            opts.sinks,
+            opts.summary_tokens,
+        ));
     }
-    let mut results: Vec<StrategyResult> =
-        order.iter().map(|s| StrategyResult { strategy: s.name(), turns: Vec::new(), answer_ppl: f64::NAN, summaries: Vec::new() }).collect();
+    let mut results: Vec<StrategyResult> = order
+        .iter()
+        .map(|s| StrategyResult { strategy: s.name(), turns: Vec::new(), answer_ppl: f64::NAN, summaries: Vec::new() })
+        .collect();
     for t in 1..=script.n_turns {
         let tokens = script.turn_tokens(t);
         let (mut full, mut recompute): (Option<Vec<f32>>, Option<Vec<f32>>) = (None, None);

@@ -16,8 +16,14 @@ pub struct ReportMeta {
 }
 
 #[cfg(feature = "eval-plots")]
-const COLORS: [RGBColor; 6] =
-    [RGBColor(0, 0, 0), RGBColor(230, 159, 0), RGBColor(0, 114, 178), RGBColor(0, 158, 115), RGBColor(204, 121, 167), RGBColor(213, 94, 0)];
+const COLORS: [RGBColor; 6] = [
+    RGBColor(0, 0, 0),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 114, 178),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(213, 94, 0),
+];
 
 /// The strategies in the order the results hold them.
 fn strategy_names(results: &[SetResult]) -> Vec<&'static str> {
@@ -85,7 +91,12 @@ fn draw(path: &Path, c: &Chart, names: &[&str], series: &[(&str, Vec<(f64, f64)>
                     .label(*name)
                     .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
             }
-            chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(|e| err(&e))?;
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| err(&e))?;
         }};
     }
     if c.log_y {
@@ -125,13 +136,22 @@ fn charts(dir: &Path, results: &[SetResult], names: &[&'static str]) -> Result<V
 
     // Quality against tokens kept: one point per strategy and set.
     let kept = |r: &SetResult, s: &super::StrategyResult| s.mean_live() / r.total_tokens.max(1) as f64;
-    let series = |f: &dyn Fn(&SetResult, &super::StrategyResult) -> Option<(f64, f64)>| -> Vec<(&str, Vec<(f64, f64)>)> {
-        names
-            .iter()
-            .filter(|&&n| n != "full")
-            .map(|&n| (n, results.iter().flat_map(|r| r.strategies.iter().filter(|s| s.strategy == n).filter_map(|s| f(r, s))).collect()))
-            .collect()
-    };
+    let series =
+        |f: &dyn Fn(&SetResult, &super::StrategyResult) -> Option<(f64, f64)>| -> Vec<(&str, Vec<(f64, f64)>)> {
+            names
+                .iter()
+                .filter(|&&n| n != "full")
+                .map(|&n| {
+                    (
+                        n,
+                        results
+                            .iter()
+                            .flat_map(|r| r.strategies.iter().filter(|s| s.strategy == n).filter_map(|s| f(r, s)))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
     let q = dir.join("quality-vs-kept.svg");
     let chart = Chart {
         title: "Divergence from full context vs. share of the conversation kept",
@@ -166,12 +186,25 @@ fn charts(dir: &Path, results: &[SetResult], names: &[&'static str]) -> Result<V
             .collect()
     };
     let tp = dir.join("time-per-turn.svg");
-    let chart = Chart { title: "Wall time per turn (all sets)", x: "turn", y: "ms, summed over the sets", log_y: false, lines: true };
+    let chart = Chart {
+        title: "Wall time per turn (all sets)",
+        x: "turn",
+        y: "ms, summed over the sets",
+        log_y: false,
+        lines: true,
+    };
     draw(&tp, &chart, &names, &per_turn(&|t| Some(t.ms), false))?;
     files.push(tp);
     let kp = dir.join("kl-per-turn.svg");
-    let chart = Chart { title: "Divergence from full context per turn (mean over sets)", x: "turn", y: "KL(full || strategy), log", log_y: true, lines: true };
-    let kl_series: Vec<_> = per_turn(&|t| t.vs_full.map(|c| c.kl), true).into_iter().filter(|(n, _)| *n != "full").collect();
+    let chart = Chart {
+        title: "Divergence from full context per turn (mean over sets)",
+        x: "turn",
+        y: "KL(full || strategy), log",
+        log_y: true,
+        lines: true,
+    };
+    let kl_series: Vec<_> =
+        per_turn(&|t| t.vs_full.map(|c| c.kl), true).into_iter().filter(|(n, _)| *n != "full").collect();
     draw(&kp, &chart, &names, &kl_series)?;
     files.push(kp);
     Ok(files)
@@ -198,8 +231,10 @@ pub fn overall(results: &[SetResult]) -> Vec<Overall> {
     names
         .iter()
         .map(|&n| {
-            let runs: Vec<(&SetResult, &super::StrategyResult)> =
-                results.iter().flat_map(|r| r.strategies.iter().filter(|s| s.strategy == n).map(move |s| (r, s))).collect();
+            let runs: Vec<(&SetResult, &super::StrategyResult)> = results
+                .iter()
+                .flat_map(|r| r.strategies.iter().filter(|s| s.strategy == n).map(move |s| (r, s)))
+                .collect();
             let weighted = |f: &dyn Fn(&super::StrategyResult) -> Option<f64>| {
                 let (mut n, mut v) = (0.0, 0.0);
                 for (r, s) in &runs {
@@ -212,7 +247,9 @@ pub fn overall(results: &[SetResult]) -> Vec<Overall> {
             };
             let ratios: Vec<f64> = runs
                 .iter()
-                .filter_map(|(r, s)| r.strategies.iter().find(|f| f.strategy == "full").map(|f| s.answer_ppl / f.answer_ppl))
+                .filter_map(|(r, s)| {
+                    r.strategies.iter().find(|f| f.strategy == "full").map(|f| s.answer_ppl / f.answer_ppl)
+                })
                 .filter(|x| x.is_finite())
                 .collect();
             Overall {
@@ -223,7 +260,8 @@ pub fn overall(results: &[SetResult]) -> Vec<Overall> {
                 top1_recompute: weighted(&|s| s.mean_vs_recompute().map(|c| c.top1)),
                 question_top1: weighted(&|s| s.question_vs_full().map(|c| c.top1)),
                 ppl_ratio: (!ratios.is_empty()).then(|| ratios.iter().sum::<f64>() / ratios.len() as f64),
-                kept: runs.iter().map(|(r, s)| s.mean_live() / r.total_tokens.max(1) as f64).sum::<f64>() / runs.len().max(1) as f64,
+                kept: runs.iter().map(|(r, s)| s.mean_live() / r.total_tokens.max(1) as f64).sum::<f64>()
+                    / runs.len().max(1) as f64,
                 prefilled: runs.iter().map(|(_, s)| s.prefilled()).sum(),
                 seconds: runs.iter().map(|(_, s)| s.seconds()).sum(),
             }
@@ -237,7 +275,14 @@ fn markdown(results: &[SetResult], meta: &ReportMeta, names: &[&str]) -> String 
     let kl = |x: f64| format!("{x:.4}");
     let _ = writeln!(m, "# decache eval report\n");
     let _ = writeln!(m, "Made with:\n\n```\n{}\n```\n", meta.command);
-    let _ = writeln!(m, "Model `{}`, {} threads, {} sets. Strategies: {}.\n", meta.model, meta.threads, results.len(), names.join(", "));
+    let _ = writeln!(
+        m,
+        "Model `{}`, {} threads, {} sets. Strategies: {}.\n",
+        meta.model,
+        meta.threads,
+        results.len(),
+        names.join(", ")
+    );
     let _ = writeln!(
         m,
         "KL is the mean over every evaluated token of KL(reference ‖ strategy) of the next-token \

@@ -42,7 +42,11 @@ impl Script {
             n_turns: set.question_turn(),
             n_answer: 0,
             template: template.clone().with_vocab(tok),
-            system: set.turns[0].messages.first().filter(|m| m.role == "system").map(|m| ChatMessage::new("system", m.content())),
+            system: set.turns[0]
+                .messages
+                .first()
+                .filter(|m| m.role == "system")
+                .map(|m| ChatMessage::new("system", m.content())),
         };
         let mut msgs: Vec<ChatMessage> = Vec::new();
         let mut rendered = String::new();
@@ -63,7 +67,11 @@ impl Script {
                 })?;
                 let pieces = m.pieces();
                 // The template's wrapping goes when the whole message goes.
-                let wrap_gone = pieces.iter().map(|p| p.decached_from).collect::<Option<Vec<u32>>>().and_then(|v| v.into_iter().max());
+                let wrap_gone = pieces
+                    .iter()
+                    .map(|p| p.decached_from)
+                    .collect::<Option<Vec<u32>>>()
+                    .and_then(|v| v.into_iter().max());
                 let wrap_kind = pieces[0].kind.clone();
                 let mut push = |text: &str, kind: String, gone: Option<u32>| -> Result<(), String> {
                     if !text.is_empty() {
@@ -125,7 +133,9 @@ impl Script {
         let before = if msgs.is_empty() { String::new() } else { self.render(&msgs, false)? };
         msgs.push(ChatMessage::new("user", text));
         let full = self.render(&msgs, generation_prompt)?;
-        full.strip_prefix(before.as_str()).map(str::to_string).ok_or_else(|| "the chat template is not append-only".into())
+        full.strip_prefix(before.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| "the chat template is not append-only".into())
     }
 
     /// Compaction: the request that asks the model for a summary.

@@ -7,7 +7,16 @@ use std::path::Path;
 
 /// What a part holds (for the report; the strategies go by the annotations).
 pub const KINDS: &[&str] = &[
-    "system", "user", "assistant", "reminder", "file-read", "command-output", "log", "thinking", "tool-call", "tool-result",
+    "system",
+    "user",
+    "assistant",
+    "reminder",
+    "file-read",
+    "command-output",
+    "log",
+    "thinking",
+    "tool-call",
+    "tool-result",
 ];
 
 #[derive(Clone, Debug, Deserialize)]
@@ -75,11 +84,19 @@ impl Message {
             _ => "tool-result".to_string(),
         };
         match &self.text {
-            Some(t) => vec![Piece { text: t.clone(), kind: self.kind.clone().unwrap_or_else(|| default_kind(&self.role)), decached_from: self.decached_from }],
+            Some(t) => vec![Piece {
+                text: t.clone(),
+                kind: self.kind.clone().unwrap_or_else(|| default_kind(&self.role)),
+                decached_from: self.decached_from,
+            }],
             None => self
                 .parts
                 .iter()
-                .map(|p| Piece { text: p.text.clone(), kind: p.kind.clone().unwrap_or_else(|| default_kind(&self.role)), decached_from: p.decached_from })
+                .map(|p| Piece {
+                    text: p.text.clone(),
+                    kind: p.kind.clone().unwrap_or_else(|| default_kind(&self.role)),
+                    decached_from: p.decached_from,
+                })
                 .collect(),
         }
     }
@@ -126,7 +143,9 @@ impl EvalSet {
                     return Err(format!("{at}: role '{}' is not system, user, assistant or tool", m.role));
                 }
                 match (&m.text, m.parts.is_empty()) {
-                    (Some(_), false) => return Err(format!("{at}: give either text or [[turn.message.part]], not both")),
+                    (Some(_), false) => {
+                        return Err(format!("{at}: give either text or [[turn.message.part]], not both"))
+                    }
                     (None, true) => return Err(format!("{at}: no text and no [[turn.message.part]]")),
                     (None, false) if m.kind.is_some() || m.decached_from.is_some() => {
                         return Err(format!("{at}: kind and decached_from go on each part of a message made of parts"))
@@ -198,14 +217,32 @@ answer = "lexer.rs"
     #[test]
     fn bad_sets_are_named_by_place() {
         let cases = [
-            (SET.replace("decached_from = 3", "decached_from = 2"), "turn 2, message 1, part 1: decached_from = 2 must be a later turn"),
+            (
+                SET.replace("decached_from = 3", "decached_from = 2"),
+                "turn 2, message 1, part 1: decached_from = 2 must be a later turn",
+            ),
             (SET.replace("decached_from = 3", "decached_from = 9"), "at most the question's turn (3)"),
-            (SET.replace("kind = \"reminder\"", "kind = \"memo\""), "turn 2, message 1, part 1: kind 'memo' is not one of"),
+            (
+                SET.replace("kind = \"reminder\"", "kind = \"memo\""),
+                "turn 2, message 1, part 1: kind 'memo' is not one of",
+            ),
             (SET.replace("role = \"system\"", "role = \"boss\""), "turn 1, message 1: role 'boss'"),
             (SET.replace("text = \"Fix it.\"", "text = \"Fix it.\"\ncolour = 1"), "unknown field `colour`"),
             (SET.replace("answer = \"lexer.rs\"", "answer = \"\""), "[question] needs"),
-            (SET.replace("role = \"system\"\ntext", "role = \"system\"\ndecached_from = 2\n[[turn.message.part]]\ntext = \"a\"\n#"), "go on each part"),
-            (SET.replace("text = \"You are an agent.\"", "text = \"You are an agent.\"\n[[turn.message.part]]\ntext = \"a\""), "turn 1, message 1: give either text or"),
+            (
+                SET.replace(
+                    "role = \"system\"\ntext",
+                    "role = \"system\"\ndecached_from = 2\n[[turn.message.part]]\ntext = \"a\"\n#",
+                ),
+                "go on each part",
+            ),
+            (
+                SET.replace(
+                    "text = \"You are an agent.\"",
+                    "text = \"You are an agent.\"\n[[turn.message.part]]\ntext = \"a\"",
+                ),
+                "turn 1, message 1: give either text or",
+            ),
         ];
         for (src, want) in cases {
             let e = EvalSet::parse(&src).unwrap_err();

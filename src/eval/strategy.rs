@@ -73,8 +73,24 @@ pub struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    pub fn new(strategy: Strategy, session: Session, script: &'a Script, budget: usize, sinks: usize, summary_tokens: usize) -> Runner<'a> {
-        Runner { strategy, session, script, placed: vec![None; script.spans.len()], budget, sinks, summary_tokens, summaries: Vec::new() }
+    pub fn new(
+        strategy: Strategy,
+        session: Session,
+        script: &'a Script,
+        budget: usize,
+        sinks: usize,
+        summary_tokens: usize,
+    ) -> Runner<'a> {
+        Runner {
+            strategy,
+            session,
+            script,
+            placed: vec![None; script.spans.len()],
+            budget,
+            sinks,
+            summary_tokens,
+            summaries: Vec::new(),
+        }
     }
 
     pub fn n_live(&self) -> usize {
@@ -97,8 +113,13 @@ impl<'a> Runner<'a> {
                 if self.script.spans.iter().any(|s| s.decached_from == Some(t)) {
                     cost.removed = self.session.n_live();
                     self.session.clear();
-                    let keep: Vec<u32> =
-                        self.script.spans.iter().filter(|s| s.turn < t && s.live_at(t)).flat_map(|s| s.tokens.iter().copied()).collect();
+                    let keep: Vec<u32> = self
+                        .script
+                        .spans
+                        .iter()
+                        .filter(|s| s.turn < t && s.live_at(t))
+                        .flat_map(|s| s.tokens.iter().copied())
+                        .collect();
                     self.session.eval(&keep, false)?;
                     cost.prefilled += keep.len();
                 }
@@ -134,7 +155,8 @@ impl<'a> Runner<'a> {
     /// first (a shift then never moves a span still to be removed).
     fn decache(&mut self, t: u32) -> Result<usize> {
         let policy = if self.strategy == Strategy::Shift { PositionPolicy::Shift } else { PositionPolicy::Keep };
-        let mut gone: Vec<usize> = (0..self.script.spans.len()).filter(|&i| self.script.spans[i].decached_from == Some(t)).collect();
+        let mut gone: Vec<usize> =
+            (0..self.script.spans.len()).filter(|&i| self.script.spans[i].decached_from == Some(t)).collect();
         gone.sort_by_key(|&i| std::cmp::Reverse(self.placed[i].map_or(0, |p| p.0)));
         let mut removed = 0;
         for i in gone {
@@ -159,7 +181,12 @@ impl<'a> Runner<'a> {
         let model = self.session.model().clone();
         let tok = &model.tokenizer;
         let ask = self.script.summary_request(tok).map_err(Error::InvalidArgument)?;
-        let opts = GenerateOptions { n_predict: Some(self.summary_tokens), sampling: SamplingParams::greedy(), ignore_eos: false, special: false };
+        let opts = GenerateOptions {
+            n_predict: Some(self.summary_tokens),
+            sampling: SamplingParams::greedy(),
+            ignore_eos: false,
+            special: false,
+        };
         let gen = self.session.generate(&ask, &opts, &mut |_| true)?;
         let restart = self.script.restart(tok, &gen.text).map_err(Error::InvalidArgument)?;
         self.summaries.push(gen.text);

@@ -94,11 +94,19 @@ pub fn rpc_devices(endpoint: &str) -> Result<Vec<Device>, String> {
 
 /// Serve `devices` to the network at `endpoint` until the process ends.
 /// Returns only when the server could not start (ggml prints the reason).
-pub fn serve_rpc(endpoint: &str, cache_dir: Option<&std::path::Path>, n_threads: usize, devices: &[Device]) -> Result<(), String> {
+pub fn serve_rpc(
+    endpoint: &str,
+    cache_dir: Option<&std::path::Path>,
+    n_threads: usize,
+    devices: &[Device],
+) -> Result<(), String> {
     super::log::route_logs_to_tracing();
     let ep = CString::new(endpoint).map_err(|_| format!("endpoint {endpoint:?} contains a NUL byte"))?;
     let cache = match cache_dir {
-        Some(p) => Some(CString::new(p.to_string_lossy().as_bytes()).map_err(|_| format!("cache directory {} contains a NUL byte", p.display()))?),
+        Some(p) => Some(
+            CString::new(p.to_string_lossy().as_bytes())
+                .map_err(|_| format!("cache directory {} contains a NUL byte", p.display()))?,
+        ),
         None => None,
     };
     let mut raw: Vec<sys::ggml_backend_dev_t> = devices.iter().map(|d| d.0).collect();

@@ -11,12 +11,12 @@ mod device;
 mod log;
 mod mmap;
 mod ops;
+pub mod oracle;
 mod owned;
 pub mod rpc;
-pub mod oracle;
 mod sched;
-mod types;
 mod store;
+mod types;
 
 pub use backend::{Backend, Buffer, BufferType, CpuDevice, MappedRegion};
 pub use context::{Context, Graph, Tensor};
@@ -26,8 +26,8 @@ pub use mmap::map_file_readonly;
 pub use ops::RopeParams;
 pub use owned::OwnedGraph;
 pub use sched::{ComputeError, NodeTime, Scheduler};
+pub use store::{Placement, TensorId, TensorSpec, TensorStore, WeightLoadError};
 pub use types::GgmlType;
-pub use store::{Placement, TensorId, WeightLoadError, TensorSpec, TensorStore};
 
 /// Sentinel used in attention masks for invisible cells.
 pub const NEG_INF: f32 = f32::NEG_INFINITY;

@@ -60,7 +60,11 @@ impl Context {
     pub fn hadamard_rotate<'a>(&'a self, x: Tensor<'a>, rot: Tensor<'a>) -> Tensor<'a> {
         let n = rot.ne()[0];
         let ne = x.ne();
-        let flat = if is_contiguous(x) { self.reshape(x, &[n, x.nelements() / n]) } else { self.cont_2d(x, n, x.nelements() / n) };
+        let flat = if is_contiguous(x) {
+            self.reshape(x, &[n, x.nelements() / n])
+        } else {
+            self.cont_2d(x, n, x.nelements() / n)
+        };
         let r = self.mul_mat(rot, flat);
         unsafe { sys::ggml_mul_mat_set_hint(r.raw(), sys::GGML_HINT_SRC0_IS_HADAMARD) };
         self.reshape(r, &ne)
@@ -150,23 +154,57 @@ impl Context {
 
     /// Rotary position embedding of `a` ([head_dim, n_head, n_tokens]) at
     /// positions `pos` (I32, n_tokens), with optional frequency factors.
-    pub fn rope<'a>(&'a self, a: Tensor<'a>, pos: Tensor<'a>, factors: Option<Tensor<'a>>, p: &RopeParams) -> Tensor<'a> {
+    pub fn rope<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        pos: Tensor<'a>,
+        factors: Option<Tensor<'a>>,
+        p: &RopeParams,
+    ) -> Tensor<'a> {
         let f = factors.map_or(std::ptr::null_mut(), |t| t.raw());
         self.wrap(unsafe {
             sys::ggml_rope_ext(
-                self.raw(), a.raw(), pos.raw(), f, p.n_dims, p.mode, p.n_ctx_orig, p.freq_base,
-                p.freq_scale, p.ext_factor, p.attn_factor, p.beta_fast, p.beta_slow,
+                self.raw(),
+                a.raw(),
+                pos.raw(),
+                f,
+                p.n_dims,
+                p.mode,
+                p.n_ctx_orig,
+                p.freq_base,
+                p.freq_scale,
+                p.ext_factor,
+                p.attn_factor,
+                p.beta_fast,
+                p.beta_slow,
             )
         })
     }
 
     /// RoPE applied in place (the result is a view of `a`).
-    pub fn rope_inplace<'a>(&'a self, a: Tensor<'a>, pos: Tensor<'a>, factors: Option<Tensor<'a>>, p: &RopeParams) -> Tensor<'a> {
+    pub fn rope_inplace<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        pos: Tensor<'a>,
+        factors: Option<Tensor<'a>>,
+        p: &RopeParams,
+    ) -> Tensor<'a> {
         let f = factors.map_or(std::ptr::null_mut(), |t| t.raw());
         self.wrap(unsafe {
             sys::ggml_rope_ext_inplace(
-                self.raw(), a.raw(), pos.raw(), f, p.n_dims, p.mode, p.n_ctx_orig, p.freq_base,
-                p.freq_scale, p.ext_factor, p.attn_factor, p.beta_fast, p.beta_slow,
+                self.raw(),
+                a.raw(),
+                pos.raw(),
+                f,
+                p.n_dims,
+                p.mode,
+                p.n_ctx_orig,
+                p.freq_base,
+                p.freq_scale,
+                p.ext_factor,
+                p.attn_factor,
+                p.beta_fast,
+                p.beta_slow,
             )
         })
     }
@@ -181,9 +219,18 @@ impl Context {
     /// accumulation. q: [d, n_tokens, n_head], k and v: [d, n_kv, n_head_kv]
     /// (rows, not transposed), mask: f16 [n_kv, n_tokens]; returns
     /// [d, n_head, n_tokens]. Cells masked with -inf are skipped.
-    pub fn flash_attn_ext<'a>(&'a self, q: Tensor<'a>, k: Tensor<'a>, v: Tensor<'a>, mask: Tensor<'a>, scale: f32) -> Tensor<'a> {
+    pub fn flash_attn_ext<'a>(
+        &'a self,
+        q: Tensor<'a>,
+        k: Tensor<'a>,
+        v: Tensor<'a>,
+        mask: Tensor<'a>,
+        scale: f32,
+    ) -> Tensor<'a> {
         assert_eq!(mask.typ(), GgmlType::F16, "flash attention takes an f16 mask");
-        let t = self.wrap(unsafe { sys::ggml_flash_attn_ext(self.raw(), q.raw(), k.raw(), v.raw(), mask.raw(), scale, 0.0, 0.0) });
+        let t = self.wrap(unsafe {
+            sys::ggml_flash_attn_ext(self.raw(), q.raw(), k.raw(), v.raw(), mask.raw(), scale, 0.0, 0.0)
+        });
         unsafe { sys::ggml_prec_set_acc(t.raw(), sys::GGML_PREC_F32) };
         t
     }

@@ -37,7 +37,12 @@ impl OracleModel {
     /// Load with `n_gpu_layers` layers on `devices` (GPUs, RPC servers), as
     /// llama.cpp's `-ngl` places them; the same devices and count give the
     /// same placement as ours (see `model::offload`).
-    pub fn load_on(path: &Path, extra_buffers: bool, devices: &[super::Device], n_gpu_layers: i32) -> Result<OracleModel, String> {
+    pub fn load_on(
+        path: &Path,
+        extra_buffers: bool,
+        devices: &[super::Device],
+        n_gpu_layers: i32,
+    ) -> Result<OracleModel, String> {
         backend_init();
         let c = CString::new(path.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
         let mut params = unsafe { ll::llama_model_default_params() };
@@ -50,7 +55,9 @@ impl OracleModel {
             params.devices = devs.as_mut_ptr();
         }
         let m = unsafe { ll::llama_model_load_from_file(c.as_ptr(), params) };
-        NonNull::new(m).map(|ptr| OracleModel { ptr }).ok_or_else(|| format!("llama.cpp could not load {}", path.display()))
+        NonNull::new(m)
+            .map(|ptr| OracleModel { ptr })
+            .ok_or_else(|| format!("llama.cpp could not load {}", path.display()))
     }
 
     fn vocab(&self) -> *const ll::llama_vocab {
@@ -74,8 +81,15 @@ impl OracleModel {
         let mut out = vec![0i32; text.len() + 8];
         loop {
             let n = unsafe {
-                ll::llama_tokenize(self.vocab(), text.as_ptr().cast(), text.len() as i32, out.as_mut_ptr(),
-                    out.len() as i32, add_special, parse_special)
+                ll::llama_tokenize(
+                    self.vocab(),
+                    text.as_ptr().cast(),
+                    text.len() as i32,
+                    out.as_mut_ptr(),
+                    out.len() as i32,
+                    add_special,
+                    parse_special,
+                )
             };
             if n >= 0 {
                 out.truncate(n as usize);

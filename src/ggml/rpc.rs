@@ -21,7 +21,11 @@ pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
     if host.is_empty() {
         return Err(format!("--rpc {endpoint:?}: the host is empty (expected host:port)"));
     }
-    let port: u16 = port.parse().ok().filter(|&p| p > 0).ok_or_else(|| format!("--rpc {endpoint:?}: '{port}' is not a port number (1-65535)"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| format!("--rpc {endpoint:?}: '{port}' is not a port number (1-65535)"))?;
     Ok((host.to_string(), port))
 }
 
@@ -40,7 +44,10 @@ pub fn probe(endpoint: &str, timeout: Duration) -> Result<(), String> {
     let io = |e: std::io::Error| {
         let why = match e.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                format!("no answer within {:.0} s (the server may be busy with another client: it serves one at a time)", timeout.as_secs_f64())
+                format!(
+                    "no answer within {:.0} s (the server may be busy with another client: it serves one at a time)",
+                    timeout.as_secs_f64()
+                )
             }
             _ => e.to_string(),
         };

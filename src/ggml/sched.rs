@@ -44,9 +44,19 @@ unsafe extern "C" fn profile_cb(t: *mut sys::ggml_tensor, ask: bool, user: *mut 
     } else {
         let s0 = super::context::Tensor::from_raw(src0);
         let buf = unsafe { (*src0).buffer };
-        let bname = if buf.is_null() { "-".to_string() } else { unsafe { std::ffi::CStr::from_ptr(sys::ggml_backend_buffer_name(buf)) }.to_string_lossy().into_owned() };
+        let bname = if buf.is_null() {
+            "-".to_string()
+        } else {
+            unsafe { std::ffi::CStr::from_ptr(sys::ggml_backend_buffer_name(buf)) }.to_string_lossy().into_owned()
+        };
         let s1 = unsafe { (*t.raw()).src[1] };
-        let a64 = if s1.is_null() { "" } else if unsafe { (*s1).data } as usize % 64 == 0 { " src1:aligned64" } else { " src1:unaligned64" };
+        let a64 = if s1.is_null() {
+            ""
+        } else if unsafe { (*s1).data } as usize % 64 == 0 {
+            " src1:aligned64"
+        } else {
+            " src1:unaligned64"
+        };
         format!("{:?} {}@{bname}{a64}", t.ne(), s0.typ())
     };
     st.nodes.push(NodeTime { op, name: t.name(), detail, us: st.last.elapsed().as_secs_f64() * 1e6 });
@@ -73,9 +83,21 @@ impl Scheduler {
         let mut raw: Vec<sys::ggml_backend_t> = backends.iter().map(|b| b.raw()).collect();
         // SAFETY: valid backends that outlive the scheduler (the owner keeps them).
         let s = unsafe {
-            sys::ggml_backend_sched_new(raw.as_mut_ptr(), std::ptr::null_mut(), raw.len() as i32, graph_size, false, true)
+            sys::ggml_backend_sched_new(
+                raw.as_mut_ptr(),
+                std::ptr::null_mut(),
+                raw.len() as i32,
+                graph_size,
+                false,
+                true,
+            )
         };
-        Scheduler { ptr: NonNull::new(s).expect("ggml_backend_sched_new failed"), profile: None, allocations: 0, computes: 0 }
+        Scheduler {
+            ptr: NonNull::new(s).expect("ggml_backend_sched_new failed"),
+            profile: None,
+            allocations: 0,
+            computes: 0,
+        }
     }
 
     /// Reserve compute memory for the worst-case graph.

@@ -3,7 +3,7 @@
 //! Model weights in ggml buffers: tensors placed in the memory-mapped file
 //! (zero copy) or uploaded into buffers of a chosen type (plain CPU memory,
 //! or ggml-cpu's repacked / AMX layouts, which convert on upload).
-use super::backend::{BufferType, Buffer, MappedRegion};
+use super::backend::{Buffer, BufferType, MappedRegion};
 use super::context::{Context, Tensor};
 use super::types::GgmlType;
 use ggml_sys as sys;
@@ -111,7 +111,10 @@ impl TensorStore {
                         let bytes = read(&specs[i]).map_err(WeightLoadError::Read)?;
                         if bytes.len() != t.nbytes() {
                             return Err(WeightLoadError::Place(format!(
-                                "tensor {}: {} bytes of data for {} expected", specs[i].name, bytes.len(), t.nbytes()
+                                "tensor {}: {} bytes of data for {} expected",
+                                specs[i].name,
+                                bytes.len(),
+                                t.nbytes()
                             )));
                         }
                         t.write_bytes(&bytes, 0);

@@ -32,9 +32,7 @@ impl GgmlType {
 
     /// Look a type up by its ggml name ("f16", "q8_0", ...), case-insensitive.
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        (0..sys::GGML_TYPE_COUNT as u32)
-            .filter_map(GgmlType::from_id)
-            .find(|t| t.name().eq_ignore_ascii_case(name))
+        (0..sys::GGML_TYPE_COUNT as u32).filter_map(GgmlType::from_id).find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     pub fn id(self) -> u32 {
@@ -80,11 +78,32 @@ impl GgmlType {
         use sys::*;
         matches!(
             self.0,
-            GGML_TYPE_Q1_0 | GGML_TYPE_Q2_0 | GGML_TYPE_Q4_0 | GGML_TYPE_Q4_1 | GGML_TYPE_Q5_0 | GGML_TYPE_Q5_1
-                | GGML_TYPE_Q8_0 | GGML_TYPE_MXFP4 | GGML_TYPE_NVFP4 | GGML_TYPE_Q2_K | GGML_TYPE_Q3_K
-                | GGML_TYPE_Q4_K | GGML_TYPE_Q5_K | GGML_TYPE_Q6_K | GGML_TYPE_TQ1_0 | GGML_TYPE_TQ2_0
-                | GGML_TYPE_IQ2_XXS | GGML_TYPE_IQ2_XS | GGML_TYPE_IQ3_XXS | GGML_TYPE_IQ3_S | GGML_TYPE_IQ2_S
-                | GGML_TYPE_IQ1_S | GGML_TYPE_IQ1_M | GGML_TYPE_IQ4_NL | GGML_TYPE_IQ4_XS | GGML_TYPE_F16
+            GGML_TYPE_Q1_0
+                | GGML_TYPE_Q2_0
+                | GGML_TYPE_Q4_0
+                | GGML_TYPE_Q4_1
+                | GGML_TYPE_Q5_0
+                | GGML_TYPE_Q5_1
+                | GGML_TYPE_Q8_0
+                | GGML_TYPE_MXFP4
+                | GGML_TYPE_NVFP4
+                | GGML_TYPE_Q2_K
+                | GGML_TYPE_Q3_K
+                | GGML_TYPE_Q4_K
+                | GGML_TYPE_Q5_K
+                | GGML_TYPE_Q6_K
+                | GGML_TYPE_TQ1_0
+                | GGML_TYPE_TQ2_0
+                | GGML_TYPE_IQ2_XXS
+                | GGML_TYPE_IQ2_XS
+                | GGML_TYPE_IQ3_XXS
+                | GGML_TYPE_IQ3_S
+                | GGML_TYPE_IQ2_S
+                | GGML_TYPE_IQ1_S
+                | GGML_TYPE_IQ1_M
+                | GGML_TYPE_IQ4_NL
+                | GGML_TYPE_IQ4_XS
+                | GGML_TYPE_F16
                 | GGML_TYPE_BF16
         )
     }
@@ -99,7 +118,9 @@ impl GgmlType {
         if n_per_row == 0 || src.len() % n_per_row != 0 {
             return Err(format!("{} values are not whole rows of {n_per_row}", src.len()));
         }
-        let row = self.row_bytes(n_per_row as u64).ok_or_else(|| format!("rows of {n_per_row} are not whole {self} blocks"))?;
+        let row = self
+            .row_bytes(n_per_row as u64)
+            .ok_or_else(|| format!("rows of {n_per_row} are not whole {self} blocks"))?;
         let nrows = src.len() / n_per_row;
         let mut out = vec![0u8; row as usize * nrows];
         let imatrix = vec![1.0f32; n_per_row];
@@ -108,7 +129,13 @@ impl GgmlType {
         let written = unsafe {
             sys::ggml_quantize_init(self.0);
             sys::ggml_quantize_chunk(
-                self.0, src.as_ptr(), out.as_mut_ptr().cast(), 0, nrows as i64, n_per_row as i64, imatrix.as_ptr(),
+                self.0,
+                src.as_ptr(),
+                out.as_mut_ptr().cast(),
+                0,
+                nrows as i64,
+                n_per_row as i64,
+                imatrix.as_ptr(),
             )
         };
         if written != out.len() {

@@ -1,7 +1,7 @@
 //! Typed access to GGUF metadata. A wrong type is an error naming the key;
 //! an absent key is `Ok(None)`.
-use super::GgufFile;
 use super::GgufError;
+use super::GgufFile;
 use serde_json::Value;
 
 impl GgufFile {
@@ -24,7 +24,10 @@ impl GgufFile {
     pub fn get_u64(&self, key: &str) -> Result<Option<u64>, GgufError> {
         match self.metadata.get(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.meta_err(key, format!("expected a non-negative integer, found {}", kind(v)))),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.meta_err(key, format!("expected a non-negative integer, found {}", kind(v)))),
         }
     }
 
@@ -66,7 +69,11 @@ impl GgufFile {
         let Some(a) = self.get_arr(key)? else { return Ok(None) };
         a.iter()
             .enumerate()
-            .map(|(i, v)| v.as_str().map(str::to_string).ok_or_else(|| self.meta_err(key, format!("element {i}: expected a string, found {}", kind(v)))))
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| self.meta_err(key, format!("element {i}: expected a string, found {}", kind(v))))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
@@ -75,7 +82,10 @@ impl GgufFile {
         let Some(a) = self.get_arr(key)? else { return Ok(None) };
         a.iter()
             .enumerate()
-            .map(|(i, v)| v.as_i64().ok_or_else(|| self.meta_err(key, format!("element {i}: expected an integer, found {}", kind(v)))))
+            .map(|(i, v)| {
+                v.as_i64()
+                    .ok_or_else(|| self.meta_err(key, format!("element {i}: expected an integer, found {}", kind(v))))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
@@ -88,7 +98,9 @@ impl GgufFile {
             .enumerate()
             .map(|(i, v)| match v {
                 Value::Bool(b) => Ok(i64::from(*b)),
-                v => v.as_i64().ok_or_else(|| self.meta_err(key, format!("element {i}: expected a bool or an integer, found {}", kind(v)))),
+                v => v.as_i64().ok_or_else(|| {
+                    self.meta_err(key, format!("element {i}: expected a bool or an integer, found {}", kind(v)))
+                }),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
@@ -98,7 +110,11 @@ impl GgufFile {
         let Some(a) = self.get_arr(key)? else { return Ok(None) };
         a.iter()
             .enumerate()
-            .map(|(i, v)| v.as_f64().map(|f| f as f32).ok_or_else(|| self.meta_err(key, format!("element {i}: expected a number, found {}", kind(v)))))
+            .map(|(i, v)| {
+                v.as_f64()
+                    .map(|f| f as f32)
+                    .ok_or_else(|| self.meta_err(key, format!("element {i}: expected a number, found {}", kind(v))))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }

@@ -68,11 +68,16 @@ impl GgufFile {
         let parsed = reader::read_header(f, file_size).map_err(header)?;
         let alignment = match parsed.metadata.get("general.alignment") {
             None => 32,
-            Some(v) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| header(format!("general.alignment {v} is not a power of two")))?,
+            Some(v) => v
+                .as_u64()
+                .filter(|a| a.is_power_of_two())
+                .ok_or_else(|| header(format!("general.alignment {v} is not a power of two")))?,
         };
         let data_offset = parsed.header_end.div_ceil(alignment) * alignment;
         if data_offset > file_size {
-            return Err(header(format!("tensor data starts at byte {data_offset}, past the end of the file ({file_size} bytes): truncated?")));
+            return Err(header(format!(
+                "tensor data starts at byte {data_offset}, past the end of the file ({file_size} bytes): truncated?"
+            )));
         }
         if parsed.tensors.len() > MAX_TENSORS {
             return Err(header(format!("{} tensors declared (at most {MAX_TENSORS} supported)", parsed.tensors.len())));
@@ -82,7 +87,8 @@ impl GgufFile {
         let mut by_name = HashMap::new();
         for t in parsed.tensors {
             let terr = |msg: String| GgufError::Tensor { path: path.clone(), tensor: t.name.clone(), msg };
-            let typ = GgmlType::from_id(t.type_id).ok_or_else(|| terr(format!("unknown or unsupported ggml type id {}", t.type_id)))?;
+            let typ = GgmlType::from_id(t.type_id)
+                .ok_or_else(|| terr(format!("unknown or unsupported ggml type id {}", t.type_id)))?;
             let mut ne = [1i64; 4];
             for (i, &d) in t.dims.iter().enumerate() {
                 ne[i] = i64::try_from(d).map_err(|_| terr(format!("dimension {i} = {d} is too large")))?;
@@ -110,7 +116,9 @@ impl GgufFile {
             let f = File::open(&path).map_err(|source| GgufError::Open { path: path.clone(), source })?;
             // SAFETY: the mapping is read-only; a model file modified while
             // mapped is outside what any runner (llama.cpp included) guards.
-            Some(std::sync::Arc::new(crate::ggml::map_file_readonly(&f).map_err(|source| GgufError::Read { path: path.clone(), source })?))
+            Some(std::sync::Arc::new(
+                crate::ggml::map_file_readonly(&f).map_err(|source| GgufError::Read { path: path.clone(), source })?,
+            ))
         };
         Ok(GgufFile { path, version, file_size, metadata: parsed.metadata, tensors, by_name, map })
     }

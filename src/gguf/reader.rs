@@ -66,7 +66,8 @@ impl<R: Read> Src<R> {
     fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, String> {
         let n = self.u64(what)?;
         let b = self.bytes(n, what)?;
-        String::from_utf8(b).map_err(|e| format!("{}: not valid UTF-8 (byte {} of the string)", what(), e.utf8_error().valid_up_to()))
+        String::from_utf8(b)
+            .map_err(|e| format!("{}: not valid UTF-8 (byte {} of the string)", what(), e.utf8_error().valid_up_to()))
     }
 }
 
@@ -120,10 +121,16 @@ pub(crate) fn read_header<R: Read>(r: R, len: u64) -> Result<RawHeader, String> 
     let n_kv = s.u64(&|| "metadata count".into())?;
     // A key/value takes at least 13 bytes; a tensor entry at least 28.
     if n_kv > s.remaining() / 13 {
-        return Err(format!("metadata count {n_kv} cannot fit in the {} bytes that follow (truncated file or corrupt count)", s.remaining()));
+        return Err(format!(
+            "metadata count {n_kv} cannot fit in the {} bytes that follow (truncated file or corrupt count)",
+            s.remaining()
+        ));
     }
     if n_tensors > s.remaining() / 28 {
-        return Err(format!("tensor count {n_tensors} cannot fit in the {} bytes that follow (truncated file or corrupt count)", s.remaining()));
+        return Err(format!(
+            "tensor count {n_tensors} cannot fit in the {} bytes that follow (truncated file or corrupt count)",
+            s.remaining()
+        ));
     }
     let mut metadata = BTreeMap::new();
     for i in 0..n_kv {
@@ -140,7 +147,9 @@ pub(crate) fn read_header<R: Read>(r: R, len: u64) -> Result<RawHeader, String> 
             if n > s.remaining() / min {
                 return Err(format!(
                     "{}: array of {n} {} elements cannot fit in the {} bytes left (truncated file or corrupt length)",
-                    what(), type_name(et), s.remaining()
+                    what(),
+                    type_name(et),
+                    s.remaining()
                 ));
             }
             let mut items = Vec::with_capacity(n as usize);

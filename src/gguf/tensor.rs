@@ -31,7 +31,12 @@ pub(crate) fn tensor_nbytes(typ: GgmlType, ne: &[i64; 4]) -> Result<u64, String>
         return Err(format!("invalid shape {ne:?} (every dimension must be at least 1)"));
     }
     if ne[0] as u64 % typ.block_size() != 0 {
-        return Err(format!("first dimension {} is not a multiple of the {} block size {}", ne[0], typ, typ.block_size()));
+        return Err(format!(
+            "first dimension {} is not a multiple of the {} block size {}",
+            ne[0],
+            typ,
+            typ.block_size()
+        ));
     }
     let row = typ.row_bytes(ne[0] as u64).ok_or_else(|| format!("size of shape {ne:?} overflows"))?;
     ne[1..]

@@ -4,7 +4,11 @@ use crate::tokenizer::VocabSpec;
 
 impl VocabSpec {
     pub fn from_gguf(f: &GgufFile) -> Result<VocabSpec, GgufError> {
-        let missing = |key: &str| GgufError::Metadata { path: f.path.clone(), key: key.into(), msg: "missing (required for the tokenizer)".into() };
+        let missing = |key: &str| GgufError::Metadata {
+            path: f.path.clone(),
+            key: key.into(),
+            msg: "missing (required for the tokenizer)".into(),
+        };
         let model = f.get_str("tokenizer.ggml.model")?.ok_or_else(|| missing("tokenizer.ggml.model"))?.to_string();
         let tokens = f.get_str_array("tokenizer.ggml.tokens")?.ok_or_else(|| missing("tokenizer.ggml.tokens"))?;
         let token_types = match f.get_i64_array("tokenizer.ggml.token_type")? {

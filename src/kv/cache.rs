@@ -372,8 +372,9 @@ impl KvCache {
     pub fn check_close_gap(&self, p0: Pos, p1: Pos, gap: Pos, next: Pos) -> Result<(), KvError> {
         let Some(swa) = &self.swa else { return Ok(()) };
         let q_new = next - gap;
-        let lost =
-            swa.missing(&self.cells, swa.reach(q_new), p0).or_else(|| swa.missing(&self.cells, swa.reach(next).max(p1), next));
+        let lost = swa
+            .missing(&self.cells, swa.reach(q_new), p0)
+            .or_else(|| swa.missing(&self.cells, swa.reach(next).max(p1), next));
         match lost {
             Some(pos) => Err(KvError::WindowShift { gap: Some((p0, p1)), pos, window: swa.window }),
             None => Ok(()),

@@ -138,14 +138,21 @@ impl Cells {
         if delta < 0 {
             let lo = p0.saturating_add(delta);
             if let Some((&p, _)) = self.by_pos.range(lo..p0).next() {
-                return Err(KvError::PositionRange(format!("shifting positions from {p0} by {delta} would collide with position {p}")));
+                return Err(KvError::PositionRange(format!(
+                    "shifting positions from {p0} by {delta} would collide with position {p}"
+                )));
             }
         }
         let cells: Vec<usize> = self.by_pos.range(p0..).map(|(_, &i)| i).collect();
         for &i in &cells {
             match self.pos[i].checked_add(delta) {
                 Some(p) if p >= 0 => {}
-                _ => return Err(KvError::PositionRange(format!("shifting position {} by {delta} leaves the valid range", self.pos[i]))),
+                _ => {
+                    return Err(KvError::PositionRange(format!(
+                        "shifting position {} by {delta} leaves the valid range",
+                        self.pos[i]
+                    )))
+                }
             }
         }
         for &i in &cells {

@@ -51,7 +51,13 @@ impl KvCache {
     /// one); `window_layers`: whether the model has sliding-window layers
     /// (they get their own mask even without a pool of their own).
     pub fn new_inputs<'c>(
-        &self, ctx: &'c Context, n_tokens: usize, n_kv: usize, n_kv_swa: usize, window_layers: bool, head_dim: usize,
+        &self,
+        ctx: &'c Context,
+        n_tokens: usize,
+        n_kv: usize,
+        n_kv_swa: usize,
+        window_layers: bool,
+        head_dim: usize,
     ) -> KvInputs<Tensor<'c>> {
         let nt = n_tokens as i64;
         // A transposed V is written element by element; a V of rows, cell by cell.
@@ -67,14 +73,22 @@ impl KvCache {
             v_idxs_swa: pool.then(|| input("inp_v_idxs_swa", GgmlType::I64, &[n_v_idxs])),
             mask: input("inp_kq_mask", GgmlType::F32, &[n_kv as i64, nt]),
             mask_swa: window_layers.then(|| input("inp_kq_mask_swa", GgmlType::F32, &[n_kv_swa as i64, nt])),
-            k_rot: super::rotation::k_rotation_size(head_dim, self.type_k().is_quantized()).map(|n| square("inp_k_rot", n)),
-            v_rot: super::rotation::v_rotation_size(head_dim, self.type_v().is_quantized()).map(|n| square("inp_v_rot", n)),
+            k_rot: super::rotation::k_rotation_size(head_dim, self.type_k().is_quantized())
+                .map(|n| square("inp_k_rot", n)),
+            v_rot: super::rotation::v_rotation_size(head_dim, self.type_v().is_quantized())
+                .map(|n| square("inp_v_rot", n)),
         }
     }
 
     /// Fill `inp` for tokens at `positions` placed at `placed`; `window`:
     /// the sliding-window layers' window, when the model has them.
-    pub fn set_inputs(&mut self, inp: &KvInputs<Tensor<'_>>, placed: &Placement, positions: &[Pos], window: Option<u32>) {
+    pub fn set_inputs(
+        &mut self,
+        inp: &KvInputs<Tensor<'_>>,
+        placed: &Placement,
+        positions: &[Pos],
+        window: Option<u32>,
+    ) {
         inp.k_idxs.write_i64(&placed.cells.iter().map(|&c| c as i64).collect::<Vec<_>>());
         inp.v_idxs.write_i64(&self.v_idxs(Pool::Global, &placed.cells));
         if let (Some(sc), Some(ks), Some(vs)) = (&placed.swa_cells, inp.k_idxs_swa, inp.v_idxs_swa) {

@@ -14,7 +14,13 @@ pub trait KShift {
     /// quantized K cache. `n_ctx` is the cache's size (some models pick
     /// their RoPE factors by it).
     fn k_shift<'c>(
-        &'c self, ctx: &'c Context, il: usize, n_ctx: usize, k: Tensor<'c>, shift: Tensor<'c>, k_rot: Option<Tensor<'c>>,
+        &'c self,
+        ctx: &'c Context,
+        il: usize,
+        n_ctx: usize,
+        k: Tensor<'c>,
+        shift: Tensor<'c>,
+        k_rot: Option<Tensor<'c>>,
     ) -> Tensor<'c>;
 }
 

@@ -192,7 +192,10 @@ impl KvCache {
         }
         let used = snap.used();
         if used > self.size() {
-            return bad(format!("the saved cache uses {used} cells; this context has {} (give -c {used} or more)", self.size()));
+            return bad(format!(
+                "the saved cache uses {used} cells; this context has {} (give -c {used} or more)",
+                self.size()
+            ));
         }
         if snap.pos.len() != used || snap.live.len() != used {
             return bad(format!("{used} tokens but {} positions and {} live bits", snap.pos.len(), snap.live.len()));
@@ -217,7 +220,11 @@ impl KvCache {
                 }
                 seen
             }
-            _ => return bad("the saved cache and this session differ in having a sliding-window pool (--swa-full)".into()),
+            _ => {
+                return bad(
+                    "the saved cache and this session differ in having a sliding-window pool (--swa-full)".into()
+                )
+            }
         };
         let (k_row, v_el) = self.unit_bytes()?;
         let n = self.n_layer();

@@ -41,7 +41,12 @@ impl SwaPool {
         let reach = self.reach(q_min);
         let old: Vec<Pos> = self.cells.positions_in(..reach).take(need).collect();
         if old.len() < need {
-            return Err(KvError::WindowFull { size: self.cells.size(), need: n, from: q_min, seen: self.cells.n_live() - old.len() });
+            return Err(KvError::WindowFull {
+                size: self.cells.size(),
+                need: n,
+                from: q_min,
+                seen: self.cells.n_live() - old.len(),
+            });
         }
         for p in &old {
             self.cells.remove_pos_range(*p, p + 1);

@@ -48,14 +48,26 @@ pub fn linear<'c>(ctx: &'c Context, w: Tensor<'c>, x: Tensor<'c>, b: Option<Tens
 }
 
 /// down( silu(gate·x) * up·x ), the SwiGLU feed-forward.
-pub fn ffn_swiglu<'c>(ctx: &'c Context, x: Tensor<'c>, gate: Tensor<'c>, up: Tensor<'c>, down: Tensor<'c>) -> Tensor<'c> {
+pub fn ffn_swiglu<'c>(
+    ctx: &'c Context,
+    x: Tensor<'c>,
+    gate: Tensor<'c>,
+    up: Tensor<'c>,
+    down: Tensor<'c>,
+) -> Tensor<'c> {
     let u = ctx.mul_mat(up, x);
     let g = ctx.mul_mat(gate, x);
     ctx.mul_mat(down, ctx.swiglu_split(g, u))
 }
 
 /// down( gelu_tanh(gate·x) * up·x ), the GeGLU feed-forward (Gemma).
-pub fn ffn_geglu<'c>(ctx: &'c Context, x: Tensor<'c>, gate: Tensor<'c>, up: Tensor<'c>, down: Tensor<'c>) -> Tensor<'c> {
+pub fn ffn_geglu<'c>(
+    ctx: &'c Context,
+    x: Tensor<'c>,
+    gate: Tensor<'c>,
+    up: Tensor<'c>,
+    down: Tensor<'c>,
+) -> Tensor<'c> {
     let u = ctx.mul_mat(up, x);
     let g = ctx.mul_mat(gate, x);
     ctx.mul_mat(down, ctx.geglu_split(g, u))
@@ -71,8 +83,15 @@ pub fn ffn_swiglu_fused<'c>(ctx: &'c Context, x: Tensor<'c>, up: Tensor<'c>, dow
 /// n_head_kv, n_tokens]. Returns [head_dim * n_head, n_tokens].
 #[allow(clippy::too_many_arguments)]
 pub fn attention<'c>(
-    ctx: &'c Context, gf: &mut Graph<'c>, q: Tensor<'c>, k: Tensor<'c>, v: Tensor<'c>, k_cache: Tensor<'c>,
-    v_cache: Tensor<'c>, inp: &AttnInputs<'c>, s: AttnShape,
+    ctx: &'c Context,
+    gf: &mut Graph<'c>,
+    q: Tensor<'c>,
+    k: Tensor<'c>,
+    v: Tensor<'c>,
+    k_cache: Tensor<'c>,
+    v_cache: Tensor<'c>,
+    inp: &AttnInputs<'c>,
+    s: AttnShape,
 ) -> Tensor<'c> {
     let n_tokens = q.ne()[2];
     let n_embd_kv = s.head_dim * s.n_head_kv;
@@ -108,7 +127,12 @@ pub fn attention<'c>(
     let row = |t: crate::ggml::GgmlType, n: i64| t.row_bytes(n as u64).expect("cache row") as usize;
     // [head_dim, n_head_kv, n_kv] over cell rows (K, and V with flash attention).
     let rows_view = |cache: Tensor<'c>, t: crate::ggml::GgmlType| {
-        ctx.view(cache, &[s.head_dim, s.n_head_kv, inp.n_kv, 1], &[row(t, s.head_dim), row(t, n_embd_kv), row(t, n_embd_kv * inp.kv_size)], 0)
+        ctx.view(
+            cache,
+            &[s.head_dim, s.n_head_kv, inp.n_kv, 1],
+            &[row(t, s.head_dim), row(t, n_embd_kv), row(t, n_embd_kv * inp.kv_size)],
+            0,
+        )
     };
     let kview = rows_view(k_cache, kt);
     if inp.flash {
@@ -146,8 +170,14 @@ pub fn attention<'c>(
 /// forward and re-quantized, as llama.cpp does.
 #[allow(clippy::too_many_arguments)]
 pub fn k_shift<'c>(
-    ctx: &'c Context, k_cache: Tensor<'c>, shift: Tensor<'c>, rope: &RopeParams, factors: Option<Tensor<'c>>, head_dim: i64,
-    n_head_kv: i64, k_rot: Option<Tensor<'c>>,
+    ctx: &'c Context,
+    k_cache: Tensor<'c>,
+    shift: Tensor<'c>,
+    rope: &RopeParams,
+    factors: Option<Tensor<'c>>,
+    head_dim: i64,
+    n_head_kv: i64,
+    k_rot: Option<Tensor<'c>>,
 ) -> Tensor<'c> {
     let t = k_cache.typ();
     let size = k_cache.ne()[1];

@@ -106,7 +106,9 @@ fn qkv<'c>(g: &StepGraph<'c>, il: usize, x: Tensor<'c>, r: &Recipe) -> (Tensor<'
         let part = |heads: i64, at: i64| ctx.view(all, &[hd, heads, nt], &[hd as usize * f, row], at as usize * f);
         (part(nh, 0), part(nkv, hd * nh), part(nkv, hd * (nh + nkv)))
     } else {
-        let lin = |name: &str| blocks::linear(ctx, g.w(&blk(il, &format!("{name}.weight"))), x, g.w_opt(&blk(il, &format!("{name}.bias"))));
+        let lin = |name: &str| {
+            blocks::linear(ctx, g.w(&blk(il, &format!("{name}.weight"))), x, g.w_opt(&blk(il, &format!("{name}.bias"))))
+        };
         let (q, k, v) = (lin("attn_q"), lin("attn_k"), lin("attn_v"));
         (ctx.reshape(q, &[hd, nh, nt]), ctx.reshape(k, &[hd, nkv, nt]), ctx.reshape(v, &[hd, nkv, nt]))
     };
@@ -119,12 +121,12 @@ pub fn build<'c>(g: &mut StepGraph<'c>, r: &Recipe) -> Tensor<'c> {
     let ctx = g.ctx;
     let (hd, nh, nkv) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
     let kq_scale = 1.0 / (hd as f32).sqrt();
-    let shape =
-        AttnShape { head_dim: hd, n_head: nh, n_head_kv: nkv, scale: if r.q_scale { 1.0 } else { kq_scale } };
+    let shape = AttnShape { head_dim: hd, n_head: nh, n_head_kv: nkv, scale: if r.q_scale { 1.0 } else { kq_scale } };
     let factors = g.rope_factors();
     let pos = g.inputs.pos;
     let eps = hp.rms_eps;
-    let norm = |g: &StepGraph<'c>, x: Tensor<'c>, name: &str, il: usize| blocks::rms_norm(ctx, x, g.w(&blk(il, name)), eps);
+    let norm =
+        |g: &StepGraph<'c>, x: Tensor<'c>, name: &str, il: usize| blocks::rms_norm(ctx, x, g.w(&blk(il, name)), eps);
 
     let mut x = ctx.get_rows(g.w("token_embd.weight"), g.inputs.tokens);
     if r.embd_scale {
@@ -146,7 +148,8 @@ pub fn build<'c>(g: &mut StepGraph<'c>, r: &Recipe) -> Tensor<'c> {
         let (kc, vc) = g.kv_layer(il);
         let inp = g.attn_inputs(il);
         let att = blocks::attention(ctx, &mut g.graph, q, k, v, kc, vc, &inp, shape);
-        let mut cur = blocks::linear(ctx, g.w(&blk(il, "attn_output.weight")), att, g.w_opt(&blk(il, "attn_output.bias")));
+        let mut cur =
+            blocks::linear(ctx, g.w(&blk(il, "attn_output.weight")), att, g.w_opt(&blk(il, "attn_output.bias")));
         if r.post_norms {
             cur = norm(g, cur, "post_attention_norm.weight", il);
         }

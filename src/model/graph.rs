@@ -48,7 +48,13 @@ impl<'c> StepGraph<'c> {
     /// cells (`n_kv_swa` in the sliding-window pool, if there is one), with
     /// `n_outputs` logits rows.
     pub fn new(
-        ctx: &'c Context, model: &'c Model, kv: &'c KvCache, n_tokens: usize, n_kv: usize, n_kv_swa: usize, n_outputs: usize,
+        ctx: &'c Context,
+        model: &'c Model,
+        kv: &'c KvCache,
+        n_tokens: usize,
+        n_kv: usize,
+        n_kv_swa: usize,
+        n_outputs: usize,
     ) -> Self {
         let nt = n_tokens as i64;
         let hp = &model.hparams;
@@ -59,7 +65,8 @@ impl<'c> StepGraph<'c> {
         let inputs = StepInputs {
             tokens: ctx.new_input_aligned("inp_tokens", GgmlType::I32, &[nt]),
             pos: ctx.new_input_aligned("inp_pos", GgmlType::I32, &[nt]),
-            out_ids: (n_outputs < n_tokens).then(|| ctx.new_input_aligned("inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
+            out_ids: (n_outputs < n_tokens)
+                .then(|| ctx.new_input_aligned("inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
             kv: kv_inputs,
         };
         let graph = ctx.new_graph(model.graph_size());

@@ -67,7 +67,11 @@ impl HParams {
         let arch = f.architecture()?.to_string();
         let req_u32 = |k: &str| -> Result<u32, GgufError> {
             let key = format!("{arch}.{k}");
-            f.get_u32(&key)?.ok_or_else(|| GgufError::Metadata { path: f.path.clone(), key, msg: "missing (required)".into() })
+            f.get_u32(&key)?.ok_or_else(|| GgufError::Metadata {
+                path: f.path.clone(),
+                key,
+                msg: "missing (required)".into(),
+            })
         };
         let bad = |k: &str, msg: String| GgufError::Metadata { path: f.path.clone(), key: format!("{arch}.{k}"), msg };
         let n_layer = req_u32("block_count")?;
@@ -81,10 +85,16 @@ impl HParams {
         let n_ff = per_layer_uniform(f, &format!("{arch}.feed_forward_length"), n_layer)?
             .ok_or_else(|| bad("feed_forward_length", "missing (required)".into()))?;
         if n_embd == 0 || n_head == 0 || n_head_kv == 0 || n_ff == 0 {
-            return Err(bad("embedding_length", "embedding length, head counts and feed-forward length must be positive".into()));
+            return Err(bad(
+                "embedding_length",
+                "embedding length, head counts and feed-forward length must be positive".into(),
+            ));
         }
         if n_head % n_head_kv != 0 {
-            return Err(bad("attention.head_count_kv", format!("{n_head} heads are not a multiple of {n_head_kv} kv heads")));
+            return Err(bad(
+                "attention.head_count_kv",
+                format!("{n_head} heads are not a multiple of {n_head_kv} kv heads"),
+            ));
         }
         let head_dim = match f.get_u32(&format!("{arch}.attention.key_length"))? {
             Some(d) => d,
@@ -96,7 +106,10 @@ impl HParams {
         }
         let n_rot = f.get_u32(&format!("{arch}.rope.dimension_count"))?.unwrap_or(head_dim);
         if n_rot > head_dim || n_rot % 2 != 0 {
-            return Err(bad("rope.dimension_count", format!("{n_rot} must be even and at most the head size {head_dim}")));
+            return Err(bad(
+                "rope.dimension_count",
+                format!("{n_rot} must be even and at most the head size {head_dim}"),
+            ));
         }
         let n_vocab = match f.get_u32(&format!("{arch}.vocab_size"))? {
             Some(v) => v,
@@ -110,7 +123,10 @@ impl HParams {
             // long/short factor tensors; the type key says linear or nothing.
             None | Some("none") | Some("linear") | Some("longrope") => {}
             Some(other) => {
-                return Err(bad("rope.scaling.type", format!("'{other}' is not supported yet (supported: none, linear, longrope)")));
+                return Err(bad(
+                    "rope.scaling.type",
+                    format!("'{other}' is not supported yet (supported: none, linear, longrope)"),
+                ));
             }
         }
         let rope_scale = match f.get_f32(&format!("{arch}.rope.scaling.factor"))? {
@@ -120,7 +136,8 @@ impl HParams {
         if !(rope_base > 0.0) {
             return Err(bad("rope.freq_base", format!("{rope_base} must be positive")));
         }
-        let n_ctx_orig = f.get_u32(&format!("{arch}.rope.scaling.original_context_length"))?.unwrap_or(n_ctx_train).max(1);
+        let n_ctx_orig =
+            f.get_u32(&format!("{arch}.rope.scaling.original_context_length"))?.unwrap_or(n_ctx_train).max(1);
         let rope_attn_factor = f.get_f32(&format!("{arch}.rope.scaling.attn_factor"))?.unwrap_or(1.0);
         if !(rope_attn_factor > 0.0 && rope_attn_factor.is_finite()) {
             return Err(bad("rope.scaling.attn_factor", format!("{rope_attn_factor} must be positive")));
@@ -134,8 +151,24 @@ impl HParams {
             return Err(bad("final_logit_softcapping", format!("{c} must be positive")));
         }
         Ok(HParams {
-            arch, n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, rms_eps, n_rot,
-            rope_base, rope_scale, rope_kind, n_ctx_orig, rope_attn_factor, swa, final_softcap,
+            arch,
+            n_vocab,
+            n_ctx_train,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff,
+            rms_eps,
+            n_rot,
+            rope_base,
+            rope_scale,
+            rope_kind,
+            n_ctx_orig,
+            rope_attn_factor,
+            swa,
+            final_softcap,
         })
     }
 }
@@ -144,12 +177,18 @@ impl HParams {
 /// layer pattern: `sliding_window_pattern` as one number N (layers
 /// il % N < N - 1 slide) or one entry per layer (non-zero slides).
 fn read_swa(f: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Result<Option<Swa>, GgufError> {
-    let Some(window) = f.get_u32(&format!("{arch}.attention.sliding_window"))?.filter(|&w| w > 0) else { return Ok(None) };
+    let Some(window) = f.get_u32(&format!("{arch}.attention.sliding_window"))?.filter(|&w| w > 0) else {
+        return Ok(None);
+    };
     let key = format!("{arch}.attention.sliding_window_pattern");
     let layers = match f.get_bool_or_int_array(&key)? {
         Some(v) if v.len() == n_layer as usize => v.into_iter().map(|x| x != 0).collect(),
         Some(v) => {
-            return Err(GgufError::Metadata { path: f.path.clone(), key, msg: format!("has {} entries, expected one per layer ({n_layer})", v.len()) })
+            return Err(GgufError::Metadata {
+                path: f.path.clone(),
+                key,
+                msg: format!("has {} entries, expected one per layer ({n_layer})", v.len()),
+            })
         }
         None => {
             let n = f.get_u32(&key)?.unwrap_or(default_period);
@@ -158,7 +197,11 @@ fn read_swa(f: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Resu
     };
     let rope_base = f.get_f32(&format!("{arch}.rope.freq_base_swa"))?.unwrap_or(10000.0);
     if !(rope_base > 0.0) {
-        return Err(GgufError::Metadata { path: f.path.clone(), key: format!("{arch}.rope.freq_base_swa"), msg: format!("{rope_base} must be positive") });
+        return Err(GgufError::Metadata {
+            path: f.path.clone(),
+            key: format!("{arch}.rope.freq_base_swa"),
+            msg: format!("{rope_base} must be positive"),
+        });
     }
     Ok(Some(Swa { window, layers, rope_base }))
 }
@@ -168,7 +211,11 @@ fn read_swa(f: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Resu
 fn per_layer_uniform(f: &GgufFile, key: &str, n_layer: u32) -> Result<Option<u32>, GgufError> {
     let Some(v) = f.get_u32_per_layer(key, n_layer as usize)? else { return Ok(None) };
     if v.iter().any(|&x| x != v[0]) {
-        return Err(GgufError::Metadata { path: f.path.clone(), key: key.into(), msg: "differs between layers (not supported for this architecture)".into() });
+        return Err(GgufError::Metadata {
+            path: f.path.clone(),
+            key: key.into(),
+            msg: "differs between layers (not supported for this architecture)".into(),
+        });
     }
     Ok(v.first().copied())
 }

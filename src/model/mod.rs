@@ -38,7 +38,13 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { no_mmap: false, extra_buffers: true, gpu_layers: GpuLayers::Auto, rpc: Vec::new(), tensor_split: Vec::new() }
+        LoadOptions {
+            no_mmap: false,
+            extra_buffers: true,
+            gpu_layers: GpuLayers::Auto,
+            rpc: Vec::new(),
+            tensor_split: Vec::new(),
+        }
     }
 }
 
@@ -102,7 +108,11 @@ impl Model {
         Self::load_with_progress(path, opts, &mut |_, _| {})
     }
 
-    pub fn load_with_progress(path: &Path, opts: &LoadOptions, on_progress: &mut dyn FnMut(usize, usize)) -> Result<Model> {
+    pub fn load_with_progress(
+        path: &Path,
+        opts: &LoadOptions,
+        on_progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
         let file = GgufFile::open(path, opts.no_mmap)?;
         let model_err = |msg: String| Error::Model { path: path.to_path_buf(), msg };
         let arch_name = file.architecture()?;
@@ -112,16 +122,20 @@ impl Model {
             supported: Arch::supported(),
         })?;
         let hparams = HParams::from_gguf(&file, arch.hparams())?;
-        let tokenizer = Tokenizer::from_spec(VocabSpec::from_gguf(&file)?).map_err(|e| model_err(format!("tokenizer: {e}")))?;
+        let tokenizer =
+            Tokenizer::from_spec(VocabSpec::from_gguf(&file)?).map_err(|e| model_err(format!("tokenizer: {e}")))?;
         if tokenizer.n_vocab() != hparams.n_vocab as usize {
             return Err(model_err(format!(
                 "the vocabulary has {} tokens but {}.vocab_size says {}",
-                tokenizer.n_vocab(), arch_name, hparams.n_vocab
+                tokenizer.n_vocab(),
+                arch_name,
+                hparams.n_vocab
             )));
         }
 
-        let offload = Offload::plan(offload_devices(opts)?, hparams.n_layer as usize, opts.gpu_layers, &opts.tensor_split)
-            .map_err(Error::InvalidArgument)?;
+        let offload =
+            Offload::plan(offload_devices(opts)?, hparams.n_layer as usize, opts.gpu_layers, &opts.tensor_split)
+                .map_err(Error::InvalidArgument)?;
         let specs = plan_weights(&file, arch, &hparams, opts, &offload).map_err(model_err)?;
         // Weights copied out of the file (repacked layouts, or all of them
         // with --no-mmap) are allocated: refuse up front what cannot fit.
@@ -130,9 +144,15 @@ impl Model {
         let copied: u64 = specs
             .iter()
             .filter(|s| matches!(s.placement, Placement::Upload(_)) && offload.device_of_weight(&s.name).is_none())
-            .filter_map(|s| file.tensor(&s.source)).map(|t| t.nbytes).sum();
+            .filter_map(|s| file.tensor(&s.source))
+            .map(|t| t.nbytes)
+            .sum();
         if let Some(avail) = available_memory().filter(|&a| copied > a) {
-            let why = if opts.no_mmap { "read into memory with --no-mmap" } else { "copied into repacked layouts; --no-repack maps them from the file instead" };
+            let why = if opts.no_mmap {
+                "read into memory with --no-mmap"
+            } else {
+                "copied into repacked layouts; --no-repack maps them from the file instead"
+            };
             return Err(model_err(format!(
                 "its weights need {} MiB of memory ({why}), but {} MiB are available",
                 copied >> 20,
@@ -208,7 +228,13 @@ impl Model {
 
 /// Check every tensor against the architecture's plan (presence, exact
 /// shape, no leftovers) and choose where each one's data goes.
-fn plan_weights(file: &GgufFile, arch: Arch, hp: &HParams, opts: &LoadOptions, offload: &Offload) -> Result<Vec<TensorSpec>, String> {
+fn plan_weights(
+    file: &GgufFile,
+    arch: Arch,
+    hp: &HParams,
+    opts: &LoadOptions,
+    offload: &Offload,
+) -> Result<Vec<TensorSpec>, String> {
     let reqs = arch.tensors(hp);
     let cpu = CpuDevice::get();
     let extra = if opts.extra_buffers { cpu.extra_buffer_types() } else { Vec::new() };
@@ -285,12 +311,39 @@ fn check_shape(t: &TensorInfo, want: &[i64]) -> Result<(), String> {
 /// llama.cpp's names for `general.file_type` (the dominant quantization).
 fn file_type_name(ft: u32) -> String {
     let n = match ft {
-        0 => "F32", 1 => "F16", 2 => "Q4_0", 3 => "Q4_1", 7 => "Q8_0", 8 => "Q5_0", 9 => "Q5_1",
-        10 => "Q2_K", 11 => "Q3_K_S", 12 => "Q3_K_M", 13 => "Q3_K_L", 14 => "Q4_K_S", 15 => "Q4_K_M",
-        16 => "Q5_K_S", 17 => "Q5_K_M", 18 => "Q6_K", 19 => "IQ2_XXS", 20 => "IQ2_XS", 21 => "Q2_K_S",
-        22 => "IQ3_XS", 23 => "IQ3_XXS", 24 => "IQ1_S", 25 => "IQ4_NL", 26 => "IQ3_S", 27 => "IQ3_M",
-        28 => "IQ2_S", 29 => "IQ2_M", 30 => "IQ4_XS", 31 => "IQ1_M", 32 => "BF16", 36 => "TQ1_0",
-        37 => "TQ2_0", 38 => "MXFP4",
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4",
         _ => return format!("type {ft}"),
     };
     n.to_string()

@@ -22,7 +22,10 @@ impl GpuLayers {
         match s {
             "auto" => Ok(GpuLayers::Auto),
             "all" | "-1" => Ok(GpuLayers::All),
-            n => n.parse().map(GpuLayers::Count).map_err(|_| format!("-ngl {n}: expected a layer count, 'all' or 'auto'")),
+            n => n
+                .parse()
+                .map(GpuLayers::Count)
+                .map_err(|_| format!("-ngl {n}: expected a layer count, 'all' or 'auto'")),
         }
     }
 }
@@ -105,7 +108,8 @@ impl Offload {
 
     /// Layers (the output counted as one) per device, for the load report.
     pub fn summary(&self) -> Vec<(String, usize)> {
-        let mut out: Vec<(String, usize)> = self.devices.iter().map(|d| (format!("{} ({})", d.name(), d.description()), 0)).collect();
+        let mut out: Vec<(String, usize)> =
+            self.devices.iter().map(|d| (format!("{} ({})", d.name(), d.description()), 0)).collect();
         for d in self.layers.iter().chain(std::iter::once(&self.output)).flatten() {
             out[*d].1 += 1;
         }
@@ -175,7 +179,7 @@ mod tests {
         assert!(!cpu.is_offloaded());
         assert_eq!(cpu.device_of_weight("blk.3.attn_q.weight"), None);
         let dev = Device::cpu(); // stands in for an accelerator: only the indices matter here
-        // The output counts as the last layer: -ngl 2 of 4 is layer 3 and the output.
+                                 // The output counts as the last layer: -ngl 2 of 4 is layer 3 and the output.
         let o = Offload::plan(vec![dev], 4, GpuLayers::Count(2), &[]).unwrap();
         assert_eq!(o.layers, vec![None, None, None, Some(0)]);
         assert_eq!(o.output, Some(0));

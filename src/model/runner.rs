@@ -74,7 +74,12 @@ impl Runner {
     /// reuse) the graph, fill its inputs, compute, and return the logits of
     /// the rows in `outputs` (rows of n_vocab).
     pub fn step(
-        &mut self, model: &Model, kv: &mut KvCache, tokens: &[u32], positions: &[Pos], placed: &Placement,
+        &mut self,
+        model: &Model,
+        kv: &mut KvCache,
+        tokens: &[u32],
+        positions: &[Pos],
+        placed: &Placement,
         outputs: &[usize],
     ) -> Result<Vec<f32>> {
         let t_setup = Instant::now();
@@ -127,8 +132,11 @@ impl Runner {
         inp.tokens.write_i32(&tokens.iter().map(|&t| t as i32).collect::<Vec<_>>());
         inp.pos.write_i32(positions);
         if let Some(t) = inp.out_ids {
-            let rows: Vec<i32> =
-                if outputs.is_empty() { vec![tokens.len() as i32 - 1] } else { outputs.iter().map(|&r| r as i32).collect() };
+            let rows: Vec<i32> = if outputs.is_empty() {
+                vec![tokens.len() as i32 - 1]
+            } else {
+                outputs.iter().map(|&r| r as i32).collect()
+            };
             t.write_i32(&rows);
         }
         kv.set_inputs(&inp.kv, placed, positions, model.hparams.swa.as_ref().map(|s| s.window));
@@ -190,7 +198,12 @@ impl Runner {
 
 impl KShift for Model {
     fn k_shift<'c>(
-        &'c self, ctx: &'c Context, il: usize, n_ctx: usize, k: crate::ggml::Tensor<'c>, shift: crate::ggml::Tensor<'c>,
+        &'c self,
+        ctx: &'c Context,
+        il: usize,
+        n_ctx: usize,
+        k: crate::ggml::Tensor<'c>,
+        shift: crate::ggml::Tensor<'c>,
         k_rot: Option<crate::ggml::Tensor<'c>>,
     ) -> crate::ggml::Tensor<'c> {
         let hp = &self.hparams;

@@ -19,10 +19,7 @@ pub const PARTIAL_DIR: &str = ".partial";
 pub fn cache_dir() -> PathBuf {
     let dir = match std::env::var_os(CACHE_DIR_ENV) {
         Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => dirs::cache_dir()
-            .unwrap_or_else(std::env::temp_dir)
-            .join("decache")
-            .join("models"),
+        _ => dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("decache").join("models"),
     };
     let _ = fs::create_dir_all(&dir);
     dir
@@ -60,9 +57,7 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
 
 /// Syncs `tmp` to disk and renames it onto `dest` (same file system, so atomic).
 pub(crate) fn place(tmp: &Path, dest: &Path) -> Result<()> {
-    File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| PullError::io(tmp, e))?;
+    File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| PullError::io(tmp, e))?;
     fs::rename(tmp, dest).map_err(|e| PullError::io(dest, e))
 }
 
@@ -119,10 +114,7 @@ pub fn cached_models(cache: &Path) -> Vec<CachedModel> {
             Some(CachedModel {
                 path: e.path(),
                 bytes: meta.len(),
-                known: known
-                    .iter()
-                    .find(|k| k.file_name == name)
-                    .map(|k| k.name.clone()),
+                known: known.iter().find(|k| k.file_name == name).map(|k| k.name.clone()),
             })
         })
         .collect();

@@ -45,9 +45,7 @@ impl Target<'_> {
 
 /// The file name of `path` as text (lossy), for messages.
 pub(crate) fn file_name_of(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 /// The part file used for `dest` under the partial directory.
@@ -72,11 +70,7 @@ pub(crate) fn download(
             Ok(()) => break,
             Err(e) if attempt < retries && is_transient(&e) => {
                 attempt += 1;
-                on_event(PullEvent::Retrying {
-                    name: target.name(),
-                    attempt,
-                    reason: e.to_string(),
-                });
+                on_event(PullEvent::Retrying { name: target.name(), attempt, reason: e.to_string() });
                 std::thread::sleep(Duration::from_millis(250 * u64::from(attempt)));
             }
             Err(e) => return Err(e),
@@ -103,17 +97,11 @@ fn finish_part(part: &Path, target: &Target, on_event: &mut dyn FnMut(PullEvent)
     if let Some(size) = target.size {
         if len != size {
             remove_if_exists(part)?;
-            return Err(PullError::SizeMismatch {
-                what: what.to_string(),
-                expected: size,
-                actual: len,
-            });
+            return Err(PullError::SizeMismatch { what: what.to_string(), expected: size, actual: len });
         }
     }
     if let Some(expected) = target.sha256 {
-        on_event(PullEvent::Verifying {
-            name: target.name(),
-        });
+        on_event(PullEvent::Verifying { name: target.name() });
         let (actual, _) = sha256_file(part)?;
         if let Err(e) = check_digest(what, expected, &actual) {
             remove_if_exists(part)?;
@@ -122,9 +110,7 @@ fn finish_part(part: &Path, target: &Target, on_event: &mut dyn FnMut(PullEvent)
     }
     if target.gguf && check_gguf_magic(part).is_err() {
         remove_if_exists(part)?;
-        return Err(PullError::NotGguf {
-            path: target.dest.to_path_buf(),
-        });
+        return Err(PullError::NotGguf { path: target.dest.to_path_buf() });
     }
     place(part, target.dest)?;
     Ok(len)
@@ -140,21 +126,13 @@ enum Outcome {
 
 /// Brings the part file to completion (resuming it when present), starting
 /// over at most once.
-fn fetch_into_part(
-    agent: &Agent,
-    part: &Path,
-    target: &Target,
-    on_event: &mut dyn FnMut(PullEvent),
-) -> Result<()> {
+fn fetch_into_part(agent: &Agent, part: &Path, target: &Target, on_event: &mut dyn FnMut(PullEvent)) -> Result<()> {
     for _ in 0..2 {
         match exchange(agent, part, target, on_event)? {
             Outcome::Complete => return Ok(()),
             Outcome::StartOver(reason) => {
                 remove_if_exists(part)?;
-                on_event(PullEvent::Restarting {
-                    name: target.name(),
-                    reason,
-                });
+                on_event(PullEvent::Restarting { name: target.name(), reason });
             }
         }
     }
@@ -167,12 +145,7 @@ fn fetch_into_part(
 }
 
 /// One request: ranged when a part file exists, appending to it on 206.
-fn exchange(
-    agent: &Agent,
-    part: &Path,
-    target: &Target,
-    on_event: &mut dyn FnMut(PullEvent),
-) -> Result<Outcome> {
+fn exchange(agent: &Agent, part: &Path, target: &Target, on_event: &mut dyn FnMut(PullEvent)) -> Result<Outcome> {
     let url = target.url;
     let name = target.name();
     let mut have = file_len(part)?.unwrap_or(0);
@@ -187,38 +160,21 @@ fn exchange(
     }
     let mut request = agent.get(url);
     if have > 0 {
-        on_event(PullEvent::Resuming {
-            name: name.clone(),
-            from: have,
-        });
+        on_event(PullEvent::Resuming { name: name.clone(), from: have });
         request = request.header("Range", format!("bytes={have}-"));
     }
-    let mut resp = request.call().map_err(|e| PullError::Http {
-        url: url.to_string(),
-        source: Box::new(e),
-    })?;
+    let mut resp = request.call().map_err(|e| PullError::Http { url: url.to_string(), source: Box::new(e) })?;
     let status = resp.status().as_u16();
-    let header = |h: &str| {
-        resp.headers()
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
     let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
     let content_range = header("content-range").and_then(|v| parse_content_range(&v));
 
     let (append, total) = match status {
         206 if have > 0 => match content_range {
-            Some(cr) if cr.start == Some(have) => (
-                true,
-                cr.total
-                    .or(content_length.map(|n| n + have))
-                    .or(target.size),
-            ),
+            Some(cr) if cr.start == Some(have) => (true, cr.total.or(content_length.map(|n| n + have)).or(target.size)),
             _ => {
                 return Ok(Outcome::StartOver(
-                    "the server answered with a range that does not continue the partial file"
-                        .into(),
+                    "the server answered with a range that does not continue the partial file".into(),
                 ))
             }
         },
@@ -234,31 +190,16 @@ fn exchange(
         416 if have > 0 => {
             return Ok(match content_range.and_then(|cr| cr.total) {
                 Some(total) if total == have => Outcome::Complete,
-                _ => Outcome::StartOver(
-                    "the server cannot continue the partial file (HTTP 416)".into(),
-                ),
+                _ => Outcome::StartOver("the server cannot continue the partial file (HTTP 416)".into()),
             })
         }
-        _ => {
-            return Err(PullError::HttpStatus {
-                url: url.to_string(),
-                status,
-            })
-        }
+        _ => return Err(PullError::HttpStatus { url: url.to_string(), status }),
     };
 
-    let mut file = if append {
-        OpenOptions::new().append(true).open(part)
-    } else {
-        File::create(part)
-    }
-    .map_err(|e| PullError::io(part, e))?;
+    let mut file = if append { OpenOptions::new().append(true).open(part) } else { File::create(part) }
+        .map_err(|e| PullError::io(part, e))?;
     let mut done = if append { have } else { 0 };
-    on_event(PullEvent::Downloading {
-        name: name.clone(),
-        done,
-        total,
-    });
+    on_event(PullEvent::Downloading { name: name.clone(), done, total });
 
     let mut reader = resp.body_mut().as_reader();
     let mut buf = vec![0u8; 1 << 16];
@@ -267,16 +208,11 @@ fn exchange(
         match reader.read(&mut buf) {
             Ok(0) => break None,
             Ok(n) => {
-                file.write_all(&buf[..n])
-                    .map_err(|e| PullError::io(part, e))?;
+                file.write_all(&buf[..n]).map_err(|e| PullError::io(part, e))?;
                 done += n as u64;
                 if done >= next_report {
                     next_report = done + PROGRESS_STEP;
-                    on_event(PullEvent::Downloading {
-                        name: name.clone(),
-                        done,
-                        total,
-                    });
+                    on_event(PullEvent::Downloading { name: name.clone(), done, total });
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -285,19 +221,14 @@ fn exchange(
     };
     file.flush().map_err(|e| PullError::io(part, e))?;
     drop(file);
-    on_event(PullEvent::Downloading {
-        name: name.clone(),
-        done,
-        total,
-    });
+    on_event(PullEvent::Downloading { name: name.clone(), done, total });
     let short = total.is_some_and(|t| done < t);
     if read_error.is_some() || short {
         return Err(PullError::Interrupted {
             url: url.to_string(),
             done,
             total,
-            reason: read_error
-                .unwrap_or_else(|| "the connection closed before the end of the body".into()),
+            reason: read_error.unwrap_or_else(|| "the connection closed before the end of the body".into()),
         });
     }
     Ok(Outcome::Complete)
@@ -315,11 +246,7 @@ fn parse_content_range(value: &str) -> Option<ContentRange> {
     let rest = value.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
     let total = total.trim().parse::<u64>().ok();
-    let start = if range.trim() == "*" {
-        None
-    } else {
-        Some(range.split_once('-')?.0.trim().parse::<u64>().ok()?)
-    };
+    let start = if range.trim() == "*" { None } else { Some(range.split_once('-')?.0.trim().parse::<u64>().ok()?) };
     Some(ContentRange { start, total })
 }
 
@@ -329,27 +256,9 @@ mod tests {
 
     #[test]
     fn content_range_forms() {
-        assert_eq!(
-            parse_content_range("bytes 100-199/200"),
-            Some(ContentRange {
-                start: Some(100),
-                total: Some(200)
-            })
-        );
-        assert_eq!(
-            parse_content_range("bytes 5-9/*"),
-            Some(ContentRange {
-                start: Some(5),
-                total: None
-            })
-        );
-        assert_eq!(
-            parse_content_range("bytes */42"),
-            Some(ContentRange {
-                start: None,
-                total: Some(42)
-            })
-        );
+        assert_eq!(parse_content_range("bytes 100-199/200"), Some(ContentRange { start: Some(100), total: Some(200) }));
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some(ContentRange { start: Some(5), total: None }));
+        assert_eq!(parse_content_range("bytes */42"), Some(ContentRange { start: None, total: Some(42) }));
         assert_eq!(parse_content_range("items 1-2/3"), None);
         assert_eq!(parse_content_range("bytes x-2/3"), None);
     }

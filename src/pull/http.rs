@@ -32,27 +32,16 @@ pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
     url: &str,
     describe: impl FnOnce(String) -> PullError,
 ) -> Result<T> {
-    let mut resp = agent.get(url).call().map_err(|e| PullError::Http {
-        url: url.to_string(),
-        source: Box::new(e),
-    })?;
+    let mut resp = agent.get(url).call().map_err(|e| PullError::Http { url: url.to_string(), source: Box::new(e) })?;
     let status = resp.status().as_u16();
     if status != 200 {
-        return Err(PullError::HttpStatus {
-            url: url.to_string(),
-            status,
-        });
+        return Err(PullError::HttpStatus { url: url.to_string(), status });
     }
     let bytes = resp
         .body_mut()
         .with_config()
         .limit(MAX_JSON_BYTES)
         .read_to_vec()
-        .map_err(|e| PullError::Interrupted {
-            url: url.to_string(),
-            done: 0,
-            total: None,
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| PullError::Interrupted { url: url.to_string(), done: 0, total: None, reason: e.to_string() })?;
     serde_json::from_slice(&bytes).map_err(|e| describe(e.to_string()))
 }

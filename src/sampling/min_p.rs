@@ -49,10 +49,7 @@ mod tests {
     #[test]
     fn drops_tokens_below_fraction_of_best() {
         // probabilities proportional to 1, 0.5, 0.1, 0.04, 0.2
-        let l: Vec<f32> = [1.0f32, 0.5, 0.1, 0.04, 0.2]
-            .iter()
-            .map(|x| x.ln())
-            .collect();
+        let l: Vec<f32> = [1.0f32, 0.5, 0.1, 0.04, 0.2].iter().map(|x| x.ln()).collect();
         assert_eq!(kept(&l, 0.05), vec![0, 1, 2, 4]);
         assert_eq!(kept(&l, 0.15), vec![0, 1, 4]);
         assert_eq!(kept(&l, 0.3), vec![0, 1]);

@@ -31,9 +31,7 @@ impl SamplingError {
     /// Name of the offending field.
     pub fn field(&self) -> &'static str {
         match self {
-            SamplingError::NotFinite { field, .. } | SamplingError::OutOfRange { field, .. } => {
-                field
-            }
+            SamplingError::NotFinite { field, .. } | SamplingError::OutOfRange { field, .. } => field,
         }
     }
 }
@@ -93,21 +91,14 @@ fn unit(field: &'static str, value: f32) -> Result<(), SamplingError> {
     if (0.0..=1.0).contains(&finite(field, value)?) {
         Ok(())
     } else {
-        Err(SamplingError::OutOfRange {
-            field,
-            value: value as f64,
-            expected: "0 to 1",
-        })
+        Err(SamplingError::OutOfRange { field, value: value as f64, expected: "0 to 1" })
     }
 }
 
 impl SamplingParams {
     /// Greedy decoding: temperature 0, the other parameters at their defaults.
     pub fn greedy() -> Self {
-        SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        }
+        SamplingParams { temperature: 0.0, ..Default::default() }
     }
 
     /// `true` when these parameters select greedily (temperature `<= 0`).
@@ -153,10 +144,7 @@ mod tests {
     #[test]
     fn defaults_are_llama_cpp_and_valid() {
         let p = SamplingParams::default();
-        assert_eq!(
-            (p.temperature, p.top_k, p.top_p, p.min_p),
-            (0.8, 40, 0.95, 0.05)
-        );
+        assert_eq!((p.temperature, p.top_k, p.top_p, p.min_p), (0.8, 40, 0.95, 0.05));
         assert_eq!((p.repeat_penalty, p.repeat_last_n), (1.0, 64));
         assert_eq!(p.seed, RANDOM_SEED);
         assert!(p.validate().is_ok());
@@ -179,10 +167,7 @@ mod tests {
         assert_eq!(bad(|p| p.repeat_penalty = f32::INFINITY), "repeat_penalty");
         assert_eq!(bad(|p| p.repeat_last_n = -2), "repeat_last_n");
         assert_eq!(bad(|p| p.frequency_penalty = f32::NAN), "frequency_penalty");
-        assert_eq!(
-            bad(|p| p.presence_penalty = f32::NEG_INFINITY),
-            "presence_penalty"
-        );
+        assert_eq!(bad(|p| p.presence_penalty = f32::NEG_INFINITY), "presence_penalty");
     }
 
     #[test]
@@ -208,8 +193,7 @@ mod tests {
         assert_eq!(p.temperature, 0.2);
         assert_eq!(p.seed, 9);
         assert_eq!(p.top_k, 40);
-        let back: SamplingParams =
-            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        let back: SamplingParams = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }
 }

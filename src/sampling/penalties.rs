@@ -29,14 +29,7 @@ pub struct Penalties {
 impl Penalties {
     /// A penalties sampler; see the type's documentation for the meaning.
     pub fn new(last_n: i32, repeat: f32, frequency: f32, presence: f32) -> Self {
-        Penalties {
-            last_n,
-            repeat,
-            frequency,
-            presence,
-            history: VecDeque::new(),
-            counts: HashMap::new(),
-        }
+        Penalties { last_n, repeat, frequency, presence, history: VecDeque::new(), counts: HashMap::new() }
     }
 
     /// `true` when the parameters make it a no-op.
@@ -50,11 +43,7 @@ impl Penalties {
     }
 
     fn penalise(&self, logit: f32, count: u32) -> f32 {
-        let l = if logit <= 0.0 {
-            logit * self.repeat
-        } else {
-            logit / self.repeat
-        };
+        let l = if logit <= 0.0 { logit * self.repeat } else { logit / self.repeat };
         l - count as f32 * self.frequency - self.presence
     }
 }
@@ -91,10 +80,7 @@ impl Sampler for Penalties {
         }
         // Fast path: a fresh candidate list has id == index (ids are unique, so
         // finding each counted id at its own index locates it).
-        let direct = self
-            .counts
-            .keys()
-            .all(|&id| c.data.get(id as usize).is_some_and(|t| t.id == id));
+        let direct = self.counts.keys().all(|&id| c.data.get(id as usize).is_some_and(|t| t.id == id));
         if direct {
             for (&id, &n) in &self.counts {
                 if let Some(t) = c.data.get_mut(id as usize) {

@@ -104,9 +104,7 @@ mod tests {
     fn large_list_matches_full_sort() {
         // many candidates: the adaptive path (partial sort) must agree with a
         // plain sort, whether the cut falls inside the first 256 or not
-        let logits: Vec<f32> = (0..5000)
-            .map(|i| (((i * 7919) % 5000) as f32) / 300.0)
-            .collect();
+        let logits: Vec<f32> = (0..5000).map(|i| (((i * 7919) % 5000) as f32) / 300.0).collect();
         for p in [0.3f32, 0.9, 0.999] {
             let got = kept(&logits, p);
             let mut c = Candidates::from_logits(&logits);

@@ -86,7 +86,8 @@ fn flatten(t: &Text, at: &str) -> Result<String, ApiError> {
                     ("text", Some(t)) => out.push_str(t),
                     ("text", None) => return Err(bad(format!("{at}[{i}]: a text block needs `text`"))),
                     ("tool_result", _) => {
-                        let inner = b.content.as_deref().map(|c| flatten(c, &format!("{at}[{i}].content"))).transpose()?;
+                        let inner =
+                            b.content.as_deref().map(|c| flatten(c, &format!("{at}[{i}].content"))).transpose()?;
                         out.push_str(&inner.unwrap_or_default());
                     }
                     ("tool_use", _) => {
@@ -119,12 +120,15 @@ impl MessagesRequest {
                 return Err(bad(format!("messages[{i}].role: '{}' (user or assistant)", m.role)));
             }
             // A user turn made only of tool results is the tool speaking.
-            let only_results = matches!(&m.content, Text::Blocks(b) if !b.is_empty() && b.iter().all(|b| b.kind == "tool_result"));
+            let only_results =
+                matches!(&m.content, Text::Blocks(b) if !b.is_empty() && b.iter().all(|b| b.kind == "tool_result"));
             let role = if m.role == "user" && only_results { "tool" } else { m.role.as_str() };
             out.push(ChatMessage::new(role, flatten(&m.content, &format!("messages[{i}].content"))?));
         }
         let tools = match self.tools_active() {
-            true => check_tools(self.tools.as_deref().unwrap_or_default()).map_err(|e| e.dialect(Dialect::Anthropic))?,
+            true => {
+                check_tools(self.tools.as_deref().unwrap_or_default()).map_err(|e| e.dialect(Dialect::Anthropic))?
+            }
             false => Vec::new(),
         };
         Ok(ChatPrompt { messages: out, tools })
@@ -243,7 +247,10 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
             let msg = json!({"id": id, "type": "message", "role": "assistant", "model": model, "content": [],
                 "stop_reason": null, "stop_sequence": null, "usage": usage(input, 0, Some(&c))});
             out.push((Some("message_start"), json!({"type": "message_start", "message": msg})));
-            out.push((Some("content_block_start"), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+            out.push((
+                Some("content_block_start"),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ));
             out.push((Some("ping"), json!({"type": "ping"})));
             *cache = Some(c);
         }
@@ -262,7 +269,10 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
             for (i, c) in calls.iter().enumerate() {
                 let mut block = tool_use(c);
                 let input = std::mem::replace(&mut block["input"], json!({}));
-                out.push((Some("content_block_start"), json!({"type": "content_block_start", "index": i + 1, "content_block": block})));
+                out.push((
+                    Some("content_block_start"),
+                    json!({"type": "content_block_start", "index": i + 1, "content_block": block}),
+                ));
                 out.push((
                     Some("content_block_delta"),
                     json!({"type": "content_block_delta", "index": i + 1, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),

@@ -5,8 +5,8 @@
 //! goes away (its channel closed, or its cancel flag set) stops its job.
 use super::stop::StopMatcher;
 use crate::error::Result;
-use crate::model::Model;
 use crate::kv::KvError;
+use crate::model::Model;
 use crate::session::reuse::{plan, HitKind, ReuseOutcome};
 use crate::session::{GenerateEvent, GenerateOptions, PositionPolicy, Session, SessionConfig, StopReason};
 use serde::Serialize;
@@ -159,7 +159,12 @@ impl Engine {
                 chain: Vec::new(),
             })
             .collect();
-        let shared = Arc::new(Shared { slots: Mutex::new(infos), idle: Condvar::new(), metrics: Mutex::default(), waiting: Mutex::new(0) });
+        let shared = Arc::new(Shared {
+            slots: Mutex::new(infos),
+            idle: Condvar::new(),
+            metrics: Mutex::default(),
+            waiting: Mutex::new(0),
+        });
         let mut slot_tx = Vec::with_capacity(n);
         for (id, mut session) in sessions.into_iter().enumerate() {
             let (tx, rx) = sync_channel::<Job>(1);
@@ -251,7 +256,12 @@ fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, m
             .max_by_key(|s| {
                 let reused = plan(&s.chain, &job.tokens, min_chunk).reused;
                 let continues = reused > 0 && 2 * reused > job.tokens.len();
-                (continues, if continues { reused } else { 0 }, std::cmp::Reverse(s.info.last_used), std::cmp::Reverse(s.info.id))
+                (
+                    continues,
+                    if continues { reused } else { 0 },
+                    std::cmp::Reverse(s.info.last_used),
+                    std::cmp::Reverse(s.info.id),
+                )
             })
             .map(|s| s.info.id)
             .unwrap_or(0);

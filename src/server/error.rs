@@ -25,7 +25,14 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), code: None, param: None, extra: Default::default(), dialect: Dialect::OpenAi }
+        ApiError {
+            status,
+            message: message.into(),
+            code: None,
+            param: None,
+            extra: Default::default(),
+            dialect: Dialect::OpenAi,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -84,7 +91,9 @@ impl ApiError {
                 }
                 json!({ "error": e })
             }
-            Dialect::Anthropic => json!({"type": "error", "error": {"type": self.anthropic_type(), "message": self.message}}),
+            Dialect::Anthropic => {
+                json!({"type": "error", "error": {"type": self.anthropic_type(), "message": self.message}})
+            }
         }
     }
 }
@@ -130,18 +139,72 @@ mod tests {
     fn each_failure_class_gets_its_status_and_error_type() {
         let io = || std::io::Error::other("refused");
         let cases: Vec<(Error, u16, &str, Option<&str>, &str)> = vec![
-            (Error::Kv(KvError::Full { live: 10, size: 16, need: 8 }), 400, "invalid_request_error", Some("context_length_exceeded"), "invalid_request_error"),
-            (Error::PromptTooLong { tokens: 300, n_ctx: 256 }, 400, "invalid_request_error", Some("context_length_exceeded"), "invalid_request_error"),
-            (Error::NothingToForget { live: 250, need: 10, n_ctx: 256 }, 400, "invalid_request_error", Some("context_length_exceeded"), "invalid_request_error"),
-            (Error::InvalidArgument("token 3 has id 99999".into()), 400, "invalid_request_error", None, "invalid_request_error"),
-            (Error::Kv(KvError::PositionRange("token positions would overflow 32 bits".into())), 400, "invalid_request_error", None, "invalid_request_error"),
-            (Error::Kv(KvError::WindowDropped { query: 900, pos: 300, pool: 768 }), 422, "invalid_request_error", Some("unsupported"), "invalid_request_error"),
-            (Error::Unsupported("the chat template is not append-only".into()), 422, "invalid_request_error", Some("unsupported"), "invalid_request_error"),
-            (Error::Kv(KvError::OutOfMemory { cells: 1 << 20, need_mib: 90_000, avail_mib: 20_000 }), 507, "server_error", Some("out_of_memory"), "api_error"),
+            (
+                Error::Kv(KvError::Full { live: 10, size: 16, need: 8 }),
+                400,
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+                "invalid_request_error",
+            ),
+            (
+                Error::PromptTooLong { tokens: 300, n_ctx: 256 },
+                400,
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+                "invalid_request_error",
+            ),
+            (
+                Error::NothingToForget { live: 250, need: 10, n_ctx: 256 },
+                400,
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+                "invalid_request_error",
+            ),
+            (
+                Error::InvalidArgument("token 3 has id 99999".into()),
+                400,
+                "invalid_request_error",
+                None,
+                "invalid_request_error",
+            ),
+            (
+                Error::Kv(KvError::PositionRange("token positions would overflow 32 bits".into())),
+                400,
+                "invalid_request_error",
+                None,
+                "invalid_request_error",
+            ),
+            (
+                Error::Kv(KvError::WindowDropped { query: 900, pos: 300, pool: 768 }),
+                422,
+                "invalid_request_error",
+                Some("unsupported"),
+                "invalid_request_error",
+            ),
+            (
+                Error::Unsupported("the chat template is not append-only".into()),
+                422,
+                "invalid_request_error",
+                Some("unsupported"),
+                "invalid_request_error",
+            ),
+            (
+                Error::Kv(KvError::OutOfMemory { cells: 1 << 20, need_mib: 90_000, avail_mib: 20_000 }),
+                507,
+                "server_error",
+                Some("out_of_memory"),
+                "api_error",
+            ),
             (Error::Compute(crate::ggml::ComputeError::Alloc), 507, "server_error", Some("out_of_memory"), "api_error"),
             (Error::Backend("RPC0".into()), 503, "unavailable_error", None, "overloaded_error"),
             (Error::Compute(crate::ggml::ComputeError::Status(-1)), 500, "server_error", None, "api_error"),
-            (Error::System { what: "cannot start a slot thread".into(), source: io() }, 500, "server_error", None, "api_error"),
+            (
+                Error::System { what: "cannot start a slot thread".into(), source: io() },
+                500,
+                "server_error",
+                None,
+                "api_error",
+            ),
             (Error::Internal("expected 10 logits, got 0".into()), 500, "server_error", None, "api_error"),
         ];
         for (e, status, openai_type, code, anthropic_type) in cases {
@@ -153,7 +216,11 @@ mod tests {
             assert_eq!(b["error"]["code"].as_str(), code, "{msg}");
             assert_eq!(b["error"]["message"], msg);
             let a = ApiError::from(&e).dialect(Dialect::Anthropic).body();
-            assert_eq!((a["type"].as_str(), a["error"]["type"].as_str()), (Some("error"), Some(anthropic_type)), "{msg}");
+            assert_eq!(
+                (a["type"].as_str(), a["error"]["type"].as_str()),
+                (Some("error"), Some(anthropic_type)),
+                "{msg}"
+            );
             assert_eq!(a["error"]["message"], msg);
         }
     }

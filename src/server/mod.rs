@@ -2,16 +2,15 @@
 //! slots, with prefix and subconscious caching. The model loads after the
 //! socket is bound, so `/health` answers 503 while it loads.
 pub mod anthropic;
-pub mod prune;
 pub mod engine;
 pub mod error;
 pub mod openai;
+pub mod prune;
 pub mod request;
 pub mod stop;
 pub use crate::toolcall as tools;
 
 use crate::tokenizer::{ChatMessage, ChatTemplate};
-use request::ChatPrompt;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -21,6 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use engine::Engine;
 use error::ApiError;
+use request::ChatPrompt;
 use serde_json::json;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -76,7 +76,9 @@ impl AppState {
     }
 
     pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
-        self.engine.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading; retry shortly"))
+        self.engine
+            .get()
+            .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading; retry shortly"))
     }
 
     pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
@@ -98,7 +100,10 @@ impl AppState {
         let engine = self.engine()?;
         let tok = &engine.model.tokenizer;
         let (msgs, tools) = self.offer(p)?;
-        let encode = |m: &[ChatMessage]| tok.encode(&self.render(m, tools.as_deref())?, false, true).map_err(|e| ApiError::bad_request(e.to_string()));
+        let encode = |m: &[ChatMessage]| {
+            tok.encode(&self.render(m, tools.as_deref())?, false, true)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        };
         if !(self.opts.auto_prune && prune) {
             return Ok((encode(&msgs)?, prune::Pruned::default()));
         }
@@ -133,7 +138,8 @@ impl AppState {
     /// The chat template's rendering of `msgs` (and `tools` for a template
     /// that renders them), ready for the assistant to speak.
     fn render(&self, msgs: &[ChatMessage], tools: Option<&[serde_json::Value]>) -> Result<String, ApiError> {
-        self.template()?.render_with_tools(msgs, tools, true)
+        self.template()?
+            .render_with_tools(msgs, tools, true)
             .map_err(|e| ApiError::bad_request(format!("the chat template failed on these messages: {e}")))
     }
 
@@ -168,15 +174,19 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn auth(State(st): State<Arc<AppState>>, headers: HeaderMap, req: Request, next: Next) -> Response {
-    let dialect = if req.uri().path().starts_with("/v1/messages") { error::Dialect::Anthropic } else { error::Dialect::OpenAi };
+    let dialect =
+        if req.uri().path().starts_with("/v1/messages") { error::Dialect::Anthropic } else { error::Dialect::OpenAi };
     if let Some(key) = &st.opts.api_key {
         let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let x = headers.get("x-api-key").and_then(|v| v.to_str().ok());
         let given = |v: Option<&str>| v.is_some_and(|v| same_key(v, key));
         if !given(bearer) && !given(x) {
-            return ApiError::new(StatusCode::UNAUTHORIZED, "invalid or missing API key (Authorization: Bearer KEY or x-api-key: KEY)")
-                .dialect(dialect)
-                .into_response();
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid or missing API key (Authorization: Bearer KEY or x-api-key: KEY)",
+            )
+            .dialect(dialect)
+            .into_response();
         }
     }
     next.run(req).await
@@ -246,7 +256,12 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> 
     put("prompt_seconds_total", "counter", "Time spent prefilling.", m.prompt_seconds);
     put("tokens_predicted_seconds_total", "counter", "Time spent generating.", m.predicted_seconds);
     put("hits_prefix_total", "counter", "Requests that reused a common prefix only.", m.hits_prefix as f64);
-    put("hits_subconscious_total", "counter", "Requests that reused chunks after a pruned span.", m.hits_subconscious as f64);
+    put(
+        "hits_subconscious_total",
+        "counter",
+        "Requests that reused chunks after a pruned span.",
+        m.hits_subconscious as f64,
+    );
     put("misses_total", "counter", "Requests that reused nothing.", m.misses as f64);
     put("requests_processing", "gauge", "Slots busy now.", busy as f64);
     put("requests_deferred", "gauge", "Requests waiting for a slot.", e.waiting() as f64);
@@ -271,9 +286,13 @@ fn yes() -> bool {
 async fn tokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: TokenizeReq = openai::parse(&body)?;
     let tok = &st.engine()?.model.tokenizer;
-    let ids = tok.encode(&req.content, req.add_special, req.parse_special).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let ids = tok
+        .encode(&req.content, req.add_special, req.parse_special)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let tokens: Vec<serde_json::Value> = if req.with_pieces {
-        ids.iter().map(|&id| json!({"id": id, "piece": String::from_utf8_lossy(&tok.token_to_piece(id, true))})).collect()
+        ids.iter()
+            .map(|&id| json!({"id": id, "piece": String::from_utf8_lossy(&tok.token_to_piece(id, true))}))
+            .collect()
     } else {
         ids.iter().map(|&id| json!(id)).collect()
     };
@@ -297,7 +316,9 @@ async fn detokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Resp
     let tok = &st.engine()?.model.tokenizer;
     let n = tok.n_vocab();
     if let Some((i, &id)) = req.tokens.iter().enumerate().find(|(_, &id)| id as usize >= n) {
-        return Err(ApiError::bad_request(format!("tokens[{i}] = {id}: outside the vocabulary (0..{n})")).param("tokens"));
+        return Err(
+            ApiError::bad_request(format!("tokens[{i}] = {id}: outside the vocabulary (0..{n})")).param("tokens")
+        );
     }
     Ok(Json(json!({ "content": tok.decode(&req.tokens, true) })).into_response())
 }

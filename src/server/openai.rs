@@ -3,9 +3,9 @@
 //! response carries `usage` (with `prompt_tokens_details.cached_tokens`),
 //! llama.cpp-style `timings`, and a `decache` object telling how the cache
 //! served the request.
-use super::prune::Pruned;
 use super::engine::{CacheUse, Finish, FinishReason, Job, JobEvent};
 use super::error::ApiError;
+use super::prune::Pruned;
 use super::request::{ChatRequest, CompletionRequest, PromptField};
 use super::tools::{parse as parse_calls, CallFilter, Parsed, ToolCall};
 use super::AppState;
@@ -76,12 +76,14 @@ async fn completion(st: Arc<AppState>, req: CompletionRequest) -> Result<Respons
         PromptField::Text(t) => encode(t)?,
         PromptField::Texts(v) if v.len() == 1 => encode(&v[0])?,
         PromptField::Texts(v) => {
-            return Err(ApiError::bad_request(format!("{} prompts: one prompt per request is supported", v.len())).param("prompt"))
+            return Err(ApiError::bad_request(format!("{} prompts: one prompt per request is supported", v.len()))
+                .param("prompt"))
         }
         PromptField::Tokens(t) => {
             let n = tok.n_vocab();
             if let Some((i, &id)) = t.iter().enumerate().find(|(_, &id)| id as usize >= n) {
-                return Err(ApiError::bad_request(format!("prompt[{i}] = {id}: outside the vocabulary (0..{n})")).param("prompt"));
+                return Err(ApiError::bad_request(format!("prompt[{i}] = {id}: outside the vocabulary (0..{n})"))
+                    .param("prompt"));
             }
             t.clone()
         }
@@ -110,7 +112,12 @@ impl Drop for Pending {
 
 impl AppState {
     /// Check the prompt against the context and queue it.
-    pub fn job(&self, tokens: Vec<u32>, opts: crate::session::GenerateOptions, stop: Vec<String>) -> Result<Pending, ApiError> {
+    pub fn job(
+        &self,
+        tokens: Vec<u32>,
+        opts: crate::session::GenerateOptions,
+        stop: Vec<String>,
+    ) -> Result<Pending, ApiError> {
         let engine = self.engine()?;
         let n_ctx = engine.n_ctx;
         if tokens.len() >= n_ctx {
@@ -129,7 +136,10 @@ impl AppState {
         if engine.submit(job).is_err() {
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                format!("the server is busy: all slots are working and the queue of {} is full; retry later", engine.config.queue),
+                format!(
+                    "the server is busy: all slots are working and the queue of {} is full; retry later",
+                    engine.config.queue
+                ),
             ));
         }
         Ok(Pending { rx, cancel, prompt_tokens, pruned: Pruned::default() })
@@ -218,7 +228,9 @@ pub async fn collect(p: &mut Pending) -> Result<(CacheUse, Finish), ApiError> {
             JobEvent::Started(c) => cache = Some(c),
             JobEvent::Text(_) => {}
             JobEvent::Done(f) => {
-                let c = cache.ok_or_else(|| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "job finished unstarted"))?;
+                let c = cache.ok_or_else(|| {
+                    ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "job finished unstarted")
+                })?;
                 return Ok((c, f));
             }
             JobEvent::Failed(e) => return Err(ApiError::from(&e)),
@@ -227,7 +239,13 @@ pub async fn collect(p: &mut Pending) -> Result<(CacheUse, Finish), ApiError> {
     Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the model stopped before answering"))
 }
 
-async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, include_usage: bool) -> Result<Response, ApiError> {
+async fn respond(
+    st: Arc<AppState>,
+    mut p: Pending,
+    kind: Kind,
+    stream: bool,
+    include_usage: bool,
+) -> Result<Response, ApiError> {
     let id = request_id(kind);
     let model = st.model_id.clone();
     let created = now();
@@ -244,7 +262,9 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
                         "finish_reason": "tool_calls"})
                 }
             }
-            Kind::Text => json!({"index": 0, "text": f.text, "logprobs": null, "finish_reason": finish_reason(f.reason)}),
+            Kind::Text => {
+                json!({"index": 0, "text": f.text, "logprobs": null, "finish_reason": finish_reason(f.reason)})
+            }
         };
         let object = if kind == Kind::Text { "text_completion" } else { "chat.completion" };
         return Ok(Json(json!({
@@ -279,7 +299,13 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
     let stream = event_stream(p, true, move |ev, out: &mut Vec<SsePayload>, cache: &mut Option<CacheUse>| match ev {
         JobEvent::Started(c) => {
             if kind != Kind::Text {
-                out.push((None, chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None)));
+                out.push((
+                    None,
+                    chunk(
+                        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+                        None,
+                    ),
+                ));
             }
             *cache = Some(c);
         }
@@ -296,7 +322,8 @@ async fn respond(st: Arc<AppState>, mut p: Pending, kind: Kind, stream: bool, in
             }
             let reason = if calls.is_empty() { finish_reason(f.reason) } else { "tool_calls" };
             if !calls.is_empty() {
-                let d = json!([{"index": 0, "delta": {"tool_calls": openai_calls(&calls, true)}, "finish_reason": null}]);
+                let d =
+                    json!([{"index": 0, "delta": {"tool_calls": openai_calls(&calls, true)}, "finish_reason": null}]);
                 out.push((None, chunk(d, None)));
             }
             let mut last = chunk(delta(None, Some(reason)), Some(("timings", timings(&f))));
@@ -327,37 +354,44 @@ pub type SsePayload = (Option<&'static str>, Value);
 
 /// Server-sent events from a job: `on_event` turns each job event into zero
 /// or more payloads; with `done_marker` (OpenAI) a `[DONE]` ends the stream.
-pub fn event_stream<F>(p: Pending, done_marker: bool, on_event: F) -> impl futures_util::Stream<Item = Result<Event, Infallible>>
+pub fn event_stream<F>(
+    p: Pending,
+    done_marker: bool,
+    on_event: F,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>>
 where
     F: FnMut(JobEvent, &mut Vec<SsePayload>, &mut Option<CacheUse>) + Send + 'static,
 {
     use futures_util::StreamExt;
-    futures_util::stream::unfold((p, false, None::<CacheUse>, on_event), move |(mut p, done, mut cache, mut on)| async move {
-        if done {
-            return None;
-        }
-        let (ev, end) = match p.rx.recv().await {
-            Some(ev) => {
-                let end = matches!(ev, JobEvent::Done(_) | JobEvent::Failed(_));
-                (Some(ev), end)
+    futures_util::stream::unfold(
+        (p, false, None::<CacheUse>, on_event),
+        move |(mut p, done, mut cache, mut on)| async move {
+            if done {
+                return None;
             }
-            None => (None, true),
-        };
-        let mut out = Vec::new();
-        if let Some(ev) = ev {
-            on(ev, &mut out, &mut cache);
-        }
-        let mut events: Vec<Event> = out
-            .iter()
-            .map(|(name, v)| match name {
-                Some(n) => Event::default().event(*n).data(v.to_string()),
-                None => Event::default().data(v.to_string()),
-            })
-            .collect();
-        if end && done_marker {
-            events.push(Event::default().data("[DONE]"));
-        }
-        Some((futures_util::stream::iter(events.into_iter().map(Ok)), (p, end, cache, on)))
-    })
+            let (ev, end) = match p.rx.recv().await {
+                Some(ev) => {
+                    let end = matches!(ev, JobEvent::Done(_) | JobEvent::Failed(_));
+                    (Some(ev), end)
+                }
+                None => (None, true),
+            };
+            let mut out = Vec::new();
+            if let Some(ev) = ev {
+                on(ev, &mut out, &mut cache);
+            }
+            let mut events: Vec<Event> = out
+                .iter()
+                .map(|(name, v)| match name {
+                    Some(n) => Event::default().event(*n).data(v.to_string()),
+                    None => Event::default().data(v.to_string()),
+                })
+                .collect();
+            if end && done_marker {
+                events.push(Event::default().data("[DONE]"));
+            }
+            Some((futures_util::stream::iter(events.into_iter().map(Ok)), (p, end, cache, on)))
+        },
+    )
     .flatten()
 }

@@ -195,13 +195,13 @@ impl ChatRequest {
         let kw = self.chat_template_kwargs.as_ref();
         let off = |v: Option<&Value>| v.and_then(Value::as_bool) == Some(false);
         let names = ["enable_auto_prune", "auto_prune", "enable_auto_compaction", "auto_compaction"];
-        !(names.iter().any(|n| off(kw.and_then(|k| k.get(*n))))
-            || self.auto_prune == Some(false))
+        !(names.iter().any(|n| off(kw.and_then(|k| k.get(*n)))) || self.auto_prune == Some(false))
     }
 
     /// Whether the model may call the offered tools (`tool_choice` is not "none").
     pub fn tools_active(&self) -> bool {
-        self.tools.as_ref().is_some_and(|t| !t.is_empty()) && self.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
+        self.tools.as_ref().is_some_and(|t| !t.is_empty())
+            && self.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
     }
 
     /// The messages as the chat template takes them, after the checks,
@@ -211,7 +211,8 @@ impl ChatRequest {
             return Err(ApiError::bad_request("messages is empty: a chat needs at least one message").param("messages"));
         }
         if self.messages.len() > MAX_MESSAGES {
-            return Err(ApiError::bad_request(format!("{} messages: at most {MAX_MESSAGES}", self.messages.len())).param("messages"));
+            return Err(ApiError::bad_request(format!("{} messages: at most {MAX_MESSAGES}", self.messages.len()))
+                .param("messages"));
         }
         let mut out = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.iter().enumerate() {
@@ -234,7 +235,10 @@ impl ChatRequest {
                         match (p.kind.as_str(), &p.text) {
                             ("text", Some(t)) => s.push_str(t),
                             ("text", None) => {
-                                return Err(ApiError::bad_request(format!("{}[{j}]: a text part needs `text`", at("content"))))
+                                return Err(ApiError::bad_request(format!(
+                                    "{}[{j}]: a text part needs `text`",
+                                    at("content")
+                                )))
                             }
                             (k, _) => {
                                 return Err(ApiError::bad_request(format!(
@@ -249,14 +253,16 @@ impl ChatRequest {
             };
             let mut text = text;
             if let Some(calls) = &m.tool_calls {
-                let calls = super::tools::from_openai(calls).map_err(|e| ApiError::bad_request(format!("messages[{i}].{e}")))?;
+                let calls = super::tools::from_openai(calls)
+                    .map_err(|e| ApiError::bad_request(format!("messages[{i}].{e}")))?;
                 let sep = if text.is_empty() { "" } else { "\n" };
                 text = format!("{text}{sep}{}", super::tools::render_calls(&calls));
             }
             let role = if m.role == "developer" { "system" } else { m.role.as_str() };
             out.push(ChatMessage::new(role, text));
         }
-        let tools = if self.tools_active() { check_tools(self.tools.as_deref().unwrap_or_default())? } else { Vec::new() };
+        let tools =
+            if self.tools_active() { check_tools(self.tools.as_deref().unwrap_or_default())? } else { Vec::new() };
         Ok(ChatPrompt { messages: out, tools })
     }
 }
@@ -272,7 +278,10 @@ mod tests {
         let anthropic = json!({"name": "read", "description": "Read a file", "input_schema": {"type": "object"}});
         let out = check_tools(&[openai.clone(), anthropic]).unwrap();
         assert_eq!(out[0], openai);
-        assert_eq!(out[1], json!({"type": "function", "function": {"name": "read", "description": "Read a file", "parameters": {"type": "object"}}}));
+        assert_eq!(
+            out[1],
+            json!({"type": "function", "function": {"name": "read", "description": "Read a file", "parameters": {"type": "object"}}})
+        );
         let e = check_tools(&[json!({"function": {"description": "no name"}})]).unwrap_err();
         assert!(e.message.contains("tools[0]"), "{e:?}");
     }

@@ -135,7 +135,10 @@ impl Conversation {
             ));
         }
         if let Some(s) = st.segments.iter().find(|s| s.p1 > next_pos || s.p0 > s.p1) {
-            return Err(Error::InvalidArgument(format!("segment {} spans positions {}..{} outside the saved cache", s.id, s.p0, s.p1)));
+            return Err(Error::InvalidArgument(format!(
+                "segment {} spans positions {}..{} outside the saved cache",
+                s.id, s.p0, s.p1
+            )));
         }
         Ok(())
     }
@@ -177,7 +180,9 @@ impl Conversation {
         msgs.extend(extra.cloned());
         let full = self.template.render(&msgs, generation_prompt)?;
         full.strip_prefix(self.rendered.as_str()).map(str::to_string).ok_or_else(|| {
-            Error::Unsupported("the chat template re-rendered earlier messages differently (it is not append-only)".into())
+            Error::Unsupported(
+                "the chat template re-rendered earlier messages differently (it is not append-only)".into(),
+            )
         })
     }
 
@@ -226,7 +231,8 @@ impl Conversation {
         let whole = matches!(kind, SegmentKind::System | SegmentKind::SystemReminder { .. } | SegmentKind::Thinking);
         for Span { block, a: t0, b: t1 } in message_layout(&text, units, whole) {
             let k = block.unwrap_or_else(|| kind.clone());
-            let with_lines = matches!(k, SegmentKind::PastedLog | SegmentKind::CommandOutput { .. } | SegmentKind::SearchResult);
+            let with_lines =
+                matches!(k, SegmentKind::PastedLog | SegmentKind::CommandOutput { .. } | SegmentKind::SearchResult);
             if self.session.recording() {
                 let v = serde_json::json!({"note": "segment", "kind": k, "turn": self.turn, "p0": p0 + t0 as Pos, "p1": p0 + t1 as Pos});
                 self.session.note(&v);
@@ -245,7 +251,9 @@ impl Conversation {
     /// Generate the assistant's reply (at most `opts.n_predict` tokens,
     /// default 512), making room first. The reply becomes an assistant segment.
     pub fn reply(
-        &mut self, opts: &GenerateOptions, on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
+        &mut self,
+        opts: &GenerateOptions,
+        on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
     ) -> Result<(Generation, Vec<DecacheEvent>)> {
         let header = self.delta(None, true)?;
         let header_toks = self.tokens(&header)?;
@@ -324,7 +332,9 @@ impl Conversation {
         let mut items = Vec::new();
         for s in self.segments.iter().filter(|s| s.p0 < p1 && p0 < s.p1) {
             if s.kind == SegmentKind::System {
-                return Err(Error::InvalidArgument(format!("positions [{p0}, {p1}) cover the system prompt, which is never forgotten")));
+                return Err(Error::InvalidArgument(format!(
+                    "positions [{p0}, {p1}) cover the system prompt, which is never forgotten"
+                )));
             }
             items.push((s.id, p0.max(s.p0), p1.min(s.p1), reason));
         }
@@ -337,8 +347,10 @@ impl Conversation {
     /// are cut off the end, positions and all, so the next reply takes its
     /// place as if it had never been. Nothing is recomputed.
     pub fn undo_reply(&mut self) -> Result<()> {
-        let (p0, rendered_len) =
-            self.last_reply.take().ok_or_else(|| Error::InvalidArgument("no reply to take back: the newest message is not a reply".into()))?;
+        let (p0, rendered_len) = self
+            .last_reply
+            .take()
+            .ok_or_else(|| Error::InvalidArgument("no reply to take back: the newest message is not a reply".into()))?;
         self.session.remove_range(p0, self.session.next_pos(), Gap::Close)?;
         self.segments.truncate_from(p0);
         self.messages.pop();

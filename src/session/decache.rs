@@ -134,7 +134,9 @@ impl Session {
     /// token (what comes after the last kept token was removed).
     pub fn rewind(&mut self, p: Pos) -> Result<()> {
         if let Some(last) = self.kv.max_pos().filter(|&last| last >= p) {
-            return Err(Error::InvalidArgument(format!("cannot rewind to position {p}: position {last} still holds a token")));
+            return Err(Error::InvalidArgument(format!(
+                "cannot rewind to position {p}: position {last} still holds a token"
+            )));
         }
         if p < 0 {
             return Err(Error::InvalidArgument(format!("cannot rewind to a negative position ({p})")));

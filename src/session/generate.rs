@@ -58,7 +58,10 @@ impl Session {
     /// Generate a continuation of the cached context plus `prompt`.
     /// `on_event` returns `false` to stop (Ctrl-C).
     pub fn generate(
-        &mut self, prompt: &[u32], opts: &GenerateOptions, on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
     ) -> Result<Generation> {
         self.generating = true;
         let res = self.generate_inner(prompt, opts, on_event);
@@ -67,7 +70,10 @@ impl Session {
     }
 
     fn generate_inner(
-        &mut self, prompt: &[u32], opts: &GenerateOptions, on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
     ) -> Result<Generation> {
         opts.sampling.validate()?;
         let mut sampler = SamplerChain::from_params(&opts.sampling);

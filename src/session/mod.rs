@@ -4,10 +4,10 @@ mod config;
 pub mod conversation;
 mod decache;
 mod generate;
-pub mod reuse;
-pub mod save;
 pub mod perplexity;
 pub mod record;
+pub mod reuse;
+pub mod save;
 
 pub use config::{default_threads, SessionConfig, FLASH_ATTN_AUTO};
 pub use decache::{ClosedGaps, Gap, PositionPolicy, Removal};
@@ -51,7 +51,11 @@ impl Session {
             cfg.n_ctx = (hp.n_ctx_train as usize).min(4096);
         }
         if cfg.n_ctx > (1 << 24) {
-            return Err(Error::InvalidArgument(format!("context size {} is too large (at most {})", cfg.n_ctx, 1 << 24)));
+            return Err(Error::InvalidArgument(format!(
+                "context size {} is too large (at most {})",
+                cfg.n_ctx,
+                1 << 24
+            )));
         }
         cfg.n_batch = cfg.n_batch.max(1);
         cfg.n_ubatch = cfg.n_ubatch.clamp(1, cfg.n_batch);
@@ -73,7 +77,8 @@ impl Session {
         if cfg.type_k.row_bytes(kv_elems as u64).is_none() || cfg.type_v.row_bytes(kv_elems as u64).is_none() {
             return Err(Error::InvalidArgument(format!(
                 "cache type {} needs rows that are a multiple of {} elements (this model has {kv_elems})",
-                cfg.type_k, cfg.type_k.block_size()
+                cfg.type_k,
+                cfg.type_k.block_size()
             )));
         }
         let swa = swa_layout(hp, &cfg);
@@ -86,9 +91,16 @@ impl Session {
                 _ => cfg.n_ctx as u128,
             })
             .sum();
-        let need = (cfg.type_k.row_bytes(kv_elems as u64).unwrap_or(0) + cfg.type_v.row_bytes(kv_elems as u64).unwrap_or(0)) as u128 * rows;
+        let need = (cfg.type_k.row_bytes(kv_elems as u64).unwrap_or(0)
+            + cfg.type_v.row_bytes(kv_elems as u64).unwrap_or(0)) as u128
+            * rows;
         if let Some(avail) = crate::model::available_memory().filter(|&a| need > a as u128) {
-            return Err(KvError::OutOfMemory { cells: cfg.n_ctx, need_mib: (need >> 20) as u64, avail_mib: avail >> 20 }.into());
+            return Err(KvError::OutOfMemory {
+                cells: cfg.n_ctx,
+                need_mib: (need >> 20) as u64,
+                avail_mib: avail >> 20,
+            }
+            .into());
         }
         let runner = Runner::new(&model, cfg.n_threads)?;
         let cpu = runner.backend().buffer_type();
@@ -243,7 +255,13 @@ impl Session {
         let n_chunks = tokens.len().div_ceil(step);
         for (ci, (toks, poss)) in tokens.chunks(step).zip(positions.chunks(step)).enumerate() {
             let last = ci + 1 == n_chunks;
-            let outputs: Vec<usize> = if all_logits { (0..toks.len()).collect() } else if last { vec![toks.len() - 1] } else { vec![] };
+            let outputs: Vec<usize> = if all_logits {
+                (0..toks.len()).collect()
+            } else if last {
+                vec![toks.len() - 1]
+            } else {
+                vec![]
+            };
             let logits = self.step(toks, poss, &outputs)?;
             out.extend_from_slice(&logits);
         }

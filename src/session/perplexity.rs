@@ -17,8 +17,12 @@ pub struct PerplexityReport {
 /// Score `tokens` in chunks of `n_ctx`; `eval` evaluates one chunk from an
 /// empty cache and returns the logits of every position (n_ctx rows of n_vocab).
 pub fn perplexity(
-    tokens: &[u32], n_ctx: usize, n_vocab: usize, bos: Option<u32>,
-    eval: &mut dyn FnMut(&[u32]) -> Result<Vec<f32>>, on_chunk: &mut dyn FnMut(usize, usize, f64),
+    tokens: &[u32],
+    n_ctx: usize,
+    n_vocab: usize,
+    bos: Option<u32>,
+    eval: &mut dyn FnMut(&[u32]) -> Result<Vec<f32>>,
+    on_chunk: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<PerplexityReport> {
     if n_ctx < 4 {
         return Err(Error::InvalidArgument(format!("-c {n_ctx}: perplexity needs a context of at least 4")));

@@ -11,24 +11,43 @@ use crate::sampling::SamplingParams;
 #[derive(Debug)]
 pub enum SessionOp<'a> {
     /// Tokens evaluated at these positions (outside a generation).
-    Eval { tokens: &'a [u32], positions: &'a [Pos] },
+    Eval {
+        tokens: &'a [u32],
+        positions: &'a [Pos],
+    },
     /// Positions `[p0, p1)` forgotten.
-    Remove { p0: Pos, p1: Pos, gap: Gap },
+    Remove {
+        p0: Pos,
+        p1: Pos,
+        gap: Gap,
+    },
     Defrag,
     CloseGaps,
     Clear,
     /// The next position was set back to `next_pos` (the tail after the
     /// last kept token was removed, as when a server reuses a cache).
-    Rewind { next_pos: Pos },
+    Rewind {
+        next_pos: Pos,
+    },
     /// A saved state was loaded (a replay cannot follow this).
     Restore,
     /// A generation begins: its prompt (evaluated first) and settings, with
     /// the seed the sampler really used.
-    GenerateStart { prompt: &'a [u32], sampling: &'a SamplingParams, n_predict: Option<usize>, ignore_eos: bool },
+    GenerateStart {
+        prompt: &'a [u32],
+        sampling: &'a SamplingParams,
+        n_predict: Option<usize>,
+        ignore_eos: bool,
+    },
     /// A token was sampled (and, unless the generation ends on it, evaluated).
-    Token { id: u32 },
+    Token {
+        id: u32,
+    },
     /// The generation ended; `evaluated_last`: its last token was evaluated.
-    GenerateEnd { stop: StopReason, evaluated_last: bool },
+    GenerateEnd {
+        stop: StopReason,
+        evaluated_last: bool,
+    },
     /// What the caller says about the context (a conversation's segments
     /// and decache events); not needed to replay.
     Note(&'a serde_json::Value),

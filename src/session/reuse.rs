@@ -158,7 +158,8 @@ impl Session {
     pub fn reuse(&mut self, new: &[u32], min_chunk: Option<usize>, policy: PositionPolicy) -> Result<ReuseOutcome> {
         let chain = self.live_chain();
         let tokens: Vec<u32> = chain.iter().map(|&(_, t)| t).collect();
-        let resume_at = |keep: &[bool]| chain.iter().zip(keep).filter(|(_, &k)| k).map(|(&(p, _), _)| p + 1).max().unwrap_or(0);
+        let resume_at =
+            |keep: &[bool]| chain.iter().zip(keep).filter(|(_, &k)| k).map(|(&(p, _), _)| p + 1).max().unwrap_or(0);
         let mut plan = plan(&tokens, new, min_chunk);
         if !self.can_resume_at(resume_at(&plan.kept(chain.len()))) {
             // The sliding-window layers have dropped cells the new tokens
@@ -213,7 +214,8 @@ mod tests {
 
     #[test]
     fn several_pruned_spans_hit_and_short_chunks_do_not() {
-        let (a, b1, c1, b2, c2, d) = (seq(0..10), seq(50..60), seq(60..75), seq(100..120), seq(120..140), seq(900..905));
+        let (a, b1, c1, b2, c2, d) =
+            (seq(0..10), seq(50..60), seq(60..75), seq(100..120), seq(120..140), seq(900..905));
         let p = plan(&cat(&[&a, &b1, &c1, &b2, &c2]), &cat(&[&a, &c1, &c2, &d]), Some(8));
         assert_eq!(p.chunks.len(), 3);
         assert_eq!(p.reused, 10 + 15 + 20);

@@ -11,9 +11,9 @@
 //! temporary name and renamed, so a crash never leaves half a file under the
 //! user's name; loading checks everything before it changes anything.
 use super::conversation::{Conversation, ConversationState};
-use crate::kv::{KvLayout, KvSnapshot, SwaCells};
 use crate::error::{Error, Result};
 use crate::kv::Pos;
+use crate::kv::{KvLayout, KvSnapshot, SwaCells};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -87,10 +87,16 @@ fn decode_body(body: &[u8], kv: &KvHeader, k_row: usize, v_col: usize) -> std::r
         return Err(format!("{swa_used} sliding-window cells, but the layout has no sliding-window pool"));
     }
     let per_layer = |il: usize| if layout.in_swa(il) { swa_used } else { used };
-    let data = (0..layout.n_layer).try_fold(0usize, |acc, il| per_layer(il).checked_mul(k_row + v_col).and_then(|n| acc.checked_add(n)));
-    let expect = data.and_then(|d| d.checked_add(used.checked_mul(9)?)?.checked_add(if has_swa { swa_used.checked_mul(5)? } else { 0 }));
+    let data = (0..layout.n_layer)
+        .try_fold(0usize, |acc, il| per_layer(il).checked_mul(k_row + v_col).and_then(|n| acc.checked_add(n)));
+    let expect = data.and_then(|d| {
+        d.checked_add(used.checked_mul(9)?)?.checked_add(if has_swa { swa_used.checked_mul(5)? } else { 0 })
+    });
     if expect != Some(body.len()) {
-        return Err(format!("the body holds {} bytes; {used} cells ({swa_used} sliding-window) of this layout need {expect:?}", body.len()));
+        return Err(format!(
+            "the body holds {} bytes; {used} cells ({swa_used} sliding-window) of this layout need {expect:?}",
+            body.len()
+        ));
     }
     let (tok, rest) = body.split_at(4 * used);
     let (pos, rest) = rest.split_at(4 * used);
@@ -187,7 +193,10 @@ impl Conversation {
         }
         let hlen = u64::from_le_bytes(data[20..28].try_into().unwrap());
         if hlen > MAX_HEADER || 28 + hlen > data.len() as u64 {
-            return Err(file_err(format!("header length {hlen} runs past the end of the file ({} bytes): truncated?", data.len())));
+            return Err(file_err(format!(
+                "header length {hlen} runs past the end of the file ({} bytes): truncated?",
+                data.len()
+            )));
         }
         let (head, body) = data[28..].split_at(hlen as usize);
         let h: Header = serde_json::from_slice(head).map_err(|e| file_err(format!("header: {e}")))?;
@@ -201,7 +210,11 @@ impl Conversation {
             )));
         }
         if body.len() as u64 != h.kv.body_bytes {
-            return Err(file_err(format!("the body holds {} bytes, the header says {}: truncated?", body.len(), h.kv.body_bytes)));
+            return Err(file_err(format!(
+                "the body holds {} bytes, the header says {}: truncated?",
+                body.len(),
+                h.kv.body_bytes
+            )));
         }
         if hex(&Sha256::digest(body)) != h.kv.sha256 {
             return Err(file_err("the cache data does not match its checksum (the file is damaged)".into()));
@@ -217,7 +230,13 @@ impl Conversation {
         if h.kv.layout != mine {
             return Err(file_err(format!(
                 "saved with a {}/{} cache over {} layers; this session's is {}/{} (give -ctk {} -ctv {})",
-                h.kv.layout.type_k, h.kv.layout.type_v, h.kv.layout.n_layer, mine.type_k, mine.type_v, h.kv.layout.type_k, h.kv.layout.type_v
+                h.kv.layout.type_k,
+                h.kv.layout.type_v,
+                h.kv.layout.n_layer,
+                mine.type_k,
+                mine.type_v,
+                h.kv.layout.type_k,
+                h.kv.layout.type_v
             )));
         }
         let (k_row, v_el) = self.session.kv_unit_bytes().map_err(|e| file_err(e.to_string()))?;

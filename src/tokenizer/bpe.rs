@@ -15,9 +15,7 @@
 //! removed from the output.
 
 use tokenizers::models::bpe::{Vocab as BpeVocab, BPE};
-use tokenizers::tokenizer::{
-    DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, TokenizerImpl,
-};
+use tokenizers::tokenizer::{DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, TokenizerImpl};
 
 use super::error::TokenizerError;
 use super::pretokenize::LlamaPreTokenizer;
@@ -38,24 +36,19 @@ fn sentinel_id(vocab: &Vocab) -> u32 {
 
 /// Builds the BPE pipeline of a byte-level vocabulary.
 pub(crate) fn build(vocab: &Vocab, merges: &[String]) -> Result<BpePipeline, TokenizerError> {
-    let preset = vocab.pre.as_ref().ok_or_else(|| {
-        TokenizerError::metadata("tokenizer.ggml.pre", "missing for a BPE vocabulary")
-    })?;
+    let preset = vocab
+        .pre
+        .as_ref()
+        .ok_or_else(|| TokenizerError::metadata("tokenizer.ggml.pre", "missing for a BPE vocabulary"))?;
     if merges.is_empty() {
-        return Err(TokenizerError::metadata(
-            "tokenizer.ggml.merges",
-            "missing for a BPE vocabulary",
-        ));
+        return Err(TokenizerError::metadata("tokenizer.ggml.merges", "missing for a BPE vocabulary"));
     }
 
     let mut seen = std::collections::HashSet::with_capacity(merges.len());
     let mut pairs = Vec::with_capacity(merges.len());
     for (i, rule) in merges.iter().enumerate() {
         let (a, b) = split_merge(rule).ok_or_else(|| {
-            TokenizerError::metadata(
-                format!("tokenizer.ggml.merges[{i}]"),
-                format!("expected 'a b', got {rule:?}"),
-            )
+            TokenizerError::metadata(format!("tokenizer.ggml.merges[{i}]"), format!("expected 'a b', got {rule:?}"))
         })?;
         if !seen.insert((a, b)) {
             continue;
@@ -66,11 +59,7 @@ pub(crate) fn build(vocab: &Vocab, merges: &[String]) -> Result<BpePipeline, Tok
         }
     }
 
-    let mut bpe_vocab: BpeVocab = vocab
-        .text_to_id
-        .iter()
-        .map(|(t, &id)| (t.clone(), id))
-        .collect();
+    let mut bpe_vocab: BpeVocab = vocab.text_to_id.iter().map(|(t, &id)| (t.clone(), id)).collect();
     bpe_vocab.insert(UNKNOWN_SENTINEL.to_string(), sentinel_id(vocab));
     let model = BPE::builder()
         .vocab_and_merges(bpe_vocab, pairs)
@@ -95,16 +84,8 @@ pub(crate) fn encode_into(
     if text.is_empty() {
         return Ok(());
     }
-    let encoding = pipeline
-        .encode_fast(text, false)
-        .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+    let encoding = pipeline.encode_fast(text, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
     let sentinel = sentinel_id(vocab);
-    out.extend(
-        encoding
-            .get_ids()
-            .iter()
-            .copied()
-            .filter(|&id| id != sentinel),
-    );
+    out.extend(encoding.get_ids().iter().copied().filter(|&id| id != sentinel));
     Ok(())
 }

@@ -16,9 +16,7 @@ pub enum TokenizerError {
         msg: String,
     },
     /// `tokenizer.ggml.model` names a tokenizer family decache does not implement.
-    #[error(
-        "tokenizer.ggml.model: unsupported tokenizer model '{model}' (supported: {supported})"
-    )]
+    #[error("tokenizer.ggml.model: unsupported tokenizer model '{model}' (supported: {supported})")]
     UnsupportedModel {
         /// The value found in the file.
         model: String,
@@ -44,9 +42,6 @@ pub enum TokenizerError {
 impl TokenizerError {
     /// Shorthand for [`TokenizerError::Metadata`].
     pub(crate) fn metadata(field: impl Into<String>, msg: impl Into<String>) -> Self {
-        TokenizerError::Metadata {
-            field: field.into(),
-            msg: msg.into(),
-        }
+        TokenizerError::Metadata { field: field.into(), msg: msg.into() }
     }
 }

@@ -72,24 +72,14 @@ impl Tokenizer {
             (VocabType::Bpe, None) => "gpt2 BPE".to_string(),
             (VocabType::Spm, _) => "llama SentencePiece".to_string(),
         };
-        Ok(Tokenizer {
-            vocab,
-            engine,
-            chat_template: spec.chat_template,
-            kind,
-        })
+        Ok(Tokenizer { vocab, engine, chat_template: spec.chat_template, kind })
     }
 
     /// Tokenizes `text` like `llama_tokenize(vocab, text, add_special, parse_special)`:
     /// `add_special` adds BOS/EOS where the vocabulary asks for them;
     /// `parse_special` turns the text of control tokens (`<|im_start|>`) into
     /// those tokens.
-    pub fn encode(
-        &self,
-        text: &str,
-        add_special: bool,
-        parse_special: bool,
-    ) -> Result<Vec<u32>, TokenizerError> {
+    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
         let v = &self.vocab;
         let fragments = special::partition(v, text, parse_special);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);

@@ -35,12 +35,7 @@ pub(crate) fn token_to_piece(vocab: &Vocab, id: u32, special: bool) -> Vec<u8> {
 /// The byte of a `<0xXX>` token: the hex digits from the fourth character on
 /// (as `strtol` reads them; 0 when there are none).
 fn byte_token_value(text: &str) -> u8 {
-    let digits: String = text
-        .chars()
-        .skip(3)
-        .take(2)
-        .take_while(char::is_ascii_hexdigit)
-        .collect();
+    let digits: String = text.chars().skip(3).take(2).take_while(char::is_ascii_hexdigit).collect();
     u8::from_str_radix(&digits, 16).unwrap_or(0)
 }
 
@@ -57,10 +52,7 @@ pub(crate) fn byte_of_char(c: char) -> Option<u8> {
     }
     // The other bytes, in increasing order, are U+0100, U+0101, ...
     let n = cp.checked_sub(0x100)?;
-    (0u32..=0xFF)
-        .filter(|&b| !is_printable_byte(b))
-        .nth(n as usize)
-        .map(|b| b as u8)
+    (0u32..=0xFF).filter(|&b| !is_printable_byte(b)).nth(n as usize).map(|b| b as u8)
 }
 
 /// Maps a byte-level token text back to bytes; a character outside the byte
@@ -193,9 +185,6 @@ mod tests {
     fn clean_up_passes() {
         let mut t = b"Hello , world ! It 's a ' b ' test . I 'm you 're they 'll".to_vec();
         clean_spaces(&mut t);
-        assert_eq!(
-            String::from_utf8(t).unwrap(),
-            "Hello, world! It's a'b'test. I'm you're they 'll"
-        );
+        assert_eq!(String::from_utf8(t).unwrap(), "Hello, world! It's a'b'test. I'm you're they 'll");
     }
 }

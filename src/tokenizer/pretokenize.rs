@@ -57,12 +57,7 @@ const GPT2: &[Stage] = &[Stage::Gpt2];
 const DIGITS_GPT2: &[Stage] = &[Stage::EachNumber, Stage::Gpt2];
 const LLAMA3: &[Stage] = &[Stage::Llama3 { max_digits: 3 }];
 const QWEN2: &[Stage] = &[Stage::Llama3 { max_digits: 1 }];
-const DEFAULT: &[Stage] = &[
-    Stage::PunctuationRuns,
-    Stage::Gpt2,
-    Stage::NumberRuns,
-    Stage::AsciiDigitTriples,
-];
+const DEFAULT: &[Stage] = &[Stage::PunctuationRuns, Stage::Gpt2, Stage::NumberRuns, Stage::AsciiDigitTriples];
 
 /// One accepted group of `tokenizer.ggml.pre` values.
 struct Row {
@@ -123,10 +118,7 @@ impl PrePreset {
         let row = PRESETS
             .iter()
             .find(|row| row.names.contains(&name))
-            .ok_or_else(|| TokenizerError::UnsupportedPre {
-                pre: name.to_string(),
-                supported: supported_names(),
-            })?;
+            .ok_or_else(|| TokenizerError::UnsupportedPre { pre: name.to_string(), supported: supported_names() })?;
         let flag = |f: u8| row.flags & f != 0;
         Ok(PrePreset {
             name: name.to_string(),
@@ -142,11 +134,7 @@ impl PrePreset {
 
 /// The accepted `tokenizer.ggml.pre` values, comma-separated.
 pub(crate) fn supported_names() -> String {
-    PRESETS
-        .iter()
-        .flat_map(|row| row.names.iter().copied())
-        .collect::<Vec<_>>()
-        .join(", ")
+    PRESETS.iter().flat_map(|row| row.names.iter().copied()).collect::<Vec<_>>().join(", ")
 }
 
 /// Splits `text` with `stages`; returns the fragments' byte ranges, in order,
@@ -155,25 +143,13 @@ pub(crate) fn split(text: &str, stages: &[Stage]) -> Vec<(usize, usize)> {
     let chars: Vec<char> = text.chars().collect();
     let flags: Vec<u8> = chars.iter().map(|&c| unicode::flags(c)).collect();
     // Fragment lengths, in characters.
-    let mut lens = if chars.is_empty() {
-        Vec::new()
-    } else {
-        vec![chars.len()]
-    };
+    let mut lens = if chars.is_empty() { Vec::new() } else { vec![chars.len()] };
     for stage in stages {
         let mut out = Vec::with_capacity(lens.len() * 2);
         let mut start = 0;
         for len in lens {
-            let frag = Fragment {
-                chars: &chars,
-                flags: &flags,
-                ini: start,
-                end: start + len,
-            };
-            let mut cut = Cutter {
-                prev: start,
-                out: &mut out,
-            };
+            let frag = Fragment { chars: &chars, flags: &flags, ini: start, end: start + len };
+            let mut cut = Cutter { prev: start, out: &mut out };
             frag.split(*stage, &mut cut);
             start += len;
         }
@@ -240,11 +216,8 @@ impl Fragment<'_> {
             Stage::EachNumber => self.matches(cut, |f, p| (f.fl(p) & NUMBER != 0).then_some(p + 1)),
             Stage::NumberRuns => self.matches(cut, |f, p| f.run(p, |fl, _| fl & NUMBER != 0)),
             Stage::PunctuationRuns => self.matches(cut, |f, p| f.run(p, is_default_punct)),
-            Stage::AsciiDigitTriples => self.matches(cut, |f, p| {
-                (0..3)
-                    .all(|k| f.ch(p + k).is_some_and(|c| c.is_ascii_digit()))
-                    .then_some(p + 3)
-            }),
+            Stage::AsciiDigitTriples => self
+                .matches(cut, |f, p| (0..3).all(|k| f.ch(p + k).is_some_and(|c| c.is_ascii_digit())).then_some(p + 3)),
         }
         cut.cut(self.end);
     }
@@ -371,9 +344,7 @@ impl Fragment<'_> {
             }
             let c = self.chars[pos];
             let f = self.flags[pos];
-            if !(c == '\r' || c == '\n' || f & NUMBER != 0)
-                && (f & LETTER != 0 || self.fl(pos + 1) & LETTER != 0)
-            {
+            if !(c == '\r' || c == '\n' || f & NUMBER != 0) && (f & LETTER != 0 || self.fl(pos + 1) & LETTER != 0) {
                 pos += 1;
                 while self.fl(pos) & LETTER != 0 {
                     pos += 1;
@@ -433,10 +404,7 @@ pub(crate) struct LlamaPreTokenizer {
 
 impl LlamaPreTokenizer {
     pub(crate) fn new(stages: &'static [Stage]) -> Self {
-        LlamaPreTokenizer {
-            stages,
-            byte_level: ByteLevel::new(false, false, false),
-        }
+        LlamaPreTokenizer { stages, byte_level: ByteLevel::new(false, false, false) }
     }
 }
 
@@ -458,10 +426,7 @@ mod tests {
     use super::*;
 
     fn pieces<'a>(text: &'a str, stages: &[Stage]) -> Vec<&'a str> {
-        split(text, stages)
-            .into_iter()
-            .map(|(a, b)| &text[a..b])
-            .collect()
+        split(text, stages).into_iter().map(|(a, b)| &text[a..b]).collect()
     }
 
     #[test]
@@ -477,20 +442,14 @@ mod tests {
 
     #[test]
     fn smollm_isolates_digits() {
-        assert_eq!(
-            pieces("abc 12345", DIGITS_GPT2),
-            ["abc", " ", "1", "2", "3", "4", "5"]
-        );
+        assert_eq!(pieces("abc 12345", DIGITS_GPT2), ["abc", " ", "1", "2", "3", "4", "5"]);
         assert_eq!(pieces("x  1", DIGITS_GPT2), ["x", "  ", "1"]);
     }
 
     #[test]
     fn llama3_groups_digits_and_newlines() {
         assert_eq!(pieces("1234567", LLAMA3), ["123", "456", "7"]);
-        assert_eq!(
-            pieces("Hello\n\n  world", LLAMA3),
-            ["Hello", "\n\n", " ", " world"]
-        );
+        assert_eq!(pieces("Hello\n\n  world", LLAMA3), ["Hello", "\n\n", " ", " world"]);
         assert_eq!(pieces("HE'LL go", LLAMA3), ["HE", "'LL", " go"]);
         assert_eq!(pieces("x);\n", LLAMA3), ["x", ");\n"]);
         assert_eq!(pieces("1234", QWEN2), ["1", "2", "3", "4"]);
@@ -498,23 +457,13 @@ mod tests {
 
     #[test]
     fn default_stages() {
-        assert_eq!(
-            pieces("a+b=1234", DEFAULT),
-            ["a", "+", "b", "=", "123", "4"]
-        );
+        assert_eq!(pieces("a+b=1234", DEFAULT), ["a", "+", "b", "=", "123", "4"]);
     }
 
     #[test]
     fn presets_by_name() {
-        assert_eq!(
-            PrePreset::from_name(Some("llama-bpe")).unwrap().stages,
-            LLAMA3
-        );
-        assert!(
-            PrePreset::from_name(Some("llama-bpe"))
-                .unwrap()
-                .ignore_merges
-        );
+        assert_eq!(PrePreset::from_name(Some("llama-bpe")).unwrap().stages, LLAMA3);
+        assert!(PrePreset::from_name(Some("llama-bpe")).unwrap().ignore_merges);
         assert_eq!(PrePreset::from_name(None).unwrap().name, "default");
         let e = PrePreset::from_name(Some("xyz")).unwrap_err().to_string();
         assert!(e.contains("'xyz'") && e.contains("qwen2"), "{e}");

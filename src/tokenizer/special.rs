@@ -20,11 +20,7 @@ fn is_c_space(b: u8) -> bool {
 }
 
 /// Splits `text` into text fragments and special tokens.
-pub(crate) fn partition<'t>(
-    vocab: &Vocab,
-    text: &'t str,
-    parse_special: bool,
-) -> Vec<Fragment<'t>> {
+pub(crate) fn partition<'t>(vocab: &Vocab, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {
     if text.is_empty() {
         return Vec::new();
     }
@@ -35,10 +31,7 @@ pub(crate) fn partition<'t>(
             continue;
         }
         let special = vocab.texts[id as usize].as_str();
-        if !fragments
-            .iter()
-            .any(|f| matches!(f, Fragment::Text(t) if t.contains(special)))
-        {
+        if !fragments.iter().any(|f| matches!(f, Fragment::Text(t) if t.contains(special))) {
             continue;
         }
         let mut next = Vec::with_capacity(fragments.len() + 2);
@@ -54,13 +47,7 @@ pub(crate) fn partition<'t>(
 }
 
 /// Splits one text fragment at every occurrence of `special`.
-fn split_at_token<'t>(
-    text: &'t str,
-    special: &str,
-    id: u32,
-    attr: TokenAttr,
-    out: &mut Vec<Fragment<'t>>,
-) {
+fn split_at_token<'t>(text: &'t str, special: &str, id: u32, attr: TokenAttr, out: &mut Vec<Fragment<'t>>) {
     let bytes = text.as_bytes();
     let mut base = 0;
     let end = text.len();
@@ -128,11 +115,7 @@ mod tests {
         );
         assert_eq!(
             partition(&v, text, false),
-            [
-                Fragment::Text("<|im_start|>user\nhi<|im_end|>"),
-                Fragment::Token(2),
-                Fragment::Text("!")
-            ]
+            [Fragment::Text("<|im_start|>user\nhi<|im_end|>"), Fragment::Token(2), Fragment::Text("!")]
         );
         assert!(partition(&v, "", true).is_empty());
     }
@@ -143,12 +126,7 @@ mod tests {
         v.attrs[0] = TokenAttr::USER_DEFINED | TokenAttr::LSTRIP | TokenAttr::RSTRIP;
         assert_eq!(
             partition(&v, "x  <m>  y <m>\t", false),
-            [
-                Fragment::Text("x"),
-                Fragment::Token(0),
-                Fragment::Text("y"),
-                Fragment::Token(0)
-            ]
+            [Fragment::Text("x"), Fragment::Token(0), Fragment::Text("y"), Fragment::Token(0)]
         );
     }
 }

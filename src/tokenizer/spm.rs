@@ -46,9 +46,7 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Higher score first; on equal scores the leftmost first.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score
-            .total_cmp(&other.score)
-            .then_with(|| other.left.cmp(&self.left))
+        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -56,12 +54,7 @@ impl Ord for Bigram {
 pub(crate) fn tokenize_into(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     let mut symbols: Vec<Symbol> = Vec::with_capacity(text.len());
     for (i, (start, c)) in text.char_indices().enumerate() {
-        symbols.push(Symbol {
-            start,
-            len: c.len_utf8(),
-            prev: i.checked_sub(1),
-            next: None,
-        });
+        symbols.push(Symbol { start, len: c.len_utf8(), prev: i.checked_sub(1), next: None });
         if i > 0 {
             symbols[i - 1].next = Some(i);
         }
@@ -71,22 +64,14 @@ pub(crate) fn tokenize_into(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     }
 
     let mut queue = BinaryHeap::new();
-    let try_add = |queue: &mut BinaryHeap<Bigram>,
-                   symbols: &[Symbol],
-                   left: Option<usize>,
-                   right: Option<usize>| {
+    let try_add = |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
         let (Some(l), Some(r)) = (left, right) else {
             return;
         };
         let (ls, rs) = (symbols[l], symbols[r]);
         let joined = &text[ls.start..ls.start + ls.len + rs.len];
         if let Some(id) = vocab.id(joined) {
-            queue.push(Bigram {
-                left: l,
-                right: r,
-                score: vocab.scores[id as usize],
-                size: joined.len(),
-            });
+            queue.push(Bigram { left: l, right: r, score: vocab.scores[id as usize], size: joined.len() });
         }
     };
     for i in 1..symbols.len() {

@@ -75,11 +75,7 @@ pub struct StreamDecoder<'t> {
 impl<'t> StreamDecoder<'t> {
     /// A decoder over `tokenizer`; `special` renders control tokens as their text.
     pub fn new(tokenizer: &'t Tokenizer, special: bool) -> Self {
-        StreamDecoder {
-            tokenizer,
-            special,
-            utf8: Utf8Stream::new(),
-        }
+        StreamDecoder { tokenizer, special, utf8: Utf8Stream::new() }
     }
 
     /// Adds one token; returns the text it completes (possibly empty).

@@ -23,10 +23,7 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with this role and content.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage { role: role.into(), content: content.into() }
     }
 }
 
@@ -91,16 +88,9 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(NAME, source.to_string())
-            .map_err(template_error)?;
+        env.add_template_owned(NAME, source.to_string()).map_err(template_error)?;
         let renders_tools = env.get_template(NAME).is_ok_and(|t| t.undeclared_variables(false).contains("tools"));
-        Ok(ChatTemplate {
-            env,
-            source: source.to_string(),
-            renders_tools,
-            bos: String::new(),
-            eos: String::new(),
-        })
+        Ok(ChatTemplate { env, source: source.to_string(), renders_tools, bos: String::new(), eos: String::new() })
     }
 
     /// The template with `tok`'s BOS and EOS pieces (special tokens
@@ -108,8 +98,7 @@ impl ChatTemplate {
     /// and `eos_token`.
     pub fn with_vocab(self, tok: &Tokenizer) -> Self {
         let piece = |id: Option<u32>| {
-            id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned())
-                .unwrap_or_default()
+            id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default()
         };
         let (bos, eos) = (piece(tok.bos()), piece(tok.eos()));
         self.with_pieces(bos, eos)
@@ -147,11 +136,7 @@ impl ChatTemplate {
 
     /// Renders a conversation. `add_generation_prompt` appends the opening
     /// of an assistant turn.
-    pub fn render(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-    ) -> Result<String, TokenizerError> {
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TokenizerError> {
         self.render_with_tools(messages, None, add_generation_prompt)
     }
 
@@ -213,18 +198,13 @@ fn template_error(e: Error) -> TokenizerError {
 
 /// `raise_exception(message)`: aborts rendering with the template's message.
 fn raise_exception(message: String) -> Result<Value, Error> {
-    Err(Error::new(
-        ErrorKind::InvalidOperation,
-        format!("raise_exception: {message}"),
-    ))
+    Err(Error::new(ErrorKind::InvalidOperation, format!("raise_exception: {message}")))
 }
 
 /// `strftime_now(format)`: the current UTC time, formatted like Python's `strftime`.
 pub fn strftime_now(format: String) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     strftime(&format, secs)
 }
 
@@ -242,15 +222,7 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 /// Civil date (year, month 1-12, day 1-31) of a day count since 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -339,12 +311,7 @@ fn tojson(value: &Value, args: Kwargs) -> Result<Value, Error> {
     args.assert_all_used()?;
     let (item_sep, key_sep) = match separators.as_deref() {
         Some([a, b]) => (a.clone(), b.clone()),
-        Some(_) => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                "tojson: separators must be a pair",
-            ))
-        }
+        Some(_) => return Err(Error::new(ErrorKind::InvalidOperation, "tojson: separators must be a pair")),
         None if indent.is_some() => (",".to_string(), ": ".to_string()),
         None => (", ".to_string(), ": ".to_string()),
     };
@@ -386,9 +353,7 @@ impl JsonWriter {
             ValueKind::String => self.string(v.as_str().unwrap_or_default(), out),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = v.try_iter()?.collect();
-                self.container('[', ']', &items, depth, out, |item, d, o| {
-                    self.write(item, d, o)
-                })?;
+                self.container('[', ']', &items, depth, out, |item, d, o| self.write(item, d, o))?;
             }
             ValueKind::Map => {
                 let mut keys: Vec<Value> = v.try_iter()?.collect();
@@ -472,13 +437,8 @@ mod tests {
     #[test]
     fn chatml_renders() {
         let t = ChatTemplate::chatml();
-        let out = t
-            .render(&[ChatMessage::new("user", "hi")], true)
-            .unwrap();
-        assert_eq!(
-            out,
-            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-        );
+        let out = t.render(&[ChatMessage::new("user", "hi")], true).unwrap();
+        assert_eq!(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
@@ -499,30 +459,23 @@ mod tests {
     fn dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(
-            strftime("%d %b %Y %A %j %H:%M:%S %-d%%", 1_709_210_096),
-            "29 Feb 2024 Thursday 060 12:34:56 29%"
-        );
+        assert_eq!(strftime("%d %b %Y %A %j %H:%M:%S %-d%%", 1_709_210_096), "29 Feb 2024 Thursday 060 12:34:56 29%");
     }
 
     #[test]
     fn tojson_like_python() {
         let t = ChatTemplate::new("{{ x|tojson }}|{{ x|tojson(indent=2) }}").unwrap();
-        let out = t
-            .render_context(context! { x => context! { a => vec![1, 2], b => "é\"<" } })
-            .unwrap();
-        assert_eq!(out, "{\"a\": [1, 2], \"b\": \"é\\\"<\"}|{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": \"é\\\"<\"\n}");
+        let out = t.render_context(context! { x => context! { a => vec![1, 2], b => "é\"<" } }).unwrap();
+        assert_eq!(
+            out,
+            "{\"a\": [1, 2], \"b\": \"é\\\"<\"}|{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": \"é\\\"<\"\n}"
+        );
     }
 
     #[test]
     fn errors_are_messages() {
-        let e = ChatTemplate::new("{% for m in messages %}{{ m }")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("chat template:") && e.contains("syntax error"),
-            "{e}"
-        );
+        let e = ChatTemplate::new("{% for m in messages %}{{ m }").unwrap_err().to_string();
+        assert!(e.starts_with("chat template:") && e.contains("syntax error"), "{e}");
         let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}").unwrap();
         let e = t.render(&[], false).unwrap_err().to_string();
         assert!(e.contains("roles must alternate"), "{e}");

@@ -48,13 +48,7 @@ fn table() -> &'static [u8] {
 
 fn build_table() -> Vec<u8> {
     let mut t = vec![ANY; N_CODEPOINTS];
-    for (class, bit) in [
-        ("L", LETTER),
-        ("N", NUMBER),
-        ("P", PUNCTUATION),
-        ("S", SYMBOL),
-        ("M", MARK),
-    ] {
+    for (class, bit) in [("L", LETTER), ("N", NUMBER), ("P", PUNCTUATION), ("S", SYMBOL), ("M", MARK)] {
         let pattern = format!(r"[\p{{{class}}}&&\p{{age:{UNICODE_AGE}}}]");
         for (lo, hi) in class_ranges(&pattern) {
             for slot in &mut t[lo as usize..=hi as usize] {
@@ -78,11 +72,9 @@ fn class_ranges(pattern: &str) -> Vec<(u32, u32)> {
         return Vec::new();
     };
     match hir.kind() {
-        HirKind::Class(Class::Unicode(cls)) => cls
-            .ranges()
-            .iter()
-            .map(|r| (r.start() as u32, r.end() as u32))
-            .collect(),
+        HirKind::Class(Class::Unicode(cls)) => {
+            cls.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect()
+        }
         _ => Vec::new(),
     }
 }

@@ -189,13 +189,7 @@ const FIM_MID_TEXTS: &[&str] = &[
 ];
 /// Fill-in-the-middle pad, repository and file-separator texts (control and end-of-generation).
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_TEXTS: &[&str] = &[
-    "<|fim_repo|>",
-    "<|repo_name|>",
-    "<fim-repo>",
-    "<REPO>",
-    "<reponame>",
-];
+const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 
 /// A validated vocabulary with everything the encoder and decoder need.
@@ -244,16 +238,10 @@ impl Vocab {
 
         let n = spec.tokens.len();
         if n == 0 {
-            return Err(TokenizerError::metadata(
-                "tokenizer.ggml.tokens",
-                "the vocabulary is empty",
-            ));
+            return Err(TokenizerError::metadata("tokenizer.ggml.tokens", "the vocabulary is empty"));
         }
         if n > u32::MAX as usize {
-            return Err(TokenizerError::metadata(
-                "tokenizer.ggml.tokens",
-                format!("{n} tokens is too many"),
-            ));
+            return Err(TokenizerError::metadata("tokenizer.ggml.tokens", format!("{n} tokens is too many")));
         }
         if !spec.token_types.is_empty() && spec.token_types.len() != n {
             return Err(TokenizerError::metadata(
@@ -272,11 +260,7 @@ impl Vocab {
         let mut texts = Vec::with_capacity(n);
         let mut text_to_id = HashMap::with_capacity(n);
         for (i, t) in spec.tokens.iter().enumerate() {
-            let text = if t.is_empty() {
-                format!("[EMPTY_{i}]")
-            } else {
-                t.clone()
-            };
+            let text = if t.is_empty() { format!("[EMPTY_{i}]") } else { t.clone() };
             if let Some(prev) = text_to_id.insert(text.clone(), i as u32) {
                 return Err(TokenizerError::metadata(
                     format!("tokenizer.ggml.tokens[{i}]"),
@@ -288,16 +272,9 @@ impl Vocab {
         let mut attrs: Vec<TokenAttr> = if spec.token_types.is_empty() {
             vec![TokenAttr::NORMAL; n]
         } else {
-            spec.token_types
-                .iter()
-                .map(|&t| TokenAttr::from_token_type(t))
-                .collect()
+            spec.token_types.iter().map(|&t| TokenAttr::from_token_type(t)).collect()
         };
-        let scores = if spec.scores.is_empty() {
-            vec![0.0; n]
-        } else {
-            spec.scores.clone()
-        };
+        let scores = if spec.scores.is_empty() { vec![0.0; n] } else { spec.scores.clone() };
 
         // Family defaults, then the file's values.
         let preset = pre.clone();
@@ -351,11 +328,7 @@ impl Vocab {
         // Well-known texts: end of turn / message, fill-in-the-middle. llama.cpp
         // scans a hash map, so with several candidates its choice is arbitrary;
         // we take the lowest id. Every recognised token becomes a control token.
-        let find = |list: &[&str]| -> Option<u32> {
-            list.iter()
-                .filter_map(|t| text_to_id.get(*t).copied())
-                .min()
-        };
+        let find = |list: &[&str]| -> Option<u32> { list.iter().filter_map(|t| text_to_id.get(*t).copied()).min() };
         let make_control = |id: Option<u32>, attrs: &mut Vec<TokenAttr>| {
             if let Some(i) = id {
                 attrs[i as usize] = attrs[i as usize] | TokenAttr::CONTROL;
@@ -372,10 +345,7 @@ impl Vocab {
         for list in [FIM_PRE_TEXTS, FIM_SUF_TEXTS, FIM_MID_TEXTS] {
             make_control(find(list), &mut attrs);
         }
-        let fim_eog: Vec<u32> = [FIM_PAD_TEXTS, FIM_REP_TEXTS, FIM_SEP_TEXTS]
-            .iter()
-            .filter_map(|l| find(l))
-            .collect();
+        let fim_eog: Vec<u32> = [FIM_PAD_TEXTS, FIM_REP_TEXTS, FIM_SEP_TEXTS].iter().filter_map(|l| find(l)).collect();
         for &id in &fim_eog {
             make_control(Some(id), &mut attrs);
         }
@@ -403,12 +373,9 @@ impl Vocab {
         }
         eog.extend([eos, eot, eom].into_iter().flatten());
         // Harmony / solar-open: "<|end|>" ends a message, not the generation.
-        let has =
-            |eog: &BTreeSet<u32>, t: &str| text_to_id.get(t).is_some_and(|id| eog.contains(id));
+        let has = |eog: &BTreeSet<u32>, t: &str| text_to_id.get(t).is_some_and(|id| eog.contains(id));
         if (has(&eog, "<|return|>") && has(&eog, "<|call|>") && has(&eog, "<|end|>"))
-            || ((has(&eog, "<|call|>") || has(&eog, "<|calls|>"))
-                && has(&eog, "<|flush|>")
-                && has(&eog, "<|end|>"))
+            || ((has(&eog, "<|call|>") || has(&eog, "<|calls|>")) && has(&eog, "<|flush|>") && has(&eog, "<|end|>"))
         {
             let id = text_to_id["<|end|>"];
             eog.remove(&id);
@@ -423,9 +390,8 @@ impl Vocab {
 
         // The special-token cache, longest first.
         let special_mask = TokenAttr::CONTROL | TokenAttr::USER_DEFINED | TokenAttr::UNKNOWN;
-        let mut special_cache: Vec<u32> = (0..n as u32)
-            .filter(|&i| attrs[i as usize].intersects(special_mask))
-            .collect();
+        let mut special_cache: Vec<u32> =
+            (0..n as u32).filter(|&i| attrs[i as usize].intersects(special_mask)).collect();
         special_cache.sort_by(|&a, &b| texts[b as usize].len().cmp(&texts[a as usize].len()));
 
         // Per-pre-tokenizer attributes (llama.cpp keys these on the pre name).
@@ -507,15 +473,7 @@ mod tests {
     #[test]
     fn eog_and_attrs_follow_llama_cpp() {
         let v = Vocab::from_spec(&spec(
-            &[
-                "<|endoftext|>",
-                "<|im_start|>",
-                "<|im_end|>",
-                "<reponame>",
-                "a",
-                "b",
-                "<unused0>",
-            ],
+            &["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<reponame>", "a", "b", "<unused0>"],
             &[3, 3, 3, 3, 1, 1, 3],
         ))
         .unwrap();
@@ -537,10 +495,7 @@ mod tests {
         s.token_types = vec![1, 1];
         s.eos = Some(9);
         let e = Vocab::from_spec(&s).unwrap_err().to_string();
-        assert!(
-            e.contains("tokenizer.ggml.eos_token_id") && e.contains('9'),
-            "{e}"
-        );
+        assert!(e.contains("tokenizer.ggml.eos_token_id") && e.contains('9'), "{e}");
         s.eos = None;
         s.tokens = vec!["a".into(), "a".into()];
         let e = Vocab::from_spec(&s).unwrap_err().to_string();

@@ -51,8 +51,15 @@ fn full_by_default() -> bool {
 /// One entry of a transcript, as read back.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entry {
-    Eval { tokens: Vec<u32>, positions: Vec<Pos> },
-    Remove { p0: Pos, p1: Pos, gap: Gap },
+    Eval {
+        tokens: Vec<u32>,
+        positions: Vec<Pos>,
+    },
+    Remove {
+        p0: Pos,
+        p1: Pos,
+        gap: Gap,
+    },
     Defrag,
     CloseGaps,
     Clear,
@@ -60,7 +67,14 @@ pub enum Entry {
     Restore,
     /// A generation with its tokens; `end` is `None` when the transcript
     /// stops inside it (the writer was killed).
-    Generate { prompt: Vec<u32>, sampling: SamplingParams, n_predict: Option<usize>, ignore_eos: bool, tokens: Vec<u32>, end: Option<(StopReason, bool)> },
+    Generate {
+        prompt: Vec<u32>,
+        sampling: SamplingParams,
+        n_predict: Option<usize>,
+        ignore_eos: bool,
+        tokens: Vec<u32>,
+        end: Option<(StopReason, bool)>,
+    },
     /// What a conversation said about its context (segments, decache
     /// events with reasons); not needed to replay.
     Note(Value),
@@ -170,7 +184,12 @@ impl Header {
 
 impl TranscriptWriter {
     /// Record everything `session` does from now on into a new transcript at `path`.
-    pub fn attach(session: &mut crate::session::Session, path: &Path, command: &str, repack: bool) -> Result<Arc<Mutex<TranscriptWriter>>, String> {
+    pub fn attach(
+        session: &mut crate::session::Session,
+        path: &Path,
+        command: &str,
+        repack: bool,
+    ) -> Result<Arc<Mutex<TranscriptWriter>>, String> {
         let w = Arc::new(Mutex::new(TranscriptWriter::create(path, &Header::of(session, command, repack))?));
         session.set_recorder(TranscriptWriter::recorder(w.clone()));
         Ok(w)
@@ -218,7 +237,8 @@ impl TranscriptWriter {
 /// Read a transcript, checking every line; the error names the file and line.
 pub fn read(path: &Path) -> Result<Transcript, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| format!("{}: not UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| format!("{}: not UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()))?;
     let complete = text.ends_with('\n');
     let lines: Vec<&str> = text.lines().collect();
     let mut header: Option<Header> = None;
@@ -249,10 +269,14 @@ pub fn read(path: &Path) -> Result<Transcript, String> {
         }
         let field = |k: &str| v.get(k).ok_or_else(|| at(format!("'{ty}' needs \"{k}\"")));
         let ids = |k: &str| -> Result<Vec<u32>, String> {
-            serde_json::from_value(field(k)?.clone()).map_err(|e| at(format!("\"{k}\" must be a list of token ids: {e}")))
+            serde_json::from_value(field(k)?.clone())
+                .map_err(|e| at(format!("\"{k}\" must be a list of token ids: {e}")))
         };
         let pos = |k: &str| -> Result<Pos, String> {
-            field(k)?.as_i64().and_then(|p| Pos::try_from(p).ok()).ok_or_else(|| at(format!("\"{k}\" must be a position")))
+            field(k)?
+                .as_i64()
+                .and_then(|p| Pos::try_from(p).ok())
+                .ok_or_else(|| at(format!("\"{k}\" must be a position")))
         };
         let in_generation = matches!(entries.last(), Some((_, Entry::Generate { end: None, .. })));
         let entry = match ty {
@@ -263,7 +287,8 @@ pub fn read(path: &Path) -> Result<Transcript, String> {
                         let p0 = pos("pos0")?;
                         (0..tokens.len()).map(|k| p0 + k as Pos).collect()
                     }
-                    None => serde_json::from_value(field("positions")?.clone()).map_err(|e| at(format!("\"positions\": {e}")))?,
+                    None => serde_json::from_value(field("positions")?.clone())
+                        .map_err(|e| at(format!("\"positions\": {e}")))?,
                 };
                 if positions.len() != tokens.len() {
                     return Err(at(format!("{} tokens but {} positions", tokens.len(), positions.len())));
@@ -282,22 +307,30 @@ pub fn read(path: &Path) -> Result<Transcript, String> {
             "restore" => Entry::Restore,
             "generate" => Entry::Generate {
                 prompt: ids("prompt")?,
-                sampling: serde_json::from_value(field("sampling")?.clone()).map_err(|e| at(format!("\"sampling\": {e}")))?,
+                sampling: serde_json::from_value(field("sampling")?.clone())
+                    .map_err(|e| at(format!("\"sampling\": {e}")))?,
                 n_predict: v.get("n_predict").and_then(Value::as_u64).map(|n| n as usize),
                 ignore_eos: v.get("ignore_eos").and_then(Value::as_bool).unwrap_or(false),
                 tokens: Vec::new(),
                 end: None,
             },
             "token" | "generate_end" => {
-                let Some((_, Entry::Generate { tokens, end, .. })) = entries.last_mut().filter(|_| in_generation) else {
+                let Some((_, Entry::Generate { tokens, end, .. })) = entries.last_mut().filter(|_| in_generation)
+                else {
                     return Err(at(format!("'{ty}' outside a generation")));
                 };
                 if ty == "token" {
-                    let id = field("id")?.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| at("\"id\" must be a token id".into()))?;
+                    let id = field("id")?
+                        .as_u64()
+                        .and_then(|t| u32::try_from(t).ok())
+                        .ok_or_else(|| at("\"id\" must be a token id".into()))?;
                     tokens.push(id);
                 } else {
-                    let stop = field("stop")?.as_str().and_then(stop_of).ok_or_else(|| at("unknown \"stop\"".into()))?;
-                    let evaluated = field("evaluated_last")?.as_bool().ok_or_else(|| at("\"evaluated_last\" must be true or false".into()))?;
+                    let stop =
+                        field("stop")?.as_str().and_then(stop_of).ok_or_else(|| at("unknown \"stop\"".into()))?;
+                    let evaluated = field("evaluated_last")?
+                        .as_bool()
+                        .ok_or_else(|| at("\"evaluated_last\" must be true or false".into()))?;
                     *end = Some((stop, evaluated));
                 }
                 continue;

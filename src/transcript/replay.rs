@@ -97,7 +97,9 @@ pub fn agreement(t: &Transcript, session: &mut Session) -> Result<Agreement> {
         r.ops += 1;
         let at = |e: Error| Error::InvalidArgument(format!("transcript line {line}: {e}"));
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(at(Error::InvalidArgument(format!("token {bad} is outside this model's vocabulary (0..{n_vocab})"))));
+            return Err(at(Error::InvalidArgument(format!(
+                "token {bad} is outside this model's vocabulary (0..{n_vocab})"
+            ))));
         }
         let mut sampler = SamplerChain::from_params(sampling);
         for &t in prompt {

@@ -61,13 +61,7 @@ impl Value {
     }
 
     pub fn strs<S: AsRef<str>>(items: &[S]) -> Value {
-        Value::Array(
-            vt::STRING,
-            items
-                .iter()
-                .map(|s| Value::Str(s.as_ref().to_string()))
-                .collect(),
-        )
+        Value::Array(vt::STRING, items.iter().map(|s| Value::Str(s.as_ref().to_string())).collect())
     }
 
     pub fn i32s(items: &[i32]) -> Value {
@@ -109,11 +103,7 @@ impl Value {
                 put_u32(out, *elem);
                 put_u64(out, items.len() as u64);
                 for it in items {
-                    assert_eq!(
-                        it.type_id(),
-                        *elem,
-                        "array element of another type than the array's"
-                    );
+                    assert_eq!(it.type_id(), *elem, "array element of another type than the array's");
                     it.write_payload(out);
                 }
             }
@@ -211,8 +201,7 @@ impl Gguf {
     /// Remove `key`; panics if absent (a test bug).
     pub fn remove(&mut self, key: &str) -> &mut Self {
         let before = self.kvs.len();
-        self.kvs
-            .retain(|kv| !matches!(kv, Kv::Pair(k, _) if k == key));
+        self.kvs.retain(|kv| !matches!(kv, Kv::Pair(k, _) if k == key));
         assert!(self.kvs.len() < before, "no metadata key {key}");
         self
     }
@@ -223,13 +212,7 @@ impl Gguf {
     }
 
     pub fn tensor(&mut self, name: &str, type_id: u32, dims: &[u64], data: Vec<u8>) -> &mut Self {
-        self.tensors.push(TensorDef {
-            name: name.to_string(),
-            dims: dims.to_vec(),
-            type_id,
-            data,
-            offset: None,
-        });
+        self.tensors.push(TensorDef { name: name.to_string(), dims: dims.to_vec(), type_id, data, offset: None });
         self
     }
 
@@ -241,10 +224,7 @@ impl Gguf {
     }
 
     pub fn tensor_mut(&mut self, name: &str) -> &mut TensorDef {
-        self.tensors
-            .iter_mut()
-            .find(|t| t.name == name)
-            .unwrap_or_else(|| panic!("no tensor {name}"))
+        self.tensors.iter_mut().find(|t| t.name == name).unwrap_or_else(|| panic!("no tensor {name}"))
     }
 
     pub fn remove_tensor(&mut self, name: &str) -> &mut Self {
@@ -259,14 +239,8 @@ impl Gguf {
         let mut out = Vec::new();
         out.extend_from_slice(&self.magic);
         put_u32(&mut out, self.version);
-        put_u64(
-            &mut out,
-            self.n_tensors_override.unwrap_or(self.tensors.len() as u64),
-        );
-        put_u64(
-            &mut out,
-            self.n_kv_override.unwrap_or(self.kvs.len() as u64),
-        );
+        put_u64(&mut out, self.n_tensors_override.unwrap_or(self.tensors.len() as u64));
+        put_u64(&mut out, self.n_kv_override.unwrap_or(self.kvs.len() as u64));
         let kv_start = out.len();
         for kv in &self.kvs {
             match kv {
@@ -304,15 +278,7 @@ impl Gguf {
             out.extend_from_slice(&t.data);
             tensor_ranges.push((start, start + t.data.len()));
         }
-        (
-            out,
-            Layout {
-                kv_start,
-                table_start,
-                data_start,
-                tensor_ranges,
-            },
-        )
+        (out, Layout { kv_start, table_start, data_start, tensor_ranges })
     }
 
     /// Write the file; returns its layout.
@@ -395,8 +361,7 @@ pub mod tiny {
 /// GPT-2's byte-to-unicode map: printable bytes stand for themselves, the
 /// others are shifted to U+0100 and up, in byte order.
 pub fn gpt2_byte_chars() -> Vec<char> {
-    let printable =
-        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut next = 256u32;
     (0u32..256)
         .map(|b| {
@@ -429,7 +394,8 @@ pub fn tiny_vocab() -> (Vec<String>, Vec<i32>, Vec<String>) {
         (format!("{space}t"), "h".into()),
         (format!("{space}th"), "e".into()),
     ];
-    let bigrams = "in er an re on at en nd ti es or te of ed is it al ar st to nt ng se ha as ou io le ve co me de hi ri ro";
+    let bigrams =
+        "in er an re on at en nd ti es or te of ed is it al ar st to nt ng se ha as ou io le ve co me de hi ri ro";
     for bg in bigrams.split(' ') {
         let (a, b) = bg.split_at(1);
         merges.push((a.into(), b.into()));
@@ -439,10 +405,7 @@ pub fn tiny_vocab() -> (Vec<String>, Vec<i32>, Vec<String>) {
         types.push(1);
     }
     assert_eq!(tokens.len() as u64, tiny::N_VOCAB, "tiny vocabulary size");
-    let merges = merges
-        .into_iter()
-        .map(|(a, b)| format!("{a} {b}"))
-        .collect();
+    let merges = merges.into_iter().map(|(a, b)| format!("{a} {b}")).collect();
     (tokens, types, merges)
 }
 
@@ -495,30 +458,12 @@ pub fn tiny_llama() -> Gguf {
     g.tensor_f32("token_embd.weight", &[N_EMBD, N_VOCAB], &mut rng);
     g.tensor("output_norm.weight", tt::F32, &[N_EMBD], ones.clone());
     for il in 0..N_LAYER {
-        g.tensor(
-            &blk(il, "attn_norm.weight"),
-            tt::F32,
-            &[N_EMBD],
-            ones.clone(),
-        );
-        g.tensor_f32(
-            &blk(il, "attn_q.weight"),
-            &[N_EMBD, HEAD_DIM * N_HEAD],
-            &mut rng,
-        );
+        g.tensor(&blk(il, "attn_norm.weight"), tt::F32, &[N_EMBD], ones.clone());
+        g.tensor_f32(&blk(il, "attn_q.weight"), &[N_EMBD, HEAD_DIM * N_HEAD], &mut rng);
         g.tensor_f32(&blk(il, "attn_k.weight"), &[N_EMBD, kv], &mut rng);
         g.tensor_f32(&blk(il, "attn_v.weight"), &[N_EMBD, kv], &mut rng);
-        g.tensor_f32(
-            &blk(il, "attn_output.weight"),
-            &[HEAD_DIM * N_HEAD, N_EMBD],
-            &mut rng,
-        );
-        g.tensor(
-            &blk(il, "ffn_norm.weight"),
-            tt::F32,
-            &[N_EMBD],
-            ones.clone(),
-        );
+        g.tensor_f32(&blk(il, "attn_output.weight"), &[HEAD_DIM * N_HEAD, N_EMBD], &mut rng);
+        g.tensor(&blk(il, "ffn_norm.weight"), tt::F32, &[N_EMBD], ones.clone());
         g.tensor_f32(&blk(il, "ffn_gate.weight"), &[N_EMBD, N_FF], &mut rng);
         g.tensor_f32(&blk(il, "ffn_up.weight"), &[N_EMBD, N_FF], &mut rng);
         g.tensor_f32(&blk(il, "ffn_down.weight"), &[N_FF, N_EMBD], &mut rng);

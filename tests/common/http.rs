@@ -78,7 +78,8 @@ pub struct Reply {
 
 /// One request on a fresh connection (`Connection: close`); a chunked body is de-chunked.
 pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut raw =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         raw.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -99,7 +100,11 @@ pub fn send_raw(addr: &str, bytes: &[u8]) -> Reply {
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
     let raw_body = out.get(split + 4..).unwrap_or(&[]);
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(raw_body) } else { raw_body.to_vec() };
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(raw_body)
+    } else {
+        raw_body.to_vec()
+    };
     Reply { status, headers: head, body: String::from_utf8_lossy(&body).into_owned() }
 }
 
@@ -119,5 +124,8 @@ fn dechunk(mut s: &[u8]) -> Vec<u8> {
 
 /// The `data:` payloads of a server-sent event stream.
 pub fn sse_data(body: &str) -> Vec<String> {
-    body.lines().filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))).map(str::to_string).collect()
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .map(str::to_string)
+        .collect()
 }

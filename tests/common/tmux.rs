@@ -16,7 +16,8 @@ impl Tmux {
     }
 
     pub fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().expect("tmux is needed for this test (make deps installs it)");
+        let out =
+            Command::new("tmux").args(args).output().expect("tmux is needed for this test (make deps installs it)");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -53,4 +54,3 @@ impl Drop for Tmux {
         let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
     }
 }
-

@@ -8,4 +8,5 @@ use crate::model::hparams::{ArchHp, RopeKind};
 
 pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Neox, swa_period: Some(6) };
 
-pub const RECIPE: Recipe = Recipe { embd_scale: true, qk_norm: true, q_scale: true, fused_qkv: false, ffn: Ffn::GeGlu, post_norms: true };
+pub const RECIPE: Recipe =
+    Recipe { embd_scale: true, qk_norm: true, q_scale: true, fused_qkv: false, ffn: Ffn::GeGlu, post_norms: true };

@@ -7,5 +7,11 @@ use crate::model::hparams::{ArchHp, RopeKind};
 
 pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Neox, swa_period: None };
 
-pub const RECIPE: Recipe =
-    Recipe { embd_scale: false, qk_norm: false, q_scale: true, fused_qkv: true, ffn: Ffn::SwiGluFused, post_norms: false };
+pub const RECIPE: Recipe = Recipe {
+    embd_scale: false,
+    qk_norm: false,
+    q_scale: true,
+    fused_qkv: true,
+    ffn: Ffn::SwiGluFused,
+    post_norms: false,
+};

@@ -5,4 +5,5 @@ use crate::model::hparams::{ArchHp, RopeKind};
 
 pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Neox, swa_period: None };
 
-pub const RECIPE: Recipe = Recipe { embd_scale: false, qk_norm: false, q_scale: false, fused_qkv: false, ffn: Ffn::SwiGlu, post_norms: false };
+pub const RECIPE: Recipe =
+    Recipe { embd_scale: false, qk_norm: false, q_scale: false, fused_qkv: false, ffn: Ffn::SwiGlu, post_norms: false };
