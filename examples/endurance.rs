@@ -308,7 +308,7 @@ fn measure(
     measured: &mut usize,
 ) -> Result<(), decache::Error> {
     let Some(fresh) = fresh else { return Ok(()) };
-    if c.stats.rounds == rounds_before || c.stats.rounds % every != 0 {
+    if c.stats.rounds == rounds_before || !c.stats.rounds.is_multiple_of(every) {
         return Ok(());
     }
     let live = c.session.live_tokens();

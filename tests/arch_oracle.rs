@@ -8,7 +8,6 @@
 //! decached (keep and shift) and the continuation compared again with
 //! `llama_memory_seq_rm` (+ `seq_add`).
 #[path = "common/gguf_writer.rs"]
-#[allow(dead_code)]
 mod gguf_writer;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::model::{LoadOptions, Model};

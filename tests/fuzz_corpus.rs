@@ -7,7 +7,10 @@ mod harness;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target: its name and its harness.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: &[Target] = &[
     ("gguf", harness::gguf),
     ("tokenizer", harness::tokenizer),
     ("template", harness::chat_template),

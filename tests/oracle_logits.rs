@@ -25,7 +25,7 @@ fn oracle_ctx(m: &OracleModel, n_ctx: u32) -> OracleContext<'_> {
 /// added when `bos`); returns the largest |Δlogit|.
 fn logits_parity(path: &std::path::Path, bos: bool) -> f32 {
     let model = Arc::new(Model::load(path, &LoadOptions::default()).unwrap());
-    let oracle = OracleModel::load(&path).unwrap();
+    let oracle = OracleModel::load(path).unwrap();
     let n_vocab = model.hparams.n_vocab as usize;
     let mut worst = 0f32;
     let mut positions = 0;

@@ -16,7 +16,7 @@ fn check(path: &std::path::Path, chunks: usize, bos: Option<u32>) {
 
     let out = Command::new(env!("CARGO_BIN_EXE_decache"))
         .args(["perplexity", "-m"])
-        .arg(&path)
+        .arg(path)
         .args(["-f", text_file, "-c", &N_CTX.to_string(), "-t", "2", "--chunks", &chunks.to_string()])
         .output()
         .expect("run decache perplexity");

@@ -3,7 +3,6 @@
 //! matmul weights in each type, then our logits at every position are compared
 //! with llama.cpp's on the same file (same ggml kernels underneath).
 #[path = "common/gguf_writer.rs"]
-#[allow(dead_code)]
 mod gguf_writer;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::ggml::GgmlType;

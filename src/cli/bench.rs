@@ -234,7 +234,7 @@ fn run_decache(
         swa_full: a.swa_full,
         ..SessionConfig::default()
     };
-    let oracle = if a.llama { Some(load_oracle(a, &model)?) } else { None };
+    let oracle = if a.llama { Some(load_oracle(a, model)?) } else { None };
     let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
     let n_vocab = model.hparams.n_vocab as usize;
     let r = defrag_bench(&mut || Session::new(model.clone(), cfg.clone()), octx.as_mut(), n_ctx, 0.75, n_gen, n_vocab)?;

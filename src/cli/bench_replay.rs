@@ -10,7 +10,7 @@ pub fn run(a: &BenchArgs, model: &Arc<Model>, threads: usize) -> Result<(), deca
     if a.turns == 0 || a.window == 0 {
         return Err(decache::Error::InvalidArgument("--turns and --window must be at least 1".into()));
     }
-    let template = chat_template(&model, None)?;
+    let template = chat_template(model, None)?;
     let requests = agent_requests(a.turns, a.window);
     // A cache big enough for the longest request, as a server would be given.
     let longest = requests.last().map(|m| template.render(m, true)).transpose()?.map_or(0, |t| t.len());

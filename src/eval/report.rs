@@ -25,6 +25,9 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(213, 94, 0),
 ];
 
+/// One point of a chart from a set and a strategy (none when it has no value).
+type PointOf<'a> = dyn Fn(&SetResult, &super::StrategyResult) -> Option<(f64, f64)> + 'a;
+
 /// The strategies in the order the results hold them.
 fn strategy_names(results: &[SetResult]) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
@@ -136,22 +139,21 @@ fn charts(dir: &Path, results: &[SetResult], names: &[&'static str]) -> Result<V
 
     // Quality against tokens kept: one point per strategy and set.
     let kept = |r: &SetResult, s: &super::StrategyResult| s.mean_live() / r.total_tokens.max(1) as f64;
-    let series =
-        |f: &dyn Fn(&SetResult, &super::StrategyResult) -> Option<(f64, f64)>| -> Vec<(&str, Vec<(f64, f64)>)> {
-            names
-                .iter()
-                .filter(|&&n| n != "full")
-                .map(|&n| {
-                    (
-                        n,
-                        results
-                            .iter()
-                            .flat_map(|r| r.strategies.iter().filter(|s| s.strategy == n).filter_map(|s| f(r, s)))
-                            .collect(),
-                    )
-                })
-                .collect()
-        };
+    let series = |f: &PointOf<'_>| -> Vec<(&str, Vec<(f64, f64)>)> {
+        names
+            .iter()
+            .filter(|&&n| n != "full")
+            .map(|&n| {
+                (
+                    n,
+                    results
+                        .iter()
+                        .flat_map(|r| r.strategies.iter().filter(|s| s.strategy == n).filter_map(|s| f(r, s)))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
     let q = dir.join("quality-vs-kept.svg");
     let chart = Chart {
         title: "Divergence from full context vs. share of the conversation kept",
@@ -160,7 +162,7 @@ fn charts(dir: &Path, results: &[SetResult], names: &[&'static str]) -> Result<V
         log_y: true,
         lines: false,
     };
-    draw(&q, &chart, &names, &series(&|r, s| s.mean_vs_full().map(|c| (kept(r, s), c.kl))))?;
+    draw(&q, &chart, names, &series(&|r, s| s.mean_vs_full().map(|c| (kept(r, s), c.kl))))?;
     files.push(q);
 
     // Per turn, summed (time) or averaged (KL) over the sets that have it.
@@ -193,7 +195,7 @@ fn charts(dir: &Path, results: &[SetResult], names: &[&'static str]) -> Result<V
         log_y: false,
         lines: true,
     };
-    draw(&tp, &chart, &names, &per_turn(&|t| Some(t.ms), false))?;
+    draw(&tp, &chart, names, &per_turn(&|t| Some(t.ms), false))?;
     files.push(tp);
     let kp = dir.join("kl-per-turn.svg");
     let chart = Chart {
@@ -205,7 +207,7 @@ fn charts(dir: &Path, results: &[SetResult], names: &[&'static str]) -> Result<V
     };
     let kl_series: Vec<_> =
         per_turn(&|t| t.vs_full.map(|c| c.kl), true).into_iter().filter(|(n, _)| *n != "full").collect();
-    draw(&kp, &chart, &names, &kl_series)?;
+    draw(&kp, &chart, names, &kl_series)?;
     files.push(kp);
     Ok(files)
 }

@@ -52,7 +52,7 @@ unsafe extern "C" fn profile_cb(t: *mut sys::ggml_tensor, ask: bool, user: *mut 
         let s1 = unsafe { (*t.raw()).src[1] };
         let a64 = if s1.is_null() {
             ""
-        } else if unsafe { (*s1).data } as usize % 64 == 0 {
+        } else if (unsafe { (*s1).data } as usize).is_multiple_of(64) {
             " src1:aligned64"
         } else {
             " src1:unaligned64"
@@ -127,7 +127,7 @@ impl Scheduler {
         match st {
             sys::GGML_STATUS_SUCCESS => Ok(()),
             sys::GGML_STATUS_ABORTED => Err(ComputeError::Aborted),
-            s => Err(ComputeError::Status(s as i32)),
+            s => Err(ComputeError::Status(s)),
         }
     }
 

@@ -17,7 +17,7 @@ impl GgmlType {
     /// The type with this on-disk id, if ggml supports it (removed and
     /// out-of-range ids give `None`).
     pub fn from_id(id: u32) -> Option<GgmlType> {
-        if id >= sys::GGML_TYPE_COUNT as u32 {
+        if id >= sys::GGML_TYPE_COUNT {
             return None;
         }
         let t = id as sys::ggml_type;
@@ -32,11 +32,11 @@ impl GgmlType {
 
     /// Look a type up by its ggml name ("f16", "q8_0", ...), case-insensitive.
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        (0..sys::GGML_TYPE_COUNT as u32).filter_map(GgmlType::from_id).find(|t| t.name().eq_ignore_ascii_case(name))
+        (0..sys::GGML_TYPE_COUNT).filter_map(GgmlType::from_id).find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     pub fn id(self) -> u32 {
-        self.0 as u32
+        self.0
     }
 
     pub fn name(self) -> &'static str {
@@ -67,7 +67,7 @@ impl GgmlType {
     /// of the block size or the size overflows.
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let b = self.block_size();
-        if n % b != 0 {
+        if !n.is_multiple_of(b) {
             return None;
         }
         (n / b).checked_mul(self.type_size())
@@ -115,7 +115,7 @@ impl GgmlType {
         if !self.can_quantize() {
             return Err(format!("ggml cannot quantize to {self}"));
         }
-        if n_per_row == 0 || src.len() % n_per_row != 0 {
+        if n_per_row == 0 || !src.len().is_multiple_of(n_per_row) {
             return Err(format!("{} values are not whole rows of {n_per_row}", src.len()));
         }
         let row = self

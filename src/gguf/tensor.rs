@@ -30,7 +30,7 @@ pub(crate) fn tensor_nbytes(typ: GgmlType, ne: &[i64; 4]) -> Result<u64, String>
     if ne.iter().any(|&d| d <= 0) {
         return Err(format!("invalid shape {ne:?} (every dimension must be at least 1)"));
     }
-    if ne[0] as u64 % typ.block_size() != 0 {
+    if !(ne[0] as u64).is_multiple_of(typ.block_size()) {
         return Err(format!(
             "first dimension {} is not a multiple of the {} block size {}",
             ne[0],

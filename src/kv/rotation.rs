@@ -6,11 +6,11 @@
 
 /// Head sizes that get a rotation, and the rotation's size for one.
 pub fn k_rotation_size(head_dim: usize, k_quantized: bool) -> Option<usize> {
-    if !k_quantized || head_dim == 0 || head_dim % 64 != 0 {
+    if !k_quantized || head_dim == 0 || !head_dim.is_multiple_of(64) {
         return None;
     }
     let mut n = 64;
-    while head_dim % (2 * n) == 0 {
+    while head_dim.is_multiple_of(2 * n) {
         n *= 2;
     }
     Some(n)
@@ -19,7 +19,7 @@ pub fn k_rotation_size(head_dim: usize, k_quantized: bool) -> Option<usize> {
 /// The V rotation's size: 64 for a quantized V cache whose heads are a
 /// multiple of 64 (llama.cpp keeps V's rotation small; larger ones did not help).
 pub fn v_rotation_size(head_dim: usize, v_quantized: bool) -> Option<usize> {
-    (v_quantized && head_dim > 0 && head_dim % 64 == 0).then_some(64)
+    (v_quantized && head_dim > 0 && head_dim.is_multiple_of(64)).then_some(64)
 }
 
 /// The n x n Sylvester-Hadamard matrix scaled by 1/sqrt(n) (n a power of 2), row-major.

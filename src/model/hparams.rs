@@ -133,7 +133,7 @@ impl HParams {
             Some(s) if s > 0.0 => 1.0 / s,
             _ => 1.0,
         };
-        if !(rope_base > 0.0) {
+        if rope_base.is_nan() || rope_base <= 0.0 {
             return Err(bad("rope.freq_base", format!("{rope_base} must be positive")));
         }
         let n_ctx_orig =
@@ -196,7 +196,7 @@ fn read_swa(f: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Resu
         }
     };
     let rope_base = f.get_f32(&format!("{arch}.rope.freq_base_swa"))?.unwrap_or(10000.0);
-    if !(rope_base > 0.0) {
+    if rope_base.is_nan() || rope_base <= 0.0 {
         return Err(GgufError::Metadata {
             path: f.path.clone(),
             key: format!("{arch}.rope.freq_base_swa"),

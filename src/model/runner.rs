@@ -2,7 +2,7 @@
 //! layers were offloaded to), the scheduler that splits graphs between them,
 //! and the last step graph, reused while its shapes match. The KV cache runs
 //! its own small graphs (K-shift, defrag) on the same scheduler; a step
-//! graph whose allocation they replaced is allocated again before it runs.
+//! graph whose allocation they replaced is built again before it runs.
 use super::graph::{StepGraph, StepInputs};
 use super::Model;
 use crate::error::{Error, Result};
@@ -86,7 +86,11 @@ impl Runner {
         let (n_kv, n_kv_swa) = kv.n_kv();
         let n_outputs = outputs.len().max(1);
         let key = (tokens.len(), n_kv, n_kv_swa, n_outputs);
-        if self.step.as_ref().map(|c| c.key) != Some(key) {
+        // A graph whose allocation the cache's own graphs (K-shift, defrag)
+        // replaced is built again: the scheduler cannot allocate a graph it
+        // has already split a second time (devices lose their assignments).
+        let current = self.sched.allocations();
+        if self.step.as_ref().map(|c| (c.key, c.allocation)) != Some((key, current)) {
             // New shapes: build and allocate a new graph (the old one's
             // allocation is released by the scheduler's reset).
             self.step = None;
@@ -121,12 +125,7 @@ impl Runner {
             let allocation = self.sched.allocations();
             self.step = Some(StepCache { key, graph: g, inputs, logits: logits_at, allocation });
         }
-        let cache = self.step.as_mut().expect("step graph");
-        if cache.allocation != self.sched.allocations() {
-            // The cache's own graphs (K-shift, defrag) used the scheduler since.
-            self.sched.alloc(&cache.graph.graph())?;
-            cache.allocation = self.sched.allocations();
-        }
+        let cache = self.step.as_ref().expect("step graph");
         let g = &cache.graph;
         let inp = cache.inputs.map(|i| g.tensor(i));
         inp.tokens.write_i32(&tokens.iter().map(|&t| t as i32).collect::<Vec<_>>());

@@ -207,12 +207,12 @@ impl Engine {
     /// already wait. The count is taken under the slots' lock (the dispatcher
     /// moves a job from waiting to busy under it too), so a job the dispatcher
     /// has not picked up yet never makes the queue look fuller than it is.
-    pub fn submit(&self, job: Job) -> std::result::Result<(), Job> {
+    pub fn submit(&self, job: Job) -> std::result::Result<(), Box<Job>> {
         let slots = self.shared.slots.lock().unwrap_or_else(|e| e.into_inner());
         let busy = slots.iter().filter(|s| s.info.busy).count();
         let mut waiting = self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
         if busy + *waiting >= slots.len() + self.config.queue {
-            return Err(job);
+            return Err(Box::new(job));
         }
         // Counted before it can reach the dispatcher, which uncounts it.
         *waiting += 1;
@@ -220,7 +220,7 @@ impl Engine {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
                 *waiting -= 1;
-                Err(j)
+                Err(Box::new(j))
             }
         }
     }

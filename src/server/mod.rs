@@ -108,7 +108,7 @@ impl AppState {
             return Ok((encode(&msgs)?, prune::Pruned::default()));
         }
         let count = |t: &str| tok.encode(t, false, false).map_or(t.len(), |v| v.len());
-        let c = self.pruner.compact(msgs, engine.n_ctx, &encode, &count)?;
+        let c = self.pruner.prune(msgs, engine.n_ctx, &encode, &count)?;
         Ok((c.tokens, c.pruned))
     }
 

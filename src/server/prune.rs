@@ -61,7 +61,10 @@ pub struct Pruner {
 }
 
 /// A request after compaction.
-pub struct Compacted {
+/// Renders and tokenizes messages (the server's template and tokenizer).
+pub type Encode<'a, E> = dyn Fn(&[ChatMessage]) -> Result<Vec<u32>, E> + 'a;
+
+pub struct PrunedRequest {
     pub messages: Vec<ChatMessage>,
     /// The prompt's tokens, rendered from `messages`.
     pub tokens: Vec<u32>,
@@ -183,10 +186,12 @@ fn layout(msgs: &[ChatMessage], count: &dyn Fn(&str) -> usize, paste_keep: usize
             // A long output that is not known to pass, or a long paste in a
             // past turn, may lose its middle.
             let last = i + 1 == msgs.len();
-            if !lines.is_empty() && n > 3 * paste_keep && !last {
-                if matches!(kind, SegmentKind::CommandOutput { passed: None } | SegmentKind::User) {
-                    kind = SegmentKind::PastedLog;
-                }
+            if !lines.is_empty()
+                && n > 3 * paste_keep
+                && !last
+                && matches!(kind, SegmentKind::CommandOutput { passed: None } | SegmentKind::User)
+            {
+                kind = SegmentKind::PastedLog;
             }
             let seg = segs.push(kind, turn, pos, pos + n as Pos);
             let keep_lines = !lines.is_empty();
@@ -232,13 +237,13 @@ impl Pruner {
     /// the plan takes, remember it, and encode again. The last message (the
     /// one being answered) is never touched. Below the watermark, `encode`
     /// runs once and nothing is counted.
-    pub fn compact<E>(
+    pub fn prune<E>(
         &self,
         msgs: Vec<ChatMessage>,
         n_ctx: usize,
-        encode: &dyn Fn(&[ChatMessage]) -> Result<Vec<u32>, E>,
+        encode: &Encode<'_, E>,
         count: &dyn Fn(&str) -> usize,
-    ) -> Result<Compacted, E> {
+    ) -> Result<PrunedRequest, E> {
         let last = msgs.len().saturating_sub(1);
         let mut pruned = Pruned::default();
         // The messages left after what was remembered, with their keys and
@@ -264,7 +269,7 @@ impl Pruner {
         let tokens = encode(&msgs)?;
         if !self.policy.should_decache(tokens.len(), n_ctx) {
             pruned.parts = rest.iter().filter(|r| r.1).count();
-            return Ok(Compacted { messages: msgs, tokens, pruned });
+            return Ok(PrunedRequest { messages: msgs, tokens, pruned });
         }
         let lay = layout(&msgs, count, self.policy.paste_keep);
         let cuts = self.cuts(&msgs, &lay, n_ctx);
@@ -287,7 +292,7 @@ impl Pruner {
             kept.push(m);
         }
         let tokens = if changed { encode(&kept)? } else { tokens };
-        Ok(Compacted { messages: kept, tokens, pruned })
+        Ok(PrunedRequest { messages: kept, tokens, pruned })
     }
 
     /// Cuts for each message from the policy's plan over the layout: a
@@ -363,7 +368,7 @@ mod tests {
         }
         history.push(msg("user", "What next?"));
         let total = size(&history);
-        let out = c.compact(history.clone(), total, &encode, &count).unwrap();
+        let out = c.prune(history.clone(), total, &encode, &count).unwrap();
         assert!(out.pruned.messages > 0, "nothing pruned at 100% of the cells");
         assert_eq!(out.messages.last().unwrap().content, "What next?");
         assert_eq!(out.messages[0].role, "system");
@@ -371,12 +376,12 @@ mod tests {
         assert_eq!(reminders, 1, "older copies of the reminder go first, the newest stays");
         assert!(size(&out.messages) <= total * 7 / 10 + 40, "down to the target: {}", size(&out.messages));
         // The same history again: pruned the same way from memory, even below the watermark.
-        let again = c.compact(history.clone(), 100 * total, &encode, &count).unwrap();
+        let again = c.prune(history.clone(), 100 * total, &encode, &count).unwrap();
         assert_eq!(again.messages, out.messages);
         assert_eq!(again.pruned, out.pruned);
         // Well below the watermark, a fresh pruner leaves the request alone.
         let fresh = Pruner::new(DecachePolicy::default());
-        assert_eq!(fresh.compact(history.clone(), 100 * total, &encode, &count).unwrap().pruned, Pruned::default());
+        assert_eq!(fresh.prune(history.clone(), 100 * total, &encode, &count).unwrap().pruned, Pruned::default());
         assert!(matches!(
             kind_of("tool", "test result: ok. 3 passed"),
             SegmentKind::CommandOutput { passed: Some(true) }
@@ -424,7 +429,7 @@ mod tests {
         let c = Pruner::new(DecachePolicy { at: 0.9, to: 0.5, ..DecachePolicy::default() });
         let history = inner_history(6);
         let total = size(&history);
-        let out = c.compact(history.clone(), total, &encode, &count).unwrap();
+        let out = c.prune(history.clone(), total, &encode, &count).unwrap();
         assert!(out.pruned.parts > 0, "{:?}", out.pruned);
         assert_eq!(out.messages.len(), history.len() - out.pruned.messages);
         assert_eq!(out.messages.last(), history.last(), "the question is untouched");
@@ -453,7 +458,7 @@ mod tests {
         let mut next = history.clone();
         next.push(msg("assistant", "Because of byte 7."));
         next.push(msg("user", "Fix it."));
-        let again = c.compact(next, 100 * total, &encode, &count).unwrap();
+        let again = c.prune(next, 100 * total, &encode, &count).unwrap();
         assert_eq!(&again.messages[..out.messages.len()], &out.messages[..]);
         assert_eq!(again.pruned, out.pruned);
     }

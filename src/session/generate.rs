@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::sampling::{SamplerChain, SamplingParams};
 use std::time::Instant;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct GenerateOptions {
     /// Tokens to generate at most; `None` = until end of generation or a full context.
     pub n_predict: Option<usize>,
@@ -14,12 +14,6 @@ pub struct GenerateOptions {
     pub ignore_eos: bool,
     /// Render control tokens as text (`--special`).
     pub special: bool,
-}
-
-impl Default for GenerateOptions {
-    fn default() -> Self {
-        GenerateOptions { n_predict: None, sampling: SamplingParams::default(), ignore_eos: false, special: false }
-    }
 }
 
 /// What the loop reports while it runs.
