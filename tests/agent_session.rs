@@ -1,7 +1,8 @@
-//! `decache agent` sessions driven end to end through the real model's
-//! cache: a scripted model (a test double that emits tool calls; every
-//! token of its replies and of the tool results is evaluated into SmolLM2's
-//! 4096-cell cache) works on a fixture project for hundreds of calls; bad
+//! `decache agent` sessions driven end to end through a model's cache: a
+//! scripted model (a test double that emits tool calls; every token of its
+//! replies and of the tool results is evaluated into a 4096-cell cache of a
+//! random-weight model with SmolLM2's vocabulary) works on a fixture
+//! project for hundreds of calls; bad
 //! tool input of every kind gets a clear tool error while the session goes
 //! on; and a short session with the real model's own replies holds.
 mod common;
@@ -61,8 +62,8 @@ impl AgentUi for Recorder {
     }
 }
 
-fn agent(root: &Path, n_ctx: usize, limits: Limits, log: bool, policy: DecachePolicy) -> Agent {
-    let model = Arc::new(Model::load(&common::smollm2(), &LoadOptions::default()).unwrap());
+fn agent(model: &Path, root: &Path, n_ctx: usize, limits: Limits, log: bool, policy: DecachePolicy) -> Agent {
+    let model = Arc::new(Model::load(model, &LoadOptions::default()).unwrap());
     let template = ChatTemplate::new(model.tokenizer.chat_template().unwrap()).unwrap();
     let session = Session::new(model, SessionConfig { n_ctx, n_threads: 2, ..SessionConfig::default() }).unwrap();
     let conv = Conversation::new(session, template, policy);
@@ -165,7 +166,9 @@ fn a_long_scripted_session_never_overflows_and_stays_in_its_folder() {
     // Forgetting down to 45% keeps the attended cells (and so the test's
     // time) low; what is forgotten is the same as with the defaults.
     let policy = DecachePolicy { at: 0.8, to: 0.45, ..DecachePolicy::default() };
-    let mut a = agent(&root, 4096, Limits::default(), true, policy);
+    // The replies are scripted: a random-weight model with SmolLM2's
+    // vocabulary evaluates the same tokens into the same 4096 cells.
+    let mut a = agent(&common::tiny_smollm2(), &root, 4096, Limits::default(), true, policy);
     let mut ui = Recorder::default();
     for t in 0..turns {
         let end =
@@ -256,7 +259,7 @@ fn bad_tool_input_gets_a_clear_error_and_the_session_goes_on() {
     replies.push("All checked.".into());
     let mut script = Scripted::new(replies);
     let limits = Limits { command_timeout: Duration::from_secs(5), ..Limits::default() };
-    let mut a = agent(&root, 4096, limits, false, DecachePolicy::default());
+    let mut a = agent(&common::tiny_smollm2(), &root, 4096, limits, false, DecachePolicy::default());
     // Hooks ride along: one that does not apply after each read, one before each command.
     a.hooks.hooks = vec![
         Hook {
@@ -293,7 +296,7 @@ fn bad_tool_input_gets_a_clear_error_and_the_session_goes_on() {
 fn a_short_session_with_the_real_model_holds() {
     let dir = tempfile::tempdir().unwrap();
     let (root, _) = fixture(dir.path());
-    let mut a = agent(&root, 4096, Limits::default(), true, DecachePolicy::default());
+    let mut a = agent(&common::smollm2(), &root, 4096, Limits::default(), true, DecachePolicy::default());
     a.cfg.max_steps = 3;
     let mut model = ModelResponder {
         opts: GenerateOptions { n_predict: Some(48), sampling: SamplingParams::greedy(), ..GenerateOptions::default() },

@@ -133,7 +133,7 @@ fn agent(root: &Path, script: &Path, extra: &[&str]) -> Command {
         "agent",
         root.to_str().unwrap(),
         "-m",
-        common::smollm2().to_str().unwrap(),
+        common::tiny_smollm2().to_str().unwrap(),
         "-c",
         "4096",
         "-t",
@@ -152,7 +152,10 @@ fn agent(root: &Path, script: &Path, extra: &[&str]) -> Command {
 /// streamed and not), alternating, 50 in all.
 #[test]
 fn sigkill_of_agent_and_server_never_corrupts_files_logs_or_transcripts() {
-    let m = common::smollm2();
+    // Scripted agent replies and short server replies: a random-weight model
+    // with SmolLM2's vocabulary makes each run (and each replay) quick, so
+    // the kills land at as many points of a whole run in less time.
+    let m = common::tiny_smollm2();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("proj");
     std::fs::create_dir_all(&root).unwrap();

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests that use the real models (fetched by
 //! `make models` into the decache cache directory).
 #![allow(dead_code)]
+pub mod gguf_writer;
 use std::path::PathBuf;
 
 /// Path of the default model; fails the test with a clear message if absent.
@@ -67,3 +68,74 @@ test result: 214 passed; 0 failed\nWhat does the log say about the tests?<|im_en
 <|im_start|>assistant\nAll 214 tests passed and nothing failed.<|im_end|>\n\
 <|im_start|>user\n<system-reminder>The date is Saturday. Keep answers short.</system-reminder>\nThanks. Now, which crate was compiled last?<|im_end|>\n";
 pub const FOLLOW_UP: &str = "<|im_start|>assistant\nThe last crate compiled was";
+
+/// A small random-weight llama with SmolLM2's own vocabulary and chat
+/// template (n_embd 64, 2 layers, its 8192-token context): for tests whose
+/// model replies are scripted or whose subject is the engine's bookkeeping
+/// (tool loops, decaching by meaning, crash safety), where the weights do not
+/// matter but the tokens must be SmolLM2's. Every token costs a fraction of
+/// the real model's, so such a test runs the same steps in seconds. Written
+/// once into cargo's test tmp dir (atomically, so concurrent tests agree).
+pub fn tiny_smollm2() -> PathBuf {
+    use gguf_writer::{blk, f32_bytes, tt, Gguf, Rng, Value};
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tiny-smollm2-vocab-v1.gguf");
+    if out.exists() {
+        return out;
+    }
+    let src = decache::gguf::GgufFile::open(&smollm2(), false).unwrap();
+    let strs = |k: &str| src.get_str_array(k).unwrap().unwrap_or_else(|| panic!("SmolLM2 has no {k}"));
+    let id = |k: &str| src.get_u32(k).unwrap();
+    let (n_embd, n_layer, n_head, n_head_kv, n_ff) = (64u64, 2u64, 4u64, 2u64, 128u64);
+    let head_dim = n_embd / n_head;
+    let tokens = strs("tokenizer.ggml.tokens");
+    let n_vocab = tokens.len() as u64;
+    let types: Vec<i32> =
+        src.get_i64_array("tokenizer.ggml.token_type").unwrap().unwrap().into_iter().map(|t| t as i32).collect();
+    let mut g = Gguf::new();
+    g.set("general.architecture", Value::str("llama"))
+        .set("general.name", Value::str("tiny-smollm2-vocab"))
+        .set("general.file_type", Value::U32(0))
+        .set("llama.block_count", Value::U32(n_layer as u32))
+        .set("llama.context_length", Value::U32(8192))
+        .set("llama.embedding_length", Value::U32(n_embd as u32))
+        .set("llama.feed_forward_length", Value::U32(n_ff as u32))
+        .set("llama.attention.head_count", Value::U32(n_head as u32))
+        .set("llama.attention.head_count_kv", Value::U32(n_head_kv as u32))
+        .set("llama.rope.dimension_count", Value::U32(head_dim as u32))
+        .set("llama.rope.freq_base", Value::F32(100000.0))
+        .set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
+        .set("tokenizer.ggml.model", Value::str(src.get_str("tokenizer.ggml.model").unwrap().unwrap()))
+        .set("tokenizer.ggml.pre", Value::str(src.get_str("tokenizer.ggml.pre").unwrap().unwrap()))
+        .set("tokenizer.ggml.tokens", Value::strs(&tokens))
+        .set("tokenizer.ggml.token_type", Value::i32s(&types))
+        .set("tokenizer.ggml.merges", Value::strs(&strs("tokenizer.ggml.merges")))
+        .set("tokenizer.chat_template", Value::str(src.get_str("tokenizer.chat_template").unwrap().unwrap()));
+    for k in ["bos", "eos", "unknown", "padding"] {
+        if let Some(v) = id(&format!("tokenizer.ggml.{k}_token_id")) {
+            g.set(&format!("tokenizer.ggml.{k}_token_id"), Value::U32(v));
+        }
+    }
+    if let Some(b) = src.get_bool("tokenizer.ggml.add_bos_token").unwrap() {
+        g.set("tokenizer.ggml.add_bos_token", Value::Bool(b));
+    }
+    let mut rng = Rng::new(0x5e01);
+    let kv = head_dim * n_head_kv;
+    let ones = f32_bytes(&vec![1.0; n_embd as usize]);
+    g.tensor_f32("token_embd.weight", &[n_embd, n_vocab], &mut rng);
+    g.tensor("output_norm.weight", tt::F32, &[n_embd], ones.clone());
+    for il in 0..n_layer {
+        g.tensor(&blk(il, "attn_norm.weight"), tt::F32, &[n_embd], ones.clone());
+        g.tensor_f32(&blk(il, "attn_q.weight"), &[n_embd, head_dim * n_head], &mut rng);
+        g.tensor_f32(&blk(il, "attn_k.weight"), &[n_embd, kv], &mut rng);
+        g.tensor_f32(&blk(il, "attn_v.weight"), &[n_embd, kv], &mut rng);
+        g.tensor_f32(&blk(il, "attn_output.weight"), &[head_dim * n_head, n_embd], &mut rng);
+        g.tensor(&blk(il, "ffn_norm.weight"), tt::F32, &[n_embd], ones.clone());
+        g.tensor_f32(&blk(il, "ffn_gate.weight"), &[n_embd, n_ff], &mut rng);
+        g.tensor_f32(&blk(il, "ffn_up.weight"), &[n_embd, n_ff], &mut rng);
+        g.tensor_f32(&blk(il, "ffn_down.weight"), &[n_ff, n_embd], &mut rng);
+    }
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    g.write(&tmp);
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
