@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv run test bench replay load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv run test test-fast test-models lint bench replay load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -43,8 +43,39 @@ $(PYENV)/.ready: scripts/client-requirements.txt
 run: build
 	$(BIN) run -p "$(PROMPT)" -n 128
 
+# The test suite in two tiers that run side by side (about 20 minutes here):
+#   test-fast    unit tests, doc tests, generated models, protocol and CLI tests,
+#                terminal sessions (a few minutes, mostly waiting on processes);
+#   test-models  the real models against llama.cpp, the server, the long
+#                sessions, crash safety (CPU-bound: one test at a time).
+# Every file in tests/ belongs to exactly one tier (checked below).
+FAST_TESTS := arch_oracle quant_types fuzz_corpus tokenizer_spec gguf_bad pull_local chat_template \
+	agent_cli agent_sandbox conversation_parts cli chat_tty agent_tty
+MODEL_TESTS := agent_session crash_safety conversation server_http server_clients eval transcript swa_pool \
+	tokenizer_oracle perplexity oracle_logits decache_oracle flash_attn reuse_oracle session_file \
+	rpc_loopback gpu_offload
 test: models pyenv
-	$(CARGO) test --release -- --test-threads=1
+	@all=$$(ls tests/*.rs | xargs -n1 basename | sed 's/\.rs$$//' | sort); \
+	tiers=$$(echo $(FAST_TESTS) $(MODEL_TESTS) | tr ' ' '\n' | sort); \
+	if [ "$$all" != "$$tiers" ]; then echo "tests/ and the tiers differ:"; diff <(echo "$$all") <(echo "$$tiers"); exit 1; fi
+	$(CARGO) test --release --no-run
+	$(MAKE) --no-print-directory -j2 -O test-fast test-models
+
+test-fast: models pyenv
+	$(CARGO) test --release --doc
+	$(CARGO) test --release --lib $(addprefix --test ,$(FAST_TESTS)) -- --test-threads=1
+
+test-models: models pyenv
+	$(CARGO) test --release $(addprefix --test ,$(MODEL_TESTS)) -- --test-threads=1
+
+# Style and lints (run by .ci/run before the tests): rustfmt, clippy with
+# warnings as errors on every target, and the engine alone (no default
+# features) still builds.
+lint: deps
+	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --lib --no-default-features -- -D warnings
 
 bench: build
 	$(BIN) bench --llama -t 2 -r 5

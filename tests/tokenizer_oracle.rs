@@ -6,8 +6,7 @@
 //! the cache.
 
 mod common;
-#[path = "common/gguf_writer.rs"]
-mod gguf_writer;
+use common::gguf_writer;
 
 use std::path::{Path, PathBuf};
 

@@ -26,6 +26,7 @@ const COLORS: [RGBColor; 6] = [
 ];
 
 /// One point of a chart from a set and a strategy (none when it has no value).
+#[cfg(feature = "eval-plots")]
 type PointOf<'a> = dyn Fn(&SetResult, &super::StrategyResult) -> Option<(f64, f64)> + 'a;
 
 /// The strategies in the order the results hold them.
