@@ -453,21 +453,46 @@ pub fn tiny_llama() -> Gguf {
         .set("tokenizer.ggml.eos_token_id", Value::U32(2));
 
     let mut rng = Rng::new(0x7e57);
-    let kv = HEAD_DIM * N_HEAD_KV;
-    let ones = f32_bytes(&vec![1.0; N_EMBD as usize]);
-    g.tensor_f32("token_embd.weight", &[N_EMBD, N_VOCAB], &mut rng);
-    g.tensor("output_norm.weight", tt::F32, &[N_EMBD], ones.clone());
-    for il in 0..N_LAYER {
-        g.tensor(&blk(il, "attn_norm.weight"), tt::F32, &[N_EMBD], ones.clone());
-        g.tensor_f32(&blk(il, "attn_q.weight"), &[N_EMBD, HEAD_DIM * N_HEAD], &mut rng);
-        g.tensor_f32(&blk(il, "attn_k.weight"), &[N_EMBD, kv], &mut rng);
-        g.tensor_f32(&blk(il, "attn_v.weight"), &[N_EMBD, kv], &mut rng);
-        g.tensor_f32(&blk(il, "attn_output.weight"), &[HEAD_DIM * N_HEAD, N_EMBD], &mut rng);
-        g.tensor(&blk(il, "ffn_norm.weight"), tt::F32, &[N_EMBD], ones.clone());
-        g.tensor_f32(&blk(il, "ffn_gate.weight"), &[N_EMBD, N_FF], &mut rng);
-        g.tensor_f32(&blk(il, "ffn_up.weight"), &[N_EMBD, N_FF], &mut rng);
-        g.tensor_f32(&blk(il, "ffn_down.weight"), &[N_FF, N_EMBD], &mut rng);
-    }
+    let dims = LlamaDims {
+        n_vocab: N_VOCAB,
+        n_embd: N_EMBD,
+        n_layer: N_LAYER,
+        n_head: N_HEAD,
+        n_head_kv: N_HEAD_KV,
+        n_ff: N_FF,
+    };
+    llama_tensors(&mut g, &dims, &mut rng);
     assert_eq!(g.tensors.len(), N_TENSORS);
     g
+}
+
+/// The shape of a llama model's tensors.
+pub struct LlamaDims {
+    pub n_vocab: u64,
+    pub n_embd: u64,
+    pub n_layer: u64,
+    pub n_head: u64,
+    pub n_head_kv: u64,
+    pub n_ff: u64,
+}
+
+/// A llama's tensors with random f32 weights from `rng` and norms of ones:
+/// token_embd (the output shares it), output_norm, and 9 per layer.
+pub fn llama_tensors(g: &mut Gguf, d: &LlamaDims, rng: &mut Rng) {
+    let head_dim = d.n_embd / d.n_head;
+    let kv = head_dim * d.n_head_kv;
+    let ones = f32_bytes(&vec![1.0; d.n_embd as usize]);
+    g.tensor_f32("token_embd.weight", &[d.n_embd, d.n_vocab], rng);
+    g.tensor("output_norm.weight", tt::F32, &[d.n_embd], ones.clone());
+    for il in 0..d.n_layer {
+        g.tensor(&blk(il, "attn_norm.weight"), tt::F32, &[d.n_embd], ones.clone());
+        g.tensor_f32(&blk(il, "attn_q.weight"), &[d.n_embd, head_dim * d.n_head], rng);
+        g.tensor_f32(&blk(il, "attn_k.weight"), &[d.n_embd, kv], rng);
+        g.tensor_f32(&blk(il, "attn_v.weight"), &[d.n_embd, kv], rng);
+        g.tensor_f32(&blk(il, "attn_output.weight"), &[head_dim * d.n_head, d.n_embd], rng);
+        g.tensor(&blk(il, "ffn_norm.weight"), tt::F32, &[d.n_embd], ones.clone());
+        g.tensor_f32(&blk(il, "ffn_gate.weight"), &[d.n_embd, d.n_ff], rng);
+        g.tensor_f32(&blk(il, "ffn_up.weight"), &[d.n_embd, d.n_ff], rng);
+        g.tensor_f32(&blk(il, "ffn_down.weight"), &[d.n_ff, d.n_embd], rng);
+    }
 }

@@ -77,7 +77,7 @@ pub const FOLLOW_UP: &str = "<|im_start|>assistant\nThe last crate compiled was"
 /// the real model's, so such a test runs the same steps in seconds. Written
 /// once into cargo's test tmp dir (atomically, so concurrent tests agree).
 pub fn tiny_smollm2() -> PathBuf {
-    use gguf_writer::{blk, f32_bytes, tt, Gguf, Rng, Value};
+    use gguf_writer::{llama_tensors, Gguf, LlamaDims, Rng, Value};
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tiny-smollm2-vocab-v1.gguf");
     if out.exists() {
         return out;
@@ -118,22 +118,8 @@ pub fn tiny_smollm2() -> PathBuf {
     if let Some(b) = src.get_bool("tokenizer.ggml.add_bos_token").unwrap() {
         g.set("tokenizer.ggml.add_bos_token", Value::Bool(b));
     }
-    let mut rng = Rng::new(0x5e01);
-    let kv = head_dim * n_head_kv;
-    let ones = f32_bytes(&vec![1.0; n_embd as usize]);
-    g.tensor_f32("token_embd.weight", &[n_embd, n_vocab], &mut rng);
-    g.tensor("output_norm.weight", tt::F32, &[n_embd], ones.clone());
-    for il in 0..n_layer {
-        g.tensor(&blk(il, "attn_norm.weight"), tt::F32, &[n_embd], ones.clone());
-        g.tensor_f32(&blk(il, "attn_q.weight"), &[n_embd, head_dim * n_head], &mut rng);
-        g.tensor_f32(&blk(il, "attn_k.weight"), &[n_embd, kv], &mut rng);
-        g.tensor_f32(&blk(il, "attn_v.weight"), &[n_embd, kv], &mut rng);
-        g.tensor_f32(&blk(il, "attn_output.weight"), &[head_dim * n_head, n_embd], &mut rng);
-        g.tensor(&blk(il, "ffn_norm.weight"), tt::F32, &[n_embd], ones.clone());
-        g.tensor_f32(&blk(il, "ffn_gate.weight"), &[n_embd, n_ff], &mut rng);
-        g.tensor_f32(&blk(il, "ffn_up.weight"), &[n_embd, n_ff], &mut rng);
-        g.tensor_f32(&blk(il, "ffn_down.weight"), &[n_ff, n_embd], &mut rng);
-    }
+    let dims = LlamaDims { n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff };
+    llama_tensors(&mut g, &dims, &mut Rng::new(0x5e01));
     let tmp = out.with_extension(format!("tmp{}", std::process::id()));
     g.write(&tmp);
     std::fs::rename(&tmp, &out).unwrap();
