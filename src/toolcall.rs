@@ -33,6 +33,8 @@ fn call_of(v: &Value) -> Option<ToolCall> {
     let name = f.get("name")?.as_str()?.to_string();
     let args = f.get("arguments").or_else(|| f.get("parameters")).cloned().unwrap_or_else(|| json!({}));
     let arguments = match args {
+        // Clients send `""` for a call without arguments (OpenAI's SDKs do).
+        Value::String(s) if s.trim().is_empty() => json!({}),
         Value::String(s) => serde_json::from_str(&s).ok().filter(Value::is_object)?,
         a if a.is_object() => a,
         _ => return None,
@@ -192,6 +194,13 @@ impl CallFilter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn empty_arguments_are_an_empty_object() {
+        let calls = from_openai(&[json!({"function": {"name": "ls", "arguments": ""}})]).unwrap();
+        assert_eq!((calls[0].name.as_str(), &calls[0].arguments), ("ls", &json!({})));
+        assert!(from_openai(&[json!({"function": {"name": "ls", "arguments": "[1"}})]).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -126,6 +126,14 @@ fn streaming_side_endpoints_and_auth() {
     assert_eq!(r.status, 200);
     let v: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["data"][0]["id"], "smol");
+    // Any model name is answered by the loaded model (llama-server's habit;
+    // `--strict-model` refuses, see the bad-requests test).
+    let r = request(&s.addr, "GET", "/v1/models/gpt-4o", &auth, b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["id"], "smol");
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1});
+    let r = request(&s.addr, "POST", "/v1/chat/completions", &auth, body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(s.get("/health").0, 200);
 
     let r = request(&s.addr, "POST", "/tokenize", &auth, br#"{"content": "Hello world", "with_pieces": true}"#);
@@ -136,7 +144,7 @@ fn streaming_side_endpoints_and_auth() {
     assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["content"], "Hello world");
     let r = request(&s.addr, "GET", "/metrics", &auth, b"");
     assert!(
-        r.body.contains("decache:requests_total 3") && r.body.contains("# TYPE decache:prompt_tokens_total counter"),
+        r.body.contains("decache:requests_total 4") && r.body.contains("# TYPE decache:prompt_tokens_total counter"),
         "{}",
         r.body
     );
@@ -144,13 +152,13 @@ fn streaming_side_endpoints_and_auth() {
     assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["n_ctx"], 1024);
     let r = request(&s.addr, "GET", "/slots", &auth, b"");
     let v: Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(v[0]["requests"], 3);
+    assert_eq!(v[0]["requests"], 4);
     assert_eq!(v[0]["busy"], false);
 }
 
 #[test]
 fn bad_requests_get_4xx_and_the_server_keeps_serving() {
-    let mut s = Server::start(&["-m", &model(), "-c", "256", "-t", "2", "--max-body-mb", "1"]);
+    let mut s = Server::start(&["-m", &model(), "-c", "256", "-t", "2", "--max-body-mb", "1", "--strict-model"]);
     let long = "word ".repeat(400);
     let huge = "x".repeat(2 << 20);
     let cases: Vec<(&str, &str, String, u16, &str)> = vec![
@@ -201,6 +209,29 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
             }
         }
     }
+    let r = request(&s.addr, "GET", "/v1/models/gpt-9", &[], b"");
+    assert_eq!(r.status, 404, "--strict-model: {}", r.body);
+    assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"], "model_not_found");
+    // A `system` message among the others (as Claude Code sends its
+    // environment block on every turn) is a system turn, in both the
+    // Messages API and count_tokens; an unknown role is still refused.
+    let with_system = json!({"model": "claude-x", "max_tokens": 1, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "system", "content": [{"type": "text", "text": "<env>cwd: /tmp</env>"}]},
+        {"role": "user", "content": "and again"}]});
+    let (status, v) = s.post("/v1/messages", &with_system);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["type"], "message", "{v}");
+    let (status, with) = s.post("/v1/messages/count_tokens", &with_system);
+    assert_eq!(status, 200, "{with}");
+    let mut plain = with_system.clone();
+    plain["messages"].as_array_mut().unwrap().remove(1);
+    let (_, without) = s.post("/v1/messages/count_tokens", &plain);
+    assert!(with["input_tokens"].as_u64() > without["input_tokens"].as_u64(), "{with} {without}");
+    let mut wizard = with_system.clone();
+    wizard["messages"][1]["role"] = json!("wizard");
+    let (status, v) = s.post("/v1/messages", &wizard);
+    assert_eq!((status, v["error"]["type"].as_str()), (400, Some("invalid_request_error")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("messages[1].role"), "{v}");
     let r = request(
         &s.addr,
         "POST",

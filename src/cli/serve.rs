@@ -44,8 +44,12 @@ pub struct ServeArgs {
     /// The model's name for clients (default: the file name without .gguf).
     #[arg(long = "alias")]
     pub alias: Option<String>,
-    /// Accept any `model` name in requests.
-    #[arg(long = "any-model")]
+    /// Refuse requests naming another model (404 `model_not_found`); by
+    /// default any name is answered by the loaded model, as llama-server
+    /// does (`--any-model`, the old opt-in, is accepted and changes nothing).
+    #[arg(long = "strict-model")]
+    pub strict_model: bool,
+    #[arg(long = "any-model", hide = true)]
     pub any_model: bool,
     /// Largest request body in MiB.
     #[arg(long = "max-body-mb", default_value_t = 16)]
@@ -85,7 +89,7 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
     let policy = a.decache.policy()?;
     let opts = ServerOptions {
         model_id,
-        any_model: a.any_model,
+        strict_model: a.strict_model,
         api_key: a.api_key.clone(),
         max_body: a.max_body_mb.max(1) << 20,
         sampling,

@@ -116,8 +116,11 @@ impl MessagesRequest {
             out.push(ChatMessage::new("system", flatten(sys, "system")?));
         }
         for (i, m) in self.messages.iter().enumerate() {
-            if !matches!(m.role.as_str(), "user" | "assistant") {
-                return Err(bad(format!("messages[{i}].role: '{}' (user or assistant)", m.role)));
+            // Claude Code sends its environment block as a `system` message
+            // among the others on every turn: it is rendered as a system
+            // turn where it stands.
+            if !matches!(m.role.as_str(), "user" | "assistant" | "system") {
+                return Err(bad(format!("messages[{i}].role: '{}' (user, assistant or system)", m.role)));
             }
             // A user turn made only of tool results is the tool speaking.
             let only_results =

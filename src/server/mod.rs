@@ -30,8 +30,10 @@ use std::time::Instant;
 pub struct ServerOptions {
     /// The name clients use for the model (`--alias`, else the file's stem).
     pub model_id: String,
-    /// Accept any `model` name in requests (clients that hard-code one).
-    pub any_model: bool,
+    /// Refuse a `model` name other than `model_id` (404 `model_not_found`);
+    /// by default any name is answered by the loaded model, as llama-server
+    /// does (harnesses hard-code theirs).
+    pub strict_model: bool,
     /// Required as `Authorization: Bearer KEY` or `x-api-key: KEY` on /v1 routes.
     pub api_key: Option<String>,
     /// Largest request body, bytes.
@@ -83,7 +85,7 @@ impl AppState {
 
     pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
         match requested {
-            Some(m) if !m.is_empty() && m != self.model_id && !self.opts.any_model => Err(ApiError::new(
+            Some(m) if !m.is_empty() && m != self.model_id && self.opts.strict_model => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("model '{m}' is not served here; this server serves '{}' (see /v1/models)", self.model_id),
             )
@@ -158,6 +160,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model_by_id))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route("/apply-template", post(apply_template))
@@ -207,16 +210,28 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn models(State(st): State<Arc<AppState>>) -> Response {
+/// The served model as OpenAI's model object.
+fn model_object(st: &AppState) -> serde_json::Value {
     let meta = st.engine.get().map(|e| {
         let m = &e.model;
         json!({"n_params": m.info.n_params, "size": m.info.file_size, "n_ctx_train": m.hparams.n_ctx_train, "n_vocab": m.hparams.n_vocab})
     });
-    Json(json!({
-        "object": "list",
-        "data": [{"id": st.model_id, "object": "model", "created": 0, "owned_by": "decache", "meta": meta}],
-    }))
-    .into_response()
+    json!({"id": st.model_id, "object": "model", "created": 0, "owned_by": "decache", "meta": meta})
+}
+
+async fn models(State(st): State<Arc<AppState>>) -> Response {
+    Json(json!({"object": "list", "data": [model_object(&st)]})).into_response()
+}
+
+/// `GET /v1/models/{id}`: the served model, under any name unless `--strict-model`.
+async fn model_by_id(
+    State(st): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match st.check_model(Some(&id)) {
+        Ok(()) => Json(model_object(&st)).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn props(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
