@@ -285,6 +285,23 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
     let predicted: f64 =
         metrics.lines().find_map(|l| l.strip_prefix("decache:tokens_predicted_total ")).unwrap().parse().unwrap();
     assert!(predicted < 100.0, "the abandoned generation went on: {predicted} tokens predicted in all");
+    // A reply cut because the 256 cells are full is told apart from one cut
+    // at max_tokens (a count the model goes on with until the cache is full).
+    let count = json!({"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 4000, "temperature": 0});
+    let (status, v) = s.post("/v1/completions", &count);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["choices"][0]["finish_reason"].as_str(), v["decache"]["context_full"].as_bool()),
+        (Some("length"), Some(true)),
+        "{v}"
+    );
+    let (_, v) =
+        s.post("/v1/completions", &json!({"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 4, "temperature": 0}));
+    assert_eq!(
+        (v["choices"][0]["finish_reason"].as_str(), v["decache"]["context_full"].as_bool()),
+        (Some("length"), Some(false)),
+        "{v}"
+    );
 }
 
 #[test]

@@ -198,6 +198,7 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
 fn stop_reason(f: FinishReason, stop_hit: Option<&str>) -> &'static str {
     match (f, stop_hit) {
         (FinishReason::Length, _) => "max_tokens",
+        (FinishReason::ContextFull, _) => "model_context_window_exceeded",
         (_, Some(_)) => "stop_sequence",
         _ => "end_turn",
     }
@@ -239,7 +240,7 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
             "content": content,
             "stop_reason": reason, "stop_sequence": f.stop_hit,
             "usage": usage(p.prompt_tokens, f.predicted_n, Some(&cache)),
-            "timings": timings(&f), "decache": decache(&cache, p.pruned),
+            "timings": timings(&f), "decache": decache(&cache, p.pruned, f.reason),
         }))
         .into_response());
     }
@@ -287,7 +288,7 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
                 "delta": {"stop_reason": reason, "stop_sequence": f.stop_hit},
                 "usage": {"output_tokens": f.predicted_n}, "timings": timings(&f)});
             if let Some(c) = cache {
-                delta["decache"] = decache(c, pruned);
+                delta["decache"] = decache(c, pruned, f.reason);
             }
             out.push((Some("message_delta"), delta));
             out.push((Some("message_stop"), json!({"type": "message_stop"})));
@@ -295,4 +296,17 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
         JobEvent::Failed(e) => out.push((Some("error"), ApiError::from(&e).dialect(Dialect::Anthropic).body())),
     });
     Ok(super::openai::sse(&st, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_context_is_told_apart_from_the_token_limit() {
+        assert_eq!(stop_reason(FinishReason::Length, None), "max_tokens");
+        assert_eq!(stop_reason(FinishReason::ContextFull, None), "model_context_window_exceeded");
+        assert_eq!(stop_reason(FinishReason::Stop, Some("###")), "stop_sequence");
+        assert_eq!(stop_reason(FinishReason::Stop, None), "end_turn");
+    }
 }

@@ -55,7 +55,10 @@ pub struct CacheUse {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinishReason {
     Stop,
+    /// The request's token limit (`max_tokens`, or the server's `-n`).
     Length,
+    /// The context filled up before the reply ended.
+    ContextFull,
 }
 
 #[derive(Clone, Debug)]
@@ -349,7 +352,8 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         let _ = job.events.blocking_send(JobEvent::Text(tail));
     }
     let reason = match gen.stop {
-        StopReason::Length | StopReason::ContextFull if !stop.stopped() => FinishReason::Length,
+        StopReason::Length if !stop.stopped() => FinishReason::Length,
+        StopReason::ContextFull if !stop.stopped() => FinishReason::ContextFull,
         _ => FinishReason::Stop,
     };
     let finish = Finish {

@@ -183,8 +183,9 @@ pub fn timings(f: &Finish) -> Value {
     })
 }
 
-pub fn decache(c: &CacheUse, pruned: Pruned) -> Value {
+pub fn decache(c: &CacheUse, pruned: Pruned, reason: FinishReason) -> Value {
     json!({
+        "context_full": reason == FinishReason::ContextFull,
         "hit": c.hit,
         "tokens_reused": c.tokens_reused,
         "tokens_removed": c.tokens_removed,
@@ -216,7 +217,8 @@ fn openai_calls(calls: &[ToolCall], indexed: bool) -> Value {
 fn finish_reason(r: FinishReason) -> &'static str {
     match r {
         FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
+        // OpenAI has no reason of its own for it: `decache.context_full` says which.
+        FinishReason::Length | FinishReason::ContextFull => "length",
     }
 }
 
@@ -272,7 +274,7 @@ async fn respond(
             "choices": [choice],
             "usage": usage(p.prompt_tokens, &f),
             "timings": timings(&f),
-            "decache": decache(&cache, p.pruned),
+            "decache": decache(&cache, p.pruned, f.reason),
         }))
         .into_response());
     }
@@ -328,7 +330,7 @@ async fn respond(
             }
             let mut last = chunk(delta(None, Some(reason)), Some(("timings", timings(&f))));
             if let Some(c) = cache {
-                last["decache"] = decache(c, pruned);
+                last["decache"] = decache(c, pruned, f.reason);
             }
             out.push((None, last));
             if include_usage {
