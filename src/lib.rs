@@ -19,6 +19,7 @@ pub mod kv;
 pub mod model;
 pub mod pull;
 pub mod sampling;
+pub mod script;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod session;

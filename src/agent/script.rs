@@ -4,42 +4,28 @@
 //! the cache and decached like a real reply.
 use super::Responder;
 use crate::context::segments::SegmentKind;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::script::{Cue, ReplyScript, NO_MORE};
 use crate::session::conversation::{Conversation, DecacheEvent};
-use std::collections::VecDeque;
 use std::path::Path;
 
 pub struct Scripted {
-    replies: VecDeque<String>,
+    script: ReplyScript,
 }
 
 impl Scripted {
     pub fn new(replies: impl IntoIterator<Item = String>) -> Scripted {
-        Scripted { replies: replies.into_iter().collect() }
+        Scripted { script: ReplyScript::plain(replies) }
     }
 
-    /// Replies from a file, separated by lines holding only `---`.
+    /// Replies from a file (see [`crate::script`]: separated by lines
+    /// holding only `---`, with optional `@when` / `@keep` directives).
     pub fn from_file(path: &Path) -> Result<Scripted> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
-        let mut replies = Vec::new();
-        let mut cur = Vec::new();
-        for line in text.lines() {
-            if line.trim_end() == "---" {
-                replies.push(cur.join("\n"));
-                cur.clear();
-            } else {
-                cur.push(line);
-            }
-        }
-        if !cur.is_empty() {
-            replies.push(cur.join("\n"));
-        }
-        Ok(Scripted::new(replies.into_iter().map(|r| r.trim().to_string())))
+        Ok(Scripted { script: ReplyScript::from_file(path)? })
     }
 
     pub fn remaining(&self) -> usize {
-        self.replies.len()
+        self.script.remaining()
     }
 }
 
@@ -49,7 +35,10 @@ impl Responder for Scripted {
         conv: &mut Conversation,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(String, Vec<DecacheEvent>)> {
-        let text = self.replies.pop_front().unwrap_or_else(|| "(the script has no more replies)".to_string());
+        // The agent always offers its tools; the last message is what the
+        // model answers (a tool result or the user's turn).
+        let last = conv.messages().last().map_or("", |m| m.content.as_str());
+        let text = self.script.next(&Cue { tools: true, last }).unwrap_or_else(|| NO_MORE.to_string());
         on_text(&text);
         let events = conv.push("assistant", &text, SegmentKind::Assistant)?;
         Ok((text, events))
@@ -61,12 +50,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replies_split_on_dashes() {
+    fn replies_come_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("s.txt");
         std::fs::write(&f, "one\n---\ntwo\nlines\n---\n").unwrap();
         let s = Scripted::from_file(&f).unwrap();
-        assert_eq!(s.replies, ["one", "two\nlines"]);
+        assert_eq!(s.remaining(), 2);
         assert!(Scripted::from_file(&dir.path().join("none")).is_err());
+        std::fs::write(&f, "@when never\nx").unwrap();
+        assert!(Scripted::from_file(&f).is_err());
     }
 }

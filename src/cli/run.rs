@@ -106,6 +106,7 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
         sampling: params,
         ignore_eos: a.ignore_eos,
         special: a.special,
+        forced: None,
     };
     let mut out = std::io::stdout().lock();
     let gen = session.generate(&ids, &opts, &mut |ev| {

@@ -68,6 +68,22 @@ pub struct ServeArgs {
     /// `decache replay`); one file per slot, spanning its requests.
     #[arg(long = "transcripts", value_name = "DIR")]
     pub transcripts: Option<std::path::PathBuf>,
+    /// Tokens any request may generate at most, whatever it asks (-1: no
+    /// cap). Harnesses ask for 32,000 or more, or send no limit; the cap
+    /// keeps a small model that never stops from filling the context.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 4096, allow_negative_numbers = true)]
+    pub n_predict: i64,
+    /// MiB of memory for chains pushed out of a slot (the prompt cache): a
+    /// harness's title or sub-agent request does not cost the main
+    /// conversation its cache. 0 turns it off.
+    #[arg(long = "cache-ram", value_name = "MiB", default_value_t = 8192)]
+    pub cache_ram: usize,
+    /// Answer from this script instead of sampling (replies separated by
+    /// `---` lines, with optional `@when` / `@keep` directives; see the
+    /// README): a scripted model, every token still through the cache, so
+    /// real clients can be driven through tool loops deterministically.
+    #[arg(long = "script", value_name = "FILE")]
+    pub script: Option<PathBuf>,
     #[command(flatten)]
     pub decache: DecacheArgs,
 }
@@ -96,6 +112,10 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         auto_prune: !a.no_auto_prune,
         policy,
         keep_alive: std::time::Duration::from_secs_f64(a.sse_keep_alive),
+        script: match &a.script {
+            Some(p) => Some(Arc::new(std::sync::Mutex::new(decache::script::ReplyScript::from_file(p)?))),
+            None => None,
+        },
     };
     let state = AppState::new(opts);
     let engine_cfg = EngineConfig {
@@ -106,6 +126,8 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         positions,
         transcripts: a.transcripts.clone(),
         repack: a.model.load_options().extra_buffers,
+        n_predict: (a.n_predict >= 0).then_some(a.n_predict as usize),
+        cache_ram: a.cache_ram << 20,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

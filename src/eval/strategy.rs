@@ -186,6 +186,7 @@ impl<'a> Runner<'a> {
             sampling: SamplingParams::greedy(),
             ignore_eos: false,
             special: false,
+            forced: None,
         };
         let gen = self.session.generate(&ask, &opts, &mut |_| true)?;
         let restart = self.script.restart(tok, &gen.text).map_err(Error::InvalidArgument)?;

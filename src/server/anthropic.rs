@@ -219,8 +219,10 @@ fn tool_use(c: &ToolCall) -> Value {
 
 async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, ApiError> {
     let tools = req.tools_active();
-    let (opts, stop) = req.sampling().options(&st.opts.sampling)?;
-    let (tokens, pruned) = st.prompt(req.chat_prompt()?, true)?;
+    let (mut opts, stop) = req.sampling().options(&st.opts.sampling)?;
+    let prompt = req.chat_prompt()?;
+    opts.forced = st.script_reply(&prompt)?;
+    let (tokens, pruned) = st.prompt(prompt, true)?;
     let mut p = st.job(tokens, opts, stop)?;
     p.pruned = pruned;
     let id = format!("msg_{:016x}", rand::random::<u64>());

@@ -3,6 +3,7 @@
 //! idle slot whose cache matches it best. Results go back as events over a
 //! tokio channel, so the HTTP side never blocks on the model; a client that
 //! goes away (its channel closed, or its cancel flag set) stops its job.
+use super::prompt_cache::{CachedChain, PromptCache, MIN_SAVED_TOKENS};
 use super::stop::StopMatcher;
 use crate::error::Result;
 use crate::kv::KvError;
@@ -30,6 +31,10 @@ pub struct EngineConfig {
     pub transcripts: Option<std::path::PathBuf>,
     /// The weights were loaded repacked (recorded in transcript headers).
     pub repack: bool,
+    /// Tokens any request may generate at most (`serve -n`); `None` = no cap.
+    pub n_predict: Option<usize>,
+    /// Bytes of chains pushed out of slots kept in memory (`--cache-ram`); 0 = none.
+    pub cache_ram: usize,
 }
 
 /// One request for the model: the prompt's tokens and how to generate.
@@ -39,6 +44,20 @@ pub struct Job {
     pub stop: Vec<String>,
     pub events: Sender<JobEvent>,
     pub cancel: Arc<AtomicBool>,
+    /// A saved chain the dispatcher chose for this job, restored into its slot first.
+    restore: Option<CachedChain>,
+}
+
+impl Job {
+    pub fn new(
+        tokens: Vec<u32>,
+        opts: GenerateOptions,
+        stop: Vec<String>,
+        events: Sender<JobEvent>,
+        cancel: Arc<AtomicBool>,
+    ) -> Job {
+        Job { tokens, opts, stop, events, cancel, restore: None }
+    }
 }
 
 /// How the cache served a request (the `decache` object of a response).
@@ -46,6 +65,9 @@ pub struct Job {
 pub struct CacheUse {
     pub slot: usize,
     pub hit: &'static str,
+    /// Where the reused tokens were: `slot` (the slot's own cache) or
+    /// `prompt_cache` (a chain saved in memory, restored into the slot).
+    pub from: &'static str,
     pub tokens_reused: usize,
     pub tokens_removed: usize,
     pub spans_matched: usize,
@@ -92,6 +114,8 @@ pub struct SlotInfo {
     pub n_cached: usize,
     pub requests: u64,
     pub last_hit: Option<&'static str>,
+    /// Where the last request's reused tokens were (`slot`, `prompt_cache`).
+    pub last_from: Option<&'static str>,
     /// When the slot last took a job (dispatch order; 0 = never).
     #[serde(skip)]
     pub last_used: u64,
@@ -111,6 +135,12 @@ pub struct Metrics {
     pub hits_prefix: u64,
     pub hits_subconscious: u64,
     pub misses: u64,
+    /// Chains saved into the prompt cache, and restored from it.
+    pub prompt_cache_saves: u64,
+    pub prompt_cache_restores: u64,
+    /// What the prompt cache holds now.
+    pub prompt_cache_chains: usize,
+    pub prompt_cache_bytes: usize,
 }
 
 /// A slot as the dispatcher sees it: what `/slots` shows, and the tokens
@@ -125,6 +155,7 @@ struct Shared {
     idle: Condvar,
     metrics: Mutex<Metrics>,
     waiting: Mutex<usize>,
+    prompt_cache: Mutex<PromptCache>,
 }
 
 pub struct Engine {
@@ -158,7 +189,16 @@ impl Engine {
         let n_ctx = sessions[0].n_ctx();
         let infos = (0..n)
             .map(|id| Slot {
-                info: SlotInfo { id, n_ctx, busy: false, n_cached: 0, requests: 0, last_hit: None, last_used: 0 },
+                info: SlotInfo {
+                    id,
+                    n_ctx,
+                    busy: false,
+                    n_cached: 0,
+                    requests: 0,
+                    last_hit: None,
+                    last_from: None,
+                    last_used: 0,
+                },
                 chain: Vec::new(),
             })
             .collect();
@@ -167,6 +207,7 @@ impl Engine {
             idle: Condvar::new(),
             metrics: Mutex::default(),
             waiting: Mutex::new(0),
+            prompt_cache: Mutex::new(PromptCache::new(config.cache_ram)),
         });
         let mut slot_tx = Vec::with_capacity(n);
         for (id, mut session) in sessions.into_iter().enumerate() {
@@ -233,7 +274,10 @@ impl Engine {
     }
 
     pub fn metrics(&self) -> Metrics {
-        self.shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut m = self.shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (m.prompt_cache_chains, m.prompt_cache_bytes) =
+            self.shared.prompt_cache.lock().unwrap_or_else(|e| e.into_inner()).usage();
+        m
     }
 
     /// Requests accepted but not yet on a slot.
@@ -242,32 +286,48 @@ impl Engine {
     }
 }
 
+/// A saved chain is restored only when it reuses this many more tokens than
+/// the slot's own cache (a restore copies the cells back).
+const RESTORE_GAIN: usize = 32;
+
 /// Hand each job to the idle slot whose cache it continues (more than half
 /// of its prompt is reused there), the one reusing most; if it continues none, to
 /// the least recently used idle slot (an empty one first), so that a new
-/// conversation does not evict a cache another one is using.
+/// conversation does not evict a cache another one is using. When a chain
+/// saved in the prompt cache serves the job better than that slot, the
+/// least recently used idle slot gets the job with the chain to restore.
 fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, min_chunk: Option<usize>) {
     let mut clock = 0u64;
-    for job in rx {
+    for mut job in rx {
         let mut slots = shared.slots.lock().unwrap_or_else(|e| e.into_inner());
         while slots.iter().all(|s| s.info.busy) {
             slots = shared.idle.wait(slots).unwrap_or_else(|e| e.into_inner());
         }
-        let best = slots
+        let idle = slots.iter().filter(|s| !s.info.busy);
+        let reuse: Vec<(usize, usize)> =
+            idle.map(|s| (s.info.id, plan(&s.chain, &job.tokens, min_chunk).reused)).collect();
+        let (mut best, slot_reused) = reuse
             .iter()
-            .filter(|s| !s.info.busy)
-            .max_by_key(|s| {
-                let reused = plan(&s.chain, &job.tokens, min_chunk).reused;
+            .copied()
+            .max_by_key(|&(id, reused)| {
                 let continues = reused > 0 && 2 * reused > job.tokens.len();
-                (
-                    continues,
-                    if continues { reused } else { 0 },
-                    std::cmp::Reverse(s.info.last_used),
-                    std::cmp::Reverse(s.info.id),
-                )
+                let last_used = slots[id].info.last_used;
+                (continues, if continues { reused } else { 0 }, std::cmp::Reverse(last_used), std::cmp::Reverse(id))
             })
-            .map(|s| s.info.id)
-            .unwrap_or(0);
+            .unwrap_or((0, 0));
+        {
+            let mut cache = shared.prompt_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((i, reused)) = cache.best(&job.tokens, min_chunk) {
+                if reused >= slot_reused + RESTORE_GAIN {
+                    job.restore = Some(cache.take(i));
+                    best = slots
+                        .iter()
+                        .filter(|s| !s.info.busy)
+                        .min_by_key(|s| (!s.chain.is_empty(), s.info.last_used))
+                        .map_or(best, |s| s.info.id);
+                }
+            }
+        }
         clock += 1;
         let info = &mut slots[best].info;
         info.last_used = clock;
@@ -284,14 +344,54 @@ fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, m
 
 /// Run one job, streaming its text; returns the final event (`Done` or
 /// `Failed`) for the slot to send once it is free, or `None` if the client left.
-fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared, job: Job) -> Option<JobEvent> {
+/// Before a job overwrites the slot's cache: save the chain the slot holds
+/// into the prompt cache when the job would throw most of it away (or a
+/// saved chain is to be restored over it), then restore the job's chain.
+/// The cache never fails a job: what cannot be saved or restored is logged
+/// and the job goes on from the slot's cache. Returns whether it restored.
+fn swap_chains(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared, job: &mut Job) -> bool {
+    let lock = || shared.prompt_cache.lock().unwrap_or_else(|e| e.into_inner());
+    let restore = job.restore.take();
+    let chain = session.live_tokens();
+    let continued = restore.is_none() && 2 * plan(&chain, &job.tokens, cfg.min_chunk).reused >= chain.len();
+    if lock().enabled() && chain.len() >= MIN_SAVED_TOKENS && !continued {
+        let tag = lock().next_id();
+        match session.snapshot_tagged(tag).map(|snap| lock().put(tag, chain, snap)) {
+            Ok(true) => shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).prompt_cache_saves += 1,
+            Ok(false) => tracing::info!(slot = id, "a chain larger than --cache-ram is not kept"),
+            Err(e) => tracing::warn!(slot = id, "cannot save the slot's chain: {e}"),
+        }
+    }
+    let Some(saved) = restore else { return false };
+    match session.restore_tagged(&saved.snap, Some(saved.id)) {
+        Ok(()) => {
+            shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).prompt_cache_restores += 1;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(slot = id, "cannot restore a saved chain: {e}");
+            false
+        }
+    }
+}
+
+fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared, mut job: Job) -> Option<JobEvent> {
     let fail = |e: crate::Error| {
         shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).requests_failed += 1;
         Some(JobEvent::Failed(e))
     };
     if job.cancel.load(Ordering::Relaxed) || job.events.is_closed() {
+        if let Some(saved) = job.restore.take() {
+            shared.prompt_cache.lock().unwrap_or_else(|e| e.into_inner()).put(saved.id, saved.chain, saved.snap);
+        }
         return None;
     }
+    // The server's cap on generated tokens (`serve -n`) bounds every request.
+    job.opts.n_predict = match (job.opts.n_predict, cfg.n_predict) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let restored = swap_chains(id, session, cfg, shared, &mut job);
     // Sliding-window layers that have dropped cells a closed gap would
     // bring back into their window refuse to close it: start again from an
     // empty cache (the prompt is prefilled whole, as llama.cpp does).
@@ -310,21 +410,27 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
     if let Err(e) = session.prepare_positions(cfg.positions, more) {
         reuse = start_over(session, reuse.removed, &e);
     }
+    let from = if restored { "prompt_cache" } else { "slot" };
     let reused = reuse.plan.reused;
     let rest = &job.tokens[reused..];
     let kind = reuse.kind();
     if session.recording() {
-        session.note(&serde_json::json!({"note": "request", "slot": id, "prompt_tokens": job.tokens.len(), "reused": reused, "hit": kind.name()}));
+        session.note(&serde_json::json!({"note": "request", "slot": id, "prompt_tokens": job.tokens.len(), "reused": reused, "hit": kind.name(), "from": from}));
     }
     let cache = CacheUse {
         slot: id,
         hit: kind.name(),
+        from,
         tokens_reused: reused,
         tokens_removed: reuse.removed,
         spans_matched: reuse.plan.chunks.len(),
         spans_removed: reuse.spans_removed,
     };
-    shared.slots.lock().unwrap_or_else(|e| e.into_inner())[id].info.last_hit = Some(kind.name());
+    {
+        let mut slots = shared.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots[id].info.last_hit = Some(kind.name());
+        slots[id].info.last_from = Some(from);
+    }
     if job.events.blocking_send(JobEvent::Started(cache)).is_err() {
         return None;
     }

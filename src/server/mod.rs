@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod engine;
 pub mod error;
 pub mod openai;
+pub mod prompt_cache;
 pub mod prune;
 pub mod request;
 pub mod stop;
@@ -46,6 +47,8 @@ pub struct ServerOptions {
     pub policy: crate::context::policy::DecachePolicy,
     /// Quiet time after which a stream gets a `: keep-alive` comment (long prefills).
     pub keep_alive: std::time::Duration,
+    /// `--script`: replies come from this script instead of being sampled.
+    pub script: Option<Arc<std::sync::Mutex<crate::script::ReplyScript>>>,
 }
 
 pub struct AppState {
@@ -93,6 +96,18 @@ impl AppState {
             .code("model_not_found")),
             _ => Ok(()),
         }
+    }
+
+    /// With `serve --script`: the scripted reply for this request, as the
+    /// tokens to generate (the model's text, tool calls in its syntax).
+    pub fn script_reply(&self, p: &ChatPrompt) -> Result<Option<Vec<u32>>, ApiError> {
+        let Some(script) = &self.opts.script else { return Ok(None) };
+        let last = p.messages.last().map_or("", |m| m.content.as_str());
+        let cue = crate::script::Cue { tools: !p.tools.is_empty(), last };
+        let text = script.lock().unwrap_or_else(|e| e.into_inner()).next(&cue);
+        let text = text.unwrap_or_else(|| crate::script::NO_MORE.to_string());
+        let tok = &self.engine()?.model.tokenizer;
+        Ok(Some(tok.encode(&text, false, true).map_err(|e| ApiError::bad_request(e.to_string()))?))
     }
 
     /// The prompt's tokens for `msgs`, ready for the assistant to speak,
@@ -278,6 +293,15 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> 
         m.hits_subconscious as f64,
     );
     put("misses_total", "counter", "Requests that reused nothing.", m.misses as f64);
+    put("prompt_cache_saves_total", "counter", "Chains saved from a slot into memory.", m.prompt_cache_saves as f64);
+    put(
+        "prompt_cache_restores_total",
+        "counter",
+        "Saved chains restored into a slot for a request that continued them.",
+        m.prompt_cache_restores as f64,
+    );
+    put("prompt_cache_chains", "gauge", "Chains the prompt cache holds.", m.prompt_cache_chains as f64);
+    put("prompt_cache_bytes", "gauge", "Bytes the prompt cache holds.", m.prompt_cache_bytes as f64);
     put("requests_processing", "gauge", "Slots busy now.", busy as f64);
     put("requests_deferred", "gauge", "Requests waiting for a slot.", e.waiting() as f64);
     Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())

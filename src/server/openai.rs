@@ -58,8 +58,10 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Respon
 async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError> {
     let c = &req.common;
     st.check_model(c.model.as_deref())?;
-    let (opts, stop) = c.sampling.options(&st.opts.sampling)?;
-    let (tokens, pruned) = st.prompt(req.chat_prompt()?, req.auto_prune())?;
+    let (mut opts, stop) = c.sampling.options(&st.opts.sampling)?;
+    let prompt = req.chat_prompt()?;
+    opts.forced = st.script_reply(&prompt)?;
+    let (tokens, pruned) = st.prompt(prompt, req.auto_prune())?;
     let mut job = st.job(tokens, opts, stop)?;
     job.pruned = pruned;
     respond(st, job, Kind::Chat(req.tools_active()), c.stream, c.include_usage()).await
@@ -132,7 +134,7 @@ impl AppState {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let cancel = Arc::new(AtomicBool::new(false));
         let prompt_tokens = tokens.len();
-        let job = Job { tokens, opts, stop, events: tx, cancel: cancel.clone() };
+        let job = Job::new(tokens, opts, stop, tx, cancel.clone());
         if engine.submit(job).is_err() {
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -187,6 +189,7 @@ pub fn decache(c: &CacheUse, pruned: Pruned, reason: FinishReason) -> Value {
     json!({
         "context_full": reason == FinishReason::ContextFull,
         "hit": c.hit,
+        "from": c.from,
         "tokens_reused": c.tokens_reused,
         "tokens_removed": c.tokens_removed,
         "spans_matched": c.spans_matched,

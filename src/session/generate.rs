@@ -14,6 +14,10 @@ pub struct GenerateOptions {
     pub ignore_eos: bool,
     /// Render control tokens as text (`--special`).
     pub special: bool,
+    /// A scripted reply: these tokens are taken instead of sampled (each
+    /// still evaluated into the cache), then generation ends as if the
+    /// model had sampled its end-of-generation token.
+    pub forced: Option<Vec<u32>>,
 }
 
 /// What the loop reports while it runs.
@@ -82,9 +86,15 @@ impl Session {
             if let Some(seed) = sampler.seed() {
                 sampling.seed = seed;
             }
-            let (n_predict, ignore_eos) = (opts.n_predict, opts.ignore_eos);
+            let (n_predict, ignore_eos, forced) = (opts.n_predict, opts.ignore_eos, opts.forced.is_some());
             if let Some(r) = &mut self.recorder {
-                r(super::record::SessionOp::GenerateStart { prompt, sampling: &sampling, n_predict, ignore_eos });
+                r(super::record::SessionOp::GenerateStart {
+                    prompt,
+                    sampling: &sampling,
+                    n_predict,
+                    ignore_eos,
+                    forced,
+                });
             }
         }
         let t0 = Instant::now();
@@ -109,7 +119,16 @@ impl Session {
                 out.stop = StopReason::Length;
                 break;
             }
-            let id = sampler.sample(&logits);
+            let id = match &opts.forced {
+                None => sampler.sample(&logits),
+                Some(f) => match f.get(out.tokens.len()) {
+                    Some(&id) => id,
+                    None => {
+                        out.stop = StopReason::EndOfGeneration;
+                        break;
+                    }
+                },
+            };
             sampler.accept(id);
             if !opts.ignore_eos && tok.is_eog(id) {
                 out.stop = StopReason::EndOfGeneration;

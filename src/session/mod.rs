@@ -215,10 +215,23 @@ impl Session {
     /// Replace the cache's contents with `snap` (checked first: a bad
     /// snapshot leaves the session as it was).
     pub fn restore(&mut self, snap: &KvSnapshot) -> Result<()> {
+        self.restore_tagged(snap, None)
+    }
+
+    /// [`Session::snapshot`], told to the transcript under `tag`, so that a
+    /// replay can keep its own copy and restore it where this session does.
+    pub fn snapshot_tagged(&mut self, tag: u64) -> Result<KvSnapshot> {
+        let snap = self.snapshot()?;
+        self.record(record::SessionOp::Saved { tag });
+        Ok(snap)
+    }
+
+    /// [`Session::restore`] of a snapshot taken by [`Session::snapshot_tagged`].
+    pub fn restore_tagged(&mut self, snap: &KvSnapshot, tag: Option<u64>) -> Result<()> {
         self.kv.restore(snap, self.model.hparams.n_vocab)?;
         self.next_pos = snap.next_pos;
         self.runner.reset();
-        self.record(record::SessionOp::Restore);
+        self.record(record::SessionOp::Restore { tag });
         Ok(())
     }
 

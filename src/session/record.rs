@@ -29,8 +29,17 @@ pub enum SessionOp<'a> {
     Rewind {
         next_pos: Pos,
     },
-    /// A saved state was loaded (a replay cannot follow this).
-    Restore,
+    /// The cache was saved under `tag` (the server's prompt cache): a
+    /// replay keeps its own copy under the same tag.
+    Saved {
+        tag: u64,
+    },
+    /// A saved state was loaded: one saved under `tag` in this same
+    /// transcript (a replay restores its own copy), or, without a tag, a
+    /// state from elsewhere (a replay cannot follow this).
+    Restore {
+        tag: Option<u64>,
+    },
     /// A generation begins: its prompt (evaluated first) and settings, with
     /// the seed the sampler really used.
     GenerateStart {
@@ -38,6 +47,8 @@ pub enum SessionOp<'a> {
         sampling: &'a SamplingParams,
         n_predict: Option<usize>,
         ignore_eos: bool,
+        /// The tokens were scripted, not sampled (a replay feeds them back).
+        forced: bool,
     },
     /// A token was sampled (and, unless the generation ends on it, evaluated).
     Token {

@@ -64,7 +64,11 @@ pub enum Entry {
     CloseGaps,
     Clear,
     Rewind(Pos),
-    Restore,
+    /// The cache was saved under a tag (see [`Entry::Restore`]).
+    Saved(u64),
+    /// A saved state was loaded: one saved under this tag earlier in the
+    /// transcript, or (no tag) one from elsewhere, which a replay cannot rebuild.
+    Restore(Option<u64>),
     /// A generation with its tokens; `end` is `None` when the transcript
     /// stops inside it (the writer was killed).
     Generate {
@@ -72,6 +76,8 @@ pub enum Entry {
         sampling: SamplingParams,
         n_predict: Option<usize>,
         ignore_eos: bool,
+        /// The tokens were scripted (`serve --script`), not sampled.
+        forced: bool,
         tokens: Vec<u32>,
         end: Option<(StopReason, bool)>,
     },
@@ -131,9 +137,15 @@ pub fn op_json(op: &SessionOp<'_>) -> Value {
         SessionOp::CloseGaps => json!({"type": "close_gaps"}),
         SessionOp::Clear => json!({"type": "clear"}),
         SessionOp::Rewind { next_pos } => json!({"type": "rewind", "next_pos": next_pos}),
-        SessionOp::Restore => json!({"type": "restore"}),
-        SessionOp::GenerateStart { prompt, sampling, n_predict, ignore_eos } => {
-            json!({"type": "generate", "prompt": prompt, "sampling": sampling, "n_predict": n_predict, "ignore_eos": ignore_eos})
+        SessionOp::Saved { tag } => json!({"type": "saved", "tag": tag}),
+        SessionOp::Restore { tag: None } => json!({"type": "restore"}),
+        SessionOp::Restore { tag: Some(t) } => json!({"type": "restore", "tag": t}),
+        SessionOp::GenerateStart { prompt, sampling, n_predict, ignore_eos, forced } => {
+            let mut v = json!({"type": "generate", "prompt": prompt, "sampling": sampling, "n_predict": n_predict, "ignore_eos": ignore_eos});
+            if *forced {
+                v["forced"] = json!(true);
+            }
+            v
         }
         SessionOp::Token { id } => json!({"type": "token", "id": id}),
         SessionOp::GenerateEnd { stop, evaluated_last } => {
@@ -304,13 +316,18 @@ pub fn read(path: &Path) -> Result<Transcript, String> {
             "close_gaps" | "compact_positions" => Entry::CloseGaps,
             "clear" => Entry::Clear,
             "rewind" => Entry::Rewind(pos("next_pos")?),
-            "restore" => Entry::Restore,
+            "saved" => Entry::Saved(field("tag")?.as_u64().ok_or_else(|| at("\"tag\": not a whole number".into()))?),
+            "restore" => Entry::Restore(match v.get("tag") {
+                None => None,
+                Some(t) => Some(t.as_u64().ok_or_else(|| at("\"tag\": not a whole number".into()))?),
+            }),
             "generate" => Entry::Generate {
                 prompt: ids("prompt")?,
                 sampling: serde_json::from_value(field("sampling")?.clone())
                     .map_err(|e| at(format!("\"sampling\": {e}")))?,
                 n_predict: v.get("n_predict").and_then(Value::as_u64).map(|n| n as usize),
                 ignore_eos: v.get("ignore_eos").and_then(Value::as_bool).unwrap_or(false),
+                forced: v.get("forced").and_then(Value::as_bool).unwrap_or(false),
                 tokens: Vec::new(),
                 end: None,
             },

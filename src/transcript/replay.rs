@@ -4,8 +4,10 @@
 //! give the same numbers, so any difference is a divergence to report.
 use super::{Entry, Transcript};
 use crate::error::{Error, Result};
+use crate::kv::KvSnapshot;
 use crate::sampling::{Candidates, SamplerChain};
 use crate::session::{GenerateEvent, GenerateOptions, Session};
+use std::collections::HashMap;
 
 /// Where a replay first produced another token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,9 +53,12 @@ impl Agreement {
     }
 }
 
+/// States a replay saved where the transcript says the session saved one.
+type Saved = HashMap<u64, KvSnapshot>;
+
 /// Apply an op that rebuilds the cache; `false` for a generation (the
 /// caller's business) and for notes.
-fn rebuild(line: usize, e: &Entry, session: &mut Session) -> Result<bool> {
+fn rebuild(line: usize, e: &Entry, session: &mut Session, saved: &mut Saved) -> Result<bool> {
     let at = |e: Error| Error::InvalidArgument(format!("transcript line {line}: {e}"));
     match e {
         Entry::Eval { tokens, positions } => {
@@ -70,7 +75,19 @@ fn rebuild(line: usize, e: &Entry, session: &mut Session) -> Result<bool> {
         }
         Entry::Clear => session.clear(),
         Entry::Rewind(p) => session.rewind(*p).map_err(at)?,
-        Entry::Restore => {
+        Entry::Saved(tag) => {
+            saved.insert(*tag, session.snapshot().map_err(at)?);
+        }
+        Entry::Restore(Some(tag)) => {
+            let snap = saved.get(tag).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "transcript line {line}: the session restored state {tag}, which this transcript never saved \
+                     (another slot saved it: the server's prompt cache is shared by its slots)"
+                ))
+            })?;
+            session.restore(snap).map_err(at)?;
+        }
+        Entry::Restore(None) => {
             return Err(Error::InvalidArgument(format!(
                 "transcript line {line}: the session loaded a saved state here, which a replay cannot rebuild"
             )))
@@ -86,9 +103,10 @@ fn rebuild(line: usize, e: &Entry, session: &mut Session) -> Result<bool> {
 pub fn agreement(t: &Transcript, session: &mut Session) -> Result<Agreement> {
     let mut r = Agreement::default();
     let n_vocab = session.model().hparams.n_vocab as usize;
+    let mut saved = Saved::new();
     for (line, e) in &t.entries {
         let line = *line;
-        if rebuild(line, e, session)? {
+        if rebuild(line, e, session, &mut saved)? {
             r.ops += 1;
             continue;
         }
@@ -130,14 +148,15 @@ pub fn agreement(t: &Transcript, session: &mut Session) -> Result<Agreement> {
 pub fn replay(t: &Transcript, session: &mut Session) -> Result<ReplayReport> {
     let mut r = ReplayReport::default();
     let at = |line: usize, e: Error| Error::InvalidArgument(format!("transcript line {line}: {e}"));
+    let mut saved = Saved::new();
     for (line, e) in &t.entries {
         let line = *line;
-        if rebuild(line, e, session)? {
+        if rebuild(line, e, session, &mut saved)? {
             r.ops += 1;
             continue;
         }
         match e {
-            Entry::Generate { prompt, sampling, ignore_eos, tokens, end, .. } => {
+            Entry::Generate { prompt, sampling, ignore_eos, forced, tokens, end, .. } => {
                 r.generations += 1;
                 // Stop where the recorded one stopped: after its count of
                 // tokens, evaluating the last one only if it had been.
@@ -147,6 +166,8 @@ pub fn replay(t: &Transcript, session: &mut Session) -> Result<ReplayReport> {
                     sampling: sampling.clone(),
                     ignore_eos: *ignore_eos,
                     special: false,
+                    // Scripted replies are fed back as they were.
+                    forced: forced.then(|| tokens.clone()),
                 };
                 let want = tokens.len();
                 let mut n = 0;
