@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn the_best_chain_is_found_and_the_oldest_goes_first() {
-        let mut c = PromptCache::new(3000);
+        let mut c = PromptCache::new(6000);
         let a: Vec<u32> = (0..100).collect();
         let b: Vec<u32> = (1000..1100).collect();
         assert!(c.put(1, a.clone(), snap(100, 1000)));
@@ -139,7 +139,7 @@ mod tests {
         assert!(c.put(4, b2, snap(102, 10)));
         assert_eq!(c.entries.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 4]);
         // Too big for the whole budget: not kept.
-        assert!(!c.put(5, vec![1], snap(1, 5000)));
+        assert!(!c.put(5, vec![1], snap(1, 7000)));
         let e = c.take(0);
         assert_eq!(e.id, 3);
         assert_eq!(c.usage().0, 1);
