@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv run test test-fast test-models lint bench replay load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv llama-tools run test test-fast test-models lint bench replay load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -38,6 +38,23 @@ pyenv: $(PYENV)/.ready
 $(PYENV)/.ready: scripts/client-requirements.txt
 	python3 -m venv $(PYENV)
 	$(PYENV)/bin/pip install -q --disable-pip-version-check -r scripts/client-requirements.txt
+	touch $@
+
+# llama.cpp's own binaries (llama-server, llama-bench, llama-completion) for
+# speed comparisons, built with cmake from the llama.cpp that the
+# llama-cpp-python sdist on PyPI vendors (the crate's vendored copy has no tools).
+LLAMA_CPP_PYTHON ?= 0.3.36
+LLAMA_DIR := target/llama.cpp-$(LLAMA_CPP_PYTHON)
+LLAMA_BIN := $(LLAMA_DIR)/build/bin
+llama-tools: $(LLAMA_BIN)/.ready
+$(LLAMA_BIN)/.ready: | pyenv
+	mkdir -p $(LLAMA_DIR)
+	cd $(LLAMA_DIR) && ../../$(PYENV)/bin/pip download -q --disable-pip-version-check --no-binary :all: --no-deps \
+		llama-cpp-python==$(LLAMA_CPP_PYTHON) -d sdist && tar xzf sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz
+	cmake -S $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp -B $(LLAMA_DIR)/build \
+		-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DCMAKE_RUNTIME_OUTPUT_DIRECTORY=$(CURDIR)/$(LLAMA_BIN)
+	cmake --build $(LLAMA_DIR)/build -j$$(nproc) --target llama-server llama-bench llama-completion
 	touch $@
 
 run: build

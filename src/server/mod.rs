@@ -188,7 +188,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(v1)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint").into_response() })
         .layer(DefaultBodyLimit::max(state.opts.max_body))
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// One line per request, as llama-server logs them: method, path (with
+/// its query), status and time to the response head (a stream goes on after).
+async fn access_log(req: Request, next: Next) -> Response {
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let t0 = Instant::now();
+    let res = next.run(req).await;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    tracing::info!(target: "decache::access", "request: {method} {uri} {} {ms:.0} ms", res.status().as_u16());
+    res
 }
 
 async fn auth(State(st): State<Arc<AppState>>, headers: HeaderMap, req: Request, next: Next) -> Response {
