@@ -303,10 +303,12 @@ fn content_text(v: &Value, at: &str) -> Result<(String, usize, usize), ApiError>
                 Some(Value::Null) | None
                     if matches!(kind, "input_text" | "output_text" | "text" | "summary_text" | "reasoning_text") =>
                 {
-                    return Err(bad(format!("{at}.text: a '{kind}' part needs `text`")).param(&at))
+                    return Err(
+                        bad(format!("{at}.text: missing (a {kind} part needs its text)")).param(&format!("{at}.text"))
+                    )
                 }
                 Some(Value::Null) | None => None,
-                Some(_) => return Err(bad(format!("{at}.text: expected a string")).param(&at)),
+                Some(_) => return Err(bad(format!("{at}.text: expected a string")).param(&format!("{at}.text"))),
             },
         };
         let Some((is_media, piece)) = piece else { continue };
