@@ -49,7 +49,7 @@ fn main() {
     put("toolcall", "two", b"<tool_call>{\"name\":\"grep\",\"arguments\":{\"pattern\":\"fn \"}}</tool_call><tool_call>{\"name\":\"todo\",\"arguments\":{\"items\":[]}}</tool_call>");
     put("toolcall", "openai", br#"[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]"#);
 
-    // Request bodies; the first byte picks the endpoint (0 chat, 1 messages, 2 completions, 3 tools).
+    // Request bodies; the first byte picks the endpoint (0 chat, 1 messages, 2 completions, 3 tools, 4 responses).
     let chat = r#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"hi"}]},{"role":"assistant","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"1","content":"ok"}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"temperature":0.2,"top_p":0.9,"max_tokens":16,"stop":["\n\n"],"stream":true,"stream_options":{"include_usage":true}}"#;
     let messages = r#"{"model":"m","max_tokens":16,"system":"Be brief.","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"f","input":{"a":1}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"ok"}]}],"tools":[{"name":"f","input_schema":{"type":"object"}}],"stop_sequences":["END"]}"#;
     let completion = r#"{"prompt":[1,2,3],"max_tokens":4,"temperature":0,"seed":7}"#;
@@ -58,5 +58,14 @@ fn main() {
         let mut b = vec![i as u8];
         b.extend_from_slice(body.as_bytes());
         put("http_body", &format!("endpoint-{i}"), &b);
+    }
+    // Responses API bodies (first byte 4): what Codex sends, every item type, odd shapes.
+    let codex = r#"{"model":"gpt-5-codex","instructions":"You are Codex.","input":[{"type":"message","role":"developer","content":[{"type":"input_text","text":"sandbox"}]},{"type":"message","role":"user","content":[{"type":"input_text","text":"fix it"}]},{"type":"reasoning","id":"rs_1","summary":[{"type":"summary_text","text":"think"}],"encrypted_content":"gAAA"},{"type":"function_call","call_id":"call_1","name":"shell","arguments":"{\"command\":[\"ls\"]}"},{"type":"function_call_output","call_id":"call_1","output":"a.rs"}],"tools":[{"type":"function","name":"shell","strict":false,"parameters":{"type":"object"}},{"type":"web_search"},{"type":"local_shell"},{"type":"custom","name":"apply_patch","format":{"type":"grammar"}}],"tool_choice":"auto","parallel_tool_calls":false,"reasoning":{"effort":"medium","summary":"auto"},"store":false,"stream":true,"include":["reasoning.encrypted_content"],"prompt_cache_key":"k","text":{"verbosity":"low"}}"#;
+    let items = r#"{"input":[{"role":"user","content":[{"type":"input_text","text":"see"},{"type":"input_image","image_url":"data:x"},{"type":"input_file","filename":"a.pdf"}]},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"ok"},{"type":"refusal","refusal":"no"}]},{"type":"custom_tool_call","call_id":"c","name":"apply_patch","input":"*** Begin"},{"type":"custom_tool_call_output","call_id":"c","output":[{"type":"input_text","text":"done"}]},{"type":"local_shell_call","call_id":"s","action":{"type":"exec","command":["ls"]}},{"type":"local_shell_call_output","call_id":"s","output":"x"},{"type":"web_search_call","id":"w"},{"type":"item_reference","id":"msg_1"},{"type":"input_text","text":"bare"}],"tool_choice":{"type":"function","name":"f"},"tools":[{"type":"function","name":"f"}],"max_output_tokens":8,"temperature":0.5,"top_p":0.9}"#;
+    let odd = r#"{"input":[{"role":"user","content":[{"type":"input_image"}]},{"type":"function_call","name":"f","arguments":"[1"},{"content":"no role"},7,null],"instructions":[{"role":"system","content":"as items"}],"tool_choice":{"type":"allowed_tools","tools":[{"type":"function","name":"g"}]},"previous_response_id":"resp_x","max_output_tokens":0}"#;
+    for (i, body) in [codex, items, odd].iter().enumerate() {
+        let mut b = vec![4u8];
+        b.extend_from_slice(body.as_bytes());
+        put("http_body", &format!("responses-{i}"), &b);
     }
 }

@@ -1,7 +1,8 @@
 //! Real clients against `decache serve`: the official `openai` Python
 //! package (installed by `make pyenv`, which `make test` runs) drives a chat,
-//! a streamed chat with usage, a text completion and an error; the official
-//! `anthropic` package drives /v1/messages the same way.
+//! a streamed chat with usage, a text completion and an error, and the
+//! Responses API (`client.responses`: plain, streamed, continued, function
+//! calls); the official `anthropic` package drives /v1/messages the same way.
 mod common;
 #[path = "common/http.rs"]
 mod http;
@@ -30,6 +31,17 @@ fn the_openai_python_package_works() {
     eprintln!("openai client: {out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["streamed_chunks"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn the_openai_python_package_speaks_the_responses_api() {
+    let model = common::smollm2().display().to_string();
+    let s = http::Server::start(&["-m", &model, "-c", "1024", "-t", "2", "--api-key", "test-key"]);
+    let out = run_client("openai_responses.py", &format!("http://{}", s.addr));
+    eprintln!("openai responses client: {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["streamed_deltas"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["tool_call"], serde_json::json!({"city": "Berlin"}), "{v}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! reproducers on stable Rust. They return normally on any input: a panic,
 //! an abort, a leak or a hang is a bug.
 use decache::sampling::SamplingParams;
-use decache::server::{anthropic, request};
+use decache::server::{anthropic, request, responses};
 use decache::tokenizer::{ChatMessage, ChatTemplate};
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -102,11 +102,12 @@ fn template() -> &'static ChatTemplate {
 /// Request bodies of every POST endpoint, parsed into their types and
 /// checked as the handlers check them (sampling ranges, messages, tools,
 /// tool calls); the chat requests are then rendered through a ChatML
-/// template. The first byte picks the endpoint.
+/// template. The first byte picks the endpoint (0 chat, 1 messages, 2
+/// completions, 3 tools, 4 responses).
 pub fn http_body(data: &[u8]) {
     let Some((&which, body)) = data.split_first() else { return };
     let d = SamplingParams::default();
-    let prompt = match which % 4 {
+    let prompt = match which % 5 {
         0 => serde_json::from_slice::<request::ChatRequest>(body).ok().and_then(|r| {
             let _ = r.common.sampling.options(&d);
             r.chat_prompt().ok()
@@ -121,6 +122,10 @@ pub fn http_body(data: &[u8]) {
             }
             None
         }
+        4 => responses::ResponsesRequest::parse(body).ok().and_then(|r| {
+            let _ = r.sampling().options(&d);
+            r.chat_prompt(&[]).ok()
+        }),
         _ => {
             let _ = serde_json::from_slice::<serde_json::Value>(body)
                 .map(|v| v.get("tools").and_then(|t| t.as_array()).map(|t| request::check_tools(t)));

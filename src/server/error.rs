@@ -18,6 +18,10 @@ pub struct ApiError {
     /// OpenAI's `code` (e.g. `context_length_exceeded`).
     pub code: Option<&'static str>,
     pub param: Option<String>,
+    /// OpenAI's `type` when it is not the one the status implies (the
+    /// Responses API answers an unknown `previous_response_id` with 404
+    /// `invalid_request_error`).
+    pub kind: Option<&'static str>,
     /// Extra fields for the error object (`n_prompt_tokens`, `n_ctx`).
     pub extra: serde_json::Map<String, serde_json::Value>,
     pub dialect: Dialect,
@@ -30,6 +34,7 @@ impl ApiError {
             message: message.into(),
             code: None,
             param: None,
+            kind: None,
             extra: Default::default(),
             dialect: Dialect::OpenAi,
         }
@@ -46,6 +51,11 @@ impl ApiError {
 
     pub fn code(mut self, c: &'static str) -> ApiError {
         self.code = Some(c);
+        self
+    }
+
+    pub fn error_type(mut self, t: &'static str) -> ApiError {
+        self.kind = Some(t);
         self
     }
 
@@ -85,7 +95,8 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         match self.dialect {
             Dialect::OpenAi => {
-                let mut e = json!({"message": self.message, "type": self.openai_type(), "param": self.param, "code": self.code});
+                let kind = self.kind.unwrap_or(self.openai_type());
+                let mut e = json!({"message": self.message, "type": kind, "param": self.param, "code": self.code});
                 if let Some(o) = e.as_object_mut() {
                     o.extend(self.extra.clone());
                 }

@@ -8,6 +8,7 @@ pub mod openai;
 pub mod prompt_cache;
 pub mod prune;
 pub mod request;
+pub mod responses;
 pub mod stop;
 pub use crate::toolcall as tools;
 
@@ -55,6 +56,8 @@ pub struct AppState {
     pub model_id: String,
     pub opts: ServerOptions,
     pruner: prune::Pruner,
+    /// Stored responses of the Responses API (`previous_response_id`).
+    pub responses: responses::Store,
     engine: OnceLock<Arc<Engine>>,
     template: OnceLock<ChatTemplate>,
     started: Instant,
@@ -67,6 +70,7 @@ impl AppState {
             model_id: opts.model_id.clone(),
             opts,
             pruner,
+            responses: responses::Store::default(),
             engine: OnceLock::new(),
             template: OnceLock::new(),
             started: Instant::now(),
@@ -174,6 +178,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/input_tokens", post(responses::input_tokens))
+        .route("/v1/responses/{id}", get(responses::retrieve).delete(responses::delete))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model_by_id))
         .route("/tokenize", post(tokenize))
@@ -350,8 +357,13 @@ async fn tokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Respon
     Ok(Json(json!({ "tokens": tokens })).into_response())
 }
 
-/// The prompt a chat request renders to (llama.cpp's `/apply-template`).
+/// The prompt a chat request renders to (llama.cpp's `/apply-template`);
+/// a Responses body (`input`, no `messages`) too.
 async fn apply_template(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let v: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    if v.as_ref().is_some_and(|v| v.get("input").is_some() && v.get("messages").is_none()) {
+        return Ok(Json(json!({ "prompt": responses::prompt_text(&st, &body)? })).into_response());
+    }
     let req: request::ChatRequest = openai::parse(&body)?;
     let prompt = st.prompt_text(req.chat_prompt()?)?;
     Ok(Json(json!({ "prompt": prompt })).into_response())
