@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv llama-tools run test test-fast test-models lint bench replay load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv clients llama-tools run test test-fast test-models lint bench replay load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -40,6 +40,29 @@ $(PYENV)/.ready: scripts/client-requirements.txt
 	$(PYENV)/bin/pip install -q --disable-pip-version-check -r scripts/client-requirements.txt
 	touch $@
 
+# The agent harnesses the client tests drive (tests/harness_clients.rs), each
+# at a pinned version, from npm and PyPI: Claude Code, Codex, opencode, Qwen
+# Code (which needs Node.js 22: installed from npm beside it) and aider.
+CLIENTS := target/clients
+CLAUDE_CODE_VERSION := 2.1.332
+CODEX_VERSION := 0.171.0
+OPENCODE_VERSION := 1.18.33
+QWEN_CODE_VERSION := 0.24.4
+NODE22_VERSION := 22.23.3
+AIDER_VERSION := 0.86.2
+NPM_INSTALL := npm install --no-audit --no-fund --loglevel=error --prefix
+clients: $(CLIENTS)/.ready
+$(CLIENTS)/.ready: Makefile
+	$(NPM_INSTALL) $(CLIENTS)/claude-code @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	$(NPM_INSTALL) $(CLIENTS)/codex @openai/codex@$(CODEX_VERSION)
+	$(NPM_INSTALL) $(CLIENTS)/opencode opencode-ai@$(OPENCODE_VERSION)
+	$(NPM_INSTALL) $(CLIENTS)/node22 node@$(NODE22_VERSION)
+	$(NPM_INSTALL) $(CLIENTS)/qwen-code @qwen-code/qwen-code@$(QWEN_CODE_VERSION)
+	chmod +x $(CLIENTS)/qwen-code/node_modules/@qwen-code/qwen-code/vendor/ripgrep/*/rg 2>/dev/null || true
+	python3 -m venv $(CLIENTS)/aider
+	$(CLIENTS)/aider/bin/pip install -q --disable-pip-version-check aider-chat==$(AIDER_VERSION)
+	touch $@
+
 # llama.cpp's own binaries (llama-server, llama-bench, llama-completion) for
 # speed comparisons, built with cmake from the llama.cpp that the
 # llama-cpp-python sdist on PyPI vendors (the crate's vendored copy has no tools).
@@ -67,11 +90,11 @@ run: build
 #                sessions, crash safety (CPU-bound: one test at a time).
 # Every file in tests/ belongs to exactly one tier (checked below).
 FAST_TESTS := arch_oracle quant_types fuzz_corpus tokenizer_spec gguf_bad pull_local chat_template \
-	agent_cli agent_sandbox conversation_parts cli chat_tty agent_tty server_script
+	agent_cli agent_sandbox conversation_parts cli chat_tty agent_tty server_script harness_clients
 MODEL_TESTS := agent_session crash_safety conversation server_http server_responses server_clients eval transcript swa_pool \
 	tokenizer_oracle perplexity oracle_logits decache_oracle flash_attn reuse_oracle session_file \
 	rpc_loopback gpu_offload
-test: models pyenv
+test: models pyenv clients
 	@all=$$(ls tests/*.rs | xargs -n1 basename | sed 's/\.rs$$//' | sort); \
 	tiers=$$(echo $(FAST_TESTS) $(MODEL_TESTS) | tr ' ' '\n' | sort); \
 	if [ "$$all" != "$$tiers" ]; then echo "tests/ and the tiers differ:"; diff <(echo "$$all") <(echo "$$tiers"); exit 1; fi

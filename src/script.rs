@@ -96,10 +96,12 @@ impl ReplyScript {
                 ("when", ("tools", "")) => r.when.push(When::Tools),
                 ("when", ("no-tools", "")) => r.when.push(When::NoTools),
                 ("when", ("contains", t)) if !t.is_empty() => r.when.push(When::Contains(t.to_string())),
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "line {n}: unknown directive '{}' (known: @when tools, @when no-tools, @when contains TEXT, @keep)",
                     line.trim()
-                )),
+                ))
+                }
             }
             body = rest;
         }

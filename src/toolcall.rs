@@ -131,13 +131,54 @@ pub fn offer(tools: &[Value]) -> String {
 }
 
 /// The text of an assistant message's earlier calls, in the same convention
-/// (for templates that do not render `tool_calls`).
+/// (for templates that do not render `tool_calls`), written as `offer` asks
+/// the model to write them: `name` first, a space after each `:` and `,`,
+/// the arguments in the order they came (the client echoes what the server
+/// parsed from the model's text), so that a call rendered back into the
+/// prompt is the text the model generated and the cache meets it.
 pub fn render_calls(calls: &[ToolCall]) -> String {
     calls
         .iter()
-        .map(|c| format!("{OPEN}\n{}\n{CLOSE}", json!({"name": c.name, "arguments": c.arguments})))
+        .map(|c| {
+            format!(
+                "{OPEN}\n{{\"name\": {}, \"arguments\": {}}}\n{CLOSE}",
+                spaced(&json!(c.name)),
+                spaced(&c.arguments)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// JSON with a space after each `:` and `,` (as Python's `json.dumps` and
+/// the chat templates' `tojson` write it).
+fn spaced(v: &Value) -> String {
+    use std::io::{Result, Write};
+    struct Spaced;
+    impl serde_json::ser::Formatter for Spaced {
+        fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> Result<()> {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b", ")
+            }
+        }
+        fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> Result<()> {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b", ")
+            }
+        }
+        fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> Result<()> {
+            w.write_all(b": ")
+        }
+    }
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Spaced);
+    // Writing a Value into memory cannot fail.
+    let _ = serde::Serialize::serialize(v, &mut ser);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Calls as they arrive in an OpenAI request's `tool_calls` (arguments as a JSON string).
@@ -262,8 +303,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             render_calls(&calls),
-            "<tool_call>\n{\"arguments\":{\"path\":\"x\"},\"name\":\"read\"}\n</tool_call>"
+            "<tool_call>\n{\"name\": \"read\", \"arguments\": {\"path\": \"x\"}}\n</tool_call>"
         );
         assert!(from_openai(&[json!({"function": {"arguments": "{}"}})]).is_err());
+        // What the model wrote comes back the same: arguments in its order.
+        let text = "<tool_call>\n{\"name\": \"edit\", \"arguments\": {\"path\": \"a\", \"old\": [1, 2], \"new\": {\"z\": 1, \"a\": null}}}\n</tool_call>";
+        assert_eq!(render_calls(&parse(text).calls), text);
     }
 }

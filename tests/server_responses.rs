@@ -152,8 +152,8 @@ fn text_and_item_input_render_and_are_answered() {
     let want = format!(
         "<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>system\nSandbox: read-only.<|im_end|>\n\
          <|im_start|>user\nWhy does the parser test fail?<|im_end|>\n\
-         <|im_start|>assistant\nLet me look.\n<tool_call>\n{{\"arguments\":{{\"path\":\"src/parser.rs\"}},\"name\":\"read_file\"}}\n</tool_call>\n\
-         <tool_call>\n{{\"arguments\":{{}},\"name\":\"list_dir\"}}\n</tool_call><|im_end|>\n\
+         <|im_start|>assistant\nLet me look.\n<tool_call>\n{{\"name\": \"read_file\", \"arguments\": {{\"path\": \"src/parser.rs\"}}}}\n</tool_call>\n\
+         <tool_call>\n{{\"name\": \"list_dir\", \"arguments\": {{}}}}\n</tool_call><|im_end|>\n\
          <|im_start|>tool\nfn parse() {{ panic!(\"deep\") }}<|im_end|>\n<|im_start|>tool\nparser.rs lexer.rs<|im_end|>\n\
          <|im_start|>user\nAnd the fix?<|im_end|>\n<|im_start|>assistant\n"
     );

@@ -415,7 +415,7 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
     let rest = &job.tokens[reused..];
     let kind = reuse.kind();
     if session.recording() {
-        session.note(&serde_json::json!({"note": "request", "slot": id, "prompt_tokens": job.tokens.len(), "reused": reused, "hit": kind.name(), "from": from}));
+        session.note(&serde_json::json!({"note": "request", "slot": id, "prompt_tokens": job.tokens.len(), "reused": reused, "removed": reuse.removed, "hit": kind.name(), "from": from}));
     }
     let cache = CacheUse {
         slot: id,

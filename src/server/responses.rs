@@ -705,7 +705,8 @@ async fn answer(st: Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
     let req = ResponsesRequest::parse(body)?;
     st.check_model(req.model.as_deref())?;
     let (parent, prompt) = prompt_of(&st, &req)?;
-    let (opts, stop) = req.sampling().options(&st.opts.sampling)?;
+    let (mut opts, stop) = req.sampling().options(&st.opts.sampling)?;
+    opts.forced = st.script_reply(&prompt)?;
     let (tokens, pruned) = st.prompt(prompt, req.auto_prune)?;
     let mut p = st.job(tokens, opts, stop)?;
     p.pruned = pruned;
@@ -918,11 +919,11 @@ mod tests {
         assert_eq!(m[2], s("user", &format!("Look at a.rs \n{NO_IMAGE}")));
         assert_eq!(
             m[3],
-            s("assistant", "Let me look.\n<tool_call>\n{\"arguments\":{\"path\":\"a.rs\"},\"name\":\"read\"}\n</tool_call>\n<tool_call>\n{\"arguments\":{},\"name\":\"ls\"}\n</tool_call>")
+            s("assistant", "Let me look.\n<tool_call>\n{\"name\": \"read\", \"arguments\": {\"path\": \"a.rs\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"ls\", \"arguments\": {}}\n</tool_call>")
         );
         assert_eq!(m[4], s("tool", "fn main() {}"));
         assert_eq!(m[5], s("tool", "a.rs"));
-        assert!(m[6].0 == "assistant" && m[6].1.contains("\"name\":\"local_shell\"") && m[6].1.contains("[\"ls\"]"));
+        assert!(m[6].0 == "assistant" && m[6].1.contains("\"name\": \"local_shell\"") && m[6].1.contains("[\"ls\"]"));
         assert_eq!(m[7], s("tool", "a.rs"));
         assert!(m[8].1.contains("\"input\":\"*** Begin Patch\""), "{:?}", m[8]);
         assert_eq!(m[9], s("tool", "Done"));

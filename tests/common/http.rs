@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// Every line the server wrote to stderr so far (its access log included).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -24,8 +26,11 @@ impl Server {
             .expect("start decache serve");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
                 }
@@ -35,7 +40,7 @@ impl Server {
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(120)).expect("the server did not start listening");
-        let s = Server { child, addr };
+        let s = Server { child, addr, log };
         let t0 = Instant::now();
         loop {
             if s.get("/health").0 == 200 {
@@ -56,6 +61,11 @@ impl Server {
         let r = request(&self.addr, "POST", path, &[("content-type", "application/json")], body.to_string().as_bytes());
         let v = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", r.body));
         (r.status, v)
+    }
+
+    /// The server's stderr lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn alive(&mut self) -> bool {
