@@ -52,6 +52,8 @@ pub struct AppState {
     pub model_id: String,
     pub opts: ServerOptions,
     pruner: prune::Pruner,
+    /// Tool uses cleared by Anthropic context editing, applied again to later requests.
+    cleared: anthropic::edits::Memory,
     engine: OnceLock<Arc<Engine>>,
     template: OnceLock<ChatTemplate>,
     started: Instant,
@@ -64,6 +66,7 @@ impl AppState {
             model_id: opts.model_id.clone(),
             opts,
             pruner,
+            cleared: Default::default(),
             engine: OnceLock::new(),
             template: OnceLock::new(),
             started: Instant::now(),
@@ -159,6 +162,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/messages/apply-template", post(anthropic::apply_template))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model_by_id))
         .route("/tokenize", post(tokenize))
