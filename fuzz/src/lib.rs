@@ -78,6 +78,7 @@ pub fn transcript(data: &[u8]) {
 /// the filter in pieces, and tool calls in OpenAI's JSON shape.
 pub fn toolcall(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
+    let _ = anthropic::thinking::split(&text, data.first().is_some_and(|b| b & 1 == 1));
     let _ = decache::toolcall::parse(&text);
     let _ = decache::toolcall::may_be_call(&text);
     let mut f = decache::toolcall::CallFilter::new(true);
@@ -102,7 +103,8 @@ fn template() -> &'static ChatTemplate {
 /// Request bodies of every POST endpoint, parsed into their types and
 /// checked as the handlers check them (sampling ranges, messages, tools,
 /// tool calls); the chat requests are then rendered through a ChatML
-/// template. The first byte picks the endpoint.
+/// template. The first byte picks the endpoint (its high bit: a Messages
+/// request rendered with thinking).
 pub fn http_body(data: &[u8]) {
     let Some((&which, body)) = data.split_first() else { return };
     let d = SamplingParams::default();
@@ -113,7 +115,17 @@ pub fn http_body(data: &[u8]) {
         }),
         1 => serde_json::from_slice::<anthropic::MessagesRequest>(body).ok().and_then(|r| {
             let _ = r.sampling().options(&d);
-            r.chat_prompt().ok()
+            // The checks, then the context edits with a word count for tokens.
+            let mut c = r.check().ok()?;
+            let words = |t: &str| t.split_whitespace().count();
+            let prompt = |c: &anthropic::content::Conversation| {
+                Ok(c.messages(true).iter().map(|m| words(&m.content) + 4).sum::<usize>())
+            };
+            let count = anthropic::edits::Counter { text: &words, prompt: &prompt };
+            let memory = anthropic::edits::Memory::default();
+            let edits = c.edits.clone();
+            let _ = anthropic::edits::apply(&mut c.conv, &edits, &memory, true, true, &count);
+            Some(c.prompt(which & 0x80 != 0))
         }),
         2 => {
             if let Ok(r) = serde_json::from_slice::<request::CompletionRequest>(body) {
