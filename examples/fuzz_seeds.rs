@@ -68,4 +68,25 @@ fn main() {
         b.extend_from_slice(body.as_bytes());
         put("http_body", &format!("responses-{i}"), &b);
     }
+    // What today's clients send: Claude Code's shape (billing header, thinking,
+    // an image in a tool result, cache_control, deferred and server tools,
+    // context editing), and chat completions with an image in a tool message
+    // and a required call. 0x81: endpoint 1 rendered with thinking.
+    let claude_code = r#"{"model":"claude-sonnet-4-5","max_tokens":32000,"stream":true,"metadata":{"user_id":"u1"},"system":[{"type":"text","text":"x-anthropic-billing-header: cc_version=2.1.3.a1b; cc_entrypoint=cli; cch=4f2e1;"},{"type":"text","text":"You are Claude Code.","cache_control":{"type":"ephemeral"}}],"thinking":{"type":"enabled","budget_tokens":31999},"tools":[{"name":"Read","input_schema":{"type":"object"},"cache_control":{"type":"ephemeral"}},{"name":"mcp__docs__search","input_schema":{"type":"object"},"defer_loading":true},{"type":"web_search_20250305","name":"web_search","max_uses":5}],"tool_choice":{"type":"any","disable_parallel_tool_use":true},"messages":[{"role":"user","content":[{"type":"text","text":"Why?","cache_control":{"type":"ephemeral"}}]},{"role":"system","content":"<env>cwd: /repo</env>"},{"role":"assistant","content":[{"type":"thinking","thinking":"Read it.","signature":"Eq"},{"type":"redacted_thinking","data":"Em"},{"type":"tool_use","id":"toolu_01","name":"Read","input":{"file_path":"/a"}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_01","is_error":true,"content":[{"type":"text","text":"no file"},{"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBO"}},{"type":"tool_reference","tool_name":"mcp__docs__search"}]},{"type":"text","text":"<system-reminder>go on</system-reminder>"}]}],"context_management":{"edits":[{"type":"clear_thinking_20251015","keep":{"type":"thinking_turns","value":1}},{"type":"clear_tool_uses_20250919","trigger":{"type":"input_tokens","value":1},"keep":{"type":"tool_uses","value":0},"clear_at_least":{"type":"input_tokens","value":1},"exclude_tools":["Grep"],"clear_tool_inputs":true}]}}"#;
+    let mut b = vec![0x81u8];
+    b.extend_from_slice(claude_code.as_bytes());
+    put("http_body", "messages-claude-code", &b);
+    let edits = r#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"go"},{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"Read","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"a b c d e f"}]},{"role":"assistant","content":[{"type":"tool_use","id":"t2","name":"Read","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t2","content":"g h"}]}],"tools":[{"name":"Read"}],"context_management":{"edits":[{"type":"clear_tool_uses_20250919","trigger":{"type":"tool_uses","value":1},"keep":{"type":"tool_uses","value":1},"clear_tool_inputs":["Read"]}]}}"#;
+    let mut b = vec![1u8];
+    b.extend_from_slice(edits.as_bytes());
+    put("http_body", "messages-context-edits", &b);
+    let parts = r#"{"messages":[{"role":"user","content":"shot"},{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"shot","arguments":""}}]},{"role":"tool","tool_call_id":"c1","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}},{"type":"text","text":"ok"}]},{"role":"user","content":[{"type":"text","text":"and "},{"type":"input_audio","input_audio":{"data":"","format":"wav"}}]}],"tools":[{"type":"function","function":{"name":"shot","parameters":{}}}],"tool_choice":{"type":"function","function":{"name":"shot"}},"parallel_tool_calls":false}"#;
+    let mut b = vec![0u8];
+    b.extend_from_slice(parts.as_bytes());
+    put("http_body", "chat-parts-tool-choice", &b);
+    put(
+        "toolcall",
+        "thinking",
+        b"<think>\nThe user wants 4.\n</think>\n\nIt is 4.<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>",
+    );
 }

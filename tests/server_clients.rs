@@ -53,3 +53,21 @@ fn the_anthropic_python_package_works() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["cache_read"].as_u64().unwrap() > 0);
 }
+
+/// ChatML whose generation prompt opens a thinking block (see server_http).
+const THINKING: &str = "{# past turns keep their <think>...</think> #}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}";
+
+#[test]
+fn the_anthropic_package_reads_thinking_blocks_and_applied_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("thinking.jinja");
+    std::fs::write(&file, THINKING).unwrap();
+    let model = common::tiny_smollm2().display().to_string();
+    let s =
+        http::Server::start(&["-m", &model, "-c", "1024", "-t", "2", "--chat-template-file", file.to_str().unwrap()]);
+    let out = run_client("anthropic_thinking.py", &format!("http://{}", s.addr));
+    eprintln!("anthropic client (thinking): {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["edits"].as_array().map(Vec::len), Some(2));
+}

@@ -189,6 +189,15 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
         ("tool without a name", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{}}]}"#.into(), 400, "tools[0]"),
         ("tool call with bad arguments", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"[1"}}]}]}"#.into(), 400, "messages[1].tool_calls[0]"),
         ("anthropic without max_tokens", "/v1/messages", r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.into(), 400, "max_tokens"),
+        ("context_management a string", "/v1/messages", r#"{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hi"}],"context_management":"clear"}"#.into(), 400, "context_management: expected an object"),
+        ("unknown context edit", "/v1/messages/count_tokens", r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"context_management":{"edits":[{"type":"clear_all"}]}}"#.into(), 400, "context_management.edits[0].type"),
+        ("thinking block without thinking", "/v1/messages", r#"{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"thinking","signature":"s"}]},{"role":"user","content":"go"}]}"#.into(), 400, "messages[1].content[0].thinking"),
+        ("tool_choice of an unknown type", "/v1/messages", r#"{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hi"}],"tools":[{"name":"f"}],"tool_choice":{"type":"sometimes"}}"#.into(), 400, "tool_choice.type"),
+        ("thinking of an unknown type", "/v1/messages", r#"{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hi"}],"thinking":{"type":"deep"}}"#.into(), 400, "thinking.type"),
+        ("metadata a string", "/v1/messages", r#"{"model":"m","max_tokens":4,"messages":[{"role":"user","content":"hi"}],"metadata":"x"}"#.into(), 400, "metadata"),
+        ("unknown content block", "/v1/messages", r#"{"model":"m","max_tokens":4,"messages":[{"role":"user","content":[{"type":"hologram"}]}]}"#.into(), 400, "messages[0].content[0].type"),
+        ("chat tool_choice unknown", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"sometimes"}"#.into(), 400, "tool_choice"),
+        ("chat tool_choice names no tool", "/v1/chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}}"#.into(), 400, "no tool named 'g'"),
     ];
     assert!(cases.len() >= 20);
     for (name, path, body, want, needle) in &cases {
@@ -537,4 +546,288 @@ fn served_requests_write_transcripts_that_replay_bit_exact() {
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     eprintln!("{}", out.trim());
     assert!(o.status.success() && out.contains("2 generations") && out.contains("all bit-exact"), "{out}");
+}
+
+fn tiny() -> String {
+    common::tiny_smollm2().display().to_string()
+}
+
+/// A request shaped as Claude Code 2.x sends one: the billing header at the
+/// head of the system prompt, cache_control everywhere, metadata, thinking,
+/// a system message among the others, thinking and redacted thinking in an
+/// assistant turn, an error result holding an image, a tool search that
+/// loads one deferred tool (the other stays out), a server tool, context
+/// management and the beta fields.
+fn claude_code_request(cch: &str) -> Value {
+    json!({
+        "model": "claude-sonnet-4-5", "max_tokens": 6, "temperature": 0,
+        "metadata": {"user_id": "user_abc_account_def_session_123"},
+        "service_tier": "auto", "container": null, "mcp_servers": [], "output_config": {"effort": "high"}, "top_k": 40,
+        "stop_sequences": ["\n\nHuman:"],
+        "system": [
+            {"type": "text", "text": format!("x-anthropic-billing-header: cc_version=2.1.3.a1b; cc_entrypoint=cli; cch={cch};")},
+            {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.", "cache_control": {"type": "ephemeral"}}
+        ],
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"},
+            {"type": "clear_tool_uses_20250919", "trigger": {"type": "input_tokens", "value": 100000}}]},
+        "tools": [
+            {"name": "Read", "description": "Read a file", "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}, "cache_control": {"type": "ephemeral"}},
+            {"name": "ToolSearch", "description": "Load deferred tools", "input_schema": {"type": "object"}},
+            {"name": "mcp__docs__search", "description": "Search the docs", "input_schema": {"type": "object"}, "defer_loading": true},
+            {"name": "mcp__db__query", "description": "Query the database", "input_schema": {"type": "object"}, "defer_loading": true},
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+            {"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"}
+        ],
+        "tool_choice": {"type": "auto", "disable_parallel_tool_use": false},
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Why does the parser fail?", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "system", "content": "<env>cwd: /repo</env>"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Read the parser first.", "signature": "EqQBCkYIBx"},
+                {"type": "redacted_thinking", "data": "EmwKAhgBEgy"},
+                {"type": "tool_use", "id": "toolu_01", "name": "Read", "input": {"file_path": "/repo/parser.rs"}},
+                {"type": "tool_use", "id": "toolu_02", "name": "ToolSearch", "input": {"query": "docs"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01", "is_error": true, "content": [
+                    {"type": "text", "text": "File does not exist."},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}, "cache_control": {"type": "ephemeral"}}]},
+                {"type": "tool_result", "tool_use_id": "toolu_02", "content": [{"type": "tool_reference", "tool_name": "mcp__docs__search"}]},
+                {"type": "text", "text": "<system-reminder>Keep the todo list current.</system-reminder>", "cache_control": {"type": "ephemeral"}}
+            ]}
+        ]
+    })
+}
+
+/// The `event:`/`data:` pairs of an Anthropic stream, as JSON.
+fn anthropic_events(body: &str) -> Vec<Value> {
+    sse_data(body).iter().map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}"))).collect()
+}
+
+#[test]
+fn claude_code_requests_are_taken_and_what_cannot_be_read_is_said() {
+    let s = Server::start(&["-m", &tiny(), "-c", "2048", "-t", "2"]);
+    let beta = [
+        ("content-type", "application/json"),
+        ("anthropic-version", "2023-06-01"),
+        (
+            "anthropic-beta",
+            "interleaved-thinking-2025-05-14,context-management-2025-06-27,advanced-tool-use-2025-11-20",
+        ),
+        ("x-api-key", "anything"),
+    ];
+    let req = claude_code_request("4f2e1");
+    let r = request(&s.addr, "POST", "/v1/messages", &beta, req.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!((v["type"].as_str(), v["role"].as_str()), (Some("message"), Some("assistant")), "{v}");
+    assert_eq!(v["context_management"], json!({"applied_edits": []}), "{v}");
+    assert!(v["content"].as_array().is_some_and(|c| !c.is_empty()), "{v}");
+
+    // Streamed: the same blocks as events, context management in message_delta.
+    let mut streamed = req.clone();
+    streamed["stream"] = json!(true);
+    let r = request(&s.addr, "POST", "/v1/messages", &beta, streamed.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ev = anthropic_events(&r.body);
+    assert_eq!(ev[0]["type"], "message_start", "{}", r.body);
+    assert_eq!(ev.last().unwrap()["type"], "message_stop");
+    let delta = ev.iter().find(|e| e["type"] == "message_delta").unwrap();
+    assert_eq!(delta["context_management"]["applied_edits"], json!([]), "{delta}");
+
+    // The prompt as the model reads it: the error and the image note reach
+    // it, the loaded deferred tool is offered and the other is not, server
+    // tools are left out, the billing line is gone.
+    let (status, t) = s.post("/v1/messages/apply-template", &req);
+    assert_eq!(status, 200, "{t}");
+    let prompt = t["prompt"].as_str().unwrap();
+    for want in [
+        "Error: File does not exist.\n[image omitted: this model reads text only]",
+        "\"name\":\"mcp__docs__search\"",
+        "[tool mcp__docs__search loaded]",
+        "<|im_start|>system\n<env>cwd: /repo</env>",
+        "<system-reminder>Keep the todo list current.</system-reminder>",
+    ] {
+        assert!(prompt.contains(want), "{want:?} missing from:\n{prompt}");
+    }
+    for unwanted in [
+        "mcp__db__query",
+        "web_search",
+        "tool_search_tool_regex",
+        "x-anthropic-billing-header",
+        "Read the parser first",
+    ] {
+        assert!(!prompt.contains(unwanted), "{unwanted:?} in:\n{prompt}");
+    }
+
+    // The billing line changes on every request: the same prompt, the same
+    // count, and the second request prefills one token.
+    let other = claude_code_request("0b9c8");
+    assert_eq!(s.post("/v1/messages/apply-template", &other).1["prompt"], t["prompt"]);
+    let (c1, c2) = (s.post("/v1/messages/count_tokens", &req).1, s.post("/v1/messages/count_tokens", &other).1);
+    assert_eq!(c1["input_tokens"], c2["input_tokens"], "{c1} {c2}");
+    let (status, v) = s.post("/v1/messages", &other);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["timings"]["prompt_n"], 1, "the billing line cost a prefill: {}", v["decache"]);
+
+    // A user turn made only of an image: 400 naming the block.
+    let mut image_only = req.clone();
+    image_only["messages"].as_array_mut().unwrap().push(json!({"role": "assistant", "content": "Done."}));
+    image_only["messages"].as_array_mut().unwrap().push(json!({"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}));
+    for path in ["/v1/messages", "/v1/messages/count_tokens"] {
+        let (status, v) = s.post(path, &image_only);
+        assert_eq!((status, v["type"].as_str()), (400, Some("error")), "{path}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with("messages[5].content[0]: image blocks are not supported"), "{path}: {msg}");
+    }
+
+    // Chat completions: an image in a tool message is a note, a required
+    // call is asked for, a user message of an image alone is refused.
+    let chat = json!({"messages": [
+        {"role": "user", "content": "Take a screenshot."},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "shot", "arguments": ""}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+        {"role": "user", "content": "Again."}],
+        "tools": [{"type": "function", "function": {"name": "shot", "parameters": {}}}], "tool_choice": "required"});
+    let (status, t) = s.post("/apply-template", &chat);
+    assert_eq!(status, 200, "{t}");
+    let prompt = t["prompt"].as_str().unwrap();
+    assert!(prompt.contains("<|im_start|>tool\n[image omitted: this model reads text only]<|im_end|>"), "{prompt}");
+    assert!(prompt.contains("Again.\n\n(Reply with a tool call now: call one of the offered tools.)"), "{prompt}");
+    let mut ask = chat.clone();
+    ask["max_tokens"] = json!(4);
+    assert_eq!(s.post("/v1/chat/completions", &ask).0, 200);
+    let mut image_only = chat.clone();
+    image_only["messages"][3]["content"] = json!([{"type": "image_url", "image_url": {"url": "x"}}]);
+    let (status, v) = s.post("/v1/chat/completions", &image_only);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "messages[3].content[0]", "{v}");
+}
+
+/// ChatML whose generation prompt opens a thinking block, as reasoning
+/// models' templates do (and which reads `</think>` in past turns).
+const THINKING: &str = "{# past turns keep their <think>...</think> #}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}";
+
+#[test]
+fn a_reply_that_thinks_comes_back_as_a_thinking_block_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("thinking.jinja");
+    std::fs::write(&file, THINKING).unwrap();
+    let s = Server::start(&["-m", &tiny(), "-c", "1024", "-t", "2", "--chat-template-file", file.to_str().unwrap()]);
+    let ask = json!({"model": "m", "max_tokens": 6, "temperature": 0,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "messages": [{"role": "user", "content": "What is 2 + 2?"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "Add them.", "signature": "sig"}, {"type": "text", "text": "4."}]},
+            {"role": "user", "content": "And 3 + 3?"}]});
+    // Past thinking is rendered where the template reads it.
+    let prompt = s.post("/v1/messages/apply-template", &ask).1["prompt"].as_str().unwrap().to_string();
+    assert!(prompt.contains("<|im_start|>assistant\n<think>\nAdd them.\n</think>\n\n4.<|im_end|>"), "{prompt}");
+    let (status, v) = s.post("/v1/messages", &ask);
+    assert_eq!(status, 200, "{v}");
+    // The prompt opened the thinking and 6 tokens do not close it: all thinking.
+    let block = &v["content"][0];
+    assert_eq!(block["type"], "thinking", "{v}");
+    assert!(block["thinking"].is_string() && block["signature"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let r = request(
+        &s.addr,
+        "POST",
+        "/v1/messages",
+        &[("content-type", "application/json")],
+        streamed.to_string().as_bytes(),
+    );
+    let ev = anthropic_events(&r.body);
+    let start = ev.iter().find(|e| e["type"] == "content_block_start").expect("no block");
+    assert_eq!(start["content_block"]["type"], "thinking", "{}", r.body);
+    let kinds: Vec<&str> = ev.iter().filter_map(|e| e["delta"]["type"].as_str()).collect();
+    assert_eq!(kinds.last(), Some(&"signature_delta"), "{kinds:?}");
+    let thought: String = ev.iter().filter_map(|e| e["delta"]["thinking"].as_str()).collect();
+    assert_eq!(thought, block["thinking"].as_str().unwrap(), "streamed and whole agree");
+    // Without thinking asked for, the reply is text.
+    let mut plain = ask.clone();
+    plain.as_object_mut().unwrap().remove("thinking");
+    let (status, v) = s.post("/v1/messages", &plain);
+    assert_eq!((status, v["content"][0]["type"].as_str()), (200, Some("text")), "{v}");
+}
+
+#[test]
+fn context_editing_clears_old_tool_results_and_the_next_request_meets_the_cache() {
+    let s = Server::start(&["-m", &tiny(), "-c", "4096", "-t", "2"]);
+    // About 460 tokens a read.
+    let read = |i: usize| {
+        format!(
+            "src/mod{i}.rs:\n{}",
+            (0..24).map(|l| format!("fn f{i}_{l}() -> u32 {{ {l} * {i} }}\n")).collect::<String>()
+        )
+    };
+    let tool_use = |messages: &mut Vec<Value>, i: usize| {
+        messages.push(json!({"role": "assistant", "content": [{"type": "text", "text": format!("Reading module {i}.")},
+            {"type": "tool_use", "id": format!("toolu_{i:02}"), "name": "Read", "input": {"file_path": format!("src/mod{i}.rs")}}]}));
+        messages.push(json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": format!("toolu_{i:02}"), "content": read(i)}]}));
+    };
+    let mut messages = vec![json!({"role": "user", "content": "Read the modules and find the bug."})];
+    for i in 0..6 {
+        tool_use(&mut messages, i);
+    }
+    messages.push(json!({"role": "user", "content": "Which module has the bug?"}));
+    // Past 2500 tokens, clear at least 800 (two reads), the last two uses kept.
+    let body = |messages: &[Value]| {
+        json!({"model": "m", "max_tokens": 8, "temperature": 0, "messages": messages,
+            "tools": [{"name": "Read", "input_schema": {"type": "object"}}],
+            "context_management": {"edits": [{"type": "clear_tool_uses_20250919",
+                "trigger": {"type": "input_tokens", "value": 2500}, "keep": {"type": "tool_uses", "value": 2},
+                "clear_at_least": {"type": "input_tokens", "value": 800}}]}})
+    };
+    let prompt_of = |v: &Value| {
+        v["usage"]["input_tokens"].as_u64().unwrap() + v["usage"]["cache_read_input_tokens"].as_u64().unwrap()
+    };
+    let cleared_uses = |v: &Value| v["context_management"]["applied_edits"][0]["cleared_tool_uses"].as_u64();
+    let mut unmanaged = body(&messages);
+    unmanaged.as_object_mut().unwrap().remove("context_management");
+    let full = s.post("/v1/messages/count_tokens", &unmanaged).1["input_tokens"].as_u64().unwrap();
+    assert!(full > 2500 + 100, "{full}");
+
+    let (status, v) = s.post("/v1/messages", &body(&messages));
+    assert_eq!(status, 200, "{v}");
+    let edit = &v["context_management"]["applied_edits"][0];
+    assert_eq!(edit["type"], "clear_tool_uses_20250919", "{v}");
+    assert_eq!(cleared_uses(&v), Some(2), "the two oldest reach clear_at_least: {v}");
+    let (p1, cleared) = (prompt_of(&v), edit["cleared_input_tokens"].as_u64().unwrap());
+    eprintln!("context editing: {full} tokens as sent, {p1} after clearing {cleared}");
+    assert!(cleared >= 800 && p1 + cleared <= full + 16 && p1 < 2500, "{full} {p1} {cleared}");
+    // count_tokens counts the cleared form.
+    assert_eq!(s.post("/v1/messages/count_tokens", &body(&messages)).1["input_tokens"].as_u64(), Some(p1));
+
+    // The client's next request carries its full history and a new turn:
+    // the server clears the same results from memory and prefills the turn only.
+    let reply =
+        |v: &Value| -> String { v["content"].as_array().unwrap().iter().filter_map(|b| b["text"].as_str()).collect() };
+    messages.push(json!({"role": "assistant", "content": [{"type": "text", "text": reply(&v)}]}));
+    messages.push(json!({"role": "user", "content": "And how do we fix it?"}));
+    let (status, w) = s.post("/v1/messages", &body(&messages));
+    assert_eq!(status, 200, "{w}");
+    assert_eq!(cleared_uses(&w), Some(2), "{w}");
+    let p2 = prompt_of(&w);
+    let (reused, prefilled) =
+        (w["decache"]["tokens_reused"].as_u64().unwrap(), w["timings"]["prompt_n"].as_u64().unwrap());
+    eprintln!("next request: {p2} tokens, {reused} reused, {prefilled} prefilled ({})", w["decache"]);
+    assert!(reused + 4 >= p1, "the earlier prompt is reused: {reused} of {p1}");
+    assert!(prefilled < (p2 - p1) + 64, "only the new turn is prefilled: {prefilled} (new turn {})", p2 - p1);
+
+    // Two more reads pass the trigger again, counted on the remembered
+    // form: the next two oldest go, the first two stay cleared.
+    // (The model answers the question with two reads.)
+    for i in 6..8 {
+        tool_use(&mut messages, i);
+    }
+    messages.push(json!({"role": "user", "content": "Now?"}));
+    let (status, x) = s.post("/v1/messages", &body(&messages));
+    assert_eq!(status, 200, "{x}");
+    eprintln!("after two more reads: {} tokens, {}", prompt_of(&x), x["context_management"]);
+    assert_eq!(cleared_uses(&x), Some(4), "{x}");
+    assert!(prompt_of(&x) < 2500, "{}", prompt_of(&x));
 }

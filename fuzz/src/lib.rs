@@ -78,6 +78,7 @@ pub fn transcript(data: &[u8]) {
 /// the filter in pieces, and tool calls in OpenAI's JSON shape.
 pub fn toolcall(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
+    let _ = anthropic::thinking::split(&text, data.first().is_some_and(|b| b & 1 == 1));
     let _ = decache::toolcall::parse(&text);
     let _ = decache::toolcall::may_be_call(&text);
     let mut f = decache::toolcall::CallFilter::new(true);
@@ -103,18 +104,29 @@ fn template() -> &'static ChatTemplate {
 /// checked as the handlers check them (sampling ranges, messages, tools,
 /// tool calls); the chat requests are then rendered through a ChatML
 /// template. The first byte picks the endpoint (0 chat, 1 messages, 2
-/// completions, 3 tools, 4 responses).
+/// completions, 3 tools, 4 responses; its high bit: a Messages request
+/// rendered with thinking).
 pub fn http_body(data: &[u8]) {
     let Some((&which, body)) = data.split_first() else { return };
     let d = SamplingParams::default();
-    let prompt = match which % 5 {
+    let prompt = match (which & 0x7f) % 5 {
         0 => serde_json::from_slice::<request::ChatRequest>(body).ok().and_then(|r| {
             let _ = r.common.sampling.options(&d);
             r.chat_prompt().ok()
         }),
         1 => serde_json::from_slice::<anthropic::MessagesRequest>(body).ok().and_then(|r| {
             let _ = r.sampling().options(&d);
-            r.chat_prompt().ok()
+            // The checks, then the context edits with a word count for tokens.
+            let mut c = r.check().ok()?;
+            let words = |t: &str| t.split_whitespace().count();
+            let prompt = |c: &anthropic::content::Conversation| {
+                Ok(c.messages(true).iter().map(|m| words(&m.content) + 4).sum::<usize>())
+            };
+            let count = anthropic::edits::Counter { text: &words, prompt: &prompt };
+            let memory = anthropic::edits::Memory::default();
+            let edits = c.edits.clone();
+            let _ = anthropic::edits::apply(&mut c.conv, &edits, &memory, true, true, &count);
+            Some(c.prompt(which & 0x80 != 0))
         }),
         2 => {
             if let Ok(r) = serde_json::from_slice::<request::CompletionRequest>(body) {

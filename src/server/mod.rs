@@ -58,6 +58,8 @@ pub struct AppState {
     pruner: prune::Pruner,
     /// Stored responses of the Responses API (`previous_response_id`).
     pub responses: responses::Store,
+    /// Tool uses cleared by Anthropic context editing, applied again to later requests.
+    cleared: anthropic::edits::Memory,
     engine: OnceLock<Arc<Engine>>,
     template: OnceLock<ChatTemplate>,
     started: Instant,
@@ -71,6 +73,7 @@ impl AppState {
             opts,
             pruner,
             responses: responses::Store::default(),
+            cleared: Default::default(),
             engine: OnceLock::new(),
             template: OnceLock::new(),
             started: Instant::now(),
@@ -181,6 +184,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/responses", post(responses::create))
         .route("/v1/responses/input_tokens", post(responses::input_tokens))
         .route("/v1/responses/{id}", get(responses::retrieve).delete(responses::delete))
+        .route("/v1/messages/apply-template", post(anthropic::apply_template))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model_by_id))
         .route("/tokenize", post(tokenize))

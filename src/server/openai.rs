@@ -6,7 +6,7 @@
 use super::engine::{CacheUse, Finish, FinishReason, Job, JobEvent};
 use super::error::ApiError;
 use super::prune::Pruned;
-use super::request::{ChatRequest, CompletionRequest, PromptField};
+use super::request::{CallRule, ChatRequest, CompletionRequest, PromptField};
 use super::tools::{parse as parse_calls, CallFilter, Parsed, ToolCall};
 use super::AppState;
 use axum::body::Bytes;
@@ -32,7 +32,16 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
     if body.is_empty() {
         return Err(ApiError::bad_request("empty request body: expected a JSON object"));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    // The path of the field that failed (`temperature`, `messages[2].content`)
+    // leads the message and is the error's `param`.
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "" | "." => ApiError::bad_request(format!("invalid request body: {}", e.inner())),
+            _ => ApiError::bad_request(format!("invalid request body: {path}: {}", e.inner())).param(&path),
+        }
+    })
 }
 
 /// Parse the body as `T` and answer with `f`, errors as API errors.
@@ -62,9 +71,10 @@ async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError>
     let prompt = req.chat_prompt()?;
     opts.forced = st.script_reply(&prompt)?;
     let (tokens, pruned) = st.prompt(prompt, req.auto_prune())?;
+    let rule = req.call_rule()?;
     let mut job = st.job(tokens, opts, stop)?;
     job.pruned = pruned;
-    respond(st, job, Kind::Chat(req.tools_active()), c.stream, c.include_usage()).await
+    respond(st, job, Kind::Chat(req.tools_active()), rule, c.stream, c.include_usage()).await
 }
 
 async fn completion(st: Arc<AppState>, req: CompletionRequest) -> Result<Response, ApiError> {
@@ -94,7 +104,7 @@ async fn completion(st: Arc<AppState>, req: CompletionRequest) -> Result<Respons
         return Err(ApiError::bad_request("the prompt is empty").param("prompt"));
     }
     let job = st.job(tokens, opts, stop)?;
-    respond(st, job, Kind::Text, c.stream, c.include_usage()).await
+    respond(st, job, Kind::Text, CallRule::default(), c.stream, c.include_usage()).await
 }
 
 /// A queued job's receiving end: dropping it (the client went away) cancels the job.
@@ -248,6 +258,7 @@ async fn respond(
     st: Arc<AppState>,
     mut p: Pending,
     kind: Kind,
+    rule: CallRule,
     stream: bool,
     include_usage: bool,
 ) -> Result<Response, ApiError> {
@@ -259,6 +270,7 @@ async fn respond(
         let choice = match kind {
             Kind::Chat(tools) => {
                 let Parsed { text, calls, .. } = if tools { parse_calls(&f.text) } else { Parsed::default() };
+                let calls = rule.apply(calls, "chat.completions");
                 if calls.is_empty() {
                     json!({"index": 0, "message": {"role": "assistant", "content": f.text}, "finish_reason": finish_reason(f.reason)})
                 } else {
@@ -322,6 +334,7 @@ async fn respond(
         }
         JobEvent::Done(f) => {
             let (rest, calls) = filter.finish();
+            let calls = rule.apply(calls, "chat.completions");
             if !rest.is_empty() {
                 out.push((None, chunk(delta(Some(&rest), None), None)));
             }

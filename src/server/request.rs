@@ -129,6 +129,9 @@ pub struct ChatRequest {
     pub tools: Option<Vec<Value>>,
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// `false`: at most one call per reply (the first is kept).
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(default)]
     pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
@@ -157,7 +160,7 @@ pub const MAX_MESSAGES: usize = 100_000;
 /// A chat request's prompt before rendering: its messages (earlier calls
 /// as text) and the tools it offers, in OpenAI's shape (`{"type":
 /// "function", "function": {...}}`), empty when none are active.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChatPrompt {
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<Value>,
@@ -186,6 +189,122 @@ pub fn check_tools(tools: &[Value]) -> Result<Vec<Value>, ApiError> {
         .collect()
 }
 
+/// The note that stands in for an image, audio or file this model cannot read.
+pub fn unreadable(what: &str) -> String {
+    format!("[{what} omitted: this model reads text only]")
+}
+
+/// What `tool_choice` asks of the reply, in either API's spelling: OpenAI's
+/// `"auto"`, `"none"`, `"required"`, `{"type": "function", "function":
+/// {"name"}}`; Anthropic's `{"type": "auto" | "any" | "none" | "tool", "name"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ToolChoice {
+    #[default]
+    Auto,
+    /// No tools are offered.
+    None,
+    /// Some call is required.
+    Any,
+    /// A call of this tool is required.
+    Tool(String),
+}
+
+impl ToolChoice {
+    /// OpenAI's `tool_choice`; a wrong type or an unknown value is a 400
+    /// naming the field.
+    pub fn from_openai(v: Option<&Value>) -> Result<ToolChoice, ApiError> {
+        let bad = |m: String, p: &str| Err(ApiError::bad_request(format!("{p}: {m}")).param(p));
+        match v {
+            None | Some(Value::Null) => Ok(ToolChoice::Auto),
+            Some(Value::String(s)) => match s.as_str() {
+                "auto" => Ok(ToolChoice::Auto),
+                "none" => Ok(ToolChoice::None),
+                "required" => Ok(ToolChoice::Any),
+                o => bad(format!("unknown value '{o}' (auto, none, required or a function)"), "tool_choice"),
+            },
+            Some(Value::Object(o)) => match o.get("type").and_then(Value::as_str) {
+                Some("function") => match o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
+                    Some(n) => Ok(ToolChoice::Tool(n.to_string())),
+                    None => bad("a function choice needs function.name (a string)".into(), "tool_choice.function.name"),
+                },
+                Some(t) => bad(format!("unknown type '{t}' (function)"), "tool_choice.type"),
+                None => bad("needs a type (function)".into(), "tool_choice.type"),
+            },
+            Some(_) => bad("expected a string or an object".into(), "tool_choice"),
+        }
+    }
+
+    /// Whether a call is required.
+    pub fn requires_call(&self) -> bool {
+        matches!(self, ToolChoice::Any | ToolChoice::Tool(_))
+    }
+
+    /// Check that a named tool is among the offered (OpenAI-shaped) ones.
+    pub fn check_offered(&self, offered: &[Value], param: &str) -> Result<(), ApiError> {
+        if let ToolChoice::Tool(name) = self {
+            let known = offered.iter().any(|t| t["function"]["name"].as_str() == Some(name.as_str()));
+            if !known {
+                return Err(ApiError::bad_request(format!("{param}: no tool named '{name}' is offered")).param(param));
+            }
+        } else if self.requires_call() && offered.is_empty() {
+            return Err(ApiError::bad_request("tool_choice: a tool call is required but no tools are offered")
+                .param("tool_choice"));
+        }
+        Ok(())
+    }
+
+    /// The sentence that tells the model a call is required, if one is.
+    pub fn instruction(&self) -> Option<String> {
+        match self {
+            ToolChoice::Any => Some("(Reply with a tool call now: call one of the offered tools.)".into()),
+            ToolChoice::Tool(n) => Some(format!("(Reply with a tool call now: call the tool `{n}`.)")),
+            ToolChoice::Auto | ToolChoice::None => None,
+        }
+    }
+
+    /// Append the instruction to the last message, the one being
+    /// answered (not to an assistant turn being continued): the prefix
+    /// the cache holds stays as it was.
+    pub fn instruct(&self, msgs: &mut [ChatMessage]) {
+        if let (Some(text), Some(last)) = (self.instruction(), msgs.last_mut()) {
+            if last.role != "assistant" {
+                last.content = format!("{}\n\n{text}", last.content);
+            }
+        }
+    }
+}
+
+/// What a reply's calls must be: `choice`, and at most one call when
+/// `single` (OpenAI's `parallel_tool_calls: false`, Anthropic's
+/// `disable_parallel_tool_use`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallRule {
+    pub choice: ToolChoice,
+    pub single: bool,
+}
+
+impl CallRule {
+    /// The reply's calls under the rule: beyond the first dropped when
+    /// `single`. A required call the model did not make (or a call of
+    /// another tool than the one named) is logged; the reply stands.
+    pub fn apply(&self, mut calls: Vec<super::tools::ToolCall>, api: &str) -> Vec<super::tools::ToolCall> {
+        match &self.choice {
+            ToolChoice::Any if calls.is_empty() => {
+                tracing::warn!(api, "tool_choice required a tool call; the model answered without one")
+            }
+            ToolChoice::Tool(n) if !calls.iter().any(|c| &c.name == n) => {
+                tracing::warn!(api, tool = %n, calls = calls.len(), "tool_choice named a tool; the model did not call it")
+            }
+            _ => {}
+        }
+        if self.single && calls.len() > 1 {
+            tracing::info!(api, dropped = calls.len() - 1, "one call per reply was asked for; the first is kept");
+            calls.truncate(1);
+        }
+        calls
+    }
+}
+
 impl ChatRequest {
     /// Whether this request allows auto-pruning: not turned off by
     /// `chat_template_kwargs.enable_auto_prune` (or `.auto_prune`, or the
@@ -202,6 +321,14 @@ impl ChatRequest {
     pub fn tools_active(&self) -> bool {
         self.tools.as_ref().is_some_and(|t| !t.is_empty())
             && self.tool_choice.as_ref().and_then(Value::as_str) != Some("none")
+    }
+
+    /// What the reply's calls must be (`tool_choice`, `parallel_tool_calls`).
+    pub fn call_rule(&self) -> Result<CallRule, ApiError> {
+        Ok(CallRule {
+            choice: ToolChoice::from_openai(self.tool_choice.as_ref())?,
+            single: self.parallel_tool_calls == Some(false),
+        })
     }
 
     /// The messages as the chat template takes them, after the checks,
@@ -230,23 +357,45 @@ impl ChatRequest {
                 None => return Err(ApiError::bad_request(format!("{}: missing", at("content"))).param(&at("content"))),
                 Some(Content::Text(t)) => t.clone(),
                 Some(Content::Parts(parts)) => {
+                    // Images, audio and files: a note where they stood (this
+                    // model reads text only); a message made only of them is
+                    // refused, naming the first.
                     let mut s = String::new();
+                    let mut unread = None;
                     for (j, p) in parts.iter().enumerate() {
+                        let part = || format!("{}[{j}]", at("content"));
                         match (p.kind.as_str(), &p.text) {
                             ("text", Some(t)) => s.push_str(t),
                             ("text", None) => {
-                                return Err(ApiError::bad_request(format!(
-                                    "{}[{j}]: a text part needs `text`",
-                                    at("content")
-                                )))
+                                return Err(ApiError::bad_request(format!("{}: a text part needs `text`", part()))
+                                    .param(&part()))
+                            }
+                            (k @ ("image_url" | "input_audio" | "file"), _) => {
+                                unread.get_or_insert((j, k));
+                                let what = match k {
+                                    "image_url" => "image",
+                                    "input_audio" => "audio",
+                                    _ => "file",
+                                };
+                                s.push_str(&unreadable(what));
                             }
                             (k, _) => {
                                 return Err(ApiError::bad_request(format!(
-                                    "{}[{j}]: content parts of type '{k}' are not supported (text only)",
-                                    at("content")
-                                )))
+                                    "{}: content parts of type '{k}' are not supported (text only)",
+                                    part()
+                                ))
+                                .param(&part()))
                             }
                         }
+                    }
+                    if let Some((j, k)) = unread.filter(|_| m.role != "tool" && parts.iter().all(|p| p.kind != "text"))
+                    {
+                        let part = format!("{}[{j}]", at("content"));
+                        return Err(ApiError::bad_request(format!(
+                            "{part}: content parts of type '{k}' are not supported: this model reads text only \
+                             (send text; inside a tool message such a part becomes a note)"
+                        ))
+                        .param(&part));
                     }
                     s
                 }
@@ -263,6 +412,9 @@ impl ChatRequest {
         }
         let tools =
             if self.tools_active() { check_tools(self.tools.as_deref().unwrap_or_default())? } else { Vec::new() };
+        let rule = self.call_rule()?;
+        rule.choice.check_offered(&tools, "tool_choice.function.name")?;
+        rule.choice.instruct(&mut out);
         Ok(ChatPrompt { messages: out, tools })
     }
 }
@@ -284,5 +436,62 @@ mod tests {
         );
         let e = check_tools(&[json!({"function": {"description": "no name"}})]).unwrap_err();
         assert!(e.message.contains("tools[0]"), "{e:?}");
+    }
+
+    fn chat(v: serde_json::Value) -> Result<ChatPrompt, ApiError> {
+        serde_json::from_value::<ChatRequest>(v).unwrap().chat_prompt()
+    }
+
+    #[test]
+    fn images_audio_and_files_become_notes_or_a_400_naming_the_part() {
+        let image = json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}});
+        let p = chat(json!({"messages": [
+            {"role": "user", "content": "Look at the screenshot."},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "shot", "arguments": ""}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": [image]},
+            {"role": "user", "content": [{"type": "text", "text": "And this? "}, {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}
+        ]}))
+        .unwrap();
+        assert_eq!(p.messages[2].content, unreadable("image"));
+        assert_eq!(p.messages[3].content, format!("And this? {}", unreadable("audio")));
+        let e = chat(json!({"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}]}))
+            .unwrap_err();
+        assert!(
+            e.message.starts_with("messages[1].content[0]: content parts of type 'file' are not supported"),
+            "{e:?}"
+        );
+        assert_eq!(e.param.as_deref(), Some("messages[1].content[0]"));
+    }
+
+    #[test]
+    fn tool_choice_required_or_named_is_asked_for_and_checked() {
+        let tools = json!([{"type": "function", "function": {"name": "grep", "parameters": {}}}]);
+        let with = |choice: serde_json::Value| {
+            chat(
+                json!({"messages": [{"role": "user", "content": "Find TODOs."}], "tools": tools, "tool_choice": choice}),
+            )
+        };
+        assert!(with(json!("required")).unwrap().messages[0].content.ends_with("call one of the offered tools.)"));
+        let named = with(json!({"type": "function", "function": {"name": "grep"}})).unwrap();
+        assert!(named.messages[0].content.ends_with("call the tool `grep`.)"));
+        assert_eq!(with(json!("auto")).unwrap().messages[0].content, "Find TODOs.");
+        assert!(with(json!("none")).unwrap().tools.is_empty());
+        for (choice, at) in [
+            (json!("sometimes"), "tool_choice"),
+            (json!({"type": "function", "function": {"name": "nope"}}), "tool_choice.function.name"),
+            (json!({"type": "function"}), "tool_choice.function.name"),
+            (json!({"type": "custom"}), "tool_choice.type"),
+            (json!(3), "tool_choice"),
+        ] {
+            let e = with(choice.clone()).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(at), "{choice}: {e:?}");
+        }
+        let e = chat(json!({"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"})).unwrap_err();
+        assert!(e.message.contains("no tools are offered"), "{e:?}");
+        let single = serde_json::from_value::<ChatRequest>(json!({"messages": [], "parallel_tool_calls": false}))
+            .unwrap()
+            .call_rule()
+            .unwrap();
+        assert!(single.single);
     }
 }

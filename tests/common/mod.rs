@@ -79,6 +79,9 @@ pub const FOLLOW_UP: &str = "<|im_start|>assistant\nThe last crate compiled was"
 pub fn tiny_smollm2() -> PathBuf {
     use gguf_writer::{llama_tensors, Gguf, LlamaDims, Rng, Value};
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tiny-smollm2-vocab-v1.gguf");
+    // Tests of one binary run on threads of one process: one writes, the others wait.
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = WRITING.lock().unwrap_or_else(|e| e.into_inner());
     if out.exists() {
         return out;
     }
