@@ -142,8 +142,8 @@ pub fn render_calls(calls: &[ToolCall]) -> String {
         .map(|c| {
             format!(
                 "{OPEN}\n{{\"name\": {}, \"arguments\": {}}}\n{CLOSE}",
-                spaced(&json!(c.name)),
-                spaced(&c.arguments)
+                spaced_json(&json!(c.name)),
+                spaced_json(&c.arguments)
             )
         })
         .collect::<Vec<_>>()
@@ -152,7 +152,7 @@ pub fn render_calls(calls: &[ToolCall]) -> String {
 
 /// JSON with a space after each `:` and `,` (as Python's `json.dumps` and
 /// the chat templates' `tojson` write it).
-fn spaced(v: &Value) -> String {
+pub fn spaced_json(v: &Value) -> String {
     use std::io::{Result, Write};
     struct Spaced;
     impl serde_json::ser::Formatter for Spaced {

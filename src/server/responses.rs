@@ -925,7 +925,7 @@ mod tests {
         assert_eq!(m[5], s("tool", "a.rs"));
         assert!(m[6].0 == "assistant" && m[6].1.contains("\"name\": \"local_shell\"") && m[6].1.contains("[\"ls\"]"));
         assert_eq!(m[7], s("tool", "a.rs"));
-        assert!(m[8].1.contains("\"input\":\"*** Begin Patch\""), "{:?}", m[8]);
+        assert!(m[8].1.contains("\"input\": \"*** Begin Patch\""), "{:?}", m[8]);
         assert_eq!(m[9], s("tool", "Done"));
         assert_eq!(m.len(), 10, "reasoning, web search and unknown items are skipped: {m:?}");
         assert!(!m.iter().any(|(_, t)| t.contains("I should read it")));

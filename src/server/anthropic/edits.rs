@@ -227,7 +227,7 @@ fn gain(conv: &Conversation, u: &Use, inputs: bool, count: &Counter) -> i64 {
         }
     }
     if let (true, Part::ToolUse { input, cleared: false, .. }) = (inputs, &conv.turns[u.turn].parts[u.part]) {
-        g += n(&input.to_string()) - n(CLEARED_INPUT);
+        g += n(&crate::toolcall::spaced_json(input)) - n(CLEARED_INPUT);
     }
     g
 }
