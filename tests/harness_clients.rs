@@ -11,7 +11,11 @@
 //! Checked: the harness exits 0 and says `count = 2`, the file is really
 //! edited, every request it made got a 2xx (the server's access log), and
 //! every turn after the first prefilled fewer tokens than the turn's new
-//! text plus 64 (a table per client in the output).
+//! text plus 64 (a table per client in the output). A turn's new text is
+//! counted from what the client sent (`--record-requests`): the tokens of
+//! its prompt that are not the previous turn's prompt and reply in the same
+//! order (the longest common subsequence), so text the client changed or
+//! moved is new where it now stands.
 //!
 //! `DECACHE_CLIENTS_MODEL=smollm2` runs the same harnesses on the real
 //! SmolLM2 model without a script (`make clients-smollm2`): then each
@@ -48,7 +52,8 @@ struct Turn {
     reused: usize,
     /// Cached tokens deleted to fit this request (text the client replaced, moved or dropped).
     removed: usize,
-    generated: usize,
+    /// The reply's tokens.
+    reply: Vec<u32>,
 }
 
 /// The requests of a slot's transcript, in order.
@@ -62,9 +67,9 @@ fn turns(transcripts: &Path) -> Vec<Turn> {
                     prompt: v["prompt_tokens"].as_u64().unwrap() as usize,
                     reused: v["reused"].as_u64().unwrap() as usize,
                     removed: v["removed"].as_u64().unwrap() as usize,
-                    generated: 0,
+                    reply: Vec::new(),
                 }),
-                (Some("token"), _) => out.last_mut().unwrap().generated += 1,
+                (Some("token"), _) => out.last_mut().unwrap().reply.push(v["id"].as_u64().unwrap() as u32),
                 _ => {}
             }
         }
@@ -76,20 +81,73 @@ fn turns(transcripts: &Path) -> Vec<Turn> {
 /// turns of its conversation: every harness's main system prompt is longer.
 const SIDE_REQUEST_TOKENS: usize = 1500;
 
+/// The length of the longest common subsequence of `a` and `b` (Myers'
+/// diff: time grows with the number of differences, few between turns).
+fn lcs(a: &[u32], b: &[u32]) -> usize {
+    let (n, m) = (a.len() as isize, b.len() as isize);
+    let off = n + m + 1;
+    let mut v = vec![0isize; 2 * off as usize + 1];
+    for d in 0..=n + m {
+        for k in (-d..=d).step_by(2) {
+            let at = |k: isize| (k + off) as usize;
+            let mut x = if k == -d || (k != d && v[at(k - 1)] < v[at(k + 1)]) { v[at(k + 1)] } else { v[at(k - 1)] + 1 };
+            let mut y = x - k;
+            while x < n && y < m && a[x as usize] == b[y as usize] {
+                (x, y) = (x + 1, y + 1);
+            }
+            v[at(k)] = x;
+            if x >= n && y >= m {
+                return ((n + m - d) / 2) as usize;
+            }
+        }
+    }
+    0
+}
+
+/// The prompt tokens each recorded generation request renders to, in order.
+fn recorded_prompts(s: &http::Server, dir: &Path) -> Vec<Vec<u32>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let rec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let path = rec["path"].as_str().unwrap().split('?').next().unwrap().to_string();
+        let render = match path.as_str() {
+            "/v1/messages" => "/v1/messages/apply-template",
+            "/v1/chat/completions" | "/v1/responses" => "/apply-template",
+            _ => continue,
+        };
+        let (st, v) = s.post(render, &rec["body"]);
+        assert_eq!(st, 200, "{render} of {}: {v}", f.display());
+        let ask = serde_json::json!({"content": v["prompt"], "add_special": false, "parse_special": true});
+        let (_, t) = s.post("/tokenize", &ask);
+        out.push(t["tokens"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect());
+    }
+    out
+}
+
 /// Print the table of prefilled tokens per turn; check each turn after the
-/// first prefilled fewer than its new text plus 64. A turn's new text is
-/// what its prompt adds to the previous turn's prompt and reply, where text
-/// the client replaced or moved counts as new where it now stands: the
-/// growth of the prompt plus what it no longer holds (the cached tokens the
-/// server deleted; text dropped and not replaced cancels out).
-fn check_turns(client: &str, turns: &[Turn]) {
+/// first prefilled fewer than its new text plus 64.
+fn check_turns(client: &str, turns: &[Turn], prompts: &[Vec<u32>]) {
     let main: Vec<&Turn> = turns.iter().filter(|t| t.prompt >= SIDE_REQUEST_TOKENS).collect();
+    // Each turn's prompt, found among the recorded requests by its length.
+    let mut unused: Vec<&Vec<u32>> = prompts.iter().collect();
+    let tokens: Vec<&Vec<u32>> = main
+        .iter()
+        .map(|t| {
+            let i = unused.iter().position(|p| p.len() == t.prompt).unwrap_or_else(|| panic!("{client}: no recorded request renders to {} tokens", t.prompt));
+            unused.remove(i)
+        })
+        .collect();
     eprintln!("\n{client}: prefilled tokens per turn ({} side requests left out)", turns.len() - main.len());
     eprintln!("| turn | prompt | reused | removed | prefilled | new text | limit |");
     eprintln!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (i, t) in main.iter().enumerate() {
         let prefilled = t.prompt - t.reused;
-        let new = i.checked_sub(1).map(|p| (t.prompt + t.removed).saturating_sub(main[p].prompt + main[p].generated));
+        let new = i.checked_sub(1).map(|p| {
+            let before: Vec<u32> = tokens[p].iter().chain(&main[p].reply).copied().collect();
+            t.prompt - lcs(&before, tokens[i])
+        });
         let limit = new.map(|n| n + 64);
         let show = |v: Option<usize>| v.map_or("-".to_string(), |v| v.to_string());
         eprintln!(
@@ -132,6 +190,7 @@ struct Run {
 fn drive(client: &str, make: impl FnOnce(&Path, &Path, &str) -> Run) {
     let dir = tempfile::tempdir().unwrap();
     let (fix, home, tdir) = (dir.path().join("fx"), dir.path().join("home"), dir.path().join("transcripts"));
+    let rdir = dir.path().join("requests");
     std::fs::create_dir_all(&fix).unwrap();
     std::fs::create_dir_all(&home).unwrap();
     std::fs::write(fix.join("notes.txt"), "count = 1\n").unwrap();
@@ -141,7 +200,9 @@ fn drive(client: &str, make: impl FnOnce(&Path, &Path, &str) -> Run) {
     let model = if real_model() { common::smollm2() } else { common::tiny_smollm2() };
     let (model, script, tdir_s) =
         (model.display().to_string(), script_path.display().to_string(), tdir.display().to_string());
+    let rdir_s = rdir.display().to_string();
     let mut args = vec!["-m", &model, "-c", "32768", "-t", "2", "--transcripts", &tdir_s, "--alias", "decache"];
+    args.extend(["--record-requests", &rdir_s]);
     if !real_model() {
         args.extend(["--script", &script]);
     }
@@ -162,7 +223,7 @@ fn drive(client: &str, make: impl FnOnce(&Path, &Path, &str) -> Run) {
             break;
         }
         // On the real model, stop at the first answer (the transcript has its end).
-        if real_model() && answered(&s) && turns(&tdir).first().is_some_and(|t| t.generated > 0) {
+        if real_model() && answered(&s) && turns(&tdir).first().is_some_and(|t| !t.reply.is_empty()) {
             std::thread::sleep(Duration::from_secs(2));
             let _ = child.kill();
             break;
@@ -192,7 +253,7 @@ fn drive(client: &str, make: impl FnOnce(&Path, &Path, &str) -> Run) {
         let t = turns(&tdir);
         eprintln!(
             "{client} on SmolLM2: first request {} prompt tokens, answered with {} tokens",
-            t[0].prompt, t[0].generated
+            t[0].prompt, t[0].reply.len()
         );
         return;
     }
@@ -201,7 +262,15 @@ fn drive(client: &str, make: impl FnOnce(&Path, &Path, &str) -> Run) {
     let notes = std::fs::read_to_string(fix.join("notes.txt")).unwrap();
     assert_eq!(notes.trim(), "count = 2", "{client} did not edit the file\n{}", show());
     assert!(stdout.contains("count = 2"), "{client}'s answer\n{}", show());
-    check_turns(client, &turns(&tdir));
+    check_turns(client, &turns(&tdir), &recorded_prompts(&s, &rdir));
+}
+
+#[test]
+fn the_diff_counts_what_is_new() {
+    assert_eq!(lcs(&[1, 2, 3, 4], &[1, 3, 4, 5]), 3);
+    assert_eq!(lcs(&[], &[1, 2]), 0);
+    // Moved text is matched once, in order.
+    assert_eq!(lcs(&[1, 2, 3, 7, 7, 7], &[1, 2, 9, 7, 7, 7, 3]), 5);
 }
 
 #[test]

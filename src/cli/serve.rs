@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// real clients can be driven through tool loops deterministically.
     #[arg(long = "script", value_name = "FILE")]
     pub script: Option<PathBuf>,
+    /// Write each request (method, path, status, body) into this folder as
+    /// NNNNN.json: what a client sends, to replay or benchmark it.
+    #[arg(long = "record-requests", value_name = "DIR")]
+    pub record_requests: Option<PathBuf>,
     #[command(flatten)]
     pub decache: DecacheArgs,
 }
@@ -112,6 +116,15 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         auto_prune: !a.no_auto_prune,
         policy,
         keep_alive: std::time::Duration::from_secs_f64(a.sse_keep_alive),
+        record_requests: match &a.record_requests {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|e| {
+                    decache::Error::InvalidArgument(format!("--record-requests {}: {e}", d.display()))
+                })?;
+                Some(d.clone())
+            }
+            None => None,
+        },
         script: match &a.script {
             Some(p) => Some(Arc::new(std::sync::Mutex::new(decache::script::ReplyScript::from_file(p)?))),
             None => None,

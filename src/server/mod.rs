@@ -50,6 +50,9 @@ pub struct ServerOptions {
     pub keep_alive: std::time::Duration,
     /// `--script`: replies come from this script instead of being sampled.
     pub script: Option<Arc<std::sync::Mutex<crate::script::ReplyScript>>>,
+    /// `--record-requests DIR`: each request's method, path, status and body
+    /// is written there as `NNNNN.json` (to replay, benchmark or debug a client).
+    pub record_requests: Option<std::path::PathBuf>,
 }
 
 pub struct AppState {
@@ -62,6 +65,8 @@ pub struct AppState {
     cleared: anthropic::edits::Memory,
     engine: OnceLock<Arc<Engine>>,
     template: OnceLock<ChatTemplate>,
+    /// Requests written by `--record-requests`.
+    recorded: std::sync::atomic::AtomicU64,
     started: Instant,
 }
 
@@ -76,6 +81,7 @@ impl AppState {
             cleared: Default::default(),
             engine: OnceLock::new(),
             template: OnceLock::new(),
+            recorded: Default::default(),
             started: Instant::now(),
         })
     }
@@ -199,18 +205,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(v1)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint").into_response() })
         .layer(DefaultBodyLimit::max(state.opts.max_body))
-        .layer(axum::middleware::from_fn(access_log))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)
 }
 
 /// One line per request, as llama-server logs them: method, path (with
-/// its query), status and time to the response head (a stream goes on after).
-async fn access_log(req: Request, next: Next) -> Response {
+/// its query), status and time to the response head (a stream goes on
+/// after); with `--record-requests`, the request itself into a file.
+async fn access_log(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let t0 = Instant::now();
-    let res = next.run(req).await;
+    let (res, body) = match &st.opts.record_requests {
+        None => (next.run(req).await, None),
+        Some(_) => {
+            let (parts, body) = req.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, st.opts.max_body).await else {
+                return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large or broke off")
+                    .into_response();
+            };
+            let res = next.run(Request::from_parts(parts, axum::body::Body::from(bytes.clone()))).await;
+            (res, Some(bytes))
+        }
+    };
     let ms = t0.elapsed().as_secs_f64() * 1e3;
-    tracing::info!(target: "decache::access", "request: {method} {uri} {} {ms:.0} ms", res.status().as_u16());
+    let status = res.status().as_u16();
+    tracing::info!(target: "decache::access", "request: {method} {uri} {status} {ms:.0} ms");
+    if let (Some(dir), Some(bytes)) = (&st.opts.record_requests, body) {
+        let n = st.recorded.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let body = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
+        let rec = json!({"seq": n, "method": method.as_str(), "path": uri.to_string(), "status": status, "body": body});
+        if let Err(e) = std::fs::write(dir.join(format!("{n:05}.json")), rec.to_string()) {
+            tracing::warn!("--record-requests {}: {e}", dir.display());
+        }
+    }
     res
 }
 
