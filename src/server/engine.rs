@@ -50,6 +50,7 @@ pub struct CacheUse {
     pub tokens_removed: usize,
     pub spans_matched: usize,
     pub spans_removed: usize,
+    pub spans_replaced: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,6 +324,7 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         tokens_removed: reuse.removed,
         spans_matched: reuse.plan.chunks.len(),
         spans_removed: reuse.spans_removed,
+        spans_replaced: reuse.spans_replaced(),
     };
     shared.slots.lock().unwrap_or_else(|e| e.into_inner())[id].info.last_hit = Some(kind.name());
     if job.events.blocking_send(JobEvent::Started(cache)).is_err() {
