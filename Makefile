@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv clients llama-tools run test test-fast test-models lint bench replay load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv clients llama-tools run test test-fast test-models lint bench replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -156,6 +156,17 @@ check-vulkan: deps
 # vs llama.cpp's prefix + --cache-reuse (a few minutes).
 replay: build
 	$(BIN) bench --replay --llama -t 2 --turns 24 --window 10
+
+# Agent harness requests against decache serve and llama-server on the same
+# model, -c 32768 -t 2, one after the other: each client's recorded first
+# request and a later turn (CAPTURES/<client>-first.json, -later.json), with
+# prompt tokens, prefill time, TTFT and the later turn's reuse
+# (docs/BENCHMARKS.md; CPU-bound, a few hours on 2 cores).
+CAPTURES ?= tests/clients/captures
+bench-clients: models llama-tools
+	python3 scripts/bench-clients.py --decache $(BIN) --llama-server $(LLAMA_BIN)/llama-server \
+		--model "$$($(BIN) pull smollm2)" --captures $(CAPTURES) \
+		--out target/bench-clients.md --json target/bench-clients.json
 
 # 8 concurrent streaming clients for 60 s against `decache serve` (-np 2 -t 1).
 load: build

@@ -44,6 +44,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 CLIENTS = ["claude-code", "codex", "opencode", "qwen-code", "aider"]
@@ -260,14 +261,16 @@ class Server:
         deadline = time.time() + 300
         while True:
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError(f"{name} exited ({self.proc.returncode}); see {log_path}")
             try:
                 st, _ = self.request("GET", "/health", None, timeout=5)
                 if st == 200:
                     break
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass
             if time.time() > deadline:
+                self.stop()
                 raise RuntimeError(f"{name} not ready after 300 s; see {log_path}")
             time.sleep(0.2)
 
@@ -430,6 +433,20 @@ def main():
     a = ap.parse_args()
 
     load_start = loadavg()
+    here = os.path.dirname(os.path.abspath(__file__))
+    commit = sh(["git", "-C", here, "rev-parse", "--short", "HEAD"])  # at the start: others may commit meanwhile
+    built = datetime.datetime.fromtimestamp(os.path.getmtime(a.decache), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    samples = []  # the 1-minute load average every 15 s, for the report
+
+    def sample():
+        while True:
+            try:
+                samples.append(float(open("/proc/loadavg").read().split()[0]))
+            except (OSError, ValueError):
+                pass
+            time.sleep(15)
+
+    threading.Thread(target=sample, daemon=True).start()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     logs = a.logs or os.path.splitext(a.out)[0] + "-logs"
     os.makedirs(logs, exist_ok=True)
@@ -518,8 +535,10 @@ def main():
                 row["path"] = "/completion"
             tag = re.sub(r"[^a-z0-9]+", "-", f"{c}-{name}".lower()).strip("-")
             print(f"[{time.strftime('%H:%M:%S')}] {c}: {name}", file=sys.stderr, flush=True)
-            srv = Server(name, argv(free_port()), os.path.join(logs, f"{tag}.log"))
+            row["load_before"] = loadavg()
+            srv = None
             try:
+                srv = Server(name, argv(free_port()), os.path.join(logs, f"{tag}.log"))
                 for turn in ("first", "later"):
                     if kind == "text":
                         path = "/completion"
@@ -529,14 +548,19 @@ def main():
                         path, body = bodies[c][turn]
                     row[turn] = replay(srv, path, body)
                     print(f"    {turn}: {row[turn]}", file=sys.stderr, flush=True)
+            except (OSError, RuntimeError, http.client.HTTPException) as e:
+                for turn in ("first", "later"):
+                    row.setdefault(turn, {"status": 0, "error": str(e)})
             finally:
-                srv.stop()
+                if srv is not None:
+                    srv.stop()
             results.append(row)
+            if a.json:  # after every row, so that a long run interrupted keeps what it measured
+                with open(a.json, "w") as f:
+                    json.dump({"results": results, "mode": mode, "notes": notes}, f, indent=1)
 
     load_end = loadavg()
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"results": results, "mode": mode, "notes": notes}, f, indent=1)
+    finished = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M UTC")
 
     # ---------------------------------------------------------- the report
     cpu = "?"
@@ -544,8 +568,6 @@ def main():
         if line.startswith("Model name:"):
             cpu = line.split(":", 1)[1].strip()
     ncpu = os.cpu_count()
-    here = os.path.dirname(os.path.abspath(__file__))
-    commit = sh(["git", "-C", here, "rev-parse", "--short", "HEAD"])
     dver = sh([a.decache, "--version"])
     lver = " ".join(l.strip() for l in sh([a.llama_server, "--version"]).splitlines() if l.strip())
 
@@ -560,10 +582,12 @@ def main():
 
     L = []
     cmd = " ".join(["scripts/bench-clients.py"] + [x if " " not in x else repr(x) for x in sys.argv[1:]])
-    L.append(f"Run {started}: `{cmd}`")
+    L.append(f"Run {started} to {finished}: `{cmd}`")
     L.append("")
-    L.append(f"* CPU: {cpu}, {ncpu} cores ({platform.machine()}); load average at start {load_start}, at end {load_end}")
-    L.append(f"* decache: {dver}, commit {commit}; llama.cpp: {lver}")
+    L.append(f"* CPU: {cpu}, {ncpu} cores ({platform.machine()}); load average at start {load_start}, at end {load_end}; "
+             f"1-minute load sampled every 15 s during the run: mean {sum(samples) / max(len(samples), 1):.1f}, "
+             f"min {min(samples, default=0):.1f}, max {max(samples, default=0):.1f}")
+    L.append(f"* decache: {dver}, binary dated {built}, repository at {commit} when the run started; llama.cpp: {lver}")
     L.append(f"* model: {os.path.basename(a.model)} (training context {n_ctx_train}); every server `-c {a.ctx} -t {a.threads}`, "
              f"defaults otherwise{'; llama-server also gets `' + ' '.join(llama_extra) + '`, or it caps a slot at the training context' if llama_extra else ''}")
     L.append(f"* every body: max_tokens {a.max_tokens}, temperature 0, stream; a fresh server process per client and row, "

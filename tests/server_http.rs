@@ -831,3 +831,24 @@ fn context_editing_clears_old_tool_results_and_the_next_request_meets_the_cache(
     assert_eq!(cleared_uses(&x), Some(4), "{x}");
     assert!(prompt_of(&x) < 2500, "{}", prompt_of(&x));
 }
+
+#[test]
+fn a_replaced_tool_result_is_evaluated_in_place_and_what_follows_it_reused() {
+    // The client clears an old tool result to a placeholder (A B C -> A B' C D):
+    // the placeholder is evaluated in place by the reuse, the answer after it
+    // is reused, and only the new question goes through the prompt's prefill.
+    let s = Server::start(&["-m", &model(), "-c", "2048", "-t", "2"]);
+    let a = json!({"role": "system", "content": SYSTEM});
+    let ask = json!({"role": "user", "content": "Why does the parser test fail? Look at the parser."});
+    let call = json!({"role": "assistant", "content": "I will read src/parser.rs first."});
+    let c = json!({"role": "assistant", "content": "The build function panics when the nesting is deeper than 64 levels, so the deep test fails."});
+    chat(&s, json!([a, ask, call, {"role": "tool", "content": READ}, c]));
+    let cleared = json!({"role": "tool", "content": "[Old tool result content cleared]"});
+    let v = chat(&s, json!([a, ask, call, cleared, c, {"role": "user", "content": "How do I raise the limit?"}]));
+    let d = &v["decache"];
+    eprintln!("replaced tool result: {d}, timings {}", v["timings"]);
+    assert_eq!((d["hit"].as_str(), d["spans_replaced"].as_u64()), (Some("subconscious"), Some(1)), "{v}");
+    assert!(d["tokens_removed"].as_u64().unwrap() >= 40, "the read is deleted: {d}");
+    let prompt = v["timings"]["prompt_n"].as_u64().unwrap();
+    assert!(prompt < 20, "the answer after the placeholder is not prefilled again: {}", v["timings"]);
+}

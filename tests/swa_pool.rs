@@ -275,3 +275,47 @@ fn a_conversation_saved_with_its_pool_goes_on_the_same_and_needs_the_same_pool()
     assert!(e.contains("gemma.session") && e.contains("--swa-full"), "{e}");
     assert_eq!(c.session.n_live(), 0);
 }
+
+#[test]
+fn a_replaced_span_is_evaluated_in_place_where_the_pool_still_holds_its_window() {
+    // A client replaced 20 tokens at 700 by 10 others. With the whole cache
+    // (--swa-full) the new ones are evaluated at 700.. and the 180 after them
+    // reused: against llama.cpp doing the same (its sliding layers see the
+    // window before 700, and nothing after). The pool still holds the 511
+    // positions before 700, so it does the same (its logits differ from the
+    // whole cache's by the order of the cells alone, as without any reuse:
+    // see `compare`). At 100 the pool no longer holds what they would see:
+    // the reuse falls back to what lies before the first dropped position
+    // (nothing here) and prefills again, exactly as a fresh prefill.
+    let f = fixture();
+    let n_vocab = f.model.hparams.n_vocab as usize;
+    let x = &f.d[20..30];
+    let edit = |at: usize| -> Vec<u32> { [&f.abc[..at], x, &f.abc[at + 20..], &f.d].concat() };
+    let serve = |swa_full: bool, new: &[u32]| {
+        let mut s = session(&f.model, swa_full);
+        s.eval(&f.abc, false).unwrap();
+        let opts = decache::session::reuse::ReuseOptions::new(Some(16));
+        let (out, spans) = s.reuse_with_logits(new, &opts, PositionPolicy::Keep).unwrap();
+        assert_eq!(s.live_tokens(), new[..out.plan.reused]);
+        let rest = s.eval(&new[out.plan.reused..], true).unwrap();
+        (out, spans.concat(), rest)
+    };
+    let new = edit(700);
+    let (full, spans, rest) = serve(true, &new);
+    assert_eq!((full.spans_replaced(), full.plan.prefilled(new.len())), (1, 10 + f.d.len()));
+    let p = OracleParams { n_ctx: N_CTX as u32, n_ubatch: N_UBATCH as u32, n_threads: 2, ..OracleParams::default() };
+    let (their_spans, theirs, _) = oracle_reuse(&f.oracle, &f.abc, &new, &full, PositionPolicy::Keep, &p);
+    compare("replaced span at 700 (--swa-full), B' vs llama.cpp", &spans, &their_spans.concat(), n_vocab);
+    compare("replaced span at 700 (--swa-full), D vs llama.cpp", &rest, &theirs.concat(), n_vocab);
+    let (pool, _, _) = serve(false, &new);
+    assert_eq!(pool.plan, full.plan, "the pool reuses what --swa-full reuses");
+
+    let new = edit(100);
+    let (full, _, _) = serve(true, &new);
+    assert_eq!((full.spans_replaced(), full.plan.prefilled(new.len())), (1, 10 + f.d.len()));
+    let (pool, _, ours) = serve(false, &new);
+    assert_eq!((pool.spans_replaced(), pool.plan.reused), (0, 0), "refused: nothing is kept that cannot go on exactly");
+    let mut fresh = session(&f.model, false);
+    let prefill = fresh.eval(&new, true).unwrap();
+    assert_eq!(max_abs_diff(&ours, &prefill), 0.0, "after the fallback the pool prefills from scratch");
+}

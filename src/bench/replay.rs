@@ -12,11 +12,16 @@ use crate::tokenizer::{ChatMessage, ChatTemplate};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Placeholder text a client leaves where it cleared an old tool result.
+pub const CLEARED: &str = "[Old tool result content cleared]";
+
 /// The message list an agent client sends at each turn. Every turn adds a
 /// question with the current todo reminder, a file read and (from the
 /// second turn) the previous answer; the client keeps only the newest
-/// reminder and the file reads of the last `window` turns.
-pub fn agent_requests(turns: usize, window: usize) -> Vec<Vec<ChatMessage>> {
+/// reminder and the file reads of the last `window` turns. With
+/// `placeholders` an older read stays as a tool message whose content is
+/// [`CLEARED`] (a replaced span) instead of being deleted.
+pub fn agent_requests(turns: usize, window: usize, placeholders: bool) -> Vec<Vec<ChatMessage>> {
     let system = ChatMessage::new(
         "system",
         "You are a coding agent for the `calc` crate. Read files before editing them, run the tests after every change, \
@@ -58,9 +63,16 @@ pub fn agent_requests(turns: usize, window: usize) -> Vec<Vec<ChatMessage>> {
         ));
         history.push((t, "read", ChatMessage::new("tool", file(t))));
         // The client prunes: older reminders, and reads older than the window.
+        if placeholders {
+            for (turn, kind, m) in history.iter_mut() {
+                if *kind == "read" && *turn + window <= t {
+                    *m = ChatMessage::new("tool", CLEARED);
+                }
+            }
+        }
         history.retain(|(turn, kind, _)| match *kind {
             "reminder" => *turn == t,
-            "read" => *turn + window > t,
+            "read" => placeholders || *turn + window > t,
             _ => true,
         });
         let mut msgs = vec![system.clone()];
@@ -73,8 +85,11 @@ pub fn agent_requests(turns: usize, window: usize) -> Vec<Vec<ChatMessage>> {
 /// How one server handled one request.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Served {
+    /// Tokens evaluated: replaced spans in place, then the tail.
     pub prefilled: usize,
     pub ttft_ms: f64,
+    /// Spans of new tokens evaluated in place between reused chunks.
+    pub spans_replaced: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -90,9 +105,12 @@ pub struct ReplayTurn {
 fn serve_ours(s: &mut Session, tokens: &[u32], min_chunk: Option<usize>) -> Result<Served> {
     let t0 = Instant::now();
     let r = s.reuse(tokens, min_chunk, PositionPolicy::Keep)?;
-    let rest = &tokens[r.plan.reused..];
-    s.eval(rest, false)?;
-    Ok(Served { prefilled: rest.len(), ttft_ms: t0.elapsed().as_secs_f64() * 1e3 })
+    s.eval(&tokens[r.plan.reused..], false)?;
+    Ok(Served {
+        prefilled: r.plan.prefilled(tokens.len()),
+        ttft_ms: t0.elapsed().as_secs_f64() * 1e3,
+        spans_replaced: r.spans_replaced(),
+    })
 }
 
 /// llama.cpp's server path (tools/server: common prefix, then with
@@ -133,7 +151,7 @@ impl LlamaSlot<'_> {
         let pos: Vec<i32> = (n_past as i32..new.len() as i32).collect();
         self.ctx.decode(&rest, &pos, false).map_err(Error::Oracle)?;
         self.cache.extend_from_slice(&new[n_past..]);
-        Ok(Served { prefilled: rest.len(), ttft_ms: t0.elapsed().as_secs_f64() * 1e3 })
+        Ok(Served { prefilled: rest.len(), ttft_ms: t0.elapsed().as_secs_f64() * 1e3, spans_replaced: 0 })
     }
 }
 

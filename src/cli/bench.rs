@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// The replayed client keeps file reads of this many recent turns.
     #[arg(long = "window", default_value_t = 10)]
     pub window: usize,
+    /// The replayed client replaces the file reads it prunes by a
+    /// placeholder line instead of deleting them (replaced spans).
+    #[arg(long = "placeholders")]
+    pub placeholders: bool,
     /// Chunks must be longer than this (llama.cpp's --cache-reuse gets it + 1).
     #[arg(long = "subconscious-min", default_value_t = 8)]
     pub subconscious_min: usize,

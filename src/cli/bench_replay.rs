@@ -11,7 +11,7 @@ pub fn run(a: &BenchArgs, model: &Arc<Model>, threads: usize) -> Result<(), deca
         return Err(decache::Error::InvalidArgument("--turns and --window must be at least 1".into()));
     }
     let template = chat_template(model, None)?;
-    let requests = agent_requests(a.turns, a.window);
+    let requests = agent_requests(a.turns, a.window, a.placeholders);
     // A cache big enough for the longest request, as a server would be given.
     let longest = requests.last().map(|m| template.render(m, true)).transpose()?.map_or(0, |t| t.len());
     let n_ctx = a.ctx_size.max((longest / 2).next_multiple_of(1024));
@@ -28,18 +28,26 @@ pub fn run(a: &BenchArgs, model: &Arc<Model>, threads: usize) -> Result<(), deca
     let llama = oracle.is_some();
     let cell = |s: &Served| format!("{} | {:.0}", s.prefilled, s.ttft_ms);
     outln!(
-        "replay: {} turns, reads kept {} turns, {n_ctx} cells, {threads} threads, chunks > {} tokens",
+        "replay: {} turns, reads kept {} turns{}, {n_ctx} cells, {threads} threads, chunks > {} tokens",
         a.turns,
         a.window,
+        if a.placeholders { " (then replaced by a placeholder)" } else { "" },
         a.subconscious_min
     );
     outln!();
     let head = if llama { " llama.cpp prefilled | llama.cpp TTFT ms |" } else { "" };
-    outln!("| turn | prompt | subconscious prefilled | subconscious TTFT ms | prefix-only prefilled | prefix-only TTFT ms |{head}");
-    outln!("| ---: | ---: | ---: | ---: | ---: | ---: |{}", if llama { " ---: | ---: |" } else { "" });
+    outln!("| turn | prompt | subconscious prefilled | subconscious TTFT ms | spans replaced | prefix-only prefilled | prefix-only TTFT ms |{head}");
+    outln!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |{}", if llama { " ---: | ---: |" } else { "" });
     for r in &rows {
         let l = r.llama.as_ref().map(|s| format!(" {} |", cell(s))).unwrap_or_default();
-        outln!("| {} | {} | {} | {} |{l}", r.turn, r.prompt, cell(&r.subconscious), cell(&r.prefix_only));
+        outln!(
+            "| {} | {} | {} | {} | {} |{l}",
+            r.turn,
+            r.prompt,
+            cell(&r.subconscious),
+            r.subconscious.spans_replaced,
+            cell(&r.prefix_only)
+        );
     }
     let total = |f: &dyn Fn(&ReplayTurn) -> Option<Served>, rows: &[ReplayTurn]| {
         rows.iter().filter_map(f).fold((0usize, 0f64), |(n, t), s| (n + s.prefilled, t + s.ttft_ms))

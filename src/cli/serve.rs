@@ -118,9 +118,8 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         keep_alive: std::time::Duration::from_secs_f64(a.sse_keep_alive),
         record_requests: match &a.record_requests {
             Some(d) => {
-                std::fs::create_dir_all(d).map_err(|e| {
-                    decache::Error::InvalidArgument(format!("--record-requests {}: {e}", d.display()))
-                })?;
+                std::fs::create_dir_all(d)
+                    .map_err(|e| decache::Error::InvalidArgument(format!("--record-requests {}: {e}", d.display())))?;
                 Some(d.clone())
             }
             None => None,

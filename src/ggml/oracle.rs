@@ -135,6 +135,9 @@ pub struct OracleParams {
     /// Sliding-window layers in a full-size cache (llama.cpp's default for
     /// `llama_context_default_params`); false gives them the smaller one.
     pub swa_full: bool,
+    /// Sequences (1 unless a test needs more: they then share one unified
+    /// cache of `n_ctx` cells, as `seq_cp` needs to share cells).
+    pub n_seq_max: u32,
 }
 
 impl Default for OracleParams {
@@ -148,11 +151,13 @@ impl Default for OracleParams {
             type_k: crate::ggml::GgmlType::F16,
             type_v: crate::ggml::GgmlType::F16,
             swa_full: true,
+            n_seq_max: 1,
         }
     }
 }
 
-/// A llama.cpp context (one sequence, id 0) over an `OracleModel`.
+/// A llama.cpp context over an `OracleModel`: sequence 0 unless a method
+/// names another (see `OracleParams::n_seq_max`).
 pub struct OracleContext<'m> {
     ptr: NonNull<ll::llama_context>,
     threadpool: Option<NonNull<ggml_sys::ggml_threadpool>>,
@@ -166,7 +171,8 @@ impl<'m> OracleContext<'m> {
         cp.n_ctx = p.n_ctx;
         cp.n_batch = p.n_batch;
         cp.n_ubatch = p.n_ubatch;
-        cp.n_seq_max = 1;
+        cp.n_seq_max = p.n_seq_max.max(1);
+        cp.kv_unified = p.n_seq_max > 1;
         cp.n_threads = p.n_threads;
         cp.n_threads_batch = p.n_threads;
         cp.flash_attn_type =
@@ -189,9 +195,21 @@ impl<'m> OracleContext<'m> {
         Ok(OracleContext { ptr, threadpool, n_batch: p.n_batch as usize, _model: model })
     }
 
-    /// Decode `tokens` at `positions` (sequence 0). Returns the logits of the
-    /// positions flagged in `want_logits` (all if `None`: only the last).
+    /// Decode `tokens` at `positions` (sequence 0). Returns the logits of
+    /// every token when `all_logits`, else of the last one.
     pub fn decode(&mut self, tokens: &[i32], positions: &[i32], all_logits: bool) -> Result<Vec<Vec<f32>>, String> {
+        self.decode_seq(0, tokens, positions, all_logits)
+    }
+
+    /// `decode` into sequence `seq` (llama.cpp requires its first position
+    /// to follow the sequence's last one).
+    pub fn decode_seq(
+        &mut self,
+        seq: i32,
+        tokens: &[i32],
+        positions: &[i32],
+        all_logits: bool,
+    ) -> Result<Vec<Vec<f32>>, String> {
         assert_eq!(tokens.len(), positions.len());
         let n_vocab = self._model.n_vocab();
         let mut out = Vec::new();
@@ -203,7 +221,7 @@ impl<'m> OracleContext<'m> {
                     *batch.token.add(i) = t;
                     *batch.pos.add(i) = p;
                     *batch.n_seq_id.add(i) = 1;
-                    *(*batch.seq_id.add(i)) = 0;
+                    *(*batch.seq_id.add(i)) = seq;
                     *batch.logits.add(i) = (all_logits || (is_last_chunk && i + 1 == toks.len())) as i8;
                 }
                 batch.n_tokens = toks.len() as i32;
@@ -232,6 +250,18 @@ impl<'m> OracleContext<'m> {
     /// Remove positions [p0, p1) of sequence 0 (`llama_memory_seq_rm`).
     pub fn seq_rm(&mut self, p0: i32, p1: i32) -> bool {
         unsafe { ll::llama_memory_seq_rm(ll::llama_get_memory(self.ptr.as_ptr()), 0, p0, p1) }
+    }
+
+    /// Remove positions [p0, p1) of sequence `seq` (-1 = every sequence; a
+    /// cell other sequences hold stays theirs).
+    pub fn seq_rm_in(&mut self, seq: i32, p0: i32, p1: i32) -> bool {
+        unsafe { ll::llama_memory_seq_rm(ll::llama_get_memory(self.ptr.as_ptr()), seq, p0, p1) }
+    }
+
+    /// Let sequence `dst` hold the cells of `src` at positions [p0, p1)
+    /// too (`llama_memory_seq_cp`; the cells are shared, nothing is copied).
+    pub fn seq_cp(&mut self, src: i32, dst: i32, p0: i32, p1: i32) {
+        unsafe { ll::llama_memory_seq_cp(ll::llama_get_memory(self.ptr.as_ptr()), src, dst, p0, p1) }
     }
 
     /// Shift positions [p0, p1) of sequence 0 by `delta` (`llama_memory_seq_add`).

@@ -331,6 +331,15 @@ impl KvCache {
         Ok(placed)
     }
 
+    /// Whether `n` tokens whose first position is `q` find cells in every
+    /// pool: free ones, and in the sliding-window pool also the cells it may
+    /// drop because no query from `q` on sees them (`place` drops them as
+    /// it needs, micro-batch by micro-batch, whose reach only grows).
+    pub fn can_place(&self, q: Pos, n: usize) -> bool {
+        n <= self.cells.n_free()
+            && self.swa.as_ref().is_none_or(|p| n <= p.cells.n_free() + p.cells.positions_in(..p.reach(q)).count())
+    }
+
     /// Take back a placement whose step failed.
     pub fn unplace(&mut self, placed: &Placement) {
         for (pool, cells) in self.pools_mut().zip(placed.per_pool()) {

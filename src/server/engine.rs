@@ -72,6 +72,7 @@ pub struct CacheUse {
     pub tokens_removed: usize,
     pub spans_matched: usize,
     pub spans_removed: usize,
+    pub spans_replaced: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -305,7 +306,7 @@ fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, m
         }
         let idle = slots.iter().filter(|s| !s.info.busy);
         let reuse: Vec<(usize, usize)> =
-            idle.map(|s| (s.info.id, plan(&s.chain, &job.tokens, min_chunk).reused)).collect();
+            idle.map(|s| (s.info.id, plan(&s.chain, &job.tokens, min_chunk).cached())).collect();
         let (mut best, slot_reused) = reuse
             .iter()
             .copied()
@@ -353,7 +354,7 @@ fn swap_chains(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Sh
     let lock = || shared.prompt_cache.lock().unwrap_or_else(|e| e.into_inner());
     let restore = job.restore.take();
     let chain = session.live_tokens();
-    let continued = restore.is_none() && 2 * plan(&chain, &job.tokens, cfg.min_chunk).reused >= chain.len();
+    let continued = restore.is_none() && 2 * plan(&chain, &job.tokens, cfg.min_chunk).cached() >= chain.len();
     if lock().enabled() && chain.len() >= MIN_SAVED_TOKENS && !continued {
         let tag = lock().next_id();
         match session.snapshot_tagged(tag).map(|snap| lock().put(tag, chain, snap)) {
@@ -401,11 +402,13 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         session.clear();
         outcome
     };
+    let t_reuse = std::time::Instant::now();
     let mut reuse = match session.reuse(&job.tokens, cfg.min_chunk, cfg.positions) {
         Ok(r) => r,
         Err(e @ crate::Error::Kv(KvError::WindowShift { .. })) => start_over(session, 0, &e),
         Err(e) => return fail(e),
     };
+    let reuse_ms = t_reuse.elapsed().as_secs_f64() * 1e3;
     let more = job.tokens.len() - reuse.plan.reused + job.opts.n_predict.unwrap_or(0);
     if let Err(e) = session.prepare_positions(cfg.positions, more) {
         reuse = start_over(session, reuse.removed, &e);
@@ -413,18 +416,21 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
     let from = if restored { "prompt_cache" } else { "slot" };
     let reused = reuse.plan.reused;
     let rest = &job.tokens[reused..];
+    // Replaced spans were evaluated in place by the reuse: prefilled, not reused.
+    let (cached, in_place) = (reuse.plan.cached(), reuse.plan.evaluated());
     let kind = reuse.kind();
     if session.recording() {
-        session.note(&serde_json::json!({"note": "request", "slot": id, "prompt_tokens": job.tokens.len(), "reused": reused, "removed": reuse.removed, "hit": kind.name(), "from": from}));
+        session.note(&serde_json::json!({"note": "request", "slot": id, "prompt_tokens": job.tokens.len(), "reused": cached, "removed": reuse.removed, "hit": kind.name(), "from": from}));
     }
     let cache = CacheUse {
         slot: id,
         hit: kind.name(),
         from,
-        tokens_reused: reused,
+        tokens_reused: cached,
         tokens_removed: reuse.removed,
         spans_matched: reuse.plan.chunks.len(),
         spans_removed: reuse.spans_removed,
+        spans_replaced: reuse.spans_replaced(),
     };
     {
         let mut slots = shared.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -466,20 +472,20 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         reason,
         text,
         stop_hit: stop.hit().map(str::to_string),
-        cache_n: reused,
-        prompt_n: rest.len(),
-        prompt_ms: gen.prompt_ms,
+        cache_n: cached,
+        prompt_n: rest.len() + in_place,
+        prompt_ms: gen.prompt_ms + reuse_ms,
         predicted_n: gen.tokens.len(),
         predicted_ms: gen.gen_ms,
     };
     {
         let mut m = shared.metrics.lock().unwrap_or_else(|e| e.into_inner());
         m.requests += 1;
-        m.prompt_tokens += rest.len() as u64;
-        m.cached_tokens += reused as u64;
+        m.prompt_tokens += (rest.len() + in_place) as u64;
+        m.cached_tokens += cached as u64;
         m.removed_tokens += reuse.removed as u64;
         m.predicted_tokens += gen.tokens.len() as u64;
-        m.prompt_seconds += gen.prompt_ms / 1e3;
+        m.prompt_seconds += (gen.prompt_ms + reuse_ms) / 1e3;
         m.predicted_seconds += gen.gen_ms / 1e3;
         match kind {
             HitKind::Miss => m.misses += 1,

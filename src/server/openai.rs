@@ -204,6 +204,7 @@ pub fn decache(c: &CacheUse, pruned: Pruned, reason: FinishReason) -> Value {
         "tokens_removed": c.tokens_removed,
         "spans_matched": c.spans_matched,
         "spans_removed": c.spans_removed,
+        "spans_replaced": c.spans_replaced,
         "messages_pruned": pruned.messages,
         "parts_pruned": pruned.parts,
         "slot": c.slot,

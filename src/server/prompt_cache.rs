@@ -54,7 +54,7 @@ impl PromptCache {
         self.entries
             .iter()
             .enumerate()
-            .map(|(i, e)| (i, plan(&e.chain, tokens, min_chunk).reused))
+            .map(|(i, e)| (i, plan(&e.chain, tokens, min_chunk).cached()))
             .filter(|&(_, r)| r > 0)
             .max_by_key(|&(i, r)| (r, self.entries[i].last_used))
     }

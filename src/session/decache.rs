@@ -118,6 +118,23 @@ impl Session {
         Ok(Removal { cells, shifted, took: t0.elapsed() })
     }
 
+    /// Make room for `n` positions at `p0`: every live token at `p0` or
+    /// later moves up by `n`, its key re-rotated before the next evaluation
+    /// (as when a gap closes, the other way). Reuse does this under the
+    /// `Shift` and `Auto` policies when a replaced span is longer than the
+    /// gap its deleted tokens left. Returns the cells moved.
+    pub fn open_gap(&mut self, p0: Pos, n: Pos) -> Result<usize> {
+        if p0 < 0 || n < 0 {
+            return Err(Error::InvalidArgument(format!("cannot open a gap of {n} positions at {p0}")));
+        }
+        let next = if self.next_pos > p0 { self.next_pos.checked_add(n) } else { Some(self.next_pos) };
+        let next = next.ok_or_else(|| crate::kv::KvError::PositionRange("positions would overflow 32 bits".into()))?;
+        let moved = self.kv.add_to_positions(p0, n)?;
+        self.next_pos = next;
+        self.record(super::record::SessionOp::OpenGap { p0, n });
+        Ok(moved)
+    }
+
     /// Whether the cache can go on at position `q` exactly: false when a
     /// sliding-window layer would need a cell its pool has dropped.
     pub fn can_resume_at(&self, q: Pos) -> bool {
@@ -128,6 +145,12 @@ impl Session {
     /// main pool still holds it (nothing below it is missing), if any.
     pub fn swa_dropped_from(&self) -> Option<Pos> {
         self.kv.swa_dropped_from()
+    }
+
+    /// Whether `n` tokens from position `q` on find cells in every pool
+    /// (the sliding-window pool may drop what no query from `q` on sees).
+    pub fn can_place(&self, q: Pos, n: usize) -> bool {
+        self.kv.can_place(q, n)
     }
 
     /// Set the next position back to `p`, which must lie after every live

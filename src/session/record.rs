@@ -21,6 +21,12 @@ pub enum SessionOp<'a> {
         p1: Pos,
         gap: Gap,
     },
+    /// Live tokens at `p0` or later moved up by `n` positions (room for
+    /// a replaced span longer than the gap it fills).
+    OpenGap {
+        p0: Pos,
+        n: Pos,
+    },
     Defrag,
     CloseGaps,
     Clear,

@@ -60,6 +60,10 @@ pub enum Entry {
         p1: Pos,
         gap: Gap,
     },
+    OpenGap {
+        p0: Pos,
+        n: Pos,
+    },
     Defrag,
     CloseGaps,
     Clear,
@@ -133,6 +137,7 @@ pub fn op_json(op: &SessionOp<'_>) -> Value {
             v
         }
         SessionOp::Remove { p0, p1, gap } => json!({"type": "remove", "p0": p0, "p1": p1, "policy": gap}),
+        SessionOp::OpenGap { p0, n } => json!({"type": "open_gap", "p0": p0, "n": n}),
         SessionOp::Defrag => json!({"type": "defrag"}),
         SessionOp::CloseGaps => json!({"type": "close_gaps"}),
         SessionOp::Clear => json!({"type": "clear"}),
@@ -312,6 +317,7 @@ pub fn read(path: &Path) -> Result<Transcript, String> {
                 let gap = Gap::deserialize(policy).map_err(|_| at(format!("unknown position policy {policy}")))?;
                 Entry::Remove { p0: pos("p0")?, p1: pos("p1")?, gap }
             }
+            "open_gap" => Entry::OpenGap { p0: pos("p0")?, n: pos("n")? },
             "defrag" => Entry::Defrag,
             "close_gaps" | "compact_positions" => Entry::CloseGaps,
             "clear" => Entry::Clear,

@@ -67,6 +67,9 @@ fn rebuild(line: usize, e: &Entry, session: &mut Session, saved: &mut Saved) -> 
         Entry::Remove { p0, p1, gap } => {
             session.remove_range(*p0, *p1, *gap).map_err(at)?;
         }
+        Entry::OpenGap { p0, n } => {
+            session.open_gap(*p0, *n).map_err(at)?;
+        }
         Entry::Defrag => {
             session.defrag().map_err(at)?;
         }

@@ -128,3 +128,67 @@ pub fn tiny_smollm2() -> PathBuf {
     std::fs::rename(&tmp, &out).unwrap();
     out
 }
+
+/// llama.cpp doing what decache's reuse did (`out`), on a cache that holds
+/// `cached` at positions 0..: `seq_rm` over the deleted runs, then each
+/// replaced span at the positions decache chose (after `seq_add` moved what
+/// follows when it opened room), the gaps closed under `Shift` (as
+/// `KvCache::close_gaps` walks them), then the rest after the last
+/// position. llama.cpp decodes into a sequence only right after its last
+/// position, so a span goes into sequence 1, which first shares the cells
+/// before it, and then becomes sequence 0's (`seq_cp`): the same cells, and
+/// it sees what precedes it and nothing after. `params` with `n_seq_max` 2
+/// (sequences share one unified cache). Returns the spans' logits,
+/// the rest's, and the position the rest started at.
+pub fn oracle_reuse(
+    oracle: &decache::ggml::oracle::OracleModel,
+    cached: &[u32],
+    new: &[u32],
+    out: &decache::session::reuse::ReuseOutcome,
+    policy: decache::session::PositionPolicy,
+    params: &decache::ggml::oracle::OracleParams,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, i32) {
+    use decache::ggml::oracle::{OracleContext, OracleParams};
+    use decache::session::{reuse::dropped_runs, PositionPolicy};
+    let p = OracleParams { n_seq_max: 2, ..params.clone() };
+    let mut oc = OracleContext::new(oracle, &p).unwrap();
+    let ids = |t: &[u32]| t.iter().map(|&t| t as i32).collect::<Vec<_>>();
+    oc.decode(&ids(cached), &(0..cached.len() as i32).collect::<Vec<_>>(), false).unwrap();
+    let kept = out.plan.kept(cached.len());
+    let runs = dropped_runs(&kept);
+    for &(a, b) in runs.iter().rev() {
+        assert!(oc.seq_rm(a as i32, b as i32));
+    }
+    let mut live: Vec<i32> = (0..cached.len() as i32).filter(|&i| kept[i as usize]).collect();
+    let (mut offset, mut spans) = (0, Vec::new());
+    for r in &out.plan.replaced {
+        if r.opened > 0 {
+            let at = (r.cached + r.cached_len) as i32 + offset;
+            oc.seq_add(at, -1, r.opened);
+            live.iter_mut().filter(|p| **p >= at).for_each(|p| *p += r.opened);
+            offset += r.opened;
+        }
+        let pos: Vec<i32> = (r.pos..r.pos + r.len as i32).collect();
+        oc.seq_cp(0, 1, 0, r.pos);
+        spans.push(oc.decode_seq(1, &ids(&new[r.new..r.new + r.len]), &pos, true).unwrap());
+        oc.seq_cp(1, 0, r.pos, r.pos + r.len as i32);
+        assert!(oc.seq_rm_in(1, -1, -1));
+        live.extend(pos);
+    }
+    if policy == PositionPolicy::Shift && !runs.is_empty() {
+        live.sort_unstable();
+        let mut expect = 0;
+        for k in 0..live.len() {
+            let p = live[k];
+            if p > expect {
+                oc.seq_add(p, -1, expect - p);
+                live[k..].iter_mut().for_each(|q| *q -= p - expect);
+            }
+            expect = live[k] + 1;
+        }
+    }
+    let next = live.iter().max().map_or(0, |p| p + 1);
+    let rest = &new[out.plan.reused..];
+    let theirs = oc.decode(&ids(rest), &(next..next + rest.len() as i32).collect::<Vec<_>>(), true).unwrap();
+    (spans.into_iter().flatten().collect(), theirs, next)
+}
