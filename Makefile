@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv clients llama-tools run test test-fast test-models lint bench replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv clients clients-smollm2 llama-tools run test test-fast test-models lint bench replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -62,6 +62,12 @@ $(CLIENTS)/.ready: Makefile
 	python3 -m venv $(CLIENTS)/aider
 	$(CLIENTS)/aider/bin/pip install -q --disable-pip-version-check aider-chat==$(AIDER_VERSION)
 	touch $@
+
+# Each harness's first request on the real SmolLM2 model, unscripted:
+# accepted and answered (the run stops there; a 135M model does not finish
+# the task). Long: a 6k-18k-token prefill per client.
+clients-smollm2: models clients
+	DECACHE_CLIENTS_MODEL=smollm2 $(CARGO) test --release --test harness_clients -- --test-threads 1 --nocapture
 
 # llama.cpp's own binaries (llama-server, llama-bench, llama-completion) for
 # speed comparisons, built with cmake from the llama.cpp that the
