@@ -168,7 +168,7 @@ fn side_requests_do_not_evict_the_main_conversation() {
     for body in [&title, &sub] {
         let (st, v) = s.post("/v1/chat/completions", body);
         assert_eq!(st, 200, "{v}");
-        assert_eq!(v["decache"]["tokens_reused"].as_u64().unwrap_or(0) < 64, true, "{v}");
+        assert!(v["decache"]["tokens_reused"].as_u64().unwrap_or(0) < 64, "{v}");
     }
     // The main conversation goes on.
     msgs.push(json!({"role": "assistant", "content": "OK."}));

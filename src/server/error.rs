@@ -22,8 +22,9 @@ pub struct ApiError {
     /// Responses API answers an unknown `previous_response_id` with 404
     /// `invalid_request_error`).
     pub kind: Option<&'static str>,
-    /// Extra fields for the error object (`n_prompt_tokens`, `n_ctx`).
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Extra fields for the error object (`n_prompt_tokens`, `n_ctx`);
+    /// few, so a list keeps the error small.
+    pub extra: Vec<(String, serde_json::Value)>,
     pub dialect: Dialect,
 }
 
@@ -60,7 +61,8 @@ impl ApiError {
     }
 
     pub fn with(mut self, key: &str, v: impl Into<serde_json::Value>) -> ApiError {
-        self.extra.insert(key.to_string(), v.into());
+        self.extra.retain(|(k, _)| k != key);
+        self.extra.push((key.to_string(), v.into()));
         self
     }
 
@@ -98,7 +100,7 @@ impl ApiError {
                 let kind = self.kind.unwrap_or(self.openai_type());
                 let mut e = json!({"message": self.message, "type": kind, "param": self.param, "code": self.code});
                 if let Some(o) = e.as_object_mut() {
-                    o.extend(self.extra.clone());
+                    o.extend(self.extra.iter().cloned());
                 }
                 json!({ "error": e })
             }
