@@ -51,8 +51,9 @@ QWEN_CODE_VERSION := 0.24.4
 NODE22_VERSION := 22.23.3
 AIDER_VERSION := 0.86.2
 NPM_INSTALL := npm install --no-audit --no-fund --loglevel=error --prefix
-clients: $(CLIENTS)/.ready
-$(CLIENTS)/.ready: Makefile
+CLIENTS_STAMP := $(CLIENTS)/.ready-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(OPENCODE_VERSION)-$(QWEN_CODE_VERSION)-$(NODE22_VERSION)-$(AIDER_VERSION)
+clients: $(CLIENTS_STAMP)
+$(CLIENTS_STAMP):
 	$(NPM_INSTALL) $(CLIENTS)/claude-code @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 	$(NPM_INSTALL) $(CLIENTS)/codex @openai/codex@$(CODEX_VERSION)
 	$(NPM_INSTALL) $(CLIENTS)/opencode opencode-ai@$(OPENCODE_VERSION)
@@ -61,6 +62,7 @@ $(CLIENTS)/.ready: Makefile
 	chmod +x $(CLIENTS)/qwen-code/node_modules/@qwen-code/qwen-code/vendor/ripgrep/*/rg 2>/dev/null || true
 	python3 -m venv $(CLIENTS)/aider
 	$(CLIENTS)/aider/bin/pip install -q --disable-pip-version-check aider-chat==$(AIDER_VERSION)
+	rm -f $(CLIENTS)/.ready*
 	touch $@
 
 # Each harness's first request on the real SmolLM2 model, unscripted:
@@ -107,7 +109,7 @@ test: models pyenv clients
 	$(CARGO) test --release --no-run
 	$(MAKE) --no-print-directory -j2 -O test-fast test-models
 
-test-fast: models pyenv
+test-fast: models pyenv clients
 	$(CARGO) test --release --doc
 	$(CARGO) test --release --lib $(addprefix --test ,$(FAST_TESTS)) -- --test-threads=1
 

@@ -53,7 +53,19 @@ fn sigkill_at_random_points_never_corrupts_a_saved_session_or_a_transcript() {
             // stdin stays open: the chat waits for more instead of exiting.
             std::mem::forget(stdin);
         }
-        kill_after(&mut child, Duration::from_millis(150 + next(2500)));
+        // Kill after a random count of generated tokens (0: during start-up
+        // or the first prefill), then a random moment more: where the kill
+        // lands follows the work done, not the wall clock (a loaded machine
+        // would otherwise kill every chat before it generates anything).
+        let want = next(40) as usize;
+        let t0 = Instant::now();
+        while tokens_written(&t) < want
+            && t0.elapsed() < Duration::from_secs(120)
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kill_after(&mut child, Duration::from_millis(next(300)));
 
         // The session file is complete or absent: never half-written.
         if save.exists() {
@@ -73,6 +85,11 @@ fn sigkill_at_random_points_never_corrupts_a_saved_session_or_a_transcript() {
     eprintln!("{KILLS} kills: the session file loaded after {loaded}; {torn} transcripts had a torn last line; {replayed_tokens} tokens replayed bit-exact");
     assert!(loaded >= 10, "the kills should land after some saves ({loaded})");
     assert!(replayed_tokens > 100, "the kills should land after some generation ({replayed_tokens})");
+}
+
+/// Tokens a transcript being written holds so far.
+fn tokens_written(t: &Path) -> usize {
+    std::fs::read_to_string(t).map_or(0, |s| s.matches("\"type\":\"token\"").count())
 }
 
 /// A small deterministic random source: `next(n)` is in `0..n`.

@@ -539,13 +539,8 @@ fn served_requests_write_transcripts_that_replay_bit_exact() {
     let t = std::fs::read_to_string(&files[0]).unwrap();
     assert!(t.contains("\"command\":\"serve\"") && t.matches("\"note\":\"request\"").count() == 2, "{t}");
     assert!(t.contains("\"type\":\"remove\""), "the second request reused the cache around a removed span");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_decache"))
-        .args(["replay", files[0].to_str().unwrap()])
-        .output()
-        .unwrap();
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    eprintln!("{}", out.trim());
-    assert!(o.status.success() && out.contains("2 generations") && out.contains("all bit-exact"), "{out}");
+    let (ok, out) = http::replay(&files[0]);
+    assert!(ok && out.contains("2 generations") && out.contains("all bit-exact"), "{out}");
 }
 
 fn tiny() -> String {

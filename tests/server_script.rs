@@ -197,13 +197,8 @@ fn side_requests_do_not_evict_the_main_conversation() {
     let restored = t.lines().any(|l| l.contains("\"type\":\"restore\"") && l.contains("\"tag\":"));
     assert!(t.contains("\"type\":\"saved\"") && restored, "saved and restored");
     assert!(t.contains("\"forced\":true"), "the scripted replies are marked");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_decache"))
-        .args(["replay", files[0].to_str().unwrap()])
-        .output()
-        .unwrap();
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    eprintln!("{}", out.trim());
-    assert!(o.status.success() && out.contains("4 generations") && out.contains("all bit-exact"), "{out}");
+    let (ok, out) = http::replay(&files[0]);
+    assert!(ok && out.contains("4 generations") && out.contains("all bit-exact"), "{out}");
 }
 
 /// With the prompt cache off (`--cache-ram 0`) the same side request costs

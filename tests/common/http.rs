@@ -80,6 +80,15 @@ impl Drop for Server {
     }
 }
 
+/// `decache replay TRANSCRIPT`: whether it succeeded, and what it printed.
+pub fn replay(transcript: &std::path::Path) -> (bool, String) {
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_decache")).arg("replay").arg(transcript).output().expect("run decache replay");
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    eprintln!("{}", out.trim());
+    (o.status.success(), out)
+}
+
 pub struct Reply {
     pub status: u16,
     pub headers: String,

@@ -140,6 +140,12 @@ pub fn split(reply: &str, open: bool) -> (Option<String>, String) {
     let mut s = ThinkSplit::new(open);
     let mut pieces = s.push(reply);
     pieces.extend(s.finish());
+    join(pieces)
+}
+
+/// The pieces of a split reply joined per kind: its thinking (when it had
+/// any, empty included) and its text.
+fn join(pieces: Vec<Piece>) -> (Option<String>, String) {
     let (mut thinking, mut text) = (None::<String>, String::new());
     for p in pieces {
         match p {
@@ -164,17 +170,7 @@ mod tests {
         let mut pieces: Vec<Piece> = chars.chunks(n).flat_map(|c| s.push(&c.iter().collect::<String>())).collect();
         pieces.extend(s.finish());
         assert!(pieces.iter().filter(|p| **p == Piece::EndThinking).count() <= 1, "{pieces:?}");
-        let (mut thinking, mut text) = (None::<String>, String::new());
-        for p in pieces {
-            match p {
-                Piece::Thinking(t) => thinking.get_or_insert_with(String::new).push_str(&t),
-                Piece::EndThinking => {
-                    thinking.get_or_insert_with(String::new);
-                }
-                Piece::Text(t) => text.push_str(&t),
-            }
-        }
-        (thinking, text)
+        join(pieces)
     }
 
     #[test]
