@@ -159,6 +159,11 @@ pub fn offered() -> Vec<Value> {
     TOOLS.iter().map(ToolSpec::json).collect()
 }
 
+/// The tools' names (what a call may name).
+pub fn names() -> Vec<String> {
+    TOOLS.iter().map(|t| t.name.to_string()).collect()
+}
+
 /// A string argument (required).
 pub fn arg_str<'a>(args: &'a Value, name: &str) -> Result<&'a str, ToolError> {
     match args.get(name) {

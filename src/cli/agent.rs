@@ -16,6 +16,7 @@ use decache::agent::script::Scripted;
 use decache::agent::tools::{Limits, Toolbox};
 use decache::agent::workspace::Workspace;
 use decache::agent::{Agent, AgentConfig, AgentEvent, AgentUi, ModelResponder, Permit, Responder, TurnEnd};
+use decache::sampling::SamplingParams;
 use decache::session::conversation::Conversation;
 use decache::session::{GenerateOptions, Session};
 use decache::toolcall::CallFilter;
@@ -220,7 +221,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     let mut responder: Box<dyn Responder> = match &a.script {
         Some(f) => Box::new(Scripted::from_file(f)?),
         None => {
-            let sampling = a.sampling.params();
+            let sampling = SamplingParams { tool_names: decache::agent::tools::names(), ..a.sampling.params() };
             sampling.validate()?;
             Box::new(ModelResponder {
                 opts: GenerateOptions { n_predict: Some(a.n_predict), sampling, ..GenerateOptions::default() },

@@ -170,6 +170,7 @@ impl SamplingArgs {
             frequency_penalty: self.frequency_penalty,
             presence_penalty: self.presence_penalty,
             seed: if self.seed < 0 { decache::sampling::RANDOM_SEED } else { self.seed as u64 },
+            ..SamplingParams::default()
         }
     }
 }

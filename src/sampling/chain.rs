@@ -38,6 +38,12 @@ impl SamplerChain {
         self.samplers.push(s);
     }
 
+    /// Puts a sampler before all others (a constraint, which must see every
+    /// candidate).
+    pub fn push_front(&mut self, s: Box<dyn Sampler>) {
+        self.samplers.insert(0, s);
+    }
+
     /// The chain llama.cpp's common code builds from these parameters.
     ///
     /// Penalties always come first. Then, if `temperature <= 0`: greedy.
@@ -263,6 +269,7 @@ mod tests {
             frequency_penalty: f32::NAN,
             presence_penalty: f32::INFINITY,
             seed: 0,
+            tool_names: Vec::new(),
         };
         assert!(wild.validate().is_err());
         let mut chain = SamplerChain::from_params(&wild);

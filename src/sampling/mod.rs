@@ -25,6 +25,7 @@ mod min_p;
 mod params;
 mod penalties;
 mod temperature;
+mod tool_names;
 mod top_k;
 mod top_p;
 
@@ -37,6 +38,7 @@ pub use min_p::MinP;
 pub use params::{SamplingError, SamplingParams};
 pub use penalties::Penalties;
 pub use temperature::Temperature;
+pub use tool_names::ToolNames;
 pub use top_k::TopK;
 pub use top_p::TopP;
 

@@ -61,6 +61,11 @@ pub struct SamplingParams {
     /// Seed of the random draw; [`RANDOM_SEED`] (`u64::MAX`, the default)
     /// picks a random one, readable afterwards from [`super::SamplerChain::seed`].
     pub seed: u64,
+    /// The tools a call may name: once the model opens a `<tool_call>`, the
+    /// name it writes is held to one of these (see [`super::ToolNames`]).
+    /// Empty (the default): no constraint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_names: Vec<String>,
 }
 
 impl Default for SamplingParams {
@@ -75,6 +80,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
             seed: RANDOM_SEED,
+            tool_names: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod responses;
 pub mod stop;
 pub use crate::toolcall as tools;
 
+use crate::session::GenerateOptions;
 use crate::tokenizer::{ChatMessage, ChatTemplate};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -111,9 +112,19 @@ impl AppState {
         }
     }
 
+    /// What the generation of a chat request needs from its prompt: the
+    /// scripted reply (with `serve --script`), and the names a tool call
+    /// may take (the offered tools).
+    pub fn steer(&self, p: &ChatPrompt, opts: &mut GenerateOptions) -> Result<(), ApiError> {
+        opts.forced = self.script_reply(p)?;
+        let name = |t: &serde_json::Value| t.get("function").unwrap_or(t).get("name")?.as_str().map(str::to_string);
+        opts.sampling.tool_names = p.tools.iter().filter_map(name).collect();
+        Ok(())
+    }
+
     /// With `serve --script`: the scripted reply for this request, as the
     /// tokens to generate (the model's text, tool calls in its syntax).
-    pub fn script_reply(&self, p: &ChatPrompt) -> Result<Option<Vec<u32>>, ApiError> {
+    fn script_reply(&self, p: &ChatPrompt) -> Result<Option<Vec<u32>>, ApiError> {
         let Some(script) = &self.opts.script else { return Ok(None) };
         let last = p.messages.last().map_or("", |m| m.content.as_str());
         let cue = crate::script::Cue { tools: !p.tools.is_empty(), last };

@@ -69,7 +69,7 @@ async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError>
     st.check_model(c.model.as_deref())?;
     let (mut opts, stop) = c.sampling.options(&st.opts.sampling)?;
     let prompt = req.chat_prompt()?;
-    opts.forced = st.script_reply(&prompt)?;
+    st.steer(&prompt, &mut opts)?;
     let (tokens, pruned) = st.prompt(prompt, req.auto_prune())?;
     let rule = req.call_rule()?;
     let mut job = st.job(tokens, opts, stop)?;

@@ -706,7 +706,7 @@ async fn answer(st: Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
     st.check_model(req.model.as_deref())?;
     let (parent, prompt) = prompt_of(&st, &req)?;
     let (mut opts, stop) = req.sampling().options(&st.opts.sampling)?;
-    opts.forced = st.script_reply(&prompt)?;
+    st.steer(&prompt, &mut opts)?;
     let (tokens, pruned) = st.prompt(prompt, req.auto_prune)?;
     let mut p = st.job(tokens, opts, stop)?;
     p.pruned = pruned;

@@ -2,7 +2,7 @@
 //! token at a time, streaming text through events until a stop condition.
 use super::Session;
 use crate::error::{Error, Result};
-use crate::sampling::{SamplerChain, SamplingParams};
+use crate::sampling::{SamplerChain, SamplingParams, ToolNames};
 use std::time::Instant;
 
 #[derive(Clone, Debug, Default)]
@@ -53,6 +53,16 @@ pub struct Generation {
 }
 
 impl Session {
+    /// The sampler chain for `p` on this model: llama.cpp's chain, behind
+    /// the tool-name constraint when `p` names tools.
+    pub fn sampler(&self, p: &SamplingParams) -> SamplerChain {
+        let mut chain = SamplerChain::from_params(p);
+        if !p.tool_names.is_empty() {
+            chain.push_front(Box::new(ToolNames::new(&p.tool_names, self.model.tokenizer.pieces())));
+        }
+        chain
+    }
+
     /// Generate a continuation of the cached context plus `prompt`.
     /// `on_event` returns `false` to stop (Ctrl-C).
     pub fn generate(
@@ -74,7 +84,7 @@ impl Session {
         on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
     ) -> Result<Generation> {
         opts.sampling.validate()?;
-        let mut sampler = SamplerChain::from_params(&opts.sampling);
+        let mut sampler = self.sampler(&opts.sampling);
         for &t in prompt {
             sampler.accept(t);
         }

@@ -39,6 +39,9 @@ pub struct Tokenizer {
     engine: Engine,
     chat_template: Option<String>,
     kind: String,
+    /// Every token's text (as [`Tokenizer::token_to_piece`] without
+    /// control tokens), built on first use.
+    pieces: std::sync::OnceLock<std::sync::Arc<[Vec<u8>]>>,
 }
 
 /// The family-specific tokenizer behind [`Tokenizer`].
@@ -72,7 +75,7 @@ impl Tokenizer {
             (VocabType::Bpe, None) => "gpt2 BPE".to_string(),
             (VocabType::Spm, _) => "llama SentencePiece".to_string(),
         };
-        Ok(Tokenizer { vocab, engine, chat_template: spec.chat_template, kind })
+        Ok(Tokenizer { vocab, engine, chat_template: spec.chat_template, kind, pieces: Default::default() })
     }
 
     /// Tokenizes `text` like `llama_tokenize(vocab, text, add_special, parse_special)`:
@@ -141,6 +144,13 @@ impl Tokenizer {
     /// A streaming decoder over this tokenizer.
     pub fn stream_decoder(&self, special: bool) -> StreamDecoder<'_> {
         StreamDecoder::new(self, special)
+    }
+
+    /// The bytes of every token, indexed by id (empty for control tokens):
+    /// what constrained sampling matches candidates against.
+    pub fn pieces(&self) -> std::sync::Arc<[Vec<u8>]> {
+        let all = || (0..self.vocab.len() as u32).map(|id| self.token_to_piece(id, false)).collect();
+        self.pieces.get_or_init(all).clone()
     }
 
     /// Number of tokens in the vocabulary.

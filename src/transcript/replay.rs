@@ -5,7 +5,7 @@
 use super::{Entry, Transcript};
 use crate::error::{Error, Result};
 use crate::kv::KvSnapshot;
-use crate::sampling::{Candidates, SamplerChain};
+use crate::sampling::Candidates;
 use crate::session::{GenerateEvent, GenerateOptions, Session};
 use std::collections::HashMap;
 
@@ -122,7 +122,7 @@ pub fn agreement(t: &Transcript, session: &mut Session) -> Result<Agreement> {
                 "token {bad} is outside this model's vocabulary (0..{n_vocab})"
             ))));
         }
-        let mut sampler = SamplerChain::from_params(sampling);
+        let mut sampler = session.sampler(sampling);
         for &t in prompt {
             sampler.accept(t);
         }
