@@ -17,6 +17,8 @@ Servers (each a fresh process per client, -c CTX -t THREADS, defaults otherwise)
   llama-server cr16   llama-server --cache-reuse 16
   llama-server text   llama-server /completion, given the prompt text decache
                       renders for the same body (same tokens on both engines)
+  decache -fa on      (only with --rows ...,decache-fa-on) decache serve -fa on:
+                      llama-server's `-fa auto` means on for the CPU, decache's off
 
 Where llama-server refuses a body (probed first on its token-count endpoints),
 the body is converted to the equivalent chat completions request and the
@@ -429,6 +431,9 @@ def main():
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-c", "--ctx", type=int, default=32768)
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--rows", default="decache,llama-server,llama-server-cr16,llama-server-text",
+                    help="servers to run, in order: decache, llama-server, llama-server-cr16 (--cache-reuse 16), "
+                         "llama-server-text (/completion with decache's prompt text), decache-fa-on (-fa on)")
     ap.add_argument("--logs", default=None, help="folder for the servers' logs (default: next to --out)")
     a = ap.parse_args()
 
@@ -519,12 +524,14 @@ def main():
     finally:
         srv.stop()
 
-    configs = [
-        ("decache", lambda p: decache_argv(p), "api"),
-        ("llama-server", lambda p: llama_argv(p), "api"),
-        ("llama-server --cache-reuse 16", lambda p: llama_argv(p, ["--cache-reuse", "16"]), "api"),
-        ("llama-server, decache's prompt text", lambda p: llama_argv(p), "text"),
-    ]
+    all_rows = {
+        "decache": ("decache", lambda p: decache_argv(p), "api"),
+        "llama-server": ("llama-server", lambda p: llama_argv(p), "api"),
+        "llama-server-cr16": ("llama-server --cache-reuse 16", lambda p: llama_argv(p, ["--cache-reuse", "16"]), "api"),
+        "llama-server-text": ("llama-server, decache's prompt text", lambda p: llama_argv(p), "text"),
+        "decache-fa-on": ("decache -fa on", lambda p: decache_argv(p) + ["-fa", "on"], "api"),
+    }
+    configs = [all_rows[k] for k in a.rows.split(",") if k]
     results = []
     for c in clients:
         for name, argv, kind in configs:
