@@ -128,16 +128,11 @@ fn recorded_prompts(s: &http::Server, dir: &Path) -> Vec<Vec<u32>> {
 }
 
 /// Print the table of prefilled tokens per turn; check each turn after the
-/// first prefilled fewer than its new text plus 64, plus `moved` more
-/// tokens per turn for a client that moves a block: aider moves its block
-/// of added files (~900 tokens: the files and its rules) from before
-/// the conversation to after it on every request. The matcher reuses
-/// chunks in their cached order, so it keeps the conversation and prefills
-/// the moved block again; the new text counted by the diff keeps the block
-/// instead. Choosing the heavier chain of chunks is left for later; the
-/// turn must still reuse its system prompt and examples (at least half the
-/// prompt).
-fn check_turns_moving(client: &str, turns: &[Turn], prompts: &[Vec<u32>], moved: usize) {
+/// first prefilled fewer than its new text plus 64. (aider moves its ~800
+/// tokens of rules from its first request's last message to the end of
+/// the next one: the server's heaviest-chain matcher keeps them and
+/// evaluates what now comes before them in place.)
+fn check_turns(client: &str, turns: &[Turn], prompts: &[Vec<u32>]) {
     let main: Vec<&Turn> = turns.iter().filter(|t| t.prompt >= SIDE_REQUEST_TOKENS).collect();
     // Each turn's prompt, found among the recorded requests by its length.
     let mut unused: Vec<&Vec<u32>> = prompts.iter().collect();
@@ -160,13 +155,7 @@ fn check_turns_moving(client: &str, turns: &[Turn], prompts: &[Vec<u32>], moved:
             let before: Vec<u32> = tokens[p].iter().chain(&main[p].reply).copied().collect();
             t.prompt - lcs(&before, tokens[i])
         });
-        let limit = new.map(|n| n + 64 + moved);
-        assert!(
-            moved == 0 || i == 0 || 2 * prefilled < t.prompt,
-            "{client}: turn {} prefilled {prefilled} of {}",
-            i + 1,
-            t.prompt
-        );
+        let limit = new.map(|n| n + 64);
         let show = |v: Option<usize>| v.map_or("-".to_string(), |v| v.to_string());
         eprintln!(
             "| {} | {} | {} | {} | {prefilled} | {} | {} |",
@@ -281,8 +270,7 @@ fn drive(client: &str, make: impl FnOnce(&Path, &Path, &str) -> Run) {
     let notes = std::fs::read_to_string(fix.join("notes.txt")).unwrap();
     assert_eq!(notes.trim(), "count = 2", "{client} did not edit the file\n{}", show());
     assert!(stdout.contains("count = 2"), "{client}'s answer\n{}", show());
-    let moved = if client == "aider" { 1000 } else { 0 };
-    check_turns_moving(client, &turns(&tdir), &recorded_prompts(&s, &rdir), moved);
+    check_turns(client, &turns(&tdir), &recorded_prompts(&s, &rdir));
 }
 
 #[test]

@@ -184,30 +184,54 @@ pub fn plan(cached: &[u32], new: &[u32], min_chunk: Option<usize>) -> ReusePlan 
     plan_with(cached, new, &ReuseOptions::new(min_chunk))
 }
 
-/// Plan the reuse of `cached` for `new`. After the common prefix, chunks
-/// longer than `min_chunk` tokens are matched greedily (the longest that
-/// continues the new input, later in the chain than the previous one). When
-/// none continues it and `replace` is on, the next new position where one
-/// starts is looked for; the new tokens before it form a replaced span
-/// (the cached tokens they skip are deleted). At most `new.len() - 1`
-/// tokens are reused, so that the last one is evaluated and gives logits.
+/// Plan the reuse of `cached` for `new`: the better of two matchers (see
+/// `plans`), the one that keeps more cached tokens as they are.
 pub fn plan_with(cached: &[u32], new: &[u32], opts: &ReuseOptions) -> ReusePlan {
+    best(plans(cached, new, opts))
+}
+
+/// Of several plans for the same input, the one that keeps the most cached
+/// tokens (the fewest evaluated); on a tie the fewer replaced spans, then
+/// the later in the list.
+fn best(plans: Vec<ReusePlan>) -> ReusePlan {
+    plans.into_iter().max_by_key(|p| (p.cached(), Reverse(p.replaced.len()))).unwrap_or_default()
+}
+
+/// Most anchors the heaviest-chain matcher weighs (it is quadratic in
+/// them); past this the greedy plan stands alone.
+const MAX_ANCHORS: usize = 2048;
+
+/// Plans for reusing `cached` for `new`, all after the common prefix (at
+/// most `new.len() - 1` tokens are reused, so that the last one is
+/// evaluated and gives logits):
+///
+/// - the greedy walk: chunks longer than `min_chunk` tokens, each the
+///   longest that continues the new input, later in the chain than the
+///   previous one; when none continues it and `replace` is on, the next new
+///   position where one starts is looked for, and the new tokens before it
+///   form a replaced span (the cached tokens they skip are deleted);
+/// - with `replace` on, the heaviest chain: of all the runs the two share,
+///   the in-order set that covers the most tokens. The greedy walk takes a
+///   short chunk that skips a long one; a client that moves a block later
+///   (aider re-sends its ~800-token reminder after the conversation every
+///   turn, where the cache holds it before the last reply) loses the block
+///   to it, the heaviest chain keeps the block and evaluates the reply and
+///   the new turn in place before it.
+pub fn plans(cached: &[u32], new: &[u32], opts: &ReuseOptions) -> Vec<ReusePlan> {
     let limit = new.len().saturating_sub(1);
     let prefix = cached.iter().zip(new).take_while(|(a, b)| a == b).count().min(limit);
-    let mut out = ReusePlan { chunks: Vec::new(), replaced: Vec::new(), prefix, reused: prefix };
-    if prefix > 0 {
-        out.chunks.push(Chunk { cached: 0, new: 0, len: prefix });
-    }
-    let Some(min) = opts.min_chunk else { return out };
+    let start = ReusePlan { chunks: Vec::new(), replaced: Vec::new(), prefix, reused: prefix };
+    let Some(min) = opts.min_chunk else { return vec![with_chunks(start, &[])] };
     let k = min.max(1);
     if cached.len() < k {
-        return out;
+        return vec![with_chunks(start, &[])];
     }
     // Where each k-gram of the cached chain starts (candidates for a chunk), in order.
     let mut grams: HashMap<&[u32], Vec<usize>> = HashMap::new();
     for j in 0..=cached.len() - k {
         grams.entry(&cached[j..j + k]).or_default().push(j);
     }
+    let run = |j: usize, ni: usize| cached[j..].iter().zip(&new[ni..limit]).take_while(|(a, b)| a == b).count();
     // The longest chunk longer than `min` at `new[ni..]`, from `cached[ci..]` on.
     let chunk_at = |ni: usize, ci: usize, cap: usize| -> Option<(usize, usize)> {
         let starts = grams.get(&new[ni..ni + k])?;
@@ -215,10 +239,11 @@ pub fn plan_with(cached: &[u32], new: &[u32], opts: &ReuseOptions) -> ReusePlan 
         starts[from..]
             .iter()
             .take(cap)
-            .map(|&j| (cached[j..].iter().zip(&new[ni..limit]).take_while(|(a, b)| a == b).count(), j))
+            .map(|&j| (run(j, ni), j))
             .max_by_key(|&(len, j)| (len, Reverse(j)))
             .filter(|&(len, _)| len > min)
     };
+    let mut greedy = Vec::new();
     let (mut ci, mut ni) = (prefix, prefix);
     while ni + k <= limit && ci + k <= cached.len() {
         // A chunk right here (what was skipped in the cache is deleted), or
@@ -230,16 +255,103 @@ pub fn plan_with(cached: &[u32], new: &[u32], opts: &ReuseOptions) -> ReusePlan 
             }
             None => None,
         };
-        let Some((start, len, j)) = found else { break };
-        if start > ni {
-            out.replaced.push(Replaced { new: ni, len: start - ni, cached: ci, cached_len: j - ci, pos: 0, opened: 0 });
-        }
-        out.chunks.push(Chunk { cached: j, new: start, len });
-        out.reused += start - ni + len;
+        let Some((at, len, j)) = found else { break };
+        greedy.push(Chunk { cached: j, new: at, len });
         ci = j + len;
-        ni = start + len;
+        ni = at + len;
     }
+    let mut out = vec![with_chunks(start.clone(), &greedy)];
+    if !opts.replace || limit < prefix + k {
+        return out;
+    }
+    // Anchors: the maximal shared runs longer than `min` that start after
+    // the prefix (a run whose previous tokens also agree is inside another).
+    let mut anchors = Vec::new();
+    for ni in prefix..=limit - k {
+        let Some(starts) = grams.get(&new[ni..ni + k]) else { continue };
+        let from = starts.partition_point(|&j| j < prefix);
+        for &j in starts[from..].iter().take(SCAN_CANDIDATES) {
+            if ni > prefix && j > prefix && new[ni - 1] == cached[j - 1] {
+                continue;
+            }
+            let len = run(j, ni);
+            if len > min {
+                anchors.push(Chunk { cached: j, new: ni, len });
+            }
+        }
+        if anchors.len() > MAX_ANCHORS {
+            return out;
+        }
+    }
+    out.insert(0, with_chunks(start, &heaviest_chain(&anchors, min)));
     out
+}
+
+/// The in-order chain of `anchors` (sorted by their new index) covering the
+/// most tokens: each after the previous one in both sequences, an anchor
+/// that overlaps its predecessor cut at its start (and kept only if still
+/// longer than `min`).
+fn heaviest_chain(anchors: &[Chunk], min: usize) -> Vec<Chunk> {
+    // For each anchor: the best total ending with it, its predecessor, and
+    // how much of its start that predecessor cuts.
+    let mut best: Vec<(usize, Option<usize>, usize)> = Vec::with_capacity(anchors.len());
+    for (bi, b) in anchors.iter().enumerate() {
+        let mut top = (b.len, None, 0);
+        for (ai, a) in anchors[..bi].iter().enumerate() {
+            if a.new >= b.new || a.cached >= b.cached {
+                continue;
+            }
+            let cut = (a.new + a.len).saturating_sub(b.new).max((a.cached + a.len).saturating_sub(b.cached));
+            if b.len <= cut + min {
+                continue;
+            }
+            let total = best[ai].0 + b.len - cut;
+            if total > top.0 {
+                top = (total, Some(ai), cut);
+            }
+        }
+        best.push(top);
+    }
+    let Some(mut i) = (0..best.len()).max_by_key(|&i| (best[i].0, Reverse(i))) else { return Vec::new() };
+    let mut chain = Vec::new();
+    loop {
+        let (_, prev, cut) = best[i];
+        let a = anchors[i];
+        chain.push(Chunk { cached: a.cached + cut, new: a.new + cut, len: a.len - cut });
+        match prev {
+            Some(p) => i = p,
+            None => break,
+        }
+    }
+    chain.reverse();
+    chain
+}
+
+/// `start` (the prefix) followed by `chunks` (in order in both sequences):
+/// the new tokens between two chunks are replaced spans (the cached tokens
+/// between them deleted).
+fn with_chunks(mut plan: ReusePlan, chunks: &[Chunk]) -> ReusePlan {
+    let (mut ci, mut ni) = (plan.prefix, plan.prefix);
+    if plan.prefix > 0 {
+        plan.chunks.push(Chunk { cached: 0, new: 0, len: plan.prefix });
+    }
+    for &c in chunks {
+        if c.new > ni {
+            plan.replaced.push(Replaced {
+                new: ni,
+                len: c.new - ni,
+                cached: ci,
+                cached_len: c.cached - ci,
+                pos: 0,
+                opened: 0,
+            });
+        }
+        plan.chunks.push(c);
+        plan.reused = c.new + c.len;
+        ci = c.cached + c.len;
+        ni = c.new + c.len;
+    }
+    plan
 }
 
 /// Give each replaced span of `plan` its positions, for a cache whose chain
@@ -338,9 +450,14 @@ impl Session {
         let pos: Vec<Pos> = chain.iter().map(|&(p, _)| p).collect();
         let resume_at =
             |keep: &[bool]| pos.iter().zip(keep).filter(|(_, &k)| k).map(|(&p, _)| p + 1).max().unwrap_or(0);
-        let mut plan = plan_with(&tokens, new, opts);
-        let free = self.n_free() + plan.kept(chain.len()).iter().filter(|&&k| !k).count();
-        place_replaced(&mut plan, &pos, policy, free);
+        // Each matcher's plan as the position policy and the free cells let
+        // it be carried out; the best of them.
+        let placed = plans(&tokens, new, opts).into_iter().map(|mut plan| {
+            let free = self.n_free() + plan.kept(chain.len()).iter().filter(|&&k| !k).count();
+            place_replaced(&mut plan, &pos, policy, free);
+            plan
+        });
+        let mut plan = best(placed.collect());
         // Where the plan goes on from cached tokens: the first position of
         // each replaced span, then after the last kept token. The
         // sliding-window layers must hold what a query there sees (checked
@@ -512,6 +629,38 @@ mod tests {
         // a chunk of exactly the threshold after new tokens does not count.
         let p = plan(&cat(&[&a, &b1, &c1]), &cat(&[&a, &seq(700..720), &seq(60..68), &d]), Some(8));
         assert_eq!((p.reused, p.replaced.len()), (10, 0));
+    }
+
+    #[test]
+    fn a_block_moved_later_is_kept_where_the_greedy_walk_loses_it() {
+        // aider: the cache holds S F Q R A (R its long reminder, A the
+        // reply); the next request is S Q A U F Q2 R D.
+        let (s, f, q, r, a) = (seq(0..20), seq(100..130), seq(200..215), seq(300..700), seq(800..830));
+        let (u, q2, d) = (seq(900..940), seq(1000..1010), seq(1100..1105));
+        let cached = cat(&[&s, &f, &q, &r, &a]);
+        let new = cat(&[&s, &q, &a, &u, &f, &q2, &r, &d]);
+        let opts = ReuseOptions::new(Some(8));
+        let [heavy, greedy] = <[ReusePlan; 2]>::try_from(plans(&cached, &new, &opts)).unwrap();
+        // Greedy: S, then Q, then A (deleting R): everything after A is prefilled.
+        assert_eq!(greedy.prefilled(new.len()), new.len() - 65);
+        // Heaviest chain: S, F and R kept; Q A U and then Q2 evaluated in place.
+        let kept: Vec<(usize, usize, usize)> = heavy.chunks.iter().map(|c| (c.cached, c.new, c.len)).collect();
+        assert_eq!(kept, vec![(0, 0, 20), (20, 105, 30), (65, 145, 400)]);
+        let spans: Vec<(usize, usize, usize, usize)> =
+            heavy.replaced.iter().map(|r| (r.new, r.len, r.cached, r.cached_len)).collect();
+        assert_eq!(spans, vec![(20, 85, 20, 0), (135, 10, 50, 15)]);
+        assert_eq!(heavy.prefilled(new.len()), 85 + 10 + 5);
+        assert_eq!(plan(&cached, &new, Some(8)), heavy, "the better plan is the plan");
+        // Q2 needs 10 positions where Q (15) was deleted: it fits; Q A U need
+        // 85 where nothing was: Shift opens them, Keep stops before them.
+        let pos: Vec<Pos> = (0..cached.len() as Pos).collect();
+        let mut p = heavy.clone();
+        place_replaced(&mut p, &pos, PositionPolicy::Shift, 1000);
+        assert_eq!(p.replaced.iter().map(|r| (r.pos, r.opened)).collect::<Vec<_>>(), vec![(20, 85), (135, 0)]);
+        // Under Keep the greedy plan, carried out whole, is the better one.
+        let mut both = plans(&cached, &new, &opts);
+        both.iter_mut().for_each(|p| place_replaced(p, &pos, PositionPolicy::Keep, 1000));
+        assert_eq!(best(both), greedy);
     }
 
     #[test]
