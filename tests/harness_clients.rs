@@ -127,6 +127,12 @@ fn recorded_prompts(s: &http::Server, dir: &Path) -> Vec<Vec<u32>> {
     out
 }
 
+/// The first answered turn of the client's main loop (side requests are
+/// shorter; a request the client gave up on has no reply).
+fn first_main(turns: &[Turn]) -> Option<&Turn> {
+    turns.iter().find(|t| t.prompt >= SIDE_REQUEST_TOKENS && !t.reply.is_empty())
+}
+
 /// Print the table of prefilled tokens per turn; check each turn after the
 /// first prefilled fewer than its new text plus 64. (aider moves its ~800
 /// tokens of rules from its first request's last message to the end of
@@ -210,7 +216,11 @@ fn drive(client: &str, make: impl FnOnce(&Path, &Path, &str) -> Run) {
     let rdir_s = rdir.display().to_string();
     let mut args = vec!["-m", &model, "-c", "32768", "-t", "2", "--transcripts", &tdir_s, "--alias", "decache"];
     args.extend(["--record-requests", &rdir_s]);
-    if !real_model() {
+    if real_model() {
+        // A 135M model on a 20k-token prompt may ramble to the cap: keep
+        // the answers short (the protocol is what is checked).
+        args.extend(["-n", "256"]);
+    } else {
         args.extend(["--script", &script]);
     }
     let s = http::Server::start(&args);
@@ -229,8 +239,10 @@ fn drive(client: &str, make: impl FnOnce(&Path, &Path, &str) -> Run) {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        // On the real model, stop at the first answer (the transcript has its end).
-        if real_model() && answered(&s) && turns(&tdir).first().is_some_and(|t| !t.reply.is_empty()) {
+        // On the real model, stop at the first answer to the main loop (a
+        // side request, opencode's title, may come first; the transcript has
+        // its end).
+        if real_model() && answered(&s) && first_main(&turns(&tdir)).is_some() {
             std::thread::sleep(Duration::from_secs(2));
             let _ = child.kill();
             break;
@@ -258,10 +270,13 @@ fn drive(client: &str, make: impl FnOnce(&Path, &Path, &str) -> Run) {
     }
     if real_model() {
         let t = turns(&tdir);
+        let main = first_main(&t).unwrap_or_else(|| panic!("{client}: no answer to its main loop: {t:?}"));
+        let all: Vec<(usize, usize)> = t.iter().map(|t| (t.prompt, t.reply.len())).collect();
         eprintln!(
-            "{client} on SmolLM2: first request {} prompt tokens, answered with {} tokens",
-            t[0].prompt,
-            t[0].reply.len()
+            "{client} on SmolLM2: its main loop's first answer: {} prompt tokens, answered with {} tokens \
+             (every generation, prompt and reply tokens: {all:?})",
+            main.prompt,
+            main.reply.len()
         );
         return;
     }
@@ -366,6 +381,9 @@ fn qwen_code() {
         cmd.env_clear().env("PATH", format!("{}:/usr/bin:/bin", node22.display()));
         cmd.env("OPENAI_BASE_URL", format!("{base}/v1")).env("OPENAI_API_KEY", "sk-local");
         cmd.env("OPENAI_MODEL", "decache").env("QWEN_CODE_SUPPRESS_YOLO_WARNING", "1");
+        // Its request timeout: a CPU prefill of its 18k-token prompt takes
+        // minutes, and at its default it gives up and sends the request again.
+        cmd.env("QWEN_CODE_API_TIMEOUT_MS", "1800000");
         cmd.args(["--yolo", "--auth-type", "openai", TASK]);
         Run { cmd, min_requests: 4 }
     });

@@ -437,7 +437,7 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
     }
     let (mut opts, stop) = req.sampling().options(&st.opts.sampling)?;
     let Prepared { checked, prompt, managed } = prepare(&st, &req, true)?;
-    st.steer(&prompt, &mut opts)?;
+    st.steer(&prompt, &checked.rule.choice, &mut opts)?;
     let tools = !prompt.tools.is_empty();
     let (rule, think) = (checked.rule, checked.thinking);
     let (tokens, pruned) = st.prompt(prompt, true)?;

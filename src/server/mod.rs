@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use engine::Engine;
 use error::ApiError;
-use request::ChatPrompt;
+use request::{ChatPrompt, ToolChoice};
 use serde_json::json;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -114,11 +114,14 @@ impl AppState {
 
     /// What the generation of a chat request needs from its prompt: the
     /// scripted reply (with `serve --script`), and the names a tool call
-    /// may take (the offered tools).
-    pub fn steer(&self, p: &ChatPrompt, opts: &mut GenerateOptions) -> Result<(), ApiError> {
+    /// may take: the offered tools, or the one `tool_choice` names.
+    pub fn steer(&self, p: &ChatPrompt, choice: &ToolChoice, opts: &mut GenerateOptions) -> Result<(), ApiError> {
         opts.forced = self.script_reply(p)?;
         let name = |t: &serde_json::Value| t.get("function").unwrap_or(t).get("name")?.as_str().map(str::to_string);
-        opts.sampling.tool_names = p.tools.iter().filter_map(name).collect();
+        opts.sampling.tool_names = match choice {
+            ToolChoice::Tool(n) => vec![n.clone()],
+            _ => p.tools.iter().filter_map(name).collect(),
+        };
         Ok(())
     }
 

@@ -69,9 +69,9 @@ async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError>
     st.check_model(c.model.as_deref())?;
     let (mut opts, stop) = c.sampling.options(&st.opts.sampling)?;
     let prompt = req.chat_prompt()?;
-    st.steer(&prompt, &mut opts)?;
-    let (tokens, pruned) = st.prompt(prompt, req.auto_prune())?;
     let rule = req.call_rule()?;
+    st.steer(&prompt, &rule.choice, &mut opts)?;
+    let (tokens, pruned) = st.prompt(prompt, req.auto_prune())?;
     let mut job = st.job(tokens, opts, stop)?;
     job.pruned = pruned;
     respond(st, job, Kind::Chat(req.tools_active()), rule, c.stream, c.include_usage()).await

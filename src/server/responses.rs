@@ -11,7 +11,7 @@ use super::engine::{CacheUse, Finish, FinishReason, JobEvent};
 use super::error::ApiError;
 use super::openai::{collect, decache, event_stream, sse, timings, SsePayload};
 use super::prune::Pruned;
-use super::request::{ChatPrompt, Sampling, MAX_MESSAGES};
+use super::request::{ChatPrompt, Sampling, ToolChoice, MAX_MESSAGES};
 use super::tools::{parse as parse_calls, render_calls, CallFilter, ToolCall};
 use super::AppState;
 use crate::tokenizer::ChatMessage;
@@ -706,7 +706,8 @@ async fn answer(st: Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
     st.check_model(req.model.as_deref())?;
     let (parent, prompt) = prompt_of(&st, &req)?;
     let (mut opts, stop) = req.sampling().options(&st.opts.sampling)?;
-    st.steer(&prompt, &mut opts)?;
+    // A named function is the only tool offered (`offered_tools`).
+    st.steer(&prompt, &ToolChoice::Auto, &mut opts)?;
     let (tokens, pruned) = st.prompt(prompt, req.auto_prune)?;
     let mut p = st.job(tokens, opts, stop)?;
     p.pruned = pruned;
