@@ -76,13 +76,6 @@ impl ToolNames {
             None => Verdict::Bad,
         }
     }
-
-    /// Whether the text after the tag has reached the name's opening quote.
-    fn in_name(&self) -> bool {
-        let mut probe = self.buf.clone();
-        probe.push(0);
-        self.judge(&probe) == Verdict::Bad
-    }
 }
 
 impl Sampler for ToolNames {
@@ -95,9 +88,14 @@ impl Sampler for ToolNames {
             return;
         }
         // A control token (no text) may not cut a name short.
-        let in_name = self.in_name();
         let mut banned = std::mem::take(&mut self.banned);
         let mut s = std::mem::take(&mut self.scratch);
+        // Inside the name already (past its opening quote): then any byte
+        // that is no name's next one is Bad.
+        s.clear();
+        s.extend_from_slice(&self.buf);
+        s.push(0);
+        let in_name = self.judge(&s) == Verdict::Bad;
         banned.clear();
         for (i, t) in c.data.iter().enumerate() {
             let piece = self.pieces.get(t.id as usize).map_or(&[][..], |p| &p[..]);
