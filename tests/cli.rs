@@ -59,7 +59,7 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (vec!["run", "-m", m, "-f", latin1.to_str().unwrap()], vec!["latin1.txt", "not valid UTF-8", "offset 3"]),
         (vec!["run", "-m", m, "-f", missing.to_str().unwrap()], vec!["missing.txt"]),
-        (vec!["run", "-m", m, "-p", "hi", "-ctv", "q8_0"], vec!["-ctv q8_0", "flash attention"]),
+        (vec!["run", "-m", m, "-p", "hi", "-ctv", "q8_0", "-fa", "off"], vec!["-ctv q8_0", "flash attention"]),
         (vec!["run", "-m", m, "-p", "hi", "-ctk", "q3_k"], vec!["-ctk", "supported cache types"]),
         (vec!["run", "-m", m, "-p", "hi", "--top-p", "1.5"], vec!["top_p"]),
         (vec!["run", "-m", m, "-p", "hi", "-t", "0"], vec!["-t 0"]),

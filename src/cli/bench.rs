@@ -4,7 +4,7 @@
 use super::args::{FlashAttn, ModelArgs};
 use super::load::load_model;
 use clap::{Args, ValueEnum};
-use decache::bench::{mean_std, run_llama, run_ours, BenchKind, BenchTest};
+use decache::bench::{mean_std, run_llama, run_ours, BenchKind, BenchTest, DepthCache};
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::session::{default_threads, Session, SessionConfig};
 
@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// (llama.cpp's --swa-full); by default each engine sizes their cache to the window.
     #[arg(long = "swa-full")]
     pub swa_full: bool,
+    /// Skip the warm-up run of each test (llama-bench's --no-warmup).
+    #[arg(long = "no-warmup")]
+    pub no_warmup: bool,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub repetitions: usize,
@@ -123,15 +126,18 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
     let mut octx = oracle.as_ref().map(|m| oracle_context(m, a, n_ctx, threads)).transpose()?;
 
     let mut rows = Vec::new();
+    let mut depth = DepthCache::default();
     for &test in &tests {
         // Warm-up run of each engine, then interleaved repetitions.
-        run_ours(&mut session, test, n_vocab)?;
-        if let Some(c) = octx.as_mut() {
-            run_llama(c, test, n_vocab)?;
+        if !a.no_warmup {
+            run_ours(&mut session, test, n_vocab, &mut depth)?;
+            if let Some(c) = octx.as_mut() {
+                run_llama(c, test, n_vocab)?;
+            }
         }
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..a.repetitions {
-            ours.push(run_ours(&mut session, test, n_vocab)?);
+            ours.push(run_ours(&mut session, test, n_vocab, &mut depth)?);
             if let Some(c) = octx.as_mut() {
                 theirs.push(run_llama(c, test, n_vocab)?);
             }
@@ -145,7 +151,7 @@ pub fn run(a: &BenchArgs) -> Result<(), decache::Error> {
     if a.profile {
         for &test in &tests {
             session.start_profile();
-            run_ours(&mut session, test, n_vocab)?;
+            run_ours(&mut session, test, n_vocab, &mut depth)?;
             print_profile(&test.name(), &session.stop_profile());
         }
     }

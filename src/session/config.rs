@@ -24,11 +24,13 @@ pub struct SessionConfig {
     pub swa_full: bool,
 }
 
-/// What `-fa auto` means on the CPU backend: off. ggml-cpu's fused op
-/// prefills faster but decodes several times slower at depth (SmolLM2, 2
-/// threads: tg32 @ d2048 6.7 t/s against ~30 plain, the same in llama.cpp;
-/// docs/BENCHMARKS.md), and a chat spends its time decoding.
-pub const FLASH_ATTN_AUTO: bool = false;
+/// What `-fa auto` means: on, as in llama.cpp (whose `auto` is on for the
+/// CPU). With ggml 0.26 the fused op is the faster path on the CPU at every
+/// depth, prefill and decode alike (SmolLM2, 2 threads, depth 4096: pp512
+/// 120 t/s against 98 without, tg128 37 against 34; docs/BENCHMARKS.md, "decache
+/// against llama-bench"); the finding that it decoded several times slower
+/// at depth held for older ggml builds only.
+pub const FLASH_ATTN_AUTO: bool = true;
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -39,7 +41,7 @@ impl Default for SessionConfig {
             n_threads: default_threads(),
             type_k: GgmlType::F16,
             type_v: GgmlType::F16,
-            flash_attn: false,
+            flash_attn: FLASH_ATTN_AUTO,
             swa_full: false,
         }
     }
