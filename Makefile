@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv clients clients-smollm2 llama-tools run test test-fast test-models lint bench replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv clients clients-smollm2 llama-tools run test test-fast test-models lint bench bench-llama bench-spec replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -101,7 +101,7 @@ run: build
 FAST_TESTS := arch_oracle quant_types fuzz_corpus tokenizer_spec gguf_bad pull_local chat_template \
 	agent_cli agent_sandbox conversation_parts cli chat_tty agent_tty server_script harness_clients
 MODEL_TESTS := agent_session crash_safety conversation server_http server_responses server_clients eval transcript swa_pool \
-	tokenizer_oracle perplexity oracle_logits decache_oracle flash_attn reuse_oracle session_file \
+	tokenizer_oracle perplexity oracle_logits decache_oracle flash_attn reuse_oracle session_file speculation \
 	rpc_loopback gpu_offload
 test: models pyenv clients
 	@all=$$(ls tests/*.rs | xargs -n1 basename | sed 's/\.rs$$//' | sort); \
@@ -177,6 +177,26 @@ bench-clients: models llama-tools
 	python3 scripts/bench-clients.py --decache $(BIN) --llama-server $(LLAMA_BIN)/llama-server \
 		--model "$$($(BIN) pull smollm2)" --captures $(CAPTURES) \
 		--out target/bench-clients.md --json target/bench-clients.json
+
+# decache's defaults beside llama.cpp's own llama-bench (issue 21): pp512 and
+# tg128 at depths 0 and 4096 on SmolLM2 and depth 0 on gemma-3, defaults
+# against defaults (flash attention on for both) and -fa off for both, two
+# interleaved rounds; then depth 16384, defaults, one round (its prefill
+# alone takes four minutes per program here). About 25 minutes.
+bench-llama: models llama-tools
+	python3 scripts/bench-llama.py --decache $(BIN) --llama-bench $(LLAMA_BIN)/llama-bench -t 2 \
+		--model "$$($(BIN) pull smollm2):0,4096" --model "$$($(BIN) pull gemma3-270m):0" --fa default,0 \
+		--md target/bench-llama.md --json target/bench-llama.json
+	python3 scripts/bench-llama.py --decache $(BIN) --llama-bench $(LLAMA_BIN)/llama-bench -t 2 \
+		--model "$$($(BIN) pull smollm2):16384" --fa default --rounds 1 \
+		--md target/bench-llama-16k.md --json target/bench-llama-16k.json
+
+# Draft-free speculative decoding (issue 21): an edit, a quote and free prose,
+# greedy, decache serve --spec off/auto against llama-server plain and with
+# each of its n-gram speculation types (about 12 minutes).
+bench-spec: models llama-tools
+	python3 scripts/bench-spec.py --decache $(BIN) --llama-server $(LLAMA_BIN)/llama-server \
+		--model "$$($(BIN) pull smollm2)" --md target/bench-spec.md --json target/bench-spec.json
 
 # 8 concurrent streaming clients for 60 s against `decache serve` (-np 2 -t 1).
 load: build

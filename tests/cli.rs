@@ -103,6 +103,26 @@ fn info_and_tokenize_describe_the_model() {
     assert_ne!(stdout(&o).trim(), "[1]", "special text must be plain text with --no-parse-special");
 }
 
+/// `-f FILE` reads the file without one trailing newline, as llama.cpp's
+/// tools do: a file saved by an editor gives the tokens of its text.
+#[test]
+fn a_prompt_file_loses_one_trailing_newline() {
+    let m = common::smollm2();
+    let m = m.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = |args: &[&str]| {
+        let o = decache(&[&["tokenize", "-m", m, "--ids"], args].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).trim().to_string()
+    };
+    for (text, as_if) in [("Hello world\n", "Hello world"), ("Hello world\n\n", "Hello world\n"), ("Hello", "Hello")] {
+        let f = dir.path().join("prompt.txt");
+        std::fs::write(&f, text).unwrap();
+        assert_eq!(ids(&["-f", f.to_str().unwrap()]), ids(&["-p", as_if]), "-f with {text:?}");
+    }
+    assert_ne!(ids(&["-p", "Hello world\n"]), ids(&["-p", "Hello world"]), "the newline is a token of its own");
+}
+
 #[test]
 fn a_context_past_the_trained_one_warns() {
     let m = common::smollm2();

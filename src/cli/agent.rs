@@ -202,7 +202,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     let hooks = AgentFile::load(ws.root()).map_err(Error::InvalidArgument)?;
     let request = match (&a.prompt, &a.file) {
         (Some(p), _) => Some(p.clone()),
-        (None, Some(f)) => Some(super::args::read_prompt_file(f)?),
+        (None, Some(f)) => Some(super::args::read_prompt_arg(f)?),
         (None, None) => None,
     };
     let resumed = match a.resume.as_deref() {
@@ -224,7 +224,12 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
             let sampling = SamplingParams { tool_names: decache::agent::tools::names(), ..a.sampling.params() };
             sampling.validate()?;
             Box::new(ModelResponder {
-                opts: GenerateOptions { n_predict: Some(a.n_predict), sampling, ..GenerateOptions::default() },
+                opts: GenerateOptions {
+                    n_predict: Some(a.n_predict),
+                    sampling,
+                    spec: a.sampling.spec()?,
+                    ..GenerateOptions::default()
+                },
             })
         }
     };

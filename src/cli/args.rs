@@ -3,6 +3,7 @@ use clap::Args;
 use decache::ggml::GgmlType;
 use decache::model::{GpuLayers, LoadOptions};
 use decache::sampling::SamplingParams;
+use decache::session::speculate::{SpecMode, SpecParams};
 use decache::session::{default_threads, SessionConfig};
 use std::path::PathBuf;
 
@@ -156,9 +157,33 @@ pub struct SamplingArgs {
     /// Random seed (-1 = random).
     #[arg(short = 's', long = "seed", default_value_t = -1, allow_negative_numbers = true)]
     pub seed: i64,
+    /// Draft-free speculative decoding: off, on, or auto (on while the
+    /// context's n-grams keep predicting what the model writes). Never
+    /// changes the text, only how many tokens one evaluation checks.
+    #[arg(long = "spec", default_value = "auto")]
+    pub spec: String,
+    /// Longest draft (llama.cpp's spelling; also --draft).
+    #[arg(long = "draft-max", visible_alias = "draft", default_value_t = 64)]
+    pub draft_max: usize,
+    /// Tokens that must repeat earlier context before what followed them is drafted.
+    #[arg(long = "spec-ngram-size-n", default_value_t = 3)]
+    pub spec_ngram: usize,
 }
 
 impl SamplingArgs {
+    /// The speculation settings, checked.
+    pub fn spec(&self) -> Result<SpecParams, decache::Error> {
+        let mode = SpecMode::from_name(&self.spec)
+            .ok_or_else(|| decache::Error::InvalidArgument(format!("--spec {}: use off, on or auto", self.spec)))?;
+        if self.spec_ngram == 0 {
+            return Err(decache::Error::InvalidArgument("--spec-ngram-size-n 0: at least one token must match".into()));
+        }
+        if self.draft_max == 0 && mode != SpecMode::Off {
+            return Err(decache::Error::InvalidArgument("--draft-max 0: use --spec off to draft nothing".into()));
+        }
+        Ok(SpecParams { mode, draft_max: self.draft_max, ngram: self.spec_ngram })
+    }
+
     pub fn params(&self) -> SamplingParams {
         SamplingParams {
             temperature: self.temp,
@@ -191,13 +216,24 @@ impl TextArgs {
     pub fn text(&self) -> Result<String, decache::Error> {
         match (&self.prompt, &self.file) {
             (Some(p), _) => Ok(p.clone()),
-            (None, Some(f)) => read_prompt_file(f),
+            (None, Some(f)) => read_prompt_arg(f),
             (None, None) => Err(decache::Error::InvalidArgument("no prompt: give -p TEXT or -f FILE".into())),
         }
     }
 }
 
-/// A prompt file's text, or an error naming the file and the problem.
+/// The text of a prompt given as `-f FILE`: the file without one trailing
+/// newline, as llama.cpp's tools read it (an editor ends every file with one;
+/// the same file must give the same tokens to both).
+pub fn read_prompt_arg(path: &PathBuf) -> Result<String, decache::Error> {
+    let mut text = read_prompt_file(path)?;
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    Ok(text)
+}
+
+/// A file's text, or an error naming the file and the problem.
 pub fn read_prompt_file(path: &PathBuf) -> Result<String, decache::Error> {
     let bytes = std::fs::read(path).map_err(|source| decache::Error::Io { path: path.clone(), source })?;
     String::from_utf8(bytes).map_err(|e| {

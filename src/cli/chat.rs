@@ -71,7 +71,12 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
         }
         Ok(c)
     };
-    let opts = GenerateOptions { n_predict: Some(a.n_predict), sampling: params, ..GenerateOptions::default() };
+    let opts = GenerateOptions {
+        n_predict: Some(a.n_predict),
+        sampling: params,
+        spec: a.sampling.spec()?,
+        ..GenerateOptions::default()
+    };
     let mut chat = Chat::new(new_conversation()?, opts);
     // The line editor installs a SIGINT handler of its own for its lifetime;
     // ours goes in after it, so that Ctrl-C during a reply (the terminal is

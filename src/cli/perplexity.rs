@@ -1,5 +1,5 @@
 //! `decache perplexity -f FILE -c N`, printing llama.cpp's lines.
-use super::args::{read_prompt_file, ContextArgs, ModelArgs};
+use super::args::{read_prompt_arg, ContextArgs, ModelArgs};
 use super::load::load_model;
 use clap::Args;
 use decache::session::{perplexity::perplexity, Session};
@@ -20,7 +20,7 @@ pub struct PerplexityArgs {
 }
 
 pub fn run(a: &PerplexityArgs) -> Result<(), decache::Error> {
-    let text = read_prompt_file(&a.file)?;
+    let text = read_prompt_arg(&a.file)?;
     let mut cfg = a.ctx.session_config()?;
     if cfg.n_ctx == 0 {
         cfg.n_ctx = 512;

@@ -107,6 +107,7 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
         ignore_eos: a.ignore_eos,
         special: a.special,
         forced: None,
+        spec: a.sampling.spec()?,
     };
     let mut out = std::io::stdout().lock();
     let gen = session.generate(&ids, &opts, &mut |ev| {
@@ -143,6 +144,16 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
         gen.tokens.len(),
         rate(gen.tokens.len(), gen.gen_ms)
     );
+    let sp = gen.spec;
+    if sp.drafts > 0 {
+        eprintln!(
+            "decache: speculation = {:5} drafts, {:5} of {:5} drafted tokens accepted ({:.1}%)",
+            sp.drafts,
+            sp.accepted,
+            sp.drafted,
+            100.0 * sp.accepted as f64 / sp.drafted as f64
+        );
+    }
     eprintln!("decache: stopped by {why}; {} of {} cells used", session.n_live(), session.n_ctx());
     if let Some(w) = &transcript {
         super::transcript::check(w);

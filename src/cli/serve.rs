@@ -140,6 +140,7 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         repack: a.model.load_options().extra_buffers,
         n_predict: (a.n_predict >= 0).then_some(a.n_predict as usize),
         cache_ram: a.cache_ram << 20,
+        spec: a.sampling.spec()?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -187,6 +187,7 @@ impl<'a> Runner<'a> {
             ignore_eos: false,
             special: false,
             forced: None,
+            spec: Default::default(),
         };
         let gen = self.session.generate(&ask, &opts, &mut |_| true)?;
         let restart = self.script.restart(tok, &gen.text).map_err(Error::InvalidArgument)?;

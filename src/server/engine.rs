@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::kv::KvError;
 use crate::model::Model;
 use crate::session::reuse::{plan, HitKind, ReuseOutcome};
+use crate::session::speculate::SpecParams;
 use crate::session::{GenerateEvent, GenerateOptions, PositionPolicy, Session, SessionConfig, StopReason};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,8 @@ pub struct EngineConfig {
     pub n_predict: Option<usize>,
     /// Bytes of chains pushed out of slots kept in memory (`--cache-ram`); 0 = none.
     pub cache_ram: usize,
+    /// Draft-free speculative decoding for every request (`--spec`).
+    pub spec: SpecParams,
 }
 
 /// One request for the model: the prompt's tokens and how to generate.
@@ -96,6 +99,9 @@ pub struct Finish {
     pub prompt_ms: f64,
     pub predicted_n: usize,
     pub predicted_ms: f64,
+    /// Draft tokens checked, and kept (speculative decoding).
+    pub draft_n: usize,
+    pub draft_n_accepted: usize,
 }
 
 pub enum JobEvent {
@@ -388,6 +394,7 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         return None;
     }
     // The server's cap on generated tokens (`serve -n`) bounds every request.
+    job.opts.spec = cfg.spec;
     job.opts.n_predict = match (job.opts.n_predict, cfg.n_predict) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -477,6 +484,8 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         prompt_ms: gen.prompt_ms + reuse_ms,
         predicted_n: gen.tokens.len(),
         predicted_ms: gen.gen_ms,
+        draft_n: gen.spec.drafted,
+        draft_n_accepted: gen.spec.accepted,
     };
     {
         let mut m = shared.metrics.lock().unwrap_or_else(|e| e.into_inner());

@@ -182,7 +182,7 @@ pub fn usage(prompt_tokens: usize, f: &Finish) -> Value {
 pub fn timings(f: &Finish) -> Value {
     let per = |n: usize, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
     let rate = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
-    json!({
+    let mut t = json!({
         "cache_n": f.cache_n,
         "prompt_n": f.prompt_n,
         "prompt_ms": f.prompt_ms,
@@ -192,7 +192,13 @@ pub fn timings(f: &Finish) -> Value {
         "predicted_ms": f.predicted_ms,
         "predicted_per_token_ms": per(f.predicted_n, f.predicted_ms),
         "predicted_per_second": rate(f.predicted_n, f.predicted_ms),
-    })
+    });
+    // As llama-server reports speculative decoding: only where a draft ran.
+    if f.draft_n > 0 {
+        t["draft_n"] = json!(f.draft_n);
+        t["draft_n_accepted"] = json!(f.draft_n_accepted);
+    }
+    t
 }
 
 pub fn decache(c: &CacheUse, pruned: Pruned, reason: FinishReason) -> Value {

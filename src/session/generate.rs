@@ -1,8 +1,12 @@
 //! The generation loop: evaluate the prompt, then sample and evaluate one
 //! token at a time, streaming text through events until a stop condition.
+use super::speculate::{Drafter, SpecMode, SpecParams, SpecStats};
+use super::Gap;
 use super::Session;
 use crate::error::{Error, Result};
+use crate::kv::Pos;
 use crate::sampling::{SamplerChain, SamplingParams, ToolNames};
+use crate::tokenizer::StreamDecoder;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Default)]
@@ -18,6 +22,9 @@ pub struct GenerateOptions {
     /// still evaluated into the cache), then generation ends as if the
     /// model had sampled its end-of-generation token.
     pub forced: Option<Vec<u32>>,
+    /// Draft-free speculative decoding (`--spec`): never changes what is
+    /// generated, only how many tokens one evaluation carries.
+    pub spec: SpecParams,
 }
 
 /// What the loop reports while it runs.
@@ -50,6 +57,8 @@ pub struct Generation {
     pub prompt_tokens: usize,
     pub prompt_ms: f64,
     pub gen_ms: f64,
+    /// What speculation did.
+    pub spec: SpecStats,
 }
 
 impl Session {
@@ -122,16 +131,23 @@ impl Session {
             prompt_tokens: prompt.len(),
             prompt_ms,
             gen_ms: 0.0,
+            spec: SpecStats::default(),
         };
         let t1 = Instant::now();
+        let mut drafter = (opts.spec.mode != SpecMode::Off && opts.forced.is_none())
+            .then(|| Drafter::new(opts.spec, self.kv.live_chain().into_iter().map(|(_, t)| t).collect()));
+        // A token sampled from a draft's row that the draft did not foresee:
+        // the next token, already sampled.
+        let mut pending: Option<u32> = None;
         loop {
             if opts.n_predict.is_some_and(|n| out.tokens.len() >= n) {
                 out.stop = StopReason::Length;
                 break;
             }
-            let id = match &opts.forced {
-                None => sampler.sample(&logits),
-                Some(f) => match f.get(out.tokens.len()) {
+            let id = match (pending.take(), &opts.forced) {
+                (Some(id), _) => id,
+                (None, None) => sampler.sample(&logits),
+                (None, Some(f)) => match f.get(out.tokens.len()) {
                     Some(&id) => id,
                     None => {
                         out.stop = StopReason::EndOfGeneration;
@@ -139,25 +155,71 @@ impl Session {
                     }
                 },
             };
-            sampler.accept(id);
-            if !opts.ignore_eos && tok.is_eog(id) {
-                out.stop = StopReason::EndOfGeneration;
+            if let Some(stop) = self.take(id, self.kv.n_free(), opts, &mut sampler, &mut dec, &mut out, on_event) {
+                out.stop = stop;
                 break;
             }
-            out.tokens.push(id);
-            self.record(super::record::SessionOp::Token { id });
-            let text = dec.push(id);
-            out.text.push_str(&text);
-            if !on_event(GenerateEvent::Token { id, text: &text }) {
-                out.stop = StopReason::Cancelled;
+            let draft = match drafter.as_mut() {
+                Some(d) => {
+                    d.push(id);
+                    d.propose(self.draft_room(opts, &out))
+                }
+                None => Vec::new(),
+            };
+            if draft.is_empty() {
+                logits = self.eval(&[id], false)?;
+                continue;
+            }
+            // The token and the draft in one batch. Row i holds the logits
+            // after the batch's first i + 1 tokens: the token sampled from it
+            // is generated as usual, and where it is the draft's next token,
+            // that token's row is already computed.
+            let p0 = self.next_pos;
+            let free = self.kv.n_free();
+            let batch: Vec<u32> = std::iter::once(id).chain(draft.iter().copied()).collect();
+            let rows = self.eval(&batch, true)?;
+            let n_vocab = self.model.hparams.n_vocab as usize;
+            let mut kept = 0;
+            let mut stop = None;
+            for (i, row) in rows.chunks_exact(n_vocab).enumerate() {
+                if opts.n_predict.is_some_and(|n| out.tokens.len() >= n) {
+                    stop = Some(StopReason::Length);
+                    break;
+                }
+                let x = sampler.sample(row);
+                if draft.get(i) != Some(&x) {
+                    pending = Some(x);
+                    break;
+                }
+                // As many cells free as plain decoding would have now.
+                if let Some(s) = self.take(x, free - i - 1, opts, &mut sampler, &mut dec, &mut out, on_event) {
+                    stop = Some(s);
+                    break;
+                }
+                if let Some(d) = drafter.as_mut() {
+                    d.push(x);
+                }
+                kept += 1;
+            }
+            if let Some(d) = drafter.as_mut() {
+                d.record(draft.len(), kept);
+            }
+            // Where plain decoding would stop with its last token evaluated
+            // (n_predict reached), it is; every cell past it goes.
+            let kept_to = p0 + 1 + kept as Pos;
+            if kept < draft.len() {
+                self.remove_range(kept_to, p0 + batch.len() as Pos, Gap::Keep)?;
+                self.rewind(kept_to)?;
+            }
+            if let Some(s) = stop {
+                out.stop = s;
                 break;
             }
-            if self.kv.n_free() == 0 {
-                out.stop = StopReason::ContextFull;
-                break;
+            if pending.is_none() {
+                logits = rows[draft.len() * n_vocab..].to_vec();
             }
-            logits = self.eval(&[id], false)?;
         }
+        out.spec = drafter.map(|d| d.stats).unwrap_or_default();
         // The last token is evaluated unless the loop stopped right after sampling it.
         let evaluated_last = !matches!(out.stop, StopReason::Cancelled | StopReason::ContextFull);
         self.record(super::record::SessionOp::GenerateEnd { stop: out.stop, evaluated_last });
@@ -168,5 +230,42 @@ impl Session {
         }
         out.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
         Ok(out)
+    }
+
+    /// Take a sampled token: the sampler sees it; unless it ends the
+    /// generation it is generated (recorded, decoded, reported). `free`:
+    /// cells free for it. Returns why the generation stops here, if it does.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        id: u32,
+        free: usize,
+        opts: &GenerateOptions,
+        sampler: &mut SamplerChain,
+        dec: &mut StreamDecoder<'_>,
+        out: &mut Generation,
+        on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
+    ) -> Option<StopReason> {
+        sampler.accept(id);
+        if !opts.ignore_eos && self.model.tokenizer.is_eog(id) {
+            return Some(StopReason::EndOfGeneration);
+        }
+        out.tokens.push(id);
+        self.record(super::record::SessionOp::Token { id });
+        let text = dec.push(id);
+        out.text.push_str(&text);
+        if !on_event(GenerateEvent::Token { id, text: &text }) {
+            return Some(StopReason::Cancelled);
+        }
+        (free == 0).then_some(StopReason::ContextFull)
+    }
+
+    /// Draft tokens that may follow the token about to be evaluated: no
+    /// more than the cache, one graph and the generation's length allow.
+    fn draft_room(&self, opts: &GenerateOptions, out: &Generation) -> usize {
+        let cells = self.kv.n_free().saturating_sub(1);
+        let graph = self.cfg.n_ubatch.saturating_sub(1);
+        let length = opts.n_predict.map_or(usize::MAX, |n| n.saturating_sub(out.tokens.len()));
+        cells.min(graph).min(length)
     }
 }

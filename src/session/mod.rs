@@ -8,6 +8,7 @@ pub mod perplexity;
 pub mod record;
 pub mod reuse;
 pub mod save;
+pub mod speculate;
 
 pub use config::{default_threads, SessionConfig, FLASH_ATTN_AUTO};
 pub use decache::{ClosedGaps, Gap, PositionPolicy, Removal};

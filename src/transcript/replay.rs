@@ -171,6 +171,7 @@ pub fn replay(t: &Transcript, session: &mut Session) -> Result<ReplayReport> {
                     special: false,
                     // Scripted replies are fed back as they were.
                     forced: forced.then(|| tokens.clone()),
+                    spec: Default::default(),
                 };
                 let want = tokens.len();
                 let mut n = 0;

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Draft-free speculative decoding: `decache serve` against llama-server.
+
+Three workloads, each one chat request at temperature 0 (greedy):
+  edit    the model re-emits a 200-line file with one change
+  quote   the model answers by quoting the text it was given, then a summary
+  prose   a story from a one-line prompt (nothing to copy)
+
+Servers, each a fresh process (-c CTX -t THREADS -np 1), run one after the
+other on the same request:
+  decache --spec off            plain decoding (the reference)
+  decache (default: --spec auto)
+  llama-server                  plain decoding
+  llama-server --spec-type T    for each of llama.cpp's n-gram types
+
+Reported per workload and server: generated tokens, generation speed as the
+server's own `timings` give it (predicted_per_second), draft tokens checked
+and kept, the speed over its plain decoding in the same run, and whether the
+text equals its plain decoding's (greedy speculation must not change it).
+Python standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+from benchlib import Server, cpu_name, free_port, loadavg
+
+LLAMA_SPEC = [
+    ["--spec-type", "ngram-simple"],
+    ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "3", "--spec-ngram-simple-size-m", "64"],
+    ["--spec-type", "ngram-map-k"],
+    ["--spec-type", "ngram-mod"],
+]
+
+
+def edit_request():
+    lines = []
+    for i in range(50):
+        lines += [
+            f"def handler_{i}(request, context):",
+            f"    value = request.get('field_{i}', {i})",
+            f"    return context.respond(value * {i % 7 + 1})",
+            "",
+        ]
+    code = "\n".join(lines)
+    ask = (f"Here is a file:\n```python\n{code}\n```\nRewrite the whole file with handler_25 renamed to "
+           "handle_twenty_five. Output only the file.")
+    return [{"role": "user", "content": ask}]
+
+
+def quote_request():
+    text = (
+        "The committee met on Tuesday to review the budget for the coming year. After a long discussion, "
+        "it agreed to raise the maintenance fund by four percent, to postpone the purchase of new vehicles "
+        "until the spring, and to ask each department for a written plan of its expected expenses. The chair "
+        "noted that the library's heating system had failed twice during the winter and would need to be "
+        "replaced before the next cold season. Members also asked for a review of the parking fees, which "
+        "had not changed in six years, and for a report on the use of the community hall on weekends."
+    )
+    ask = f"Repeat the following text exactly, then summarise it in one sentence.\n\n{text}"
+    return [{"role": "user", "content": ask}]
+
+
+def prose_request():
+    return [{"role": "user", "content": "Write a long story about a lighthouse keeper who finds a map."}]
+
+
+WORKLOADS = {"edit": (edit_request, 2048), "quote": (quote_request, 512), "prose": (prose_request, 384)}
+
+
+def run(server, messages, max_tokens):
+    body = {"messages": messages, "temperature": 0, "max_tokens": max_tokens, "stream": False,
+            "top_k": 1, "seed": 1}
+    st, raw = server.request("POST", "/v1/chat/completions", body, timeout=3600)
+    if st != 200:
+        raise RuntimeError(f"{server.name}: HTTP {st}: {raw[:500]!r}")
+    r = json.loads(raw)
+    t = r.get("timings", {})
+    return {
+        "text": r["choices"][0]["message"].get("content") or "",
+        "n": t.get("predicted_n", 0),
+        "tps": t.get("predicted_per_second", 0.0),
+        "draft_n": t.get("draft_n", 0),
+        "draft_n_accepted": t.get("draft_n_accepted", 0),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--decache", required=True)
+    ap.add_argument("--llama-server", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-c", "--ctx", type=int, default=8192)
+    ap.add_argument("--workloads", default="edit,quote,prose")
+    ap.add_argument("--logs", default="target/bench-spec-logs")
+    ap.add_argument("--md", help="also write the Markdown here")
+    ap.add_argument("--json", help="write the results here")
+    a = ap.parse_args()
+    os.makedirs(a.logs, exist_ok=True)
+    common = ["-m", a.model, "-c", str(a.ctx), "-t", str(a.threads), "-np", "1", "--host", "127.0.0.1"]
+    servers = [("decache --spec off", [a.decache, "serve", "--spec", "off"], "decache"),
+               ("decache", [a.decache, "serve"], "decache"),
+               ("llama-server", [a.llama_server], "llama")]
+    servers += [("llama-server " + " ".join(s), [a.llama_server] + s, "llama") for s in LLAMA_SPEC]
+    results = []
+    for w in a.workloads.split(","):
+        make, max_tokens = WORKLOADS[w]
+        messages = make()
+        plain = {}
+        for name, argv, engine in servers:
+            port = free_port()
+            log = os.path.join(a.logs, f"{w}-{len(results)}.log")
+            print(f"bench-spec: {w}: {name}", file=sys.stderr, flush=True)
+            s = Server(name, argv + common + ["--port", str(port)], log)
+            try:
+                r = run(s, messages, max_tokens)
+            finally:
+                s.stop()
+            r.update({"workload": w, "server": name, "engine": engine})
+            if engine not in plain:
+                plain[engine] = r
+            base = plain[engine]
+            r["speedup"] = r["tps"] / base["tps"] if base["tps"] else 0.0
+            r["same_text"] = r["text"] == base["text"]
+            results.append(r)
+
+    lines = [
+        f"`{' '.join(sys.argv)}`",
+        "",
+        f"{datetime.date.today()}, {cpu_name()}, {a.threads} threads, load before: {loadavg()}; "
+        "temperature 0, one request per fresh server, -np 1.",
+        "",
+        "| workload | server | tokens | t/s | drafted | kept | vs its plain decoding | same text as plain |",
+        "| -------- | ------ | -----: | --: | ------: | ---: | --------------------: | :----------------: |",
+    ]
+    for r in results:
+        lines.append(f"| {r['workload']} | {r['server']} | {r['n']} | {r['tps']:.2f} | {r['draft_n']} | "
+                     f"{r['draft_n_accepted']} | {r['speedup']:.2f}x | {'yes' if r['same_text'] else 'NO'} |")
+    best = {}
+    for r in results:
+        if r["engine"] == "llama":
+            best[r["workload"]] = max(best.get(r["workload"], 0.0), r["tps"])
+    lines += ["", "| workload | decache (auto) t/s | best llama-server t/s | decache / best llama.cpp |",
+              "| -------- | -----------------: | --------------------: | -----------------------: |"]
+    for r in results:
+        if r["server"] == "decache":
+            b = best.get(r["workload"], 0.0)
+            lines.append(f"| {r['workload']} | {r['tps']:.2f} | {b:.2f} | {r['tps'] / b if b else 0:.2f}x |")
+    md = "\n".join(lines) + "\n"
+    print(md)
+    if a.md:
+        with open(a.md, "w") as f:
+            f.write(md)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    if any(r["engine"] == "decache" and not r["same_text"] for r in results):
+        sys.exit("bench-spec: decache's speculative text differs from its plain decoding")
+
+
+if __name__ == "__main__":
+    main()

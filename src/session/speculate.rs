@@ -1,0 +1,247 @@
+//! Draft-free speculative decoding: the context itself proposes what comes
+//! next. When the last few tokens occurred before (a file being re-emitted
+//! with one change, an answer quoting its input, a tool call repeating its
+//! arguments), the tokens that followed them then are proposed as a draft;
+//! the generation loop evaluates the sampled token and the draft in one batch
+//! and keeps the longest prefix the model agrees with (prompt-lookup decoding,
+//! llama.cpp's `--spec-type ngram-*`).
+//!
+//! The draft only decides what is evaluated, never what is generated: every
+//! token is still sampled from its own row of logits, in order, through the
+//! same sampler, so greedy output is the plain output and sampled output is
+//! drawn from the same distribution (with the same random stream).
+use std::collections::HashMap;
+
+/// When to speculate (`--spec`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpecMode {
+    /// Never: one token per evaluation.
+    Off,
+    /// Whenever the context offers a draft.
+    On,
+    /// Whenever the context offers a draft, unless drafts keep failing:
+    /// then drafting pauses, longer each time, and resumes by itself.
+    #[default]
+    Auto,
+}
+
+impl SpecMode {
+    pub fn from_name(s: &str) -> Option<SpecMode> {
+        match s {
+            "off" | "0" | "none" => Some(SpecMode::Off),
+            "on" | "1" | "ngram" => Some(SpecMode::On),
+            "auto" => Some(SpecMode::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// Speculation settings of one generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpecParams {
+    pub mode: SpecMode,
+    /// Longest draft (`--draft-max`).
+    pub draft_max: usize,
+    /// Tokens that must match before a draft is proposed (`--spec-ngram-size-n`).
+    pub ngram: usize,
+}
+
+impl Default for SpecParams {
+    fn default() -> Self {
+        SpecParams { mode: SpecMode::Auto, draft_max: 64, ngram: 3 }
+    }
+}
+
+/// What speculation did during one generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpecStats {
+    /// Batches that carried a draft.
+    pub drafts: usize,
+    /// Draft tokens evaluated.
+    pub drafted: usize,
+    /// Draft tokens the model agreed with (kept).
+    pub accepted: usize,
+}
+
+/// Longest earlier match looked at when choosing between occurrences.
+const MATCH_LOOKBACK: usize = 64;
+/// Occurrences of each n-gram remembered (the most recent ones).
+const OCCURRENCES: usize = 64;
+/// Under `auto`, the window of recent drafts whose acceptance decides.
+const AUTO_WINDOW: usize = 4;
+/// Under `auto`, drafting pauses when fewer than this share of the window's
+/// drafted tokens were kept (on the CPU a batch of 8 costs about 4 single
+/// steps, so a draft must mostly hold to pay)...
+const AUTO_MIN_RATE: f64 = 0.5;
+/// ... for this many generated tokens at first, doubling each time.
+const AUTO_PAUSE: usize = 16;
+
+/// Proposes drafts from the token history and learns from their fate.
+#[derive(Debug)]
+pub struct Drafter {
+    params: SpecParams,
+    /// Every token of the context so far, in order.
+    history: Vec<u32>,
+    /// Where the n-grams of the history ended (exclusive), by a hash of
+    /// their tokens (the last few occurrences of each).
+    index: HashMap<u64, Vec<usize>>,
+    /// Draft length to try next (grows on success, shrinks on failure).
+    len: usize,
+    /// Recent drafts: (drafted, accepted).
+    recent: Vec<(usize, usize)>,
+    /// Generated tokens to wait before the next draft (`auto`), and the next pause.
+    paused: usize,
+    pause: usize,
+    pub stats: SpecStats,
+}
+
+impl Drafter {
+    /// A drafter over `history` (the cached context and the prompt).
+    pub fn new(params: SpecParams, history: Vec<u32>) -> Drafter {
+        let mut d = Drafter {
+            params,
+            history: Vec::with_capacity(history.len() + 256),
+            index: HashMap::new(),
+            len: params.draft_max.clamp(1, 8),
+            recent: Vec::new(),
+            paused: 0,
+            pause: AUTO_PAUSE,
+            stats: SpecStats::default(),
+        };
+        for t in history {
+            d.push(t);
+        }
+        d
+    }
+
+    fn ngram(&self) -> usize {
+        self.params.ngram.max(1)
+    }
+
+    /// One more token of the context (sampled, or part of the history).
+    pub fn push(&mut self, t: u32) {
+        self.history.push(t);
+        let n = self.ngram();
+        let end = self.history.len();
+        if end >= n {
+            let v = self.index.entry(key(&self.history[end - n..])).or_default();
+            v.push(end);
+            if v.len() > OCCURRENCES {
+                v.remove(0);
+            }
+        }
+        self.paused = self.paused.saturating_sub(1);
+    }
+
+    /// A draft to follow the history (whose last token is the one about to
+    /// be evaluated), at most `room` tokens; empty when there is none.
+    pub fn propose(&mut self, room: usize) -> Vec<u32> {
+        let n = self.ngram();
+        let h = &self.history;
+        let want = self.len.min(room).min(self.params.draft_max);
+        if self.params.mode == SpecMode::Off || want == 0 || h.len() < n || self.paused > 0 {
+            return Vec::new();
+        }
+        let end = h.len();
+        let Some(ends) = self.index.get(&key(&h[end - n..])) else { return Vec::new() };
+        // Among earlier occurrences (not the current one), prefer the
+        // longest match backwards, then the most recent.
+        let mut best: Option<(usize, usize)> = None;
+        for &e in ends.iter().rev().filter(|&&e| e < end && h[e - n..e] == h[end - n..]) {
+            let matched = (n..MATCH_LOOKBACK.min(e)).take_while(|&k| h[e - 1 - k] == h[end - 1 - k]).count() + n;
+            if best.is_none_or(|(m, _)| matched > m) {
+                best = Some((matched, e));
+            }
+        }
+        let Some((_, e)) = best else { return Vec::new() };
+        h[e..end.min(e + want)].to_vec()
+    }
+
+    /// The fate of a draft of `drafted` tokens: `accepted` were kept.
+    pub fn record(&mut self, drafted: usize, accepted: usize) {
+        if drafted == 0 {
+            return;
+        }
+        self.stats.drafts += 1;
+        self.stats.drafted += drafted;
+        self.stats.accepted += accepted;
+        self.len = if accepted == drafted {
+            (self.len * 2).min(self.params.draft_max.max(1))
+        } else {
+            (accepted + 1).max(2).min(self.params.draft_max.max(1))
+        };
+        if self.params.mode != SpecMode::Auto {
+            return;
+        }
+        self.recent.push((drafted, accepted));
+        if self.recent.len() > AUTO_WINDOW {
+            self.recent.remove(0);
+        }
+        let (d, a) = self.recent.iter().fold((0, 0), |(d, a), &(x, y)| (d + x, a + y));
+        if self.recent.len() == AUTO_WINDOW && (a as f64) < AUTO_MIN_RATE * d as f64 {
+            self.paused = self.pause;
+            self.pause = (self.pause * 2).min(1024);
+            self.recent.clear();
+        } else if a * 2 >= d {
+            self.pause = AUTO_PAUSE;
+        }
+    }
+}
+
+/// A hash of an n-gram (collisions only cost a draft that fails).
+fn key(ngram: &[u32]) -> u64 {
+    ngram.iter().fold(0xcbf2_9ce4_8422_2325, |h, &t| (h ^ u64::from(t)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drafter(mode: SpecMode, h: &[u32]) -> Drafter {
+        Drafter::new(SpecParams { mode, draft_max: 8, ngram: 2 }, h.to_vec())
+    }
+
+    #[test]
+    fn a_repeated_ngram_proposes_what_followed_it() {
+        let mut d = drafter(SpecMode::On, &[1, 2, 3, 4, 5, 6, 9, 1, 2]);
+        assert_eq!(d.propose(8), vec![3, 4, 5, 6, 9, 1, 2]);
+        assert_eq!(d.propose(3), vec![3, 4, 5], "the room bounds the draft");
+        d.push(7);
+        assert!(d.propose(8).is_empty(), "[2, 7] never occurred");
+    }
+
+    #[test]
+    fn the_longer_match_wins_over_the_more_recent() {
+        // [5, 1, 2] occurred first and is what the history ends with; [8, 1, 2] is more recent.
+        let mut d = drafter(SpecMode::On, &[5, 1, 2, 30, 8, 1, 2, 40, 5, 1, 2]);
+        assert_eq!(d.propose(2), vec![30, 8]);
+    }
+
+    #[test]
+    fn off_never_drafts_and_auto_pauses_after_failures() {
+        let h = [1, 2, 3, 1, 2];
+        assert!(drafter(SpecMode::Off, &h).propose(8).is_empty());
+        let mut d = drafter(SpecMode::Auto, &h);
+        for _ in 0..AUTO_WINDOW {
+            assert!(!d.propose(8).is_empty());
+            d.record(4, 0);
+        }
+        assert!(d.propose(8).is_empty(), "four failed drafts pause drafting");
+        for _ in 0..AUTO_PAUSE {
+            d.push(1);
+        }
+        d.push(2);
+        assert!(!d.propose(8).is_empty(), "the pause ends by itself");
+        assert_eq!(d.stats, SpecStats { drafts: 4, drafted: 16, accepted: 0 });
+    }
+
+    #[test]
+    fn the_draft_grows_while_accepted_and_shrinks_when_not() {
+        let mut d = drafter(SpecMode::On, &(0..40).chain(0..3).collect::<Vec<u32>>());
+        let first = d.propose(64).len();
+        d.record(first, first);
+        assert_eq!(d.propose(64).len(), (first * 2).min(8));
+        d.record(8, 1);
+        assert_eq!(d.propose(64).len(), 2);
+    }
+}
