@@ -157,10 +157,10 @@ pub struct SamplingArgs {
     /// Random seed (-1 = random).
     #[arg(short = 's', long = "seed", default_value_t = -1, allow_negative_numbers = true)]
     pub seed: i64,
-    /// Draft-free speculative decoding: off, on, or auto (on while the
-    /// context's n-grams keep predicting what the model writes). Never
-    /// changes the text, only how many tokens one evaluation checks.
-    #[arg(long = "spec", default_value = "auto")]
+    /// Draft-free speculative decoding: off, on, or auto (on while drafts
+    /// from the context's n-grams produce tokens faster than plain steps).
+    /// Changes how many tokens one evaluation checks, not the text.
+    #[arg(long = "spec", default_value = "off")]
     pub spec: String,
     /// Longest draft (llama.cpp's spelling; also --draft).
     #[arg(long = "draft-max", visible_alias = "draft", default_value_t = 64)]

@@ -167,7 +167,11 @@ impl Session {
                 None => Vec::new(),
             };
             if draft.is_empty() {
+                let t = Instant::now();
                 logits = self.eval(&[id], false)?;
+                if let Some(d) = drafter.as_mut() {
+                    d.plain_step(t.elapsed().as_secs_f64());
+                }
                 continue;
             }
             // The token and the draft in one batch. Row i holds the logits
@@ -177,6 +181,7 @@ impl Session {
             let p0 = self.next_pos;
             let free = self.kv.n_free();
             let batch: Vec<u32> = std::iter::once(id).chain(draft.iter().copied()).collect();
+            let t_batch = Instant::now();
             let rows = self.eval(&batch, true)?;
             let n_vocab = self.model.hparams.n_vocab as usize;
             let mut kept = 0;
@@ -202,7 +207,7 @@ impl Session {
                 kept += 1;
             }
             if let Some(d) = drafter.as_mut() {
-                d.record(draft.len(), kept);
+                d.record(draft.len(), kept, t_batch.elapsed().as_secs_f64());
             }
             // Where plain decoding would stop with its last token evaluated
             // (n_predict reached), it is; every cell past it goes.

@@ -15,13 +15,19 @@ use std::collections::HashMap;
 /// When to speculate (`--spec`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SpecMode {
-    /// Never: one token per evaluation.
+    /// Never: one token per evaluation (the default: on the 2-core CPU this
+    /// was measured on, a batch of draft tokens at depth costs nearly as
+    /// much as evaluating them one by one, so drafts barely pay there;
+    /// docs/BENCHMARKS.md, "Speculative decoding").
+    #[default]
     Off,
     /// Whenever the context offers a draft.
     On,
-    /// Whenever the context offers a draft, unless drafts keep failing:
-    /// then drafting pauses, longer each time, and resumes by itself.
-    #[default]
+    /// Whenever the context offers a draft, unless drafting does not pay:
+    /// when the recent drafts' batches produced fewer tokens per second than
+    /// plain steps do (measured as they run), or, before any plain step was
+    /// timed, kept fewer than half their tokens. Drafting then pauses, longer
+    /// each time, and resumes by itself.
     Auto,
 }
 
@@ -48,7 +54,7 @@ pub struct SpecParams {
 
 impl Default for SpecParams {
     fn default() -> Self {
-        SpecParams { mode: SpecMode::Auto, draft_max: 64, ngram: 3 }
+        SpecParams { mode: SpecMode::Off, draft_max: 64, ngram: 3 }
     }
 }
 
@@ -67,12 +73,14 @@ pub struct SpecStats {
 const MATCH_LOOKBACK: usize = 64;
 /// Occurrences of each n-gram remembered (the most recent ones).
 const OCCURRENCES: usize = 64;
-/// Under `auto`, the window of recent drafts whose acceptance decides.
+/// Under `auto`, the window of recent drafts whose speed decides.
 const AUTO_WINDOW: usize = 4;
-/// Under `auto`, drafting pauses when fewer than this share of the window's
-/// drafted tokens were kept (on the CPU a batch of 8 costs about 4 single
-/// steps, so a draft must mostly hold to pay)...
+/// Under `auto`, before a plain step has been timed: drafting pauses when
+/// fewer than this share of the window's drafted tokens were kept (on the
+/// CPU a batch of 8 costs about 4 single steps, so a draft must mostly hold)...
 const AUTO_MIN_RATE: f64 = 0.5;
+/// Weight of the newest plain step in the running mean of their time.
+const STEP_EMA: f64 = 0.2;
 /// ... for this many generated tokens at first, doubling each time.
 const AUTO_PAUSE: usize = 16;
 
@@ -87,8 +95,10 @@ pub struct Drafter {
     index: HashMap<u64, Vec<usize>>,
     /// Draft length to try next (grows on success, shrinks on failure).
     len: usize,
-    /// Recent drafts: (drafted, accepted).
-    recent: Vec<(usize, usize)>,
+    /// Recent drafts: (drafted, accepted, seconds their batch took).
+    recent: Vec<(usize, usize, f64)>,
+    /// Running mean of a plain step's time (seconds), once one was timed.
+    step_secs: Option<f64>,
     /// Generated tokens to wait before the next draft (`auto`), and the next pause.
     paused: usize,
     pause: usize,
@@ -104,6 +114,7 @@ impl Drafter {
             index: HashMap::new(),
             len: params.draft_max.clamp(1, 8),
             recent: Vec::new(),
+            step_secs: None,
             paused: 0,
             pause: AUTO_PAUSE,
             stats: SpecStats::default(),
@@ -157,8 +168,14 @@ impl Drafter {
         h[e..end.min(e + want)].to_vec()
     }
 
-    /// The fate of a draft of `drafted` tokens: `accepted` were kept.
-    pub fn record(&mut self, drafted: usize, accepted: usize) {
+    /// A plain step (one token, no draft) took `secs`.
+    pub fn plain_step(&mut self, secs: f64) {
+        self.step_secs = Some(self.step_secs.map_or(secs, |m| m + STEP_EMA * (secs - m)));
+    }
+
+    /// The fate of a draft of `drafted` tokens: `accepted` were kept, and
+    /// its batch (with the token before it) took `secs`.
+    pub fn record(&mut self, drafted: usize, accepted: usize, secs: f64) {
         if drafted == 0 {
             return;
         }
@@ -173,12 +190,18 @@ impl Drafter {
         if self.params.mode != SpecMode::Auto {
             return;
         }
-        self.recent.push((drafted, accepted));
+        self.recent.push((drafted, accepted, secs));
         if self.recent.len() > AUTO_WINDOW {
             self.recent.remove(0);
         }
-        let (d, a) = self.recent.iter().fold((0, 0), |(d, a), &(x, y)| (d + x, a + y));
-        if self.recent.len() == AUTO_WINDOW && (a as f64) < AUTO_MIN_RATE * d as f64 {
+        let (d, a, t) = self.recent.iter().fold((0, 0, 0.0), |(d, a, t), &(x, y, s)| (d + x, a + y, t + s));
+        // Each batch produced its kept tokens and the one sampled after them.
+        let produced = (a + self.recent.len()) as f64;
+        let loses = match self.step_secs {
+            Some(step) => produced / t.max(1e-9) < 1.0 / step,
+            None => (a as f64) < AUTO_MIN_RATE * d as f64,
+        };
+        if self.recent.len() == AUTO_WINDOW && loses {
             self.paused = self.pause;
             self.pause = (self.pause * 2).min(1024);
             self.recent.clear();
@@ -224,7 +247,7 @@ mod tests {
         let mut d = drafter(SpecMode::Auto, &h);
         for _ in 0..AUTO_WINDOW {
             assert!(!d.propose(8).is_empty());
-            d.record(4, 0);
+            d.record(4, 0, 0.01);
         }
         assert!(d.propose(8).is_empty(), "four failed drafts pause drafting");
         for _ in 0..AUTO_PAUSE {
@@ -236,12 +259,39 @@ mod tests {
     }
 
     #[test]
+    fn auto_weighs_the_drafts_speed_against_plain_steps() {
+        let h = [1, 2, 3, 4, 5, 6, 7, 8, 1, 2];
+        // Half the tokens kept, but each batch took as long as four plain steps: a loss.
+        let mut d = drafter(SpecMode::Auto, &h);
+        d.plain_step(0.010);
+        for _ in 0..AUTO_WINDOW {
+            assert!(!d.propose(8).is_empty());
+            d.record(4, 2, 0.040);
+        }
+        assert!(d.propose(8).is_empty(), "3 tokens per 40 ms is slower than one per 10 ms");
+        // A quarter kept, but batches as cheap as a plain step: a gain.
+        let mut d = drafter(SpecMode::Auto, &h);
+        d.plain_step(0.010);
+        for _ in 0..AUTO_WINDOW {
+            d.record(8, 2, 0.012);
+        }
+        assert!(!d.propose(8).is_empty(), "3 tokens per 12 ms beats one per 10 ms");
+        // --spec on never pauses.
+        let mut d = drafter(SpecMode::On, &h);
+        d.plain_step(0.010);
+        for _ in 0..AUTO_WINDOW {
+            d.record(8, 0, 1.0);
+        }
+        assert!(!d.propose(8).is_empty());
+    }
+
+    #[test]
     fn the_draft_grows_while_accepted_and_shrinks_when_not() {
         let mut d = drafter(SpecMode::On, &(0..40).chain(0..3).collect::<Vec<u32>>());
         let first = d.propose(64).len();
-        d.record(first, first);
+        d.record(first, first, 0.01);
         assert_eq!(d.propose(64).len(), (first * 2).min(8));
-        d.record(8, 1);
+        d.record(8, 1, 0.01);
         assert_eq!(d.propose(64).len(), 2);
     }
 }
