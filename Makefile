@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv clients clients-smollm2 llama-tools run test test-fast test-models lint bench bench-llama bench-spec replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv clients clients-smollm2 llama-tools run test test-fast test-models lint bench bench-llama bench-spec bench-concurrency replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -197,6 +197,14 @@ bench-llama: models llama-tools
 bench-spec: models llama-tools
 	python3 scripts/bench-spec.py --decache $(BIN) --llama-server $(LLAMA_BIN)/llama-server \
 		--model "$$($(BIN) pull smollm2)" --md target/bench-spec.md --json target/bench-spec.json
+
+# Concurrent multi-turn clients sharing a system prompt (issue 21): 4 and 8
+# against decache serve -np N and llama-server -np N, then a 16k-token prefill
+# beside a streaming answer (about 20 minutes).
+bench-concurrency: models llama-tools
+	python3 scripts/bench-concurrency.py --decache $(BIN) --llama-server $(LLAMA_BIN)/llama-server \
+		--model "$$($(BIN) pull smollm2)" --clients 4,8 --long-prefill 16384 \
+		--md target/bench-concurrency.md --json target/bench-concurrency.json
 
 # 8 concurrent streaming clients for 60 s against `decache serve` (-np 2 -t 1).
 load: build

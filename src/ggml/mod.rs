@@ -7,6 +7,7 @@
 
 mod backend;
 mod context;
+mod gate;
 mod device;
 mod log;
 mod mmap;
@@ -20,6 +21,7 @@ mod types;
 
 pub use backend::{Backend, Buffer, BufferType, CpuDevice, MappedRegion};
 pub use context::{Context, Graph, Tensor};
+pub use gate::ComputeGate;
 pub use device::{rpc_devices, serve_rpc, Device};
 pub use log::route_logs_to_tracing;
 pub use mmap::map_file_readonly;

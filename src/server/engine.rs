@@ -179,8 +179,15 @@ impl Engine {
     pub fn start(model: Arc<Model>, config: EngineConfig) -> Result<Engine> {
         let n = config.slots.max(1);
         let mut sessions = Vec::with_capacity(n);
+        // Slots take turns on the CPU: side by side, their thread pools would
+        // spin against each other on the same cores.
+        let gate = Arc::new(crate::ggml::ComputeGate::new());
         for _ in 0..n {
-            sessions.push(Session::new(model.clone(), config.session.clone())?);
+            let mut s = Session::new(model.clone(), config.session.clone())?;
+            if n > 1 {
+                s.share_gate(gate.clone());
+            }
+            sessions.push(s);
         }
         if let Some(dir) = &config.transcripts {
             let at = |e: String| crate::Error::InvalidArgument(format!("--transcripts {}: {e}", dir.display()));

@@ -20,6 +20,13 @@ use crate::kv::{KvCache, KvError, KvLayout, KvParams, KvSnapshot, Pos, SwaLayout
 use crate::model::runner::Runner;
 use crate::model::Model;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// While another session shares the CPU, a prefill's turns last about this
+/// long (seconds)...
+const SHARED_TURN: f64 = 0.25;
+/// ... and the first turn, before its speed is known, has this many tokens.
+const SHARED_FIRST_CHUNK: usize = 64;
 
 /// A model, its KV cache and the runner of its graphs, with the positions
 /// of one conversation: what the CLI, the server and the agent drive.
@@ -172,6 +179,12 @@ impl Session {
         self.runner.stop_profile()
     }
 
+    /// Take turns computing with the other sessions given `gate` (a server's
+    /// slots on one CPU), instead of computing at once on the same cores.
+    pub fn share_gate(&mut self, gate: std::sync::Arc<crate::ggml::ComputeGate>) {
+        self.runner.share_gate(gate);
+    }
+
     /// Let the compute threads sleep until the next evaluation (e.g. while
     /// another engine runs, or while waiting for user input).
     pub fn pause_threads(&self) {
@@ -265,25 +278,42 @@ impl Session {
         }
         self.kv.check_new(positions)?;
         let mut out = Vec::with_capacity(if all_logits { tokens.len() * n_vocab } else { n_vocab });
-        let step = self.cfg.n_ubatch;
-        let n_chunks = tokens.len().div_ceil(step);
-        for (ci, (toks, poss)) in tokens.chunks(step).zip(positions.chunks(step)).enumerate() {
-            let last = ci + 1 == n_chunks;
+        let (mut at, mut rate) = (0, None);
+        while at < tokens.len() {
+            let end = (at + self.chunk_len(rate)).min(tokens.len());
+            let (toks, poss) = (&tokens[at..end], &positions[at..end]);
             let outputs: Vec<usize> = if all_logits {
                 (0..toks.len()).collect()
-            } else if last {
+            } else if end == tokens.len() {
                 vec![toks.len() - 1]
             } else {
                 vec![]
             };
+            let t0 = Instant::now();
             let logits = self.step(toks, poss, &outputs)?;
+            rate = Some(toks.len() as f64 / t0.elapsed().as_secs_f64().max(1e-6));
             out.extend_from_slice(&logits);
+            at = end;
         }
         if let Some(&p) = positions.iter().max() {
             self.next_pos = self.next_pos.max(p.saturating_add(1));
         }
         self.record(record::SessionOp::Eval { tokens, positions });
         Ok(out)
+    }
+
+    /// Tokens in the next micro-batch: `-ub`, unless another session sharing
+    /// the CPU is busy (a conversation streaming tokens): then as many as
+    /// take about `SHARED_TURN` at the last chunk's `rate` (tokens per
+    /// second), so that a long prefill never stalls its stream for longer.
+    fn chunk_len(&self, rate: Option<f64>) -> usize {
+        let ub = self.cfg.n_ubatch.max(1);
+        if !self.runner.others_active() {
+            return ub;
+        }
+        let n = rate.map_or(SHARED_FIRST_CHUNK, |r| (r * SHARED_TURN) as usize);
+        // Multiples of 32: fewer graph shapes to build.
+        (n / 32 * 32).clamp(32, ub.max(32)).min(ub)
     }
 
     /// Run one micro-batch: apply pending key rotations, place the tokens
