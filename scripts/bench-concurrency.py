@@ -18,7 +18,6 @@ prefilled, and how long that prefill took.
 Python standard library only.
 """
 
-import argparse
 import datetime
 import http.client
 import json
@@ -28,7 +27,7 @@ import sys
 import threading
 import time
 
-from benchlib import Server, cpu_name, free_port, loadavg
+from benchlib import report, server_bench_args, Server, cpu_name, free_port, loadavg
 
 TOPICS = ["rivers", "volcanoes", "bridges", "forests", "deserts", "glaciers", "islands", "canals",
           "lighthouses", "harbours", "mountains", "caves", "lakes", "reefs", "valleys", "plains"]
@@ -130,10 +129,19 @@ def clients_run(port, n, turns, max_tokens):
     }
 
 
+def filler_text(port, n_tokens):
+    """Text of about n_tokens tokens on the server's model (its /tokenize)."""
+    sample = " ".join(f"item{i % 97}" for i in range(1000))
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    c.request("POST", "/tokenize", body=json.dumps({"content": sample}).encode(),
+              headers={"content-type": "application/json"})
+    per_word = len(json.loads(c.getresponse().read())["tokens"]) / 1000
+    c.close()
+    return " ".join(f"item{i % 97}" for i in range(int(n_tokens / per_word)))
+
+
 def long_prefill_run(port, n_tokens, max_tokens):
-    # About one token per word of this filler on SmolLM2's tokenizer; the
-    # server reports the real count.
-    filler = " ".join(f"item{i % 97}" for i in range(n_tokens // 2))
+    filler = filler_text(port, n_tokens - 64)
     started = threading.Event()
     times, prefill = [], {}
 
@@ -149,7 +157,11 @@ def long_prefill_run(port, n_tokens, max_tokens):
         body = {"messages": [{"role": "user", "content": filler + "\nSay OK."}], "temperature": 0,
                 "max_tokens": 1, "stream": True}
         t0 = time.time()
-        _, timings, _ = stream(port, body)
+        try:
+            _, timings, _ = stream(port, body)
+        except RuntimeError as e:
+            prefill["error"] = str(e)
+            return
         prefill.update({"start": t0, "end": time.time(), "prompt_n": timings.get("prompt_n", 0),
                         "prompt_ms": timings.get("prompt_ms", 0.0)})
 
@@ -158,6 +170,8 @@ def long_prefill_run(port, n_tokens, max_tokens):
     b.start()
     a.join()
     b.join()
+    if "error" in prefill:
+        raise RuntimeError(prefill["error"])
     during = [t for t in times if prefill["start"] <= t <= prefill["end"]]
     # Gaps that overlap the prefill: between consecutive pieces, one of which lies inside it.
     gaps = [y - x for x, y in zip(times, times[1:]) if y >= prefill["start"] and x <= prefill["end"]]
@@ -167,11 +181,7 @@ def long_prefill_run(port, n_tokens, max_tokens):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--decache", required=True)
-    ap.add_argument("--llama-server", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap = server_bench_args(__doc__)
     ap.add_argument("--clients", default="4,8")
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=48)
@@ -189,7 +199,7 @@ def main():
                 ("llama-server", [a.llama_server, "-np", str(n), "-c", str(ctx * n)])]
 
     rows, longs = [], []
-    for n in [int(x) for x in a.clients.split(",")]:
+    for n in [int(x) for x in a.clients.split(",") if x]:
         for name, argv in servers(n, a.ctx):
             port = free_port()
             print(f"bench-concurrency: {n} clients: {name}", file=sys.stderr, flush=True)
@@ -210,6 +220,9 @@ def main():
                        os.path.join(a.logs, f"{name.split()[0]}-long.log"))
             try:
                 r = long_prefill_run(port, a.long_prefill, 2000)
+            except RuntimeError as e:
+                # llama-server caps a slot at the model's trained context.
+                r = {"error": str(e)}
             finally:
                 s.stop()
             r["server"] = name
@@ -237,16 +250,12 @@ def main():
                   "| ------ | ------------: | --------: | ------------------------: | ------------: | "
                   ":-------------------------: |"]
         for r in longs:
+            if "error" in r:
+                lines.append(f"| {r['server']} | refused: {r['error'][:160]} | | | | |")
+                continue
             lines.append(f"| {r['server']} | {r['prompt_n']} | {r['prefill_s']:.1f} | {r['pieces_during']} | "
                          f"{r['gap']:.2f} | {'yes' if r['stream_outlived_prefill'] else 'no'} |")
-    md = "\n".join(lines) + "\n"
-    print(md)
-    if a.md:
-        with open(a.md, "w") as f:
-            f.write(md)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"clients": rows, "long_prefill": longs}, f, indent=1)
+    report(lines, a.md, a.json, {"clients": rows, "long_prefill": longs})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import cpu_name
+from benchlib import report, cpu_name
 
 
 def run_json(cmd):
@@ -135,14 +135,7 @@ def main():
         r["ratio"] = o / l
         fa = "defaults" if r["fa"] == "default" else f"{r['fa']} (both)"
         lines.append(f"| {r['model']} | {fa} | {r['test']} | {o:.2f} ± {so:.2f} | {l:.2f} ± {sl:.2f} | {o / l:.3f} |")
-    md = "\n".join(lines) + "\n"
-    print(md)
-    if a.md:
-        with open(a.md, "w") as f:
-            f.write(md)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
+    report(lines, a.md, a.json, results)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,12 @@ text equals its plain decoding's (greedy speculation must not change it).
 Python standard library only.
 """
 
-import argparse
 import datetime
 import json
 import os
 import sys
 
-from benchlib import Server, cpu_name, free_port, loadavg
+from benchlib import report, server_bench_args, Server, cpu_name, free_port, loadavg
 
 LLAMA_SPEC = [
     ["--spec-type", "ngram-simple"],
@@ -103,11 +102,7 @@ def run(server, messages, prefix, max_tokens):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--decache", required=True)
-    ap.add_argument("--llama-server", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap = server_bench_args(__doc__)
     ap.add_argument("-c", "--ctx", type=int, default=8192)
     ap.add_argument("--workloads", default="edit,quote,prose")
     ap.add_argument("--logs", default="target/bench-spec-logs")
@@ -164,14 +159,7 @@ def main():
         if r["server"] == "decache --spec auto":
             b = best.get(r["workload"], 0.0)
             lines.append(f"| {r['workload']} | {r['tps']:.2f} | {b:.2f} | {r['tps'] / b if b else 0:.2f}x |")
-    md = "\n".join(lines) + "\n"
-    print(md)
-    if a.md:
-        with open(a.md, "w") as f:
-            f.write(md)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
+    report(lines, a.md, a.json, results)
     parted = [r["workload"] for r in results if r["engine"] == "decache" and not r["same_text"]]
     if parted:
         # Not a failure by itself: batch rows round differently from lone

@@ -1,6 +1,7 @@
 """What the benchmark scripts share: a server process on a free port, and a
 few facts about the machine. Python standard library only."""
 
+import argparse
 import http.client
 import json
 import os
@@ -93,3 +94,25 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def report(lines, md_path, json_path, data):
+    """Print the Markdown lines, and write them and the data where asked."""
+    md = "\n".join(lines) + "\n"
+    print(md)
+    if md_path:
+        with open(md_path, "w") as f:
+            f.write(md)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(data, f, indent=1)
+
+
+def server_bench_args(doc):
+    """The arguments every decache-against-llama-server benchmark takes."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--decache", required=True)
+    ap.add_argument("--llama-server", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    return ap

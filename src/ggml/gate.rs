@@ -9,8 +9,10 @@
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// A session whose last turn ended this recently counts as active.
-const ACTIVE: Duration = Duration::from_millis(250);
+/// A session whose last turn ended this recently counts as active (longer
+/// than a short prefill turn, or the streaming session it waited behind
+/// would look idle by the time that turn ends).
+const ACTIVE: Duration = Duration::from_secs(1);
 
 /// A first-come, first-served turn: a session that computes step after step
 /// (a long prefill) cannot take the next turn ahead of one already waiting.
@@ -35,14 +37,18 @@ impl ComputeGate {
         m.len() - 1
     }
 
-    /// Whether a member other than `me` waits for a turn or computed lately
-    /// (a conversation streaming tokens): a long prefill should then come
-    /// in short turns.
+    /// Whether a member other than `me` (who asks between its own turns)
+    /// computes now, waits for a turn, or computed lately (a conversation
+    /// streaming tokens): a long prefill should then come in short turns.
     pub fn others_active(&self, me: usize) -> bool {
-        self.contended()
-            || self.members.lock().unwrap_or_else(|e| e.into_inner()).iter().enumerate().any(|(id, t)| {
-                id != me && t.is_some_and(|t| t.elapsed() < ACTIVE)
-            })
+        self.busy()
+            || self
+                .members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .enumerate()
+                .any(|(id, t)| id != me && t.is_some_and(|t| t.elapsed() < ACTIVE))
     }
 
     /// Run `f` as member `me`, in turn: after every member that asked before.
@@ -67,6 +73,12 @@ impl ComputeGate {
         }
         let _next = Next(self, me);
         f()
+    }
+
+    /// Whether any turn is taken or asked for.
+    fn busy(&self) -> bool {
+        let t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        t.0 > t.1
     }
 
     /// Whether another session waits for its turn (asked while this one computes).
@@ -128,5 +140,24 @@ mod tests {
         assert!(gate.others_active(busy), "the other member computed just now");
         std::thread::sleep(ACTIVE);
         assert!(!gate.others_active(busy), "and then went quiet");
+    }
+
+    #[test]
+    fn a_member_computing_now_is_active_however_long_its_turn() {
+        let gate = Arc::new(ComputeGate::new());
+        let (me, other) = (gate.join(), gate.join());
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let g = gate.clone();
+        let t = std::thread::spawn(move || {
+            g.run(other, || {
+                inside_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+            })
+        });
+        inside_rx.recv().unwrap();
+        assert!(gate.others_active(me), "the other member holds the turn");
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
     }
 }

@@ -147,7 +147,7 @@ impl Default for OracleParams {
             n_batch: 2048,
             n_ubatch: 512,
             n_threads: 2,
-            flash_attn: crate::session::FLASH_ATTN_AUTO,
+            flash_attn: false,
             type_k: crate::ggml::GgmlType::F16,
             type_v: crate::ggml::GgmlType::F16,
             swa_full: true,

@@ -1,8 +1,8 @@
 //! The backend scheduler: allocates a graph's intermediates and runs it.
 use super::backend::Backend;
 use super::context::Graph;
-use ggml_sys as sys;
 use super::gate::ComputeGate;
+use ggml_sys as sys;
 use std::ptr::NonNull;
 use std::sync::Arc;
 

@@ -7,8 +7,8 @@ use super::graph::{StepGraph, StepInputs};
 use super::Model;
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, ComputeGate, Context, NodeTime, OwnedGraph, Scheduler};
-use std::sync::Arc;
 use crate::kv::{KShift, KvCache, Placement, Pos};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The last step's graph: its shape key (tokens, attended cells in each
