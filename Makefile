@@ -91,7 +91,7 @@ $(LLAMA_BIN)/.ready: | pyenv
 run: build
 	$(BIN) run -p "$(PROMPT)" -n 128
 
-# The test suite in two tiers, one after the other (17 minutes here; side by
+# The test suite in two tiers, one after the other (about 19 minutes here; side by
 # side their ggml thread pools spin against each other on 2 cores: 25 minutes):
 #   test-fast    unit tests, doc tests, generated models, protocol and CLI tests,
 #                terminal sessions (a few minutes, mostly waiting on processes);
