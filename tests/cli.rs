@@ -63,6 +63,9 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
         (vec!["run", "-m", m, "-p", "hi", "-ctk", "q3_k"], vec!["-ctk", "supported cache types"]),
         (vec!["run", "-m", m, "-p", "hi", "--top-p", "1.5"], vec!["top_p"]),
         (vec!["run", "-m", m, "-p", "hi", "-t", "0"], vec!["-t 0"]),
+        (vec!["run", "-m", m, "-p", "hi", "--spec", "maybe"], vec!["--spec maybe", "off, on or auto"]),
+        (vec!["run", "-m", m, "-p", "hi", "--spec", "on", "--draft-max", "0"], vec!["--draft-max 0"]),
+        (vec!["run", "-m", m, "-p", "hi", "--spec-ngram-size-n", "0"], vec!["--spec-ngram-size-n 0"]),
         (vec!["run", "-m", m], vec!["no prompt"]),
         // 16M cells of SmolLM2 would take 368 GB: refused before allocating, with the figure.
         (
