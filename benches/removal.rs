@@ -19,9 +19,9 @@ use std::hint::black_box;
 const SIZES: [usize; 2] = [4096, 32768];
 
 fn full(n: usize) -> Cells {
-    let mut c = Cells::new(n);
+    let mut c = Cells::new(n, 1);
     for i in 0..n {
-        c.fill(i, 0, i as Pos);
+        c.fill(i, 0, i as Pos, 0);
     }
     c
 }
@@ -39,7 +39,7 @@ fn keep_removal(c: &mut Criterion) {
         for pct in [1usize, 10, 90] {
             let (p0, p1) = middle(n, n * pct / 100);
             g.bench_with_input(BenchmarkId::new(n.to_string(), format!("{pct}%")), &(p0, p1), |b, &(p0, p1)| {
-                b.iter_batched_ref(|| cells.clone(), |c| black_box(c.remove_pos_range(p0, p1)), BatchSize::LargeInput)
+                b.iter_batched_ref(|| cells.clone(), |c| black_box(c.remove_pos_range(0, p0, p1)), BatchSize::LargeInput)
             });
         }
     }
@@ -51,11 +51,11 @@ fn shift_after_removal(c: &mut Criterion) {
     for n in SIZES {
         let (p0, p1) = middle(n, n / 10);
         let mut holed = full(n);
-        holed.remove_pos_range(p0, p1);
+        holed.remove_pos_range(0, p0, p1);
         g.bench_with_input(BenchmarkId::from_parameter(n), &(p0, p1), |b, &(p0, p1)| {
             b.iter_batched_ref(
                 || holed.clone(),
-                |c| black_box(c.shift_positions(p1, p0 - p1).unwrap()),
+                |c| black_box(c.shift_positions(0, p1, p0 - p1).unwrap()),
                 BatchSize::LargeInput,
             )
         });
@@ -68,7 +68,7 @@ fn defrag_plan(c: &mut Criterion) {
     for n in SIZES {
         let (p0, p1) = middle(n, n * 3 / 4);
         let mut holed = full(n);
-        holed.remove_pos_range(p0, p1);
+        holed.remove_pos_range(0, p0, p1);
         g.bench_with_input(BenchmarkId::from_parameter(n), &holed, |b, holed| {
             b.iter(|| black_box(holed.defrag_moves()));
         });

@@ -88,9 +88,13 @@ impl Error {
             Error::Kv(KvError::Full { .. } | KvError::WindowFull { .. }) => ErrorClass::ContextFull,
             Error::PromptTooLong { .. } | Error::NothingToForget { .. } => ErrorClass::ContextFull,
             Error::Kv(KvError::WindowDropped { .. } | KvError::WindowShift { .. }) => ErrorClass::Unsupported,
-            Error::Kv(KvError::PositionRange(_) | KvError::PositionTaken(_) | KvError::Snapshot(_)) => {
-                ErrorClass::InvalidInput
-            }
+            Error::Kv(
+                KvError::PositionRange(_)
+                | KvError::PositionTaken(_)
+                | KvError::Snapshot(_)
+                | KvError::Shared { .. }
+                | KvError::NoSequence { .. },
+            ) => ErrorClass::InvalidInput,
             Error::Kv(KvError::Alloc { .. } | KvError::OutOfMemory { .. }) => ErrorClass::OutOfMemory,
             Error::Compute(ComputeError::Alloc) => ErrorClass::OutOfMemory,
             Error::Compute(_) => ErrorClass::Internal,
@@ -102,6 +106,15 @@ impl Error {
             Error::Io { .. } | Error::System { .. } | Error::Oracle(_) | Error::Diverged(_) | Error::Internal(_) => {
                 ErrorClass::Internal
             }
+        }
+    }
+}
+
+impl From<crate::kv::UnshareError> for Error {
+    fn from(e: crate::kv::UnshareError) -> Self {
+        match e {
+            crate::kv::UnshareError::Kv(e) => Error::Kv(e),
+            crate::kv::UnshareError::Compute(e) => Error::Compute(e),
         }
     }
 }

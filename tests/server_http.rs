@@ -851,3 +851,41 @@ fn a_replaced_tool_result_is_evaluated_in_place_and_what_follows_it_reused() {
     assert!(prompt < 40, "the answer after the placeholder is not prefilled again: {}", v["timings"]);
     assert!(v["timings"]["cache_n"].as_u64().unwrap() >= 80, "the prefix and the answer are reused: {}", v["timings"]);
 }
+
+#[test]
+fn a_second_client_goes_on_from_the_system_prompt_another_slot_computed() {
+    let s = Server::start(&["-m", &model(), "-c", "2048", "-t", "2", "-np", "2"]);
+    // A long system prompt both clients send (a harness's instructions and tools).
+    let system = format!("{SYSTEM}\n{}", READ.repeat(3));
+    let ask = |q: &str, n: u32| json!({"messages": [{"role": "system", "content": system}, {"role": "user", "content": q}], "max_tokens": n, "temperature": 0});
+    let addr = s.addr.clone();
+    let first = ask("Why does the parser test fail?", 200).to_string();
+    let a = std::thread::spawn(move || {
+        request(&addr, "POST", "/v1/chat/completions", &[("content-type", "application/json")], first.as_bytes())
+    });
+    // The second comes while the first is generating: it takes the other
+    // slot, which holds nothing, and goes on from the first slot's cells.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (status, b) = s.post("/v1/chat/completions", &ask("And the lexer test?", 16));
+    assert_eq!(status, 200, "{b}");
+    let a = a.join().unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a: Value = serde_json::from_str(&a.body).unwrap();
+    assert_ne!(a["decache"]["slot"], b["decache"]["slot"], "the first slot was busy");
+    assert_eq!(b["decache"]["from"], "shared", "{b}");
+    let reused = b["decache"]["tokens_reused"].as_u64().unwrap();
+    let prompt = b["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(reused > prompt / 2 && reused < prompt, "reused {reused} of {prompt} prompt tokens");
+    let (_, m) = s.get("/metrics");
+    let metric = |name: &str| -> f64 {
+        let line =
+            m.lines().find(|l| l.starts_with(&format!("decache:{name} "))).unwrap_or_else(|| panic!("{name}: {m}"));
+        line.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    assert!(metric("shared_prefix_tokens_total") >= (prompt / 2) as f64, "{m}");
+    let (batches, steps) = (metric("batches_total"), metric("batched_steps_total"));
+    assert!(
+        steps > batches,
+        "the two slots' steps were computed together at times ({steps} steps in {batches} graphs)"
+    );
+}

@@ -139,13 +139,13 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
 pub fn removal_latency(n: usize, k: usize) -> f64 {
     let mut times: Vec<f64> = (0..5)
         .map(|_| {
-            let mut c = crate::kv::Cells::new(n);
+            let mut c = crate::kv::Cells::new(n, 1);
             for i in 0..n {
-                c.fill(i, 0, i as crate::kv::Pos);
+                c.fill(i, 0, i as crate::kv::Pos, 0);
             }
             let p0 = ((n - k) / 2) as crate::kv::Pos;
             let t0 = Instant::now();
-            let removed = c.remove_pos_range(p0, p0 + k as crate::kv::Pos).len();
+            let removed = c.remove_pos_range(0, p0, p0 + k as crate::kv::Pos).len();
             let dt = t0.elapsed().as_secs_f64();
             assert_eq!(removed, k);
             dt

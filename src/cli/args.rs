@@ -126,6 +126,7 @@ impl ContextArgs {
             type_v: ty("-ctv", &self.cache_type_v)?,
             flash_attn: self.flash_attn.enabled(),
             swa_full: self.swa_full,
+            n_seq: 1,
         })
     }
 }

@@ -26,7 +26,10 @@ pub struct ServeArgs {
     /// Port to listen on.
     #[arg(long = "port", default_value_t = 8080)]
     pub port: u16,
-    /// Parallel sequences, each with its own cache of -c cells (also -np).
+    /// Parallel sequences (slots), which share one cache of -c cells: their
+    /// tokens are computed together, a prefix one computed (a shared system
+    /// prompt) is held once for all, and an idle slot's cells go to a busy
+    /// one when the cache fills (also -np).
     #[arg(long = "parallel", default_value_t = 1)]
     pub parallel: usize,
     /// Requests that may wait for a slot before new ones get 503.

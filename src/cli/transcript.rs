@@ -79,6 +79,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
         type_v: ty(&h.type_v)?,
         flash_attn: h.flash_attn,
         swa_full: h.swa_full,
+        n_seq: 1,
     };
     let mut session = Session::new(model.clone(), cfg)?;
     if a.agreement || model.info.fingerprint != h.fingerprint {

@@ -16,7 +16,7 @@
 //! The cache also runs its own graphs on the caller's scheduler: the K-shift
 //! that re-rotates moved keys (`shift.rs`), defragmentation (`defrag.rs`),
 //! and it fills the attention inputs of a step (`inputs.rs`).
-use super::cells::{Cells, Pos};
+use super::cells::{Cells, Pos, SeqId};
 use super::error::KvError;
 use super::swa::SwaPool;
 use crate::ggml::{BufferType, GgmlType, TensorId, TensorStore};
@@ -55,6 +55,8 @@ pub struct KvParams {
     /// V is element-major (plain attention) rather than row per cell (flash attention).
     pub v_trans: bool,
     pub swa: Option<SwaLayout>,
+    /// Sequences the pools hold (1..=`cells::MAX_SEQ`).
+    pub n_seq: usize,
 }
 
 /// Where one micro-batch's tokens were placed: their cells in the main pool
@@ -107,8 +109,8 @@ impl KvCache {
         let v_rotation =
             super::rotation::v_rotation_size(p.head_dim, p.type_v.is_quantized()).map(super::rotation::hadamard);
         Ok(KvCache {
-            cells: Cells::new(p.size),
-            swa: p.swa.map(|s| SwaPool::new(s.size, s.window)),
+            cells: Cells::new(p.size, p.n_seq),
+            swa: p.swa.map(|s| SwaPool::new(s.size, s.window, p.n_seq)),
             in_swa,
             store,
             n_layer: p.n_layer,
@@ -251,9 +253,27 @@ impl KvCache {
 
     // ---- contents ----------------------------------------------------
 
-    /// Cells holding live tokens.
+    /// Sequences the cache holds.
+    pub fn n_seq(&self) -> usize {
+        self.cells.n_seq()
+    }
+
+    /// A clear error for a sequence id the cache does not have.
+    pub fn check_seq(&self, seq: SeqId) -> Result<(), KvError> {
+        match seq < self.n_seq() {
+            true => Ok(()),
+            false => Err(KvError::NoSequence { seq, n_seq: self.n_seq() }),
+        }
+    }
+
+    /// Cells some sequence holds.
     pub fn n_live(&self) -> usize {
         self.cells.n_live()
+    }
+
+    /// Cells `seq` holds (shared ones included).
+    pub fn n_held(&self, seq: SeqId) -> usize {
+        self.cells.n_held(seq)
     }
 
     /// Cells free for new tokens.
@@ -261,9 +281,9 @@ impl KvCache {
         self.cells.n_free()
     }
 
-    /// The highest live position, if any.
-    pub fn max_pos(&self) -> Option<Pos> {
-        self.cells.max_pos()
+    /// The highest position `seq` holds, if any.
+    pub fn max_pos(&self, seq: SeqId) -> Option<Pos> {
+        self.cells.max_pos(seq)
     }
 
     /// Share of the attended cell range that holds no live token.
@@ -277,27 +297,24 @@ impl KvCache {
         (self.cells.n_kv(N_KV_PAD), self.swa.as_ref().map_or(0, |p| p.cells.n_kv(N_KV_PAD)))
     }
 
-    /// The live cells as (position, token), in position order.
-    pub fn live_chain(&self) -> Vec<(Pos, u32)> {
-        let c = &self.cells;
-        let mut v: Vec<(Pos, u32)> =
-            (0..c.used_max_p1()).filter(|&i| c.is_live(i)).map(|i| (c.pos(i), c.token(i))).collect();
-        v.sort_unstable();
-        v
+    /// `seq`'s cells as (position, token), in position order.
+    pub fn live_chain(&self, seq: SeqId) -> Vec<(Pos, u32)> {
+        self.cells.cells_in(seq, ..).map(|(p, i)| (p, self.cells.token(i))).collect()
     }
 
     // ---- placing tokens ----------------------------------------------
 
-    /// Check that tokens at `positions` (strictly increasing) can be
-    /// evaluated: no live token holds one of them, the sliding-window pool
-    /// still has what their queries see, and there are free cells for all.
-    pub fn check_new(&self, positions: &[Pos]) -> Result<(), KvError> {
+    /// Check that tokens of `seq` at `positions` (strictly increasing) can
+    /// be evaluated: `seq` holds none of them, the sliding-window pool still
+    /// has what their queries see, and there are free cells for all.
+    pub fn check_new(&self, seq: SeqId, positions: &[Pos]) -> Result<(), KvError> {
+        self.check_seq(seq)?;
         let (Some(&first), Some(&last)) = (positions.first(), positions.last()) else { return Ok(()) };
-        if let Some(&p) = positions.iter().find(|&&p| p < 0 || self.cells.has_pos(p)) {
+        if let Some(&p) = positions.iter().find(|&&p| p < 0 || self.cells.has_pos(seq, p)) {
             return Err(KvError::PositionTaken(p));
         }
         if let Some(swa) = &self.swa {
-            if let Some(pos) = swa.missing_for(&self.cells, first, last) {
+            if let Some(pos) = swa.missing_for(&self.cells, seq, first, last) {
                 return Err(KvError::WindowDropped { query: first, pos, pool: swa.cells.size() });
             }
         }
@@ -307,15 +324,22 @@ impl KvCache {
         Ok(())
     }
 
-    /// Give one micro-batch's tokens cells in every pool (the
-    /// sliding-window pool first drops what no query from this batch on
-    /// can see, if it needs the room).
-    pub fn place(&mut self, tokens: &[u32], positions: &[Pos]) -> Result<Placement, KvError> {
+    /// Give one micro-batch's tokens (of sequences `seqs`) cells in every
+    /// pool (the sliding-window pool first drops what no query from this
+    /// batch on can see, if it needs the room).
+    pub fn place(&mut self, tokens: &[u32], positions: &[Pos], seqs: &[SeqId]) -> Result<Placement, KvError> {
         let full = || KvError::Full { live: self.cells.n_live(), size: self.size(), need: tokens.len() };
         let cells = self.cells.find_free(tokens.len()).ok_or_else(full)?;
         let swa_cells = match &mut self.swa {
             Some(p) => {
-                p.make_room(tokens.len(), positions[0])?;
+                let mut firsts: Vec<(SeqId, Pos)> = Vec::new();
+                for (&s, &q) in seqs.iter().zip(positions) {
+                    match firsts.iter_mut().find(|f| f.0 == s) {
+                        Some(f) => f.1 = f.1.min(q),
+                        None => firsts.push((s, q)),
+                    }
+                }
+                p.make_room(tokens.len(), &firsts)?;
                 let size = p.cells.size();
                 let n_live = p.cells.n_live();
                 Some(p.cells.find_free(tokens.len()).ok_or(KvError::Full { live: n_live, size, need: tokens.len() })?)
@@ -324,20 +348,24 @@ impl KvCache {
         };
         let placed = Placement { cells, swa_cells };
         for (pool, cells) in self.pools_mut().zip(placed.per_pool()) {
-            for ((&c, &t), &p) in cells.iter().zip(tokens).zip(positions) {
-                pool.fill(c, t, p);
+            for (((&c, &t), &p), &s) in cells.iter().zip(tokens).zip(positions).zip(seqs) {
+                pool.fill(c, t, p, s);
             }
         }
         Ok(placed)
     }
 
-    /// Whether `n` tokens whose first position is `q` find cells in every
-    /// pool: free ones, and in the sliding-window pool also the cells it may
-    /// drop because no query from `q` on sees them (`place` drops them as
-    /// it needs, micro-batch by micro-batch, whose reach only grows).
-    pub fn can_place(&self, q: Pos, n: usize) -> bool {
+    /// Whether `n` tokens of `seq` whose first position is `q` find cells
+    /// in every pool: free ones, and in the sliding-window pool also the
+    /// cells only `seq` holds that it may drop because no query from `q` on
+    /// sees them (`place` drops them as it needs, micro-batch by
+    /// micro-batch, whose reach only grows).
+    pub fn can_place(&self, seq: SeqId, q: Pos, n: usize) -> bool {
         n <= self.cells.n_free()
-            && self.swa.as_ref().is_none_or(|p| n <= p.cells.n_free() + p.cells.positions_in(..p.reach(q)).count())
+            && self.swa.as_ref().is_none_or(|p| {
+                let c = &p.cells;
+                n <= c.n_free() + c.cells_in(seq, ..p.reach(q)).filter(|&(_, i)| !c.shared_beyond(i, seq)).count()
+            })
     }
 
     /// Take back a placement whose step failed.
@@ -351,25 +379,50 @@ impl KvCache {
 
     // ---- forgetting and positions ------------------------------------
 
-    /// Forget everything.
+    /// Forget everything, every sequence's.
     pub fn clear(&mut self) {
         self.pools_mut().for_each(Cells::clear);
     }
 
-    /// Clear the live bits of the tokens at positions `[p0, p1)` in every
-    /// pool; returns the main pool's cells removed. No graph runs.
-    pub fn remove_range(&mut self, p0: Pos, p1: Pos) -> usize {
-        let removed: Vec<usize> = self.pools_mut().map(|c| c.remove_pos_range(p0, p1).len()).collect();
+    /// `seq` lets go of everything it holds (cells other sequences hold stay
+    /// theirs). Returns the main pool's cells it held.
+    pub fn clear_seq(&mut self, seq: SeqId) -> usize {
+        self.remove_range(seq, Pos::MIN, Pos::MAX)
+    }
+
+    /// `seq` lets go of its tokens at positions `[p0, p1)` in every pool
+    /// (a cell is freed when no sequence holds it any more); returns the
+    /// main pool's cells it held there. No graph runs.
+    pub fn remove_range(&mut self, seq: SeqId, p0: Pos, p1: Pos) -> usize {
+        let removed: Vec<usize> = self.pools_mut().map(|c| c.remove_pos_range(seq, p0, p1).len()).collect();
         removed[0]
     }
 
-    /// Add `delta` to the position of every live token at `p0` or later, in
-    /// every pool; their keys are re-rotated before the next graph
-    /// (`apply_pending_shift`). Returns the main pool's cells moved.
-    pub fn add_to_positions(&mut self, p0: Pos, delta: Pos) -> Result<usize, KvError> {
+    /// Let `dst` hold `src`'s tokens at positions `[p0, p1)` too, in every
+    /// pool, copy-free (llama.cpp's `seq_cp`): `dst` goes on from a prefix
+    /// `src` computed. Positions `dst` holds already are skipped. Returns
+    /// the main pool's cells shared.
+    pub fn share_range(&mut self, src: SeqId, dst: SeqId, p0: Pos, p1: Pos) -> Result<usize, KvError> {
+        self.check_seq(src)?;
+        self.check_seq(dst)?;
+        let shared: Vec<usize> = self.pools_mut().map(|c| c.share_range(src, dst, p0, p1)).collect();
+        Ok(shared[0])
+    }
+
+    /// Add `delta` to the position of every token of `seq` at `p0` or
+    /// later, in every pool; their keys are re-rotated before the next graph
+    /// (`apply_pending_shift`). The cells must be `seq`'s alone (`unshare`
+    /// copies the shared ones first). Returns the main pool's cells moved.
+    pub fn add_to_positions(&mut self, seq: SeqId, p0: Pos, delta: Pos) -> Result<usize, KvError> {
+        // Checked in every pool before any moves: a refusal changes nothing.
+        for c in self.pools_mut() {
+            if let Some((p, _)) = c.cells_in(seq, p0..).find(|&(_, i)| c.shared_beyond(i, seq)) {
+                return Err(KvError::Shared { seq, pos: p });
+            }
+        }
         let mut moved = None;
         for c in self.pools_mut() {
-            let n = c.shift_positions(p0, delta)?;
+            let n = c.shift_positions(seq, p0, delta)?;
             moved.get_or_insert(n);
         }
         Ok(moved.unwrap_or(0))
@@ -378,38 +431,38 @@ impl KvCache {
     /// Whether closing the gap `[p0, p1)` (of `gap` positions below the next
     /// position `next`) keeps every position the next query will see: the
     /// query moves back by `gap`, so positions below `p0` come closer to it.
-    pub fn check_close_gap(&self, p0: Pos, p1: Pos, gap: Pos, next: Pos) -> Result<(), KvError> {
+    pub fn check_close_gap(&self, seq: SeqId, p0: Pos, p1: Pos, gap: Pos, next: Pos) -> Result<(), KvError> {
         let Some(swa) = &self.swa else { return Ok(()) };
         let q_new = next - gap;
         let lost = swa
-            .missing(&self.cells, swa.reach(q_new), p0)
-            .or_else(|| swa.missing(&self.cells, swa.reach(next).max(p1), next));
+            .missing(&self.cells, seq, swa.reach(q_new), p0)
+            .or_else(|| swa.missing(&self.cells, seq, swa.reach(next).max(p1), next));
         match lost {
             Some(pos) => Err(KvError::WindowShift { gap: Some((p0, p1)), pos, window: swa.window }),
             None => Ok(()),
         }
     }
 
-    /// Close every gap in positions: live tokens get positions 0.. in order,
-    /// keys re-rotated before the next graph. Returns the cells moved and
-    /// the next free position.
-    pub fn close_gaps(&mut self) -> Result<(usize, Pos), KvError> {
+    /// Close every gap in `seq`'s positions: its tokens get positions 0..
+    /// in order, keys re-rotated before the next graph. Returns the cells
+    /// moved and the next free position.
+    pub fn close_gaps(&mut self, seq: SeqId) -> Result<(usize, Pos), KvError> {
         if let Some(swa) = &self.swa {
             // After closing, the next query sits right after the live cells
             // and sees the last window - 1 of them: all must be there.
-            let recent: Vec<Pos> = self.cells.positions_in(..).rev().take(swa.window as usize - 1).collect();
-            if let Some(pos) = recent.into_iter().find(|&p| !swa.cells.has_pos(p)) {
+            let recent: Vec<Pos> = self.cells.positions_in(seq, ..).rev().take(swa.window as usize - 1).collect();
+            if let Some(pos) = recent.into_iter().find(|&p| !swa.cells.has_pos(seq, p)) {
                 return Err(KvError::WindowShift { gap: None, pos, window: swa.window });
             }
         }
-        let mut live: Vec<Pos> = self.cells.positions_in(..).collect();
+        let mut live: Vec<Pos> = self.cells.positions_in(seq, ..).collect();
         let mut moved = 0;
         // Walk from the lowest position, shifting everything above each gap down.
         let mut expect: Pos = 0;
         for k in 0..live.len() {
             let p = live[k];
             if p > expect {
-                moved += self.add_to_positions(p, expect - p)?;
+                moved += self.add_to_positions(seq, p, expect - p)?;
                 live[k..].iter_mut().for_each(|e| *e -= p - expect);
             }
             expect = live[k] + 1;
@@ -417,21 +470,29 @@ impl KvCache {
         Ok((moved, expect))
     }
 
-    /// Whether the cache can go on at position `q` exactly: false when a
+    /// Whether `seq` can go on at position `q` exactly: false when a
     /// sliding-window layer would need a cell its pool has dropped.
-    pub fn can_resume_at(&self, q: Pos) -> bool {
-        self.swa.as_ref().is_none_or(|swa| swa.missing_for(&self.cells, q, q).is_none())
+    pub fn can_resume_at(&self, seq: SeqId, q: Pos) -> bool {
+        self.swa.as_ref().is_none_or(|swa| swa.missing_for(&self.cells, seq, q, q).is_none())
     }
 
-    /// The lowest position the sliding-window pool has dropped while the
-    /// main pool still holds it (nothing below it is missing), if any.
-    pub fn swa_dropped_from(&self) -> Option<Pos> {
+    /// The lowest position of `seq` the sliding-window pool has dropped
+    /// while the main pool still holds it (nothing below it is missing), if any.
+    pub fn swa_dropped_from(&self, seq: SeqId) -> Option<Pos> {
         let swa = self.swa.as_ref()?;
-        swa.missing(&self.cells, 0, Pos::MAX)
+        swa.missing(&self.cells, seq, 0, Pos::MAX)
     }
 }
 
 impl Placement {
+    /// Several micro-batches' placements as one (in order).
+    pub fn concat(parts: &[Placement]) -> Placement {
+        let cells = parts.iter().flat_map(|p| p.cells.iter().copied()).collect();
+        let swa_cells =
+            parts.iter().map(|p| p.swa_cells.clone()).collect::<Option<Vec<Vec<usize>>>>().map(|v| v.concat());
+        Placement { cells, swa_cells }
+    }
+
     /// The cells of each pool there is, the main pool first (as `pools_mut`).
     fn per_pool(&self) -> impl Iterator<Item = &[usize]> {
         std::iter::once(self.cells.as_slice()).chain(self.swa_cells.as_deref())

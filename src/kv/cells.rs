@@ -1,5 +1,12 @@
-//! KV cells as plain data: token, position and live bit per slot. No ggml
-//! here, so every rule about which cell is visible is unit-tested directly.
+//! KV cells as plain data: token, position, the sequences that hold each
+//! cell, and a pending position change per slot. No ggml here, so every rule
+//! about which cell is visible to whom is unit-tested directly.
+//!
+//! One pool serves several sequences, as llama.cpp's unified cache does: a
+//! cell is live while at least one sequence holds it, and a prefix cached
+//! once (a shared system prompt) is held by every sequence that continues it,
+//! copy-free (`share`). Positions are unique within a sequence, not across
+//! the pool.
 
 use super::error::KvError;
 use std::collections::BTreeMap;
@@ -7,43 +14,67 @@ use std::collections::BTreeMap;
 /// Position of a token in the sequence (32-bit, checked, never wraps).
 pub type Pos = i32;
 
+/// A sequence's id in a pool: `0..n_seq`.
+pub type SeqId = usize;
+
+/// Sequences one pool can hold at most (a cell's holders are a bit set).
+pub const MAX_SEQ: usize = 64;
+
 #[derive(Clone, Debug)]
 pub struct Cells {
     token: Vec<u32>,
     pos: Vec<Pos>,
-    live: Vec<bool>,
+    /// Bit `s` set: sequence `s` holds the cell. Live iff non-zero.
+    seqs: Vec<u64>,
     /// Position change of each cell since its K rows were last rotated
     /// (applied by the K-shift graph, then cleared).
     shift: Vec<Pos>,
     has_shift: bool,
-    /// Live cell of each position (one sequence: positions are unique), so a
-    /// range removal visits only the cells it removes.
-    by_pos: BTreeMap<Pos, usize>,
+    /// Per sequence, the cell of each position it holds, so a range
+    /// removal visits only the cells it removes.
+    by_pos: Vec<BTreeMap<Pos, usize>>,
     n_live: usize,
     /// One past the highest live cell index (the attended range must cover it).
     used_max_p1: usize,
 }
 
+fn bit(seq: SeqId) -> u64 {
+    1u64 << seq
+}
+
 impl Cells {
-    pub fn new(size: usize) -> Cells {
+    /// `size` cells for `n_seq` sequences (1..=MAX_SEQ).
+    pub fn new(size: usize, n_seq: usize) -> Cells {
+        let n_seq = n_seq.clamp(1, MAX_SEQ);
         Cells {
             token: vec![0; size],
             pos: vec![-1; size],
-            live: vec![false; size],
+            seqs: vec![0; size],
             shift: vec![0; size],
             has_shift: false,
-            by_pos: BTreeMap::new(),
+            by_pos: vec![BTreeMap::new(); n_seq],
             n_live: 0,
             used_max_p1: 0,
         }
     }
 
     pub fn size(&self) -> usize {
-        self.live.len()
+        self.seqs.len()
     }
 
+    /// Sequences this pool can hold.
+    pub fn n_seq(&self) -> usize {
+        self.by_pos.len()
+    }
+
+    /// Cells some sequence holds.
     pub fn n_live(&self) -> usize {
         self.n_live
+    }
+
+    /// Cells sequence `seq` holds (shared ones included).
+    pub fn n_held(&self, seq: SeqId) -> usize {
+        self.by_pos[seq].len()
     }
 
     pub fn n_free(&self) -> usize {
@@ -55,7 +86,22 @@ impl Cells {
     }
 
     pub fn is_live(&self, i: usize) -> bool {
-        self.live[i]
+        self.seqs[i] != 0
+    }
+
+    /// Whether sequence `seq` holds cell `i`.
+    pub fn holds(&self, i: usize, seq: SeqId) -> bool {
+        self.seqs[i] & bit(seq) != 0
+    }
+
+    /// Whether a sequence other than `seq` holds cell `i` too.
+    pub fn shared_beyond(&self, i: usize, seq: SeqId) -> bool {
+        self.seqs[i] & !bit(seq) != 0
+    }
+
+    /// The sequences holding cell `i`, as a bit set.
+    pub fn seq_bits(&self, i: usize) -> u64 {
+        self.seqs[i]
     }
 
     pub fn pos(&self, i: usize) -> Pos {
@@ -66,9 +112,14 @@ impl Cells {
         self.token[i]
     }
 
-    /// The highest position held, if any cell is live.
-    pub fn max_pos(&self) -> Option<Pos> {
-        self.by_pos.last_key_value().map(|(&p, _)| p)
+    /// The highest position `seq` holds, if any.
+    pub fn max_pos(&self, seq: SeqId) -> Option<Pos> {
+        self.by_pos[seq].last_key_value().map(|(&p, _)| p)
+    }
+
+    /// The cell holding `seq`'s position `pos`.
+    pub fn cell_at(&self, seq: SeqId, pos: Pos) -> Option<usize> {
+        self.by_pos[seq].get(&pos).copied()
     }
 
     /// Indices of `n` free cells, lowest first, or `None` if fewer are free.
@@ -76,25 +127,39 @@ impl Cells {
         if n > self.n_free() {
             return None;
         }
-        Some((0..self.size()).filter(|&i| !self.live[i]).take(n).collect())
+        Some((0..self.size()).filter(|&i| self.seqs[i] == 0).take(n).collect())
     }
 
-    /// Live positions in `range`, lowest first.
-    pub fn positions_in(&self, range: impl std::ops::RangeBounds<Pos>) -> impl DoubleEndedIterator<Item = Pos> + '_ {
-        self.by_pos.range(range).map(|(&p, _)| p)
+    /// `seq`'s positions in `range`, lowest first.
+    pub fn positions_in(
+        &self,
+        seq: SeqId,
+        range: impl std::ops::RangeBounds<Pos>,
+    ) -> impl DoubleEndedIterator<Item = Pos> + '_ {
+        self.by_pos[seq].range(range).map(|(&p, _)| p)
     }
 
-    /// Whether a live cell holds position `pos`.
-    pub fn has_pos(&self, pos: Pos) -> bool {
-        self.by_pos.contains_key(&pos)
+    /// `seq`'s (position, cell) pairs in `range`, lowest position first.
+    pub fn cells_in(
+        &self,
+        seq: SeqId,
+        range: impl std::ops::RangeBounds<Pos>,
+    ) -> impl DoubleEndedIterator<Item = (Pos, usize)> + '_ {
+        self.by_pos[seq].range(range).map(|(&p, &i)| (p, i))
     }
 
-    /// Occupy cell `i` with `token` at `pos` (a position not held already).
-    pub fn fill(&mut self, i: usize, token: u32, pos: Pos) {
-        assert!(!self.live[i], "cell {i} is already live");
-        let prev = self.by_pos.insert(pos, i);
-        assert!(prev.is_none(), "position {pos} is already held by cell {prev:?}");
-        self.live[i] = true;
+    /// Whether `seq` holds position `pos`.
+    pub fn has_pos(&self, seq: SeqId, pos: Pos) -> bool {
+        self.by_pos[seq].contains_key(&pos)
+    }
+
+    /// Occupy free cell `i` with `token` at `pos` for `seq` (a position
+    /// `seq` does not hold already).
+    pub fn fill(&mut self, i: usize, token: u32, pos: Pos, seq: SeqId) {
+        assert!(self.seqs[i] == 0, "cell {i} is already live");
+        let prev = self.by_pos[seq].insert(pos, i);
+        assert!(prev.is_none(), "sequence {seq} already holds position {pos} in cell {prev:?}");
+        self.seqs[i] = bit(seq);
         self.token[i] = token;
         self.pos[i] = pos;
         self.shift[i] = 0;
@@ -102,49 +167,112 @@ impl Cells {
         self.used_max_p1 = self.used_max_p1.max(i + 1);
     }
 
-    /// Clear the live bit of cell `i` (the cell becomes invisible and free).
-    /// Returns whether it was live.
+    /// Let `seq` hold live cell `i` too (at the cell's position, which `seq`
+    /// must not hold). Nothing is copied.
+    pub fn share(&mut self, i: usize, seq: SeqId) {
+        assert!(self.seqs[i] != 0, "cell {i} is not live");
+        if self.holds(i, seq) {
+            return;
+        }
+        let prev = self.by_pos[seq].insert(self.pos[i], i);
+        assert!(prev.is_none(), "sequence {seq} already holds position {}", self.pos[i]);
+        self.seqs[i] |= bit(seq);
+    }
+
+    /// Free cell `i` for every sequence holding it. Returns whether it was live.
     pub fn remove(&mut self, i: usize) -> bool {
-        if !self.live[i] {
+        let mut bits = self.seqs[i];
+        if bits == 0 {
             return false;
         }
-        self.by_pos.remove(&self.pos[i]);
-        self.live[i] = false;
-        self.pos[i] = -1;
-        self.n_live -= 1;
-        while self.used_max_p1 > 0 && !self.live[self.used_max_p1 - 1] {
-            self.used_max_p1 -= 1;
+        while bits != 0 {
+            let s = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            self.by_pos[s].remove(&self.pos[i]);
+        }
+        self.seqs[i] = 0;
+        self.free_cell(i);
+        true
+    }
+
+    /// `seq` lets go of cell `i`; the cell is freed when no sequence holds
+    /// it any more. Returns whether `seq` held it.
+    pub fn release(&mut self, i: usize, seq: SeqId) -> bool {
+        if !self.holds(i, seq) {
+            return false;
+        }
+        self.by_pos[seq].remove(&self.pos[i]);
+        self.seqs[i] &= !bit(seq);
+        if self.seqs[i] == 0 {
+            self.free_cell(i);
         }
         true
     }
 
-    /// Clear the live bit of every cell whose position is in `[p0, p1)`;
-    /// returns the cells removed. O(k log n) for k cells removed, no graph.
-    pub fn remove_pos_range(&mut self, p0: Pos, p1: Pos) -> Vec<usize> {
+    fn free_cell(&mut self, i: usize) {
+        self.pos[i] = -1;
+        self.shift[i] = 0;
+        self.n_live -= 1;
+        while self.used_max_p1 > 0 && self.seqs[self.used_max_p1 - 1] == 0 {
+            self.used_max_p1 -= 1;
+        }
+    }
+
+    /// `seq` lets go of every position in `[p0, p1)`; returns the cells it
+    /// held there (freed unless another sequence holds them). O(k log n)
+    /// for k cells, no graph.
+    pub fn remove_pos_range(&mut self, seq: SeqId, p0: Pos, p1: Pos) -> Vec<usize> {
         if p1 <= p0 {
             return Vec::new();
         }
-        let hit: Vec<usize> = self.by_pos.range(p0..p1).map(|(_, &i)| i).collect();
+        let hit: Vec<usize> = self.by_pos[seq].range(p0..p1).map(|(_, &i)| i).collect();
         for &i in &hit {
-            self.remove(i);
+            self.release(i, seq);
         }
         hit
     }
 
-    /// Add `delta` to the position of every live cell at `p0` or later
-    /// (closing a gap). Fails, changing nothing, if a position would leave
-    /// the 32-bit range or go negative.
-    pub fn shift_positions(&mut self, p0: Pos, delta: Pos) -> Result<usize, KvError> {
+    /// `seq` lets go of everything it holds.
+    pub fn clear_seq(&mut self, seq: SeqId) -> usize {
+        self.remove_pos_range(seq, Pos::MIN, Pos::MAX).len()
+    }
+
+    /// Let `dst` hold `src`'s cells at positions `[p0, p1)` too (positions
+    /// `dst` holds already are skipped). Returns the cells shared.
+    pub fn share_range(&mut self, src: SeqId, dst: SeqId, p0: Pos, p1: Pos) -> usize {
+        if src == dst || p1 <= p0 {
+            return 0;
+        }
+        let hit: Vec<(Pos, usize)> = self.cells_in(src, p0..p1).collect();
+        let mut n = 0;
+        for (p, i) in hit {
+            if !self.has_pos(dst, p) {
+                self.share(i, dst);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Add `delta` to the position of every cell `seq` holds at `p0` or
+    /// later (closing a gap). The cells must be `seq`'s alone (a shared cell
+    /// is copied first, see `KvCache::unshare`). Fails, changing nothing, if
+    /// a position would leave the 32-bit range, go negative, or land on one
+    /// `seq` holds.
+    pub fn shift_positions(&mut self, seq: SeqId, p0: Pos, delta: Pos) -> Result<usize, KvError> {
         if delta < 0 {
             let lo = p0.saturating_add(delta);
-            if let Some((&p, _)) = self.by_pos.range(lo..p0).next() {
+            if let Some((&p, _)) = self.by_pos[seq].range(lo..p0).next() {
                 return Err(KvError::PositionRange(format!(
                     "shifting positions from {p0} by {delta} would collide with position {p}"
                 )));
             }
         }
-        let cells: Vec<usize> = self.by_pos.range(p0..).map(|(_, &i)| i).collect();
+        let cells: Vec<usize> = self.by_pos[seq].range(p0..).map(|(_, &i)| i).collect();
         for &i in &cells {
+            if self.shared_beyond(i, seq) {
+                return Err(KvError::Shared { seq, pos: self.pos[i] });
+            }
             match self.pos[i].checked_add(delta) {
                 Some(p) if p >= 0 => {}
                 _ => {
@@ -155,13 +283,14 @@ impl Cells {
                 }
             }
         }
+        let map = &mut self.by_pos[seq];
         for &i in &cells {
-            self.by_pos.remove(&self.pos[i]);
+            map.remove(&self.pos[i]);
         }
         for &i in &cells {
             self.pos[i] += delta;
             self.shift[i] += delta;
-            self.by_pos.insert(self.pos[i], i);
+            map.insert(self.pos[i], i);
         }
         self.has_shift |= !cells.is_empty() && delta != 0;
         Ok(cells.len())
@@ -175,7 +304,8 @@ impl Cells {
     /// The pending per-cell position changes (0 for others), cleared.
     pub fn take_shift(&mut self) -> Vec<Pos> {
         self.has_shift = false;
-        std::mem::replace(&mut self.shift, vec![0; self.live.len()])
+        let n = self.size();
+        std::mem::replace(&mut self.shift, vec![0; n])
     }
 
     /// Moves `(from, to)` that pack the live cells into `0..n_live`, keeping
@@ -185,7 +315,7 @@ impl Cells {
         let mut moves = Vec::new();
         let mut to = 0;
         for from in 0..self.used_max_p1 {
-            if self.live[from] {
+            if self.seqs[from] != 0 {
                 if from != to {
                     moves.push((from, to));
                 }
@@ -199,17 +329,33 @@ impl Cells {
     /// K/V rows with the same list).
     pub fn apply_moves(&mut self, moves: &[(usize, usize)]) {
         for &(from, to) in moves {
-            debug_assert!(self.live[from] && !self.live[to]);
+            debug_assert!(self.seqs[from] != 0 && self.seqs[to] == 0);
+            let mut bits = self.seqs[from];
+            while bits != 0 {
+                let s = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.by_pos[s].insert(self.pos[from], to);
+            }
             self.token[to] = self.token[from];
             self.pos[to] = self.pos[from];
-            self.by_pos.insert(self.pos[from], to);
             self.shift[to] = self.shift[from];
-            self.live[to] = true;
-            self.live[from] = false;
+            self.seqs[to] = self.seqs[from];
+            self.seqs[from] = 0;
             self.pos[from] = -1;
             self.shift[from] = 0;
         }
-        self.used_max_p1 = self.n_live;
+        self.used_max_p1 = (0..self.size()).rev().find(|&i| self.seqs[i] != 0).map_or(0, |i| i + 1);
+    }
+
+    /// Give `seq` its own copy of the shared cell `from` in free cell `to`
+    /// (the caller copies the K/V rows): `seq` lets go of `from`, which the
+    /// other sequences keep.
+    pub fn split_off(&mut self, from: usize, to: usize, seq: SeqId) {
+        debug_assert!(self.holds(from, seq) && self.shared_beyond(from, seq) && self.seqs[to] == 0);
+        let (token, pos, shift) = (self.token[from], self.pos[from], self.shift[from]);
+        self.release(from, seq);
+        self.fill(to, token, pos, seq);
+        self.shift[to] = shift;
     }
 
     /// Share of the attended range that is dead (0 = packed).
@@ -221,11 +367,11 @@ impl Cells {
     }
 
     pub fn clear(&mut self) {
-        self.live.iter_mut().for_each(|l| *l = false);
+        self.seqs.iter_mut().for_each(|s| *s = 0);
         self.pos.iter_mut().for_each(|p| *p = -1);
         self.shift.iter_mut().for_each(|s| *s = 0);
         self.has_shift = false;
-        self.by_pos.clear();
+        self.by_pos.iter_mut().for_each(BTreeMap::clear);
         self.n_live = 0;
         self.used_max_p1 = 0;
     }
@@ -238,10 +384,10 @@ impl Cells {
         padded.min(self.size())
     }
 
-    /// Whether a query at position `q_pos` sees cell `i` (live and not in
-    /// the future).
-    pub fn visible(&self, i: usize, q_pos: Pos) -> bool {
-        self.live[i] && self.pos[i] <= q_pos
+    /// Whether a query of `seq` at position `q_pos` sees cell `i` (held by
+    /// `seq` and not in the future).
+    pub fn visible(&self, i: usize, seq: SeqId, q_pos: Pos) -> bool {
+        self.seqs[i] & bit(seq) != 0 && self.pos[i] <= q_pos
     }
 }
 
@@ -251,9 +397,9 @@ mod tests {
 
     #[test]
     fn fill_remove_and_reuse() {
-        let mut c = Cells::new(8);
+        let mut c = Cells::new(8, 1);
         for i in 0..5 {
-            c.fill(i, 100 + i as u32, i as Pos);
+            c.fill(i, 100 + i as u32, i as Pos, 0);
         }
         assert_eq!(c.n_live(), 5);
         assert_eq!(c.used_max_p1(), 5);
@@ -262,32 +408,33 @@ mod tests {
         assert_eq!(c.find_free(2), Some(vec![1, 5]));
         assert!(c.remove(4));
         assert_eq!(c.used_max_p1(), 4, "high-water mark drops when the top cell goes");
-        assert_eq!(c.max_pos(), Some(3));
+        assert_eq!(c.max_pos(0), Some(3));
         assert_eq!(c.find_free(7), None);
     }
 
     #[test]
-    fn visibility_follows_live_bit_and_causality() {
-        let mut c = Cells::new(4);
-        c.fill(0, 1, 0);
-        c.fill(1, 2, 1);
-        c.fill(2, 3, 2);
-        assert!(c.visible(1, 1));
-        assert!(!c.visible(2, 1), "future cell hidden");
+    fn visibility_follows_holders_and_causality() {
+        let mut c = Cells::new(4, 2);
+        c.fill(0, 1, 0, 0);
+        c.fill(1, 2, 1, 0);
+        c.fill(2, 3, 2, 0);
+        assert!(c.visible(1, 0, 1));
+        assert!(!c.visible(2, 0, 1), "future cell hidden");
+        assert!(!c.visible(0, 1, 5), "another sequence's cell hidden");
         c.remove(1);
-        assert!(!c.visible(1, 5), "removed cell hidden");
-        assert!(!c.visible(3, 5), "empty cell hidden");
+        assert!(!c.visible(1, 0, 5), "removed cell hidden");
+        assert!(!c.visible(3, 0, 5), "empty cell hidden");
     }
 
     #[test]
     fn remove_range_shift_and_defrag() {
-        let mut c = Cells::new(16);
+        let mut c = Cells::new(16, 1);
         for i in 0..10 {
-            c.fill(i, 100 + i as u32, i as Pos);
+            c.fill(i, 100 + i as u32, i as Pos, 0);
         }
-        assert_eq!(c.remove_pos_range(3, 6), vec![3, 4, 5]);
+        assert_eq!(c.remove_pos_range(0, 3, 6), vec![3, 4, 5]);
         assert_eq!(c.n_live(), 7);
-        assert_eq!(c.shift_positions(6, -3).unwrap(), 4);
+        assert_eq!(c.shift_positions(0, 6, -3).unwrap(), 4);
         assert!(c.has_shift());
         assert_eq!((c.pos(6), c.pos(9)), (3, 6), "later cells close the gap");
         let sh = c.take_shift();
@@ -301,20 +448,71 @@ mod tests {
         assert_eq!(c.fragmentation(), 0.0);
         assert_eq!((0..7).map(|i| c.token(i)).collect::<Vec<_>>(), vec![100, 101, 102, 106, 107, 108, 109]);
         assert_eq!((0..7).map(|i| c.pos(i)).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5, 6]);
-        assert!(c.shift_positions(0, i32::MIN).is_err(), "positions never wrap");
-        assert!(c.shift_positions(4, -2).is_err(), "a shift may not land on held positions");
-        assert!(c.has_pos(6) && !c.has_pos(7));
+        assert!(c.shift_positions(0, 0, i32::MIN).is_err(), "positions never wrap");
+        assert!(c.shift_positions(0, 4, -2).is_err(), "a shift may not land on held positions");
+        assert!(c.has_pos(0, 6) && !c.has_pos(0, 7));
+    }
+
+    #[test]
+    fn a_shared_prefix_lives_while_any_sequence_holds_it() {
+        let mut c = Cells::new(16, 3);
+        for i in 0..6 {
+            c.fill(i, 100 + i as u32, i as Pos, 0);
+        }
+        assert_eq!(c.share_range(0, 1, 0, 4), 4, "sequence 1 continues the first four");
+        assert_eq!(c.n_live(), 6, "sharing copies nothing");
+        assert_eq!((c.n_held(0), c.n_held(1)), (6, 4));
+        // Sequence 1 goes on at 4 with its own tokens, in other cells.
+        c.fill(6, 200, 4, 1);
+        assert_eq!(c.cell_at(0, 4), Some(4));
+        assert_eq!(c.cell_at(1, 4), Some(6));
+        assert!(c.visible(4, 0, 9) && !c.visible(4, 1, 9), "each sees its own position 4");
+        // Sequence 0 removes [1, 3): the cells stay, sequence 1 still holds them.
+        assert_eq!(c.remove_pos_range(0, 1, 3), vec![1, 2]);
+        assert_eq!(c.n_live(), 7);
+        assert!(c.visible(1, 1, 9) && !c.visible(1, 0, 9));
+        // Shared cells do not move for one sequence.
+        assert_eq!(c.shift_positions(1, 0, 5), Err(KvError::Shared { seq: 1, pos: 0 }));
+        assert_eq!(c.pos(0), 0, "a refused shift changes nothing");
+        assert_eq!(c.shift_positions(0, 3, -2), Err(KvError::Shared { seq: 0, pos: 3 }), "cell 3 is shared");
+        // Sequence 0 lets go of 3 and moves what is its own (4, 5) down to 1, 2.
+        assert_eq!(c.remove_pos_range(0, 3, 4), vec![3]);
+        assert_eq!(c.shift_positions(0, 4, -3).unwrap(), 2);
+        assert_eq!((c.cell_at(0, 1), c.cell_at(1, 3)), (Some(4), Some(3)));
+        // Letting go of a whole sequence frees what only it held.
+        assert_eq!(c.clear_seq(1), 5);
+        assert_eq!(c.n_live(), 3, "cells 0, 4, 5 stay with sequence 0");
+        assert_eq!(c.positions_in(0, ..).collect::<Vec<_>>(), vec![0, 1, 2]);
+        // Defrag keeps every holder's map right.
+        c.share_range(0, 2, 0, 2);
+        let moves = c.defrag_moves();
+        assert_eq!(moves, vec![(4, 1), (5, 2)]);
+        c.apply_moves(&moves);
+        assert_eq!((c.cell_at(0, 1), c.cell_at(2, 1)), (Some(1), Some(1)));
+        assert_eq!(c.used_max_p1(), 3);
+    }
+
+    #[test]
+    fn splitting_off_a_shared_cell_gives_one_sequence_its_own() {
+        let mut c = Cells::new(8, 2);
+        c.fill(0, 7, 0, 0);
+        c.share(0, 1);
+        c.split_off(0, 3, 1);
+        assert_eq!((c.cell_at(0, 0), c.cell_at(1, 0)), (Some(0), Some(3)));
+        assert_eq!(c.token(3), 7);
+        assert_eq!(c.n_live(), 2);
+        assert_eq!(c.shift_positions(1, 0, 4).unwrap(), 1, "its own now, it can move");
     }
 
     #[test]
     fn n_kv_is_padded_and_capped() {
-        let mut c = Cells::new(1000);
+        let mut c = Cells::new(1000, 1);
         assert_eq!(c.n_kv(256), 256);
         for i in 0..300 {
-            c.fill(i, 0, i as Pos);
+            c.fill(i, 0, i as Pos, 0);
         }
         assert_eq!(c.n_kv(256), 512);
-        let small = Cells::new(100);
+        let small = Cells::new(100, 1);
         assert_eq!(small.n_kv(256), 100);
     }
 }

@@ -1,7 +1,8 @@
 //! Moving live cells into a contiguous block: K rows and V values (rows,
 //! or columns when V is transposed) are gathered from their old cells and scattered to the new ones
 //! with one ggml graph over the layers of one pool.
-use super::{KShift, KvCache, Pool};
+use super::cells::{Pos, SeqId};
+use super::{KShift, KvCache, KvError, Pool};
 use crate::ggml::{ComputeError, Context, GgmlType, Graph, OwnedGraph, Scheduler, Tensor};
 
 /// Inputs of a defrag graph: source and destination indices for K rows and
@@ -63,28 +64,74 @@ impl KvCache {
             if moves.is_empty() {
                 continue;
             }
-            if self.layers(pool).is_empty() {
-                self.pool_cells_mut(pool).apply_moves(&moves);
-                continue;
-            }
-            let nodes = 8 * self.n_layer() + 8;
-            let ctx = Context::new(nodes, nodes);
-            let kv = &*self;
-            let g = OwnedGraph::build(ctx, |ctx, _| {
-                let mut gf = ctx.new_graph(nodes);
-                let inp = build(ctx, &mut gf, kv, pool, moves.len());
-                (gf, vec![inp.k_src, inp.k_dst, inp.v_src, inp.v_dst])
-            });
-            sched.alloc(&g.graph())?;
-            let (k_src, k_dst, v_src, v_dst) = indices(self, pool, &moves);
-            g.tensor(0).write_i32(&k_src);
-            g.tensor(1).write_i64(&k_dst);
-            g.tensor(2).write_i32(&v_src);
-            g.tensor(3).write_i64(&v_dst);
-            sched.compute(&g.graph())?;
+            self.copy_cells(sched, pool, &moves)?;
             self.pool_cells_mut(pool).apply_moves(&moves);
             moved += moves.len();
         }
         Ok(moved)
     }
+
+    /// Give `seq` its own copy of every cell it shares with other
+    /// sequences at positions `p0` and later, in every pool (one copy graph
+    /// per pool), so that they can move for `seq` alone; the other
+    /// sequences keep the originals. Returns the main pool's cells copied.
+    pub fn unshare(&mut self, sched: &mut Scheduler, seq: SeqId, p0: Pos) -> Result<usize, UnshareError> {
+        let mut copied = 0;
+        for &pool in self.pools() {
+            let c = self.pool_cells(pool);
+            let shared: Vec<usize> =
+                c.cells_in(seq, p0..).filter(|&(_, i)| c.shared_beyond(i, seq)).map(|(_, i)| i).collect();
+            if shared.is_empty() {
+                continue;
+            }
+            let free = c.find_free(shared.len()).ok_or(KvError::Full {
+                live: c.n_live(),
+                size: c.size(),
+                need: shared.len(),
+            })?;
+            let moves: Vec<(usize, usize)> = shared.into_iter().zip(free).collect();
+            self.copy_cells(sched, pool, &moves)?;
+            let c = self.pool_cells_mut(pool);
+            for &(from, to) in &moves {
+                c.split_off(from, to, seq);
+            }
+            if pool == Pool::Global {
+                copied = moves.len();
+            }
+        }
+        Ok(copied)
+    }
+
+    /// Copy the K and V rows of cells `from` to cells `to` for each move,
+    /// in every layer of `pool` (one graph); the metadata is the caller's.
+    fn copy_cells(&self, sched: &mut Scheduler, pool: Pool, moves: &[(usize, usize)]) -> Result<(), ComputeError> {
+        if self.layers(pool).is_empty() {
+            return Ok(());
+        }
+        let nodes = 8 * self.n_layer() + 8;
+        let ctx = Context::new(nodes, nodes);
+        let g = OwnedGraph::build(ctx, |ctx, _| {
+            let mut gf = ctx.new_graph(nodes);
+            let inp = build(ctx, &mut gf, self, pool, moves.len());
+            (gf, vec![inp.k_src, inp.k_dst, inp.v_src, inp.v_dst])
+        });
+        sched.alloc(&g.graph())?;
+        let (k_src, k_dst, v_src, v_dst) = indices(self, pool, moves);
+        g.tensor(0).write_i32(&k_src);
+        g.tensor(1).write_i64(&k_dst);
+        g.tensor(2).write_i32(&v_src);
+        g.tensor(3).write_i64(&v_dst);
+        sched.compute(&g.graph())?;
+        Ok(())
+    }
+}
+
+/// Why cells could not be unshared: no free cells for the copies, or the
+/// copy graph failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UnshareError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Compute(#[from] ComputeError),
 }

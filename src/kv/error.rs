@@ -27,6 +27,13 @@ pub enum KvError {
     /// A position outside what 32-bit positions can hold (or negative).
     #[error("{0}")]
     PositionRange(String),
+    /// A cell other sequences hold too cannot move for one of them (it is
+    /// copied first; this is the cells' own refusal).
+    #[error("sequence {seq}'s position {pos} is shared with another sequence and cannot move for one of them")]
+    Shared { seq: usize, pos: Pos },
+    /// A sequence id outside the pool's sequences.
+    #[error("sequence {seq} does not exist (this cache holds {n_seq})")]
+    NoSequence { seq: usize, n_seq: usize },
     /// A new token's position is negative or already holds a token.
     #[error("position {0} is negative or already holds a token")]
     PositionTaken(Pos),

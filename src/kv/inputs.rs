@@ -3,7 +3,7 @@
 //! a quantized cache. The cache creates them for a graph (`new_inputs`) and
 //! fills them once the graph is allocated (`set_inputs`).
 use super::cache::{KvCache, Placement, Pool};
-use super::cells::Pos;
+use super::cells::{Pos, SeqId};
 use super::mask::build_mask;
 use crate::ggml::{Context, GgmlType, Tensor};
 
@@ -80,13 +80,14 @@ impl KvCache {
         }
     }
 
-    /// Fill `inp` for tokens at `positions` placed at `placed`; `window`:
-    /// the sliding-window layers' window, when the model has them.
+    /// Fill `inp` for tokens of `seqs` at `positions` placed at `placed`;
+    /// `window`: the sliding-window layers' window, when the model has them.
     pub fn set_inputs(
         &mut self,
         inp: &KvInputs<Tensor<'_>>,
         placed: &Placement,
         positions: &[Pos],
+        seqs: &[SeqId],
         window: Option<u32>,
     ) {
         inp.k_idxs.write_i64(&placed.cells.iter().map(|&c| c as i64).collect::<Vec<_>>());
@@ -97,14 +98,14 @@ impl KvCache {
         }
         let (n_kv, n_kv_swa) = self.n_kv();
         let mut mask = std::mem::take(&mut self.mask);
-        build_mask(self.pool_cells(Pool::Global), n_kv, positions, None, &mut mask);
+        build_mask(self.pool_cells(Pool::Global), n_kv, positions, seqs, None, &mut mask);
         inp.mask.write_f32(&mask);
         self.mask = mask;
         if let (Some(w), Some(t)) = (window, inp.mask_swa) {
             let mut mask = std::mem::take(&mut self.mask_swa);
             match self.has_swa_pool() {
-                true => build_mask(self.pool_cells(Pool::Swa), n_kv_swa, positions, Some(w), &mut mask),
-                false => build_mask(self.pool_cells(Pool::Global), n_kv, positions, Some(w), &mut mask),
+                true => build_mask(self.pool_cells(Pool::Swa), n_kv_swa, positions, seqs, Some(w), &mut mask),
+                false => build_mask(self.pool_cells(Pool::Global), n_kv, positions, seqs, Some(w), &mut mask),
             }
             t.write_f32(&mask);
             self.mask_swa = mask;

@@ -1,7 +1,8 @@
 //! The KV cache: cells (pure data), the cache that owns its tensors and
 //! every operation on them (placing tokens, removal, moving positions,
 //! K-shift, defrag, masks and inputs, snapshots), for one pool or for a
-//! global pool and a sliding-window pool together.
+//! global pool and a sliding-window pool together; one cache serves
+//! several sequences, which share the cells of a common prefix.
 pub mod cache;
 pub mod cells;
 mod defrag;
@@ -14,7 +15,8 @@ pub mod state;
 pub mod swa;
 
 pub use cache::{KvCache, KvParams, Placement, Pool, SwaLayout, N_KV_PAD};
-pub use cells::{Cells, Pos};
+pub use cells::{Cells, Pos, SeqId, MAX_SEQ};
+pub use defrag::UnshareError;
 pub use error::KvError;
 pub use inputs::KvInputs;
 pub use shift::KShift;

@@ -4,7 +4,7 @@
 //! field first, so a bad snapshot leaves the cache as it was. (Pending key
 //! rotations must be applied before a snapshot: `apply_pending_shift`.)
 use super::cache::KvCache;
-use super::cells::Pos;
+use super::cells::{Cells, Pos, SeqId};
 use super::error::KvError;
 use super::Pool;
 use serde::{Deserialize, Serialize};
@@ -100,91 +100,151 @@ impl KvCache {
         }
     }
 
-    /// Copy the used cells out, with `next_pos` (the position the next
-    /// token would take). Pending key rotations must have been applied.
-    pub fn snapshot(&self, next_pos: Pos) -> Result<KvSnapshot, KvError> {
+    /// Copy `seq`'s cells out, in position order, with `next_pos` (the
+    /// position the next token would take). Pending key rotations must have
+    /// been applied.
+    pub fn snapshot(&self, seq: SeqId, next_pos: Pos) -> Result<KvSnapshot, KvError> {
+        self.check_seq(seq)?;
         let (k_row, v_el) = self.unit_bytes()?;
         let n_embd_v = self.n_embd_v();
+        // A sequence alone in its pool is saved cell for cell, holes
+        // included, and restored in the same cells when they are free: where
+        // a cell sits changes how attention's sums round, so the same layout
+        // gives the same logits. Beside other sequences, only its own cells
+        // are saved, in position order.
+        let held = |pool: Pool| -> Vec<usize> {
+            let c = self.pool_cells(pool);
+            match (0..c.used_max_p1()).all(|i| !c.is_live(i) || (c.holds(i, seq) && !c.shared_beyond(i, seq))) {
+                true => (0..c.used_max_p1()).collect(),
+                false => c.cells_in(seq, ..).map(|(_, i)| i).collect(),
+            }
+        };
+        let main = held(Pool::Global);
+        let swa_held = self.has_swa_pool().then(|| held(Pool::Swa));
         let mut k = Vec::with_capacity(self.n_layer());
         let mut v = Vec::with_capacity(self.n_layer());
         let store = self.store();
         for il in 0..self.n_layer() {
-            let (size, used) = (self.layer_size(il), self.pool_cells(self.pool_of(il)).used_max_p1());
+            let size = self.layer_size(il);
+            let cells = match (&swa_held, self.pool_of(il)) {
+                (Some(sc), Pool::Swa) => sc,
+                _ => &main,
+            };
+            let used = cells.len();
+            let (kt, vt) = (store.get(self.k(il)), store.get(self.v(il)));
             let mut kb = vec![0u8; used * k_row];
-            store.get(self.k(il)).read_bytes(&mut kb, 0);
-            let vt = store.get(self.v(il));
             let mut vb = vec![0u8; n_embd_v * used * v_el];
-            if self.v_trans() {
-                for j in 0..n_embd_v {
-                    vt.read_bytes(&mut vb[j * used * v_el..(j + 1) * used * v_el], j * size * v_el);
+            let mut rows = Vec::new();
+            for (cell, at, n) in runs(cells) {
+                kt.read_bytes(&mut kb[at * k_row..(at + n) * k_row], cell * k_row);
+                if self.v_trans() {
+                    for j in 0..n_embd_v {
+                        let to = (j * used + at) * v_el;
+                        vt.read_bytes(&mut vb[to..to + n * v_el], (j * size + cell) * v_el);
+                    }
+                } else {
+                    rows.resize(n * n_embd_v * v_el, 0);
+                    vt.read_bytes(&mut rows, cell * n_embd_v * v_el);
+                    for r in 0..n {
+                        for j in 0..n_embd_v {
+                            let (from, to) = ((r * n_embd_v + j) * v_el, (j * used + at + r) * v_el);
+                            vb[to..to + v_el].copy_from_slice(&rows[from..from + v_el]);
+                        }
+                    }
                 }
-            } else {
-                // Rows per cell in the cache; element-major in a snapshot, whatever the attention.
-                let mut rows = vec![0u8; n_embd_v * used * v_el];
-                vt.read_bytes(&mut rows, 0);
-                transpose_units(&rows, &mut vb, used, n_embd_v, v_el);
             }
             k.push(kb);
             v.push(vb);
         }
         let c = self.pool_cells(Pool::Global);
-        let used = c.used_max_p1();
-        let swa = self.has_swa_pool().then(|| {
+        let swa = swa_held.map(|sc| {
             let p = self.pool_cells(Pool::Swa);
-            let n = p.used_max_p1();
-            SwaCells { pos: (0..n).map(|i| p.pos(i)).collect(), live: (0..n).map(|i| p.is_live(i)).collect() }
+            SwaCells {
+                pos: sc.iter().map(|&i| p.pos(i)).collect(),
+                live: sc.iter().map(|&i| p.holds(i, seq)).collect(),
+            }
         });
         Ok(KvSnapshot {
             layout: self.layout(),
             next_pos,
-            tokens: (0..used).map(|i| c.token(i)).collect(),
-            pos: (0..used).map(|i| c.pos(i)).collect(),
-            live: (0..used).map(|i| c.is_live(i)).collect(),
+            tokens: main.iter().map(|&i| c.token(i)).collect(),
+            pos: main.iter().map(|&i| c.pos(i)).collect(),
+            live: main.iter().map(|&i| c.holds(i, seq)).collect(),
             swa,
             k,
             v,
         })
     }
 
-    /// Replace the cache's contents with `snap`, after checking that it fits
-    /// this cache (same layout, enough cells) and is consistent (lengths,
-    /// token ids below `n_vocab`, unique positions below `next_pos`).
-    pub fn restore(&mut self, snap: &KvSnapshot, n_vocab: u32) -> Result<(), KvError> {
-        self.check_snapshot(snap, n_vocab)?;
-        let (_, v_el) = self.unit_bytes()?;
+    /// Replace `seq`'s contents with `snap`, after checking that it fits
+    /// this cache (same layout, enough cells beside the other sequences')
+    /// and is consistent (lengths, token ids below `n_vocab`, unique
+    /// positions below `next_pos`). The snapshot's live cells take free
+    /// cells; its dead ones (older files kept them) are skipped.
+    pub fn restore(&mut self, seq: SeqId, snap: &KvSnapshot, n_vocab: u32) -> Result<(), KvError> {
+        self.check_seq(seq)?;
+        self.check_snapshot(seq, snap, n_vocab)?;
+        let (k_row, v_el) = self.unit_bytes()?;
         let n_embd_v = self.n_embd_v();
+        self.clear_seq(seq);
+        // (snapshot index, cell) for each live cell of the snapshot, per pool.
+        // The same cells when they are free, else the lowest free ones.
+        let place = |c: &Cells, live: &[bool]| -> Vec<(usize, usize)> {
+            let wanted: Vec<usize> = (0..live.len()).filter(|&i| live[i]).collect();
+            if wanted.iter().all(|&i| i < c.size() && !c.is_live(i)) {
+                return wanted.into_iter().map(|i| (i, i)).collect();
+            }
+            let free = c.find_free(wanted.len()).unwrap_or_default();
+            wanted.into_iter().zip(free).collect()
+        };
+        let main = place(self.pool_cells(Pool::Global), &snap.live);
+        let swa_main =
+            snap.swa.as_ref().filter(|_| self.has_swa_pool()).map(|sc| place(self.pool_cells(Pool::Swa), &sc.live));
         let store = self.store();
         for il in 0..self.n_layer() {
-            let (size, used) = (self.layer_size(il), snap.used_by(il));
-            store.get(self.k(il)).write_bytes(&snap.k[il], 0);
-            let vt = store.get(self.v(il));
-            if self.v_trans() {
-                for j in 0..n_embd_v {
-                    vt.write_bytes(&snap.v[il][j * used * v_el..(j + 1) * used * v_el], j * size * v_el);
+            let size = self.layer_size(il);
+            let used = snap.used_by(il);
+            let pairs = match (&swa_main, self.pool_of(il)) {
+                (Some(sp), Pool::Swa) => sp,
+                _ => &main,
+            };
+            let (kt, vt) = (store.get(self.k(il)), store.get(self.v(il)));
+            let mut rows = Vec::new();
+            for (at, cell, n) in pair_runs(pairs) {
+                kt.write_bytes(&snap.k[il][at * k_row..(at + n) * k_row], cell * k_row);
+                if self.v_trans() {
+                    for j in 0..n_embd_v {
+                        let from = (j * used + at) * v_el;
+                        vt.write_bytes(&snap.v[il][from..from + n * v_el], (j * size + cell) * v_el);
+                    }
+                } else {
+                    rows.resize(n * n_embd_v * v_el, 0);
+                    for r in 0..n {
+                        for j in 0..n_embd_v {
+                            let (to, from) = ((r * n_embd_v + j) * v_el, (j * used + at + r) * v_el);
+                            rows[to..to + v_el].copy_from_slice(&snap.v[il][from..from + v_el]);
+                        }
+                    }
+                    vt.write_bytes(&rows, cell * n_embd_v * v_el);
                 }
-            } else {
-                let mut rows = vec![0u8; snap.v[il].len()];
-                transpose_units(&snap.v[il], &mut rows, n_embd_v, used, v_el);
-                vt.write_bytes(&rows, 0);
             }
         }
-        self.clear();
         let mut token_at = std::collections::HashMap::new();
         let cells = self.pool_cells_mut(Pool::Global);
-        for i in (0..snap.used()).filter(|&i| snap.live[i]) {
-            cells.fill(i, snap.tokens[i], snap.pos[i]);
+        for &(i, cell) in &main {
+            cells.fill(cell, snap.tokens[i], snap.pos[i], seq);
             token_at.insert(snap.pos[i], snap.tokens[i]);
         }
-        if let (true, Some(sc)) = (self.has_swa_pool(), &snap.swa) {
+        if let (Some(sp), Some(sc)) = (&swa_main, &snap.swa) {
             let pool = self.pool_cells_mut(Pool::Swa);
-            for i in (0..sc.pos.len()).filter(|&i| sc.live[i]) {
-                pool.fill(i, token_at[&sc.pos[i]], sc.pos[i]);
+            for &(i, cell) in sp {
+                pool.fill(cell, token_at[&sc.pos[i]], sc.pos[i], seq);
             }
         }
         Ok(())
     }
 
-    fn check_snapshot(&self, snap: &KvSnapshot, n_vocab: u32) -> Result<(), KvError> {
+    fn check_snapshot(&self, seq: SeqId, snap: &KvSnapshot, n_vocab: u32) -> Result<(), KvError> {
         let bad = |msg: String| Err(KvError::Snapshot(msg));
         let mine = self.layout();
         if snap.layout != mine {
@@ -200,6 +260,17 @@ impl KvCache {
         if snap.pos.len() != used || snap.live.len() != used {
             return bad(format!("{used} tokens but {} positions and {} live bits", snap.pos.len(), snap.live.len()));
         }
+        // Beside the other sequences: free cells, and those only `seq` holds now.
+        let room = |c: &Cells| c.n_free() + c.cells_in(seq, ..).filter(|&(_, i)| !c.shared_beyond(i, seq)).count();
+        let live = snap.live.iter().filter(|&&l| l).count();
+        let main_room = room(self.pool_cells(Pool::Global));
+        if live > main_room {
+            return bad(format!(
+                "the saved cache holds {live} tokens; this context has room for {main_room} beside the other sequences' \
+                 ({} cells in all)",
+                self.size()
+            ));
+        }
         let swa_size = self.has_swa_pool().then(|| self.pool_cells(Pool::Swa).size());
         let swa_pos: HashSet<Pos> = match (swa_size, &snap.swa) {
             (None, None) => HashSet::new(),
@@ -210,6 +281,12 @@ impl KvCache {
                         sc.pos.len(),
                         sc.live.len(),
                         pool_size
+                    ));
+                }
+                let (live, pool_room) = (sc.live.iter().filter(|&&l| l).count(), room(self.pool_cells(Pool::Swa)));
+                if live > pool_room {
+                    return bad(format!(
+                        "the saved sliding-window pool holds {live} cells; this one has room for {pool_room} beside the other sequences'"
                     ));
                 }
                 let mut seen = HashSet::new();
@@ -260,28 +337,32 @@ impl KvCache {
     }
 }
 
-/// `src` holds `rows` rows of `cols` units of `unit` bytes; write its
-/// transpose (`cols` rows of `rows` units) to `dst`.
-fn transpose_units(src: &[u8], dst: &mut [u8], rows: usize, cols: usize, unit: usize) {
-    for r in 0..rows {
-        for c in 0..cols {
-            let from = (r * cols + c) * unit;
-            let to = (c * rows + r) * unit;
-            dst[to..to + unit].copy_from_slice(&src[from..from + unit]);
+/// Runs of consecutive cells: (first cell, index of its first row in the
+/// list, length).
+fn runs(cells: &[usize]) -> Vec<(usize, usize, usize)> {
+    let pairs: Vec<(usize, usize)> = cells.iter().enumerate().map(|(at, &c)| (at, c)).collect();
+    pair_runs(&pairs).into_iter().map(|(at, cell, n)| (cell, at, n)).collect()
+}
+
+/// Runs of (index, cell) pairs where both go up by one: (first index,
+/// first cell, length).
+fn pair_runs(pairs: &[(usize, usize)]) -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for &(i, c) in pairs {
+        match out.last_mut() {
+            Some((i0, c0, n)) if *i0 + *n == i && *c0 + *n == c => *n += 1,
+            _ => out.push((i, c, 1)),
         }
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn transposing_twice_gives_back_the_units() {
-        let src: Vec<u8> = (0..24).collect(); // 3 rows of 4 two-byte units
-        let mut t = vec![0u8; 24];
-        super::transpose_units(&src, &mut t, 3, 4, 2);
-        assert_eq!(&t[..6], &[0, 1, 8, 9, 16, 17]); // column 0: unit 0 of each row
-        let mut back = vec![0u8; 24];
-        super::transpose_units(&t, &mut back, 4, 3, 2);
-        assert_eq!(back, src);
+    fn runs_join_consecutive_cells() {
+        assert_eq!(super::runs(&[4, 5, 6, 9, 2, 3]), vec![(4, 0, 3), (9, 3, 1), (2, 4, 2)]);
+        assert_eq!(super::pair_runs(&[(0, 7), (1, 8), (3, 9)]), vec![(0, 7, 2), (3, 9, 1)]);
+        assert!(super::runs(&[]).is_empty());
     }
 }

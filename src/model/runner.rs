@@ -7,7 +7,7 @@ use super::graph::{StepGraph, StepInputs};
 use super::Model;
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, ComputeGate, Context, NodeTime, OwnedGraph, Scheduler};
-use crate::kv::{KShift, KvCache, Placement, Pos};
+use crate::kv::{KShift, KvCache, Placement, Pos, SeqId};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,15 +71,17 @@ impl Runner {
         Ok(())
     }
 
-    /// Run one micro-batch whose tokens the cache has placed: build (or
-    /// reuse) the graph, fill its inputs, compute, and return the logits of
-    /// the rows in `outputs` (rows of n_vocab).
+    /// Run one micro-batch whose tokens (of sequences `seqs`) the cache has
+    /// placed: build (or reuse) the graph, fill its inputs, compute, and
+    /// return the logits of the rows in `outputs` (rows of n_vocab).
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         model: &Model,
         kv: &mut KvCache,
         tokens: &[u32],
         positions: &[Pos],
+        seqs: &[SeqId],
         placed: &Placement,
         outputs: &[usize],
     ) -> Result<Vec<f32>> {
@@ -139,7 +141,7 @@ impl Runner {
             };
             t.write_i32(&rows);
         }
-        kv.set_inputs(&inp.kv, placed, positions, model.hparams.swa.as_ref().map(|s| s.window));
+        kv.set_inputs(&inp.kv, placed, positions, seqs, model.hparams.swa.as_ref().map(|s| s.window));
 
         let t0 = Instant::now();
         self.sched.compute(&g.graph())?;

@@ -20,7 +20,8 @@ use tokio::sync::mpsc::Sender;
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub session: SessionConfig,
-    /// Parallel sequences (`-np`), each with its own cache of `session.n_ctx` cells.
+    /// Parallel sequences (`-np`): slots of one cache of `session.n_ctx`
+    /// cells, which they share (llama.cpp's unified cache).
     pub slots: usize,
     /// Requests waiting beyond the busy slots before new ones get 503.
     pub queue: usize,
@@ -68,8 +69,9 @@ impl Job {
 pub struct CacheUse {
     pub slot: usize,
     pub hit: &'static str,
-    /// Where the reused tokens were: `slot` (the slot's own cache) or
-    /// `prompt_cache` (a chain saved in memory, restored into the slot).
+    /// Where the reused tokens were: `slot` (the slot's own cache),
+    /// `shared` (another slot's cells, shared copy-free), or `prompt_cache`
+    /// (a chain saved in memory, restored into the slot).
     pub from: &'static str,
     pub tokens_reused: usize,
     pub tokens_removed: usize,
@@ -142,6 +144,13 @@ pub struct Metrics {
     pub hits_prefix: u64,
     pub hits_subconscious: u64,
     pub misses: u64,
+    /// Prompt tokens a request took over from another slot's cells
+    /// (a shared prefix, computed once).
+    pub shared_prefix_tokens: u64,
+    /// Graphs computed for the slots' steps, and the slot steps they held
+    /// (their ratio is the mean batch width).
+    pub batches: u64,
+    pub batched_steps: u64,
     /// Chains saved into the prompt cache, and restored from it.
     pub prompt_cache_saves: u64,
     pub prompt_cache_restores: u64,
@@ -170,25 +179,25 @@ pub struct Engine {
     shared: Arc<Shared>,
     pub config: EngineConfig,
     pub model: Arc<Model>,
-    /// Cells of each slot's cache.
+    /// Cells of the cache the slots share.
     pub n_ctx: usize,
+    batch_stats: crate::session::BatchCounter,
 }
 
 impl Engine {
     /// Create the slots' sessions (errors surface here) and start the threads.
     pub fn start(model: Arc<Model>, config: EngineConfig) -> Result<Engine> {
         let n = config.slots.max(1);
+        // One cache for all slots: each slot is a sequence of it, their steps
+        // are computed together, and a prefix one slot computed is shared
+        // with the others that continue it.
+        let first = Session::new(model.clone(), SessionConfig { n_seq: n, ..config.session.clone() })?;
         let mut sessions = Vec::with_capacity(n);
-        // Slots take turns on the CPU: side by side, their thread pools would
-        // spin against each other on the same cores.
-        let gate = Arc::new(crate::ggml::ComputeGate::new());
-        for _ in 0..n {
-            let mut s = Session::new(model.clone(), config.session.clone())?;
-            if n > 1 {
-                s.share_gate(gate.clone());
-            }
-            sessions.push(s);
+        for _ in 1..n {
+            sessions.push(first.sequence()?);
         }
+        let batch_stats = first.batch_counter();
+        sessions.insert(0, first);
         if let Some(dir) = &config.transcripts {
             let at = |e: String| crate::Error::InvalidArgument(format!("--transcripts {}: {e}", dir.display()));
             std::fs::create_dir_all(dir).map_err(|e| at(e.to_string()))?;
@@ -258,7 +267,7 @@ impl Engine {
             .name("dispatch".into())
             .spawn(move || dispatch(rx, slot_tx, &sh, min_chunk))
             .map_err(|source| crate::Error::System { what: "cannot start the dispatcher".into(), source })?;
-        Ok(Engine { queue, shared, config, model, n_ctx })
+        Ok(Engine { queue, shared, config, model, n_ctx, batch_stats })
     }
 
     /// Queue a job; gives it back when every slot is busy and `queue` jobs
@@ -289,6 +298,7 @@ impl Engine {
 
     pub fn metrics(&self) -> Metrics {
         let mut m = self.shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (m.batches, m.batched_steps) = self.batch_stats.batch_stats();
         (m.prompt_cache_chains, m.prompt_cache_bytes) =
             self.shared.prompt_cache.lock().unwrap_or_else(|e| e.into_inner()).usage();
         m
@@ -356,6 +366,39 @@ fn dispatch(rx: Receiver<Job>, slot_tx: Vec<SyncSender<Job>>, shared: &Shared, m
     }
 }
 
+/// A shared prefix is taken only when it reuses this many more tokens than
+/// the slot's own cache would.
+const SHARE_GAIN: usize = 16;
+
+/// All slots are sequences of one cache: when another slot holds a longer
+/// prefix of the prompt than this slot would reuse (a system prompt and
+/// tools every client sends), this slot goes on from that slot's cells,
+/// copy-free, instead of prefilling them again. Returns the tokens shared.
+fn share_prefix(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared, job: &Job) -> usize {
+    let own = plan(&session.live_tokens(), &job.tokens, cfg.min_chunk).cached();
+    // The last prompt token is evaluated in any case (its logits start the reply).
+    let prompt = &job.tokens[..job.tokens.len().saturating_sub(1)];
+    let Some((best, other)) =
+        (0..cfg.slots).filter(|&o| o != id).map(|o| (session.common_prefix_with(o, prompt), o)).max()
+    else {
+        return 0;
+    };
+    if best < own + SHARE_GAIN {
+        return 0;
+    }
+    match session.share_prefix_of(other, prompt, own + SHARE_GAIN) {
+        Ok(n) => {
+            tracing::debug!(slot = id, from = other, tokens = n, "shared a prefix");
+            shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).shared_prefix_tokens += n as u64;
+            n
+        }
+        Err(e) => {
+            tracing::warn!(slot = id, "cannot share slot {other}'s prefix: {e}");
+            0
+        }
+    }
+}
+
 /// Run one job, streaming its text; returns the final event (`Done` or
 /// `Failed`) for the slot to send once it is free, or `None` if the client left.
 /// Before a job overwrites the slot's cache: save the chain the slot holds
@@ -407,6 +450,7 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         (a, b) => a.or(b),
     };
     let restored = swap_chains(id, session, cfg, shared, &mut job);
+    let shared_prefix = if restored { 0 } else { share_prefix(id, session, cfg, shared, &job) };
     // Sliding-window layers that have dropped cells a closed gap would
     // bring back into their window refuse to close it: start again from an
     // empty cache (the prompt is prefilled whole, as llama.cpp does).
@@ -427,7 +471,11 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
     if let Err(e) = session.prepare_positions(cfg.positions, more) {
         reuse = start_over(session, reuse.removed, &e);
     }
-    let from = if restored { "prompt_cache" } else { "slot" };
+    let from = match (restored, shared_prefix > 0) {
+        (true, _) => "prompt_cache",
+        (false, true) => "shared",
+        (false, false) => "slot",
+    };
     let reused = reuse.plan.reused;
     let rest = &job.tokens[reused..];
     // Replaced spans were evaluated in place by the reuse: prefilled, not reused.

@@ -358,6 +358,19 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> 
         m.hits_subconscious as f64,
     );
     put("misses_total", "counter", "Requests that reused nothing.", m.misses as f64);
+    put(
+        "shared_prefix_tokens_total",
+        "counter",
+        "Prompt tokens a slot took over from another slot's cells (computed once, held copy-free).",
+        m.shared_prefix_tokens as f64,
+    );
+    put(
+        "batches_total",
+        "counter",
+        "Graphs computed for the slots' steps (several slots' tokens in one).",
+        m.batches as f64,
+    );
+    put("batched_steps_total", "counter", "Slot steps those graphs held in all.", m.batched_steps as f64);
     put("prompt_cache_saves_total", "counter", "Chains saved from a slot into memory.", m.prompt_cache_saves as f64);
     put(
         "prompt_cache_restores_total",

@@ -23,6 +23,10 @@ pub struct SessionConfig {
     /// llama.cpp's spelling) instead of a pool sized to their window: more
     /// memory, but every removal, shift and resume is exact for them.
     pub swa_full: bool,
+    /// Sequences one cache can hold (`-np`): sessions opened with
+    /// `Session::sequence` share its cells, and their steps are computed
+    /// together.
+    pub n_seq: usize,
 }
 
 /// What `-fa auto` means: on, as in llama.cpp (whose `auto` is on for the
@@ -48,6 +52,7 @@ impl Default for SessionConfig {
             type_v: GgmlType::F16,
             flash_attn: false,
             swa_full: false,
+            n_seq: 1,
         }
     }
 }

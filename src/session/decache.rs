@@ -105,15 +105,21 @@ impl Session {
         let t0 = Instant::now();
         let gap = p1.min(self.next_pos) - p0;
         let shift = gap_policy == Gap::Close && gap > 0;
+        let seq = self.seq;
+        let mut pool = self.shared.pool();
+        let super::shared::Pool { kv, runner } = &mut *pool;
         if shift {
-            self.kv.check_close_gap(p0, p1, gap, self.next_pos)?;
+            kv.check_close_gap(seq, p0, p1, gap, self.next_pos)?;
+            // Cells that move must be this sequence's own.
+            kv.unshare(runner.sched(), seq, p1)?;
         }
-        let cells = self.kv.remove_range(p0, p1);
+        let cells = kv.remove_range(seq, p0, p1);
         let mut shifted = 0;
         if shift {
-            shifted = self.kv.add_to_positions(p1, -gap)?;
+            shifted = kv.add_to_positions(seq, p1, -gap)?;
             self.next_pos -= gap;
         }
+        drop(pool);
         self.record(super::record::SessionOp::Remove { p0, p1, gap: gap_policy });
         Ok(Removal { cells, shifted, took: t0.elapsed() })
     }
@@ -129,7 +135,11 @@ impl Session {
         }
         let next = if self.next_pos > p0 { self.next_pos.checked_add(n) } else { Some(self.next_pos) };
         let next = next.ok_or_else(|| crate::kv::KvError::PositionRange("positions would overflow 32 bits".into()))?;
-        let moved = self.kv.add_to_positions(p0, n)?;
+        let mut pool = self.shared.pool();
+        let super::shared::Pool { kv, runner } = &mut *pool;
+        kv.unshare(runner.sched(), self.seq, p0)?;
+        let moved = kv.add_to_positions(self.seq, p0, n)?;
+        drop(pool);
         self.next_pos = next;
         self.record(super::record::SessionOp::OpenGap { p0, n });
         Ok(moved)
@@ -138,25 +148,25 @@ impl Session {
     /// Whether the cache can go on at position `q` exactly: false when a
     /// sliding-window layer would need a cell its pool has dropped.
     pub fn can_resume_at(&self, q: Pos) -> bool {
-        self.kv.can_resume_at(q)
+        self.shared.pool().kv.can_resume_at(self.seq, q)
     }
 
     /// The lowest position the sliding-window pool has dropped while the
     /// main pool still holds it (nothing below it is missing), if any.
     pub fn swa_dropped_from(&self) -> Option<Pos> {
-        self.kv.swa_dropped_from()
+        self.shared.pool().kv.swa_dropped_from(self.seq)
     }
 
     /// Whether `n` tokens from position `q` on find cells in every pool
     /// (the sliding-window pool may drop what no query from `q` on sees).
     pub fn can_place(&self, q: Pos, n: usize) -> bool {
-        self.kv.can_place(q, n)
+        self.shared.pool().kv.can_place(self.seq, q, n)
     }
 
     /// Set the next position back to `p`, which must lie after every live
     /// token (what comes after the last kept token was removed).
     pub fn rewind(&mut self, p: Pos) -> Result<()> {
-        if let Some(last) = self.kv.max_pos().filter(|&last| last >= p) {
+        if let Some(last) = self.shared.pool().kv.max_pos(self.seq).filter(|&last| last >= p) {
             return Err(Error::InvalidArgument(format!(
                 "cannot rewind to position {p}: position {last} still holds a token"
             )));
@@ -172,7 +182,11 @@ impl Session {
     /// Close every gap in positions (the `auto` policy's one-time step):
     /// live cells get positions 0.. in order, keys re-rotated.
     pub fn close_gaps(&mut self) -> Result<usize> {
-        let (moved, next) = self.kv.close_gaps()?;
+        let mut pool = self.shared.pool();
+        let super::shared::Pool { kv, runner } = &mut *pool;
+        kv.unshare(runner.sched(), self.seq, 0)?;
+        let (moved, next) = kv.close_gaps(self.seq)?;
+        drop(pool);
         self.next_pos = next;
         self.record(super::record::SessionOp::CloseGaps);
         Ok(moved)
@@ -181,7 +195,7 @@ impl Session {
     /// The live cells as (position, token), in position order: the text a
     /// cache-less engine would have to prefill to get where this session is.
     pub fn live_chain(&self) -> Vec<(Pos, u32)> {
-        self.kv.live_chain()
+        self.shared.pool().kv.live_chain(self.seq)
     }
 
     /// Tokens of the live cells in position order.
@@ -212,19 +226,23 @@ impl Session {
     /// Pack the live cells into a contiguous block so attention spans only
     /// them; logits are unchanged. Returns the cells moved.
     pub fn defrag(&mut self) -> Result<usize> {
-        self.kv.apply_pending_shift(self.runner.sched(), &*self.model)?;
+        let mut pool = self.shared.pool();
+        let super::shared::Pool { kv, runner } = &mut *pool;
+        kv.apply_pending_shift(runner.sched(), &*self.model)?;
+        let moved = kv.defrag(runner.sched(), &*self.model)?;
+        drop(pool);
         self.record(super::record::SessionOp::Defrag);
-        Ok(self.kv.defrag(self.runner.sched(), &*self.model)?)
+        Ok(moved)
     }
 
     /// Graphs computed so far (steps, K-shifts, defrags): removal with the
     /// `Keep` policy adds none.
     pub fn graphs_run(&self) -> u64 {
-        self.runner.graphs_run()
+        self.shared.pool().runner.graphs_run()
     }
 
     /// Share of the attended cell range that holds no live token.
     pub fn fragmentation(&self) -> f32 {
-        self.kv.fragmentation()
+        self.shared.pool().kv.fragmentation()
     }
 }

@@ -81,7 +81,9 @@ impl Session {
         on_event: &mut dyn FnMut(GenerateEvent<'_>) -> bool,
     ) -> Result<Generation> {
         self.generating = true;
+        self.shared.set_generating(self.seq, true);
         let res = self.generate_inner(prompt, opts, on_event);
+        self.shared.set_generating(self.seq, false);
         self.generating = false;
         res
     }
@@ -135,7 +137,7 @@ impl Session {
         };
         let t1 = Instant::now();
         let mut drafter = (opts.spec.mode != SpecMode::Off && opts.forced.is_none())
-            .then(|| Drafter::new(opts.spec, self.kv.live_chain().into_iter().map(|(_, t)| t).collect()));
+            .then(|| Drafter::new(opts.spec, self.live_chain().into_iter().map(|(_, t)| t).collect()));
         // A token sampled from a draft's row that the draft did not foresee:
         // the next token, already sampled.
         let mut pending: Option<u32> = None;
@@ -155,7 +157,7 @@ impl Session {
                     }
                 },
             };
-            if let Some(stop) = self.take(id, self.kv.n_free(), opts, &mut sampler, &mut dec, &mut out, on_event) {
+            if let Some(stop) = self.take(id, self.room(2), opts, &mut sampler, &mut dec, &mut out, on_event) {
                 out.stop = stop;
                 break;
             }
@@ -179,7 +181,7 @@ impl Session {
             // is generated as usual, and where it is the draft's next token,
             // that token's row is already computed.
             let p0 = self.next_pos;
-            let free = self.kv.n_free();
+            let free = self.n_free();
             let batch: Vec<u32> = std::iter::once(id).chain(draft.iter().copied()).collect();
             let t_batch = Instant::now();
             let rows = self.eval(&batch, true)?;
@@ -268,7 +270,7 @@ impl Session {
     /// Draft tokens that may follow the token about to be evaluated: no
     /// more than the cache, one graph and the generation's length allow.
     fn draft_room(&self, opts: &GenerateOptions, out: &Generation) -> usize {
-        let cells = self.kv.n_free().saturating_sub(1);
+        let cells = self.n_free().saturating_sub(1);
         let graph = self.cfg.n_ubatch.saturating_sub(1);
         let length = opts.n_predict.map_or(usize::MAX, |n| n.saturating_sub(out.tokens.len()));
         cells.min(graph).min(length)

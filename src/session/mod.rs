@@ -8,6 +8,7 @@ pub mod perplexity;
 pub mod record;
 pub mod reuse;
 pub mod save;
+mod shared;
 pub mod speculate;
 
 pub use config::{default_threads, SessionConfig, FLASH_ATTN_AUTO};
@@ -16,7 +17,7 @@ pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};
 
 use crate::error::{Error, Result};
 use crate::ggml::GgmlType;
-use crate::kv::{KvCache, KvError, KvLayout, KvParams, KvSnapshot, Pos, SwaLayout, N_KV_PAD};
+use crate::kv::{KvCache, KvError, KvLayout, KvParams, KvSnapshot, Pos, SeqId, SwaLayout, MAX_SEQ, N_KV_PAD};
 use crate::model::runner::Runner;
 use crate::model::Model;
 use std::sync::Arc;
@@ -29,12 +30,16 @@ const SHARED_TURN: f64 = 0.25;
 const SHARED_FIRST_CHUNK: usize = 64;
 
 /// A model, its KV cache and the runner of its graphs, with the positions
-/// of one conversation: what the CLI, the server and the agent drive.
+/// of one conversation: what the CLI, the server and the agent drive. A
+/// session is one sequence of its cache; `Session::sequence` opens another
+/// on the same cache (up to `SessionConfig::n_seq`), whose steps are
+/// computed in the same graphs and which can continue a prefix this one
+/// computed without copying it (`Session::share_prefix_from`).
 pub struct Session {
     model: Arc<Model>,
     cfg: SessionConfig,
-    kv: KvCache,
-    runner: Runner,
+    shared: Arc<shared::SharedCache>,
+    seq: SeqId,
     next_pos: Pos,
     /// Where ops are recorded (transcripts), if anywhere.
     recorder: Option<record::Recorder>,
@@ -47,7 +52,8 @@ pub struct Session {
 /// than the context; llama.cpp sizes its sliding-window cache the same way.
 fn swa_layout(hp: &crate::model::hparams::HParams, cfg: &SessionConfig) -> Option<SwaLayout> {
     let swa = hp.swa.as_ref().filter(|_| !cfg.swa_full)?;
-    let size = (swa.window as usize + cfg.n_ubatch).div_ceil(N_KV_PAD) * N_KV_PAD;
+    // Each sequence's window, and one micro-batch beyond.
+    let size = (swa.window as usize * cfg.n_seq.max(1) + cfg.n_ubatch).div_ceil(N_KV_PAD) * N_KV_PAD;
     let layers: Vec<bool> = (0..hp.n_layer as usize).map(|il| hp.is_swa(il)).collect();
     (size < cfg.n_ctx && layers.contains(&true)).then_some(SwaLayout { layers, window: swa.window, size })
 }
@@ -63,6 +69,12 @@ impl Session {
                 "context size {} is too large (at most {})",
                 cfg.n_ctx,
                 1 << 24
+            )));
+        }
+        if cfg.n_seq == 0 || cfg.n_seq > MAX_SEQ {
+            return Err(Error::InvalidArgument(format!(
+                "{} parallel sequences: between 1 and {MAX_SEQ} are supported",
+                cfg.n_seq
             )));
         }
         cfg.n_batch = cfg.n_batch.max(1);
@@ -123,13 +135,102 @@ impl Session {
             type_v: cfg.type_v,
             v_trans: !cfg.flash_attn,
             swa,
+            n_seq: cfg.n_seq,
         };
         let kv = KvCache::new(params, &bufts)?;
-        let mut s = Session { model, cfg, kv, runner, next_pos: 0, recorder: None, generating: false };
+        let mut runner = runner;
         // Compute memory for the largest step: a full micro-batch over the whole cache.
-        let n = s.cfg.n_ubatch.min(s.kv.size());
-        s.runner.reserve(&s.model, &s.kv, n)?;
-        Ok(s)
+        runner.reserve(&model, &kv, cfg.n_ubatch.min(kv.size()))?;
+        let shared = Arc::new(shared::SharedCache::new(kv, runner, cfg.n_ubatch));
+        Ok(Session { model, cfg, shared, seq: 0, next_pos: 0, recorder: None, generating: false })
+    }
+
+    /// Another sequence of this session's cache, empty: it shares the
+    /// cache's cells and its steps are computed together with this one's.
+    /// Fails when all `SessionConfig::n_seq` sequences are open.
+    pub fn sequence(&self) -> Result<Session> {
+        let n = self.cfg.n_seq;
+        let seq = self.shared.take_seq(n).ok_or_else(|| {
+            Error::InvalidArgument(format!("all {n} sequences of this cache are open (give more parallel sequences)"))
+        })?;
+        Ok(Session {
+            model: self.model.clone(),
+            cfg: self.cfg.clone(),
+            shared: self.shared.clone(),
+            seq,
+            next_pos: 0,
+            recorder: None,
+            generating: false,
+        })
+    }
+
+    /// This session's sequence in its cache.
+    pub fn seq(&self) -> SeqId {
+        self.seq
+    }
+
+    /// Go on from `other`'s tokens at positions below `end` (a common
+    /// prefix: a shared system prompt), copy-free: this session's cache
+    /// is emptied, then holds the same cells as `other` there. Both must
+    /// be sequences of the same cache. Returns the cells shared.
+    pub fn share_prefix_from(&mut self, other: &Session, end: Pos) -> Result<usize> {
+        if !Arc::ptr_eq(&self.shared, &other.shared) {
+            return Err(Error::InvalidArgument("the sessions do not share a cache".into()));
+        }
+        self.share_from(other.seq, |_| Some(end))
+    }
+
+    /// If sequence `other` of this cache holds at least `min` leading
+    /// tokens of `tokens` (in its position order), go on from them as
+    /// `share_prefix_from` does. Returns the tokens shared (0: nothing done).
+    pub fn share_prefix_of(&mut self, other: SeqId, tokens: &[u32], min: usize) -> Result<usize> {
+        if other == self.seq {
+            return Ok(0);
+        }
+        self.share_from(other, |chain| {
+            let n = chain.iter().zip(tokens).take_while(|((_, a), b)| a == *b).count();
+            (n >= min.max(1)).then(|| chain[n - 1].0 + 1)
+        })
+    }
+
+    /// How many leading tokens of `tokens` sequence `other` of this cache
+    /// holds, in its position order (0 for a sequence it does not have).
+    pub fn common_prefix_with(&self, other: SeqId, tokens: &[u32]) -> usize {
+        let pool = self.shared.pool();
+        if other == self.seq || pool.kv.check_seq(other).is_err() {
+            return 0;
+        }
+        pool.kv.live_chain(other).iter().zip(tokens).take_while(|((_, a), b)| a == *b).count()
+    }
+
+    /// Share `other`'s cells below the end `pick` chooses from its chain
+    /// (`None`: nothing), after emptying this sequence.
+    fn share_from(&mut self, other: SeqId, pick: impl FnOnce(&[(Pos, u32)]) -> Option<Pos>) -> Result<usize> {
+        let mut pool = self.shared.pool();
+        pool.kv.check_seq(other)?;
+        let Some(end) = pick(&pool.kv.live_chain(other)) else { return Ok(0) };
+        pool.kv.clear_seq(self.seq);
+        let n = pool.kv.share_range(other, self.seq, 0, end)?;
+        self.next_pos = pool.kv.max_pos(self.seq).map_or(0, |p| p + 1);
+        let chain = pool.kv.live_chain(self.seq);
+        drop(pool);
+        // A transcript replays the shared tokens as evaluated here: what an
+        // engine with a cache of its own would have done to get here.
+        self.record(record::SessionOp::Clear);
+        let (positions, tokens): (Vec<Pos>, Vec<u32>) = chain.into_iter().unzip();
+        self.record(record::SessionOp::Eval { tokens: &tokens, positions: &positions });
+        Ok(n)
+    }
+
+    /// Micro-batches the cache has computed, and the sequences they held in
+    /// all (their ratio is the mean batch width).
+    pub fn batch_stats(&self) -> (u64, u64) {
+        self.shared.batch_stats()
+    }
+
+    /// A handle that reads `batch_stats` without the session.
+    pub fn batch_counter(&self) -> BatchCounter {
+        BatchCounter(self.shared.clone())
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -141,28 +242,36 @@ impl Session {
     }
 
     pub fn n_ctx(&self) -> usize {
-        self.kv.size()
+        self.shared.pool().kv.size()
     }
 
     /// The sliding-window layers' own pool, if they have one: how many
     /// layers keep their rows there, and its cells.
     pub fn swa_pool(&self) -> Option<(usize, usize)> {
-        self.kv.swa_pool()
+        self.shared.pool().kv.swa_pool()
     }
 
     /// Bytes of K and V the cache holds, all layers.
     pub fn kv_bytes(&self) -> usize {
-        self.kv.bytes()
+        self.shared.pool().kv.bytes()
     }
 
-    /// Cells holding live tokens.
+    /// Cells holding this sequence's tokens (shared ones included).
     pub fn n_live(&self) -> usize {
-        self.kv.n_live()
+        self.shared.pool().kv.n_held(self.seq)
     }
 
-    /// Cells free for new tokens.
+    /// Cells free for new tokens (in the pool all sequences share).
     pub fn n_free(&self) -> usize {
-        self.kv.n_free()
+        self.shared.pool().kv.n_free()
+    }
+
+    /// Cells free for new tokens once idle sequences of the same cache have
+    /// given theirs back, least recently used first, until `n` are free (or
+    /// none is idle): a side request never throws a busy conversation away.
+    pub fn room(&self, n: usize) -> usize {
+        self.shared.make_room(self.seq, n);
+        self.n_free()
     }
 
     /// The position the next token will take.
@@ -172,58 +281,55 @@ impl Session {
 
     /// Record per-node compute times of the following evaluations.
     pub fn start_profile(&mut self) {
-        self.runner.start_profile();
+        self.shared.pool().runner.start_profile();
     }
 
     pub fn stop_profile(&mut self) -> Vec<crate::ggml::NodeTime> {
-        self.runner.stop_profile()
-    }
-
-    /// Take turns computing with the other sessions given `gate` (a server's
-    /// slots on one CPU), instead of computing at once on the same cores.
-    pub fn share_gate(&mut self, gate: std::sync::Arc<crate::ggml::ComputeGate>) {
-        self.runner.share_gate(gate);
+        self.shared.pool().runner.stop_profile()
     }
 
     /// Let the compute threads sleep until the next evaluation (e.g. while
     /// another engine runs, or while waiting for user input).
     pub fn pause_threads(&self) {
-        self.runner.pause_threads();
+        self.shared.pool().runner.pause_threads();
     }
 
     /// Pieces the scheduler cut the last graph into (one per change of
     /// backend along it; 1 when everything runs on the CPU).
     pub fn graph_splits(&self) -> usize {
-        self.runner.graph_splits()
+        self.shared.pool().runner.graph_splits()
     }
 
     /// The backends that compute, devices first ("RPC0+CPU").
     pub fn backend_name(&self) -> String {
-        self.runner.backend_name()
+        self.shared.pool().runner.backend_name()
     }
 
-    /// Forget everything (empty cache, positions restart at 0).
+    /// Forget everything this sequence holds (positions restart at 0;
+    /// cells other sequences hold stay theirs).
     pub fn clear(&mut self) {
-        self.kv.clear();
+        self.shared.pool().kv.clear_seq(self.seq);
         self.next_pos = 0;
         self.record(record::SessionOp::Clear);
     }
 
     /// The shape of the cache's contents (a snapshot only fits the same one).
     pub fn kv_layout(&self) -> KvLayout {
-        self.kv.layout()
+        self.shared.pool().kv.layout()
     }
 
     /// Bytes of one K row and of one V element (what a snapshot holds per cell).
     pub fn kv_unit_bytes(&self) -> Result<(usize, usize)> {
-        Ok(self.kv.unit_bytes()?)
+        Ok(self.shared.pool().kv.unit_bytes()?)
     }
 
     /// Copy the cache's used cells out. Pending position shifts are applied
     /// first (so the keys saved are rotated to the positions saved).
     pub fn snapshot(&mut self) -> Result<KvSnapshot> {
-        self.kv.apply_pending_shift(self.runner.sched(), &*self.model)?;
-        Ok(self.kv.snapshot(self.next_pos)?)
+        let mut pool = self.shared.pool();
+        let shared::Pool { kv, runner } = &mut *pool;
+        kv.apply_pending_shift(runner.sched(), &*self.model)?;
+        Ok(kv.snapshot(self.seq, self.next_pos)?)
     }
 
     /// Replace the cache's contents with `snap` (checked first: a bad
@@ -242,9 +348,11 @@ impl Session {
 
     /// [`Session::restore`] of a snapshot taken by [`Session::snapshot_tagged`].
     pub fn restore_tagged(&mut self, snap: &KvSnapshot, tag: Option<u64>) -> Result<()> {
-        self.kv.restore(snap, self.model.hparams.n_vocab)?;
+        let mut pool = self.shared.pool();
+        pool.kv.restore(self.seq, snap, self.model.hparams.n_vocab)?;
+        pool.runner.reset();
+        drop(pool);
         self.next_pos = snap.next_pos;
-        self.runner.reset();
         self.record(record::SessionOp::Restore { tag });
         Ok(())
     }
@@ -276,7 +384,8 @@ impl Session {
         if positions.windows(2).any(|w| w[1] <= w[0]) {
             return Err(Error::InvalidArgument("positions within one evaluation must be strictly increasing".into()));
         }
-        self.kv.check_new(positions)?;
+        self.room(tokens.len());
+        self.shared.pool().kv.check_new(self.seq, positions)?;
         let mut out = Vec::with_capacity(if all_logits { tokens.len() * n_vocab } else { n_vocab });
         let (mut at, mut rate) = (0, None);
         while at < tokens.len() {
@@ -308,7 +417,7 @@ impl Session {
     /// second), so that a long prefill never stalls its stream for longer.
     fn chunk_len(&self, rate: Option<f64>) -> usize {
         let ub = self.cfg.n_ubatch.max(1);
-        if !self.runner.others_active() {
+        if !self.shared.others_busy(self.seq) {
             return ub;
         }
         let n = rate.map_or(SHARED_FIRST_CHUNK, |r| (r * SHARED_TURN) as usize);
@@ -317,16 +426,31 @@ impl Session {
         (n / 16 * 16).clamp(16, ub.max(16)).min(ub)
     }
 
-    /// Run one micro-batch: apply pending key rotations, place the tokens
-    /// in free cells, run the graph, return the logits of the rows in
-    /// `outputs` (the cells are given back if the graph fails).
+    /// Run one micro-batch, together with whatever other sequences of the
+    /// cache have queued: pending key rotations are applied, the tokens
+    /// placed in free cells, the graph run; returns the logits of the rows
+    /// in `outputs` (the cells are given back if the graph fails).
     fn step(&mut self, tokens: &[u32], positions: &[Pos], outputs: &[usize]) -> Result<Vec<f32>> {
-        self.kv.apply_pending_shift(self.runner.sched(), &*self.model)?;
-        let placed = self.kv.place(tokens, positions)?;
-        let res = self.runner.step(&self.model, &mut self.kv, tokens, positions, &placed, outputs);
-        if res.is_err() {
-            self.kv.unplace(&placed);
+        self.shared.step(&self.model, self.seq, tokens, positions, outputs)
+    }
+}
+
+/// Reads how a cache's steps were batched (see `Session::batch_stats`).
+#[derive(Clone)]
+pub struct BatchCounter(Arc<shared::SharedCache>);
+
+impl BatchCounter {
+    pub fn batch_stats(&self) -> (u64, u64) {
+        self.0.batch_stats()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The last session of a cache drops the cache with it; another gives
+        // its sequence back.
+        if Arc::strong_count(&self.shared) > 1 {
+            self.shared.release_seq(self.seq);
         }
-        res
     }
 }

@@ -507,7 +507,8 @@ impl Session {
             removed += self.remove_range(plan.replaced[i].pos, Pos::MAX, Gap::Keep)?.cells;
             plan.stop_before(i);
         }
-        self.rewind(self.kv.max_pos().map_or(0, |p| p + 1))?;
+        let last = self.shared.pool().kv.max_pos(self.seq);
+        self.rewind(last.map_or(0, |p| p + 1))?;
         if policy.gap() == Gap::Close && !runs.is_empty() {
             self.close_gaps()?;
         }
