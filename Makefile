@@ -101,7 +101,7 @@ run: build
 FAST_TESTS := arch_oracle quant_types fuzz_corpus tokenizer_spec gguf_bad pull_local chat_template \
 	agent_cli agent_sandbox conversation_parts cli chat_tty agent_tty server_script harness_clients
 MODEL_TESTS := agent_session crash_safety conversation server_http server_responses server_clients eval transcript swa_pool \
-	tokenizer_oracle perplexity oracle_logits decache_oracle flash_attn reuse_oracle session_file speculation \
+	tokenizer_oracle perplexity oracle_logits decache_oracle flash_attn reuse_oracle session_file speculation sequences_oracle \
 	rpc_loopback gpu_offload
 test: models pyenv clients
 	@all=$$(ls tests/*.rs | xargs -n1 basename | sed 's/\.rs$$//' | sort); \
