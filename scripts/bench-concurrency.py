@@ -186,6 +186,7 @@ def main():
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--ctx", type=int, default=4096, help="cells per sequence")
+    ap.add_argument("--servers", default="decache,llama", help="which servers to run (decache, llama)")
     ap.add_argument("--long-prefill", type=int, default=0)
     ap.add_argument("--logs", default="target/bench-concurrency-logs")
     ap.add_argument("--md")
@@ -194,9 +195,13 @@ def main():
     os.makedirs(a.logs, exist_ok=True)
 
     def servers(n, ctx):
-        return [("decache serve", [a.decache, "serve", "-np", str(n), "-c", str(ctx)]),
-                # llama-server divides -c among its slots unless its cache is unified.
+        # Both hold one cache of ctx cells per slot in all: decache's slots
+        # share theirs; llama-server divides -c among its slots unless its
+        # cache is unified.
+        both = [("decache serve", [a.decache, "serve", "-np", str(n), "-c", str(ctx * n)]),
                 ("llama-server", [a.llama_server, "-np", str(n), "-c", str(ctx * n)])]
+        wanted = a.servers.split(",")
+        return [s for s in both if s[0].split()[0].split("-")[0] in wanted]
 
     rows, longs = [], []
     for n in [int(x) for x in a.clients.split(",") if x]:
@@ -240,9 +245,10 @@ def main():
                      f"{r['gap']:.2f} | {r['prompt_n']} | {r['cache_n']} |")
     lines += ["", "| clients | decache / llama-server throughput |", "| ------: | ------------------------------: |"]
     for n in sorted({r["clients"] for r in rows}):
-        d = next(r for r in rows if r["clients"] == n and r["server"] == "decache serve")
-        ll = next(r for r in rows if r["clients"] == n and r["server"] == "llama-server")
-        lines.append(f"| {n} | {d['tps'] / ll['tps']:.2f}x |")
+        d = next((r for r in rows if r["clients"] == n and r["server"] == "decache serve"), None)
+        ll = next((r for r in rows if r["clients"] == n and r["server"] == "llama-server"), None)
+        if d and ll:
+            lines.append(f"| {n} | {d['tps'] / ll['tps']:.2f}x |")
     if longs:
         lines += ["", f"Long prefill ({a.long_prefill} tokens asked) beside a streaming answer:", "",
                   "| server | prompt tokens | prefill s | pieces streamed during it | longest gap s | "
