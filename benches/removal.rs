@@ -39,7 +39,11 @@ fn keep_removal(c: &mut Criterion) {
         for pct in [1usize, 10, 90] {
             let (p0, p1) = middle(n, n * pct / 100);
             g.bench_with_input(BenchmarkId::new(n.to_string(), format!("{pct}%")), &(p0, p1), |b, &(p0, p1)| {
-                b.iter_batched_ref(|| cells.clone(), |c| black_box(c.remove_pos_range(0, p0, p1)), BatchSize::LargeInput)
+                b.iter_batched_ref(
+                    || cells.clone(),
+                    |c| black_box(c.remove_pos_range(0, p0, p1)),
+                    BatchSize::LargeInput,
+                )
             });
         }
     }
@@ -84,7 +88,7 @@ fn decode_mask(c: &mut Criterion) {
         let mut out = Vec::new();
         g.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter(|| {
-                build_mask(&cells, n, &q, None, &mut out);
+                build_mask(&cells, n, &q, &[0], None, &mut out);
                 black_box(out.len())
             })
         });

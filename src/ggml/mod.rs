@@ -8,7 +8,6 @@
 mod backend;
 mod context;
 mod device;
-mod gate;
 mod log;
 mod mmap;
 mod ops;
@@ -22,7 +21,6 @@ mod types;
 pub use backend::{Backend, Buffer, BufferType, CpuDevice, MappedRegion};
 pub use context::{Context, Graph, Tensor};
 pub use device::{rpc_devices, serve_rpc, Device};
-pub use gate::ComputeGate;
 pub use log::route_logs_to_tracing;
 pub use mmap::map_file_readonly;
 pub use ops::RopeParams;

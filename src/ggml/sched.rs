@@ -1,10 +1,8 @@
 //! The backend scheduler: allocates a graph's intermediates and runs it.
 use super::backend::Backend;
 use super::context::Graph;
-use super::gate::ComputeGate;
 use ggml_sys as sys;
 use std::ptr::NonNull;
-use std::sync::Arc;
 
 /// Owns a `ggml_backend_sched` over a set of backends (CPU last).
 pub struct Scheduler {
@@ -14,9 +12,6 @@ pub struct Scheduler {
     allocations: u64,
     /// Graphs computed so far.
     computes: u64,
-    /// Shared with other sessions' schedulers (one graph at a time), and
-    /// this scheduler's member id in it.
-    gate: Option<(Arc<ComputeGate>, usize)>,
 }
 
 /// Time spent in one graph node (profiling runs nodes one by one).
@@ -102,7 +97,6 @@ impl Scheduler {
             profile: None,
             allocations: 0,
             computes: 0,
-            gate: None,
         }
     }
 
@@ -127,31 +121,10 @@ impl Scheduler {
         }
     }
 
-    /// Take turns with the other schedulers given `gate` (see [`ComputeGate`]).
-    pub fn share_gate(&mut self, gate: Arc<ComputeGate>) {
-        let me = gate.join();
-        self.gate = Some((gate, me));
-    }
-
-    /// Whether a scheduler sharing this one's gate waits for its turn.
-    pub fn contended(&self) -> bool {
-        self.gate.as_ref().is_some_and(|(g, _)| g.contended())
-    }
-
-    /// Whether another scheduler sharing the gate computes these days.
-    pub fn others_active(&self) -> bool {
-        self.gate.as_ref().is_some_and(|(g, me)| g.others_active(*me))
-    }
-
     pub fn compute(&mut self, g: &Graph<'_>) -> Result<(), ComputeError> {
         self.computes += 1;
-        let ptr = self.ptr;
         // SAFETY: the scheduler and the graph it allocated are valid for the call.
-        let run = || unsafe { sys::ggml_backend_sched_graph_compute(ptr.as_ptr(), g.raw()) };
-        let st = match &self.gate {
-            Some((gate, me)) => gate.run(*me, run),
-            None => run(),
-        };
+        let st = unsafe { sys::ggml_backend_sched_graph_compute(self.ptr.as_ptr(), g.raw()) };
         match st {
             sys::GGML_STATUS_SUCCESS => Ok(()),
             sys::GGML_STATUS_ABORTED => Err(ComputeError::Aborted),

@@ -6,9 +6,8 @@
 use super::graph::{StepGraph, StepInputs};
 use super::Model;
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, ComputeGate, Context, NodeTime, OwnedGraph, Scheduler};
+use crate::ggml::{Backend, Context, NodeTime, OwnedGraph, Scheduler};
 use crate::kv::{KShift, KvCache, Placement, Pos, SeqId};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// The last step's graph: its shape key (tokens, attended cells in each
@@ -145,10 +144,6 @@ impl Runner {
 
         let t0 = Instant::now();
         self.sched.compute(&g.graph())?;
-        if self.sched.contended() {
-            // Another session's turn: its threads get the cores now.
-            self.backend.pause_threads();
-        }
         let dt = t0.elapsed();
         tracing::trace!(
             tokens = tokens.len(),
@@ -178,16 +173,6 @@ impl Runner {
 
     pub fn stop_profile(&mut self) -> Vec<NodeTime> {
         self.sched.stop_profile()
-    }
-
-    /// Take turns computing with the other sessions given `gate`.
-    pub fn share_gate(&mut self, gate: Arc<ComputeGate>) {
-        self.sched.share_gate(gate);
-    }
-
-    /// Whether another session sharing the gate computes these days.
-    pub fn others_active(&self) -> bool {
-        self.sched.others_active()
     }
 
     /// Let the compute threads sleep until the next evaluation.

@@ -411,8 +411,9 @@ impl Session {
         Ok(out)
     }
 
-    /// Tokens in the next micro-batch: `-ub`, unless another session sharing
-    /// the CPU is busy (a conversation streaming tokens): then as many as
+    /// Tokens in the next micro-batch: `-ub`, unless another sequence of the
+    /// cache is busy (a conversation streaming tokens, whose steps share
+    /// this one's graphs): then as many as
     /// take about `SHARED_TURN` at the last chunk's `rate` (tokens per
     /// second), so that a long prefill never stalls its stream for longer.
     fn chunk_len(&self, rate: Option<f64>) -> usize {

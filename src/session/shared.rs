@@ -261,8 +261,13 @@ fn run_batch(pool: &mut Pool, model: &Model, subs: Vec<Submission>) -> Vec<(u64,
     }
     let Pool { kv, runner } = pool;
     if let Err(e) = kv.apply_pending_shift(runner.sched(), model) {
-        let msg = e.to_string();
-        return subs.into_iter().map(|s| (s.ticket, Err(Error::InvalidArgument(msg.clone())))).collect();
+        // The first gets the error itself; the others, what it said.
+        let msg = format!("the step could not run: {e}");
+        let mut first = Some(Error::from(e));
+        return subs
+            .into_iter()
+            .map(|s| (s.ticket, Err(first.take().unwrap_or_else(|| Error::Internal(msg.clone())))))
+            .collect();
     }
     let (mut tokens, mut positions, mut seqs, mut outputs, mut placed) = (vec![], vec![], vec![], vec![], vec![]);
     let mut members = Vec::new();
@@ -296,10 +301,10 @@ fn run_batch(pool: &mut Pool, model: &Model, subs: Vec<Submission>) -> Vec<(u64,
         }
         Err(e) => {
             kv.unplace(&placement);
-            let msg = e.to_string();
+            let msg = format!("the step could not run: {e}");
             let mut first = Some(e);
             for (ticket, _) in members {
-                let err = first.take().unwrap_or_else(|| Error::InvalidArgument(msg.clone()));
+                let err = first.take().unwrap_or_else(|| Error::Internal(msg.clone()));
                 results.push((ticket, Err(err)));
             }
         }
