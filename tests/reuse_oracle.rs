@@ -195,18 +195,6 @@ impl Parts {
     }
 }
 
-/// Largest |Δlogit| between our rows and llama.cpp's, top-1 equal on each.
-fn compare(what: &str, ours: &[f32], theirs: &[Vec<f32>], n_vocab: usize) -> f32 {
-    assert_eq!(ours.len(), theirs.len() * n_vocab, "{what}: rows");
-    let mut worst = 0f32;
-    for (i, row) in theirs.iter().enumerate() {
-        let mine = &ours[i * n_vocab..(i + 1) * n_vocab];
-        assert_eq!(argmax(mine), argmax(row), "{what}: top-1 differs at row {i}");
-        worst = worst.max(max_abs_diff(mine, row));
-    }
-    worst
-}
-
 #[test]
 fn replaced_spans_match_llama_cpp_decoding_them_in_place() {
     let path = smollm2();
@@ -238,8 +226,8 @@ fn replaced_spans_match_llama_cpp_decoding_them_in_place() {
             let (spans, theirs, next) = oracle_reuse(&oracle, &cached, &new, &out, policy, &params);
             assert_eq!(start, next, "{name} ({policy:?}): next position");
             let span_rows: Vec<f32> = span_logits.concat();
-            let ws = compare(&format!("{name} ({policy:?}) B'"), &span_rows, &spans, n_vocab);
-            let wd = compare(&format!("{name} ({policy:?}) D"), &rest, &theirs, n_vocab);
+            let ws = compare_rows(&format!("{name} ({policy:?}) B'"), &span_rows, &spans, n_vocab);
+            let wd = compare_rows(&format!("{name} ({policy:?}) D"), &rest, &theirs, n_vocab);
             eprintln!(
                 "{name} ({policy:?}): {} hit, {} replaced (opened {:?}), prefilled {} (matcher without replaced spans: {}), \
                  max |Δlogit| B' {ws:.3e}, D {wd:.3e}",

@@ -16,17 +16,6 @@ fn u32s(v: &[i32]) -> Vec<u32> {
     v.iter().map(|&t| t as u32).collect()
 }
 
-/// The largest |Δlogit| over the rows, with equal top-1 tokens required.
-fn compare(what: &str, ours: &[f32], theirs: &[Vec<f32>], n_vocab: usize) -> f32 {
-    let mut worst = 0f32;
-    for (i, row) in theirs.iter().enumerate() {
-        let mine = &ours[i * n_vocab..(i + 1) * n_vocab];
-        assert_eq!(argmax(mine), argmax(row), "{what}: top-1 differs at row {i}");
-        worst = worst.max(max_abs_diff(mine, row));
-    }
-    worst
-}
-
 fn run(model: &Arc<Model>, oracle: &OracleModel, policy: PositionPolicy) -> (f32, f32) {
     let abc = oracle.tokenize(CONVERSATION, false, true);
     let x = oracle.tokenize("<|im_start|>user\nAnd which crate failed first?<|im_end|>\n", false, true);
@@ -75,7 +64,7 @@ fn run(model: &Arc<Model>, oracle: &OracleModel, policy: PositionPolicy) -> (f32
     }
     let start = if shift { n - gap } else { n };
     let theirs0 = oc.decode_seq(0, &d, &(start..start + d.len() as i32).collect::<Vec<_>>(), true).unwrap();
-    let w0 = compare(&format!("{policy:?}: sequence 0"), &ours0, &theirs0, n_vocab);
+    let w0 = compare_rows(&format!("{policy:?}: sequence 0"), &ours0, &theirs0, n_vocab);
     let w1 = if shift {
         // Sequence 1 kept its cells where they were: positions and tokens as before.
         let chain = s1.live_chain();
@@ -88,7 +77,7 @@ fn run(model: &Arc<Model>, oracle: &OracleModel, policy: PositionPolicy) -> (f32
         0.0
     } else {
         let theirs1 = oc.decode_seq(1, &d, &(k + nx..k + nx + d.len() as i32).collect::<Vec<_>>(), true).unwrap();
-        compare(&format!("{policy:?}: sequence 1"), &ours1, &theirs1, n_vocab)
+        compare_rows(&format!("{policy:?}: sequence 1"), &ours1, &theirs1, n_vocab)
     };
     eprintln!(
         "{policy:?}: shared {k} of {n}, sequence 0 removed [{p0}, {p1}): max |Δlogit| seq 0 {w0:.3e}, seq 1 {w1:.3e}"

@@ -46,6 +46,19 @@ pub fn top1_and_max_diff(what: &str, a: &[f32], b: &[f32], n_vocab: usize) -> f3
     worst
 }
 
+/// Our logits rows against llama.cpp's (one vector per row): asserts the
+/// row count and the same top-1 on each; returns the largest |Δlogit|.
+pub fn compare_rows(what: &str, ours: &[f32], theirs: &[Vec<f32>], n_vocab: usize) -> f32 {
+    assert_eq!(ours.len(), theirs.len() * n_vocab, "{what}: rows");
+    let mut worst = 0f32;
+    for (i, row) in theirs.iter().enumerate() {
+        let mine = &ours[i * n_vocab..(i + 1) * n_vocab];
+        assert_eq!(argmax(mine), argmax(row), "{what}: top-1 differs at row {i}");
+        worst = worst.max(max_abs_diff(mine, row));
+    }
+    worst
+}
+
 /// Prompts for logits parity: prose, code, several scripts, chat markup.
 pub const PROMPTS: &[&str] = &[
     "The capital of France is",
