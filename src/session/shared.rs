@@ -6,7 +6,7 @@
 //! While some sequences are generating, the one computing waits a moment
 //! for each of them to queue its next token, so their steps merge.
 use crate::error::{Error, Result};
-use crate::kv::{KvCache, Pos, SeqId};
+use crate::kv::{KvCache, Pos, SeqId, MAX_SEQ};
 use crate::model::runner::Runner;
 use crate::model::Model;
 use std::collections::HashMap;
@@ -122,18 +122,26 @@ impl SharedCache {
             if self.pool().kv.n_free() >= n {
                 return evicted;
             }
-            let victim = {
+            // The idle sequences, least recently used first (read under the
+            // queue's lock, which is not held while the pool is taken).
+            let idle: Vec<SeqId> = {
                 let q = lock(&self.queue);
-                let idle = |s: SeqId| {
-                    s != seq
-                        && q.taken & (1 << s) != 0
-                        && q.generating & (1 << s) == 0
-                        && q.last_step.get(&s).is_none_or(|t| t.elapsed() >= BUSY_FOR)
-                        && !evicted.contains(&s)
-                };
+                let mut idle: Vec<(Option<Instant>, SeqId)> = (0..MAX_SEQ)
+                    .filter(|&s| {
+                        s != seq
+                            && q.taken & (1 << s) != 0
+                            && q.generating & (1 << s) == 0
+                            && q.last_step.get(&s).is_none_or(|t| t.elapsed() >= BUSY_FOR)
+                            && !evicted.contains(&s)
+                    })
+                    .map(|s| (q.last_step.get(&s).copied(), s))
+                    .collect();
+                idle.sort_unstable();
+                idle.into_iter().map(|(_, s)| s).collect()
+            };
+            let victim = {
                 let mut pool = self.pool();
-                let candidates = (0..pool.kv.n_seq()).filter(|&s| idle(s) && pool.kv.n_held(s) > 0);
-                let v = candidates.min_by_key(|s| q.last_step.get(s).copied());
+                let v = idle.into_iter().find(|&s| pool.kv.n_held(s) > 0);
                 if let Some(v) = v {
                     pool.kv.clear_seq(v);
                 }
@@ -273,7 +281,9 @@ fn run_batch(pool: &mut Pool, model: &Model, subs: Vec<Submission>) -> Vec<(u64,
     let mut members = Vec::new();
     for sub in subs {
         let seq_ids = vec![sub.seq; sub.tokens.len()];
-        match kv.check_new(sub.seq, &sub.positions).and_then(|()| kv.place(&sub.tokens, &sub.positions, &seq_ids)) {
+        // `Session::eval_at` checked the positions; only the free cells may
+        // have gone to other sequences since.
+        match kv.place(&sub.tokens, &sub.positions, &seq_ids) {
             Ok(p) => {
                 let base = tokens.len();
                 outputs.extend(sub.outputs.iter().map(|r| base + r));
