@@ -3,10 +3,12 @@
 //! head size apart from n_embd/n_head), phi3 (fused QKV and gate-up, long
 //! RoPE factors with their attention factor), llama with Llama-3 RoPE
 //! factors, and gemma3 (sliding-window and global layers, post norms,
-//! GeGLU, soft-capped logits). Each file's logits at every position are
+//! GeGLU, soft-capped logits), qwen3moe and a Mixtral-style llama (mixtures
+//! of experts). Each file's logits at every position are
 //! compared with llama.cpp's on the same file; then a middle span is
 //! decached (keep and shift) and the continuation compared again with
-//! `llama_memory_seq_rm` (+ `seq_add`).
+//! `llama_memory_seq_rm` (+ `seq_add`), and greedy generations from two
+//! more prompts must be identical.
 #[path = "common/gguf_writer.rs"]
 mod gguf_writer;
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
@@ -33,6 +35,9 @@ struct Shape {
     post_norms: bool,
     rope_freqs: bool,
     phi3_factors: bool,
+    /// (experts, used per token, width of each): a mixture of experts
+    /// instead of the dense feed-forward.
+    experts: Option<(u64, u64, u64)>,
 }
 
 fn rand(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
@@ -72,6 +77,11 @@ fn model(arch: &str, s: Shape, seed: u64) -> Gguf {
         g.tensor("rope_factors_short.weight", 0, &[half], factors(&mut rng));
     }
     let (q, kv) = (s.head_dim * N_HEAD, s.head_dim * N_HEAD_KV);
+    if let Some((n, used, ff)) = s.experts {
+        g.set(&k("expert_count"), Value::U32(n as u32))
+            .set(&k("expert_used_count"), Value::U32(used as u32))
+            .set(&k("expert_feed_forward_length"), Value::U32(ff as u32));
+    }
     for il in 0..s.n_layer {
         let b = |x: &str| blk(il, x);
         g.tensor(&b("attn_norm.weight"), 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
@@ -96,6 +106,16 @@ fn model(arch: &str, s: Shape, seed: u64) -> Gguf {
         if s.post_norms {
             g.tensor(&b("post_attention_norm.weight"), 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
             g.tensor(&b("post_ffw_norm.weight"), 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
+        }
+        if let Some((n, _, ff)) = s.experts {
+            mat(&mut g, &b("ffn_gate_inp.weight"), N_EMBD, n, &mut rng);
+            for (name, ne0, ne1) in
+                [("ffn_gate_exps", N_EMBD, ff), ("ffn_up_exps", N_EMBD, ff), ("ffn_down_exps", ff, N_EMBD)]
+            {
+                let w = rand(&mut rng, (ne0 * ne1 * n) as usize, 2.0 / (ne0 as f32).sqrt());
+                g.tensor(&b(&format!("{name}.weight")), 0, &[ne0, ne1, n], f32_bytes(&w));
+            }
+            continue;
         }
         if s.fused_ffn {
             mat(&mut g, &b("ffn_up.weight"), N_EMBD, 2 * N_FF, &mut rng);
@@ -178,7 +198,34 @@ fn check_attn(arch: &str, g: &Gguf, shift: bool, flash_attn: bool) -> Vec<String
         );
         report.push(format!("{arch} {policy:?}: max |Δlogit| {full:.1e} prefill, {after:.1e} after removal"));
     }
+    report.push(greedy(arch, &path, &oracle, &params, flash_attn));
     report
+}
+
+/// Greedy generations of 16 tokens from two more prompts, ours and
+/// llama.cpp's, token for token.
+fn greedy(arch: &str, path: &Path, oracle: &OracleModel, params: &OracleParams, flash_attn: bool) -> String {
+    let mut out = Vec::new();
+    for (seed, len) in [(5u32, 7usize), (91, 23)] {
+        let prompt: Vec<u32> = (0..len as u32).map(|i| (i * seed + 3) % 300).collect();
+        let mut s = ours(path, flash_attn);
+        let mut oc = OracleContext::new(oracle, params).unwrap();
+        let mut mine = argmax(&s.eval(&prompt, false).unwrap());
+        let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
+        let rows = oc.decode(&ids, &(0..len as i32).collect::<Vec<_>>(), false).unwrap();
+        let mut theirs = argmax(rows.last().unwrap());
+        let (mut a, mut b) = (vec![mine], vec![theirs]);
+        for i in 0..15 {
+            mine = argmax(&s.eval(&[mine as u32], false).unwrap());
+            let rows = oc.decode(&[theirs as i32], &[(len + i) as i32], false).unwrap();
+            theirs = argmax(rows.last().unwrap());
+            a.push(mine);
+            b.push(theirs);
+        }
+        assert_eq!(a, b, "{arch}: greedy generations differ from prompt {seed}/{len}");
+        out.push(format!("{a:?}"));
+    }
+    format!("{arch}: greedy generations identical: {}", out.join(" and "))
 }
 
 #[test]
@@ -239,6 +286,76 @@ fn gemma3_sliding_window_matches_llama_cpp() {
     for line in check("gemma3", g, true) {
         eprintln!("{line}");
     }
+}
+
+#[test]
+fn qwen3moe_experts_match_llama_cpp() {
+    // 8 experts of width 64, 2 per token: the router's choice differs per
+    // token, so every expert's matmul is exercised across the prompt.
+    let s = Shape { n_layer: 2, head_dim: 32, qk_norm: true, experts: Some((8, 2, 64)), ..Shape::default() };
+    for line in check("qwen3moe", model("qwen3moe", s, 0x3003), true) {
+        eprintln!("{line}");
+    }
+}
+
+#[test]
+fn mixtral_style_llama_experts_match_llama_cpp() {
+    // llama with `expert_count`: each expert as wide as feed_forward_length.
+    let s = Shape { n_layer: 2, head_dim: 32, experts: Some((4, 2, N_FF)), ..Shape::default() };
+    let mut g = model("llama", s, 0x3004);
+    g.remove("llama.expert_feed_forward_length");
+    for line in check("llama experts", g, true) {
+        eprintln!("{line}");
+    }
+}
+
+/// `decache info` names the experts and the window pattern.
+#[test]
+fn info_names_experts_and_window_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = |name: &str, g: Gguf| {
+        let path = dir.path().join(name);
+        g.write(&path);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_decache")).arg("info").arg(&path).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let s = Shape { n_layer: 2, head_dim: 32, qk_norm: true, experts: Some((8, 2, 64)), ..Shape::default() };
+    let out = info("moe.gguf", model("qwen3moe", s, 1));
+    assert!(out.contains("architecture:    qwen3moe"), "{out}");
+    assert!(out.contains("experts:         2 of 8 per token, each 64 wide"), "{out}");
+    let s = Shape { n_layer: 3, head_dim: 32, qk_norm: true, post_norms: true, ..Shape::default() };
+    let mut g = model("gemma3", s, 1);
+    g.set("gemma3.attention.sliding_window", Value::U32(8))
+        .set("gemma3.attention.sliding_window_pattern", Value::U32(3));
+    let out = info("swa.gguf", g);
+    assert!(out.contains("sliding window:  8 tokens on 2 of 3 layers (SSG)"), "{out}");
+}
+
+/// Files that break the experts' rules are refused with the key named.
+#[test]
+fn bad_expert_counts_are_refused_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.gguf");
+    let s = Shape { n_layer: 1, head_dim: 32, qk_norm: true, experts: Some((8, 2, 64)), ..Shape::default() };
+    let cases: [(&str, u32, &str); 3] = [
+        ("qwen3moe.expert_used_count", 9, "expert_used_count"),
+        ("qwen3moe.expert_used_count", 0, "expert_used_count"),
+        ("qwen3moe.expert_count", 0, "expert_count"),
+    ];
+    for (key, v, named) in cases {
+        let mut g = model("qwen3moe", s, 2);
+        g.set(key, Value::U32(v));
+        g.write(&path);
+        let e = Model::load(&path, &LoadOptions::default()).err().expect("refused").to_string();
+        assert!(e.contains(named), "{key}={v}: {e}");
+    }
+    // A dense architecture given experts says so.
+    let mut g = model("qwen3", Shape { n_layer: 1, head_dim: 32, qk_norm: true, ..Shape::default() }, 2);
+    g.set("qwen3.expert_count", Value::U32(4));
+    g.write(&path);
+    let e = Model::load(&path, &LoadOptions::default()).err().expect("refused").to_string();
+    assert!(e.contains("expert_count") && e.contains("has none"), "{e}");
 }
 
 #[test]

@@ -36,6 +36,15 @@ pub fn run(a: &InfoArgs) -> Result<(), decache::Error> {
         hp.head_dim,
         hp.n_ff
     );
+    if let Some(x) = &hp.experts {
+        outln!("experts:         {} of {} per token, each {} wide (mixture of experts)", x.n_used, x.n_expert, x.n_ff);
+    }
+    if let Some(w) = &hp.swa {
+        // One letter per layer: S slides, G sees everything.
+        let pattern: String = w.layers.iter().map(|&s| if s { 'S' } else { 'G' }).collect();
+        let n = w.layers.iter().filter(|&&s| s).count();
+        outln!("sliding window:  {} tokens on {n} of {} layers ({pattern})", w.window, hp.n_layer);
+    }
     outln!("rope:            base {}, scale {}, dims {}", hp.rope_base, hp.rope_scale, hp.n_rot);
     outln!("vocabulary:      {} tokens, {}", hp.n_vocab, model.tokenizer.kind());
     let bufs: Vec<String> =

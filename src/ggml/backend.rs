@@ -205,12 +205,26 @@ impl CpuDevice {
 
     /// Whether a weight `w` stored in `buft` can serve as the first operand of
     /// a matrix multiplication on this device (probed with a dummy op, as
-    /// llama.cpp does).
-    pub fn supports_mul_mat_weight(&self, typ: super::types::GgmlType, ne: [i64; 4], buft: BufferType) -> bool {
+    /// llama.cpp does). With `experts_used`, the weight holds one matrix per
+    /// expert (`ne[2]`) and the op is the per-token expert matmul.
+    pub fn supports_mul_mat_weight(
+        &self,
+        typ: super::types::GgmlType,
+        ne: [i64; 4],
+        buft: BufferType,
+        experts_used: Option<i64>,
+    ) -> bool {
+        use super::types::GgmlType;
         let probe = Context::new(8, 0);
         let wt = probe.new_tensor(typ, &ne);
-        let b = probe.new_tensor(super::types::GgmlType::F32, &[ne[0], 512, ne[2], ne[3]]);
-        let op = probe.mul_mat(wt, b);
+        let op = match experts_used {
+            None => probe.mul_mat(wt, probe.new_tensor(GgmlType::F32, &[ne[0], 512, ne[2], ne[3]])),
+            Some(n) => {
+                let b = probe.new_tensor(GgmlType::F32, &[ne[0], n, 512]);
+                let ids = probe.new_tensor(GgmlType::I32, &[n, 512]);
+                probe.mul_mat_id(wt, b, ids)
+            }
+        };
         unsafe {
             let dummy = sys::ggml_backend_buft_alloc_buffer(buft.raw(), 0);
             if dummy.is_null() {

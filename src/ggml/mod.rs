@@ -11,6 +11,7 @@ mod device;
 mod log;
 mod mmap;
 mod ops;
+mod ops_experts;
 pub mod oracle;
 mod owned;
 pub mod rpc;

@@ -6,6 +6,7 @@
 use super::blocks::{self, AttnShape};
 use super::graph::StepGraph;
 use super::hparams::HParams;
+use super::moe;
 use super::plan::{blk, TensorReq, Usage};
 use crate::ggml::Tensor;
 
@@ -81,6 +82,10 @@ pub fn tensors(hp: &HParams, r: &Recipe) -> Vec<TensorReq> {
         if r.post_norms {
             t.push(TensorReq::req(b("post_attention_norm.weight"), &[e], Usage::Elementwise));
             t.push(TensorReq::req(b("post_ffw_norm.weight"), &[e], Usage::Elementwise));
+        }
+        if let Some(x) = &hp.experts {
+            t.extend(moe::tensors(hp, x, il));
+            continue;
         }
         match r.ffn {
             Ffn::SwiGlu | Ffn::GeGlu => {
@@ -160,10 +165,25 @@ pub fn build<'c>(g: &mut StepGraph<'c>, r: &Recipe) -> Tensor<'c> {
         let ffn_in = ctx.add(cur, residual);
         let cur = norm(g, ffn_in, "ffn_norm.weight", il);
         let w = |name: &str| g.w(&blk(il, name));
-        let mut cur = match r.ffn {
-            Ffn::SwiGlu => blocks::ffn_swiglu(ctx, cur, w("ffn_gate.weight"), w("ffn_up.weight"), w("ffn_down.weight")),
-            Ffn::GeGlu => blocks::ffn_geglu(ctx, cur, w("ffn_gate.weight"), w("ffn_up.weight"), w("ffn_down.weight")),
-            Ffn::SwiGluFused => blocks::ffn_swiglu_fused(ctx, cur, w("ffn_up.weight"), w("ffn_down.weight")),
+        let mut cur = match (&hp.experts, r.ffn) {
+            (Some(x), _) => {
+                let ew = moe::ExpertWeights {
+                    router: w("ffn_gate_inp.weight"),
+                    gate: w("ffn_gate_exps.weight"),
+                    up: w("ffn_up_exps.weight"),
+                    down: w("ffn_down_exps.weight"),
+                };
+                moe::ffn(ctx, &mut g.graph, cur, &ew, x.n_used as i64)
+            }
+            (None, ffn) => match ffn {
+                Ffn::SwiGlu => {
+                    blocks::ffn_swiglu(ctx, cur, w("ffn_gate.weight"), w("ffn_up.weight"), w("ffn_down.weight"))
+                }
+                Ffn::GeGlu => {
+                    blocks::ffn_geglu(ctx, cur, w("ffn_gate.weight"), w("ffn_up.weight"), w("ffn_down.weight"))
+                }
+                Ffn::SwiGluFused => blocks::ffn_swiglu_fused(ctx, cur, w("ffn_up.weight"), w("ffn_down.weight")),
+            },
         };
         if r.post_norms {
             cur = norm(g, cur, "post_ffw_norm.weight", il);

@@ -25,6 +25,30 @@ pub struct ArchHp {
     /// Reads `attention.sliding_window` (and its layer pattern, default
     /// every `swa_period`-th layer global).
     pub swa_period: Option<u32>,
+    pub moe: MoeHp,
+}
+
+/// Whether an architecture's feed-forward may be a mixture of experts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoeHp {
+    /// Dense only: `expert_count` is refused.
+    Never,
+    /// Experts when the file has `expert_count` > 0 (llama for Mixtral,
+    /// mistral3); each expert as wide as `feed_forward_length`.
+    IfPresent,
+    /// Always experts; without `expert_feed_forward_length` each expert is
+    /// `feed_forward_length / expert_used_count` wide (qwen3moe).
+    Required,
+}
+
+/// A mixture-of-experts feed-forward: a router picks `n_used` of
+/// `n_expert` expert networks per token and sums their outputs, weighted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Experts {
+    pub n_expert: u32,
+    pub n_used: u32,
+    /// Width of each expert's feed-forward.
+    pub n_ff: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +72,8 @@ pub struct HParams {
     /// Multiplies RoPE's cos and sin (`rope.scaling.attn_factor`, Phi-3 long contexts).
     pub rope_attn_factor: f32,
     pub swa: Option<Swa>,
+    /// Mixture of experts in every layer's feed-forward.
+    pub experts: Option<Experts>,
     /// `final_logit_softcapping`: logits = cap * tanh(logits / cap).
     pub final_softcap: Option<f32>,
 }
@@ -82,9 +108,14 @@ impl HParams {
         let n_head = per_layer_uniform(f, &format!("{arch}.attention.head_count"), n_layer)?
             .ok_or_else(|| bad("attention.head_count", "missing (required)".into()))?;
         let n_head_kv = per_layer_uniform(f, &format!("{arch}.attention.head_count_kv"), n_layer)?.unwrap_or(n_head);
-        let n_ff = per_layer_uniform(f, &format!("{arch}.feed_forward_length"), n_layer)?
-            .ok_or_else(|| bad("feed_forward_length", "missing (required)".into()))?;
-        if n_embd == 0 || n_head == 0 || n_head_kv == 0 || n_ff == 0 {
+        let expert_ff = f.get_u32(&format!("{arch}.expert_feed_forward_length"))?;
+        let n_ff = match per_layer_uniform(f, &format!("{arch}.feed_forward_length"), n_layer)? {
+            Some(n) => n,
+            None if ah.moe == MoeHp::Required && expert_ff.is_some() => 0,
+            None => return Err(bad("feed_forward_length", "missing (required)".into())),
+        };
+        let experts = read_experts(f, &arch, ah.moe, n_ff, expert_ff)?;
+        if n_embd == 0 || n_head == 0 || n_head_kv == 0 || (n_ff == 0 && experts.is_none()) {
             return Err(bad(
                 "embedding_length",
                 "embedding length, head counts and feed-forward length must be positive".into(),
@@ -168,6 +199,7 @@ impl HParams {
             n_ctx_orig,
             rope_attn_factor,
             swa,
+            experts,
             final_softcap,
         })
     }
@@ -204,6 +236,42 @@ fn read_swa(f: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Resu
         });
     }
     Ok(Some(Swa { window, layers, rope_base }))
+}
+
+/// `expert_count` and `expert_used_count`, as the architecture allows.
+fn read_experts(
+    f: &GgufFile,
+    arch: &str,
+    moe: MoeHp,
+    n_ff: u32,
+    expert_ff: Option<u32>,
+) -> Result<Option<Experts>, GgufError> {
+    let bad = |k: &str, msg: String| GgufError::Metadata { path: f.path.clone(), key: format!("{arch}.{k}"), msg };
+    let n_expert = f.get_u32(&format!("{arch}.expert_count"))?.unwrap_or(0);
+    match (moe, n_expert) {
+        (MoeHp::Never, 0) | (MoeHp::IfPresent, 0) => return Ok(None),
+        (MoeHp::Never, _) => {
+            return Err(bad("expert_count", format!("{n_expert} experts: the {arch} architecture has none")));
+        }
+        (MoeHp::Required, 0) => return Err(bad("expert_count", "missing or 0 (required)".into())),
+        _ => {}
+    }
+    if n_expert > 512 {
+        return Err(bad("expert_count", format!("{n_expert} experts is out of range (1..=512)")));
+    }
+    let n_used = f.get_u32(&format!("{arch}.expert_used_count"))?.unwrap_or(0);
+    if n_used == 0 || n_used > n_expert {
+        return Err(bad("expert_used_count", format!("{n_used} must be between 1 and the {n_expert} experts")));
+    }
+    let n_ff = match expert_ff {
+        Some(n) => n,
+        None if moe == MoeHp::Required => n_ff / n_used,
+        None => n_ff,
+    };
+    if n_ff == 0 {
+        return Err(bad("expert_feed_forward_length", "an expert's width must be positive".into()));
+    }
+    Ok(Some(Experts { n_expert, n_used, n_ff }))
 }
 
 /// A per-layer key whose value must be the same for every layer (mixed

@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod decoder;
 pub mod graph;
 pub mod hparams;
+pub mod moe;
 pub mod offload;
 pub mod plan;
 pub mod runner;
@@ -251,9 +252,10 @@ fn plan_weights(
         check_shape(t, &r.ne)?;
         used.insert(t.name.as_str());
         let ne = t.ne;
-        check_type(t, r.usage, &cpu)?;
-        let upload_to = (r.usage == Usage::MulMat)
-            .then(|| extra.iter().copied().find(|b| cpu.supports_mul_mat_weight(t.typ, ne, *b)))
+        let experts_used = (r.usage == Usage::MulMatId).then(|| hp.experts.as_ref().map_or(1, |x| x.n_used as i64));
+        check_type(t, r.usage, &cpu, experts_used)?;
+        let upload_to = matches!(r.usage, Usage::MulMat | Usage::MulMatId)
+            .then(|| extra.iter().copied().find(|b| cpu.supports_mul_mat_weight(t.typ, ne, *b, experts_used)))
             .flatten();
         let placement = match (offload.device_of_weight(&r.name), upload_to) {
             (Some(d), _) => Placement::Upload(d.buffer_type()),
@@ -285,11 +287,12 @@ fn plan_weights(
 /// Whether ggml's CPU backend can use a weight of this type for its op:
 /// norms must be f32; matmul and embedding weights must be float or
 /// quantized types that ggml-cpu multiplies (checked with a probe op).
-fn check_type(t: &TensorInfo, usage: Usage, cpu: &CpuDevice) -> Result<(), String> {
+fn check_type(t: &TensorInfo, usage: Usage, cpu: &CpuDevice, experts_used: Option<i64>) -> Result<(), String> {
     let ok = match usage {
         Usage::Elementwise => t.typ == GgmlType::F32,
-        Usage::MulMat | Usage::GetRows => {
-            (t.typ.is_quantized() || t.typ.is_float()) && cpu.supports_mul_mat_weight(t.typ, t.ne, cpu.buffer_type())
+        Usage::MulMat | Usage::MulMatId | Usage::GetRows => {
+            (t.typ.is_quantized() || t.typ.is_float())
+                && cpu.supports_mul_mat_weight(t.typ, t.ne, cpu.buffer_type(), experts_used)
         }
     };
     if ok {

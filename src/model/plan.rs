@@ -5,6 +5,8 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Usage {
     MulMat,
+    /// One matrix per expert, multiplied per token (`mul_mat_id`).
+    MulMatId,
     GetRows,
     Elementwise,
 }

@@ -3,9 +3,9 @@
 //! 3's RoPE scaling arrives as `rope_freqs.weight`, the per-frequency
 //! factors the decoder hands to RoPE.
 use crate::model::decoder::{Ffn, Recipe};
-use crate::model::hparams::{ArchHp, RopeKind};
+use crate::model::hparams::{ArchHp, MoeHp, RopeKind};
 
-pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Norm, swa_period: None };
+pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Norm, swa_period: None, moe: MoeHp::IfPresent };
 
 pub const RECIPE: Recipe =
     Recipe { embd_scale: false, qk_norm: false, q_scale: false, fused_qkv: false, ffn: Ffn::SwiGlu, post_norms: false };

@@ -4,6 +4,7 @@ pub mod llama;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3moe;
 
 use super::decoder::{self, Recipe};
 use super::graph::StepGraph;
@@ -17,12 +18,13 @@ pub enum Arch {
     Llama,
     Qwen2,
     Qwen3,
+    Qwen3Moe,
     Phi3,
     Gemma3,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 5] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Phi3, Arch::Gemma3];
+    pub const ALL: [Arch; 6] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Qwen3Moe, Arch::Phi3, Arch::Gemma3];
 
     pub fn from_name(name: &str) -> Option<Arch> {
         Arch::ALL.into_iter().find(|a| a.name() == name)
@@ -38,6 +40,7 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Qwen3Moe => "qwen3moe",
             Arch::Phi3 => "phi3",
             Arch::Gemma3 => "gemma3",
         }
@@ -49,6 +52,7 @@ impl Arch {
             Arch::Llama => llama::HP,
             Arch::Qwen2 => qwen2::HP,
             Arch::Qwen3 => qwen3::HP,
+            Arch::Qwen3Moe => qwen3moe::HP,
             Arch::Phi3 => phi3::HP,
             Arch::Gemma3 => gemma3::HP,
         }
@@ -59,6 +63,7 @@ impl Arch {
             Arch::Llama => llama::RECIPE,
             Arch::Qwen2 => qwen2::RECIPE,
             Arch::Qwen3 => qwen3::RECIPE,
+            Arch::Qwen3Moe => qwen3moe::RECIPE,
             Arch::Phi3 => phi3::RECIPE,
             Arch::Gemma3 => gemma3::RECIPE,
         }
