@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv clients clients-smollm2 llama-tools run test test-fast test-models lint bench bench-llama bench-spec bench-concurrency replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv clients clients-smollm2 llama-tools run test test-fast test-models lint bench bench-llama bench-moe bench-spec bench-concurrency replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -190,6 +190,16 @@ bench-llama: models llama-tools
 	python3 scripts/bench-llama.py --decache $(BIN) --llama-bench $(LLAMA_BIN)/llama-bench -t 2 \
 		--model "$$($(BIN) pull smollm2):16384" --fa default --rounds 1 \
 		--md target/bench-llama-16k.md --json target/bench-llama-16k.json
+
+# A mixture of experts at real layer shapes (issue 20): a random-weight
+# qwen3moe file with 4 layers of Qwen3-30B-A3B (examples/gen_moe.rs, Q4_K),
+# decache bench beside llama-bench, defaults and -fa off (about 3 minutes).
+MOE_FILE := target/qwen3moe-a3b-4l.gguf
+$(MOE_FILE): examples/gen_moe.rs tests/common/gguf_writer.rs
+	$(CARGO) run --release --example gen_moe -- $@ 4
+bench-moe: build llama-tools $(MOE_FILE)
+	python3 scripts/bench-llama.py --decache $(BIN) --llama-bench $(LLAMA_BIN)/llama-bench -t 2 \
+		--model $(MOE_FILE):0 --fa default,0 --rounds 3 --md target/bench-moe.md --json target/bench-moe.json
 
 # Draft-free speculative decoding (issue 21): an edit, a quote and free prose,
 # greedy, decache serve --spec off/auto against llama-server plain and with

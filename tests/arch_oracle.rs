@@ -309,6 +309,71 @@ fn mixtral_style_llama_experts_match_llama_cpp() {
     }
 }
 
+#[test]
+fn mistral3_yarn_and_attention_temperature_match_llama_cpp() {
+    // YaRN: 4 times an original context of 16, beta 32/1; q scaled by
+    // 1 + 0.2 ln(floor(p / 16) + 1), so positions 16 and on differ.
+    let s = Shape { n_layer: 2, head_dim: 32, ..Shape::default() };
+    let mut g = model("mistral3", s, 0x3303);
+    g.set("mistral3.rope.scaling.type", Value::str("yarn"))
+        .set("mistral3.rope.scaling.factor", Value::F32(4.0))
+        .set("mistral3.rope.scaling.original_context_length", Value::U32(16))
+        .set("mistral3.attention.temperature_scale", Value::F32(0.2));
+    // llama.cpp's K-shift multiplies cached keys by YaRN's magnitude
+    // correction again (as with Phi-3's attention factor): the shift is
+    // checked against a recompute below instead.
+    for line in check("mistral3 yarn", g.clone(), false) {
+        eprintln!("{line}");
+    }
+    let mut one = model("mistral3", Shape { n_layer: 1, ..s }, 0x3303);
+    for (k, v) in [("factor", 4.0), ("original_context_length", 16.0)] {
+        let key = format!("mistral3.rope.scaling.{k}");
+        one.set(&key, if k == "factor" { Value::F32(v) } else { Value::U32(v as u32) });
+    }
+    one.set("mistral3.rope.scaling.type", Value::str("yarn"));
+    eprintln!("{}", shift_against_recompute("mistral3 yarn", &one));
+    // With a YaRN log multiplier (the attention factor is a ratio then).
+    g.set("mistral3.rope.scaling.yarn_log_multiplier", Value::F32(0.5));
+    for line in check("mistral3 yarn log_mul", g, false) {
+        eprintln!("{line}");
+    }
+    // Without YaRN, with experts: the shift compares with llama.cpp too.
+    let s = Shape { n_layer: 2, head_dim: 32, experts: Some((4, 2, N_FF)), ..Shape::default() };
+    let mut g = model("mistral3", s, 0x3304);
+    g.remove("mistral3.expert_feed_forward_length");
+    g.set("mistral3.rope.scaling.original_context_length", Value::U32(16))
+        .set("mistral3.attention.temperature_scale", Value::F32(0.2));
+    for line in check("mistral3 experts", g, true) {
+        eprintln!("{line}");
+    }
+}
+
+/// After removing [10, 20) and closing the gap, the next tokens' logits
+/// against llama.cpp prefilling the kept tokens afresh at the closed
+/// positions. In a one-layer model the cached keys depend on nothing but
+/// their token and position, so a shift that rotated them right differs
+/// from the recompute only by rounding; one that scaled them again (as
+/// llama.cpp's own K-shift does with YaRN) differs by far more.
+fn shift_against_recompute(arch: &str, g: &Gguf) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shift.gguf");
+    g.write(&path);
+    let toks: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 300).collect();
+    let more: Vec<u32> = (0..12).map(|i| (i * 53 + 7) % 300).collect();
+    let mut s = ours(&path, true);
+    s.eval(&toks, false).unwrap();
+    s.remove_range(10, 20, PositionPolicy::Shift.gap()).unwrap();
+    let mine = s.eval(&more, true).unwrap();
+    let oracle = OracleModel::load(&path).unwrap();
+    let params = OracleParams { n_ctx: N_CTX as u32, n_threads: 2, flash_attn: true, ..OracleParams::default() };
+    let mut oc = OracleContext::new(&oracle, &params).unwrap();
+    let kept: Vec<i32> = toks[..10].iter().chain(&toks[20..]).chain(&more).map(|&t| t as i32).collect();
+    let rows = oc.decode(&kept, &(0..kept.len() as i32).collect::<Vec<_>>(), true).unwrap();
+    let d = compare(&format!("{arch} shift against recompute"), &mine, &rows[30..]);
+    assert!(d < 0.05, "{arch}: shift against a recompute: max |Δlogit| {d}");
+    format!("{arch} Shift: max |Δlogit| {d:.1e} against a recompute of the kept tokens")
+}
+
 /// `decache info` names the experts and the window pattern.
 #[test]
 fn info_names_experts_and_window_layers() {

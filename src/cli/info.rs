@@ -45,7 +45,13 @@ pub fn run(a: &InfoArgs) -> Result<(), decache::Error> {
         let n = w.layers.iter().filter(|&&s| s).count();
         outln!("sliding window:  {} tokens on {n} of {} layers ({pattern})", w.window, hp.n_layer);
     }
-    outln!("rope:            base {}, scale {}, dims {}", hp.rope_base, hp.rope_scale, hp.n_rot);
+    let yarn = hp.yarn.map_or(String::new(), |y| {
+        format!(", YaRN from {} positions (beta {}/{})", hp.n_ctx_orig, y.beta_fast, y.beta_slow)
+    });
+    outln!("rope:            base {}, scale {}, dims {}{yarn}", hp.rope_base, hp.rope_scale, hp.n_rot);
+    if let Some(t) = hp.attn_temp {
+        outln!("attention temp:  q x (1 + {} ln(floor(pos / {}) + 1))", t.scale, t.floor_scale);
+    }
     outln!("vocabulary:      {} tokens, {}", hp.n_vocab, model.tokenizer.kind());
     let bufs: Vec<String> =
         i.buffers.iter().map(|(n, b)| format!("{n} {:.2} MiB", *b as f64 / (1 << 20) as f64)).collect();

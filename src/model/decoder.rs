@@ -150,6 +150,9 @@ pub fn build<'c>(g: &mut StepGraph<'c>, r: &Recipe) -> Tensor<'c> {
         if r.q_scale {
             q = ctx.scale(q, kq_scale);
         }
+        if let Some(t) = g.inputs.attn_temp {
+            q = ctx.mul(q, t);
+        }
         let (kc, vc) = g.kv_layer(il);
         let inp = g.attn_inputs(il);
         let att = blocks::attention(ctx, &mut g.graph, q, k, v, kc, vc, &inp, shape);

@@ -17,6 +17,8 @@ pub struct StepInputs<T> {
     pub pos: T,
     /// Rows whose logits are computed, when fewer than all tokens.
     pub out_ids: Option<T>,
+    /// [1, 1, n_tokens] factors for q by position (attention temperature).
+    pub attn_temp: Option<T>,
     /// What the KV cache fills: cells, masks, rotations.
     pub kv: KvInputs<T>,
 }
@@ -24,7 +26,13 @@ pub struct StepInputs<T> {
 impl<T: Copy> StepInputs<T> {
     /// The same inputs through `f` (tensor to index, or back).
     pub fn map<U>(&self, mut f: impl FnMut(T) -> U) -> StepInputs<U> {
-        StepInputs { tokens: f(self.tokens), pos: f(self.pos), out_ids: self.out_ids.map(&mut f), kv: self.kv.map(f) }
+        StepInputs {
+            tokens: f(self.tokens),
+            pos: f(self.pos),
+            out_ids: self.out_ids.map(&mut f),
+            attn_temp: self.attn_temp.map(&mut f),
+            kv: self.kv.map(f),
+        }
     }
 }
 
@@ -67,6 +75,7 @@ impl<'c> StepGraph<'c> {
             pos: ctx.new_input_aligned("inp_pos", GgmlType::I32, &[nt]),
             out_ids: (n_outputs < n_tokens)
                 .then(|| ctx.new_input_aligned("inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
+            attn_temp: hp.attn_temp.map(|_| ctx.new_input_aligned("inp_attn_temp", GgmlType::F32, &[1, 1, nt])),
             kv: kv_inputs,
         };
         let graph = ctx.new_graph(model.graph_size());

@@ -26,6 +26,31 @@ pub struct ArchHp {
     /// every `swa_period`-th layer global).
     pub swa_period: Option<u32>,
     pub moe: MoeHp,
+    /// Reads `attention.temperature_scale` (Llama 4's and Mistral 3's
+    /// position-dependent scaling of q).
+    pub attn_temp: bool,
+}
+
+/// YaRN RoPE scaling (`rope.scaling.type = yarn`): frequencies blended
+/// between interpolated and extrapolated per dimension.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yarn {
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+}
+
+/// Attention temperature: q of the token at position p is multiplied by
+/// `1 + scale * ln(floor(p / floor_scale) + 1)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnTemp {
+    pub scale: f32,
+    pub floor_scale: u32,
+}
+
+impl AttnTemp {
+    pub fn factor(&self, pos: i32) -> f32 {
+        ((pos as f32 / self.floor_scale as f32).floor() as f64 + 1.0).ln() as f32 * self.scale + 1.0
+    }
 }
 
 /// Whether an architecture's feed-forward may be a mixture of experts.
@@ -69,8 +94,12 @@ pub struct HParams {
     pub rope_kind: RopeKind,
     /// The context RoPE scaling was trained for (`rope.scaling.original_context_length`).
     pub n_ctx_orig: u32,
-    /// Multiplies RoPE's cos and sin (`rope.scaling.attn_factor`, Phi-3 long contexts).
+    /// Multiplies RoPE's cos and sin (`rope.scaling.attn_factor`, Phi-3
+    /// long contexts; with YaRN, its magnitude correction as llama.cpp
+    /// computes it, net of the factor ggml's YaRN kernel applies itself).
     pub rope_attn_factor: f32,
+    pub yarn: Option<Yarn>,
+    pub attn_temp: Option<AttnTemp>,
     pub swa: Option<Swa>,
     /// Mixture of experts in every layer's feed-forward.
     pub experts: Option<Experts>,
@@ -152,14 +181,15 @@ impl HParams {
         match f.get_str(&format!("{arch}.rope.scaling.type"))? {
             // Llama-3 scaling comes as `rope_freqs.weight` and Phi-3's as
             // long/short factor tensors; the type key says linear or nothing.
-            None | Some("none") | Some("linear") | Some("longrope") => {}
+            None | Some("none") | Some("linear") | Some("longrope") | Some("yarn") => {}
             Some(other) => {
                 return Err(bad(
                     "rope.scaling.type",
-                    format!("'{other}' is not supported yet (supported: none, linear, longrope)"),
+                    format!("'{other}' is not supported yet (supported: none, linear, longrope, yarn)"),
                 ));
             }
         }
+        let is_yarn = f.get_str(&format!("{arch}.rope.scaling.type"))? == Some("yarn");
         let rope_scale = match f.get_f32(&format!("{arch}.rope.scaling.factor"))? {
             Some(s) if s > 0.0 => 1.0 / s,
             _ => 1.0,
@@ -169,10 +199,22 @@ impl HParams {
         }
         let n_ctx_orig =
             f.get_u32(&format!("{arch}.rope.scaling.original_context_length"))?.unwrap_or(n_ctx_train).max(1);
-        let rope_attn_factor = f.get_f32(&format!("{arch}.rope.scaling.attn_factor"))?.unwrap_or(1.0);
-        if !(rope_attn_factor > 0.0 && rope_attn_factor.is_finite()) {
-            return Err(bad("rope.scaling.attn_factor", format!("{rope_attn_factor} must be positive")));
+        let file_attn_factor = f.get_f32(&format!("{arch}.rope.scaling.attn_factor"))?.unwrap_or(1.0);
+        if !(file_attn_factor > 0.0 && file_attn_factor.is_finite()) {
+            return Err(bad("rope.scaling.attn_factor", format!("{file_attn_factor} must be positive")));
         }
+        let (yarn, rope_attn_factor) = if is_yarn {
+            let get = |k: &str, d: f32| f.get_f32(&format!("{arch}.rope.scaling.{k}")).map(|v| v.unwrap_or(d));
+            let y = Yarn { beta_fast: get("yarn_beta_fast", 32.0)?, beta_slow: get("yarn_beta_slow", 1.0)? };
+            let log_mul = get("yarn_log_multiplier", 0.0)?;
+            (Some(y), yarn_attn_factor(1.0 / rope_scale, log_mul) * file_attn_factor)
+        } else {
+            (None, file_attn_factor)
+        };
+        let attn_temp = match f.get_f32(&format!("{arch}.attention.temperature_scale"))? {
+            Some(scale) if ah.attn_temp && scale != 0.0 => Some(AttnTemp { scale, floor_scale: n_ctx_orig }),
+            _ => None,
+        };
         let swa = match ah.swa_period {
             Some(period) => read_swa(f, &arch, n_layer, period)?,
             None => None,
@@ -198,6 +240,8 @@ impl HParams {
             rope_kind,
             n_ctx_orig,
             rope_attn_factor,
+            yarn,
+            attn_temp,
             swa,
             experts,
             final_softcap,
@@ -236,6 +280,16 @@ fn read_swa(f: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Resu
         });
     }
     Ok(Some(Swa { window, layers, rope_base }))
+}
+
+/// llama.cpp's YaRN attention factor for a context `factor` times the
+/// trained one: the magnitude correction 0.1 ln(factor) + 1 (or its ratio
+/// to the one scaled by `yarn_log_multiplier`), divided by the correction
+/// ggml's YaRN kernel multiplies in itself.
+fn yarn_attn_factor(factor: f32, log_mul: f32) -> f32 {
+    let mscale = |m: f32| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
+    let wanted = if log_mul != 0.0 { mscale(1.0) / mscale(log_mul) } else { mscale(1.0) };
+    wanted / (1.0 + 0.1 * factor.ln())
 }
 
 /// `expert_count` and `expert_used_count`, as the architecture allows.

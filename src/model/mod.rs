@@ -201,10 +201,10 @@ impl Model {
             n_ctx_orig: hp.n_ctx_orig as i32,
             freq_base,
             freq_scale,
-            ext_factor: 0.0,
+            ext_factor: if hp.yarn.is_some() { 1.0 } else { 0.0 },
             attn_factor: hp.rope_attn_factor,
-            beta_fast: 32.0,
-            beta_slow: 1.0,
+            beta_fast: hp.yarn.map_or(32.0, |y| y.beta_fast),
+            beta_slow: hp.yarn.map_or(1.0, |y| y.beta_slow),
         }
     }
 

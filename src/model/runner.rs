@@ -132,6 +132,9 @@ impl Runner {
         let inp = cache.inputs.map(|i| g.tensor(i));
         inp.tokens.write_i32(&tokens.iter().map(|&t| t as i32).collect::<Vec<_>>());
         inp.pos.write_i32(positions);
+        if let (Some(t), Some(temp)) = (inp.attn_temp, model.hparams.attn_temp) {
+            t.write_f32(&positions.iter().map(|&p| temp.factor(p)).collect::<Vec<_>>());
+        }
         if let Some(t) = inp.out_ids {
             let rows: Vec<i32> = if outputs.is_empty() {
                 vec![tokens.len() as i32 - 1]
@@ -209,10 +212,14 @@ impl KShift for Model {
     ) -> crate::ggml::Tensor<'c> {
         let hp = &self.hparams;
         let factors = self.rope_factors_name(n_ctx).and_then(|n| self.weights.id(n)).map(|id| self.weights.get(id));
-        // A pure rotation: the attention factor (Phi-3 long contexts) was
-        // applied when the key was first roped. llama.cpp's K-shift applies
-        // it again on every shift.
-        let rope = crate::ggml::RopeParams { attn_factor: 1.0, ..self.rope_params(il) };
+        // A pure rotation: the attention factor (Phi-3 long contexts, YaRN's
+        // magnitude correction) was applied when the key was first roped.
+        // llama.cpp's K-shift applies it again on every shift. ggml's YaRN
+        // kernel multiplies in 1 + 0.1 ln(1 / freq_scale) itself: divided out.
+        let mut rope = crate::ggml::RopeParams { attn_factor: 1.0, ..self.rope_params(il) };
+        if rope.ext_factor != 0.0 {
+            rope.attn_factor = 1.0 / (1.0 + 0.1 * (1.0 / rope.freq_scale).ln());
+        }
         super::blocks::k_shift(ctx, k, shift, &rope, factors, hp.head_dim as i64, hp.n_head_kv as i64, k_rot)
     }
 }

@@ -6,7 +6,7 @@
 use crate::model::decoder::{Ffn, Recipe};
 use crate::model::hparams::{ArchHp, MoeHp, RopeKind};
 
-pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Neox, swa_period: Some(6), moe: MoeHp::Never };
+pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Neox, swa_period: Some(6), moe: MoeHp::Never, attn_temp: false };
 
 pub const RECIPE: Recipe =
     Recipe { embd_scale: true, qk_norm: true, q_scale: true, fused_qkv: false, ffn: Ffn::GeGlu, post_norms: true };

@@ -1,6 +1,7 @@
 //! One short recipe per architecture over the shared decoder (`decoder.rs`).
 pub mod gemma3;
 pub mod llama;
+pub mod mistral3;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
@@ -21,10 +22,12 @@ pub enum Arch {
     Qwen3Moe,
     Phi3,
     Gemma3,
+    Mistral3,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 6] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Qwen3Moe, Arch::Phi3, Arch::Gemma3];
+    pub const ALL: [Arch; 7] =
+        [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Qwen3Moe, Arch::Phi3, Arch::Gemma3, Arch::Mistral3];
 
     pub fn from_name(name: &str) -> Option<Arch> {
         Arch::ALL.into_iter().find(|a| a.name() == name)
@@ -43,6 +46,7 @@ impl Arch {
             Arch::Qwen3Moe => "qwen3moe",
             Arch::Phi3 => "phi3",
             Arch::Gemma3 => "gemma3",
+            Arch::Mistral3 => "mistral3",
         }
     }
 
@@ -55,6 +59,7 @@ impl Arch {
             Arch::Qwen3Moe => qwen3moe::HP,
             Arch::Phi3 => phi3::HP,
             Arch::Gemma3 => gemma3::HP,
+            Arch::Mistral3 => mistral3::HP,
         }
     }
 
@@ -66,6 +71,7 @@ impl Arch {
             Arch::Qwen3Moe => qwen3moe::RECIPE,
             Arch::Phi3 => phi3::RECIPE,
             Arch::Gemma3 => gemma3::RECIPE,
+            Arch::Mistral3 => mistral3::RECIPE,
         }
     }
 

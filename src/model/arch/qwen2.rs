@@ -3,7 +3,7 @@
 use crate::model::decoder::{Ffn, Recipe};
 use crate::model::hparams::{ArchHp, MoeHp, RopeKind};
 
-pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Neox, swa_period: None, moe: MoeHp::Never };
+pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Neox, swa_period: None, moe: MoeHp::Never, attn_temp: false };
 
 pub const RECIPE: Recipe =
     Recipe { embd_scale: false, qk_norm: false, q_scale: false, fused_qkv: false, ffn: Ffn::SwiGlu, post_norms: false };
