@@ -348,6 +348,82 @@ fn mistral3_yarn_and_attention_temperature_match_llama_cpp() {
     }
 }
 
+const MXFP4: u32 = 39;
+
+/// Random MXFP4 data (blocks of 32 values: an E8M0 scale byte, 2^-7 here,
+/// and 16 bytes of 4-bit E2M1 values).
+fn mxfp4(n: u64, rng: &mut Rng) -> Vec<u8> {
+    assert_eq!(n % 32, 0);
+    let mut out = Vec::with_capacity((n / 32 * 17) as usize);
+    for _ in 0..n / 32 {
+        out.push(121);
+        out.extend((0..16).map(|_| rng.below(256) as u8));
+    }
+    out
+}
+
+/// A gpt-oss file: attention with biases and sinks, every even layer in a
+/// window of 8, a post-attention norm, experts with biases (f32 or MXFP4).
+fn gpt_oss(n_layer: u64, experts_mxfp4: bool, seed: u64) -> Gguf {
+    let (hd, n_exp, used, ff) = (32u64, 4u64, 2u64, 64u64);
+    let n_vocab = tiny_vocab().0.len() as u64;
+    let mut g = Gguf::new();
+    arch_header(&mut g, "gpt-oss", n_layer, N_EMBD, ff, N_HEAD, N_HEAD_KV);
+    g.set("gpt-oss.attention.key_length", Value::U32(hd as u32))
+        .set("gpt-oss.attention.value_length", Value::U32(hd as u32))
+        .set("gpt-oss.attention.sliding_window", Value::U32(8))
+        .set("gpt-oss.expert_count", Value::U32(n_exp as u32))
+        .set("gpt-oss.expert_used_count", Value::U32(used as u32))
+        .set("gpt-oss.expert_feed_forward_length", Value::U32(ff as u32));
+    let mut rng = Rng::new(seed);
+    let vec = |n: u64, scale: f32, rng: &mut Rng| f32_bytes(&rand(rng, n as usize, scale));
+    g.tensor("token_embd.weight", 0, &[N_EMBD, n_vocab], vec(N_EMBD * n_vocab, 1.0, &mut rng));
+    g.tensor("output_norm.weight", 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
+    g.tensor("output.weight", 0, &[N_EMBD, n_vocab], vec(N_EMBD * n_vocab, 0.2, &mut rng));
+    let (q, kv) = (hd * N_HEAD, hd * N_HEAD_KV);
+    for il in 0..n_layer {
+        let b = |x: &str| blk(il, x);
+        g.tensor(&b("attn_norm.weight"), 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
+        for (name, n) in [("attn_q", q), ("attn_k", kv), ("attn_v", kv)] {
+            g.tensor(&b(&format!("{name}.weight")), 0, &[N_EMBD, n], vec(N_EMBD * n, 0.18, &mut rng));
+            g.tensor(&b(&format!("{name}.bias")), 0, &[n], vec(n, 0.5, &mut rng));
+        }
+        g.tensor(&b("attn_output.weight"), 0, &[q, N_EMBD], vec(q * N_EMBD, 0.18, &mut rng));
+        g.tensor(&b("attn_output.bias"), 0, &[N_EMBD], vec(N_EMBD, 0.5, &mut rng));
+        g.tensor(&b("attn_sinks.weight"), 0, &[N_HEAD], vec(N_HEAD, 2.0, &mut rng));
+        g.tensor(&b("post_attention_norm.weight"), 0, &[N_EMBD], norm(&mut rng, N_EMBD as usize));
+        g.tensor(&b("ffn_gate_inp.weight"), 0, &[N_EMBD, n_exp], vec(N_EMBD * n_exp, 0.18, &mut rng));
+        g.tensor(&b("ffn_gate_inp.bias"), 0, &[n_exp], vec(n_exp, 0.5, &mut rng));
+        for (name, ne0, ne1) in
+            [("ffn_gate_exps", N_EMBD, ff), ("ffn_up_exps", N_EMBD, ff), ("ffn_down_exps", ff, N_EMBD)]
+        {
+            let n = ne0 * ne1 * n_exp;
+            let (t, data) = if experts_mxfp4 { (MXFP4, mxfp4(n, &mut rng)) } else { (0, vec(n, 0.18, &mut rng)) };
+            g.tensor(&b(&format!("{name}.weight")), t, &[ne0, ne1, n_exp], data);
+            g.tensor(&b(&format!("{name}.bias")), 0, &[ne1, n_exp], vec(ne1 * n_exp, 0.5, &mut rng));
+        }
+    }
+    g
+}
+
+#[test]
+fn gpt_oss_sinks_windows_and_experts_match_llama_cpp() {
+    for line in check("gpt-oss", gpt_oss(3, false, 0x6055), true) {
+        eprintln!("{line}");
+    }
+    for line in check("gpt-oss mxfp4", gpt_oss(2, true, 0x6056), true) {
+        eprintln!("{line}");
+    }
+    // The released files' YaRN (factor 32 over 4096 positions, here 4 over 16).
+    let mut g = gpt_oss(2, true, 0x6057);
+    g.set("gpt-oss.rope.scaling.type", Value::str("yarn"))
+        .set("gpt-oss.rope.scaling.factor", Value::F32(4.0))
+        .set("gpt-oss.rope.scaling.original_context_length", Value::U32(16));
+    for line in check("gpt-oss yarn", g, false) {
+        eprintln!("{line}");
+    }
+}
+
 /// After removing [10, 20) and closing the gap, the next tokens' logits
 /// against llama.cpp prefilling the kept tokens afresh at the closed
 /// positions. In a one-layer model the cached keys depend on nothing but

@@ -1,5 +1,6 @@
-//! Graph operations for mixture-of-experts layers: routing (softmax,
-//! top-k, renormalisation) and the per-token expert matmul.
+//! Graph operations for mixture-of-experts layers (routing: softmax,
+//! top-k, renormalisation; the per-token expert matmul and biases; gpt-oss's
+//! clamped SwiGLU) and for attention sinks.
 use super::context::{Context, Tensor};
 use super::types::GgmlType;
 use ggml_sys as sys;
@@ -41,5 +42,30 @@ impl Context {
     /// a / b, b broadcast over a.
     pub fn div<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
         Tensor::from_raw(unsafe { sys::ggml_div(self.raw(), a.raw(), b.raw()) })
+    }
+}
+
+impl Context {
+    /// a + b[:, ids]: per-slot bias rows `b` [n, n_expert] picked by `ids`
+    /// (I32 [n_used, n_tokens]) and added to `a` [n, n_used, n_tokens].
+    pub fn add_id<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>, ids: Tensor<'a>) -> Tensor<'a> {
+        Tensor::from_raw(unsafe { sys::ggml_add_id(self.raw(), a.raw(), b.raw(), ids.raw()) })
+    }
+
+    /// gpt-oss's clamped SwiGLU: (min(g, limit) · σ(alpha · min(g, limit)))
+    /// · (clamp(u, ±limit) + 1).
+    pub fn swiglu_oai<'a>(&'a self, gate: Tensor<'a>, up: Tensor<'a>, alpha: f32, limit: f32) -> Tensor<'a> {
+        Tensor::from_raw(unsafe { sys::ggml_swiglu_oai(self.raw(), gate.raw(), up.raw(), alpha, limit) })
+    }
+
+    /// Attention sinks (one learned logit per head that takes part in the
+    /// softmax and attends to nothing) on a soft_max_ext result.
+    pub fn soft_max_add_sinks(&self, softmax: Tensor<'_>, sinks: Tensor<'_>) {
+        unsafe { sys::ggml_soft_max_add_sinks(softmax.raw(), sinks.raw()) }
+    }
+
+    /// The same on a flash_attn_ext result.
+    pub fn flash_attn_add_sinks(&self, attn: Tensor<'_>, sinks: Tensor<'_>) {
+        unsafe { sys::ggml_flash_attn_ext_add_sinks(attn.raw(), sinks.raw()) }
     }
 }

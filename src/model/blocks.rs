@@ -79,7 +79,7 @@ pub fn ffn_swiglu_fused<'c>(ctx: &'c Context, x: Tensor<'c>, up: Tensor<'c>, dow
 }
 
 /// Store this step's K and V in the cache, then attend from q over the
-/// first `n_kv` cells. q: [head_dim, n_head, n_tokens]; k, v: [head_dim,
+/// first `n_kv` cells, with one sink logit per head when given (gpt-oss). q: [head_dim, n_head, n_tokens]; k, v: [head_dim,
 /// n_head_kv, n_tokens]. Returns [head_dim * n_head, n_tokens].
 #[allow(clippy::too_many_arguments)]
 pub fn attention<'c>(
@@ -92,6 +92,7 @@ pub fn attention<'c>(
     v_cache: Tensor<'c>,
     inp: &AttnInputs<'c>,
     s: AttnShape,
+    sinks: Option<Tensor<'c>>,
 ) -> Tensor<'c> {
     let n_tokens = q.ne()[2];
     let n_embd_kv = s.head_dim * s.n_head_kv;
@@ -139,8 +140,12 @@ pub fn attention<'c>(
         let q = ctx.permute(q, [0, 2, 1, 3]);
         let kp = ctx.permute(kview, [0, 2, 1, 3]);
         let vp = ctx.permute(rows_view(v_cache, vt), [0, 2, 1, 3]);
+        let fa = ctx.flash_attn_ext(q, kp, vp, inp.mask, s.scale);
+        if let Some(sinks) = sinks {
+            ctx.flash_attn_add_sinks(fa, sinks);
+        }
         // Out: [head_dim, n_head, n_tokens], already in the order the output projection takes.
-        let out = ctx.reshape(ctx.flash_attn_ext(q, kp, vp, inp.mask, s.scale), &[s.head_dim * s.n_head, n_tokens]);
+        let out = ctx.reshape(fa, &[s.head_dim * s.n_head, n_tokens]);
         return match inp.v_rot {
             Some(rot) => ctx.hadamard_rotate(out, rot),
             None => out,
@@ -158,6 +163,9 @@ pub fn attention<'c>(
     let kq = ctx.mul_mat(kp, q);
     ctx.set_prec_f32(kq);
     let kq = ctx.soft_max_ext(kq, Some(inp.mask), s.scale);
+    if let Some(sinks) = sinks {
+        ctx.soft_max_add_sinks(kq, sinks);
+    }
     let kqv = ctx.mul_mat(vp, kq);
     let cur = ctx.permute(kqv, [0, 2, 1, 3]);
     ctx.cont_2d(cur, s.head_dim * s.n_head, n_tokens)

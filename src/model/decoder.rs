@@ -6,7 +6,7 @@
 use super::blocks::{self, AttnShape};
 use super::graph::StepGraph;
 use super::hparams::HParams;
-use super::moe;
+use super::moe::{self, MoeKind};
 use super::plan::{blk, TensorReq, Usage};
 use crate::ggml::Tensor;
 
@@ -39,15 +39,12 @@ pub struct Recipe {
     pub post_norms: bool,
 }
 
-/// The tensors `r` needs for `hp`, with exact shapes. Biases, a separate
-/// output head and RoPE factor tensors are optional.
-pub fn tensors(hp: &HParams, r: &Recipe) -> Vec<TensorReq> {
-    let (e, v, ff) = (hp.n_embd as i64, hp.n_vocab as i64, hp.n_ff as i64);
-    let q = (hp.head_dim * hp.n_head) as i64;
-    let kv = hp.n_embd_k_gqa() as i64;
-    let hd = hp.head_dim as i64;
+/// The embeddings, output norm and head, and RoPE factor tensors every
+/// architecture may have. The head is the embeddings when absent.
+pub fn io_tensors(hp: &HParams) -> Vec<TensorReq> {
+    let (e, v) = (hp.n_embd as i64, hp.n_vocab as i64);
     let half_rot = (hp.n_rot / 2) as i64;
-    let mut t = vec![
+    vec![
         TensorReq::req("token_embd.weight", &[e, v], Usage::GetRows),
         TensorReq::req("output_norm.weight", &[e], Usage::Elementwise),
         TensorReq::tied("output.weight", &[e, v], Usage::MulMat, "token_embd.weight"),
@@ -55,36 +52,55 @@ pub fn tensors(hp: &HParams, r: &Recipe) -> Vec<TensorReq> {
         TensorReq::opt("rope_freqs.weight", &[half_rot], Usage::Elementwise),
         TensorReq::opt("rope_factors_long.weight", &[half_rot], Usage::Elementwise),
         TensorReq::opt("rope_factors_short.weight", &[half_rot], Usage::Elementwise),
-    ];
+    ]
+}
+
+/// Layer `il`'s attention tensors: its input norm, q/k/v (fused or not,
+/// biases optional), q/k norms, the output projection (bias optional).
+pub fn attn_tensors(hp: &HParams, r: &Recipe, il: usize) -> Vec<TensorReq> {
+    let e = hp.n_embd as i64;
+    let q = (hp.head_dim * hp.n_head) as i64;
+    let kv = hp.n_embd_k_gqa() as i64;
+    let hd = hp.head_dim as i64;
+    let b = |s: &str| blk(il, s);
+    let mut t = vec![TensorReq::req(b("attn_norm.weight"), &[e], Usage::Elementwise)];
+    if r.fused_qkv {
+        t.push(TensorReq::req(b("attn_qkv.weight"), &[e, q + 2 * kv], Usage::MulMat));
+        t.push(TensorReq::opt(b("attn_qkv.bias"), &[q + 2 * kv], Usage::Elementwise));
+    } else {
+        t.extend([
+            TensorReq::req(b("attn_q.weight"), &[e, q], Usage::MulMat),
+            TensorReq::req(b("attn_k.weight"), &[e, kv], Usage::MulMat),
+            TensorReq::req(b("attn_v.weight"), &[e, kv], Usage::MulMat),
+            TensorReq::opt(b("attn_q.bias"), &[q], Usage::Elementwise),
+            TensorReq::opt(b("attn_k.bias"), &[kv], Usage::Elementwise),
+            TensorReq::opt(b("attn_v.bias"), &[kv], Usage::Elementwise),
+        ]);
+    }
+    if r.qk_norm {
+        t.push(TensorReq::req(b("attn_q_norm.weight"), &[hd], Usage::Elementwise));
+        t.push(TensorReq::req(b("attn_k_norm.weight"), &[hd], Usage::Elementwise));
+    }
+    t.push(TensorReq::req(b("attn_output.weight"), &[q, e], Usage::MulMat));
+    t.push(TensorReq::opt(b("attn_output.bias"), &[e], Usage::Elementwise));
+    t
+}
+
+/// The tensors `r` needs for `hp`, with exact shapes. Biases, a separate
+/// output head and RoPE factor tensors are optional.
+pub fn tensors(hp: &HParams, r: &Recipe) -> Vec<TensorReq> {
+    let (e, ff) = (hp.n_embd as i64, hp.n_ff as i64);
+    let mut t = io_tensors(hp);
     for il in 0..hp.n_layer as usize {
         let b = |s: &str| blk(il, s);
-        t.push(TensorReq::req(b("attn_norm.weight"), &[e], Usage::Elementwise));
-        if r.fused_qkv {
-            t.push(TensorReq::req(b("attn_qkv.weight"), &[e, q + 2 * kv], Usage::MulMat));
-            t.push(TensorReq::opt(b("attn_qkv.bias"), &[q + 2 * kv], Usage::Elementwise));
-        } else {
-            t.extend([
-                TensorReq::req(b("attn_q.weight"), &[e, q], Usage::MulMat),
-                TensorReq::req(b("attn_k.weight"), &[e, kv], Usage::MulMat),
-                TensorReq::req(b("attn_v.weight"), &[e, kv], Usage::MulMat),
-                TensorReq::opt(b("attn_q.bias"), &[q], Usage::Elementwise),
-                TensorReq::opt(b("attn_k.bias"), &[kv], Usage::Elementwise),
-                TensorReq::opt(b("attn_v.bias"), &[kv], Usage::Elementwise),
-            ]);
-        }
-        if r.qk_norm {
-            t.push(TensorReq::req(b("attn_q_norm.weight"), &[hd], Usage::Elementwise));
-            t.push(TensorReq::req(b("attn_k_norm.weight"), &[hd], Usage::Elementwise));
-        }
-        t.push(TensorReq::req(b("attn_output.weight"), &[q, e], Usage::MulMat));
-        t.push(TensorReq::opt(b("attn_output.bias"), &[e], Usage::Elementwise));
+        t.extend(attn_tensors(hp, r, il));
         t.push(TensorReq::req(b("ffn_norm.weight"), &[e], Usage::Elementwise));
         if r.post_norms {
             t.push(TensorReq::req(b("post_attention_norm.weight"), &[e], Usage::Elementwise));
             t.push(TensorReq::req(b("post_ffw_norm.weight"), &[e], Usage::Elementwise));
         }
         if let Some(x) = &hp.experts {
-            t.extend(moe::tensors(hp, x, il));
+            t.extend(moe::tensors(hp, x, il, MoeKind::SOFTMAX_SWIGLU));
             continue;
         }
         match r.ffn {
@@ -120,44 +136,79 @@ fn qkv<'c>(g: &StepGraph<'c>, il: usize, x: Tensor<'c>, r: &Recipe) -> (Tensor<'
     (q, k, v)
 }
 
-/// The forward pass of one micro-batch; returns the logits.
-pub fn build<'c>(g: &mut StepGraph<'c>, r: &Recipe) -> Tensor<'c> {
-    let hp = g.hparams().clone();
+/// The token embeddings (scaled when the recipe says so).
+pub fn embed<'c>(g: &StepGraph<'c>, r: &Recipe) -> Tensor<'c> {
+    let x = g.ctx.get_rows(g.w("token_embd.weight"), g.inputs.tokens);
+    if r.embd_scale {
+        g.ctx.scale(x, (g.hparams().n_embd as f32).sqrt())
+    } else {
+        x
+    }
+}
+
+/// RMSNorm of `x` by layer `il`'s weight `name`.
+pub fn norm<'c>(g: &StepGraph<'c>, x: Tensor<'c>, name: &str, il: usize) -> Tensor<'c> {
+    blocks::rms_norm(g.ctx, x, g.w(&blk(il, name)), g.hparams().rms_eps)
+}
+
+/// Layer `il`'s self-attention on its normed input `cur`: q, k, v, their
+/// norms, RoPE, the recipe's scaling and the attention temperature, the
+/// attention over the cache (with `sinks` when given), the output
+/// projection (+ bias).
+pub fn self_attention<'c>(
+    g: &mut StepGraph<'c>,
+    il: usize,
+    cur: Tensor<'c>,
+    r: &Recipe,
+    sinks: Option<Tensor<'c>>,
+) -> Tensor<'c> {
     let ctx = g.ctx;
+    let hp = g.hparams();
     let (hd, nh, nkv) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
     let kq_scale = 1.0 / (hd as f32).sqrt();
     let shape = AttnShape { head_dim: hd, n_head: nh, n_head_kv: nkv, scale: if r.q_scale { 1.0 } else { kq_scale } };
+    let (mut q, mut k, v) = qkv(g, il, cur, r);
+    if r.qk_norm {
+        q = norm(g, q, "attn_q_norm.weight", il);
+        k = norm(g, k, "attn_k_norm.weight", il);
+    }
+    let rope = g.rope_params(il);
     let factors = g.rope_factors();
     let pos = g.inputs.pos;
-    let eps = hp.rms_eps;
-    let norm =
-        |g: &StepGraph<'c>, x: Tensor<'c>, name: &str, il: usize| blocks::rms_norm(ctx, x, g.w(&blk(il, name)), eps);
-
-    let mut x = ctx.get_rows(g.w("token_embd.weight"), g.inputs.tokens);
-    if r.embd_scale {
-        x = ctx.scale(x, (hp.n_embd as f32).sqrt());
+    let mut q = ctx.rope(q, pos, factors, &rope);
+    let k = ctx.rope(k, pos, factors, &rope);
+    if r.q_scale {
+        q = ctx.scale(q, kq_scale);
     }
+    if let Some(t) = g.inputs.attn_temp {
+        q = ctx.mul(q, t);
+    }
+    let (kc, vc) = g.kv_layer(il);
+    let inp = g.attn_inputs(il);
+    let att = blocks::attention(ctx, &mut g.graph, q, k, v, kc, vc, &inp, shape, sinks);
+    blocks::linear(ctx, g.w(&blk(il, "attn_output.weight")), att, g.w_opt(&blk(il, "attn_output.bias")))
+}
+
+/// The output norm and head (+ bias), soft-capped when the file asks.
+pub fn head<'c>(g: &StepGraph<'c>, x: Tensor<'c>) -> Tensor<'c> {
+    let ctx = g.ctx;
+    let hp = g.hparams();
+    let x = blocks::rms_norm(ctx, x, g.w("output_norm.weight"), hp.rms_eps);
+    let logits = blocks::linear(ctx, g.w("output.weight"), x, g.w_opt("output.bias"));
+    match hp.final_softcap {
+        Some(cap) => ctx.scale(ctx.tanh(ctx.scale(logits, 1.0 / cap)), cap),
+        None => logits,
+    }
+}
+
+/// The forward pass of one micro-batch; returns the logits.
+pub fn build<'c>(g: &mut StepGraph<'c>, r: &Recipe) -> Tensor<'c> {
+    let hp = g.hparams();
+    let ctx = g.ctx;
+    let mut x = embed(g, r);
     for il in 0..hp.n_layer as usize {
         let cur = norm(g, x, "attn_norm.weight", il);
-        let (mut q, mut k, v) = qkv(g, il, cur, r);
-        if r.qk_norm {
-            q = norm(g, q, "attn_q_norm.weight", il);
-            k = norm(g, k, "attn_k_norm.weight", il);
-        }
-        let rope = g.rope_params(il);
-        let mut q = ctx.rope(q, pos, factors, &rope);
-        let k = ctx.rope(k, pos, factors, &rope);
-        if r.q_scale {
-            q = ctx.scale(q, kq_scale);
-        }
-        if let Some(t) = g.inputs.attn_temp {
-            q = ctx.mul(q, t);
-        }
-        let (kc, vc) = g.kv_layer(il);
-        let inp = g.attn_inputs(il);
-        let att = blocks::attention(ctx, &mut g.graph, q, k, v, kc, vc, &inp, shape);
-        let mut cur =
-            blocks::linear(ctx, g.w(&blk(il, "attn_output.weight")), att, g.w_opt(&blk(il, "attn_output.bias")));
+        let mut cur = self_attention(g, il, cur, r, None);
         if r.post_norms {
             cur = norm(g, cur, "post_attention_norm.weight", il);
         }
@@ -170,33 +221,21 @@ pub fn build<'c>(g: &mut StepGraph<'c>, r: &Recipe) -> Tensor<'c> {
         let w = |name: &str| g.w(&blk(il, name));
         let mut cur = match (&hp.experts, r.ffn) {
             (Some(x), _) => {
-                let ew = moe::ExpertWeights {
-                    router: w("ffn_gate_inp.weight"),
-                    gate: w("ffn_gate_exps.weight"),
-                    up: w("ffn_up_exps.weight"),
-                    down: w("ffn_down_exps.weight"),
-                };
-                moe::ffn(ctx, &mut g.graph, cur, &ew, x.n_used as i64)
+                let ew = moe::ExpertWeights::of_layer(il, |n| g.w(n), |n| g.w_opt(n));
+                moe::ffn(ctx, &mut g.graph, cur, &ew, x.n_used as i64, MoeKind::SOFTMAX_SWIGLU)
             }
-            (None, ffn) => match ffn {
-                Ffn::SwiGlu => {
-                    blocks::ffn_swiglu(ctx, cur, w("ffn_gate.weight"), w("ffn_up.weight"), w("ffn_down.weight"))
-                }
-                Ffn::GeGlu => {
-                    blocks::ffn_geglu(ctx, cur, w("ffn_gate.weight"), w("ffn_up.weight"), w("ffn_down.weight"))
-                }
-                Ffn::SwiGluFused => blocks::ffn_swiglu_fused(ctx, cur, w("ffn_up.weight"), w("ffn_down.weight")),
-            },
+            (None, Ffn::SwiGlu) => {
+                blocks::ffn_swiglu(ctx, cur, w("ffn_gate.weight"), w("ffn_up.weight"), w("ffn_down.weight"))
+            }
+            (None, Ffn::GeGlu) => {
+                blocks::ffn_geglu(ctx, cur, w("ffn_gate.weight"), w("ffn_up.weight"), w("ffn_down.weight"))
+            }
+            (None, Ffn::SwiGluFused) => blocks::ffn_swiglu_fused(ctx, cur, w("ffn_up.weight"), w("ffn_down.weight")),
         };
         if r.post_norms {
             cur = norm(g, cur, "post_ffw_norm.weight", il);
         }
         x = ctx.add(cur, ffn_in);
     }
-    let x = blocks::rms_norm(ctx, x, g.w("output_norm.weight"), eps);
-    let logits = blocks::linear(ctx, g.w("output.weight"), x, g.w_opt("output.bias"));
-    match hp.final_softcap {
-        Some(cap) => ctx.scale(ctx.tanh(ctx.scale(logits, 1.0 / cap)), cap),
-        None => logits,
-    }
+    head(g, x)
 }

@@ -145,6 +145,14 @@ impl<'c> StepGraph<'c> {
         self.model.rope_factors_name(self.kv.size()).and_then(|n| self.w_opt(n))
     }
 
+    /// Keep only the rows whose logits are wanted (after the last layer).
+    pub fn select_output(&self, a: Tensor<'c>) -> Tensor<'c> {
+        match self.inputs.out_ids {
+            Some(ids) => self.ctx.get_rows(a, ids),
+            None => a,
+        }
+    }
+
     /// In the last layer, keep only the rows whose logits are wanted.
     pub fn select_outputs(&self, a: Tensor<'c>, b: Tensor<'c>) -> (Tensor<'c>, Tensor<'c>) {
         match self.inputs.out_ids {

@@ -16,15 +16,15 @@ pub struct Swa {
     /// Per layer: true for a sliding-window layer, false for a global one.
     pub layers: Vec<bool>,
     pub rope_base: f32,
+    pub rope_scale: f32,
 }
 
 /// How an architecture reads its hyper-parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct ArchHp {
     pub rope_kind: RopeKind,
-    /// Reads `attention.sliding_window` (and its layer pattern, default
-    /// every `swa_period`-th layer global).
-    pub swa_period: Option<u32>,
+    /// Reads `attention.sliding_window` and its layer pattern.
+    pub swa: Option<SwaHp>,
     pub moe: MoeHp,
     /// Reads `attention.temperature_scale` (Llama 4's and Mistral 3's
     /// position-dependent scaling of q).
@@ -51,6 +51,23 @@ impl AttnTemp {
     pub fn factor(&self, pos: i32) -> f32 {
         ((pos as f32 / self.floor_scale as f32).floor() as f64 + 1.0).ln() as f32 * self.scale + 1.0
     }
+}
+
+impl ArchHp {
+    /// Full attention, dense, no attention temperature.
+    pub const fn new(rope_kind: RopeKind) -> ArchHp {
+        ArchHp { rope_kind, swa: None, moe: MoeHp::Never, attn_temp: false }
+    }
+}
+
+/// How an architecture's sliding-window layers are laid out and roped.
+#[derive(Clone, Copy, Debug)]
+pub struct SwaHp {
+    /// Without a pattern key, every `period`-th layer is global.
+    pub period: u32,
+    /// Without `rope.freq_base_swa`: Some(base) and no scaling on window
+    /// layers (Gemma 3), or None for the global base and scaling (gpt-oss).
+    pub rope_base: Option<f32>,
 }
 
 /// Whether an architecture's feed-forward may be a mixture of experts.
@@ -215,8 +232,8 @@ impl HParams {
             Some(scale) if ah.attn_temp && scale != 0.0 => Some(AttnTemp { scale, floor_scale: n_ctx_orig }),
             _ => None,
         };
-        let swa = match ah.swa_period {
-            Some(period) => read_swa(f, &arch, n_layer, period)?,
+        let swa = match ah.swa {
+            Some(sh) => read_swa(f, &arch, n_layer, sh, (rope_base, rope_scale))?,
             None => None,
         };
         let final_softcap = f.get_f32(&format!("{arch}.final_logit_softcapping"))?.filter(|&c| c != 0.0);
@@ -252,7 +269,13 @@ impl HParams {
 /// `attention.sliding_window` (absent or 0: every layer is global) and the
 /// layer pattern: `sliding_window_pattern` as one number N (layers
 /// il % N < N - 1 slide) or one entry per layer (non-zero slides).
-fn read_swa(f: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Result<Option<Swa>, GgufError> {
+fn read_swa(
+    f: &GgufFile,
+    arch: &str,
+    n_layer: u32,
+    sh: SwaHp,
+    (global_base, global_scale): (f32, f32),
+) -> Result<Option<Swa>, GgufError> {
     let Some(window) = f.get_u32(&format!("{arch}.attention.sliding_window"))?.filter(|&w| w > 0) else {
         return Ok(None);
     };
@@ -267,11 +290,15 @@ fn read_swa(f: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Resu
             })
         }
         None => {
-            let n = f.get_u32(&key)?.unwrap_or(default_period);
+            let n = f.get_u32(&key)?.unwrap_or(sh.period);
             (0..n_layer).map(|il| n == 0 || il % n < n - 1).collect()
         }
     };
-    let rope_base = f.get_f32(&format!("{arch}.rope.freq_base_swa"))?.unwrap_or(10000.0);
+    let (default_base, rope_scale) = match sh.rope_base {
+        Some(b) => (b, 1.0),
+        None => (global_base, global_scale),
+    };
+    let rope_base = f.get_f32(&format!("{arch}.rope.freq_base_swa"))?.unwrap_or(default_base);
     if rope_base.is_nan() || rope_base <= 0.0 {
         return Err(GgufError::Metadata {
             path: f.path.clone(),
@@ -279,7 +306,7 @@ fn read_swa(f: &GgufFile, arch: &str, n_layer: u32, default_period: u32) -> Resu
             msg: format!("{rope_base} must be positive"),
         });
     }
-    Ok(Some(Swa { window, layers, rope_base }))
+    Ok(Some(Swa { window, layers, rope_base, rope_scale }))
 }
 
 /// llama.cpp's YaRN attention factor for a context `factor` times the

@@ -192,7 +192,7 @@ impl Model {
     pub fn rope_params(&self, il: usize) -> crate::ggml::RopeParams {
         let hp = &self.hparams;
         let (freq_base, freq_scale) = match &hp.swa {
-            Some(s) if hp.is_swa(il) => (s.rope_base, 1.0),
+            Some(s) if hp.is_swa(il) => (s.rope_base, s.rope_scale),
             _ => (hp.rope_base, hp.rope_scale),
         };
         crate::ggml::RopeParams {

@@ -1,52 +1,137 @@
 //! The mixture-of-experts feed-forward, shared by every architecture with
-//! experts (qwen3moe, Mixtral-style llama, mistral3): a router scores the
-//! experts per token, the top `n_used` are chosen, their weights
-//! renormalised to sum to one, and the chosen experts' SwiGLU networks run
-//! through ggml's per-token expert matmul (`mul_mat_id`, one weight tensor
-//! per projection holding every expert). The op order is llama.cpp's
+//! experts (qwen3moe, Mixtral-style llama, mistral3, gpt-oss): a router
+//! scores the experts per token, the top `n_used` are chosen and weighted
+//! (as the family's `Gating` says), and the chosen experts' gated networks
+//! run through ggml's per-token expert matmul (`mul_mat_id`, one weight
+//! tensor per projection holding every expert). The op order is llama.cpp's
 //! (`build_moe_ffn`), so the same file gives the same sums.
 use super::hparams::{Experts, HParams};
 use super::plan::{blk, TensorReq, Usage};
 use crate::ggml::{Context, Graph, Tensor};
 
+/// How the router's scores become the chosen experts' weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gating {
+    /// softmax over every expert, the top k, renormalised to sum to one
+    /// (qwen3moe, Mixtral, mistral3).
+    SoftmaxNormTopK,
+    /// the top k of the raw scores, softmax over those k (gpt-oss).
+    TopKSoftmax,
+}
+
+/// The experts' gated activation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ExpertAct {
+    /// silu(gate) · up.
+    SwiGlu,
+    /// gpt-oss's clamped SwiGLU (alpha 1.702, limit 7).
+    SwiGluOai,
+}
+
+/// One family's kind of experts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MoeKind {
+    pub gating: Gating,
+    pub act: ExpertAct,
+    /// Biases on the router and on every expert's projections (gpt-oss).
+    pub biases: bool,
+}
+
+impl MoeKind {
+    pub const SOFTMAX_SWIGLU: MoeKind =
+        MoeKind { gating: Gating::SoftmaxNormTopK, act: ExpertAct::SwiGlu, biases: false };
+}
+
 /// The tensors of layer `il`'s experts and router.
-pub fn tensors(hp: &HParams, x: &Experts, il: usize) -> Vec<TensorReq> {
+pub fn tensors(hp: &HParams, x: &Experts, il: usize, kind: MoeKind) -> Vec<TensorReq> {
     let (e, ff, n) = (hp.n_embd as i64, x.n_ff as i64, x.n_expert as i64);
     let b = |s: &str| blk(il, s);
-    vec![
+    let mut t = vec![
         TensorReq::req(b("ffn_gate_inp.weight"), &[e, n], Usage::MulMat),
         TensorReq::req(b("ffn_gate_exps.weight"), &[e, ff, n], Usage::MulMatId),
         TensorReq::req(b("ffn_up_exps.weight"), &[e, ff, n], Usage::MulMatId),
         TensorReq::req(b("ffn_down_exps.weight"), &[ff, e, n], Usage::MulMatId),
-    ]
+    ];
+    if kind.biases {
+        t.extend([
+            TensorReq::req(b("ffn_gate_inp.bias"), &[n], Usage::Elementwise),
+            TensorReq::req(b("ffn_gate_exps.bias"), &[ff, n], Usage::Elementwise),
+            TensorReq::req(b("ffn_up_exps.bias"), &[ff, n], Usage::Elementwise),
+            TensorReq::req(b("ffn_down_exps.bias"), &[e, n], Usage::Elementwise),
+        ]);
+    }
+    t
 }
 
-/// The weights of one layer's experts.
+/// One layer's router and experts, with their biases where the family has them.
 pub struct ExpertWeights<'c> {
-    pub router: Tensor<'c>,
-    pub gate: Tensor<'c>,
-    pub up: Tensor<'c>,
-    pub down: Tensor<'c>,
+    pub router: (Tensor<'c>, Option<Tensor<'c>>),
+    pub gate: (Tensor<'c>, Option<Tensor<'c>>),
+    pub up: (Tensor<'c>, Option<Tensor<'c>>),
+    pub down: (Tensor<'c>, Option<Tensor<'c>>),
 }
 
-/// x: [n_embd, n_tokens] → [n_embd, n_tokens]: softmax routing, top-k,
-/// weights renormalised, SwiGLU experts, weighted sum.
-pub fn ffn<'c>(ctx: &'c Context, gf: &mut Graph<'c>, x: Tensor<'c>, w: &ExpertWeights<'c>, n_used: i64) -> Tensor<'c> {
+impl<'c> ExpertWeights<'c> {
+    /// Layer `il`'s weights, by their names.
+    pub fn of_layer(il: usize, w: impl Fn(&str) -> Tensor<'c>, w_opt: impl Fn(&str) -> Option<Tensor<'c>>) -> Self {
+        let pair = |name: &str| (w(&blk(il, &format!("{name}.weight"))), w_opt(&blk(il, &format!("{name}.bias"))));
+        ExpertWeights {
+            router: pair("ffn_gate_inp"),
+            gate: pair("ffn_gate_exps"),
+            up: pair("ffn_up_exps"),
+            down: pair("ffn_down_exps"),
+        }
+    }
+}
+
+/// x: [n_embd, n_tokens] → [n_embd, n_tokens].
+pub fn ffn<'c>(
+    ctx: &'c Context,
+    gf: &mut Graph<'c>,
+    x: Tensor<'c>,
+    w: &ExpertWeights<'c>,
+    n_used: i64,
+    kind: MoeKind,
+) -> Tensor<'c> {
     let (n_embd, n_tokens) = (x.ne()[0], x.ne()[1]);
-    let n_expert = w.router.ne()[1];
-    let probs = ctx.soft_max(ctx.mul_mat(w.router, x)); // [n_expert, n_tokens]
+    let n_expert = w.router.0.ne()[1];
+    let mut logits = ctx.mul_mat(w.router.0, x); // [n_expert, n_tokens]
+    if let Some(b) = w.router.1 {
+        logits = ctx.add(logits, b);
+    }
+    let probs = match kind.gating {
+        Gating::SoftmaxNormTopK => ctx.soft_max(logits),
+        Gating::TopKSoftmax => logits,
+    };
     let chosen = ctx.argsort_top_k(probs, n_used); // [n_used, n_tokens]
     let weights = ctx.get_rows(ctx.reshape(probs, &[1, n_expert, n_tokens]), chosen); // [1, n_used, n_tokens]
     let weights = ctx.reshape(weights, &[n_used, n_tokens]);
-    // The smallest normal f16, as llama.cpp clamps, so no row divides by zero.
-    let sum = ctx.clamp(ctx.sum_rows(weights), 6.103_515_6e-5, f32::INFINITY);
-    let weights = ctx.reshape(ctx.div(weights, sum), &[1, n_used, n_tokens]);
+    let weights = match kind.gating {
+        Gating::SoftmaxNormTopK => {
+            // The smallest normal f16, as llama.cpp clamps, so no row divides by zero.
+            let sum = ctx.clamp(ctx.sum_rows(weights), 6.103_515_6e-5, f32::INFINITY);
+            ctx.div(weights, sum)
+        }
+        Gating::TopKSoftmax => ctx.soft_max(weights),
+    };
+    let weights = ctx.reshape(weights, &[1, n_used, n_tokens]);
     gf.expand(weights);
 
     let x = ctx.reshape(x, &[n_embd, 1, n_tokens]);
-    let up = ctx.mul_mat_id(w.up, x, chosen); // [n_ff, n_used, n_tokens]
-    let gate = ctx.mul_mat_id(w.gate, x, chosen);
-    let out = ctx.mul_mat_id(w.down, ctx.swiglu_split(gate, up), chosen); // [n_embd, n_used, n_tokens]
+    let project = |(m, b): (Tensor<'c>, Option<Tensor<'c>>), input: Tensor<'c>| {
+        let y = ctx.mul_mat_id(m, input, chosen);
+        match b {
+            Some(b) => ctx.add_id(y, b, chosen),
+            None => y,
+        }
+    };
+    let up = project(w.up, x); // [n_ff, n_used, n_tokens]
+    let gate = project(w.gate, x);
+    let act = match kind.act {
+        ExpertAct::SwiGlu => ctx.swiglu_split(gate, up),
+        ExpertAct::SwiGluOai => ctx.swiglu_oai(gate, up, 1.702, 7.0),
+    };
+    let out = project(w.down, act); // [n_embd, n_used, n_tokens]
     let out = ctx.mul(out, weights);
     gf.expand(out);
 

@@ -5,7 +5,7 @@
 use crate::model::decoder::{Ffn, Recipe};
 use crate::model::hparams::{ArchHp, MoeHp, RopeKind};
 
-pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Norm, swa_period: None, moe: MoeHp::IfPresent, attn_temp: false };
+pub const HP: ArchHp = ArchHp { moe: MoeHp::IfPresent, ..ArchHp::new(RopeKind::Norm) };
 
 pub const RECIPE: Recipe =
     Recipe { embd_scale: false, qk_norm: false, q_scale: false, fused_qkv: false, ffn: Ffn::SwiGlu, post_norms: false };

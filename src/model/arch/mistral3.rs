@@ -5,6 +5,6 @@
 //! positions), and experts when the file has them.
 use crate::model::hparams::{ArchHp, MoeHp, RopeKind};
 
-pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Norm, swa_period: None, moe: MoeHp::IfPresent, attn_temp: true };
+pub const HP: ArchHp = ArchHp { moe: MoeHp::IfPresent, attn_temp: true, ..ArchHp::new(RopeKind::Norm) };
 
 pub use super::llama::RECIPE;

@@ -1,5 +1,8 @@
-//! One short recipe per architecture over the shared decoder (`decoder.rs`).
+//! One short recipe per architecture over the shared decoder (`decoder.rs`),
+//! or, where the layer differs in kind (gpt-oss), a small builder of its own
+//! over the same blocks (`decoder`'s attention, embeddings and head, `moe`).
 pub mod gemma3;
+pub mod gpt_oss;
 pub mod llama;
 pub mod mistral3;
 pub mod phi3;
@@ -23,11 +26,12 @@ pub enum Arch {
     Phi3,
     Gemma3,
     Mistral3,
+    GptOss,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 7] =
-        [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Qwen3Moe, Arch::Phi3, Arch::Gemma3, Arch::Mistral3];
+    pub const ALL: [Arch; 8] =
+        [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Qwen3Moe, Arch::Phi3, Arch::Gemma3, Arch::Mistral3, Arch::GptOss];
 
     pub fn from_name(name: &str) -> Option<Arch> {
         Arch::ALL.into_iter().find(|a| a.name() == name)
@@ -47,6 +51,7 @@ impl Arch {
             Arch::Phi3 => "phi3",
             Arch::Gemma3 => "gemma3",
             Arch::Mistral3 => "mistral3",
+            Arch::GptOss => "gpt-oss",
         }
     }
 
@@ -60,29 +65,41 @@ impl Arch {
             Arch::Phi3 => phi3::HP,
             Arch::Gemma3 => gemma3::HP,
             Arch::Mistral3 => mistral3::HP,
+            Arch::GptOss => gpt_oss::HP,
         }
     }
 
-    pub fn recipe(self) -> Recipe {
+    /// The shared decoder's variant, for the architectures that are one;
+    /// None for those with a builder of their own (over the same blocks).
+    fn recipe(self) -> Option<Recipe> {
         match self {
-            Arch::Llama => llama::RECIPE,
-            Arch::Qwen2 => qwen2::RECIPE,
-            Arch::Qwen3 => qwen3::RECIPE,
-            Arch::Qwen3Moe => qwen3moe::RECIPE,
-            Arch::Phi3 => phi3::RECIPE,
-            Arch::Gemma3 => gemma3::RECIPE,
-            Arch::Mistral3 => mistral3::RECIPE,
+            Arch::Llama => Some(llama::RECIPE),
+            Arch::Qwen2 => Some(qwen2::RECIPE),
+            Arch::Qwen3 => Some(qwen3::RECIPE),
+            Arch::Qwen3Moe => Some(qwen3moe::RECIPE),
+            Arch::Phi3 => Some(phi3::RECIPE),
+            Arch::Gemma3 => Some(gemma3::RECIPE),
+            Arch::Mistral3 => Some(mistral3::RECIPE),
+            Arch::GptOss => None,
         }
     }
 
     /// Every tensor the file must (or may) hold, with exact shapes.
     pub fn tensors(self, hp: &HParams) -> Vec<TensorReq> {
-        decoder::tensors(hp, &self.recipe())
+        match (self, self.recipe()) {
+            (_, Some(r)) => decoder::tensors(hp, &r),
+            (Arch::GptOss, None) => gpt_oss::tensors(hp),
+            (a, None) => unreachable!("{} has a recipe or a builder", a.name()),
+        }
     }
 
     /// Build the forward pass of one micro-batch; returns the logits.
     pub fn build<'c>(self, g: &mut StepGraph<'c>) -> Tensor<'c> {
-        decoder::build(g, &self.recipe())
+        match (self, self.recipe()) {
+            (_, Some(r)) => decoder::build(g, &r),
+            (Arch::GptOss, None) => gpt_oss::build(g),
+            (a, None) => unreachable!("{} has a recipe or a builder", a.name()),
+        }
     }
 }
 

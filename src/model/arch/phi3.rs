@@ -3,9 +3,9 @@
 //! (and their attention factor), q scaled before attention. llama.cpp runs
 //! Phi-3's sliding window as full attention, and so does decache.
 use crate::model::decoder::{Ffn, Recipe};
-use crate::model::hparams::{ArchHp, MoeHp, RopeKind};
+use crate::model::hparams::{ArchHp, RopeKind};
 
-pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Neox, swa_period: None, moe: MoeHp::Never, attn_temp: false };
+pub const HP: ArchHp = ArchHp::new(RopeKind::Neox);
 
 pub const RECIPE: Recipe = Recipe {
     embd_scale: false,

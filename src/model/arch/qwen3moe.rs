@@ -3,6 +3,6 @@
 //! layer (softmax router, top-k renormalised, SwiGLU experts).
 use crate::model::hparams::{ArchHp, MoeHp, RopeKind};
 
-pub const HP: ArchHp = ArchHp { rope_kind: RopeKind::Neox, swa_period: None, moe: MoeHp::Required, attn_temp: false };
+pub const HP: ArchHp = ArchHp { moe: MoeHp::Required, ..ArchHp::new(RopeKind::Neox) };
 
 pub use super::qwen3::RECIPE;
