@@ -151,3 +151,103 @@ fn removal_runs_no_graph_and_defrag_keeps_logits() {
     eprintln!("defrag moved {moved} cells; max |Δlogit| vs. unpacked = {diff:.3e}");
     assert!(diff < 1e-3, "defrag changed the logits by {diff}");
 }
+
+/// Boundary refresh: prefill A B C, remove B with the gap closed (shift),
+/// re-evaluate the first `k` tokens of C. Their logits must be llama.cpp's
+/// when it re-decodes them after `seq_rm` of B and of those `k` tokens,
+/// seeing A alone (what a recompute without B gives them); D's after them
+/// must match too. (llama.cpp decodes a sequence only at the position after
+/// its last one, so a refresh across a kept gap, at positions past the gap,
+/// cannot be asked of it: the next test checks that case against a fresh
+/// decache prefill of A and C's first tokens at the same positions.)
+#[test]
+fn refresh_after_a_removal_matches_llama_cpp_re_decoding_after_seq_rm() {
+    let path = smollm2();
+    let model = Arc::new(Model::load(&path, &LoadOptions::default()).unwrap());
+    let oracle = OracleModel::load(&path).unwrap();
+    let abc = oracle.tokenize(CONVERSATION, false, true);
+    let d = oracle.tokenize(FOLLOW_UP, false, true);
+    let n = abc.len() as i32;
+    let (p0, p1) = ((n as f32 * 0.25) as i32, (n as f32 * 0.55) as i32);
+    let gap = p1 - p0;
+    let n_vocab = model.hparams.n_vocab as usize;
+    let u = |t: &[i32]| t.iter().map(|&x| x as u32).collect::<Vec<_>>();
+    for k in [1usize, 8, 32] {
+        for flash_attn in [true, false] {
+            let cfg = SessionConfig { n_ctx: 512, n_threads: 2, flash_attn, ..SessionConfig::default() };
+            let mut s = Session::new(model.clone(), cfg).unwrap();
+            s.eval(&u(&abc), false).unwrap();
+            s.remove_range(p0, p1, Gap::Close).unwrap();
+            let r = s.refresh(&[p0], k).unwrap();
+            assert_eq!(r.positions, (p0..p0 + k as i32).collect::<Vec<_>>(), "the first k after the gap");
+            let ours_d = s.eval(&u(&d), true).unwrap();
+
+            // Sequence 1 shares A's cells and re-decodes C's first k tokens
+            // after it; they replace their stale cells in sequence 0, whose
+            // rest of C closes the gap.
+            let p = OracleParams { n_ctx: 512, n_threads: 2, flash_attn, n_seq_max: 2, ..OracleParams::default() };
+            let mut oc = OracleContext::new(&oracle, &p).unwrap();
+            oc.decode(&abc, &(0..n).collect::<Vec<_>>(), false).unwrap();
+            assert!(oc.seq_rm(p0, p1 + k as i32));
+            oc.seq_add(p1 + k as i32, -1, -gap);
+            oc.seq_cp(0, 1, 0, p0);
+            let again = &abc[p1 as usize..p1 as usize + k];
+            let theirs = oc.decode_seq(1, again, &(p0..p0 + k as i32).collect::<Vec<_>>(), true).unwrap();
+            oc.seq_cp(1, 0, p0, p0 + k as i32);
+            let start = n - gap;
+            let theirs_d = oc.decode(&d, &(start..start + d.len() as i32).collect::<Vec<_>>(), true).unwrap();
+            let (mut refreshed, mut after) = (0f32, 0f32);
+            for (i, row) in theirs.iter().enumerate() {
+                refreshed = refreshed.max(max_abs_diff(&r.logits[i * n_vocab..(i + 1) * n_vocab], row));
+            }
+            for (i, row) in theirs_d.iter().enumerate() {
+                let mine = &ours_d[i * n_vocab..(i + 1) * n_vocab];
+                assert_eq!(argmax(mine), argmax(row), "k={k}: top-1 differs at D[{i}]");
+                after = after.max(max_abs_diff(mine, row));
+            }
+            eprintln!(
+                "refresh k={k} fa={flash_attn}: max |Δlogit| {refreshed:.3e} on the refreshed tokens, {after:.3e} on D"
+            );
+            assert_eq!(refreshed, 0.0, "k={k} fa={flash_attn}: refreshed tokens differ from llama.cpp's re-decode");
+            assert_eq!(after, 0.0, "k={k} fa={flash_attn}: D differs after the refresh");
+        }
+    }
+}
+
+/// A refresh across a kept gap: the refreshed tokens' logits equal those
+/// of a fresh session that evaluates A and C's first `k` tokens at the same
+/// positions (the gap left open), bit for bit; and they differ from the
+/// stale ones (the refresh changed something).
+#[test]
+fn refresh_across_a_kept_gap_equals_a_fresh_prefill_without_the_span() {
+    let path = smollm2();
+    let model = Arc::new(Model::load(&path, &LoadOptions::default()).unwrap());
+    let oracle = OracleModel::load(&path).unwrap();
+    let abc: Vec<u32> = oracle.tokenize(CONVERSATION, false, true).iter().map(|&t| t as u32).collect();
+    let n = abc.len() as i32;
+    let (p0, p1) = ((n as f32 * 0.25) as i32, (n as f32 * 0.55) as i32);
+    let n_vocab = model.hparams.n_vocab as usize;
+    let k = 16usize;
+    let cfg = SessionConfig { n_ctx: 512, n_threads: 2, ..SessionConfig::default() };
+    let mut s = Session::new(model.clone(), cfg.clone()).unwrap();
+    let stale = s.eval(&abc, true).unwrap();
+    s.remove_range(p0, p1, Gap::Keep).unwrap();
+    let graphs = s.graphs_run();
+    let r = s.refresh(&[p1], k).unwrap();
+    assert_eq!(r.positions, (p1..p1 + k as i32).collect::<Vec<_>>());
+    assert_eq!(s.graphs_run(), graphs + 1, "one graph for the refresh");
+    assert_eq!(s.n_live(), (n - (p1 - p0)) as usize, "the refresh keeps every token");
+
+    let mut fresh = Session::new(model.clone(), cfg).unwrap();
+    let toks: Vec<u32> = abc[..p0 as usize].iter().chain(&abc[p1 as usize..p1 as usize + k]).copied().collect();
+    let pos: Vec<i32> = (0..p0).chain(p1..p1 + k as i32).collect();
+    let want = fresh.eval_at(&toks, &pos, true).unwrap();
+    let want = &want[p0 as usize * n_vocab..];
+    let diff = max_abs_diff(&r.logits, want);
+    let moved = max_abs_diff(&r.logits, &stale[p1 as usize * n_vocab..(p1 as usize + k) * n_vocab]);
+    eprintln!(
+        "refresh across a kept gap: max |Δlogit| {diff:.3e} against a fresh prefill, {moved:.3} against the stale rows"
+    );
+    assert_eq!(diff, 0.0, "refreshed rows differ from a fresh prefill without the span");
+    assert!(moved > 0.1, "the refresh changed nothing ({moved})");
+}

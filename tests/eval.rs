@@ -53,7 +53,7 @@ fn eval_runs_every_strategy_and_decaching_follows_the_annotations() {
     let all: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let r = &all[0];
     let budget = r["budget"].as_u64().unwrap() as usize;
-    assert_eq!(r["strategies"].as_array().unwrap().len(), 6);
+    assert_eq!(r["strategies"].as_array().unwrap().len(), 8);
     let (full, recompute, keep, shift, compaction, window) = (
         turns(r, "full"),
         turns(r, "recompute"),
@@ -95,7 +95,20 @@ fn eval_runs_every_strategy_and_decaching_follows_the_annotations() {
         kl_recompute < kl_full,
         "in place is closer to recompute ({kl_recompute}) than to full context ({kl_full})"
     );
+    // Boundary refresh: the same cells as keep, and only 16 tokens per gap
+    // more evaluated (a recompute re-evaluates everything that stays).
+    let (keep_r, shift_r) = (turns(r, "keep+refresh"), turns(r, "shift+refresh"));
+    let mut refreshed = 0;
+    for t in 0..n {
+        assert_eq!(keep_r[t]["live"], keep[t]["live"], "turn {}", t + 1);
+        assert_eq!(shift_r[t]["live"], keep[t]["live"], "turn {}", t + 1);
+        let extra = keep_r[t]["prefilled"].as_u64().unwrap() - keep[t]["prefilled"].as_u64().unwrap();
+        assert_eq!(keep_r[t]["refreshed"].as_u64().unwrap(), extra, "turn {}", t + 1);
+        refreshed += extra;
+    }
+    assert!(refreshed > 0, "the refresh strategies re-evaluate tokens after the gaps");
     let sum = |ts: &Vec<Value>| ts.iter().map(|t| t["prefilled"].as_u64().unwrap()).sum::<u64>();
+    assert!(sum(keep_r) < sum(recompute), "a refresh costs less than a recompute");
     assert!(sum(recompute) > sum(keep), "recompute evaluates more: {} vs {}", sum(recompute), sum(keep));
     assert!(compaction.iter().any(|t| t["compacted"] == true), "compaction compacts once the budget is passed");
     let summaries = r["strategies"].as_array().unwrap().iter().find(|s| s["strategy"] == "compaction").unwrap()
@@ -110,7 +123,7 @@ fn eval_runs_every_strategy_and_decaching_follows_the_annotations() {
         assert!(p.is_finite() && p > 1.0, "{}: answer perplexity {p}", s["strategy"]);
     }
     let md = std::fs::read_to_string(report.join("README.md")).unwrap();
-    for s in ["full", "recompute", "keep", "shift", "compaction", "window"] {
+    for s in ["full", "recompute", "keep", "shift", "keep+refresh", "shift+refresh", "compaction", "window"] {
         assert!(md.contains(&format!("| {s} |")), "report row for {s}");
     }
     for f in ["quality-vs-kept.svg", "time-per-turn.svg", "kl-per-turn.svg"] {

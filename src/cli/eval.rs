@@ -18,7 +18,11 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Strategies to compare, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "full,recompute,keep,shift,compaction,window")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "full,recompute,keep,shift,keep+refresh,shift+refresh,compaction,window"
+    )]
     pub strategies: Vec<Strategy>,
     /// CPU threads.
     #[arg(short = 't', long = "threads")]
@@ -29,6 +33,9 @@ pub struct EvalArgs {
     /// Longest summary compaction writes, in tokens.
     #[arg(long = "summary-tokens", default_value_t = 128)]
     pub summary_tokens: usize,
+    /// Tokens keep+refresh and shift+refresh re-evaluate after each gap.
+    #[arg(long, default_value_t = 16)]
+    pub refresh: usize,
     /// Write a markdown report with SVG charts into this folder.
     #[arg(long = "report", value_name = "DIR")]
     pub report: Option<PathBuf>,
@@ -69,6 +76,7 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
         strategies: a.strategies.clone(),
         session: SessionConfig { n_threads: threads, ..SessionConfig::default() },
         sinks: a.sinks,
+        refresh: a.refresh,
         summary_tokens: a.summary_tokens.max(1),
     };
     let tty = std::io::stderr().is_terminal();

@@ -28,6 +28,8 @@ pub struct EvalOptions {
     pub sinks: usize,
     /// Longest summary compaction writes.
     pub summary_tokens: usize,
+    /// Tokens the refresh strategies re-evaluate after each gap.
+    pub refresh: usize,
 }
 
 /// One turn under one strategy.
@@ -39,6 +41,8 @@ pub struct TurnResult {
     /// Tokens evaluated for it, re-prefills and summaries included.
     pub prefilled: usize,
     pub removed: usize,
+    /// Tokens re-evaluated after gaps (the refresh strategies; in `prefilled`).
+    pub refreshed: usize,
     pub compacted: bool,
     pub ms: f64,
     /// Cells live after the turn.
@@ -150,6 +154,7 @@ pub fn evaluate(
             budget,
             opts.sinks,
             opts.summary_tokens,
+            opts.refresh,
         ));
     }
     let mut results: Vec<StrategyResult> = order
@@ -170,6 +175,7 @@ pub fn evaluate(
                 tokens: tokens.len(),
                 prefilled: cost.prefilled,
                 removed: cost.removed,
+                refreshed: cost.refreshed,
                 compacted: cost.compacted,
                 ms,
                 live: r.n_live(),

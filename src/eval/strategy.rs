@@ -14,6 +14,11 @@ pub enum Strategy {
     Keep,
     /// Decache in place, later positions shifted down (keys re-rotated).
     Shift,
+    /// `Keep`, then the first tokens after each gap re-evaluated without
+    /// the removed span (boundary refresh, `--refresh N`).
+    KeepRefresh,
+    /// `Shift`, then the same refresh.
+    ShiftRefresh,
     /// Re-prefill what stays, without the deleted parts.
     Recompute,
     /// The model summarizes; the conversation restarts from the summary.
@@ -23,14 +28,24 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 6] =
-        [Strategy::Full, Strategy::Recompute, Strategy::Keep, Strategy::Shift, Strategy::Compaction, Strategy::Window];
+    pub const ALL: [Strategy; 8] = [
+        Strategy::Full,
+        Strategy::Recompute,
+        Strategy::Keep,
+        Strategy::Shift,
+        Strategy::KeepRefresh,
+        Strategy::ShiftRefresh,
+        Strategy::Compaction,
+        Strategy::Window,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Full => "full",
             Strategy::Keep => "keep",
             Strategy::Shift => "shift",
+            Strategy::KeepRefresh => "keep+refresh",
+            Strategy::ShiftRefresh => "shift+refresh",
             Strategy::Recompute => "recompute",
             Strategy::Compaction => "compaction",
             Strategy::Window => "window",
@@ -55,6 +70,8 @@ pub struct TurnCost {
     pub prefilled: usize,
     /// Cells freed before or during the turn.
     pub removed: usize,
+    /// Tokens re-evaluated after gaps (boundary refresh; also in `prefilled`).
+    pub refreshed: usize,
     /// The conversation was compacted (summary and restart) before this turn.
     pub compacted: bool,
 }
@@ -68,6 +85,8 @@ pub struct Runner<'a> {
     budget: usize,
     sinks: usize,
     summary_tokens: usize,
+    /// Tokens refreshed after each gap (the refresh strategies).
+    refresh: usize,
     /// The summaries written (compaction).
     pub summaries: Vec<String>,
 }
@@ -80,6 +99,7 @@ impl<'a> Runner<'a> {
         budget: usize,
         sinks: usize,
         summary_tokens: usize,
+        refresh: usize,
     ) -> Runner<'a> {
         Runner {
             strategy,
@@ -89,6 +109,7 @@ impl<'a> Runner<'a> {
             budget,
             sinks,
             summary_tokens,
+            refresh,
             summaries: Vec::new(),
         }
     }
@@ -108,7 +129,10 @@ impl<'a> Runner<'a> {
         let tokens = self.script.turn_tokens(t);
         match self.strategy {
             Strategy::Full => {}
-            Strategy::Keep | Strategy::Shift => cost.removed = self.decache(t)?,
+            Strategy::Keep | Strategy::Shift | Strategy::KeepRefresh | Strategy::ShiftRefresh => {
+                (cost.removed, cost.refreshed) = self.decache(t)?;
+                cost.prefilled += cost.refreshed;
+            }
             Strategy::Recompute => {
                 if self.script.spans.iter().any(|s| s.decached_from == Some(t)) {
                     cost.removed = self.session.n_live();
@@ -141,7 +165,7 @@ impl<'a> Runner<'a> {
         let p0 = self.session.next_pos();
         let logits = self.session.eval(&tokens, true)?;
         cost.prefilled += tokens.len();
-        if matches!(self.strategy, Strategy::Keep | Strategy::Shift) {
+        if matches!(self.strategy, Strategy::Keep | Strategy::Shift | Strategy::KeepRefresh | Strategy::ShiftRefresh) {
             let mut at = p0;
             for (i, s) in self.script.spans.iter().enumerate().filter(|(_, s)| s.turn == t) {
                 self.placed[i] = Some((at, at + s.tokens.len() as Pos));
@@ -152,16 +176,21 @@ impl<'a> Runner<'a> {
     }
 
     /// Remove the spans annotated as gone from turn `t` in place, latest
-    /// first (a shift then never moves a span still to be removed).
-    fn decache(&mut self, t: u32) -> Result<usize> {
-        let policy = if self.strategy == Strategy::Shift { PositionPolicy::Shift } else { PositionPolicy::Keep };
+    /// first (a shift then never moves a span still to be removed); under
+    /// the refresh strategies, then re-evaluate the first tokens after each
+    /// gap. Returns the cells removed and the tokens refreshed.
+    fn decache(&mut self, t: u32) -> Result<(usize, usize)> {
+        let shift = matches!(self.strategy, Strategy::Shift | Strategy::ShiftRefresh);
+        let policy = if shift { PositionPolicy::Shift } else { PositionPolicy::Keep };
         let mut gone: Vec<usize> =
             (0..self.script.spans.len()).filter(|&i| self.script.spans[i].decached_from == Some(t)).collect();
         gone.sort_by_key(|&i| std::cmp::Reverse(self.placed[i].map_or(0, |p| p.0)));
         let mut removed = 0;
+        let mut gaps = Vec::new();
         for i in gone {
             let Some((p0, p1)) = self.placed[i].take() else { continue };
             removed += self.session.remove_range(p0, p1, policy.gap())?.cells;
+            gaps.push((p0, p1));
             if policy == PositionPolicy::Shift {
                 let gap = p1 - p0;
                 for (a, b) in self.placed.iter_mut().flatten() {
@@ -172,7 +201,22 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        Ok(removed)
+        if !matches!(self.strategy, Strategy::KeepRefresh | Strategy::ShiftRefresh) || gaps.is_empty() {
+            return Ok((removed, 0));
+        }
+        // Where each gap ends now: kept gaps end where they did; a closed
+        // gap ends where it began, less the gaps closed below it after it.
+        let starts: Vec<Pos> = gaps
+            .iter()
+            .map(|&(p0, p1)| {
+                if !shift {
+                    return p1;
+                }
+                p0 - gaps.iter().filter(|&&(a, b)| b <= p0 && a < p0).map(|&(a, b)| b - a).sum::<Pos>()
+            })
+            .collect();
+        let refreshed = self.session.refresh(&starts, self.refresh)?;
+        Ok((removed, refreshed.positions.len()))
     }
 
     /// Ask for a summary of what is cached, then restart from it. Returns

@@ -6,6 +6,7 @@ mod decache;
 mod generate;
 pub mod perplexity;
 pub mod record;
+mod refresh;
 pub mod reuse;
 pub mod save;
 mod shared;
@@ -14,6 +15,7 @@ pub mod speculate;
 pub use config::{default_threads, SessionConfig, FLASH_ATTN_AUTO};
 pub use decache::{ClosedGaps, Gap, PositionPolicy, Removal};
 pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};
+pub use refresh::Refreshed;
 
 use crate::error::{Error, Result};
 use crate::ggml::GgmlType;
