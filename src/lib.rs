@@ -15,6 +15,7 @@ pub mod error;
 pub mod eval;
 pub mod ggml;
 pub mod gguf;
+pub mod harmony;
 pub mod kv;
 pub mod model;
 pub mod pull;

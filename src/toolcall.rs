@@ -97,7 +97,7 @@ pub fn parse(text: &str) -> Parsed {
 }
 
 /// At most `n` bytes of `s` (cut at a character boundary, `…` added).
-fn cut(s: &str, n: usize) -> String {
+pub(crate) fn cut(s: &str, n: usize) -> String {
     if s.len() <= n {
         return s.to_string();
     }

@@ -126,11 +126,15 @@ pub struct AgentConfig {
     pub max_steps: usize,
     /// Run writes and commands without asking.
     pub yes: bool,
+    /// The chat template speaks harmony (gpt-oss): replies are split into
+    /// channels, and calls come from them (or, failing those, from the
+    /// Hermes blocks the system prompt asks for).
+    pub harmony: bool,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        AgentConfig { max_steps: 24, yes: false }
+        AgentConfig { max_steps: 24, yes: false, harmony: false }
     }
 }
 
@@ -302,10 +306,12 @@ impl Agent {
                 self.status(ui);
                 return Ok(TurnEnd::Interrupted);
             }
-            let parsed = toolcall::parse(&text);
+            let parsed =
+                if self.cfg.harmony { crate::harmony::parse_with_hermes(&text).parsed } else { toolcall::parse(&text) };
             if parsed.calls.is_empty() && parsed.malformed.is_empty() {
                 self.status(ui);
-                return Ok(TurnEnd::Answered(text));
+                // A harmony reply's answer is its text, without the analysis.
+                return Ok(TurnEnd::Answered(if self.cfg.harmony { parsed.text } else { text }));
             }
             let n_results = (parsed.malformed.len() + parsed.calls.len()).clamp(1, MAX_CALLS_PER_REPLY + 1);
             for m in &parsed.malformed {

@@ -7,6 +7,7 @@
 use super::args::{ContextArgs, DecacheArgs, ModelArgs, SamplingArgs};
 use super::chat_cmd::{print_context, print_stats};
 use super::load::load_model;
+use super::reply_view::ReplyView;
 use super::run::{chat_template, install_ctrl_c};
 use clap::Args;
 use crossterm::style::Stylize;
@@ -19,7 +20,6 @@ use decache::agent::{Agent, AgentConfig, AgentEvent, AgentUi, ModelResponder, Pe
 use decache::sampling::SamplingParams;
 use decache::session::conversation::Conversation;
 use decache::session::{GenerateOptions, Session};
-use decache::toolcall::CallFilter;
 use decache::Error;
 use rustyline::error::ReadlineError;
 use serde_json::Value;
@@ -82,18 +82,18 @@ pub struct AgentArgs {
 struct TermUi<'a> {
     /// The line editor (interactive), or none: questions read stdin lines.
     editor: Option<&'a mut rustyline::DefaultEditor>,
-    filter: CallFilter,
+    /// The reply as it streams (calls held back, a harmony model's analysis dimmed).
+    view: ReplyView,
+    harmony: bool,
     /// The newest decache event, for the status line.
     last_decache: Option<String>,
     /// Tokens forgotten since the last status line.
     forgotten: usize,
-    /// Prose of the current reply was shown (so a line must end it).
-    shown: bool,
 }
 
 impl<'a> TermUi<'a> {
-    fn new(editor: Option<&'a mut rustyline::DefaultEditor>) -> TermUi<'a> {
-        TermUi { editor, filter: CallFilter::new(true), last_decache: None, forgotten: 0, shown: false }
+    fn new(editor: Option<&'a mut rustyline::DefaultEditor>, harmony: bool) -> TermUi<'a> {
+        TermUi { editor, view: ReplyView::new(harmony, true), harmony, last_decache: None, forgotten: 0 }
     }
 
     fn ask(&mut self, prompt: &str) -> Option<String> {
@@ -136,18 +136,15 @@ impl AgentUi for TermUi<'_> {
     fn event(&mut self, ev: AgentEvent<'_>) {
         match ev {
             AgentEvent::Text(t) => {
-                let shown = self.filter.push(t);
-                self.shown |= !shown.is_empty();
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(shown.as_bytes()).and_then(|_| out.flush());
+                let _ = self.view.push(t);
             }
             AgentEvent::ReplyDone => {
-                let (rest, _) = std::mem::replace(&mut self.filter, CallFilter::new(true)).finish();
-                if self.shown || !rest.trim().is_empty() {
+                let rest = self.view.finish().unwrap_or_default();
+                if self.view.shown || !rest.trim().is_empty() {
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "{}", rest.trim_end());
                 }
-                self.shown = false;
+                self.view = ReplyView::new(self.harmony, true);
             }
             AgentEvent::Call { name, arguments } => eprintln!("{} {}", "●".yellow(), show_call(name, arguments).bold()),
             AgentEvent::Result { ok, summary, text, .. } => {
@@ -238,6 +235,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     let cfg = a.ctx.session_config()?;
     let (model, _) = load_model(&a.model)?;
     let template = chat_template(&model, a.chat_template_file.as_ref())?;
+    let harmony = decache::harmony::is_harmony(template.source());
     super::load::warn_ctx(&model, cfg.n_ctx);
     let mut session = Session::new(model, cfg)?;
     let transcript = a
@@ -255,7 +253,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     };
     let root = ws.root().to_path_buf();
     let tools = Toolbox::new(ws, limits, a.read_only);
-    let agent_cfg = AgentConfig { max_steps: a.max_steps.max(1), yes: a.yes };
+    let agent_cfg = AgentConfig { max_steps: a.max_steps.max(1), yes: a.yes, harmony };
     let mut agent = Agent::new(conv, tools, hooks, agent_cfg, log)?;
 
     let mut rl = if request.is_none() {
@@ -291,7 +289,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
         .dim()
     );
     if let Some((r, p)) = &resumed {
-        let mut ui = TermUi::new(None);
+        let mut ui = TermUi::new(None, harmony);
         agent.resume(r, &mut ui)?;
         let torn = if r.torn { " (its last line was cut short and skipped)" } else { "" };
         let n = r.messages.iter().filter(|m| m.kind != decache::context::segments::SegmentKind::System).count();
@@ -299,7 +297,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     }
 
     if let Some(req) = request {
-        let mut ui = TermUi::new(None);
+        let mut ui = TermUi::new(None, harmony);
         let end = agent.turn(&req, responder.as_mut(), &mut ui)?;
         report_end(&end);
         if let Some(w) = &transcript {
@@ -342,7 +340,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
             "/todo" => outln!("{}", agent.tools.todo_text().unwrap_or_else(|| "(the task list is empty)".into())),
             t if t.starts_with('/') => eprintln!("{}", format!("unknown command {t}; {HELP}").red()),
             _ => {
-                let mut ui = TermUi::new(Some(&mut *rl));
+                let mut ui = TermUi::new(Some(&mut *rl), harmony);
                 match agent.turn(text, responder.as_mut(), &mut ui) {
                     Ok(end) => report_end(&end),
                     Err(e) => eprintln!("{}", format!("error: {e}").red()),

@@ -4,6 +4,7 @@
 use super::args::{ContextArgs, DecacheArgs, ModelArgs, SamplingArgs};
 use super::chat_cmd::{command, notice, Chat, Cmd, HELP};
 use super::load::load_model;
+use super::reply_view::ReplyView;
 use super::run::{chat_template, install_ctrl_c};
 use clap::Args;
 use crossterm::style::Stylize;
@@ -77,6 +78,7 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
         spec: a.sampling.spec()?,
         ..GenerateOptions::default()
     };
+    let harmony = decache::harmony::is_harmony(template.source());
     let mut chat = Chat::new(new_conversation()?, opts);
     // The line editor installs a SIGINT handler of its own for its lifetime;
     // ours goes in after it, so that Ctrl-C during a reply (the terminal is
@@ -108,7 +110,7 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
                     chat.reset(new_conversation()?);
                     eprintln!("{}", "(context cleared)".dim());
                 }
-                Ok(Cmd::Regen) => reply(&mut chat, &stop),
+                Ok(Cmd::Regen) => reply(&mut chat, &stop, harmony),
                 Ok(Cmd::Events(ev)) => notice(&ev),
                 Ok(Cmd::Done) => {}
                 Err(e) => eprintln!("{}", format!("error: {e}").red()),
@@ -123,26 +125,26 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
                 continue;
             }
         }
-        reply(&mut chat, &stop);
+        reply(&mut chat, &stop, harmony);
     }
     Ok(())
 }
 
-/// Stream the assistant's reply; Ctrl-C (`stop`) cuts it short. Ends with
-/// a timings line.
-fn reply(chat: &mut Chat, stop: &AtomicBool) {
+/// Stream the assistant's reply (a harmony model's analysis dimmed on
+/// stderr); Ctrl-C (`stop`) cuts it short. Ends with a timings line.
+fn reply(chat: &mut Chat, stop: &AtomicBool, harmony: bool) {
     stop.store(false, Ordering::SeqCst);
-    let mut out = std::io::stdout().lock();
+    let mut view = ReplyView::new(harmony, false);
     let res = chat.conv.reply(&chat.opts, &mut |ev| {
         if let GenerateEvent::Token { text, .. } = ev {
-            if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
+            if view.push(text).is_err() {
                 return false;
             }
         }
         !stop.load(Ordering::SeqCst)
     });
-    let _ = writeln!(out);
-    drop(out);
+    let _ = view.finish();
+    let _ = writeln!(std::io::stdout());
     match res {
         Ok((gen, ev)) => {
             notice(&ev);

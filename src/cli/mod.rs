@@ -13,6 +13,7 @@ pub mod info;
 pub mod load;
 pub mod perplexity;
 pub mod pull;
+pub mod reply_view;
 pub mod rpc_server;
 pub mod run;
 pub mod serve;

@@ -3,6 +3,7 @@
 //! (the timings are still printed); a second Ctrl-C exits at once.
 use super::args::{read_prompt_file, ContextArgs, ModelArgs, SamplingArgs, TextArgs};
 use super::load::load_model;
+use super::reply_view::ReplyView;
 use clap::Args;
 use decache::session::{GenerateEvent, GenerateOptions, Session, StopReason};
 use decache::tokenizer::{ChatMessage, ChatTemplate};
@@ -74,16 +75,18 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
     let tok = &model.tokenizer;
     let use_chat = !a.raw
         && (a.chat || a.chat_template_file.is_some() || (a.text.prompt.is_some() && tok.chat_template().is_some()));
-    let prompt_text = if use_chat {
+    // A harmony model's (gpt-oss) reply is split into its channels unless
+    // `--special` asks for the raw text.
+    let (prompt_text, harmony) = if use_chat {
         let tmpl = chat_template(&model, a.chat_template_file.as_ref())?;
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
             msgs.push(ChatMessage::new("system", s.clone()));
         }
         msgs.push(ChatMessage::new("user", text));
-        tmpl.render(&msgs, true)?
+        (tmpl.render(&msgs, true)?, !a.special && decache::harmony::is_harmony(tmpl.source()))
     } else {
-        text
+        (text, false)
     };
     let ids = tok.encode(&prompt_text, true, use_chat)?;
     if a.verbose_prompt {
@@ -109,18 +112,18 @@ pub fn run(a: &RunArgs) -> Result<(), decache::Error> {
         forced: None,
         spec: a.sampling.spec()?,
     };
-    let mut out = std::io::stdout().lock();
+    let mut view = ReplyView::new(harmony, false);
     let gen = session.generate(&ids, &opts, &mut |ev| {
         if let GenerateEvent::Token { text, .. } = ev {
             // A closed stdout (e.g. `| head`) ends the generation.
-            if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
+            if view.push(text).is_err() {
                 return false;
             }
         }
         !stop.load(Ordering::SeqCst)
     })?;
-    let _ = writeln!(out);
-    drop(out);
+    let _ = view.finish();
+    let _ = writeln!(std::io::stdout());
 
     let why = match gen.stop {
         StopReason::EndOfGeneration => "end of generation",

@@ -19,8 +19,9 @@ pub mod thinking;
 use super::engine::{CacheUse, FinishReason, JobEvent};
 use super::error::{ApiError, Dialect};
 use super::openai::{decache, event_stream, parse, timings, SsePayload};
+use super::reply::{Format, Split};
 use super::request::{check_tools, CallRule, ChatPrompt, Sampling, StopField, ToolChoice, MAX_MESSAGES};
-use super::tools::{parse as parse_calls, CallFilter, Parsed, ToolCall};
+use super::tools::ToolCall;
 use super::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -32,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
-use thinking::{Piece, ThinkSplit};
+use thinking::Piece;
 
 #[derive(Deserialize, Debug)]
 struct InMessage {
@@ -396,19 +397,21 @@ impl Blocks {
 }
 
 /// A streamed reply's state: its blocks, the thinking so far (for its
-/// signature), calls held back, thinking split off.
+/// signature), the reply split into thinking, text and calls.
 #[derive(Default)]
 struct Streamed {
     blocks: Blocks,
     thought: String,
-    filter: CallFilter,
-    split: ThinkSplit,
+    split: Split,
+    /// The request asked for thinking (else a harmony model's analysis is dropped).
+    think: bool,
 }
 
 impl Streamed {
     fn pieces(&mut self, out: &mut Vec<SsePayload>, pieces: Vec<Piece>) {
         for piece in pieces {
             match piece {
+                Piece::Thinking(_) | Piece::EndThinking if !self.think => {}
                 Piece::Thinking(t) => {
                     self.thought.push_str(&t);
                     self.blocks.thinking(out, &t);
@@ -420,12 +423,7 @@ impl Streamed {
                     self.blocks.delta(out, "thinking", Value::Null, sig);
                     self.blocks.stop(out);
                 }
-                Piece::Text(t) => {
-                    let shown = self.filter.push(&t);
-                    if !shown.is_empty() {
-                        self.blocks.text(out, &shown);
-                    }
-                }
+                Piece::Text(t) => self.blocks.text(out, &t),
             }
         }
     }
@@ -442,18 +440,17 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
     let (rule, think) = (checked.rule, checked.thinking);
     let (tokens, pruned) = st.prompt(prompt, true)?;
     let open = think && prompt_opens_thinking(&st, &tokens);
+    let format = Format { think, open, ..st.reply_format(tools)? };
     let mut p = st.job(tokens, opts, stop)?;
     p.pruned = pruned;
     let id = format!("msg_{:016x}", rand::random::<u64>());
     let model = req.model.clone().unwrap_or_else(|| st.model_id.clone());
     if !req.stream {
         let (cache, f) = super::openai::collect(&mut p).await?;
-        let (thought, reply) = if think { thinking::split(&f.text, open) } else { (None, f.text.clone()) };
-        let Parsed { text, calls, .. } = if tools { parse_calls(&reply) } else { Parsed::default() };
-        let calls = rule.apply(calls, "messages");
-        let text = if calls.is_empty() { reply } else { text };
+        let w = format.whole(&f.text);
+        let (calls, text) = (rule.apply(w.calls, "messages"), w.text);
         let mut content = Vec::new();
-        if let Some(t) = thought {
+        if let Some(t) = w.reasoning.filter(|_| think) {
             content.push(json!({"type": "thinking", "thinking": t, "signature": signature(&t)}));
         }
         if !text.is_empty() || (content.is_empty() && calls.is_empty()) {
@@ -474,7 +471,7 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
         return Ok(Json(v).into_response());
     }
     let (input, pruned) = (p.prompt_tokens, p.pruned);
-    let mut s = Streamed { filter: CallFilter::new(tools), split: ThinkSplit::new(open), ..Streamed::default() };
+    let mut s = Streamed { split: format.splitter(), think, ..Streamed::default() };
     let stream = event_stream(p, false, move |ev, out: &mut Vec<SsePayload>, cache: &mut Option<CacheUse>| match ev {
         JobEvent::Started(c) => {
             let msg = json!({"id": id, "type": "message", "role": "assistant", "model": model, "content": [],
@@ -487,16 +484,12 @@ async fn answer(st: Arc<AppState>, req: MessagesRequest) -> Result<Response, Api
             *cache = Some(c);
         }
         JobEvent::Text(t) => {
-            let p = if think { s.split.push(&t) } else { vec![Piece::Text(t)] };
+            let p = s.split.push(&t);
             s.pieces(out, p);
         }
         JobEvent::Done(f) => {
-            let p = if think { s.split.finish() } else { Vec::new() };
+            let (p, calls) = s.split.finish();
             s.pieces(out, p);
-            let (rest, calls) = s.filter.finish();
-            if !rest.is_empty() {
-                s.blocks.text(out, &rest);
-            }
             let calls = rule.apply(calls, "messages");
             if s.blocks.next == 0 && calls.is_empty() {
                 s.blocks.start(out, "text", json!({"type": "text", "text": ""}));

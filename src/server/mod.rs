@@ -7,6 +7,7 @@ pub mod error;
 pub mod openai;
 pub mod prompt_cache;
 pub mod prune;
+pub mod reply;
 pub mod request;
 pub mod responses;
 pub mod stop;
@@ -179,12 +180,29 @@ impl AppState {
         self.template.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading"))
     }
 
+    /// How the model writes its replies: harmony where the chat template
+    /// speaks it, and whether Hermes calls are parsed from the text (`tools`:
+    /// the request offered tools; a harmony template that renders them has
+    /// the model call them its own way).
+    pub fn reply_format(&self, tools: bool) -> Result<reply::Format, ApiError> {
+        let t = self.template()?;
+        let harmony = crate::harmony::is_harmony(t.source());
+        Ok(reply::Format { harmony, calls: tools && !(harmony && t.renders_tools()), ..reply::Format::default() })
+    }
+
     /// The chat template's rendering of `msgs` (and `tools` for a template
-    /// that renders them), ready for the assistant to speak.
+    /// that renders them), ready for the assistant to speak. A harmony
+    /// template reads earlier calls and reasoning from their own fields,
+    /// and every tool's description.
     fn render(&self, msgs: &[ChatMessage], tools: Option<&[serde_json::Value]>) -> Result<String, ApiError> {
-        self.template()?
-            .render_with_tools(msgs, tools, true)
-            .map_err(|e| ApiError::bad_request(format!("the chat template failed on these messages: {e}")))
+        let t = self.template()?;
+        let out = if crate::harmony::is_harmony(t.source()) {
+            let tools = tools.map(crate::harmony::template_tools);
+            t.render_json(&crate::harmony::template_messages(msgs), tools.as_deref(), true)
+        } else {
+            t.render_with_tools(msgs, tools, true)
+        };
+        out.map_err(|e| ApiError::bad_request(format!("the chat template failed on these messages: {e}")))
     }
 
     /// The prompt text of a chat request, as the model will read it (not pruned).

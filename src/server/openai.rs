@@ -3,11 +3,13 @@
 //! response carries `usage` (with `prompt_tokens_details.cached_tokens`),
 //! llama.cpp-style `timings`, and a `decache` object telling how the cache
 //! served the request.
+use super::anthropic::thinking::Piece;
 use super::engine::{CacheUse, Finish, FinishReason, Job, JobEvent};
 use super::error::ApiError;
 use super::prune::Pruned;
+use super::reply::{Format, Split};
 use super::request::{CallRule, ChatRequest, CompletionRequest, PromptField};
-use super::tools::{parse as parse_calls, CallFilter, Parsed, ToolCall};
+use super::tools::ToolCall;
 use super::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -23,8 +25,8 @@ use tokio::sync::mpsc::Receiver;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// A chat completion; `true` when tools were offered (calls are parsed).
-    Chat(bool),
+    /// A chat completion, its reply written in this format.
+    Chat(Format),
     Text,
 }
 
@@ -74,7 +76,8 @@ async fn chat(st: Arc<AppState>, req: ChatRequest) -> Result<Response, ApiError>
     let (tokens, pruned) = st.prompt(prompt, req.auto_prune())?;
     let mut job = st.job(tokens, opts, stop)?;
     job.pruned = pruned;
-    respond(st, job, Kind::Chat(req.tools_active()), rule, c.stream, c.include_usage()).await
+    let format = st.reply_format(req.tools_active())?;
+    respond(st, job, Kind::Chat(format), rule, c.stream, c.include_usage()).await
 }
 
 async fn completion(st: Arc<AppState>, req: CompletionRequest) -> Result<Response, ApiError> {
@@ -275,16 +278,20 @@ async fn respond(
     if !stream {
         let (cache, f) = collect(&mut p).await?;
         let choice = match kind {
-            Kind::Chat(tools) => {
-                let Parsed { text, calls, .. } = if tools { parse_calls(&f.text) } else { Parsed::default() };
-                let calls = rule.apply(calls, "chat.completions");
-                if calls.is_empty() {
-                    json!({"index": 0, "message": {"role": "assistant", "content": f.text}, "finish_reason": finish_reason(f.reason)})
+            Kind::Chat(format) => {
+                let w = format.whole(&f.text);
+                let calls = rule.apply(w.calls, "chat.completions");
+                let mut choice = if calls.is_empty() {
+                    json!({"index": 0, "message": {"role": "assistant", "content": w.text}, "finish_reason": finish_reason(f.reason)})
                 } else {
-                    let content = if text.is_empty() { Value::Null } else { json!(text) };
+                    let content = if w.text.is_empty() { Value::Null } else { json!(w.text) };
                     json!({"index": 0, "message": {"role": "assistant", "content": content, "tool_calls": openai_calls(&calls, false)},
                         "finish_reason": "tool_calls"})
+                };
+                if let Some(r) = w.reasoning {
+                    choice["message"]["reasoning_content"] = json!(r);
                 }
+                choice
             }
             Kind::Text => {
                 json!({"index": 0, "text": f.text, "logprobs": null, "finish_reason": finish_reason(f.reason)})
@@ -308,18 +315,29 @@ async fn respond(
         }
         v
     };
-    let delta = move |text: Option<&str>, reason: Option<&str>| match kind {
+    // A piece of text (or of reasoning: `reasoning_content`, as llama-server streams it).
+    let delta = move |piece: Option<&Piece>, reason: Option<&str>| match kind {
         Kind::Chat(_) => {
-            let d = match text {
-                Some(t) => json!({"content": t}),
-                None => json!({}),
+            let d = match piece {
+                Some(Piece::Text(t)) => json!({"content": t}),
+                Some(Piece::Thinking(t)) => json!({"reasoning_content": t}),
+                Some(Piece::EndThinking) | None => json!({}),
             };
             json!([{"index": 0, "delta": d, "finish_reason": reason}])
         }
-        Kind::Text => json!([{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason}]),
+        Kind::Text => {
+            let t = match piece {
+                Some(Piece::Text(t)) => t.as_str(),
+                _ => "",
+            };
+            json!([{"index": 0, "text": t, "logprobs": null, "finish_reason": reason}])
+        }
     };
     let (prompt_tokens, pruned) = (p.prompt_tokens, p.pruned);
-    let mut filter = CallFilter::new(kind == Kind::Chat(true));
+    let mut split = match kind {
+        Kind::Chat(format) => format.splitter(),
+        Kind::Text => Split::default(),
+    };
     let stream = event_stream(p, true, move |ev, out: &mut Vec<SsePayload>, cache: &mut Option<CacheUse>| match ev {
         JobEvent::Started(c) => {
             if kind != Kind::Text {
@@ -334,16 +352,15 @@ async fn respond(
             *cache = Some(c);
         }
         JobEvent::Text(t) => {
-            let shown = filter.push(&t);
-            if !shown.is_empty() {
-                out.push((None, chunk(delta(Some(&shown), None), None)));
+            for piece in split.push(&t).iter().filter(|p| **p != Piece::EndThinking) {
+                out.push((None, chunk(delta(Some(piece), None), None)));
             }
         }
         JobEvent::Done(f) => {
-            let (rest, calls) = filter.finish();
+            let (rest, calls) = split.finish();
             let calls = rule.apply(calls, "chat.completions");
-            if !rest.is_empty() {
-                out.push((None, chunk(delta(Some(&rest), None), None)));
+            for piece in rest.iter().filter(|p| **p != Piece::EndThinking) {
+                out.push((None, chunk(delta(Some(piece), None), None)));
             }
             let reason = if calls.is_empty() { finish_reason(f.reason) } else { "tool_calls" };
             if !calls.is_empty() {

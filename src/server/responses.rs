@@ -7,12 +7,14 @@
 //! skipped). Stored responses (`store`, on by default) keep their whole
 //! history in memory, bounded, so that `previous_response_id` continues one
 //! and `GET /v1/responses/{id}` returns it. Errors use OpenAI's error body.
+use super::anthropic::thinking::Piece;
 use super::engine::{CacheUse, Finish, FinishReason, JobEvent};
 use super::error::ApiError;
 use super::openai::{collect, decache, event_stream, sse, timings, SsePayload};
 use super::prune::Pruned;
+use super::reply::Split;
 use super::request::{ChatPrompt, Sampling, ToolChoice, MAX_MESSAGES};
-use super::tools::{parse as parse_calls, render_calls, CallFilter, ToolCall};
+use super::tools::{render_calls, ToolCall};
 use super::AppState;
 use crate::tokenizer::ChatMessage;
 use axum::body::Bytes;
@@ -640,6 +642,15 @@ fn text_part(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
 }
 
+/// The model's reasoning (a harmony model's analysis) as an output item.
+fn reasoning_item(id: &str, text: &str) -> Value {
+    json!({"id": id, "type": "reasoning", "summary": [], "content": [reasoning_part(text)]})
+}
+
+fn reasoning_part(text: &str) -> Value {
+    json!({"type": "reasoning_text", "text": text})
+}
+
 fn call_item(id: &str, call_id: &str, c: &ToolCall, status: &str, arguments: &str) -> Value {
     json!({"id": id, "type": "function_call", "status": status, "call_id": call_id, "name": c.name, "arguments": arguments})
 }
@@ -713,15 +724,17 @@ async fn answer(st: Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
     p.pruned = pruned;
     let id = hex_id("resp");
     let base = skeleton(&st, &req, &id);
-    let (tools, limit) = (req.tools_active(), req.call_limit());
+    let (format, limit) = (st.reply_format(req.tools_active())?, req.call_limit());
     let saved = req.store.then(|| (parent, req.input.clone()));
     if !req.stream {
         let (cache, f) = collect(&mut p).await?;
-        let parsed = if tools { parse_calls(&f.text) } else { Default::default() };
-        let (text, mut calls) =
-            if parsed.calls.is_empty() { (f.text.clone(), Vec::new()) } else { (parsed.text, parsed.calls) };
+        let w = format.whole(&f.text);
+        let (text, mut calls) = (w.text, w.calls);
         calls.truncate(limit);
         let mut output = Vec::new();
+        if let Some(r) = &w.reasoning {
+            output.push(reasoning_item(&hex_id("rs"), r));
+        }
         let status = if cut(&f, !calls.is_empty()) { "incomplete" } else { "completed" };
         if !text.is_empty() || calls.is_empty() {
             output.push(message_item(&hex_id("msg"), &text, status));
@@ -739,7 +752,8 @@ async fn answer(st: Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
         st: st.clone(),
         base,
         seq: 0,
-        filter: CallFilter::new(tools),
+        split: format.splitter(),
+        reasoning: None,
         message: None,
         output: Vec::new(),
         prompt_tokens: p.prompt_tokens,
@@ -757,7 +771,9 @@ struct Streamer {
     st: Arc<AppState>,
     base: Value,
     seq: u64,
-    filter: CallFilter,
+    split: Split,
+    /// The reasoning item being streamed: its id and text so far.
+    reasoning: Option<(String, String)>,
     /// The message item being streamed: its id and text so far.
     message: Option<(String, String)>,
     output: Vec<Value>,
@@ -775,7 +791,57 @@ impl Streamer {
         out.push((Some(name), data));
     }
 
+    /// Reasoning streamed: its item opened (a message before it closed) and the delta.
+    fn reason(&mut self, t: &str, out: &mut Vec<SsePayload>) {
+        self.close_message("completed", out);
+        let index = self.output.len();
+        if self.reasoning.is_none() {
+            let id = hex_id("rs");
+            let item = json!({"id": id, "type": "reasoning", "summary": [], "content": []});
+            self.event("response.output_item.added", json!({"output_index": index, "item": item}), out);
+            let part = json!({"item_id": id, "output_index": index, "content_index": 0, "part": reasoning_part("")});
+            self.event("response.content_part.added", part, out);
+            self.reasoning = Some((id, String::new()));
+        }
+        if t.is_empty() {
+            return;
+        }
+        let Some((id, text)) = self.reasoning.as_mut() else { return };
+        text.push_str(t);
+        let d = json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t});
+        self.event("response.reasoning_text.delta", d, out);
+    }
+
+    fn close_reasoning(&mut self, out: &mut Vec<SsePayload>) {
+        let Some((id, text)) = self.reasoning.take() else { return };
+        let index = self.output.len();
+        let at = json!({"item_id": id, "output_index": index, "content_index": 0});
+        let mut done = at.clone();
+        done["text"] = json!(text);
+        self.event("response.reasoning_text.done", done, out);
+        let mut part = at;
+        part["part"] = reasoning_part(&text);
+        self.event("response.content_part.done", part, out);
+        let item = reasoning_item(&id, &text);
+        self.event("response.output_item.done", json!({"output_index": index, "item": item}), out);
+        self.output.push(item);
+    }
+
+    fn pieces(&mut self, pieces: Vec<Piece>, out: &mut Vec<SsePayload>) {
+        for p in pieces {
+            match p {
+                Piece::Thinking(t) => self.reason(&t, out),
+                Piece::EndThinking => {
+                    self.reason("", out);
+                    self.close_reasoning(out);
+                }
+                Piece::Text(t) => self.text(&t, out),
+            }
+        }
+    }
+
     fn text(&mut self, t: &str, out: &mut Vec<SsePayload>) {
+        self.close_reasoning(out);
         let index = self.output.len();
         if self.message.is_none() {
             let id = hex_id("msg");
@@ -838,18 +904,20 @@ impl Streamer {
                 *cache = Some(c);
             }
             JobEvent::Text(t) => {
-                let shown = self.filter.push(&t);
-                if !shown.is_empty() {
-                    self.text(&shown, out);
-                }
+                let p = self.split.push(&t);
+                self.pieces(p, out);
             }
             JobEvent::Done(f) => {
-                let (rest, mut calls) = self.filter.finish();
+                let (rest, mut calls) = self.split.finish();
+                self.pieces(rest, out);
                 calls.truncate(self.limit);
-                if !rest.is_empty() || (calls.is_empty() && self.message.is_none()) {
-                    self.text(&rest, out);
+                // A reply without calls has a message, empty or not.
+                let texts = self.message.is_some() || self.output.iter().any(|i| i["type"] == "message");
+                if calls.is_empty() && !texts {
+                    self.text("", out);
                 }
                 let status = if cut(&f, !calls.is_empty()) { "incomplete" } else { "completed" };
+                self.close_reasoning(out);
                 self.close_message(status, out);
                 for c in &calls {
                     self.call(c, out);

@@ -155,6 +155,27 @@ impl ChatTemplate {
         tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
+        self.render_messages(messages, tools, add_generation_prompt)
+    }
+
+    /// [`render_with_tools`](Self::render_with_tools) with messages given
+    /// as JSON objects, for templates that read more of a message than its
+    /// role and content (`tool_calls`, `thinking`: see `harmony::template_messages`).
+    pub fn render_json(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
+        self.render_messages(messages, tools, add_generation_prompt)
+    }
+
+    fn render_messages<M: Serialize>(
+        &self,
+        messages: &[M],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         self.render_context(Value::from_serialize(context! {
             messages => messages,
             tools => tools,
