@@ -806,9 +806,10 @@ fn header_corruption_sweep_errors_name_the_file() {
 #[test]
 fn unsupported_rope_scaling_is_refused() {
     let mut g = tiny_llama();
-    g.set("llama.rope.scaling.type", Value::str("yarn")).set("llama.rope.scaling.factor", Value::F32(4.0));
+    // YaRN is supported now; a scaling type llama.cpp does not know is not.
+    g.set("llama.rope.scaling.type", Value::str("dynamic")).set("llama.rope.scaling.factor", Value::F32(4.0));
     let (bytes, _) = g.build();
-    reject_bytes("rope-yarn.gguf", &bytes, Level::Model, &["rope.scaling.type", "yarn"]);
+    reject_bytes("rope-dynamic.gguf", &bytes, Level::Model, &["rope.scaling.type", "dynamic", "yarn"]);
 }
 
 #[test]
