@@ -195,18 +195,18 @@ impl HParams {
         let n_ctx_train = f.get_u32(&format!("{arch}.context_length"))?.unwrap_or(2048).max(1);
         let rms_eps = f.get_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
         let rope_base = f.get_f32(&format!("{arch}.rope.freq_base"))?.unwrap_or(10000.0);
-        match f.get_str(&format!("{arch}.rope.scaling.type"))? {
+        let is_yarn = match f.get_str(&format!("{arch}.rope.scaling.type"))? {
             // Llama-3 scaling comes as `rope_freqs.weight` and Phi-3's as
             // long/short factor tensors; the type key says linear or nothing.
-            None | Some("none") | Some("linear") | Some("longrope") | Some("yarn") => {}
+            None | Some("none") | Some("linear") | Some("longrope") => false,
+            Some("yarn") => true,
             Some(other) => {
                 return Err(bad(
                     "rope.scaling.type",
                     format!("'{other}' is not supported yet (supported: none, linear, longrope, yarn)"),
                 ));
             }
-        }
-        let is_yarn = f.get_str(&format!("{arch}.rope.scaling.type"))? == Some("yarn");
+        };
         let rope_scale = match f.get_f32(&format!("{arch}.rope.scaling.factor"))? {
             Some(s) if s > 0.0 => 1.0 / s,
             _ => 1.0,
