@@ -8,28 +8,9 @@
 //! cargo run --release --example gen_moe -- OUT.gguf [LAYERS]
 #[path = "../tests/common/gguf_writer.rs"]
 mod gguf_writer;
-use gguf_writer::{arch_header, blk, f32_bytes, tiny_vocab, Gguf, Rng, Value};
+use gguf_writer::{arch_header, blk, f32_bytes, q4_k, tiny_vocab, Gguf, Rng, Value};
 
 const Q4_K: u32 = 12;
-/// Bytes of one Q4_K block of 256 values: f16 d, f16 dmin, 12 scale bytes, 128 nibble bytes.
-const Q4_K_BLOCK: usize = 144;
-
-/// Random Q4_K data for `n` values: fixed small scales (2^-9, 2^-10 in
-/// f16) so every value is finite, random 6-bit sub-scales and nibbles.
-fn q4_k(n: u64, rng: &mut Rng) -> Vec<u8> {
-    assert_eq!(n % 256, 0, "Q4_K rows hold whole blocks");
-    let blocks = (n / 256) as usize;
-    let mut out = vec![0u8; blocks * Q4_K_BLOCK];
-    for b in out.chunks_exact_mut(Q4_K_BLOCK) {
-        b[0..2].copy_from_slice(&0x1800u16.to_le_bytes());
-        b[2..4].copy_from_slice(&0x1400u16.to_le_bytes());
-        for chunk in b[4..].chunks_mut(8) {
-            let r = rng.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&r[..chunk.len()]);
-        }
-    }
-    out
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

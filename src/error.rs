@@ -87,7 +87,9 @@ impl Error {
         match self {
             Error::Kv(KvError::Full { .. } | KvError::WindowFull { .. }) => ErrorClass::ContextFull,
             Error::PromptTooLong { .. } | Error::NothingToForget { .. } => ErrorClass::ContextFull,
-            Error::Kv(KvError::WindowDropped { .. } | KvError::WindowShift { .. }) => ErrorClass::Unsupported,
+            Error::Kv(KvError::WindowDropped { .. } | KvError::WindowShift { .. } | KvError::Recurrent(_)) => {
+                ErrorClass::Unsupported
+            }
             Error::Kv(
                 KvError::PositionRange(_)
                 | KvError::PositionTaken(_)

@@ -39,6 +39,26 @@ pub fn run(a: &InfoArgs) -> Result<(), decache::Error> {
     if let Some(x) = &hp.experts {
         outln!("experts:         {} of {} per token, each {} wide (mixture of experts)", x.n_used, x.n_expert, x.n_ff);
     }
+    if let Some(n) = hp.n_ff_shared.filter(|_| hp.experts.is_some()) {
+        outln!("shared expert:   {n} wide, beside the routed ones");
+    }
+    if let Some(r) = &hp.recurrent {
+        // One letter per layer: R is recurrent, A attends.
+        let pattern: String = r.layers.iter().map(|&x| if x { 'R' } else { 'A' }).collect();
+        outln!(
+            "recurrent:       {} of {} layers ({pattern}): gated delta net, {} key / {} value heads of {}, convolution {} taps",
+            r.n_recurrent(),
+            hp.n_layer,
+            r.n_k_heads,
+            r.n_v_heads,
+            r.d_state,
+            r.d_conv
+        );
+        outln!(
+            "recurrent state: {:.2} MiB per sequence (constant: it does not grow with the context)",
+            (r.n_embd_r() + r.n_embd_s()) as f64 * 4.0 * r.n_recurrent() as f64 / (1 << 20) as f64
+        );
+    }
     if let Some(w) = &hp.swa {
         // One letter per layer: S slides, G sees everything.
         let pattern: String = w.layers.iter().map(|&s| if s { 'S' } else { 'G' }).collect();
@@ -48,7 +68,8 @@ pub fn run(a: &InfoArgs) -> Result<(), decache::Error> {
     let yarn = hp.yarn.map_or(String::new(), |y| {
         format!(", YaRN from {} positions (beta {}/{})", hp.n_ctx_orig, y.beta_fast, y.beta_slow)
     });
-    outln!("rope:            base {}, scale {}, dims {}{yarn}", hp.rope_base, hp.rope_scale, hp.n_rot);
+    let sections = hp.rope_sections.map_or(String::new(), |s| format!(", sections {s:?}"));
+    outln!("rope:            base {}, scale {}, dims {}{yarn}{sections}", hp.rope_base, hp.rope_scale, hp.n_rot);
     if let Some(t) = hp.attn_temp {
         outln!("attention temp:  q x (1 + {} ln(floor(pos / {}) + 1))", t.scale, t.floor_scale);
     }

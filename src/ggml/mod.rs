@@ -12,6 +12,7 @@ mod log;
 mod mmap;
 mod ops;
 mod ops_experts;
+mod ops_recurrent;
 pub mod oracle;
 mod owned;
 pub mod rpc;

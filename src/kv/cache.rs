@@ -18,6 +18,7 @@
 //! and it fills the attention inputs of a step (`inputs.rs`).
 use super::cells::{Cells, Pos, SeqId};
 use super::error::KvError;
+use super::recurrent::{RecurrentLayout, RecurrentStates};
 use super::swa::SwaPool;
 use crate::ggml::{BufferType, GgmlType, TensorId, TensorStore};
 
@@ -57,6 +58,9 @@ pub struct KvParams {
     pub swa: Option<SwaLayout>,
     /// Sequences the pools hold (1..=`cells::MAX_SEQ`).
     pub n_seq: usize,
+    /// Recurrent layers (hybrid models): they keep a state per sequence
+    /// instead of K and V cells.
+    pub recurrent: Option<RecurrentLayout>,
 }
 
 /// Where one micro-batch's tokens were placed: their cells in the main pool
@@ -73,7 +77,11 @@ pub struct KvCache {
     swa: Option<SwaPool>,
     /// Per layer: whether its rows live in the sliding-window pool.
     in_swa: Vec<bool>,
+    /// Per layer: the index of its K/V pair in the store (None: recurrent).
+    slot: Vec<Option<usize>>,
     store: TensorStore,
+    /// The recurrent layers' states, per sequence (hybrid models).
+    recurrent: Option<RecurrentStates>,
     n_layer: usize,
     n_embd_k: usize,
     n_embd_v: usize,
@@ -97,7 +105,14 @@ impl KvCache {
         let in_swa: Vec<bool> =
             (0..p.n_layer).map(|il| swa.is_some_and(|s| s.layers.get(il).copied().unwrap_or(false))).collect();
         let mut specs = Vec::with_capacity(2 * p.n_layer);
+        let is_recurrent = |il: usize| p.recurrent.as_ref().is_some_and(|r| r.layers.get(il).copied().unwrap_or(false));
+        let mut slot = Vec::with_capacity(p.n_layer);
         for (il, &w) in in_swa.iter().enumerate() {
+            if is_recurrent(il) {
+                slot.push(None);
+                continue;
+            }
+            slot.push(Some(specs.len() / 2));
             let rows = if w { swa.map_or(p.size, |s| s.size) } else { p.size } as i64;
             let buft = *bufts.get(il).ok_or(KvError::Alloc { cells: p.size })?;
             specs.push((format!("cache_k_l{il}"), p.type_k, vec![p.n_embd_k as i64, rows], buft));
@@ -108,11 +123,17 @@ impl KvCache {
             super::rotation::k_rotation_size(p.head_dim, p.type_k.is_quantized()).map(super::rotation::hadamard);
         let v_rotation =
             super::rotation::v_rotation_size(p.head_dim, p.type_v.is_quantized()).map(super::rotation::hadamard);
+        let recurrent = match &p.recurrent {
+            Some(l) => Some(RecurrentStates::new(l, p.n_seq, bufts)?),
+            None => None,
+        };
         Ok(KvCache {
             cells: Cells::new(p.size, p.n_seq),
             swa: p.swa.map(|s| SwaPool::new(s.size, s.window, p.n_seq)),
             in_swa,
+            slot,
             store,
+            recurrent,
             n_layer: p.n_layer,
             n_embd_k: p.n_embd_k,
             n_embd_v: p.n_embd_v,
@@ -194,9 +215,23 @@ impl KvCache {
         &self.in_swa
     }
 
-    /// The layers of `pool`.
+    /// The attention layers of `pool` (recurrent layers hold no cells).
     pub fn layers(&self, pool: Pool) -> Vec<usize> {
-        (0..self.n_layer).filter(|&il| self.pool_of(il) == pool).collect()
+        (0..self.n_layer).filter(|&il| self.has_kv(il) && self.pool_of(il) == pool).collect()
+    }
+
+    /// Whether layer `il` keeps K and V cells (an attention layer).
+    pub fn has_kv(&self, il: usize) -> bool {
+        self.slot.get(il).is_some_and(Option::is_some)
+    }
+
+    /// The recurrent layers' states, for hybrid models.
+    pub fn recurrent(&self) -> Option<&RecurrentStates> {
+        self.recurrent.as_ref()
+    }
+
+    pub fn recurrent_mut(&mut self) -> Option<&mut RecurrentStates> {
+        self.recurrent.as_mut()
     }
 
     pub(super) fn pool_cells(&self, pool: Pool) -> &Cells {
@@ -229,11 +264,11 @@ impl KvCache {
     }
 
     pub fn k(&self, il: usize) -> TensorId {
-        self.store.nth(2 * il)
+        self.store.nth(2 * self.slot[il].expect("an attention layer"))
     }
 
     pub fn v(&self, il: usize) -> TensorId {
-        self.store.nth(2 * il + 1)
+        self.store.nth(2 * self.slot[il].expect("an attention layer") + 1)
     }
 
     /// Where element `j` of cell `cell`'s V sits in a layer of `pool`,
@@ -246,9 +281,9 @@ impl KvCache {
         }
     }
 
-    /// Bytes of K and V the cache holds, all layers.
+    /// Bytes of K and V the cache holds, all layers (and the recurrent states).
     pub fn bytes(&self) -> usize {
-        self.store.total_bytes()
+        self.store.total_bytes() + self.recurrent.as_ref().map_or(0, RecurrentStates::bytes)
     }
 
     // ---- contents ----------------------------------------------------
@@ -382,6 +417,10 @@ impl KvCache {
     /// Forget everything, every sequence's.
     pub fn clear(&mut self) {
         self.pools_mut().for_each(Cells::clear);
+        let n_seq = self.n_seq();
+        if let Some(r) = &mut self.recurrent {
+            (0..n_seq).for_each(|seq| r.clear_seq(seq));
+        }
     }
 
     /// `seq` lets go of everything it holds (cells other sequences hold stay
@@ -395,6 +434,9 @@ impl KvCache {
     /// main pool's cells it held there. No graph runs.
     pub fn remove_range(&mut self, seq: SeqId, p0: Pos, p1: Pos) -> usize {
         let removed: Vec<usize> = self.pools_mut().map(|c| c.remove_pos_range(seq, p0, p1).len()).collect();
+        if let Some(r) = &mut self.recurrent {
+            r.removed(seq, p0, p1);
+        }
         removed[0]
     }
 
@@ -405,7 +447,16 @@ impl KvCache {
     pub fn share_range(&mut self, src: SeqId, dst: SeqId, p0: Pos, p1: Pos) -> Result<usize, KvError> {
         self.check_seq(src)?;
         self.check_seq(dst)?;
+        if self.recurrent.is_some() && p0 > 0 {
+            return Err(KvError::Recurrent(format!(
+                "positions {p0}..{p1} cannot be shared without the tokens before them: the recurrent layers' state \
+                 holds the whole prefix"
+            )));
+        }
         let shared: Vec<usize> = self.pools_mut().map(|c| c.share_range(src, dst, p0, p1)).collect();
+        if let Some(r) = &mut self.recurrent {
+            r.share(src, dst, p1);
+        }
         Ok(shared[0])
     }
 
@@ -424,6 +475,9 @@ impl KvCache {
         for c in self.pools_mut() {
             let n = c.shift_positions(seq, p0, delta)?;
             moved.get_or_insert(n);
+        }
+        if let Some(r) = &mut self.recurrent {
+            r.shifted(seq, p0, delta);
         }
         Ok(moved.unwrap_or(0))
     }

@@ -46,6 +46,9 @@ pub enum KvError {
     /// A snapshot that does not fit this cache, or is inconsistent.
     #[error("{0}")]
     Snapshot(String),
+    /// What the recurrent layers' state (hybrid models) cannot do.
+    #[error("{0}")]
+    Recurrent(String),
 }
 
 fn window_shift_message(gap: Option<(Pos, Pos)>, pos: Pos, window: u32) -> String {

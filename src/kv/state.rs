@@ -22,6 +22,10 @@ pub struct KvLayout {
     /// own (empty when the cache has no such pool).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub swa_layers: Vec<bool>,
+    /// Per layer: whether it is recurrent (keeps a state, no cells); empty
+    /// for models without recurrent layers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recurrent_layers: Vec<bool>,
 }
 
 impl KvLayout {
@@ -29,6 +33,19 @@ impl KvLayout {
     pub fn in_swa(&self, il: usize) -> bool {
         self.swa_layers.get(il).copied().unwrap_or(false)
     }
+
+    /// Whether layer `il` is recurrent (its K and V data are empty).
+    pub fn is_recurrent(&self, il: usize) -> bool {
+        self.recurrent_layers.get(il).copied().unwrap_or(false)
+    }
+}
+
+/// One sequence's recurrent state (hybrid models): the position of the last
+/// token it absorbed and every recurrent layer's state bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecurrentSnapshot {
+    pub last: Pos,
+    pub data: Vec<u8>,
 }
 
 /// Cells `0..used` of the sliding-window pool: positions and live bits
@@ -54,6 +71,8 @@ pub struct KvSnapshot {
     /// `used` values).
     pub k: Vec<Vec<u8>>,
     pub v: Vec<Vec<u8>>,
+    /// The recurrent layers' state, for hybrid models.
+    pub recurrent: Option<RecurrentSnapshot>,
 }
 
 impl KvSnapshot {
@@ -61,8 +80,11 @@ impl KvSnapshot {
         self.tokens.len()
     }
 
-    /// Used cells of layer `il`'s pool.
+    /// Used cells of layer `il`'s pool (none for a recurrent layer).
     pub fn used_by(&self, il: usize) -> usize {
+        if self.layout.is_recurrent(il) {
+            return 0;
+        }
         match &self.swa {
             Some(s) if self.layout.in_swa(il) => s.pos.len(),
             _ => self.used(),
@@ -84,6 +106,10 @@ impl KvCache {
             type_k: self.type_k().name().to_string(),
             type_v: self.type_v().name().to_string(),
             swa_layers: if self.has_swa_pool() { self.swa_layers().to_vec() } else { Vec::new() },
+            recurrent_layers: match self.recurrent() {
+                Some(r) => (0..self.n_layer()).map(|il| r.is_recurrent(il)).collect(),
+                None => Vec::new(),
+            },
         }
     }
 
@@ -125,6 +151,11 @@ impl KvCache {
         let mut v = Vec::with_capacity(self.n_layer());
         let store = self.store();
         for il in 0..self.n_layer() {
+            if !self.has_kv(il) {
+                k.push(Vec::new());
+                v.push(Vec::new());
+                continue;
+            }
             let size = self.layer_size(il);
             let cells = match (&swa_held, self.pool_of(il)) {
                 (Some(sc), Pool::Swa) => sc,
@@ -173,6 +204,9 @@ impl KvCache {
             swa,
             k,
             v,
+            recurrent: self
+                .recurrent()
+                .map(|r| super::state::RecurrentSnapshot { last: r.last(seq), data: r.read(seq) }),
         })
     }
 
@@ -201,7 +235,7 @@ impl KvCache {
         let swa_main =
             snap.swa.as_ref().filter(|_| self.has_swa_pool()).map(|sc| place(self.pool_cells(Pool::Swa), &sc.live));
         let store = self.store();
-        for il in 0..self.n_layer() {
+        for il in (0..self.n_layer()).filter(|&il| self.has_kv(il)) {
             let size = self.layer_size(il);
             let used = snap.used_by(il);
             let pairs = match (&swa_main, self.pool_of(il)) {
@@ -228,6 +262,9 @@ impl KvCache {
                     vt.write_bytes(&rows, cell * n_embd_v * v_el);
                 }
             }
+        }
+        if let (Some(r), Some(rs)) = (self.recurrent_mut(), &snap.recurrent) {
+            r.restore(seq, rs.last, &rs.data)?;
         }
         let mut token_at = std::collections::HashMap::new();
         let cells = self.pool_cells_mut(Pool::Global);
@@ -313,6 +350,21 @@ impl KvCache {
             if snap.k[il].len() != used * k_row || snap.v[il].len() != used * v_el * self.n_embd_v() {
                 return bad(format!("layer {il}: K or V data of the wrong size for {used} cells"));
             }
+        }
+        match (self.recurrent(), &snap.recurrent) {
+            (None, None) => {}
+            (Some(r), Some(rs)) if rs.data.len() == r.seq_bytes() && rs.last < snap.next_pos => {}
+            (Some(r), Some(rs)) => {
+                return bad(format!(
+                    "the saved recurrent state holds {} bytes up to position {}; this model's holds {} below {}",
+                    rs.data.len(),
+                    rs.last,
+                    r.seq_bytes(),
+                    snap.next_pos
+                ))
+            }
+            (Some(_), None) => return bad("the saved cache has no recurrent state; this model needs one".into()),
+            (None, Some(_)) => return bad("the saved cache has a recurrent state; this model has none".into()),
         }
         if snap.next_pos < 0 {
             return bad(format!("next position {} is negative", snap.next_pos));

@@ -19,6 +19,10 @@ pub struct StepInputs<T> {
     pub out_ids: Option<T>,
     /// [1, 1, n_tokens] factors for q by position (attention temperature).
     pub attn_temp: Option<T>,
+    /// Four positions per token, section-major (multi-section RoPE).
+    pub pos_sections: Option<T>,
+    /// The sequences of the step, in order (their recurrent states' rows).
+    pub rs_ids: Option<T>,
     /// What the KV cache fills: cells, masks, rotations.
     pub kv: KvInputs<T>,
 }
@@ -31,6 +35,8 @@ impl<T: Copy> StepInputs<T> {
             pos: f(self.pos),
             out_ids: self.out_ids.map(&mut f),
             attn_temp: self.attn_temp.map(&mut f),
+            pos_sections: self.pos_sections.map(&mut f),
+            rs_ids: self.rs_ids.map(&mut f),
             kv: self.kv.map(f),
         }
     }
@@ -49,12 +55,15 @@ pub struct StepGraph<'c> {
     n_tokens: i64,
     n_kv: i64,
     n_kv_swa: i64,
+    n_seqs: i64,
 }
 
 impl<'c> StepGraph<'c> {
-    /// Create the inputs for `n_tokens` new tokens attending over `n_kv`
-    /// cells (`n_kv_swa` in the sliding-window pool, if there is one), with
-    /// `n_outputs` logits rows.
+    /// Create the inputs for `n_tokens` new tokens of `n_seqs` sequences
+    /// (as many tokens each, one after the other, when the model has
+    /// recurrent layers) attending over `n_kv` cells (`n_kv_swa` in the
+    /// sliding-window pool, if there is one), with `n_outputs` logits rows.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &'c Context,
         model: &'c Model,
@@ -63,6 +72,7 @@ impl<'c> StepGraph<'c> {
         n_kv: usize,
         n_kv_swa: usize,
         n_outputs: usize,
+        n_seqs: usize,
     ) -> Self {
         let nt = n_tokens as i64;
         let hp = &model.hparams;
@@ -76,6 +86,11 @@ impl<'c> StepGraph<'c> {
             out_ids: (n_outputs < n_tokens)
                 .then(|| ctx.new_input_aligned("inp_out_ids", GgmlType::I32, &[n_outputs as i64])),
             attn_temp: hp.attn_temp.map(|_| ctx.new_input_aligned("inp_attn_temp", GgmlType::F32, &[1, 1, nt])),
+            pos_sections: hp.rope_sections.map(|_| ctx.new_input_aligned("inp_pos_sections", GgmlType::I32, &[4 * nt])),
+            rs_ids: hp
+                .recurrent
+                .as_ref()
+                .map(|_| ctx.new_input_aligned("inp_rs_ids", GgmlType::I32, &[n_seqs.max(1) as i64])),
             kv: kv_inputs,
         };
         let graph = ctx.new_graph(model.graph_size());
@@ -90,7 +105,20 @@ impl<'c> StepGraph<'c> {
             n_tokens: nt,
             n_kv: n_kv as i64,
             n_kv_swa: n_kv_swa as i64,
+            n_seqs: n_seqs.max(1) as i64,
         }
+    }
+
+    /// Sequences in this step (their tokens follow one another, as many each).
+    pub fn n_seqs(&self) -> i64 {
+        self.n_seqs
+    }
+
+    /// Layer `il`'s recurrent states: (convolution [n_embd_r, n_seq],
+    /// delta rule [n_embd_s, n_seq]).
+    pub fn rs_layer(&self, il: usize) -> (Tensor<'c>, Tensor<'c>) {
+        let r = self.kv.recurrent().expect("a model with recurrent layers has their states");
+        (r.store().get(r.conv(il)), r.store().get(r.delta(il)))
     }
 
     pub fn hparams(&self) -> &'c HParams {

@@ -1,11 +1,13 @@
 //! Hyper-parameters read from GGUF metadata (`<arch>.*` keys), validated.
 use crate::gguf::{GgufError, GgufFile};
 
-/// RoPE layouts (ggml's `mode`): adjacent pairs (llama) or halves (neox).
+/// RoPE layouts (ggml's `mode`): adjacent pairs (llama), halves (neox), or
+/// interleaved multi-section (Qwen3.5's, four positions per token).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeKind {
     Norm = 0,
     Neox = 2,
+    IMrope = 40,
 }
 
 /// Sliding-window attention: which layers see only the last `window`
@@ -29,6 +31,9 @@ pub struct ArchHp {
     /// Reads `attention.temperature_scale` (Llama 4's and Mistral 3's
     /// position-dependent scaling of q).
     pub attn_temp: bool,
+    /// Has recurrent (gated delta net) layers beside attention: reads the
+    /// `ssm.*` keys and the layer pattern.
+    pub recurrent: bool,
 }
 
 /// YaRN RoPE scaling (`rope.scaling.type = yarn`): frequencies blended
@@ -56,7 +61,7 @@ impl AttnTemp {
 impl ArchHp {
     /// Full attention, dense, no attention temperature.
     pub const fn new(rope_kind: RopeKind) -> ArchHp {
-        ArchHp { rope_kind, swa: None, moe: MoeHp::Never, attn_temp: false }
+        ArchHp { rope_kind, swa: None, moe: MoeHp::Never, attn_temp: false, recurrent: false }
     }
 }
 
@@ -93,6 +98,50 @@ pub struct Experts {
     pub n_ff: u32,
 }
 
+/// Recurrent layers (Qwen3.5's gated delta net): a causal convolution of
+/// `d_conv` taps over the q/k/v channels, then per value head a state
+/// matrix of `d_state`² updated by the gated delta rule. Each sequence
+/// carries both states from token to token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recurrent {
+    pub d_conv: u32,
+    /// Width of the values (value heads × their size).
+    pub d_inner: u32,
+    /// Size of a key head (and of a value head).
+    pub d_state: u32,
+    /// Key heads (`ssm.group_count`).
+    pub n_k_heads: u32,
+    /// Value heads (`ssm.time_step_rank`), a multiple of the key heads.
+    pub n_v_heads: u32,
+    /// Per layer: true for a recurrent layer, false for attention.
+    pub layers: Vec<bool>,
+}
+
+impl Recurrent {
+    /// Channels the convolution runs over: q, k and v.
+    pub fn conv_channels(&self) -> u32 {
+        self.d_inner + 2 * self.n_k_heads * self.d_state
+    }
+
+    pub fn head_v_dim(&self) -> u32 {
+        self.d_inner / self.n_v_heads
+    }
+
+    /// Floats of one sequence's convolution state in one layer.
+    pub fn n_embd_r(&self) -> usize {
+        (self.d_conv as usize - 1) * self.conv_channels() as usize
+    }
+
+    /// Floats of one sequence's delta-rule state in one layer.
+    pub fn n_embd_s(&self) -> usize {
+        self.d_state as usize * self.d_inner as usize
+    }
+
+    pub fn n_recurrent(&self) -> usize {
+        self.layers.iter().filter(|&&r| r).count()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct HParams {
     pub arch: String,
@@ -120,13 +169,25 @@ pub struct HParams {
     pub swa: Option<Swa>,
     /// Mixture of experts in every layer's feed-forward.
     pub experts: Option<Experts>,
+    /// Width of the shared expert beside the routed ones
+    /// (`expert_shared_feed_forward_length`), when the file gives it.
+    pub n_ff_shared: Option<u32>,
     /// `final_logit_softcapping`: logits = cap * tanh(logits / cap).
     pub final_softcap: Option<f32>,
+    /// Positions per section of multi-section RoPE (`rope.dimension_sections`).
+    pub rope_sections: Option<[i32; 4]>,
+    /// Recurrent layers beside the attention ones (hybrid models).
+    pub recurrent: Option<Recurrent>,
 }
 
 impl HParams {
     pub fn n_embd_k_gqa(&self) -> u32 {
         self.head_dim * self.n_head_kv
+    }
+
+    /// Whether layer `il` is recurrent (holds no K/V cells).
+    pub fn is_recurrent(&self, il: usize) -> bool {
+        self.recurrent.as_ref().is_some_and(|r| r.layers.get(il).copied().unwrap_or(false))
     }
 
     /// Whether layer `il` attends through a sliding window.
@@ -240,6 +301,23 @@ impl HParams {
         if let Some(c) = final_softcap.filter(|c| !(*c > 0.0 && c.is_finite())) {
             return Err(bad("final_logit_softcapping", format!("{c} must be positive")));
         }
+        let rope_sections = match f.get_bool_or_int_array(&format!("{arch}.rope.dimension_sections"))? {
+            Some(v) if v.len() <= 4 => {
+                let mut out = [0i32; 4];
+                for (o, x) in out.iter_mut().zip(&v) {
+                    *o = i32::try_from(*x)
+                        .map_err(|_| bad("rope.dimension_sections", format!("{x} is out of range")))?;
+                }
+                Some(out)
+            }
+            Some(v) => return Err(bad("rope.dimension_sections", format!("has {} entries, at most 4", v.len()))),
+            None if rope_kind == RopeKind::IMrope => {
+                return Err(bad("rope.dimension_sections", "missing (required)".into()));
+            }
+            None => None,
+        };
+        let recurrent = if ah.recurrent { Some(read_recurrent(f, &arch, n_layer)?) } else { None };
+        let n_ff_shared = f.get_u32(&format!("{arch}.expert_shared_feed_forward_length"))?.filter(|&n| n > 0);
         Ok(HParams {
             arch,
             n_vocab,
@@ -261,7 +339,10 @@ impl HParams {
             attn_temp,
             swa,
             experts,
+            n_ff_shared,
             final_softcap,
+            rope_sections,
+            recurrent,
         })
     }
 }
@@ -317,6 +398,57 @@ fn yarn_attn_factor(factor: f32, log_mul: f32) -> f32 {
     let mscale = |m: f32| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
     let wanted = if log_mul != 0.0 { mscale(1.0) / mscale(log_mul) } else { mscale(1.0) };
     wanted / (1.0 + 0.1 * factor.ln())
+}
+
+/// The `ssm.*` keys of a hybrid model and which layers are recurrent:
+/// `attention.recurrent_layers` (one entry per layer), else every layer
+/// but each `full_attention_interval`-th (default 4).
+fn read_recurrent(f: &GgufFile, arch: &str, n_layer: u32) -> Result<Recurrent, GgufError> {
+    let bad = |k: &str, msg: String| GgufError::Metadata { path: f.path.clone(), key: format!("{arch}.{k}"), msg };
+    let req = |k: &str| -> Result<u32, GgufError> {
+        f.get_u32(&format!("{arch}.{k}"))?.ok_or_else(|| bad(k, "missing (required)".into()))
+    };
+    let r = Recurrent {
+        d_conv: req("ssm.conv_kernel")?,
+        d_inner: req("ssm.inner_size")?,
+        d_state: req("ssm.state_size")?,
+        n_v_heads: req("ssm.time_step_rank")?,
+        n_k_heads: req("ssm.group_count")?,
+        layers: Vec::new(),
+    };
+    if !(2..=16).contains(&r.d_conv) {
+        return Err(bad("ssm.conv_kernel", format!("{} taps is out of range (2..=16)", r.d_conv)));
+    }
+    if r.d_state == 0 || r.d_state > 1024 {
+        return Err(bad("ssm.state_size", format!("{} is out of range (1..=1024)", r.d_state)));
+    }
+    if r.n_k_heads == 0 || r.n_v_heads == 0 || !r.n_v_heads.is_multiple_of(r.n_k_heads) {
+        return Err(bad(
+            "ssm.time_step_rank",
+            format!("{} value heads must be a positive multiple of {} key heads", r.n_v_heads, r.n_k_heads),
+        ));
+    }
+    if r.d_inner != r.n_v_heads * r.d_state {
+        return Err(bad(
+            "ssm.inner_size",
+            format!("{} is not {} value heads of {}", r.d_inner, r.n_v_heads, r.d_state),
+        ));
+    }
+    let key = format!("{arch}.attention.recurrent_layers");
+    let layers: Vec<bool> = match f.get_bool_or_int_array(&key)? {
+        Some(v) if v.len() == n_layer as usize => v.into_iter().map(|x| x != 0).collect(),
+        Some(v) => {
+            return Err(bad("attention.recurrent_layers", format!("has {} entries, expected {n_layer}", v.len())))
+        }
+        None => {
+            let n = f.get_u32(&format!("{arch}.full_attention_interval"))?.unwrap_or(4);
+            if n == 0 {
+                return Err(bad("full_attention_interval", "must be positive".into()));
+            }
+            (0..n_layer).map(|il| (il + 1) % n != 0).collect()
+        }
+    };
+    Ok(Recurrent { layers, ..r })
 }
 
 /// `expert_count` and `expert_used_count`, as the architecture allows.

@@ -3,6 +3,7 @@
 pub mod arch;
 pub mod blocks;
 pub mod decoder;
+pub mod delta_net;
 pub mod graph;
 pub mod hparams;
 pub mod moe;
@@ -237,6 +238,7 @@ fn plan_weights(
     offload: &Offload,
 ) -> Result<Vec<TensorSpec>, String> {
     let reqs = arch.tensors(hp);
+    arch.check_tensors(hp, &|name| file.tensor(name).is_some())?;
     let cpu = CpuDevice::get();
     let extra = if opts.extra_buffers { cpu.extra_buffer_types() } else { Vec::new() };
     let mut specs = Vec::with_capacity(reqs.len());

@@ -13,7 +13,7 @@ use std::time::Instant;
 /// The last step's graph: its shape key (tokens, attended cells in each
 /// pool, outputs), its inputs by name, and the scheduler allocation it holds.
 struct StepCache {
-    key: (usize, usize, usize, usize),
+    key: (usize, usize, usize, usize, usize),
     graph: OwnedGraph,
     inputs: StepInputs<usize>,
     logits: usize,
@@ -57,7 +57,7 @@ impl Runner {
     pub fn reserve(&mut self, model: &Model, kv: &KvCache, n: usize) -> Result<()> {
         let ctx = Context::new(model.graph_size(), model.graph_size());
         let n_swa = kv.swa_pool().map_or(0, |(_, cells)| cells);
-        let mut g = StepGraph::new(&ctx, model, kv, n, kv.size(), n_swa, n);
+        let mut g = StepGraph::new(&ctx, model, kv, n, kv.size(), n_swa, n, 1);
         let logits = model.arch.build(&mut g);
         g.graph.expand(logits);
         self.sched.reserve(&g.graph)?;
@@ -87,7 +87,17 @@ impl Runner {
         let t_setup = Instant::now();
         let (n_kv, n_kv_swa) = kv.n_kv();
         let n_outputs = outputs.len().max(1);
-        let key = (tokens.len(), n_kv, n_kv_swa, n_outputs);
+        let step_seqs = step_sequences(seqs);
+        if model.hparams.recurrent.is_some()
+            && step_seqs.len() * (tokens.len() / step_seqs.len().max(1)) != tokens.len()
+            || model.hparams.recurrent.is_some() && !grouped(seqs, &step_seqs)
+        {
+            return Err(Error::Internal(
+                "a step of a model with recurrent layers must hold as many tokens of each sequence, one after the other"
+                    .into(),
+            ));
+        }
+        let key = (tokens.len(), n_kv, n_kv_swa, n_outputs, step_seqs.len());
         // A graph whose allocation the cache's own graphs (K-shift, defrag)
         // replaced is built again: the scheduler cannot allocate a graph it
         // has already split a second time (devices lose their assignments).
@@ -101,7 +111,8 @@ impl Runner {
             let mut logits_at = 0;
             let kv_ref = &*kv;
             let g = OwnedGraph::build(ctx, |ctx, _| {
-                let mut g = StepGraph::new(ctx, model, kv_ref, tokens.len(), n_kv, n_kv_swa, n_outputs);
+                let mut g =
+                    StepGraph::new(ctx, model, kv_ref, tokens.len(), n_kv, n_kv_swa, n_outputs, step_seqs.len());
                 let logits = model.arch.build(&mut g);
                 logits.set_output();
                 g.graph.expand(logits);
@@ -131,7 +142,21 @@ impl Runner {
         let g = &cache.graph;
         let inp = cache.inputs.map(|i| g.tensor(i));
         inp.tokens.write_i32(&tokens.iter().map(|&t| t as i32).collect::<Vec<_>>());
-        inp.pos.write_i32(positions);
+        // (A model roping with sections takes those instead.)
+        if inp.pos.is_allocated() {
+            inp.pos.write_i32(positions);
+        }
+        if let Some(t) = inp.pos_sections {
+            let n = positions.len();
+            let mut p = vec![0i32; 4 * n];
+            for s in 0..3 {
+                p[s * n..(s + 1) * n].copy_from_slice(positions);
+            }
+            t.write_i32(&p);
+        }
+        if let Some(t) = inp.rs_ids.filter(|t| t.is_allocated()) {
+            t.write_i32(&step_seqs.iter().map(|&s| s as i32).collect::<Vec<_>>());
+        }
         if let (Some(t), Some(temp)) = (inp.attn_temp, model.hparams.attn_temp) {
             t.write_f32(&positions.iter().map(|&p| temp.factor(p)).collect::<Vec<_>>());
         }
@@ -148,6 +173,11 @@ impl Runner {
         let t0 = Instant::now();
         self.sched.compute(&g.graph())?;
         let dt = t0.elapsed();
+        if let Some(r) = kv.recurrent_mut() {
+            for (&s, &p) in seqs.iter().zip(positions) {
+                r.absorbed(s, p);
+            }
+        }
         tracing::trace!(
             tokens = tokens.len(),
             n_kv,
@@ -200,6 +230,23 @@ impl Runner {
     }
 }
 
+/// The sequences of a step, in the order their tokens first appear.
+fn step_sequences(seqs: &[SeqId]) -> Vec<SeqId> {
+    let mut out: Vec<SeqId> = Vec::new();
+    for &s in seqs {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Whether each sequence's tokens follow one another (in `order`).
+fn grouped(seqs: &[SeqId], order: &[SeqId]) -> bool {
+    let n = seqs.len() / order.len().max(1);
+    seqs.chunks(n.max(1)).zip(order).all(|(c, &s)| c.iter().all(|&x| x == s))
+}
+
 impl KShift for Model {
     fn k_shift<'c>(
         &'c self,
@@ -217,6 +264,11 @@ impl KShift for Model {
         // llama.cpp's K-shift applies it again on every shift. ggml's YaRN
         // kernel multiplies in 1 + 0.1 ln(1 / freq_scale) itself: divided out.
         let mut rope = crate::ggml::RopeParams { attn_factor: 1.0, ..self.rope_params(il) };
+        // Multi-section RoPE rotates a text token's sections by the same
+        // position: the shift is a NeoX rotation of the whole (as llama.cpp's).
+        if rope.mode == super::hparams::RopeKind::IMrope as i32 {
+            rope.mode = super::hparams::RopeKind::Neox as i32;
+        }
         if rope.ext_factor != 0.0 {
             rope.attn_factor = 1.0 / (1.0 + 0.1 * (1.0 / rope.freq_scale).ln());
         }

@@ -106,6 +106,7 @@ mod tests {
                 type_k: "f16".into(),
                 type_v: "f16".into(),
                 swa_layers: Vec::new(),
+                recurrent_layers: Vec::new(),
             },
             next_pos: n as i32,
             tokens: vec![0; n],
@@ -114,6 +115,7 @@ mod tests {
             swa: None,
             k: vec![vec![0; bytes]],
             v: Vec::new(),
+            recurrent: None,
         }
     }
 

@@ -136,7 +136,12 @@ impl Session {
             spec: SpecStats::default(),
         };
         let t1 = Instant::now();
-        let mut drafter = (opts.spec.mode != SpecMode::Off && opts.forced.is_none())
+        // A hybrid model's recurrent state cannot drop a rejected draft: each
+        // rejection would rewind to the last checkpoint. Speculation is off there.
+        if opts.spec.mode != SpecMode::Off && self.is_hybrid() {
+            tracing::warn!("speculative decoding is off for hybrid models (their recurrent state cannot drop a draft)");
+        }
+        let mut drafter = (opts.spec.mode != SpecMode::Off && opts.forced.is_none() && !self.is_hybrid())
             .then(|| Drafter::new(opts.spec, self.live_chain().into_iter().map(|(_, t)| t).collect()));
         // A token sampled from a draft's row that the draft did not foresee:
         // the next token, already sampled.

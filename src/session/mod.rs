@@ -6,6 +6,7 @@ mod decache;
 mod generate;
 pub mod perplexity;
 pub mod record;
+mod recurrent;
 mod refresh;
 pub mod reuse;
 pub mod save;
@@ -15,6 +16,7 @@ pub mod speculate;
 pub use config::{default_threads, SessionConfig, FLASH_ATTN_AUTO};
 pub use decache::{ClosedGaps, Gap, PositionPolicy, Removal};
 pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};
+pub use recurrent::Rewound;
 pub use refresh::Refreshed;
 
 use crate::error::{Error, Result};
@@ -107,7 +109,7 @@ impl Session {
         let offload = &model.offload;
         // Rows on a device take none of this machine's memory.
         let rows: u128 = (0..hp.n_layer as usize)
-            .filter(|&il| offload.layer_device(il).is_none())
+            .filter(|&il| offload.layer_device(il).is_none() && !hp.is_recurrent(il))
             .map(|il| match &swa {
                 Some(s) if s.layers[il] => s.size as u128,
                 _ => cfg.n_ctx as u128,
@@ -138,6 +140,11 @@ impl Session {
             v_trans: !cfg.flash_attn,
             swa,
             n_seq: cfg.n_seq,
+            recurrent: hp.recurrent.as_ref().map(|r| crate::kv::RecurrentLayout {
+                layers: r.layers.clone(),
+                n_embd_r: r.n_embd_r(),
+                n_embd_s: r.n_embd_s(),
+            }),
         };
         let kv = KvCache::new(params, &bufts)?;
         let mut runner = runner;
@@ -328,6 +335,7 @@ impl Session {
     /// Copy the cache's used cells out. Pending position shifts are applied
     /// first (so the keys saved are rotated to the positions saved).
     pub fn snapshot(&mut self) -> Result<KvSnapshot> {
+        self.sync_recurrent()?;
         let mut pool = self.shared.pool();
         let shared::Pool { kv, runner } = &mut *pool;
         kv.apply_pending_shift(runner.sched(), &*self.model)?;
@@ -373,6 +381,17 @@ impl Session {
     /// cached token holds (a query sees every cached token at or before its
     /// position).
     pub fn eval_at(&mut self, tokens: &[u32], positions: &[Pos], all_logits: bool) -> Result<Vec<f32>> {
+        if let Some(&first) = positions.first() {
+            self.recurrent_before_eval(first)?;
+        }
+        let out = self.eval_unrecorded(tokens, positions, all_logits)?;
+        self.record(record::SessionOp::Eval { tokens, positions });
+        Ok(out)
+    }
+
+    /// `eval_at` without the transcript record (a rewind's re-evaluation,
+    /// which a replay redoes by itself).
+    fn eval_unrecorded(&mut self, tokens: &[u32], positions: &[Pos], all_logits: bool) -> Result<Vec<f32>> {
         if tokens.len() != positions.len() {
             return Err(Error::InvalidArgument("tokens and positions differ in length".into()));
         }
@@ -409,7 +428,7 @@ impl Session {
         if let Some(&p) = positions.iter().max() {
             self.next_pos = self.next_pos.max(p.saturating_add(1));
         }
-        self.record(record::SessionOp::Eval { tokens, positions });
+        self.recurrent_after_eval(tokens.len());
         Ok(out)
     }
 

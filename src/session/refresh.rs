@@ -23,6 +23,16 @@ impl Session {
     /// in place: their cells are freed and the same tokens evaluated again
     /// at the same positions, each seeing only what is live before it.
     pub fn refresh(&mut self, starts: &[Pos], k: usize) -> Result<Refreshed> {
+        if self.is_hybrid() && k > 0 && !starts.is_empty() {
+            // Refused before anything is removed: the recurrent state cannot
+            // take the same tokens a second time.
+            return Err(crate::kv::KvError::Recurrent(
+                "boundary refresh is not available for hybrid models: their recurrent layers absorb each token once, \
+                 in order"
+                    .into(),
+            )
+            .into());
+        }
         let chain = self.live_chain();
         let mut picked: Vec<(Pos, u32)> = Vec::new();
         for &s in starts {

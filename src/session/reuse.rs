@@ -458,6 +458,13 @@ impl Session {
             plan
         });
         let mut plan = best(placed.collect());
+        if self.is_hybrid() && !plan.replaced.is_empty() {
+            // A recurrent state takes tokens in order: a span replaced in
+            // place would come before cached tokens it has absorbed. Reuse
+            // what precedes the first replaced span; the rest is prefilled
+            // after it (the state rewinds to there first).
+            plan.stop_before(0);
+        }
         // Where the plan goes on from cached tokens: the first position of
         // each replaced span, then after the last kept token. The
         // sliding-window layers must hold what a query there sees (checked

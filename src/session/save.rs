@@ -12,6 +12,7 @@
 //! user's name; loading checks everything before it changes anything.
 use super::conversation::{Conversation, ConversationState};
 use crate::error::{Error, Result};
+use crate::kv::state::RecurrentSnapshot;
 use crate::kv::Pos;
 use crate::kv::{KvLayout, KvSnapshot, SwaCells};
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,16 @@ struct KvHeader {
     next_pos: Pos,
     body_bytes: u64,
     sha256: String,
+    /// Hybrid models: the recurrent state at the end of the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recurrent: Option<RecurrentHeader>,
+}
+
+/// Where the recurrent state stands and its size (it ends the body).
+#[derive(Serialize, Deserialize)]
+struct RecurrentHeader {
+    last: Pos,
+    bytes: usize,
 }
 
 /// What a save or load moved.
@@ -76,6 +87,9 @@ fn encode_body(s: &KvSnapshot) -> Vec<u8> {
         b.extend_from_slice(k);
         b.extend_from_slice(v);
     }
+    if let Some(r) = &s.recurrent {
+        b.extend_from_slice(&r.data);
+    }
     b
 }
 
@@ -86,9 +100,14 @@ fn decode_body(body: &[u8], kv: &KvHeader, k_row: usize, v_col: usize) -> std::r
     if !has_swa && swa_used > 0 {
         return Err(format!("{swa_used} sliding-window cells, but the layout has no sliding-window pool"));
     }
-    let per_layer = |il: usize| if layout.in_swa(il) { swa_used } else { used };
+    let per_layer = |il: usize| match (layout.is_recurrent(il), layout.in_swa(il)) {
+        (true, _) => 0,
+        (false, true) => swa_used,
+        (false, false) => used,
+    };
+    let rec_bytes = kv.recurrent.as_ref().map_or(0, |r| r.bytes);
     let data = (0..layout.n_layer)
-        .try_fold(0usize, |acc, il| per_layer(il).checked_mul(k_row + v_col).and_then(|n| acc.checked_add(n)));
+        .try_fold(rec_bytes, |acc, il| per_layer(il).checked_mul(k_row + v_col).and_then(|n| acc.checked_add(n)));
     let expect = data.and_then(|d| {
         d.checked_add(used.checked_mul(9)?)?.checked_add(if has_swa { swa_used.checked_mul(5)? } else { 0 })
     });
@@ -121,6 +140,7 @@ fn decode_body(body: &[u8], kv: &KvHeader, k_row: usize, v_col: usize) -> std::r
         v.push(vb.to_vec());
         rest = r;
     }
+    let recurrent = kv.recurrent.as_ref().map(|r| RecurrentSnapshot { last: r.last, data: rest.to_vec() });
     if let Some(i) = live.iter().position(|&l| l > 1) {
         return Err(format!("cell {i}: live bit is {} (0 or 1)", live[i]));
     }
@@ -133,6 +153,7 @@ fn decode_body(body: &[u8], kv: &KvHeader, k_row: usize, v_col: usize) -> std::r
         swa,
         k,
         v,
+        recurrent,
     })
 }
 
@@ -160,6 +181,7 @@ impl Conversation {
                 next_pos: snap.next_pos,
                 body_bytes: body.len() as u64,
                 sha256: hex(&Sha256::digest(&body)),
+                recurrent: snap.recurrent.as_ref().map(|r| RecurrentHeader { last: r.last, bytes: r.data.len() }),
             },
             conversation: self.state(),
         };

@@ -61,6 +61,8 @@ pub(crate) struct SharedCache {
     /// Signalled when results are posted or a micro-batch is queued.
     ready: Condvar,
     n_ubatch: usize,
+    /// The model has recurrent layers (steps join sequences of equal lengths).
+    hybrid: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,7 +72,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl SharedCache {
     pub fn new(kv: KvCache, runner: Runner, n_ubatch: usize) -> SharedCache {
         let queue = Queue { taken: 1, ..Queue::default() };
-        SharedCache { pool: Mutex::new(Pool { kv, runner }), queue: Mutex::new(queue), ready: Condvar::new(), n_ubatch }
+        let hybrid = kv.recurrent().is_some();
+        SharedCache {
+            pool: Mutex::new(Pool { kv, runner }),
+            queue: Mutex::new(queue),
+            ready: Condvar::new(),
+            n_ubatch,
+            hybrid,
+        }
     }
 
     /// The pool, for operations outside evaluation (removal, snapshots).
@@ -233,8 +242,13 @@ impl SharedCache {
         let mut taken = Vec::new();
         let mut n = 0;
         let mut rest = Vec::new();
+        // A model with recurrent layers steps several sequences together
+        // only with as many tokens each.
+        let same_len = self.hybrid;
         for sub in q.pending.drain(..) {
-            if taken.is_empty() || n + sub.tokens.len() <= self.n_ubatch {
+            let fits = !same_len || taken.first().is_none_or(|f: &Submission| f.tokens.len() == sub.tokens.len());
+            let dup = taken.iter().any(|t: &Submission| t.seq == sub.seq);
+            if taken.is_empty() || (fits && !dup && n + sub.tokens.len() <= self.n_ubatch) {
                 n += sub.tokens.len();
                 taken.push(sub);
             } else {

@@ -31,6 +31,7 @@ pub mod tt {
     pub const F16: u32 = 1;
     pub const Q4_0: u32 = 2;
     pub const Q8_0: u32 = 8;
+    pub const Q4_K: u32 = 12;
     pub const I8: u32 = 24;
 }
 
@@ -308,6 +309,26 @@ pub fn put_str(out: &mut Vec<u8>, s: &str) {
 
 pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Bytes of one Q4_K block of 256 values: f16 d, f16 dmin, 12 scale bytes, 128 nibble bytes.
+pub const Q4_K_BLOCK: usize = 144;
+
+/// Random Q4_K data for `n` values: fixed small scales (2^-9, 2^-10 in
+/// f16) so every value is finite, random 6-bit sub-scales and nibbles.
+pub fn q4_k(n: u64, rng: &mut Rng) -> Vec<u8> {
+    assert_eq!(n % 256, 0, "Q4_K rows hold whole blocks");
+    let blocks = (n / 256) as usize;
+    let mut out = vec![0u8; blocks * Q4_K_BLOCK];
+    for b in out.chunks_exact_mut(Q4_K_BLOCK) {
+        b[0..2].copy_from_slice(&0x1800u16.to_le_bytes());
+        b[2..4].copy_from_slice(&0x1400u16.to_le_bytes());
+        for chunk in b[4..].chunks_mut(8) {
+            let r = rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+    }
+    out
 }
 
 /// A small deterministic generator (xorshift64*), so tests need no seed files.

@@ -8,6 +8,7 @@ pub mod mistral3;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen35;
 pub mod qwen3moe;
 
 use super::decoder::{self, Recipe};
@@ -27,11 +28,23 @@ pub enum Arch {
     Gemma3,
     Mistral3,
     GptOss,
+    Qwen35,
+    Qwen35Moe,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 8] =
-        [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Qwen3Moe, Arch::Phi3, Arch::Gemma3, Arch::Mistral3, Arch::GptOss];
+    pub const ALL: [Arch; 10] = [
+        Arch::Llama,
+        Arch::Qwen2,
+        Arch::Qwen3,
+        Arch::Qwen3Moe,
+        Arch::Phi3,
+        Arch::Gemma3,
+        Arch::Mistral3,
+        Arch::GptOss,
+        Arch::Qwen35,
+        Arch::Qwen35Moe,
+    ];
 
     pub fn from_name(name: &str) -> Option<Arch> {
         Arch::ALL.into_iter().find(|a| a.name() == name)
@@ -52,6 +65,8 @@ impl Arch {
             Arch::Gemma3 => "gemma3",
             Arch::Mistral3 => "mistral3",
             Arch::GptOss => "gpt-oss",
+            Arch::Qwen35 => "qwen35",
+            Arch::Qwen35Moe => "qwen35moe",
         }
     }
 
@@ -66,6 +81,8 @@ impl Arch {
             Arch::Gemma3 => gemma3::HP,
             Arch::Mistral3 => mistral3::HP,
             Arch::GptOss => gpt_oss::HP,
+            Arch::Qwen35 => qwen35::HP,
+            Arch::Qwen35Moe => qwen35::HP_MOE,
         }
     }
 
@@ -80,7 +97,7 @@ impl Arch {
             Arch::Phi3 => Some(phi3::RECIPE),
             Arch::Gemma3 => Some(gemma3::RECIPE),
             Arch::Mistral3 => Some(mistral3::RECIPE),
-            Arch::GptOss => None,
+            Arch::GptOss | Arch::Qwen35 | Arch::Qwen35Moe => None,
         }
     }
 
@@ -89,7 +106,17 @@ impl Arch {
         match (self, self.recipe()) {
             (_, Some(r)) => decoder::tensors(hp, &r),
             (Arch::GptOss, None) => gpt_oss::tensors(hp),
+            (Arch::Qwen35 | Arch::Qwen35Moe, None) => qwen35::tensors(hp),
             (a, None) => unreachable!("{} has a recipe or a builder", a.name()),
+        }
+    }
+
+    /// What the tensor list alone cannot say (one of two optional layouts
+    /// must be there): `has` tells whether the file holds a tensor.
+    pub fn check_tensors(self, hp: &HParams, has: &dyn Fn(&str) -> bool) -> Result<(), String> {
+        match self {
+            Arch::Qwen35 | Arch::Qwen35Moe => qwen35::check(hp, has),
+            _ => Ok(()),
         }
     }
 
@@ -98,6 +125,7 @@ impl Arch {
         match (self, self.recipe()) {
             (_, Some(r)) => decoder::build(g, &r),
             (Arch::GptOss, None) => gpt_oss::build(g),
+            (Arch::Qwen35 | Arch::Qwen35Moe, None) => qwen35::build(g),
             (a, None) => unreachable!("{} has a recipe or a builder", a.name()),
         }
     }
