@@ -1,8 +1,12 @@
 //! Tool calls: how the tools a request offers reach the model, and how calls
 //! in the model's text come back as structured calls. Conventions:
 //! Hermes/Qwen (`<tool_call>{"name": …, "arguments": …}</tool_call>`, any
-//! number of them) and, failing that, a reply that is one JSON object naming
-//! a function (`{"name": …, "arguments"|"parameters": …}`, bare or fenced).
+//! number of them), the XML form Qwen3.5 and Qwen3-Coder write inside the
+//! same tags (`<function=NAME><parameter=P>…`, see `xml`), and, failing
+//! that, a reply that is one JSON object naming a function (`{"name": …,
+//! "arguments"|"parameters": …}`, bare or fenced).
+mod xml;
+
 use serde_json::{json, Value};
 
 /// One call parsed from the model's text.
@@ -53,6 +57,21 @@ pub fn parse(text: &str) -> Parsed {
             Some(b) => (&rest[body_start..body_start + b], body_start + b + CLOSE.len()),
             None => (&rest[body_start..], rest.len()),
         };
+        if xml::is_xml(body) {
+            match xml::call(body) {
+                Ok(c) => {
+                    out.text.push_str(&rest[..a]);
+                    out.calls.push(c);
+                }
+                Err(e) => {
+                    let n = out.calls.len() + out.malformed.len() + 1;
+                    out.malformed.push(format!("tool call {n}: {e}"));
+                    out.text.push_str(&rest[..next]);
+                }
+            }
+            rest = &rest[next..];
+            continue;
+        }
         match serde_json::from_str::<Value>(body.trim()) {
             Ok(v) => match call_of(&v) {
                 Some(c) => {
@@ -243,6 +262,19 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn qwen35_xml_calls_are_parsed_beside_hermes_ones() {
+        let p = parse(
+            "Let me look.\n<tool_call>\n<function=read_file>\n<parameter=path>\nsrc/a.rs\n</parameter>\n</function>\n</tool_call>\n\
+             <tool_call>\n{\"name\": \"ls\", \"arguments\": {}}\n</tool_call>",
+        );
+        assert_eq!(p.text, "Let me look.");
+        assert_eq!(p.calls[0], ToolCall { name: "read_file".into(), arguments: json!({"path": "src/a.rs"}) });
+        assert_eq!(p.calls[1].name, "ls");
+        let p = parse("<tool_call>\n<function=read_file>\n<parameter=path>\nx\n</tool_call>");
+        assert!(p.calls.is_empty() && p.malformed[0].contains("not closed"), "{p:?}");
+    }
 
     #[test]
     fn hermes_calls_are_parsed_and_prose_kept() {
