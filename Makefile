@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv clients clients-smollm2 llama-tools run test test-fast test-models lint bench bench-llama bench-moe bench-spec bench-concurrency replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv clients clients-smollm2 llama-src llama-tools run test test-fast test-models lint bench bench-llama bench-moe bench-qwen35 bench-hybrid-replay bench-spec bench-concurrency replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -77,11 +77,17 @@ clients-smollm2: models clients
 LLAMA_CPP_PYTHON ?= 0.3.36
 LLAMA_DIR := target/llama.cpp-$(LLAMA_CPP_PYTHON)
 LLAMA_BIN := $(LLAMA_DIR)/build/bin
-llama-tools: $(LLAMA_BIN)/.ready
-$(LLAMA_BIN)/.ready: | pyenv
+# The sources alone (no build) also give the tests the chat templates of the
+# model families llama.cpp tests with (models/templates/*.jinja).
+LLAMA_SRC := $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp
+llama-src: $(LLAMA_SRC)/.ready
+$(LLAMA_SRC)/.ready: | pyenv
 	mkdir -p $(LLAMA_DIR)
 	cd $(LLAMA_DIR) && ../../$(PYENV)/bin/pip download -q --disable-pip-version-check --no-binary :all: --no-deps \
 		llama-cpp-python==$(LLAMA_CPP_PYTHON) -d sdist && tar xzf sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz
+	touch $@
+llama-tools: $(LLAMA_BIN)/.ready
+$(LLAMA_BIN)/.ready: | $(LLAMA_SRC)/.ready
 	cmake -S $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp -B $(LLAMA_DIR)/build \
 		-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
 		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DCMAKE_RUNTIME_OUTPUT_DIRECTORY=$(CURDIR)/$(LLAMA_BIN)
@@ -104,7 +110,7 @@ FAST_TESTS := arch_oracle quant_types fuzz_corpus tokenizer_spec gguf_bad pull_l
 MODEL_TESTS := agent_session crash_safety conversation server_http server_responses server_clients eval transcript swa_pool \
 	tokenizer_oracle perplexity oracle_logits decache_oracle flash_attn reuse_oracle session_file speculation sequences_oracle \
 	rpc_loopback gpu_offload
-test: models pyenv clients
+test: models pyenv clients llama-src
 	@all=$$(ls tests/*.rs | xargs -n1 basename | sed 's/\.rs$$//' | sort); \
 	tiers=$$(echo $(FAST_TESTS) $(MODEL_TESTS) | tr ' ' '\n' | sort); \
 	if [ "$$all" != "$$tiers" ]; then echo "tests/ and the tiers differ:"; diff <(echo "$$all") <(echo "$$tiers"); exit 1; fi
@@ -112,7 +118,7 @@ test: models pyenv clients
 	$(MAKE) --no-print-directory test-fast
 	$(MAKE) --no-print-directory test-models
 
-test-fast: models pyenv clients
+test-fast: models pyenv clients llama-src
 	$(CARGO) test --release --doc
 	$(CARGO) test --release --lib $(addprefix --test ,$(FAST_TESTS)) -- --test-threads=1
 
@@ -201,6 +207,22 @@ $(MOE_FILE): examples/gen_moe.rs tests/common/gguf_writer.rs
 bench-moe: build llama-tools $(MOE_FILE)
 	python3 scripts/bench-llama.py --decache $(BIN) --llama-bench $(LLAMA_BIN)/llama-bench -t 2 \
 		--model $(MOE_FILE):0 --fa default,0 --rounds 3 --md target/bench-moe.md --json target/bench-moe.json
+
+# Hybrid recurrent layers (issue 20): a random-weight qwen35 file with 8 layers
+# of Qwen3.5-2B's shapes (examples/gen_qwen35.rs, Q4_K: 6 gated-delta-net
+# layers, 2 attention), decache bench beside llama-bench, defaults and -fa off.
+QWEN35_FILE := target/qwen35-2b-8l.gguf
+$(QWEN35_FILE): examples/gen_qwen35.rs tests/common/qwen35_file.rs tests/common/gguf_writer.rs
+	$(CARGO) run --release --example gen_qwen35 -- $@ 8
+bench-qwen35: build llama-tools $(QWEN35_FILE)
+	python3 scripts/bench-llama.py --decache $(BIN) --llama-bench $(LLAMA_BIN)/llama-bench -t 2 \
+		--model $(QWEN35_FILE):0 --fa default,0 --rounds 3 --md target/bench-qwen35.md --json target/bench-qwen35.json
+
+# A pruned agent history on the same qwen35 file through decache serve and
+# llama-server: prompt tokens each evaluated per turn (about 10 minutes).
+bench-hybrid-replay: build llama-tools $(QWEN35_FILE)
+	python3 scripts/bench-hybrid-replay.py --decache $(BIN) --llama-server $(LLAMA_BIN)/llama-server -t 2 \
+		--model $(QWEN35_FILE) --md target/bench-hybrid-replay.md --json target/bench-hybrid-replay.json
 
 # Draft-free speculative decoding (issue 21): an edit, a quote and free prose,
 # greedy, decache serve --spec off/auto against llama-server plain and with

@@ -252,3 +252,61 @@ fn a_session_file_carries_the_recurrent_state() {
     let e = conv().load(&saved).unwrap_err().to_string();
     assert!(e.contains("chat.session"), "{e}");
 }
+
+/// Qwen3.5's own chat template (from the llama.cpp sources `make llama-src`
+/// fetches) drops the thinking of earlier turns when it renders the next
+/// request. The subconscious match still hits: the dropped `<think>` span is
+/// deleted in place (the recurrent state keeps its trace), the rest of the
+/// turn is reused, only the new message is prefilled.
+#[test]
+fn qwen35_template_dropping_earlier_thinking_still_hits_the_cache() {
+    use decache::session::reuse::HitKind;
+    use decache::session::PositionPolicy;
+    use decache::tokenizer::{ChatMessage, ChatTemplate};
+    let templates = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/llama.cpp-0.3.36/llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates");
+    let src = std::fs::read_to_string(templates.join("Qwen3.5-4B.jinja"))
+        .unwrap_or_else(|e| panic!("{}: {e} (make llama-src fetches it)", templates.display()));
+    let t = ChatTemplate::new(&src).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(dir.path());
+    let model = Arc::new(Model::load(&path, &LoadOptions::default()).unwrap());
+    let cfg = SessionConfig { n_ctx: 2048, n_threads: 2, flash_attn: true, ..SessionConfig::default() };
+    let mut s = Session::new(model.clone(), cfg).unwrap();
+    let tok = |text: &str| model.tokenizer.encode(text, false, true).unwrap();
+    let thinking = "The user wants a sum. Two and two make four; answer in one word.";
+    // The generation prompt opens the thinking; the model writes the rest.
+    let generated = format!("{thinking}\n</think>\n\nFour: two pairs of one make four in all.");
+    let reply = format!("<think>\n{generated}");
+    let history = vec![ChatMessage::new("system", "You are terse."), ChatMessage::new("user", "What is two and two?")];
+    // Turn 1 as the server caches it: the prompt, the generated reply, its end.
+    let prompt1 = t.render(&history, true).unwrap();
+    assert!(prompt1.ends_with("<|im_start|>assistant\n<think>\n"), "{prompt1:?}");
+    let turn1 = format!("{prompt1}{generated}<|im_end|>\n");
+    s.eval(&tok(&turn1), false).unwrap();
+    let absorbed = s.recurrent_state().unwrap().0;
+    // Turn 2 as the client sends it: the template drops turn 1's thinking.
+    let mut next = history.clone();
+    next.push(ChatMessage::new("assistant", reply.clone()));
+    next.push(ChatMessage::new("user", "And three and three?"));
+    let req = t.render(&next, true).unwrap();
+    assert!(!req.contains(thinking) && req.contains("Four: two pairs"), "the template dropped the thinking: {req}");
+    let new = tok(&req);
+    // Chunks longer than 8 tokens, the server's default (--subconscious-min).
+    let r = s.reuse(&new, Some(8), PositionPolicy::Keep).unwrap();
+    assert_eq!(r.kind(), HitKind::Subconscious, "{:?}", r.plan);
+    let dropped = tok(&format!("\n{thinking}\n")).len();
+    assert!(r.removed >= dropped, "the thinking's {dropped} tokens are deleted in place ({} removed)", r.removed);
+    let user2 = tok("<|im_start|>user\nAnd three and three?<|im_end|>\n<|im_start|>assistant\n<think>\n").len();
+    let prefilled = r.plan.prefilled(new.len());
+    assert!(prefilled <= user2 + 2, "only the new message is prefilled: {prefilled} of {} tokens", new.len());
+    assert_eq!(s.recurrent_state().unwrap().0, absorbed, "the state keeps the thinking's trace");
+    let logits = s.eval(&new[r.plan.reused..], false).unwrap();
+    assert!(logits.iter().all(|x| x.is_finite()));
+    eprintln!(
+        "Qwen3.5 template, thinking dropped: {} of {} tokens reused, {} removed in place, {prefilled} prefilled",
+        r.plan.reused,
+        new.len(),
+        r.removed
+    );
+}

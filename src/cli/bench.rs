@@ -81,6 +81,11 @@ pub struct BenchArgs {
     /// Chunks must be longer than this (llama.cpp's --cache-reuse gets it + 1).
     #[arg(long = "subconscious-min", default_value_t = 8)]
     pub subconscious_min: usize,
+    /// With --replay: write each turn's prompt, rendered by the model's chat
+    /// template, to FILE (a JSON array of strings) instead of replaying, so
+    /// that real servers can be sent the same requests.
+    #[arg(long = "write-prompts", value_name = "FILE", requires = "replay")]
+    pub write_prompts: Option<std::path::PathBuf>,
 }
 
 struct Row {

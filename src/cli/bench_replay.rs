@@ -12,6 +12,13 @@ pub fn run(a: &BenchArgs, model: &Arc<Model>, threads: usize) -> Result<(), deca
     }
     let template = chat_template(model, None)?;
     let requests = agent_requests(a.turns, a.window, a.placeholders);
+    if let Some(path) = &a.write_prompts {
+        let prompts = requests.iter().map(|m| template.render(m, true)).collect::<Result<Vec<_>, _>>()?;
+        let json = serde_json::to_string_pretty(&prompts).expect("strings serialize");
+        std::fs::write(path, json).map_err(|source| decache::Error::Io { path: path.clone(), source })?;
+        outln!("wrote {} prompts to {}", prompts.len(), path.display());
+        return Ok(());
+    }
     // A cache big enough for the longest request, as a server would be given.
     let longest = requests.last().map(|m| template.render(m, true)).transpose()?.map_or(0, |t| t.len());
     let n_ctx = a.ctx_size.max((longest / 2).next_multiple_of(1024));

@@ -461,6 +461,7 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         outcome
     };
     let t_reuse = std::time::Instant::now();
+    let reevaluated_before = session.reevaluated();
     let mut reuse = match session.reuse(&job.tokens, cfg.min_chunk, cfg.positions) {
         Ok(r) => r,
         Err(e @ crate::Error::Kv(KvError::WindowShift { .. })) => start_over(session, 0, &e),
@@ -535,7 +536,8 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         text,
         stop_hit: stop.hit().map(str::to_string),
         cache_n: cached,
-        prompt_n: rest.len() + in_place,
+        // (A hybrid model's rewind evaluates live tokens again: counted.)
+        prompt_n: rest.len() + in_place + (session.reevaluated() - reevaluated_before) as usize,
         prompt_ms: gen.prompt_ms + reuse_ms,
         predicted_n: gen.tokens.len(),
         predicted_ms: gen.gen_ms,

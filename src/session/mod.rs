@@ -49,6 +49,8 @@ pub struct Session {
     recorder: Option<record::Recorder>,
     /// Inside `generate` (its evaluations are recorded as tokens).
     generating: bool,
+    /// Tokens evaluated again by rewinds of the recurrent state, so far.
+    reevaluated: u64,
 }
 
 /// The sliding-window layers' own pool, when the model has such layers and
@@ -151,7 +153,7 @@ impl Session {
         // Compute memory for the largest step: a full micro-batch over the whole cache.
         runner.reserve(&model, &kv, cfg.n_ubatch.min(kv.size()))?;
         let shared = Arc::new(shared::SharedCache::new(kv, runner, cfg.n_ubatch));
-        Ok(Session { model, cfg, shared, seq: 0, next_pos: 0, recorder: None, generating: false })
+        Ok(Session { model, cfg, shared, seq: 0, next_pos: 0, recorder: None, generating: false, reevaluated: 0 })
     }
 
     /// Another sequence of this session's cache, empty: it shares the
@@ -170,6 +172,7 @@ impl Session {
             next_pos: 0,
             recorder: None,
             generating: false,
+            reevaluated: 0,
         })
     }
 

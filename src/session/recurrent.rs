@@ -47,6 +47,7 @@ impl Session {
         if !tokens.is_empty() {
             tracing::info!(from, tokens = tokens.len(), "recurrent state rewound: evaluating the live tokens again");
             self.eval_unrecorded(&tokens, &positions, false)?;
+            self.reevaluated += tokens.len() as u64;
         }
         Ok(Some(Rewound { from, reevaluated: tokens.len() }))
     }
@@ -80,6 +81,11 @@ impl Session {
                 r.checkpoint(seq);
             }
         }
+    }
+
+    /// Tokens evaluated again by rewinds so far (a request's prefill counts them).
+    pub fn reevaluated(&self) -> u64 {
+        self.reevaluated
     }
 
     /// The recurrent state's checkpoints of this sequence: the last position

@@ -98,7 +98,8 @@ pub struct ReuseOptions {
     pub min_chunk: Option<usize>,
     /// Look past new tokens for the next chunk and evaluate them in place
     /// (replaced spans). Off, the match ends at the first new token after
-    /// a chunk (deleted spans only: the matcher before replaced spans).
+    /// a chunk (deleted spans only: the matcher before replaced spans, and the one
+    /// hybrid models use, whose recurrent state takes tokens in order).
     pub replace: bool,
 }
 
@@ -450,6 +451,13 @@ impl Session {
         let pos: Vec<Pos> = chain.iter().map(|&(p, _)| p).collect();
         let resume_at =
             |keep: &[bool]| pos.iter().zip(keep).filter(|(_, &k)| k).map(|(&p, _)| p + 1).max().unwrap_or(0);
+        // A recurrent state takes tokens in order: a span replaced in place
+        // would come before cached tokens it has absorbed. Hybrid models
+        // match chunks with deletions only; what follows the last chunk is
+        // prefilled after it (the state rewinds there first if the cached
+        // tail goes).
+        let hybrid_opts = ReuseOptions { replace: false, ..*opts };
+        let opts = if self.is_hybrid() { &hybrid_opts } else { opts };
         // Each matcher's plan as the position policy and the free cells let
         // it be carried out; the best of them.
         let placed = plans(&tokens, new, opts).into_iter().map(|mut plan| {
@@ -458,13 +466,6 @@ impl Session {
             plan
         });
         let mut plan = best(placed.collect());
-        if self.is_hybrid() && !plan.replaced.is_empty() {
-            // A recurrent state takes tokens in order: a span replaced in
-            // place would come before cached tokens it has absorbed. Reuse
-            // what precedes the first replaced span; the rest is prefilled
-            // after it (the state rewinds to there first).
-            plan.stop_before(0);
-        }
         // Where the plan goes on from cached tokens: the first position of
         // each replaced span, then after the last kept token. The
         // sliding-window layers must hold what a query there sees (checked
