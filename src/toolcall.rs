@@ -2,9 +2,11 @@
 //! in the model's text come back as structured calls. Conventions:
 //! Hermes/Qwen (`<tool_call>{"name": …, "arguments": …}</tool_call>`, any
 //! number of them), the XML form Qwen3.5 and Qwen3-Coder write inside the
-//! same tags (`<function=NAME><parameter=P>…`, see `xml`), and, failing
+//! same tags (`<function=NAME><parameter=P>…`, see `xml`), Gemma 4's
+//! `<|tool_call>call:NAME{…}<tool_call|>` (see `gemma4`), and, failing
 //! that, a reply that is one JSON object naming a function (`{"name": …,
 //! "arguments"|"parameters": …}`, bare or fenced).
+mod gemma4;
 mod xml;
 
 use serde_json::{json, Value};
@@ -46,58 +48,50 @@ fn call_of(v: &Value) -> Option<ToolCall> {
     Some(ToolCall { name, arguments })
 }
 
+/// A Hermes `<tool_call>` body: JSON, or Qwen3.5's XML form.
+fn hermes_call(body: &str) -> Result<ToolCall, String> {
+    if xml::is_xml(body) {
+        return xml::call(body);
+    }
+    match serde_json::from_str::<Value>(body.trim()) {
+        Ok(v) => call_of(&v)
+            .ok_or_else(|| format!("needs {{\"name\": string, \"arguments\": object}}, got {}", cut(body.trim(), 200))),
+        Err(e) => Err(format!("its body is not valid JSON ({e}): {}", cut(body.trim(), 200))),
+    }
+}
+
 /// Split `text` into prose and tool calls. Text that holds no well-formed
 /// call comes back whole as text.
 pub fn parse(text: &str) -> Parsed {
+    // Gemma 4 writes its own tags; everything else the Hermes ones.
+    let (open, close, body_call): (&str, &str, fn(&str) -> Result<ToolCall, String>) = if text.contains(gemma4::OPEN) {
+        (gemma4::OPEN, gemma4::CLOSE, gemma4::call)
+    } else {
+        (OPEN, CLOSE, hermes_call)
+    };
     let mut out = Parsed::default();
     let mut rest = text;
-    while let Some(a) = rest.find(OPEN) {
-        let body_start = a + OPEN.len();
-        let (body, next) = match rest[body_start..].find(CLOSE) {
-            Some(b) => (&rest[body_start..body_start + b], body_start + b + CLOSE.len()),
+    while let Some(a) = rest.find(open) {
+        let body_start = a + open.len();
+        let (body, next) = match rest[body_start..].find(close) {
+            Some(b) => (&rest[body_start..body_start + b], body_start + b + close.len()),
             None => (&rest[body_start..], rest.len()),
         };
-        if xml::is_xml(body) {
-            match xml::call(body) {
-                Ok(c) => {
-                    out.text.push_str(&rest[..a]);
-                    out.calls.push(c);
-                }
-                Err(e) => {
-                    let n = out.calls.len() + out.malformed.len() + 1;
-                    out.malformed.push(format!("tool call {n}: {e}"));
-                    out.text.push_str(&rest[..next]);
-                }
+        match body_call(body) {
+            Ok(c) => {
+                out.text.push_str(&rest[..a]);
+                out.calls.push(c);
             }
-            rest = &rest[next..];
-            continue;
-        }
-        match serde_json::from_str::<Value>(body.trim()) {
-            Ok(v) => match call_of(&v) {
-                Some(c) => {
-                    out.text.push_str(&rest[..a]);
-                    out.calls.push(c);
-                }
-                None => {
-                    out.malformed.push(format!(
-                        "tool call {}: needs {{\"name\": string, \"arguments\": object}}, got {}",
-                        out.calls.len() + out.malformed.len() + 1,
-                        cut(body.trim(), 200)
-                    ));
-                    out.text.push_str(&rest[..next]);
-                }
-            },
             Err(e) => {
-                out.malformed.push(format!(
-                    "tool call {}: its body is not valid JSON ({e}): {}",
-                    out.calls.len() + out.malformed.len() + 1,
-                    cut(body.trim(), 200)
-                ));
+                let n = out.calls.len() + out.malformed.len() + 1;
+                out.malformed.push(format!("tool call {n}: {e}"));
                 out.text.push_str(&rest[..next]);
             }
         }
         rest = &rest[next..];
     }
+    // Gemma 4 ends its calls with the token that opens the runtime's answer.
+    let rest = if out.calls.is_empty() { rest } else { rest.strip_suffix("<|tool_response>").unwrap_or(rest) };
     out.text.push_str(rest);
     if out.calls.is_empty() {
         // The generic fallback: the whole reply is one call object.
@@ -135,7 +129,9 @@ pub fn may_be_call(reply_so_far: &str) -> bool {
     if t.starts_with('{') || t.starts_with("```") || (!t.is_empty() && "```".starts_with(t)) {
         return true;
     }
-    reply_so_far.contains(OPEN) || (1..OPEN.len()).any(|n| reply_so_far.ends_with(&OPEN[..n]))
+    [OPEN, gemma4::OPEN]
+        .iter()
+        .any(|open| reply_so_far.contains(open) || (1..open.len()).any(|n| reply_so_far.ends_with(&open[..n])))
 }
 
 /// The system-prompt text that offers `tools` to a model whose chat template
@@ -262,6 +258,19 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn gemma4_calls_are_parsed_and_held_back_while_streaming() {
+        let p = parse(
+            "Checking.<|tool_call>call:get_weather{city:<|\"|>Paris<|\"|>}<tool_call|><|tool_call>call:ls{}<tool_call|><|tool_response>",
+        );
+        assert_eq!(p.text, "Checking.");
+        assert_eq!(p.calls[0], ToolCall { name: "get_weather".into(), arguments: json!({"city": "Paris"}) });
+        assert_eq!(p.calls[1].name, "ls");
+        assert!(may_be_call("Checking.<|tool_ca") && may_be_call("x <|tool_call>call:ls"));
+        let p = parse("<|tool_call>call:ls{path:src}<tool_call|>");
+        assert!(p.calls.is_empty() && p.malformed[0].contains("not a value"), "{p:?}");
+    }
 
     #[test]
     fn qwen35_xml_calls_are_parsed_beside_hermes_ones() {

@@ -167,3 +167,46 @@ fn long_conversations_stay_within_the_template_step_budget() {
     let out = t.render(&msgs, true).unwrap();
     assert!(out.contains("message 19999") && out.ends_with("<|im_start|>assistant\n"));
 }
+
+/// The chat templates llama.cpp tests with (its sources, `make llama-src`).
+fn llama_template(name: &str) -> ChatTemplate {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/llama.cpp-0.3.36/llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates");
+    let src = std::fs::read_to_string(dir.join(name))
+        .unwrap_or_else(|e| panic!("{}: {e} (make llama-src fetches it)", dir.display()));
+    ChatTemplate::new(&src).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Qwen3.5's and Gemma 4's own templates write an assistant's tool calls
+/// (from OpenAI-shaped `tool_calls`); what they write parses back to the
+/// same calls, so a model that answers as its template taught it is
+/// understood.
+#[test]
+fn the_2026_families_tool_calls_parse_back_from_their_templates() {
+    use serde_json::json;
+    let args = json!({"city": "Paris", "days": 2, "deep": {"units": "c", "flags": [true, false]}});
+    let tools =
+        vec![json!({"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
+        "deep": {"type": "object"}}, "required": ["city"]}}})];
+    let messages = vec![
+        json!({"role": "system", "content": "You are terse."}),
+        json!({"role": "user", "content": "Weather in Paris?"}),
+        json!({"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "get_weather", "arguments": args}}]}),
+    ];
+    for (name, open) in [("Qwen3.5-4B.jinja", "<tool_call>"), ("google-gemma-4-31B-it.jinja", "<|tool_call>")] {
+        let t = llama_template(name);
+        let text = t.render_json(&messages, Some(&tools), false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let at = text.rfind(open).unwrap_or_else(|| panic!("{name} wrote no call: {text}"));
+        let p = decache::toolcall::parse(&text[at..]);
+        assert!(p.malformed.is_empty(), "{name}: {:?} in {}", p.malformed, &text[at..]);
+        assert_eq!(p.calls.len(), 1, "{name}: {}", &text[at..]);
+        assert_eq!(
+            (p.calls[0].name.as_str(), &p.calls[0].arguments),
+            ("get_weather", &args),
+            "{name}: {}",
+            &text[at..]
+        );
+    }
+}
