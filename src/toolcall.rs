@@ -48,6 +48,9 @@ fn call_of(v: &Value) -> Option<ToolCall> {
     Some(ToolCall { name, arguments })
 }
 
+/// Reads one call's body (between its tags).
+type BodyParser = fn(&str) -> Result<ToolCall, String>;
+
 /// A Hermes `<tool_call>` body: JSON, or Qwen3.5's XML form.
 fn hermes_call(body: &str) -> Result<ToolCall, String> {
     if xml::is_xml(body) {
@@ -64,7 +67,7 @@ fn hermes_call(body: &str) -> Result<ToolCall, String> {
 /// call comes back whole as text.
 pub fn parse(text: &str) -> Parsed {
     // Gemma 4 writes its own tags; everything else the Hermes ones.
-    let (open, close, body_call): (&str, &str, fn(&str) -> Result<ToolCall, String>) = if text.contains(gemma4::OPEN) {
+    let (open, close, body_call): (&str, &str, BodyParser) = if text.contains(gemma4::OPEN) {
         (gemma4::OPEN, gemma4::CLOSE, gemma4::call)
     } else {
         (OPEN, CLOSE, hermes_call)
