@@ -142,3 +142,46 @@ fn a_reply_taken_back_leaves_the_cache_as_before() {
     let all: Vec<u32> = model.tokenizer.encode(&render(&c), false, true).unwrap();
     assert_eq!(all.len(), c.session.next_pos() as usize, "cache and rendering agree after a cancelled reply");
 }
+
+/// With a boundary refresh, forgetting a segment re-evaluates the first `k`
+/// kept tokens after it, at their own positions: the conversation then
+/// continues exactly as a session that removed the span and refreshed by
+/// hand, and differently from one that did not refresh.
+#[test]
+fn forgetting_with_a_refresh_reevaluates_the_tokens_after_the_gap() {
+    let model = Arc::new(Model::load(&smollm2(), &LoadOptions::default()).unwrap());
+    let build = |refresh: usize| {
+        let mut c = conversation(&model, 512);
+        c.refresh = refresh;
+        c.push("user", USER, SegmentKind::User).unwrap();
+        c.push("user", "And the one before it?", SegmentKind::User).unwrap();
+        c
+    };
+    let reminder = |c: &Conversation| {
+        c.segments
+            .iter()
+            .find(|s| matches!(s.kind, SegmentKind::SystemReminder { .. }))
+            .map(|s| (s.id, s.p0, s.p1))
+            .unwrap()
+    };
+    let next = model.tokenizer.encode("<|im_start|>assistant\n", false, true).unwrap();
+    let mut a = build(8);
+    let chain = a.session.live_chain();
+    let (id, p0, p1) = reminder(&a);
+    a.forget_segment(id, Reason::Manual).unwrap();
+    assert_eq!(a.stats.tokens_refreshed, 8);
+    let kept: Vec<_> = chain.iter().filter(|(p, _)| !(p0..p1).contains(p)).copied().collect();
+    assert_eq!(a.session.live_chain(), kept, "the same tokens at the same positions");
+    let with = a.session.eval(&next, false).unwrap();
+    // By hand: the same removal, then `Session::refresh` of the 8 tokens.
+    let mut b = build(0);
+    b.session.remove_range(p0, p1, decache::session::Gap::Keep).unwrap();
+    b.session.refresh(&[p1], 8).unwrap();
+    assert_eq!(b.session.eval(&next, false).unwrap(), with);
+    // Without the refresh the continuation differs.
+    let mut c = build(0);
+    let (id, ..) = reminder(&c);
+    c.forget_segment(id, Reason::Manual).unwrap();
+    assert_eq!(c.stats.tokens_refreshed, 0);
+    assert_ne!(c.session.eval(&next, false).unwrap(), with);
+}

@@ -93,3 +93,26 @@ fn bad_recurrent_keys_are_refused_by_name() {
     let e = Model::load(&path, &LoadOptions::default()).err().expect("refused").to_string();
     assert!(e.contains("ssm.state_size") && e.contains("missing"), "{e}");
 }
+
+/// `--refresh` is refused by name where it cannot work: on a hybrid model
+/// (chat, agent), and on the server, whose reuse does not refresh yet.
+#[test]
+fn refresh_is_refused_where_it_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.gguf");
+    qwen35(&Qwen35Shape::tiny(), 3).write(&path);
+    for (args, says) in [
+        (vec!["chat", "--refresh", "4"], "not available for hybrid models"),
+        (vec!["serve", "--refresh", "4"], "server's reuse does not refresh"),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_decache"))
+            .args(&args)
+            .arg("-m")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -234,6 +234,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
     let positions = a.decache.positions()?;
     let cfg = a.ctx.session_config()?;
     let (model, _) = load_model(&a.model)?;
+    let refresh = a.decache.refresh(&model)?;
     let template = chat_template(&model, a.chat_template_file.as_ref())?;
     let harmony = decache::harmony::is_harmony(template.source());
     super::load::warn_ctx(&model, cfg.n_ctx);
@@ -245,6 +246,7 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
         .transpose()?;
     let mut conv = Conversation::new(session, template, policy);
     conv.positions = positions;
+    conv.refresh = refresh;
     let limits = Limits { command_timeout: Duration::from_secs(a.command_timeout.clamp(1, 600)), ..Limits::default() };
     let log = match (&resumed, a.no_log) {
         (_, true) => None,

@@ -258,6 +258,10 @@ pub struct DecacheArgs {
     /// Position policy after forgetting: keep, shift or auto.
     #[arg(long = "positions", default_value = "auto")]
     pub positions: String,
+    /// Boundary refresh: after forgetting, evaluate the first N kept tokens
+    /// after each forgotten span again, without it (0: off; see `decache eval --refresh`).
+    #[arg(long = "refresh", default_value_t = 0, value_name = "N")]
+    pub refresh: usize,
 }
 
 impl DecacheArgs {
@@ -278,5 +282,18 @@ impl DecacheArgs {
 
     pub fn positions(&self) -> Result<decache::session::PositionPolicy, decache::Error> {
         self.positions.parse().map_err(decache::Error::InvalidArgument)
+    }
+
+    /// `--refresh`, checked against the model: a hybrid model's recurrent
+    /// state cannot take kept tokens a second time.
+    pub fn refresh(&self, model: &decache::model::Model) -> Result<usize, decache::Error> {
+        if self.refresh > 0 && model.hparams.recurrent.is_some() {
+            return Err(decache::Error::InvalidArgument(format!(
+                "--refresh {}: boundary refresh is not available for hybrid models ({}): their recurrent layers \
+                 absorb each token once, in order",
+                self.refresh, model.hparams.arch
+            )));
+        }
+        Ok(self.refresh)
     }
 }

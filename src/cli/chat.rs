@@ -47,6 +47,7 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
     let params = a.sampling.params();
     params.validate()?;
     let (model, _) = load_model(&a.model)?;
+    let refresh = a.decache.refresh(&model)?;
     let template = chat_template(&model, a.chat_template_file.as_ref())?;
     super::load::warn_ctx(&model, cfg.n_ctx);
     // One transcript across `/clear`: a new conversation's session records
@@ -67,6 +68,7 @@ pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
         }
         let mut c = Conversation::new(session, template.clone(), policy.clone());
         c.positions = positions;
+        c.refresh = refresh;
         if let Some(sys) = &a.system {
             c.push("system", sys, SegmentKind::System)?;
         }

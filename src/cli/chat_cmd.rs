@@ -30,6 +30,7 @@ impl Chat {
     pub fn reset(&mut self, mut conv: Conversation) {
         conv.policy = self.conv.policy.clone();
         conv.positions = self.conv.positions;
+        conv.refresh = self.conv.refresh;
         self.conv = conv;
     }
 }

@@ -97,6 +97,13 @@ pub struct ServeArgs {
 
 pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
     let positions = a.decache.positions()?;
+    if a.decache.refresh > 0 {
+        return Err(decache::Error::InvalidArgument(
+            "--refresh applies to `decache chat` and `decache agent`; the server's reuse does not refresh kept \
+             tokens yet"
+                .into(),
+        ));
+    }
     if a.parallel == 0 || a.parallel > 64 {
         return Err(decache::Error::InvalidArgument(format!("-np {}: between 1 and 64 slots", a.parallel)));
     }

@@ -46,6 +46,9 @@ pub struct ConversationStats {
     /// measured prefill speed).
     pub prefill_tokens: usize,
     pub prefill_time: Duration,
+    /// Kept tokens re-evaluated after forgotten spans (boundary refresh).
+    #[serde(default)]
+    pub tokens_refreshed: usize,
 }
 
 impl ConversationStats {
@@ -80,6 +83,10 @@ pub struct Conversation {
     /// `Keep` never moves positions; `Auto` (and `Shift`) close all gaps
     /// once the next position would pass the model's trained context.
     pub positions: PositionPolicy,
+    /// Boundary refresh: after forgetting, the first this many kept tokens
+    /// after each gap are evaluated again without the forgotten span (0:
+    /// off; not available on hybrid models).
+    pub refresh: usize,
     template: ChatTemplate,
     messages: Vec<ChatMessage>,
     /// The template's rendering of `messages` (what the cache holds).
@@ -103,6 +110,7 @@ impl Conversation {
             policy,
             stats: ConversationStats::default(),
             positions: PositionPolicy::Auto,
+            refresh: 0,
             template,
             messages: Vec::new(),
             rendered: String::new(),
@@ -399,6 +407,8 @@ impl Conversation {
     }
 
     fn apply(&mut self, items: &[(u64, Pos, Pos, Reason)], out: &mut Vec<DecacheEvent>) -> Result<()> {
+        // Where the kept tokens after each gap start (for a boundary refresh).
+        let mut starts: Vec<Pos> = Vec::new();
         for &(id, p0, p1, reason) in items {
             let gap = self.positions.gap();
             let r = self.session.remove_range(p0, p1, gap)?;
@@ -406,7 +416,12 @@ impl Conversation {
             if gap == Gap::Close {
                 // Later segments move down with their positions.
                 let width = p1 - p0;
-                self.segments.remap(|p| if p >= p1 { p - width } else { p.min(p0) });
+                let remap = |p: Pos| if p >= p1 { p - width } else { p.min(p0) };
+                self.segments.remap(remap);
+                starts.iter_mut().for_each(|s| *s = remap(*s));
+                starts.push(p0);
+            } else {
+                starts.push(p1);
             }
             let kind = self.segments.get(id).map(|s| s.kind.name()).unwrap_or("?");
             self.stats.tokens_decached += r.cells;
@@ -418,6 +433,14 @@ impl Conversation {
                 self.session.note(&v);
             }
             out.push(DecacheEvent { turn: self.turn, segment: id, kind, p0, p1, cells: r.cells, reason });
+        }
+        if self.refresh > 0 && !starts.is_empty() && !self.session.is_hybrid() {
+            let r = self.session.refresh(&starts, self.refresh)?;
+            self.stats.tokens_refreshed += r.positions.len();
+            if self.session.recording() {
+                let v = serde_json::json!({"note": "refresh", "turn": self.turn, "positions": r.positions});
+                self.session.note(&v);
+            }
         }
         Ok(())
     }
