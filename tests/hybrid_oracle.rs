@@ -94,8 +94,7 @@ fn bad_recurrent_keys_are_refused_by_name() {
     assert!(e.contains("ssm.state_size") && e.contains("missing"), "{e}");
 }
 
-/// `--refresh` is refused by name where it cannot work: on a hybrid model
-/// (chat, agent), and on the server, whose reuse does not refresh yet.
+/// `--refresh` is refused by name where it cannot work: on a hybrid model.
 #[test]
 fn refresh_is_refused_where_it_cannot_work() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,7 +102,7 @@ fn refresh_is_refused_where_it_cannot_work() {
     qwen35(&Qwen35Shape::tiny(), 3).write(&path);
     for (args, says) in [
         (vec!["chat", "--refresh", "4"], "not available for hybrid models"),
-        (vec!["serve", "--refresh", "4"], "server's reuse does not refresh"),
+        (vec!["agent", "--refresh", "4"], "not available for hybrid models"),
     ] {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_decache"))
             .args(&args)

@@ -406,3 +406,36 @@ fn replaced_spans_with_room_opened_replay_from_a_transcript() {
         }
     }
 }
+
+/// The server's `--refresh k`: after the reuse deletes the pruned spans, the
+/// first `k` kept tokens after each gap are evaluated again without them.
+/// The continuation then equals a session that removed the same spans and
+/// refreshed by hand, and differs from the plain reuse.
+#[test]
+fn a_refreshing_reuse_refreshes_the_tokens_after_each_deleted_span() {
+    let model = Arc::new(Model::load(&smollm2(), &LoadOptions::default()).unwrap());
+    let oracle = OracleModel::load(&smollm2()).unwrap();
+    let cached = toks(&oracle, &[SYSTEM, ASK, REMINDER, READ, ANSWER, LOG]);
+    let new = toks(&oracle, &[SYSTEM, ASK, READ, ANSWER, NEXT]);
+    let cfg = SessionConfig { n_ctx: 1024, n_threads: 2, ..SessionConfig::default() };
+    let run = |k: usize| {
+        let mut s = Session::new(model.clone(), cfg.clone()).unwrap();
+        s.eval(&cached, false).unwrap();
+        let out = s.reuse_refreshing(&new, &ReuseOptions::new(Some(8)), PositionPolicy::Keep, k).unwrap();
+        let logits = s.eval(&new[out.plan.reused..], false).unwrap();
+        (out, logits)
+    };
+    let (out, refreshed) = run(6);
+    assert_eq!(out.kind(), HitKind::Subconscious);
+    assert_eq!(out.refreshed, 6, "one gap (the reminder) before kept tokens: 6 refreshed");
+    let (plain_out, plain) = run(0);
+    assert_eq!((plain_out.refreshed, plain_out.plan.reused), (0, out.plan.reused));
+    assert_ne!(plain, refreshed, "the refresh changes what follows");
+    // By hand: the plain reuse, then `Session::refresh` at the gap.
+    let mut s = Session::new(model.clone(), cfg).unwrap();
+    s.eval(&cached, false).unwrap();
+    let o = s.reuse(&new, Some(8), PositionPolicy::Keep).unwrap();
+    let gap_end = toks(&oracle, &[SYSTEM, ASK, REMINDER]).len() as i32;
+    s.refresh(&[gap_end], 6).unwrap();
+    assert_eq!(s.eval(&new[o.plan.reused..], false).unwrap(), refreshed);
+}

@@ -97,13 +97,6 @@ pub struct ServeArgs {
 
 pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
     let positions = a.decache.positions()?;
-    if a.decache.refresh > 0 {
-        return Err(decache::Error::InvalidArgument(
-            "--refresh applies to `decache chat` and `decache agent`; the server's reuse does not refresh kept \
-             tokens yet"
-                .into(),
-        ));
-    }
     if a.parallel == 0 || a.parallel > 64 {
         return Err(decache::Error::InvalidArgument(format!("-np {}: between 1 and 64 slots", a.parallel)));
     }
@@ -145,6 +138,7 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         slots: a.parallel,
         queue: a.queue,
         min_chunk: (!a.no_subconscious).then_some(a.subconscious_min),
+        refresh: a.decache.refresh,
         positions,
         transcripts: a.transcripts.clone(),
         repack: a.model.load_options().extra_buffers,

@@ -28,6 +28,8 @@ pub struct EngineConfig {
     /// Minimum chunk length for a subconscious hit; `None` = prefix caching only.
     pub min_chunk: Option<usize>,
     pub positions: PositionPolicy,
+    /// Boundary refresh after the reuse deletes spans (`--refresh`; 0 = off).
+    pub refresh: usize,
     /// Each slot writes a transcript of its session into this folder
     /// (`--transcripts DIR`).
     pub transcripts: Option<std::path::PathBuf>,
@@ -186,7 +188,17 @@ pub struct Engine {
 
 impl Engine {
     /// Create the slots' sessions (errors surface here) and start the threads.
-    pub fn start(model: Arc<Model>, config: EngineConfig) -> Result<Engine> {
+    pub fn start(model: Arc<Model>, mut config: EngineConfig) -> Result<Engine> {
+        if config.refresh > 0 && model.hparams.recurrent.is_some() {
+            // A hybrid model's recurrent state takes each token once: the
+            // server is already listening, so it says so and goes on without.
+            tracing::warn!(
+                arch = %model.hparams.arch,
+                "--refresh {} is off: boundary refresh is not available for hybrid models",
+                config.refresh
+            );
+            config.refresh = 0;
+        }
         let n = config.slots.max(1);
         // One cache for all slots: each slot is a sequence of it, their steps
         // are computed together, and a prefix one slot computed is shared
@@ -456,13 +468,19 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
     // empty cache (the prompt is prefilled whole, as llama.cpp does).
     let start_over = |session: &mut Session, removed: usize, e: &crate::Error| {
         tracing::info!(slot = id, "positions not closed ({e}); prefilling the whole prompt again");
-        let outcome = ReuseOutcome { plan: Default::default(), removed: removed + session.n_live(), spans_removed: 0 };
+        let outcome = ReuseOutcome {
+            plan: Default::default(),
+            removed: removed + session.n_live(),
+            spans_removed: 0,
+            refreshed: 0,
+        };
         session.clear();
         outcome
     };
     let t_reuse = std::time::Instant::now();
     let reevaluated_before = session.reevaluated();
-    let mut reuse = match session.reuse(&job.tokens, cfg.min_chunk, cfg.positions) {
+    let opts = crate::session::reuse::ReuseOptions::new(cfg.min_chunk);
+    let mut reuse = match session.reuse_refreshing(&job.tokens, &opts, cfg.positions, cfg.refresh) {
         Ok(r) => r,
         Err(e @ crate::Error::Kv(KvError::WindowShift { .. })) => start_over(session, 0, &e),
         Err(e) => return fail(e),
@@ -537,7 +555,7 @@ fn run_job(id: usize, session: &mut Session, cfg: &EngineConfig, shared: &Shared
         stop_hit: stop.hit().map(str::to_string),
         cache_n: cached,
         // (A hybrid model's rewind evaluates live tokens again: counted.)
-        prompt_n: rest.len() + in_place + (session.reevaluated() - reevaluated_before) as usize,
+        prompt_n: rest.len() + in_place + reuse.refreshed + (session.reevaluated() - reevaluated_before) as usize,
         prompt_ms: gen.prompt_ms + reuse_ms,
         predicted_n: gen.tokens.len(),
         predicted_ms: gen.gen_ms,

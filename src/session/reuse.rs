@@ -390,6 +390,8 @@ pub struct ReuseOutcome {
     /// Pruned spans: runs of the cached chain deleted between or after the
     /// chunks, those replaced by new tokens left out.
     pub spans_removed: usize,
+    /// Kept tokens evaluated again by a boundary refresh.
+    pub refreshed: usize,
 }
 
 impl ReuseOutcome {
@@ -423,7 +425,21 @@ impl Session {
     /// `reuse` with the matcher's options (`replace: false` is the matcher
     /// before replaced spans).
     pub fn reuse_with(&mut self, new: &[u32], opts: &ReuseOptions, policy: PositionPolicy) -> Result<ReuseOutcome> {
-        self.reuse_inner(new, opts, policy, None)
+        self.reuse_inner(new, opts, policy, 0, None)
+    }
+
+    /// `reuse_with`, then a boundary refresh of the first `k` kept tokens
+    /// after each span the reuse deleted (`Session::refresh`; not on hybrid
+    /// models, nor when the reuse moved cells to make room, where the gaps'
+    /// positions moved).
+    pub fn reuse_refreshing(
+        &mut self,
+        new: &[u32],
+        opts: &ReuseOptions,
+        policy: PositionPolicy,
+        k: usize,
+    ) -> Result<ReuseOutcome> {
+        self.reuse_inner(new, opts, policy, k, None)
     }
 
     /// `reuse_with`, also returning the logits of every token of each
@@ -435,7 +451,7 @@ impl Session {
         policy: PositionPolicy,
     ) -> Result<(ReuseOutcome, Vec<Vec<f32>>)> {
         let mut logits = Vec::new();
-        let out = self.reuse_inner(new, opts, policy, Some(&mut logits))?;
+        let out = self.reuse_inner(new, opts, policy, 0, Some(&mut logits))?;
         Ok((out, logits))
     }
 
@@ -444,6 +460,7 @@ impl Session {
         new: &[u32],
         opts: &ReuseOptions,
         policy: PositionPolicy,
+        refresh: usize,
         mut logits: Option<&mut Vec<Vec<f32>>>,
     ) -> Result<ReuseOutcome> {
         let chain = self.live_chain();
@@ -515,6 +532,18 @@ impl Session {
             removed += self.remove_range(plan.replaced[i].pos, Pos::MAX, Gap::Keep)?.cells;
             plan.stop_before(i);
         }
+        let mut refreshed = 0;
+        if refresh > 0 && !self.is_hybrid() && plan.replaced.iter().all(|r| r.opened == 0) {
+            let keep = plan.kept(chain.len());
+            let starts: Vec<Pos> = dropped_runs(&keep)
+                .into_iter()
+                .filter(|&(_, b)| b < chain.len() && keep[b])
+                .map(|(_, b)| pos[b])
+                .collect();
+            if !starts.is_empty() {
+                refreshed = self.refresh(&starts, refresh)?.positions.len();
+            }
+        }
         let last = self.shared.pool().kv.max_pos(self.seq);
         self.rewind(last.map_or(0, |p| p + 1))?;
         if policy.gap() == Gap::Close && !runs.is_empty() {
@@ -522,7 +551,7 @@ impl Session {
         }
         let replaced_runs = plan.replaced.iter().filter(|r| r.cached_len > 0).count();
         let spans_removed = dropped_runs(&plan.kept(chain.len())).len() - replaced_runs;
-        Ok(ReuseOutcome { plan, removed, spans_removed })
+        Ok(ReuseOutcome { plan, removed, spans_removed, refreshed })
     }
 }
 
