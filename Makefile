@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv clients clients-smollm2 llama-src llama-tools run test test-fast test-models lint bench bench-llama bench-moe bench-qwen35 bench-hybrid-replay bench-spec bench-concurrency replay bench-clients load soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv clients clients-smollm2 llama-src llama-tools run test test-fast test-models lint bench bench-llama bench-moe bench-qwen35 bench-hybrid-replay bench-spec bench-concurrency replay bench-clients load crash-soak soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
 
 all: build
 
@@ -245,6 +245,11 @@ load: build
 
 # The same load for 10 minutes: the server's memory is sampled 20 times and
 # must stay flat (docs/RELIABILITY.md).
+# Crash safety with 100 SIGKILLs per test instead of the test command's 20
+# (about 10 minutes).
+crash-soak: build models
+	DECACHE_CRASH_KILLS=100 $(CARGO) test --release --test crash_safety -- --test-threads=1 --nocapture
+
 soak: build
 	$(CARGO) run --release --example load -- --clients 8 --seconds 600 --parallel 2 -t 1
 

@@ -24,7 +24,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const KILLS: usize = 50;
+/// Kills per test: 20 in the README's test command, more with
+/// `DECACHE_CRASH_KILLS` (`make crash-soak` runs 100).
+fn kills() -> usize {
+    std::env::var("DECACHE_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
+}
 
 #[test]
 fn sigkill_at_random_points_never_corrupts_a_saved_session_or_a_transcript() {
@@ -34,7 +38,7 @@ fn sigkill_at_random_points_never_corrupts_a_saved_session_or_a_transcript() {
     let save = dir.path().join("chat.session");
     let mut next = lcg(0x5eed);
     let (mut loaded, mut torn, mut replayed_tokens) = (0, 0, 0);
-    for i in 0..KILLS {
+    for i in 0..kills() {
         let t = dir.path().join(format!("t{i}.jsonl"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_decache"))
             .args(["chat", "-m", m.to_str().unwrap(), "-c", "512", "-t", "2", "-n", "12", "--temp", "0.8"])
@@ -82,8 +86,9 @@ fn sigkill_at_random_points_never_corrupts_a_saved_session_or_a_transcript() {
         torn += t_torn;
         replayed_tokens += tokens;
     }
-    eprintln!("{KILLS} kills: the session file loaded after {loaded}; {torn} transcripts had a torn last line; {replayed_tokens} tokens replayed bit-exact");
-    assert!(loaded >= 10, "the kills should land after some saves ({loaded})");
+    let n = kills();
+    eprintln!("{n} kills: the session file loaded after {loaded}; {torn} transcripts had a torn last line; {replayed_tokens} tokens replayed bit-exact");
+    assert!(loaded >= n / 5, "the kills should land after some saves ({loaded} of {n})");
     assert!(replayed_tokens > 100, "the kills should land after some generation ({replayed_tokens})");
 }
 
@@ -203,7 +208,7 @@ fn sigkill_of_agent_and_server_never_corrupts_files_logs_or_transcripts() {
     let mut seen = [0usize; 3];
     let (mut server_kills, mut torn, mut served_tokens) = (0, 0, 0);
     let mut served: std::collections::HashMap<std::path::PathBuf, u64> = Default::default();
-    for i in 0..KILLS {
+    for i in 0..kills() {
         if i % 2 == 0 {
             std::fs::write(root.join("notes.txt"), &versions[0]).unwrap();
             let t = dir.path().join(format!("agent{i}.jsonl"));
@@ -281,7 +286,7 @@ fn sigkill_of_agent_and_server_never_corrupts_files_logs_or_transcripts() {
     eprintln!(
         "a whole agent run took {whole:.1?}; {} agent kills left notes.txt original/first/second {seen:?}; {server_kills} server kills; \
          {torn} torn last lines; {} server transcripts, {served_tokens} generated tokens replayed bit-exact",
-        KILLS - server_kills,
+        kills() - server_kills,
         served.len()
     );
     assert!(served_tokens > 50, "the server kills should land after some generation ({served_tokens})");
