@@ -150,3 +150,33 @@ fn bad_eval_sets_are_named_by_file_and_place() {
     let o = decache(&["eval", bad.to_str().unwrap()]);
     assert!(!o.status.success() && text(&o).contains("bad.toml"), "{}", text(&o));
 }
+
+/// Gemma's template folds the system prompt into the first user turn and
+/// trims messages: the set's parts are still placed (the system message
+/// with the first user message, trimmed texts where the template trims),
+/// and the eval runs on gemma-3.
+#[test]
+fn eval_places_parts_through_gemmas_folding_and_trimming_template() {
+    let m = common::gemma3();
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/eval/04-dead-end.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let o = decache(&[
+        "eval",
+        set.to_str().unwrap(),
+        "-m",
+        m.to_str().unwrap(),
+        "-t",
+        "2",
+        "--strategies",
+        "recompute,keep",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = &all[0];
+    for s in ["recompute", "keep"] {
+        assert!(!turns(r, s).is_empty(), "{s}: {r}");
+    }
+}

@@ -74,7 +74,10 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
     let threads = a.threads.unwrap_or_else(decache::session::default_threads).max(1);
     let opts = EvalOptions {
         strategies: a.strategies.clone(),
-        session: SessionConfig { n_threads: threads, ..SessionConfig::default() },
+        // Sliding-window layers keep every cell (llama.cpp's --swa-full): the
+        // strategies that close gaps bring old positions back into the
+        // window, and the eval measures quality, not memory.
+        session: SessionConfig { n_threads: threads, swa_full: true, ..SessionConfig::default() },
         sinks: a.sinks,
         refresh: a.refresh,
         summary_tokens: a.summary_tokens.max(1),

@@ -1,7 +1,7 @@
 //! An eval set made into tokens: every annotated piece rendered through the
 //! chat template and tokenized on its own, so that each strategy knows
 //! exactly which tokens belong to which part and turn.
-use super::set::EvalSet;
+use super::set::{EvalSet, Message, Piece};
 use crate::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 
 /// Tokens of one piece (or of a message's template wrapping).
@@ -51,42 +51,58 @@ impl Script {
         let mut msgs: Vec<ChatMessage> = Vec::new();
         let mut rendered = String::new();
         let encode = |text: &str, first: bool| tok.encode(text, first, true).map_err(|e| e.to_string());
+        // Messages whose text the template has not printed yet (Gemma folds
+        // the system prompt into the first user turn): placed with the next.
+        let mut pending: Vec<(u32, &Message)> = Vec::new();
         for (ti, turn) in set.turns.iter().enumerate() {
             let t = ti as u32 + 1;
             for (mi, m) in turn.messages.iter().enumerate() {
                 let at = format!("turn {t}, message {}", mi + 1);
-                let content = m.content();
-                msgs.push(ChatMessage::new(m.role.clone(), content.clone()));
+                msgs.push(ChatMessage::new(m.role.clone(), m.content()));
                 let full = s.render(&msgs, false).map_err(|e| format!("{at}: {e}"))?;
                 let delta = full
                     .strip_prefix(rendered.as_str())
                     .ok_or_else(|| format!("{at}: the chat template renders earlier messages differently once this one is added (it is not append-only)"))?
                     .to_string();
-                let start = delta.find(&content).ok_or_else(|| {
-                    format!("{at}: the chat template changes this message's text (trims or escapes it), so its parts cannot be placed; give it as the template prints it")
-                })?;
-                let pieces = m.pieces();
-                // The template's wrapping goes when the whole message goes.
-                let wrap_gone = pieces
-                    .iter()
-                    .map(|p| p.decached_from)
-                    .collect::<Option<Vec<u32>>>()
-                    .and_then(|v| v.into_iter().max());
-                let wrap_kind = pieces[0].kind.clone();
-                let mut push = |text: &str, kind: String, gone: Option<u32>| -> Result<(), String> {
-                    if !text.is_empty() {
-                        let tokens = encode(text, s.spans.is_empty()).map_err(|e| format!("{at}: {e}"))?;
-                        s.spans.push(Span { tokens, turn: t, decached_from: gone, kind });
-                    }
-                    Ok(())
+                pending.push((t, m));
+                let Some(places) = place(&delta, &pending) else {
+                    continue;
                 };
-                push(&delta[..start], wrap_kind.clone(), wrap_gone)?;
-                for p in pieces {
-                    push(&p.text, p.kind, p.decached_from)?;
+                let mut cursor = 0;
+                for ((mt, pm), (start, pieces)) in pending.iter().zip(places) {
+                    // The template's wrapping goes when the whole message goes.
+                    let wrap_gone = pieces
+                        .iter()
+                        .map(|p| p.decached_from)
+                        .collect::<Option<Vec<u32>>>()
+                        .and_then(|v| v.into_iter().max());
+                    let wrap_kind = pm.pieces()[0].kind.clone();
+                    let mut push = |text: &str, kind: String, gone: Option<u32>| -> Result<(), String> {
+                        if !text.is_empty() {
+                            let tokens = encode(text, s.spans.is_empty()).map_err(|e| format!("{at}: {e}"))?;
+                            s.spans.push(Span { tokens, turn: *mt, decached_from: gone, kind });
+                        }
+                        Ok(())
+                    };
+                    push(&delta[cursor..start], wrap_kind.clone(), wrap_gone)?;
+                    cursor = start + pieces.iter().map(|p| p.text.len()).sum::<usize>();
+                    for p in pieces {
+                        push(&p.text, p.kind, p.decached_from)?;
+                    }
+                    cursor = cursor.min(delta.len());
+                    if std::ptr::eq(*pm, m) {
+                        push(&delta[cursor..], wrap_kind, wrap_gone)?;
+                    }
                 }
-                push(&delta[start + content.len()..], wrap_kind, wrap_gone)?;
+                pending.clear();
                 rendered = full;
             }
+        }
+        if let Some((t, _)) = pending.first() {
+            return Err(format!(
+                "turn {t}: the chat template changes a message's text (beyond trimming it) or never prints it, so its \
+                 parts cannot be placed; give it as the template prints it"
+            ));
         }
         let q = s.n_turns;
         msgs.push(ChatMessage::new("user", set.question.text.clone()));
@@ -150,5 +166,47 @@ impl Script {
         let mut msgs: Vec<ChatMessage> = self.system.iter().cloned().collect();
         msgs.push(ChatMessage::new("user", format!("Summary of the conversation so far:\n{}", summary.trim())));
         tok.encode(&self.render(&msgs, false)?, true, true).map_err(|e| e.to_string())
+    }
+}
+
+/// Where each of `msgs`' texts stands in `delta`, in order: its start and its
+/// pieces, trimmed of the whitespace a template trims (leading, trailing)
+/// when only the trimmed text is printed; None when one is not there.
+fn place(delta: &str, msgs: &[(u32, &Message)]) -> Option<Vec<(usize, Vec<Piece>)>> {
+    let mut out = Vec::new();
+    let mut cursor = 0;
+    for (_, m) in msgs {
+        let content = m.content();
+        let mut pieces = m.pieces();
+        let start = match delta[cursor..].find(&content) {
+            Some(i) => cursor + i,
+            None => {
+                let t = content.trim();
+                let i = cursor + delta[cursor..].find(t).filter(|_| !t.is_empty())?;
+                trim_pieces(
+                    &mut pieces,
+                    content.len() - content.trim_start().len(),
+                    content.len() - content.trim_end().len(),
+                );
+                i
+            }
+        };
+        cursor = start + pieces.iter().map(|p| p.text.len()).sum::<usize>();
+        out.push((start, pieces));
+    }
+    Some(out)
+}
+
+/// Drop `lead` bytes from the front of the pieces and `trail` from the back.
+fn trim_pieces(pieces: &mut [Piece], mut lead: usize, mut trail: usize) {
+    for p in pieces.iter_mut() {
+        let n = lead.min(p.text.len());
+        p.text.drain(..n);
+        lead -= n;
+    }
+    for p in pieces.iter_mut().rev() {
+        let n = trail.min(p.text.len());
+        p.text.truncate(p.text.len() - n);
+        trail -= n;
     }
 }
