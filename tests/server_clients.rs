@@ -71,3 +71,30 @@ fn the_anthropic_package_reads_thinking_blocks_and_applied_edits() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["edits"].as_array().map(Vec::len), Some(2));
 }
+
+/// Qwen3.5's XML tool calls and Gemma 4's `<|tool_call>` form, written by a
+/// scripted model, reach the official `openai` package as structured calls
+/// (the second one streamed, with no call text in the content).
+#[test]
+fn the_openai_package_reads_qwen35_and_gemma4_tool_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.txt");
+    std::fs::write(
+        &script,
+        "@when tools\nLet me check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n\
+         <parameter=days>\n2\n</parameter>\n</function>\n</tool_call>\n---\n@when tools\n\
+         <|tool_call>call:get_weather{city:<|\"|>Paris<|\"|>,days:3}<tool_call|>\n",
+    )
+    .unwrap();
+    let model = common::tiny_smollm2().display().to_string();
+    let s = http::Server::start(&["-m", &model, "-c", "2048", "-t", "2", "--script", script.to_str().unwrap()]);
+    let out = run_client("openai_tool_forms.py", &format!("http://{}", s.addr));
+    eprintln!("openai client (tool forms): {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["xml"]["name"], "get_weather", "{v}");
+    assert_eq!(v["xml"]["arguments"], serde_json::json!({"city": "Paris", "days": 2}), "{v}");
+    assert_eq!(v["xml"]["content"], "Let me check.", "{v}");
+    assert_eq!(v["gemma4"]["name"], "get_weather", "{v}");
+    assert_eq!(v["gemma4"]["arguments"], serde_json::json!({"city": "Paris", "days": 3}), "{v}");
+    assert_eq!(v["gemma4"]["content"], "", "{v}");
+}
