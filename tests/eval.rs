@@ -29,24 +29,21 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
+/// `decache eval` of the shipped dead-end set on `model`, its JSON written
+/// to `json`, with `extra` flags.
+fn eval_dead_end(model: &Path, json: &Path, extra: &[&str]) -> Output {
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/eval/04-dead-end.toml");
+    let mut args = vec!["eval", set.to_str().unwrap(), "-m", model.to_str().unwrap(), "-t", "2"];
+    args.extend(["--json", json.to_str().unwrap()]);
+    args.extend(extra);
+    decache(&args)
+}
+
 #[test]
 fn eval_runs_every_strategy_and_decaching_follows_the_annotations() {
-    let m = common::smollm2();
-    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/eval/04-dead-end.toml");
     let dir = tempfile::tempdir().unwrap();
     let (json, report) = (dir.path().join("r.json"), dir.path().join("report"));
-    let o = decache(&[
-        "eval",
-        set.to_str().unwrap(),
-        "-m",
-        m.to_str().unwrap(),
-        "-t",
-        "2",
-        "--json",
-        json.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let o = eval_dead_end(&common::smollm2(), &json, &["--report", report.to_str().unwrap()]);
     let out = text(&o);
     eprintln!("{out}");
     assert!(o.status.success(), "{out}");
@@ -157,22 +154,9 @@ fn bad_eval_sets_are_named_by_file_and_place() {
 /// and the eval runs on gemma-3.
 #[test]
 fn eval_places_parts_through_gemmas_folding_and_trimming_template() {
-    let m = common::gemma3();
-    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/eval/04-dead-end.toml");
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let o = decache(&[
-        "eval",
-        set.to_str().unwrap(),
-        "-m",
-        m.to_str().unwrap(),
-        "-t",
-        "2",
-        "--strategies",
-        "recompute,keep",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let o = eval_dead_end(&common::gemma3(), &json, &["--strategies", "recompute,keep"]);
     assert!(o.status.success(), "{}", text(&o));
     let all: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let r = &all[0];

@@ -88,10 +88,7 @@ impl Runner {
         let (n_kv, n_kv_swa) = kv.n_kv();
         let n_outputs = outputs.len().max(1);
         let step_seqs = step_sequences(seqs);
-        if model.hparams.recurrent.is_some()
-            && step_seqs.len() * (tokens.len() / step_seqs.len().max(1)) != tokens.len()
-            || model.hparams.recurrent.is_some() && !grouped(seqs, &step_seqs)
-        {
+        if model.hparams.recurrent.is_some() && !grouped(seqs, &step_seqs) {
             return Err(Error::Internal(
                 "a step of a model with recurrent layers must hold as many tokens of each sequence, one after the other"
                     .into(),
@@ -241,10 +238,10 @@ fn step_sequences(seqs: &[SeqId]) -> Vec<SeqId> {
     out
 }
 
-/// Whether each sequence's tokens follow one another (in `order`).
+/// Whether the tokens come as equal runs, one per sequence of `order`.
 fn grouped(seqs: &[SeqId], order: &[SeqId]) -> bool {
     let n = seqs.len() / order.len().max(1);
-    seqs.chunks(n.max(1)).zip(order).all(|(c, &s)| c.iter().all(|&x| x == s))
+    n * order.len() == seqs.len() && seqs.chunks(n.max(1)).zip(order).all(|(c, &s)| c.iter().all(|&x| x == s))
 }
 
 impl KShift for Model {
