@@ -65,6 +65,9 @@ pub fn run(a: &InfoArgs) -> Result<(), decache::Error> {
         let n = w.layers.iter().filter(|&&s| s).count();
         outln!("sliding window:  {} tokens on {n} of {} layers ({pattern})", w.window, hp.n_layer);
     }
+    if hp.layer_shapes {
+        layer_shapes(hp);
+    }
     let yarn = hp.yarn.map_or(String::new(), |y| {
         format!(", YaRN from {} positions (beta {}/{})", hp.n_ctx_orig, y.beta_fast, y.beta_slow)
     });
@@ -82,4 +85,35 @@ pub fn run(a: &InfoArgs) -> Result<(), decache::Error> {
         None => outln!("chat template:   none (ChatML is used)"),
     }
     Ok(())
+}
+
+/// The shapes of a model whose layers differ (Gemma 4): head sizes and kv
+/// heads per kind of layer, FFN widths, shared-KV layers, per-layer inputs.
+fn layer_shapes(hp: &decache::model::hparams::HParams) {
+    let n = hp.n_layer as usize;
+    let kind = |swa: bool| (0..n).find(|&il| hp.is_swa(il) == swa).map(|il| hp.layer(il));
+    let heads = |l: &decache::model::hparams::LayerHp| format!("{} ({} kv)", l.head_dim, l.n_head_kv);
+    match (kind(true), kind(false)) {
+        (Some(s), Some(g)) => outln!(
+            "layer shapes:    heads of {} on sliding-window layers, {} on global ones; rotary dims {} / {}",
+            heads(s),
+            heads(g),
+            s.n_rot,
+            g.n_rot
+        ),
+        (Some(l), None) | (None, Some(l)) => outln!("layer shapes:    heads of {}; rotary dims {}", heads(l), l.n_rot),
+        (None, None) => {}
+    }
+    let ffs: Vec<String> = (0..n).map(|il| hp.layer(il).n_ff.to_string()).collect();
+    if ffs.iter().any(|f| *f != ffs[0]) {
+        outln!("feed-forward:    per layer {}", ffs.join(", "));
+    }
+    let shared: Vec<usize> = (0..n).filter(|&il| hp.layer(il).kv_from != il).collect();
+    if let (Some(first), Some(last)) = (shared.first(), shared.last()) {
+        let from: Vec<String> = shared.iter().map(|&il| hp.layer(il).kv_from.to_string()).collect();
+        outln!("shared KV:       layers {first}-{last} read the cache of layers {} (they own none)", from.join(", "));
+    }
+    if hp.n_embd_per_layer > 0 {
+        outln!("per-layer input: {} per layer (per-layer embeddings)", hp.n_embd_per_layer);
+    }
 }

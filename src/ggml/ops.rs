@@ -130,6 +130,11 @@ impl Context {
         self.wrap(unsafe { sys::ggml_permute(self.raw(), a.raw(), axes[0], axes[1], axes[2], axes[3]) })
     }
 
+    /// `a` with `p0` zeros appended to each row.
+    pub fn pad<'a>(&'a self, a: Tensor<'a>, p0: i32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_pad(self.raw(), a.raw(), p0, 0, 0, 0) })
+    }
+
     pub fn cont<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_cont(self.raw(), a.raw()) })
     }

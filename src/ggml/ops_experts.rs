@@ -48,6 +48,11 @@ impl Context {
 impl Context {
     /// a + b[:, ids]: per-slot bias rows `b` [n, n_expert] picked by `ids`
     /// (I32 [n_used, n_tokens]) and added to `a` [n, n_used, n_tokens].
+    /// `a` repeated to [ne0, ne1, ne2, ne3] (each a multiple of `a`'s).
+    pub fn repeat_4d<'a>(&'a self, a: Tensor<'a>, ne: [i64; 4]) -> Tensor<'a> {
+        Tensor::from_raw(unsafe { sys::ggml_repeat_4d(self.raw(), a.raw(), ne[0], ne[1], ne[2], ne[3]) })
+    }
+
     pub fn add_id<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>, ids: Tensor<'a>) -> Tensor<'a> {
         Tensor::from_raw(unsafe { sys::ggml_add_id(self.raw(), a.raw(), b.raw(), ids.raw()) })
     }

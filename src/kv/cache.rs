@@ -41,15 +41,28 @@ pub struct SwaLayout {
     pub size: usize,
 }
 
+/// What one layer keeps in the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKv {
+    /// K rows of `k` values and V rows of `v` values per cell (layers of
+    /// one model may differ: Gemma 4's global and sliding-window layers).
+    Cells { k: usize, v: usize },
+    /// Attends over an earlier layer's cells and owns none (Gemma 4's
+    /// shared-KV layers).
+    Reads(usize),
+    /// A recurrent layer: a state per sequence (`KvParams::recurrent`), no cells.
+    Recurrent,
+}
+
 /// The shape of a cache.
 #[derive(Clone, Debug)]
 pub struct KvParams {
     /// Cells of the main pool (the context size).
     pub size: usize,
-    pub n_layer: usize,
-    pub n_embd_k: usize,
-    pub n_embd_v: usize,
-    /// Attention head size (decides the Hadamard rotations of a quantized cache).
+    /// Per layer: what it keeps.
+    pub layers: Vec<LayerKv>,
+    /// Attention head size (decides the Hadamard rotations of a quantized
+    /// cache, which needs one head size for every layer).
     pub head_dim: usize,
     pub type_k: GgmlType,
     pub type_v: GgmlType,
@@ -77,14 +90,21 @@ pub struct KvCache {
     swa: Option<SwaPool>,
     /// Per layer: whether its rows live in the sliding-window pool.
     in_swa: Vec<bool>,
-    /// Per layer: the index of its K/V pair in the store (None: recurrent).
+    /// Per layer: the index of its K/V pair in the store (None: recurrent,
+    /// or reading another layer's).
     slot: Vec<Option<usize>>,
+    /// Per layer: the layer whose cells it attends over (itself when it
+    /// owns them).
+    reads: Vec<usize>,
+    /// Per layer: values per cell of its K and of its V (those of the layer
+    /// it reads; 0 for a recurrent layer). A transposed V is as wide as
+    /// the widest layer's in every layer, so that one set of element
+    /// indices serves them all (as llama.cpp pads it).
+    widths: Vec<(usize, usize)>,
     store: TensorStore,
     /// The recurrent layers' states, per sequence (hybrid models).
     recurrent: Option<RecurrentStates>,
     n_layer: usize,
-    n_embd_k: usize,
-    n_embd_v: usize,
     type_k: GgmlType,
     type_v: GgmlType,
     v_trans: bool,
@@ -102,21 +122,40 @@ impl KvCache {
     /// device's when the layer is offloaded, else the CPU's).
     pub fn new(p: KvParams, bufts: &[BufferType]) -> Result<KvCache, KvError> {
         let swa = p.swa.as_ref();
+        let n_layer = p.layers.len();
         let in_swa: Vec<bool> =
-            (0..p.n_layer).map(|il| swa.is_some_and(|s| s.layers.get(il).copied().unwrap_or(false))).collect();
-        let mut specs = Vec::with_capacity(2 * p.n_layer);
-        let is_recurrent = |il: usize| p.recurrent.as_ref().is_some_and(|r| r.layers.get(il).copied().unwrap_or(false));
-        let mut slot = Vec::with_capacity(p.n_layer);
-        for (il, &w) in in_swa.iter().enumerate() {
-            if is_recurrent(il) {
-                slot.push(None);
-                continue;
+            (0..n_layer).map(|il| swa.is_some_and(|s| s.layers.get(il).copied().unwrap_or(false))).collect();
+        let v_max = p.layers.iter().map(|l| if let LayerKv::Cells { v, .. } = l { *v } else { 0 }).max().unwrap_or(0);
+        let mut specs = Vec::with_capacity(2 * n_layer);
+        let mut slot = Vec::with_capacity(n_layer);
+        let mut reads = Vec::with_capacity(n_layer);
+        let mut widths = Vec::with_capacity(n_layer);
+        for (il, (&w, &l)) in in_swa.iter().zip(&p.layers).enumerate() {
+            match l {
+                LayerKv::Recurrent => {
+                    slot.push(None);
+                    reads.push(il);
+                    widths.push((0, 0));
+                }
+                LayerKv::Reads(from) => {
+                    // Checked by the model's hyper-parameters: an earlier
+                    // layer with cells, in the same pool.
+                    assert!(from < il && slot[from].is_some() && in_swa[from] == w, "layer {il} reads layer {from}");
+                    slot.push(None);
+                    reads.push(from);
+                    widths.push(widths[from]);
+                }
+                LayerKv::Cells { k, v } => {
+                    let v = if p.v_trans { v_max } else { v };
+                    slot.push(Some(specs.len() / 2));
+                    reads.push(il);
+                    widths.push((k, v));
+                    let rows = if w { swa.map_or(p.size, |s| s.size) } else { p.size } as i64;
+                    let buft = *bufts.get(il).ok_or(KvError::Alloc { cells: p.size })?;
+                    specs.push((format!("cache_k_l{il}"), p.type_k, vec![k as i64, rows], buft));
+                    specs.push((format!("cache_v_l{il}"), p.type_v, vec![v as i64, rows], buft));
+                }
             }
-            slot.push(Some(specs.len() / 2));
-            let rows = if w { swa.map_or(p.size, |s| s.size) } else { p.size } as i64;
-            let buft = *bufts.get(il).ok_or(KvError::Alloc { cells: p.size })?;
-            specs.push((format!("cache_k_l{il}"), p.type_k, vec![p.n_embd_k as i64, rows], buft));
-            specs.push((format!("cache_v_l{il}"), p.type_v, vec![p.n_embd_v as i64, rows], buft));
         }
         let store = TensorStore::allocate(&specs).ok_or(KvError::Alloc { cells: p.size })?;
         let k_rotation =
@@ -132,11 +171,11 @@ impl KvCache {
             swa: p.swa.map(|s| SwaPool::new(s.size, s.window, p.n_seq)),
             in_swa,
             slot,
+            reads,
+            widths,
             store,
             recurrent,
-            n_layer: p.n_layer,
-            n_embd_k: p.n_embd_k,
-            n_embd_v: p.n_embd_v,
+            n_layer,
             type_k: p.type_k,
             type_v: p.type_v,
             v_trans: p.v_trans,
@@ -158,12 +197,19 @@ impl KvCache {
         self.n_layer
     }
 
-    pub fn n_embd_k(&self) -> usize {
-        self.n_embd_k
+    /// Values per cell of layer `il`'s K.
+    pub fn n_embd_k(&self, il: usize) -> usize {
+        self.widths[il].0
     }
 
-    pub fn n_embd_v(&self) -> usize {
-        self.n_embd_v
+    /// Values per cell of layer `il`'s V (the widest layer's when V is transposed).
+    pub fn n_embd_v(&self, il: usize) -> usize {
+        self.widths[il].1
+    }
+
+    /// Values per cell of the widest V (every layer's when V is transposed).
+    pub fn n_embd_v_max(&self) -> usize {
+        self.widths.iter().map(|w| w.1).max().unwrap_or(0)
     }
 
     pub fn type_k(&self) -> GgmlType {
@@ -215,14 +261,20 @@ impl KvCache {
         &self.in_swa
     }
 
-    /// The attention layers of `pool` (recurrent layers hold no cells).
+    /// The layers of `pool` that own K and V rows (recurrent layers and
+    /// layers reading another's hold none).
     pub fn layers(&self, pool: Pool) -> Vec<usize> {
         (0..self.n_layer).filter(|&il| self.has_kv(il) && self.pool_of(il) == pool).collect()
     }
 
-    /// Whether layer `il` keeps K and V cells (an attention layer).
+    /// Whether layer `il` owns K and V rows.
     pub fn has_kv(&self, il: usize) -> bool {
         self.slot.get(il).is_some_and(Option::is_some)
+    }
+
+    /// The layer whose rows layer `il` attends over (itself when it owns them).
+    pub fn reads(&self, il: usize) -> usize {
+        self.reads[il]
     }
 
     /// The recurrent layers' states, for hybrid models.
@@ -263,22 +315,21 @@ impl KvCache {
         &self.store
     }
 
+    /// Layer `il`'s K rows (those of the layer it reads).
     pub fn k(&self, il: usize) -> TensorId {
-        self.store.nth(2 * self.slot[il].expect("an attention layer"))
+        self.store.nth(2 * self.slot[self.reads[il]].expect("an attention layer"))
     }
 
+    /// Layer `il`'s V rows (those of the layer it reads).
     pub fn v(&self, il: usize) -> TensorId {
-        self.store.nth(2 * self.slot[il].expect("an attention layer") + 1)
+        self.store.nth(2 * self.slot[self.reads[il]].expect("an attention layer") + 1)
     }
 
     /// Where element `j` of cell `cell`'s V sits in a layer of `pool`,
-    /// counted in elements.
+    /// counted in elements, when V is transposed.
     pub fn v_index(&self, pool: Pool, cell: usize, j: usize) -> usize {
-        if self.v_trans {
-            j * self.pool_cells(pool).size() + cell
-        } else {
-            cell * self.n_embd_v + j
-        }
+        debug_assert!(self.v_trans);
+        j * self.pool_cells(pool).size() + cell
     }
 
     /// Bytes of K and V the cache holds, all layers (and the recurrent states).

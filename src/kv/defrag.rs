@@ -17,7 +17,8 @@ struct DefragInputs<'c> {
 /// Build the graph moving `n_moves` cells in every layer of `pool`.
 fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, pool: Pool, n_moves: usize) -> DefragInputs<'c> {
     let n = n_moves as i64;
-    let nv = n * kv.n_embd_v() as i64;
+    // V rows move as K's do; a transposed V moves element by element.
+    let nv = if kv.v_trans() { n * kv.n_embd_v_max() as i64 } else { n };
     let inp = DefragInputs {
         k_src: ctx.new_input("defrag_k_src", GgmlType::I32, &[n]),
         k_dst: ctx.new_input("defrag_k_dst", GgmlType::I64, &[n]),
@@ -30,21 +31,26 @@ fn build<'c>(ctx: &'c Context, gf: &mut Graph<'c>, kv: &'c KvCache, pool: Pool, 
         let moved = ctx.get_rows(k, inp.k_src);
         gf.expand(ctx.set_rows(k, moved, inp.k_dst));
         let v = store.get(kv.v(il));
-        let v1 = ctx.reshape(v, &[1, v.nelements()]);
+        let v1 = if kv.v_trans() { ctx.reshape(v, &[1, v.nelements()]) } else { v };
         let moved = ctx.get_rows(v1, inp.v_src);
         gf.expand(ctx.set_rows(v1, moved, inp.v_dst));
     }
     inp
 }
 
-/// Index lists for `moves` in `pool` (K: cells; V: every element of each cell).
+/// Index lists for `moves` in `pool` (K and V rows: cells; a transposed V:
+/// every element of each cell).
 fn indices(kv: &KvCache, pool: Pool, moves: &[(usize, usize)]) -> (Vec<i32>, Vec<i64>, Vec<i32>, Vec<i64>) {
-    let k_src = moves.iter().map(|m| m.0 as i32).collect();
-    let k_dst = moves.iter().map(|m| m.1 as i64).collect();
-    let mut v_src = Vec::with_capacity(moves.len() * kv.n_embd_v());
-    let mut v_dst = Vec::with_capacity(moves.len() * kv.n_embd_v());
+    let k_src: Vec<i32> = moves.iter().map(|m| m.0 as i32).collect();
+    let k_dst: Vec<i64> = moves.iter().map(|m| m.1 as i64).collect();
+    if !kv.v_trans() {
+        return (k_src.clone(), k_dst.clone(), k_src, k_dst);
+    }
+    let n_embd_v = kv.n_embd_v_max();
+    let mut v_src = Vec::with_capacity(moves.len() * n_embd_v);
+    let mut v_dst = Vec::with_capacity(moves.len() * n_embd_v);
     for &(from, to) in moves {
-        for j in 0..kv.n_embd_v() {
+        for j in 0..n_embd_v {
             v_src.push(kv.v_index(pool, from, j) as i32);
             v_dst.push(kv.v_index(pool, to, j) as i64);
         }

@@ -61,7 +61,7 @@ impl KvCache {
     ) -> KvInputs<Tensor<'c>> {
         let nt = n_tokens as i64;
         // A transposed V is written element by element; a V of rows, cell by cell.
-        let n_v_idxs = if self.v_trans() { nt * self.n_embd_v() as i64 } else { nt };
+        let n_v_idxs = if self.v_trans() { nt * self.n_embd_v_max() as i64 } else { nt };
         let n_kv_swa = if self.has_swa_pool() { n_kv_swa } else { n_kv };
         let pool = self.has_swa_pool();
         let input = |name: &str, typ, ne: &[i64]| ctx.new_input_aligned(name, typ, ne);
@@ -124,7 +124,7 @@ impl KvCache {
         if !self.v_trans() {
             return cells.iter().map(|&c| c as i64).collect();
         }
-        let n_embd_v = self.n_embd_v();
+        let n_embd_v = self.n_embd_v_max();
         let mut v = Vec::with_capacity(cells.len() * n_embd_v);
         for &c in cells {
             v.extend((0..n_embd_v).map(|j| self.v_index(pool, c, j) as i64));

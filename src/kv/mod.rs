@@ -15,7 +15,7 @@ mod shift;
 pub mod state;
 pub mod swa;
 
-pub use cache::{KvCache, KvParams, Placement, Pool, SwaLayout, N_KV_PAD};
+pub use cache::{KvCache, KvParams, LayerKv, Placement, Pool, SwaLayout, N_KV_PAD};
 pub use cells::{Cells, Pos, SeqId, MAX_SEQ};
 pub use defrag::UnshareError;
 pub use error::KvError;

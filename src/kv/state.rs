@@ -26,6 +26,11 @@ pub struct KvLayout {
     /// for models without recurrent layers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recurrent_layers: Vec<bool>,
+    /// Per layer: the values per cell of its own K and V, (0, 0) for a
+    /// layer that owns no cells; empty when every attention layer has
+    /// `n_embd_k` and `n_embd_v` (models whose layers all have one shape).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub widths: Vec<(usize, usize)>,
 }
 
 impl KvLayout {
@@ -37,6 +42,20 @@ impl KvLayout {
     /// Whether layer `il` is recurrent (its K and V data are empty).
     pub fn is_recurrent(&self, il: usize) -> bool {
         self.recurrent_layers.get(il).copied().unwrap_or(false)
+    }
+
+    /// Values per cell of layer `il`'s own K and V ((0, 0): it owns none).
+    pub fn widths(&self, il: usize) -> (usize, usize) {
+        match self.widths.get(il) {
+            _ if self.is_recurrent(il) => (0, 0),
+            Some(&w) => w,
+            None => (self.n_embd_k, self.n_embd_v),
+        }
+    }
+
+    /// Whether layer `il` owns K and V cells (its data are not empty).
+    pub fn owns(&self, il: usize) -> bool {
+        self.widths(il).0 > 0
     }
 }
 
@@ -82,7 +101,7 @@ impl KvSnapshot {
 
     /// Used cells of layer `il`'s pool (none for a recurrent layer).
     pub fn used_by(&self, il: usize) -> usize {
-        if self.layout.is_recurrent(il) {
+        if !self.layout.owns(il) {
             return 0;
         }
         match &self.swa {
@@ -99,10 +118,20 @@ impl KvSnapshot {
 
 impl KvCache {
     pub fn layout(&self) -> KvLayout {
+        let owned: Vec<(usize, usize)> = (0..self.n_layer())
+            .map(|il| if self.has_kv(il) { (self.n_embd_k(il), self.n_embd_v(il)) } else { (0, 0) })
+            .collect();
+        let n_embd_k = owned.iter().map(|w| w.0).max().unwrap_or(0);
+        let n_embd_v = owned.iter().map(|w| w.1).max().unwrap_or(0);
+        let uniform = (0..self.n_layer()).all(|il| {
+            let r = self.recurrent().is_some_and(|r| r.is_recurrent(il));
+            r || owned[il] == (n_embd_k, n_embd_v)
+        });
         KvLayout {
             n_layer: self.n_layer(),
-            n_embd_k: self.n_embd_k(),
-            n_embd_v: self.n_embd_v(),
+            n_embd_k,
+            n_embd_v,
+            widths: if uniform { Vec::new() } else { owned },
             type_k: self.type_k().name().to_string(),
             type_v: self.type_v().name().to_string(),
             swa_layers: if self.has_swa_pool() { self.swa_layers().to_vec() } else { Vec::new() },
@@ -113,16 +142,30 @@ impl KvCache {
         }
     }
 
-    /// Bytes of one K row and of one V element.
-    pub fn unit_bytes(&self) -> Result<(usize, usize), KvError> {
-        let k_row = self.type_k().row_bytes(self.n_embd_k() as u64);
+    /// Per layer: bytes of one cell's K row and of its V values ((0, 0)
+    /// for a layer owning no cells).
+    pub fn row_bytes(&self) -> Result<Vec<(usize, usize)>, KvError> {
         if self.type_v().is_quantized() {
             return Err(KvError::Snapshot(format!("a {} V cache cannot be saved cell by cell", self.type_v().name())));
         }
-        let v_el = self.type_v().row_bytes(1);
-        match (k_row, v_el) {
-            (Some(k), Some(v)) => Ok((k as usize, v as usize)),
-            _ => Err(KvError::Snapshot("the cache types have no row size".into())),
+        let v_el = self.v_el()?;
+        let layout = self.layout();
+        (0..self.n_layer())
+            .map(|il| {
+                let (k, v) = layout.widths(il);
+                match self.type_k().row_bytes(k as u64) {
+                    Some(k_row) => Ok((k_row as usize, v * v_el)),
+                    None => Err(KvError::Snapshot("the cache types have no row size".into())),
+                }
+            })
+            .collect()
+    }
+
+    /// Bytes of one V value (of a cache whose V is not quantized).
+    fn v_el(&self) -> Result<usize, KvError> {
+        match self.type_v().row_bytes(1) {
+            Some(v) if !self.type_v().is_quantized() => Ok(v as usize),
+            _ => Err(KvError::Snapshot(format!("a {} V cache cannot be saved cell by cell", self.type_v().name()))),
         }
     }
 
@@ -131,8 +174,8 @@ impl KvCache {
     /// been applied.
     pub fn snapshot(&self, seq: SeqId, next_pos: Pos) -> Result<KvSnapshot, KvError> {
         self.check_seq(seq)?;
-        let (k_row, v_el) = self.unit_bytes()?;
-        let n_embd_v = self.n_embd_v();
+        let row_bytes = self.row_bytes()?;
+        let v_el = self.v_el()?;
         // A sequence alone in its pool is saved cell for cell, holes
         // included, and restored in the same cells when they are free: where
         // a cell sits changes how attention's sums round, so the same layout
@@ -157,6 +200,7 @@ impl KvCache {
                 continue;
             }
             let size = self.layer_size(il);
+            let (k_row, n_embd_v) = (row_bytes[il].0, self.n_embd_v(il));
             let cells = match (&swa_held, self.pool_of(il)) {
                 (Some(sc), Pool::Swa) => sc,
                 _ => &main,
@@ -218,8 +262,8 @@ impl KvCache {
     pub fn restore(&mut self, seq: SeqId, snap: &KvSnapshot, n_vocab: u32) -> Result<(), KvError> {
         self.check_seq(seq)?;
         self.check_snapshot(seq, snap, n_vocab)?;
-        let (k_row, v_el) = self.unit_bytes()?;
-        let n_embd_v = self.n_embd_v();
+        let row_bytes = self.row_bytes()?;
+        let v_el = self.v_el()?;
         self.clear_seq(seq);
         // (snapshot index, cell) for each live cell of the snapshot, per pool.
         // The same cells when they are free, else the lowest free ones.
@@ -237,6 +281,7 @@ impl KvCache {
         let store = self.store();
         for il in (0..self.n_layer()).filter(|&il| self.has_kv(il)) {
             let size = self.layer_size(il);
+            let (k_row, n_embd_v) = (row_bytes[il].0, self.n_embd_v(il));
             let used = snap.used_by(il);
             let pairs = match (&swa_main, self.pool_of(il)) {
                 (Some(sp), Pool::Swa) => sp,
@@ -340,14 +385,14 @@ impl KvCache {
                 )
             }
         };
-        let (k_row, v_el) = self.unit_bytes()?;
+        let row_bytes = self.row_bytes()?;
         let n = self.n_layer();
         if snap.k.len() != n || snap.v.len() != n {
             return bad(format!("K and V data for {} and {} layers; the model has {n}", snap.k.len(), snap.v.len()));
         }
-        for il in 0..n {
+        for (il, &(k_row, v_col)) in row_bytes.iter().enumerate() {
             let used = snap.used_by(il);
-            if snap.k[il].len() != used * k_row || snap.v[il].len() != used * v_el * self.n_embd_v() {
+            if snap.k[il].len() != used * k_row || snap.v[il].len() != used * v_col {
                 return bad(format!("layer {il}: K or V data of the wrong size for {used} cells"));
             }
         }

@@ -94,21 +94,36 @@ pub fn attention<'c>(
     s: AttnShape,
     sinks: Option<Tensor<'c>>,
 ) -> Tensor<'c> {
-    let n_tokens = q.ne()[2];
+    store_kv(ctx, gf, k, v, k_cache, v_cache, inp, s);
+    attend(ctx, gf, q, k_cache, v_cache, inp, s, sinks)
+}
+
+/// Write this step's K and V ([head_dim, n_head_kv, n_tokens]) to their
+/// cells: K rows, and V rows or (transposed, padded to the cache's width
+/// when the layer is narrower) V elements.
+#[allow(clippy::too_many_arguments)]
+pub fn store_kv<'c>(
+    ctx: &'c Context,
+    gf: &mut Graph<'c>,
+    k: Tensor<'c>,
+    v: Tensor<'c>,
+    k_cache: Tensor<'c>,
+    v_cache: Tensor<'c>,
+    inp: &AttnInputs<'c>,
+    s: AttnShape,
+) {
+    let n_tokens = k.ne()[2];
     let n_embd_kv = s.head_dim * s.n_head_kv;
-    let (q, k) = match inp.k_rot {
-        Some(rot) => (ctx.hadamard_rotate(q, rot), ctx.hadamard_rotate(k, rot)),
-        None => (q, k),
+    let k = match inp.k_rot {
+        Some(rot) => ctx.hadamard_rotate(k, rot),
+        None => k,
     };
     let v = match inp.v_rot {
         Some(rot) => ctx.hadamard_rotate(v, rot),
         None => v,
     };
-    gf.expand(q);
     gf.expand(v);
     gf.expand(k);
-
-    // K rows go to their cells.
     let k2 = ctx.view(k, &[n_embd_kv, n_tokens], &[k.nb()[2]], 0);
     gf.expand(ctx.set_rows(k_cache, k2, inp.k_idxs));
     let contiguous = v.nb()[2] == v.typ().row_bytes(n_embd_kv as u64).unwrap_or(0) as usize;
@@ -118,20 +133,45 @@ pub fn attention<'c>(
         gf.expand(ctx.set_rows(v_cache, v2, inp.v_idxs));
     } else {
         // V is transposed in the cache: scatter element by element.
-        let v2 = ctx.reshape(v2, &[1, n_embd_kv * n_tokens]);
+        let width = v_cache.ne()[0];
+        let v2 = if width > n_embd_kv { ctx.pad(v2, (width - n_embd_kv) as i32) } else { v2 };
+        let v2 = ctx.reshape(v2, &[1, width * n_tokens]);
         let v_all = ctx.reshape(v_cache, &[1, v_cache.nelements()]);
         gf.expand(ctx.set_rows(v_all, v2, inp.v_idxs));
     }
+}
 
+/// Attend from q ([head_dim, n_head, n_tokens]) over the first `n_kv`
+/// cells of a layer's cache, with one sink logit per head when given.
+/// Returns [head_dim * n_head, n_tokens].
+#[allow(clippy::too_many_arguments)]
+pub fn attend<'c>(
+    ctx: &'c Context,
+    gf: &mut Graph<'c>,
+    q: Tensor<'c>,
+    k_cache: Tensor<'c>,
+    v_cache: Tensor<'c>,
+    inp: &AttnInputs<'c>,
+    s: AttnShape,
+    sinks: Option<Tensor<'c>>,
+) -> Tensor<'c> {
+    let n_tokens = q.ne()[2];
+    let n_embd_kv = s.head_dim * s.n_head_kv;
+    let q = match inp.k_rot {
+        Some(rot) => ctx.hadamard_rotate(q, rot),
+        None => q,
+    };
+    gf.expand(q);
     let kt = k_cache.typ();
     let vt = v_cache.typ();
     let row = |t: crate::ggml::GgmlType, n: i64| t.row_bytes(n as u64).expect("cache row") as usize;
     // [head_dim, n_head_kv, n_kv] over cell rows (K, and V with flash attention).
     let rows_view = |cache: Tensor<'c>, t: crate::ggml::GgmlType| {
+        let width = cache.ne()[0];
         ctx.view(
             cache,
             &[s.head_dim, s.n_head_kv, inp.n_kv, 1],
-            &[row(t, s.head_dim), row(t, n_embd_kv), row(t, n_embd_kv * inp.kv_size)],
+            &[row(t, s.head_dim), row(t, width), row(t, width * inp.kv_size)],
             0,
         )
     };

@@ -59,9 +59,9 @@ pub fn io_tensors(hp: &HParams) -> Vec<TensorReq> {
 /// biases optional), q/k norms, the output projection (bias optional).
 pub fn attn_tensors(hp: &HParams, r: &Recipe, il: usize) -> Vec<TensorReq> {
     let e = hp.n_embd as i64;
-    let q = (hp.head_dim * hp.n_head) as i64;
-    let kv = hp.n_embd_k_gqa() as i64;
-    let hd = hp.head_dim as i64;
+    let hd = hp.layer(il).head_dim as i64;
+    let q = hd * hp.n_head as i64;
+    let kv = hp.n_embd_k_gqa(il) as i64;
     let b = |s: &str| blk(il, s);
     let mut t = vec![TensorReq::req(b("attn_norm.weight"), &[e], Usage::Elementwise)];
     if r.fused_qkv {
@@ -89,9 +89,10 @@ pub fn attn_tensors(hp: &HParams, r: &Recipe, il: usize) -> Vec<TensorReq> {
 /// The tensors `r` needs for `hp`, with exact shapes. Biases, a separate
 /// output head and RoPE factor tensors are optional.
 pub fn tensors(hp: &HParams, r: &Recipe) -> Vec<TensorReq> {
-    let (e, ff) = (hp.n_embd as i64, hp.n_ff as i64);
+    let e = hp.n_embd as i64;
     let mut t = io_tensors(hp);
     for il in 0..hp.n_layer as usize {
+        let ff = hp.layer(il).n_ff as i64;
         let b = |s: &str| blk(il, s);
         t.extend(attn_tensors(hp, r, il));
         t.push(TensorReq::req(b("ffn_norm.weight"), &[e], Usage::Elementwise));
@@ -119,7 +120,8 @@ pub fn tensors(hp: &HParams, r: &Recipe) -> Vec<TensorReq> {
 fn qkv<'c>(g: &StepGraph<'c>, il: usize, x: Tensor<'c>, r: &Recipe) -> (Tensor<'c>, Tensor<'c>, Tensor<'c>) {
     let hp = g.hparams();
     let ctx = g.ctx;
-    let (hd, nh, nkv, nt) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64, g.n_tokens());
+    let l = hp.layer(il);
+    let (hd, nh, nkv, nt) = (l.head_dim as i64, hp.n_head as i64, l.n_head_kv as i64, g.n_tokens());
     let (q, k, v) = if r.fused_qkv {
         let all = blocks::linear(ctx, g.w(&blk(il, "attn_qkv.weight")), x, g.w_opt(&blk(il, "attn_qkv.bias")));
         let row = all.nb()[1];
@@ -164,16 +166,16 @@ pub fn self_attention<'c>(
 ) -> Tensor<'c> {
     let ctx = g.ctx;
     let hp = g.hparams();
-    let (hd, nh, nkv) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
-    let kq_scale = 1.0 / (hd as f32).sqrt();
-    let shape = AttnShape { head_dim: hd, n_head: nh, n_head_kv: nkv, scale: if r.q_scale { 1.0 } else { kq_scale } };
+    let shape = attn_shape(hp, il);
+    let kq_scale = shape.scale;
+    let shape = AttnShape { scale: if r.q_scale { 1.0 } else { kq_scale }, ..shape };
     let (mut q, mut k, v) = qkv(g, il, cur, r);
     if r.qk_norm {
         q = norm(g, q, "attn_q_norm.weight", il);
         k = norm(g, k, "attn_k_norm.weight", il);
     }
     let rope = g.rope_params(il);
-    let factors = g.rope_factors();
+    let factors = g.rope_factors(il);
     let pos = g.inputs.pos;
     let mut q = ctx.rope(q, pos, factors, &rope);
     let k = ctx.rope(k, pos, factors, &rope);
@@ -187,6 +189,13 @@ pub fn self_attention<'c>(
     let inp = g.attn_inputs(il);
     let att = blocks::attention(ctx, &mut g.graph, q, k, v, kc, vc, &inp, shape, sinks);
     blocks::linear(ctx, g.w(&blk(il, "attn_output.weight")), att, g.w_opt(&blk(il, "attn_output.bias")))
+}
+
+/// Layer `il`'s attention shape, scaled by 1/sqrt(head size).
+pub fn attn_shape(hp: &HParams, il: usize) -> AttnShape {
+    let l = hp.layer(il);
+    let hd = l.head_dim as i64;
+    AttnShape { head_dim: hd, n_head: hp.n_head as i64, n_head_kv: l.n_head_kv as i64, scale: 1.0 / (hd as f32).sqrt() }
 }
 
 /// The output norm and head (+ bias), soft-capped when the file asks.

@@ -168,9 +168,9 @@ impl<'c> StepGraph<'c> {
         self.model.rope_params(il)
     }
 
-    /// RoPE frequency factors for this cache's size, if the model has any.
-    pub fn rope_factors(&self) -> Option<Tensor<'c>> {
-        self.model.rope_factors_name(self.kv.size()).and_then(|n| self.w_opt(n))
+    /// Layer `il`'s RoPE frequency factors for this cache's size, if it has any.
+    pub fn rope_factors(&self, il: usize) -> Option<Tensor<'c>> {
+        self.model.rope_factors(il, self.kv.size())
     }
 
     /// Keep only the rows whose logits are wanted (after the last layer).

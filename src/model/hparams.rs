@@ -34,6 +34,27 @@ pub struct ArchHp {
     /// Has recurrent (gated delta net) layers beside attention: reads the
     /// `ssm.*` keys and the layer pattern.
     pub recurrent: bool,
+    /// Layers of different shapes (Gemma 4): per-layer kv heads and FFN
+    /// widths, the sliding-window layers' own head size and rotary
+    /// dimensions (`key_length_swa`, `rope.dimension_count_swa`), the last
+    /// `attention.shared_kv_layers` layers reading earlier layers' cache,
+    /// and per-layer embeddings (`embedding_length_per_layer_input`).
+    pub layer_shapes: bool,
+}
+
+/// The shape of one layer. Most models have one shape for every layer;
+/// Gemma 4's sliding-window and global layers differ in head size, kv
+/// heads and rotary dimensions, its shared-KV layers in FFN width.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerHp {
+    pub head_dim: u32,
+    pub n_head_kv: u32,
+    pub n_ff: u32,
+    pub n_rot: u32,
+    /// The layer whose K/V cells this one attends over: itself, or an
+    /// earlier layer of the same kind (Gemma 4's shared-KV layers compute
+    /// no K/V of their own).
+    pub kv_from: usize,
 }
 
 /// YaRN RoPE scaling (`rope.scaling.type = yarn`): frequencies blended
@@ -61,7 +82,7 @@ impl AttnTemp {
 impl ArchHp {
     /// Full attention, dense, no attention temperature.
     pub const fn new(rope_kind: RopeKind) -> ArchHp {
-        ArchHp { rope_kind, swa: None, moe: MoeHp::Never, attn_temp: false, recurrent: false }
+        ArchHp { rope_kind, swa: None, moe: MoeHp::Never, attn_temp: false, recurrent: false, layer_shapes: false }
     }
 }
 
@@ -178,11 +199,44 @@ pub struct HParams {
     pub rope_sections: Option<[i32; 4]>,
     /// Recurrent layers beside the attention ones (hybrid models).
     pub recurrent: Option<Recurrent>,
+    /// Per layer: its shape (the scalar fields above are layer 0's, or the
+    /// model-wide value where every layer has one).
+    pub layers: Vec<LayerHp>,
+    /// Width of each layer's slice of the per-layer embeddings (Gemma 4's
+    /// `embedding_length_per_layer_input`); 0: none.
+    pub n_embd_per_layer: u32,
+    /// The architecture's layers differ in shape (`ArchHp::layer_shapes`);
+    /// its sliding-window layers then take no RoPE factors.
+    pub layer_shapes: bool,
 }
 
 impl HParams {
-    pub fn n_embd_k_gqa(&self) -> u32 {
-        self.head_dim * self.n_head_kv
+    /// Layer `il`'s shape.
+    pub fn layer(&self, il: usize) -> &LayerHp {
+        &self.layers[il]
+    }
+
+    /// K (and V) values per token of layer `il`: its head size × kv heads.
+    pub fn n_embd_k_gqa(&self, il: usize) -> u32 {
+        let l = self.layer(il);
+        l.head_dim * l.n_head_kv
+    }
+
+    /// The widest layer's K (and V) values per token.
+    pub fn n_embd_k_gqa_max(&self) -> u32 {
+        (0..self.layers.len()).map(|il| self.n_embd_k_gqa(il)).max().unwrap_or(0)
+    }
+
+    /// Whether every attention layer has the same head size (a quantized
+    /// cache's Hadamard rotation needs one).
+    pub fn uniform_heads(&self) -> bool {
+        self.layers.iter().all(|l| l.head_dim == self.layers[0].head_dim)
+    }
+
+    /// Whether layer `il` computes and stores its own K/V (false for
+    /// recurrent layers and for layers reading an earlier layer's cache).
+    pub fn owns_kv(&self, il: usize) -> bool {
+        !self.is_recurrent(il) && self.layer(il).kv_from == il
     }
 
     /// Whether layer `il` is recurrent (holds no K/V cells).
@@ -214,25 +268,31 @@ impl HParams {
         let n_embd = req_u32("embedding_length")?;
         let n_head = per_layer_uniform(f, &format!("{arch}.attention.head_count"), n_layer)?
             .ok_or_else(|| bad("attention.head_count", "missing (required)".into()))?;
-        let n_head_kv = per_layer_uniform(f, &format!("{arch}.attention.head_count_kv"), n_layer)?.unwrap_or(n_head);
+        let per_layer = |k: &str| -> Result<Option<Vec<u32>>, GgufError> {
+            let key = format!("{arch}.{k}");
+            match ah.layer_shapes {
+                true => f.get_u32_per_layer(&key, n_layer as usize),
+                false => Ok(per_layer_uniform(f, &key, n_layer)?.map(|v| vec![v; n_layer as usize])),
+            }
+        };
+        let n_head_kv_l = per_layer("attention.head_count_kv")?.unwrap_or_else(|| vec![n_head; n_layer as usize]);
+        let n_head_kv = n_head_kv_l[0];
         let expert_ff = f.get_u32(&format!("{arch}.expert_feed_forward_length"))?;
-        let n_ff = match per_layer_uniform(f, &format!("{arch}.feed_forward_length"), n_layer)? {
+        let n_ff_l = match per_layer("feed_forward_length")? {
             Some(n) => n,
-            None if ah.moe == MoeHp::Required && expert_ff.is_some() => 0,
+            None if ah.moe == MoeHp::Required && expert_ff.is_some() => vec![0; n_layer as usize],
             None => return Err(bad("feed_forward_length", "missing (required)".into())),
         };
+        let n_ff = n_ff_l.iter().copied().max().unwrap_or(0);
         let experts = read_experts(f, &arch, ah.moe, n_ff, expert_ff)?;
-        if n_embd == 0 || n_head == 0 || n_head_kv == 0 || (n_ff == 0 && experts.is_none()) {
+        if n_embd == 0 || n_head == 0 || n_head_kv_l.contains(&0) || (n_ff_l.contains(&0) && experts.is_none()) {
             return Err(bad(
                 "embedding_length",
                 "embedding length, head counts and feed-forward length must be positive".into(),
             ));
         }
-        if n_head % n_head_kv != 0 {
-            return Err(bad(
-                "attention.head_count_kv",
-                format!("{n_head} heads are not a multiple of {n_head_kv} kv heads"),
-            ));
+        if let Some(&nkv) = n_head_kv_l.iter().find(|&&nkv| n_head % nkv != 0) {
+            return Err(bad("attention.head_count_kv", format!("{n_head} heads are not a multiple of {nkv} kv heads")));
         }
         let head_dim = match f.get_u32(&format!("{arch}.attention.key_length"))? {
             Some(d) => d,
@@ -248,6 +308,9 @@ impl HParams {
                 "rope.dimension_count",
                 format!("{n_rot} must be even and at most the head size {head_dim}"),
             ));
+        }
+        if let Some(v) = f.get_u32(&format!("{arch}.attention.value_length"))?.filter(|&v| v != head_dim) {
+            return Err(bad("attention.value_length", format!("{v} differs from the key length {head_dim}")));
         }
         let n_vocab = match f.get_u32(&format!("{arch}.vocab_size"))? {
             Some(v) => v,
@@ -317,6 +380,13 @@ impl HParams {
             None => None,
         };
         let recurrent = if ah.recurrent { Some(read_recurrent(f, &arch, n_layer)?) } else { None };
+        let mut layers: Vec<LayerHp> = (0..n_layer as usize)
+            .map(|il| LayerHp { head_dim, n_head_kv: n_head_kv_l[il], n_ff: n_ff_l[il], n_rot, kv_from: il })
+            .collect();
+        let n_embd_per_layer = match ah.layer_shapes {
+            true => read_layer_shapes(f, &arch, (head_dim, n_rot), swa.as_ref(), &mut layers)?,
+            false => 0,
+        };
         let n_ff_shared = f.get_u32(&format!("{arch}.expert_shared_feed_forward_length"))?.filter(|&n| n > 0);
         Ok(HParams {
             arch,
@@ -343,8 +413,80 @@ impl HParams {
             final_softcap,
             rope_sections,
             recurrent,
+            layers,
+            n_embd_per_layer,
+            layer_shapes: ah.layer_shapes,
         })
     }
+}
+
+/// Gemma 4's layer shapes: the sliding-window layers' head size
+/// (`key_length_swa`, required) and rotary dimensions
+/// (`rope.dimension_count_swa`, default the global one), and the shared-KV
+/// layers (`attention.shared_kv_layers`): of the last layers, each
+/// sliding-window one reads the cache of the last layer with its own
+/// sliding layer before them, each global one that of the last own global
+/// layer (llama.cpp's rule: layers n_layer_kv - 2 and n_layer_kv - 1).
+/// Returns the per-layer embedding width.
+fn read_layer_shapes(
+    f: &GgufFile,
+    arch: &str,
+    (head_dim, n_rot): (u32, u32),
+    swa: Option<&Swa>,
+    layers: &mut [LayerHp],
+) -> Result<u32, GgufError> {
+    let bad = |k: &str, msg: String| GgufError::Metadata { path: f.path.clone(), key: format!("{arch}.{k}"), msg };
+    let n_layer = layers.len();
+    let is_swa = |il: usize| swa.is_some_and(|s| s.layers[il]);
+    let head_swa = f
+        .get_u32(&format!("{arch}.attention.key_length_swa"))?
+        .ok_or_else(|| bad("attention.key_length_swa", "missing (required)".into()))?;
+    if head_swa == 0 || head_swa > 1024 {
+        return Err(bad("attention.key_length_swa", format!("head size {head_swa} is out of range")));
+    }
+    if let Some(v) = f.get_u32(&format!("{arch}.attention.value_length_swa"))?.filter(|&v| v != head_swa) {
+        return Err(bad("attention.value_length_swa", format!("{v} differs from the key length {head_swa}")));
+    }
+    let rot_swa = f.get_u32(&format!("{arch}.rope.dimension_count_swa"))?.unwrap_or(n_rot);
+    if rot_swa > head_swa || rot_swa % 2 != 0 {
+        return Err(bad(
+            "rope.dimension_count_swa",
+            format!("{rot_swa} must be even and at most the sliding-window head size {head_swa}"),
+        ));
+    }
+    let n_shared = f.get_u32(&format!("{arch}.attention.shared_kv_layers"))?.unwrap_or(0) as usize;
+    let n_layer_kv = n_layer.checked_sub(n_shared).filter(|&n| n_shared == 0 || n >= 2).ok_or_else(|| {
+        bad(
+            "attention.shared_kv_layers",
+            format!("{n_shared} shared layers leave fewer than 2 of {n_layer} with a cache"),
+        )
+    })?;
+    for il in 0..n_layer {
+        if is_swa(il) {
+            layers[il].head_dim = head_swa;
+            layers[il].n_rot = rot_swa;
+        } else {
+            layers[il].head_dim = head_dim;
+            layers[il].n_rot = n_rot;
+        }
+    }
+    for il in n_layer_kv..n_layer {
+        let from = if is_swa(il) { n_layer_kv - 2 } else { n_layer_kv - 1 };
+        if is_swa(from) != is_swa(il) || layers[from].n_head_kv != layers[il].n_head_kv {
+            return Err(bad(
+                "attention.shared_kv_layers",
+                format!(
+                    "layer {il} would read layer {from}'s cache, which is of another kind or kv head count \
+                     (the last own layers must be sliding-window, then global)"
+                ),
+            ));
+        }
+        layers[il].kv_from = from;
+    }
+    let per_layer = f
+        .get_u32(&format!("{arch}.embedding_length_per_layer_input"))?
+        .ok_or_else(|| bad("embedding_length_per_layer_input", "missing (required; 0 for none)".into()))?;
+    Ok(per_layer)
 }
 
 /// `attention.sliding_window` (absent or 0: every layer is global) and the

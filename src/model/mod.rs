@@ -197,7 +197,7 @@ impl Model {
             _ => (hp.rope_base, hp.rope_scale),
         };
         crate::ggml::RopeParams {
-            n_dims: hp.n_rot as i32,
+            n_dims: hp.layer(il).n_rot as i32,
             mode: hp.rope_kind as i32,
             n_ctx_orig: hp.n_ctx_orig as i32,
             freq_base,
@@ -220,6 +220,17 @@ impl Model {
         let long = n_ctx.div_ceil(256) * 256 > self.hparams.n_ctx_orig as usize;
         let name = if long { "rope_factors_long.weight" } else { "rope_factors_short.weight" };
         self.weights.id(name).map(|_| name)
+    }
+
+    /// Layer `il`'s RoPE frequency factors for a cache of `n_ctx` cells:
+    /// the model's (`rope_factors_name`), except on sliding-window layers
+    /// of a model whose layers differ in shape (Gemma 4 rotates those
+    /// plainly and only its global layers by `rope_freqs`).
+    pub fn rope_factors(&self, il: usize, n_ctx: usize) -> Option<crate::ggml::Tensor<'_>> {
+        if self.hparams.layer_shapes && self.hparams.is_swa(il) {
+            return None;
+        }
+        self.rope_factors_name(n_ctx).and_then(|n| self.weights.id(n)).map(|id| self.weights.get(id))
     }
 
     /// Nodes reserved per step graph (llama.cpp's rule of thumb).

@@ -26,6 +26,8 @@ pub enum ExpertAct {
     SwiGlu,
     /// gpt-oss's clamped SwiGLU (alpha 1.702, limit 7).
     SwiGluOai,
+    /// gelu_tanh(gate) · up (Gemma 4).
+    GeGlu,
 }
 
 /// One family's kind of experts.
@@ -63,28 +65,41 @@ pub fn tensors(hp: &HParams, x: &Experts, il: usize, kind: MoeKind) -> Vec<Tenso
     t
 }
 
+/// The experts' gate and up projections: two tensors, or one holding
+/// each expert's gate rows then its up rows (Gemma 4's converted files).
+pub enum GateUp<'c> {
+    Split { gate: (Tensor<'c>, Option<Tensor<'c>>), up: (Tensor<'c>, Option<Tensor<'c>>) },
+    Fused(Tensor<'c>),
+}
+
 /// One layer's router and experts, with their biases where the family has them.
 pub struct ExpertWeights<'c> {
     pub router: (Tensor<'c>, Option<Tensor<'c>>),
-    pub gate: (Tensor<'c>, Option<Tensor<'c>>),
-    pub up: (Tensor<'c>, Option<Tensor<'c>>),
+    pub gate_up: GateUp<'c>,
     pub down: (Tensor<'c>, Option<Tensor<'c>>),
+    /// One factor per expert on its down projection's output (Gemma 4's
+    /// `ffn_down_exps.scale`).
+    pub down_scale: Option<Tensor<'c>>,
 }
 
 impl<'c> ExpertWeights<'c> {
     /// Layer `il`'s weights, by their names.
     pub fn of_layer(il: usize, w: impl Fn(&str) -> Tensor<'c>, w_opt: impl Fn(&str) -> Option<Tensor<'c>>) -> Self {
         let pair = |name: &str| (w(&blk(il, &format!("{name}.weight"))), w_opt(&blk(il, &format!("{name}.bias"))));
+        let gate_up = match w_opt(&blk(il, "ffn_gate_up_exps.weight")) {
+            Some(t) => GateUp::Fused(t),
+            None => GateUp::Split { gate: pair("ffn_gate_exps"), up: pair("ffn_up_exps") },
+        };
         ExpertWeights {
             router: pair("ffn_gate_inp"),
-            gate: pair("ffn_gate_exps"),
-            up: pair("ffn_up_exps"),
+            gate_up,
             down: pair("ffn_down_exps"),
+            down_scale: w_opt(&blk(il, "ffn_down_exps.scale")),
         }
     }
 }
 
-/// x: [n_embd, n_tokens] → [n_embd, n_tokens].
+/// x: [n_embd, n_tokens] → [n_embd, n_tokens], routed by the layer's router.
 pub fn ffn<'c>(
     ctx: &'c Context,
     gf: &mut Graph<'c>,
@@ -93,12 +108,26 @@ pub fn ffn<'c>(
     n_used: i64,
     kind: MoeKind,
 ) -> Tensor<'c> {
-    let (n_embd, n_tokens) = (x.ne()[0], x.ne()[1]);
-    let n_expert = w.router.0.ne()[1];
     let mut logits = ctx.mul_mat(w.router.0, x); // [n_expert, n_tokens]
     if let Some(b) = w.router.1 {
         logits = ctx.add(logits, b);
     }
+    experts(ctx, gf, x, logits, w, n_used, kind)
+}
+
+/// x: [n_embd, n_tokens] → [n_embd, n_tokens], routed by `logits`
+/// ([n_expert, n_tokens]; Gemma 4 computes them from another input).
+pub fn experts<'c>(
+    ctx: &'c Context,
+    gf: &mut Graph<'c>,
+    x: Tensor<'c>,
+    logits: Tensor<'c>,
+    w: &ExpertWeights<'c>,
+    n_used: i64,
+    kind: MoeKind,
+) -> Tensor<'c> {
+    let (n_embd, n_tokens) = (x.ne()[0], x.ne()[1]);
+    let n_expert = logits.ne()[0];
     let probs = match kind.gating {
         Gating::SoftmaxNormTopK => ctx.soft_max(logits),
         Gating::TopKSoftmax => logits,
@@ -125,13 +154,35 @@ pub fn ffn<'c>(
             None => y,
         }
     };
-    let up = project(w.up, x); // [n_ff, n_used, n_tokens]
-    let gate = project(w.gate, x);
+    let (gate, up) = match w.gate_up {
+        GateUp::Split { gate, up } => {
+            let up = project(up, x); // [n_ff, n_used, n_tokens]
+            (project(gate, x), up)
+        }
+        GateUp::Fused(m) => {
+            let gu = ctx.mul_mat_id(m, x, chosen); // [2 n_ff, n_used, n_tokens]
+            let n_ff = gu.ne()[0] / 2;
+            let half = |at: i64| {
+                let off = at as usize * gu.typ().type_size() as usize;
+                ctx.view(gu, &[n_ff, gu.ne()[1], gu.ne()[2]], &[gu.nb()[1], gu.nb()[2]], off)
+            };
+            (half(0), half(n_ff))
+        }
+    };
     let act = match kind.act {
         ExpertAct::SwiGlu => ctx.swiglu_split(gate, up),
         ExpertAct::SwiGluOai => ctx.swiglu_oai(gate, up, 1.702, 7.0),
+        ExpertAct::GeGlu => ctx.geglu_split(gate, up),
     };
-    let out = project(w.down, act); // [n_embd, n_used, n_tokens]
+    let mut out = ctx.mul_mat_id(w.down.0, act, chosen); // [n_embd, n_used, n_tokens]
+    if let Some(s) = w.down_scale {
+        // Each chosen expert's factor, picked as llama.cpp picks it.
+        let s = ctx.repeat_4d(ctx.reshape(s, &[1, n_expert, 1]), [1, n_expert, n_tokens, 1]);
+        out = ctx.mul(out, ctx.get_rows(s, chosen));
+    }
+    if let Some(b) = w.down.1 {
+        out = ctx.add_id(out, b, chosen);
+    }
     let out = ctx.mul(out, weights);
     gf.expand(out);
 
@@ -144,6 +195,10 @@ pub fn ffn<'c>(
     for &p in &parts[1..] {
         sum = ctx.add(sum, p);
         gf.expand(sum);
+    }
+    if n_used == 1 {
+        // A view is not contiguous; later ops want a tensor of their own.
+        sum = ctx.cont(sum);
     }
     sum
 }

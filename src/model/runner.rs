@@ -254,8 +254,8 @@ impl KShift for Model {
         shift: crate::ggml::Tensor<'c>,
         k_rot: Option<crate::ggml::Tensor<'c>>,
     ) -> crate::ggml::Tensor<'c> {
-        let hp = &self.hparams;
-        let factors = self.rope_factors_name(n_ctx).and_then(|n| self.weights.id(n)).map(|id| self.weights.get(id));
+        let l = self.hparams.layer(il);
+        let factors = self.rope_factors(il, n_ctx);
         // A pure rotation: the attention factor (Phi-3 long contexts, YaRN's
         // magnitude correction) was applied when the key was first roped.
         // llama.cpp's K-shift applies it again on every shift. ggml's YaRN
@@ -269,6 +269,6 @@ impl KShift for Model {
         if rope.ext_factor != 0.0 {
             rope.attn_factor = 1.0 / (1.0 + 0.1 * (1.0 / rope.freq_scale).ln());
         }
-        super::blocks::k_shift(ctx, k, shift, &rope, factors, hp.head_dim as i64, hp.n_head_kv as i64, k_rot)
+        super::blocks::k_shift(ctx, k, shift, &rope, factors, l.head_dim as i64, l.n_head_kv as i64, k_rot)
     }
 }

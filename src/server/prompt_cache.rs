@@ -107,6 +107,7 @@ mod tests {
                 type_v: "f16".into(),
                 swa_layers: Vec::new(),
                 recurrent_layers: Vec::new(),
+                widths: Vec::new(),
             },
             next_pos: n as i32,
             tokens: vec![0; n],

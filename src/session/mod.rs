@@ -21,7 +21,7 @@ pub use refresh::Refreshed;
 
 use crate::error::{Error, Result};
 use crate::ggml::GgmlType;
-use crate::kv::{KvCache, KvError, KvLayout, KvParams, KvSnapshot, Pos, SeqId, SwaLayout, MAX_SEQ, N_KV_PAD};
+use crate::kv::{KvCache, KvError, KvLayout, KvParams, KvSnapshot, LayerKv, Pos, SeqId, SwaLayout, MAX_SEQ, N_KV_PAD};
 use crate::model::runner::Runner;
 use crate::model::Model;
 use std::sync::Arc;
@@ -99,27 +99,52 @@ impl Session {
                 cfg.type_v
             )));
         }
-        let kv_elems = hp.n_embd_k_gqa() as usize;
-        if cfg.type_k.row_bytes(kv_elems as u64).is_none() || cfg.type_v.row_bytes(kv_elems as u64).is_none() {
+        if (cfg.type_k.is_quantized() || cfg.type_v.is_quantized()) && !hp.uniform_heads() {
+            // The Hadamard rotation of a quantized cache is one matrix for one head size.
             return Err(Error::InvalidArgument(format!(
-                "cache type {} needs rows that are a multiple of {} elements (this model has {kv_elems})",
-                cfg.type_k,
-                cfg.type_k.block_size()
+                "-ctk {} -ctv {}: a quantized cache needs one head size, and this model's layers have several",
+                cfg.type_k, cfg.type_v
             )));
+        }
+        let n_layer = hp.n_layer as usize;
+        let layers: Vec<LayerKv> = (0..n_layer)
+            .map(|il| match (hp.is_recurrent(il), hp.owns_kv(il)) {
+                (true, _) => LayerKv::Recurrent,
+                (false, false) => LayerKv::Reads(hp.layer(il).kv_from),
+                (false, true) => {
+                    let n = hp.n_embd_k_gqa(il) as usize;
+                    LayerKv::Cells { k: n, v: n }
+                }
+            })
+            .collect();
+        for &n in layers.iter().filter_map(|l| if let LayerKv::Cells { k, .. } = l { Some(k) } else { None }) {
+            if cfg.type_k.row_bytes(n as u64).is_none() || cfg.type_v.row_bytes(n as u64).is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "cache type {} needs rows that are a multiple of {} elements (this model has {n})",
+                    cfg.type_k,
+                    cfg.type_k.block_size()
+                )));
+            }
         }
         let swa = swa_layout(hp, &cfg);
         let offload = &model.offload;
-        // Rows on a device take none of this machine's memory.
-        let rows: u128 = (0..hp.n_layer as usize)
-            .filter(|&il| offload.layer_device(il).is_none() && !hp.is_recurrent(il))
-            .map(|il| match &swa {
-                Some(s) if s.layers[il] => s.size as u128,
-                _ => cfg.n_ctx as u128,
+        // Rows on a device take none of this machine's memory; a transposed V
+        // is as wide as the widest layer's in every layer.
+        let v_max = hp.n_embd_k_gqa_max() as u64;
+        let need: u128 = (0..n_layer)
+            .filter(|&il| offload.layer_device(il).is_none())
+            .filter_map(|il| match layers[il] {
+                LayerKv::Cells { k, v } => Some((il, k as u64, if cfg.flash_attn { v as u64 } else { v_max })),
+                _ => None,
+            })
+            .map(|(il, k, v)| {
+                let cells = match &swa {
+                    Some(s) if s.layers[il] => s.size as u128,
+                    _ => cfg.n_ctx as u128,
+                };
+                (cfg.type_k.row_bytes(k).unwrap_or(0) + cfg.type_v.row_bytes(v).unwrap_or(0)) as u128 * cells
             })
             .sum();
-        let need = (cfg.type_k.row_bytes(kv_elems as u64).unwrap_or(0)
-            + cfg.type_v.row_bytes(kv_elems as u64).unwrap_or(0)) as u128
-            * rows;
         if let Some(avail) = crate::model::available_memory().filter(|&a| need > a as u128) {
             return Err(KvError::OutOfMemory {
                 cells: cfg.n_ctx,
@@ -133,10 +158,8 @@ impl Session {
         let bufts: Vec<_> = (0..hp.n_layer as usize).map(|il| offload.kv_buffer_type(il, cpu)).collect();
         let params = KvParams {
             size: cfg.n_ctx,
-            n_layer: hp.n_layer as usize,
-            n_embd_k: kv_elems,
-            n_embd_v: kv_elems,
-            head_dim: hp.head_dim as usize,
+            layers,
+            head_dim: hp.layer(0).head_dim as usize,
             type_k: cfg.type_k,
             type_v: cfg.type_v,
             v_trans: !cfg.flash_attn,
@@ -330,9 +353,10 @@ impl Session {
         self.shared.pool().kv.layout()
     }
 
-    /// Bytes of one K row and of one V element (what a snapshot holds per cell).
-    pub fn kv_unit_bytes(&self) -> Result<(usize, usize)> {
-        Ok(self.shared.pool().kv.unit_bytes()?)
+    /// Per layer: bytes of a cell's K row and of its V values (what a
+    /// snapshot holds per cell).
+    pub fn kv_row_bytes(&self) -> Result<Vec<(usize, usize)>> {
+        Ok(self.shared.pool().kv.row_bytes()?)
     }
 
     /// Copy the cache's used cells out. Pending position shifts are applied

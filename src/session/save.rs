@@ -93,21 +93,26 @@ fn encode_body(s: &KvSnapshot) -> Vec<u8> {
     b
 }
 
-/// Split the body by the layout's sizes; `k_row`/`v_col` are bytes per cell.
-fn decode_body(body: &[u8], kv: &KvHeader, k_row: usize, v_col: usize) -> std::result::Result<KvSnapshot, String> {
+/// Split the body by the layout's sizes; `rows`: per layer, the bytes of a
+/// cell's K row and of its V values.
+fn decode_body(body: &[u8], kv: &KvHeader, rows: &[(usize, usize)]) -> std::result::Result<KvSnapshot, String> {
     let (used, swa_used, layout) = (kv.used, kv.swa_used, &kv.layout);
     let has_swa = !layout.swa_layers.is_empty();
     if !has_swa && swa_used > 0 {
         return Err(format!("{swa_used} sliding-window cells, but the layout has no sliding-window pool"));
     }
-    let per_layer = |il: usize| match (layout.is_recurrent(il), layout.in_swa(il)) {
-        (true, _) => 0,
-        (false, true) => swa_used,
-        (false, false) => used,
+    if rows.len() != layout.n_layer {
+        return Err(format!("{} layers; this model has {}", layout.n_layer, rows.len()));
+    }
+    let per_layer = |il: usize| match (layout.owns(il), layout.in_swa(il)) {
+        (false, _) => 0,
+        (true, true) => swa_used,
+        (true, false) => used,
     };
     let rec_bytes = kv.recurrent.as_ref().map_or(0, |r| r.bytes);
-    let data = (0..layout.n_layer)
-        .try_fold(rec_bytes, |acc, il| per_layer(il).checked_mul(k_row + v_col).and_then(|n| acc.checked_add(n)));
+    let data = (0..layout.n_layer).try_fold(rec_bytes, |acc, il| {
+        per_layer(il).checked_mul(rows[il].0 + rows[il].1).and_then(|n| acc.checked_add(n))
+    });
     let expect = data.and_then(|d| {
         d.checked_add(used.checked_mul(9)?)?.checked_add(if has_swa { swa_used.checked_mul(5)? } else { 0 })
     });
@@ -132,7 +137,7 @@ fn decode_body(body: &[u8], kv: &KvHeader, k_row: usize, v_col: usize) -> std::r
     };
     let mut k = Vec::with_capacity(layout.n_layer);
     let mut v = Vec::with_capacity(layout.n_layer);
-    for il in 0..layout.n_layer {
+    for (il, &(k_row, v_col)) in rows.iter().enumerate() {
         let n = per_layer(il);
         let (kb, r) = rest.split_at(n * k_row);
         let (vb, r) = r.split_at(n * v_col);
@@ -261,9 +266,8 @@ impl Conversation {
                 h.kv.layout.type_v
             )));
         }
-        let (k_row, v_el) = self.session.kv_unit_bytes().map_err(|e| file_err(e.to_string()))?;
-        let v_col = mine.n_embd_v * v_el;
-        let snap = decode_body(body, &h.kv, k_row, v_col).map_err(file_err)?;
+        let rows = self.session.kv_row_bytes().map_err(|e| file_err(e.to_string()))?;
+        let snap = decode_body(body, &h.kv, &rows).map_err(file_err)?;
         self.check_state(&h.conversation, snap.next_pos).map_err(|e| file_err(e.to_string()))?;
         self.session.restore(&snap).map_err(|e| file_err(e.to_string()))?;
         self.set_state(h.conversation);

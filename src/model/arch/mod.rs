@@ -2,6 +2,7 @@
 //! or, where the layer differs in kind (gpt-oss), a small builder of its own
 //! over the same blocks (`decoder`'s attention, embeddings and head, `moe`).
 pub mod gemma3;
+pub mod gemma4;
 pub mod gpt_oss;
 pub mod llama;
 pub mod mistral3;
@@ -26,6 +27,7 @@ pub enum Arch {
     Qwen3Moe,
     Phi3,
     Gemma3,
+    Gemma4,
     Mistral3,
     GptOss,
     Qwen35,
@@ -33,13 +35,14 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 10] = [
+    pub const ALL: [Arch; 11] = [
         Arch::Llama,
         Arch::Qwen2,
         Arch::Qwen3,
         Arch::Qwen3Moe,
         Arch::Phi3,
         Arch::Gemma3,
+        Arch::Gemma4,
         Arch::Mistral3,
         Arch::GptOss,
         Arch::Qwen35,
@@ -63,6 +66,7 @@ impl Arch {
             Arch::Qwen3Moe => "qwen3moe",
             Arch::Phi3 => "phi3",
             Arch::Gemma3 => "gemma3",
+            Arch::Gemma4 => "gemma4",
             Arch::Mistral3 => "mistral3",
             Arch::GptOss => "gpt-oss",
             Arch::Qwen35 => "qwen35",
@@ -79,6 +83,7 @@ impl Arch {
             Arch::Qwen3Moe => qwen3moe::HP,
             Arch::Phi3 => phi3::HP,
             Arch::Gemma3 => gemma3::HP,
+            Arch::Gemma4 => gemma4::HP,
             Arch::Mistral3 => mistral3::HP,
             Arch::GptOss => gpt_oss::HP,
             Arch::Qwen35 => qwen35::HP,
@@ -97,7 +102,7 @@ impl Arch {
             Arch::Phi3 => Some(phi3::RECIPE),
             Arch::Gemma3 => Some(gemma3::RECIPE),
             Arch::Mistral3 => Some(mistral3::RECIPE),
-            Arch::GptOss | Arch::Qwen35 | Arch::Qwen35Moe => None,
+            Arch::Gemma4 | Arch::GptOss | Arch::Qwen35 | Arch::Qwen35Moe => None,
         }
     }
 
@@ -106,6 +111,7 @@ impl Arch {
         match (self, self.recipe()) {
             (_, Some(r)) => decoder::tensors(hp, &r),
             (Arch::GptOss, None) => gpt_oss::tensors(hp),
+            (Arch::Gemma4, None) => gemma4::tensors(hp),
             (Arch::Qwen35 | Arch::Qwen35Moe, None) => qwen35::tensors(hp),
             (a, None) => unreachable!("{} has a recipe or a builder", a.name()),
         }
@@ -116,6 +122,7 @@ impl Arch {
     pub fn check_tensors(self, hp: &HParams, has: &dyn Fn(&str) -> bool) -> Result<(), String> {
         match self {
             Arch::Qwen35 | Arch::Qwen35Moe => qwen35::check(hp, has),
+            Arch::Gemma4 => gemma4::check(hp, has),
             _ => Ok(()),
         }
     }
@@ -125,6 +132,7 @@ impl Arch {
         match (self, self.recipe()) {
             (_, Some(r)) => decoder::build(g, &r),
             (Arch::GptOss, None) => gpt_oss::build(g),
+            (Arch::Gemma4, None) => gemma4::build(g),
             (Arch::Qwen35 | Arch::Qwen35Moe, None) => qwen35::build(g),
             (a, None) => unreachable!("{} has a recipe or a builder", a.name()),
         }

@@ -23,7 +23,7 @@ pub const HP_MOE: ArchHp = ArchHp { recurrent: true, moe: MoeHp::Required, ..Arc
 /// q/k norms and the output projection.
 fn attn_tensors(hp: &HParams, il: usize) -> Vec<TensorReq> {
     let (e, hd) = (hp.n_embd as i64, hp.head_dim as i64);
-    let (q, kv) = (hd * hp.n_head as i64, hp.n_embd_k_gqa() as i64);
+    let (q, kv) = (hd * hp.n_head as i64, hp.n_embd_k_gqa(0) as i64);
     let b = |s: &str| blk(il, s);
     let mut t = vec![
         TensorReq::opt(b("attn_qkv.weight"), &[e, 2 * q + 2 * kv], Usage::MulMat),
