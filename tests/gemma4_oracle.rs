@@ -129,3 +129,86 @@ fn info_names_the_layer_shapes() {
     assert!(out.contains("shared KV:       layers 3-5 read the cache of layers 1, 1, 2"), "{out}");
     assert!(out.contains("per-layer input: 16 per layer"), "{out}");
 }
+
+/// A `gemma4` vocabulary of 300 tokens (the size the test files' embeddings
+/// have): control tokens, the 256 byte tokens `<0xXX>`, characters with `▁`
+/// for the space, newline runs, and merged tokens with their merges.
+fn gemma4_vocab(g: &mut gguf_writer::Gguf) {
+    let mut tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>", "<|turn>", "<turn|>"].map(String::from).to_vec();
+    let mut types = vec![3i32; tokens.len()];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    let chars =
+        ["▁", "e", "t", "h", "a", "o", "n", "s", "r", "i", "l", "d", "c", "w", ".", ",", "é", "!", "\n", "\n\n\n"];
+    let merges = [
+        "▁ t", "h e", "▁t he", "i n", "a n", "▁ a", "e r", "o n", "▁ s", "r e", "l l", "▁ w", "▁ c", "a t", "\n \n",
+        "▁c at", "▁ é", "o w",
+    ];
+    for t in chars.iter().map(|c| c.to_string()).chain(merges.iter().map(|m| m.replace(' ', ""))) {
+        tokens.push(t);
+        types.push(1);
+    }
+    assert_eq!(tokens.len(), 300);
+    g.set("tokenizer.ggml.model", Value::str("gemma4"))
+        .set("tokenizer.ggml.pre", Value::str("gemma4"))
+        .set("tokenizer.ggml.tokens", Value::strs(&tokens))
+        .set("tokenizer.ggml.token_type", Value::i32s(&types))
+        .set("tokenizer.ggml.merges", Value::strs(&merges))
+        .set("tokenizer.ggml.bos_token_id", Value::U32(2))
+        .set("tokenizer.ggml.eos_token_id", Value::U32(1))
+        .set("tokenizer.ggml.add_bos_token", Value::Bool(false));
+}
+
+/// Gemma 4's tokenizer (`tokenizer.ggml.model = gemma4`) gives llama.cpp's
+/// tokens: spaces as `▁`, merges over whole newline-free runs, newline runs
+/// that are tokens kept whole, unknown characters as their bytes, BOS always
+/// added (llama.cpp overrides the file's false), control tokens parsed; and
+/// every token's piece is llama.cpp's.
+#[test]
+fn gemma4_tokenizer_matches_llama_cpp() {
+    use decache::ggml::oracle::OracleModel;
+    use decache::model::{LoadOptions, Model};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tok.gguf");
+    let mut g = gemma4(&Gemma4Shape::tiny(), 9);
+    gemma4_vocab(&mut g);
+    g.write(&path);
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let tok = &model.tokenizer;
+    let oracle = OracleModel::load(&path).unwrap();
+    let texts = [
+        "the cat sat on the wall",
+        " leading space and  two spaces ",
+        "new\nline\n\n\nthree\n\n\n\n\nfive\n\nend\n",
+        "naïve café, é!",
+        "Thé 日本 🙂 tab\there",
+        "<|turn>user\nhi there<turn|>\n",
+        "",
+        "\n",
+        "wow, the ceil",
+    ];
+    for text in texts {
+        for (add, parse) in [(true, true), (false, false)] {
+            let mine = tok.encode(text, add, parse).unwrap();
+            let theirs: Vec<u32> = oracle.tokenize(text, add, parse).into_iter().map(|t| t as u32).collect();
+            assert_eq!(mine, theirs, "{text:?} (add_special {add}, parse_special {parse})");
+        }
+    }
+    for id in 0..300u32 {
+        for special in [false, true] {
+            assert_eq!(tok.token_to_piece(id, special), oracle.token_to_piece(id as i32, special), "token {id}");
+        }
+    }
+    // What the cases above went through: byte fallback, a newline run kept whole, BOS.
+    let bytes: Vec<u32> = "日".bytes().map(|b| 6 + b as u32).collect();
+    assert_eq!(tok.encode("日", false, false).unwrap(), bytes);
+    assert_eq!(tok.encode("\n\n\n", false, false).unwrap(), [tok.token_id("\n\n\n").unwrap()]);
+    assert_eq!(tok.encode("the", true, false).unwrap(), [2, tok.token_id("t").unwrap(), tok.token_id("he").unwrap()]);
+    assert_eq!(tok.encode(" the", false, false).unwrap(), [tok.token_id("▁the").unwrap()]);
+    assert_eq!(
+        tok.decode(&tok.encode("naïve café, the\n\n\n wall", false, false).unwrap(), false),
+        "naïve café, the\n\n\n wall"
+    );
+}

@@ -30,7 +30,7 @@ pub(crate) type BpePipeline =
 const UNKNOWN_SENTINEL: &str = "\u{0}unknown";
 
 /// The id of the sentinel token: the first id past the vocabulary.
-fn sentinel_id(vocab: &Vocab) -> u32 {
+pub(crate) fn sentinel_id(vocab: &Vocab) -> u32 {
     vocab.len() as u32
 }
 
@@ -40,10 +40,25 @@ pub(crate) fn build(vocab: &Vocab, merges: &[String]) -> Result<BpePipeline, Tok
         .pre
         .as_ref()
         .ok_or_else(|| TokenizerError::metadata("tokenizer.ggml.pre", "missing for a BPE vocabulary"))?;
+    let model = model(vocab, merges, preset.ignore_merges, false)?;
+    let mut pipeline = TokenizerImpl::new(model);
+    pipeline.with_pre_tokenizer(Some(LlamaPreTokenizer::new(preset.stages)));
+    Ok(pipeline)
+}
+
+/// The `tokenizers` BPE model of a vocabulary and its merges (each merge
+/// joining two tokens into a token, at its first rank), with the unknown
+/// sentinel; `byte_fallback`: characters that are no token become their
+/// bytes' `<0xXX>` tokens.
+pub(crate) fn model(
+    vocab: &Vocab,
+    merges: &[String],
+    ignore_merges: bool,
+    byte_fallback: bool,
+) -> Result<BPE, TokenizerError> {
     if merges.is_empty() {
         return Err(TokenizerError::metadata("tokenizer.ggml.merges", "missing for a BPE vocabulary"));
     }
-
     let mut seen = std::collections::HashSet::with_capacity(merges.len());
     let mut pairs = Vec::with_capacity(merges.len());
     for (i, rule) in merges.iter().enumerate() {
@@ -61,17 +76,14 @@ pub(crate) fn build(vocab: &Vocab, merges: &[String]) -> Result<BpePipeline, Tok
 
     let mut bpe_vocab: BpeVocab = vocab.text_to_id.iter().map(|(t, &id)| (t.clone(), id)).collect();
     bpe_vocab.insert(UNKNOWN_SENTINEL.to_string(), sentinel_id(vocab));
-    let model = BPE::builder()
+    BPE::builder()
         .vocab_and_merges(bpe_vocab, pairs)
         .unk_token(UNKNOWN_SENTINEL.to_string())
         .fuse_unk(false)
-        .ignore_merges(preset.ignore_merges)
+        .ignore_merges(ignore_merges)
+        .byte_fallback(byte_fallback)
         .build()
-        .map_err(|e| TokenizerError::metadata("tokenizer.ggml.merges", e.to_string()))?;
-
-    let mut pipeline = TokenizerImpl::new(model);
-    pipeline.with_pre_tokenizer(Some(LlamaPreTokenizer::new(preset.stages)));
-    Ok(pipeline)
+        .map_err(|e| TokenizerError::metadata("tokenizer.ggml.merges", e.to_string()))
 }
 
 /// Appends the token ids of `text` (no special-token handling) to `out`.

@@ -7,7 +7,9 @@
 //!   ([`pretokenize`]), the byte-level mapping, and a `tokenizers` BPE model
 //!   built from the tokens and merges ([`bpe`]);
 //! * `llama` (SentencePiece) vocabularies use llama.cpp's score-driven
-//!   merging ([`spm`]).
+//!   merging ([`spm`]);
+//! * `gemma4` vocabularies are BPE over raw UTF-8 with SentencePiece's
+//!   spaces and byte fallback ([`sp_bpe`]).
 //!
 //! Before either, special tokens are cut out of the text as llama.cpp does
 //! ([`special`]). Decoding ([`piece`], [`stream`]) and chat templates
@@ -17,6 +19,7 @@ mod bpe;
 mod error;
 mod piece;
 mod pretokenize;
+mod sp_bpe;
 mod special;
 mod spm;
 mod stream;
@@ -48,6 +51,7 @@ pub struct Tokenizer {
 enum Engine {
     Bpe(Box<bpe::BpePipeline>),
     Spm,
+    SpBpe(Box<tokenizers::models::bpe::BPE>),
 }
 
 impl std::fmt::Debug for Engine {
@@ -55,6 +59,7 @@ impl std::fmt::Debug for Engine {
         match self {
             Engine::Bpe(_) => f.write_str("Bpe"),
             Engine::Spm => f.write_str("Spm"),
+            Engine::SpBpe(_) => f.write_str("SpBpe"),
         }
     }
 }
@@ -69,11 +74,13 @@ impl Tokenizer {
         let engine = match vocab.vtype {
             VocabType::Bpe => Engine::Bpe(Box::new(bpe::build(&vocab, &spec.merges)?)),
             VocabType::Spm => Engine::Spm,
+            VocabType::SpBpe => Engine::SpBpe(Box::new(sp_bpe::build(&vocab, &spec.merges)?)),
         };
         let kind = match (&vocab.vtype, &vocab.pre) {
             (VocabType::Bpe, Some(p)) => format!("gpt2 BPE (pre: {})", p.name),
             (VocabType::Bpe, None) => "gpt2 BPE".to_string(),
             (VocabType::Spm, _) => "llama SentencePiece".to_string(),
+            (VocabType::SpBpe, _) => "gemma4 BPE (raw UTF-8, ▁ spaces, byte fallback)".to_string(),
         };
         Ok(Tokenizer { vocab, engine, chat_template: spec.chat_template, kind, pieces: Default::default() })
     }
@@ -94,6 +101,14 @@ impl Tokenizer {
                 for f in &fragments {
                     match *f {
                         Fragment::Text(t) => bpe::encode_into(pipeline, v, t, &mut out)?,
+                        Fragment::Token(id) => out.push(id),
+                    }
+                }
+            }
+            Engine::SpBpe(model) => {
+                for f in &fragments {
+                    match *f {
+                        Fragment::Text(t) => sp_bpe::encode_into(model, v, t, &mut out)?,
                         Fragment::Token(id) => out.push(id),
                     }
                 }

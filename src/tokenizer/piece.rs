@@ -23,7 +23,7 @@ pub(crate) fn token_to_piece(vocab: &Vocab, id: u32, special: bool) -> Vec<u8> {
     if attr.intersects(TokenAttr::NORMAL) {
         return match vocab.vtype {
             VocabType::Bpe => byte_level_decode(text),
-            VocabType::Spm => text.replace('\u{2581}', " ").into_bytes(),
+            VocabType::Spm | VocabType::SpBpe => text.replace('\u{2581}', " ").into_bytes(),
         };
     }
     if attr.intersects(TokenAttr::BYTE) {

@@ -110,10 +110,13 @@ pub enum VocabType {
     Bpe,
     /// SentencePiece with score-driven merges (`tokenizer.ggml.model = "llama"`).
     Spm,
+    /// BPE over raw UTF-8 with spaces as `▁` and `<0xXX>` byte fallback
+    /// (`tokenizer.ggml.model = "gemma4"`).
+    SpBpe,
 }
 
 /// Model names accepted in `tokenizer.ggml.model`.
-pub(crate) const SUPPORTED_MODELS: &str = "gpt2, llama";
+pub(crate) const SUPPORTED_MODELS: &str = "gpt2, llama, gemma4";
 
 /// Texts that make a token end generation (llama.cpp's list).
 const EOG_TEXTS: &[&str] = &[
@@ -224,6 +227,7 @@ impl Vocab {
         let vtype = match spec.model.as_str() {
             "gpt2" => VocabType::Bpe,
             "llama" => VocabType::Spm,
+            "gemma4" => VocabType::SpBpe,
             other => {
                 return Err(TokenizerError::UnsupportedModel {
                     model: other.to_string(),
@@ -233,7 +237,7 @@ impl Vocab {
         };
         let pre = match vtype {
             VocabType::Bpe => Some(PrePreset::from_name(spec.pre.as_deref())?),
-            VocabType::Spm => None,
+            VocabType::Spm | VocabType::SpBpe => None,
         };
 
         let n = spec.tokens.len();
@@ -281,6 +285,7 @@ impl Vocab {
         let (mut bos, mut eos, mut unk) = match vtype {
             VocabType::Bpe => (Some(11), Some(11), None),
             VocabType::Spm => (Some(1), Some(2), Some(0)),
+            VocabType::SpBpe => (None, None, None),
         };
         if preset.as_ref().is_some_and(|p| p.no_bos) {
             bos = None;
@@ -307,9 +312,11 @@ impl Vocab {
 
         let (default_add_bos, default_space_prefix, clean_spaces) = match (&vtype, &preset) {
             (VocabType::Bpe, Some(p)) => (p.add_bos, false, p.clean_spaces),
+            (VocabType::SpBpe, _) => (true, false, true),
             _ => (true, true, false),
         };
-        let add_bos = spec.add_bos.unwrap_or(default_add_bos);
+        // Gemma 4 always starts with BOS (llama.cpp overrides the file's false).
+        let add_bos = spec.add_bos.filter(|_| vtype != VocabType::SpBpe).unwrap_or(default_add_bos);
         let add_eos = spec.add_eos.unwrap_or(false);
         let add_space_prefix = spec.add_space_prefix.unwrap_or(default_space_prefix);
         if add_bos && bos.is_none() {
