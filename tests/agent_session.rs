@@ -292,6 +292,65 @@ fn bad_tool_input_gets_a_clear_error_and_the_session_goes_on() {
     assert!(big.len() < 40_000, "the huge output was capped ({} bytes)", big.len());
 }
 
+/// The model forgets on its own: a scripted model reads a file, runs the
+/// tests, then calls `forget` on the read (result 1) with a note. The read's
+/// cells are gone from the cache, the note is in it, the deletion is a
+/// decache event with reason "forgotten by the model" in the session log,
+/// bad forget calls get a clear tool error, and the session goes on.
+#[test]
+fn the_model_forgets_a_result_and_keeps_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = fixture(dir.path());
+    let note = "m3.rs has f3_0..f3_29, nothing to change there";
+    let replies = vec![
+        call("read_file", serde_json::json!({"path": "src/m3.rs"})),
+        call("run_command", serde_json::json!({"command": "sh test.sh"})),
+        call("forget", serde_json::json!({"result": 1, "note": note})),
+        call("forget", serde_json::json!({"result": 9})),
+        call("forget", serde_json::json!({"result": 1})),
+        call("forget", serde_json::json!({"path": "src/m3.rs", "thinking": true})),
+        call("read_file", serde_json::json!({"path": "src/m4.rs", "start_line": 1, "end_line": 3})),
+        "Done: m3 needs nothing.".to_string(),
+    ];
+    let mut script = Scripted::new(replies);
+    let mut a = agent(&common::tiny_smollm2(), &root, 4096, Limits::default(), true, DecachePolicy::default());
+    let mut ui = Recorder::default();
+    let end = a.turn("Look at m3 and run the tests.", &mut script, &mut ui).unwrap();
+    assert_eq!(end, TurnEnd::Answered("Done: m3 needs nothing.".into()));
+
+    // The read is gone from the cache: its segment fully removed, its cells freed.
+    let read = a
+        .conv
+        .segments
+        .iter()
+        .find(|s| matches!(&s.kind, SegmentKind::FileRead { path } if path == "src/m3.rs"))
+        .expect("the read was recorded");
+    assert!(read.fully_removed(), "the read's tokens are all forgotten: {read:?}");
+    let by_model: Vec<_> = ui.decache.iter().filter(|d| d.1 == "forgotten by the model").collect();
+    assert!(!by_model.is_empty() && by_model.iter().all(|d| d.0 > 0), "{:?}", ui.decache);
+    let forgotten: usize = by_model.iter().map(|d| d.0).sum();
+    assert!(forgotten >= (read.p1 - read.p0) as usize, "{forgotten} cells for a read of {} tokens", read.p1 - read.p0);
+    // The note is in: a live segment of its own, in the conversation.
+    let kept = a.conv.segments.iter().find(|s| s.kind == SegmentKind::Note).expect("a note segment");
+    assert_eq!(kept.live(), (kept.p1 - kept.p0) as usize, "the note is live");
+    assert!(a.conv.messages().iter().any(|m| m.content.contains(note)));
+    // The results the model saw, and the bad calls' errors.
+    let texts: Vec<&str> = ui.results.iter().map(|r| r.2.as_str()).collect();
+    assert!(texts[2].starts_with("Forgot result 1 (") && texts[2].contains(note), "{}", texts[2]);
+    assert!(texts[3].contains("there is no result 9: the results so far are numbered 1 to 3"), "{}", texts[3]);
+    assert!(texts[4].contains("result 1: nothing left to forget"), "{}", texts[4]);
+    assert!(texts[5].contains("give exactly one of result"), "{}", texts[5]);
+    assert!(ui.results[6].1, "the session goes on: {:?}", ui.results[6]);
+    // Each result was numbered in the context.
+    assert!(a.conv.messages().iter().any(|m| m.role == "tool" && m.content.starts_with("[result 2]\n")));
+    // The session log has the event with its reason.
+    let log = std::fs::read_to_string(a.log.as_ref().unwrap().path()).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("\"type\":\"decache\"") && l.contains("\"reason\":\"forgotten by the model\"")),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_short_session_with_the_real_model_holds() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 //! stops at the context limit. The library returns events; the CLI prints.
 pub mod command;
 pub mod files;
+pub mod forget;
 pub mod hooks;
 pub mod log;
 pub mod reminders;
@@ -184,6 +185,9 @@ pub struct Agent {
     last_todo: Option<Option<String>>,
     /// A failed log write, to be reported once (then `Some(None)`).
     log_warning: Option<Option<String>>,
+    /// The segments of each tool result, by its number (from 1): what
+    /// `forget` with `result` names.
+    results: Vec<Vec<u64>>,
 }
 
 impl Agent {
@@ -210,6 +214,7 @@ impl Agent {
             last_date: None,
             last_todo: None,
             log_warning: None,
+            results: Vec::new(),
         };
         a.log_value(&json!({"type": "start", "version": 1, "model": a.conv.session.model().info.path, "n_ctx": a.conv.session.n_ctx()}));
         a.log_message("system", &sys, &SegmentKind::System);
@@ -257,12 +262,24 @@ impl Agent {
         }
     }
 
-    /// Put a message into the context (and the log).
+    /// Put a message into the context (and the log). A tool result's
+    /// segments are remembered under its number.
     fn add(&mut self, role: &str, content: &str, kind: SegmentKind, ui: &mut dyn AgentUi) -> Result<()> {
+        let first = self.conv.segments.next_id();
         let events = self.conv.push(role, content, kind.clone())?;
+        if role == "tool" {
+            self.results.push((first..self.conv.segments.next_id()).collect());
+        }
         self.decached(&events, ui);
         self.log_message(role, content, &kind);
         Ok(())
+    }
+
+    /// Put a tool result into the context under its number (`[result N]`,
+    /// what `forget` takes).
+    fn add_result(&mut self, text: &str, kind: SegmentKind, ui: &mut dyn AgentUi) -> Result<()> {
+        let numbered = format!("[result {}]\n{text}", self.results.len() + 1);
+        self.add("tool", &numbered, kind, ui)
     }
 
     /// The reminders due now: the date once a day, the task list when it changed.
@@ -320,7 +337,7 @@ impl Agent {
                     "error: {m}. Write each call as <tool_call>{{\"name\": …, \"arguments\": {{…}}}}</tool_call>."
                 );
                 ui.event(AgentEvent::Result { name: "?", ok: false, summary: m, text: &msg });
-                self.add("tool", &msg, SegmentKind::CommandOutput { passed: Some(false) }, ui)?;
+                self.add_result(&msg, SegmentKind::CommandOutput { passed: Some(false) }, ui)?;
             }
             for call in parsed.calls.iter().take(MAX_CALLS_PER_REPLY) {
                 self.call(call, n_results, ui)?;
@@ -334,7 +351,7 @@ impl Agent {
                     "error: only the first {MAX_CALLS_PER_REPLY} of {} calls ran; call the rest in your next reply",
                     parsed.calls.len()
                 );
-                self.add("tool", &msg, SegmentKind::CommandOutput { passed: Some(false) }, ui)?;
+                self.add_result(&msg, SegmentKind::CommandOutput { passed: Some(false) }, ui)?;
             }
             self.status(ui);
         }
@@ -365,6 +382,8 @@ impl Agent {
         }
         let result = if permit == Permit::No {
             Err(ToolError(format!("the user declined to run {}; ask them or try another way", call.name)))
+        } else if call.name == "forget" {
+            self.forget_call(&call.arguments, ui)?
         } else {
             self.hooks_for(When::Before, call, ui)?;
             self.tools.run(call, &self.cancel)
@@ -393,7 +412,7 @@ impl Agent {
             let items = serde_json::to_value(&self.tools.todos).unwrap_or_default();
             self.log_value(&json!({"type": "todos", "items": items}));
         }
-        self.add("tool", &text, kind, ui)?;
+        self.add_result(&text, kind, ui)?;
         if wrote.is_some() || call.name == "run_command" {
             self.forget_changed_reads(ui)?;
         }

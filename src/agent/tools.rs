@@ -138,6 +138,17 @@ pub const TOOLS: &[ToolSpec] = &[
         },
     },
     ToolSpec {
+        name: "forget",
+        description: "Forget part of your context to keep it small: a tool result by its number (result: N, or [first, last] for several), every read of a file (path), or your finished thinking (thinking: true). An optional note is kept instead: what you must remember of it.",
+        changes: false,
+        params: || {
+            obj(
+                json!({"result": {"type": ["integer", "array"], "items": {"type": "integer"}}, "path": {"type": "string"}, "thinking": {"type": "boolean"}, "note": {"type": "string"}}),
+                &[],
+            )
+        },
+    },
+    ToolSpec {
         name: "todo",
         description: "Replace your task list: items of {content, status} with status pending, in_progress or completed.",
         changes: false,
@@ -224,6 +235,7 @@ impl Toolbox {
             "edit_file" => files::edit_file(&self.ws, a),
             "run_command" => run_command(&self.ws, &self.limits, a, cancel),
             "todo" => self.set_todos(a),
+            "forget" => Err("forget acts on the conversation: the agent runs it, not the toolbox".into()),
             other => Err(format!("tool {other} has no implementation").into()),
         }
     }

@@ -26,6 +26,8 @@ pub enum Reason {
     Oldest,
     /// The user asked (`/forget`).
     Manual,
+    /// The model asked (the agent's `forget` tool).
+    ByModel,
 }
 
 impl Reason {
@@ -39,6 +41,7 @@ impl Reason {
             Reason::LongPasteMiddle => "middle of a long output",
             Reason::Oldest => "oldest turn",
             Reason::Manual => "forgotten on request",
+            Reason::ByModel => "forgotten by the model",
         }
     }
 }

@@ -34,6 +34,8 @@ pub enum SegmentKind {
     },
     /// Something long the user pasted (a log).
     PastedLog,
+    /// A note the model kept in place of what it forgot (`forget`).
+    Note,
 }
 
 impl SegmentKind {
@@ -55,6 +57,7 @@ impl SegmentKind {
             SegmentKind::SystemReminder { .. } => "system reminder",
             SegmentKind::HookOutput { .. } => "hook output",
             SegmentKind::PastedLog => "pasted log",
+            SegmentKind::Note => "note",
         }
     }
 }
@@ -115,6 +118,11 @@ impl Segments {
         self.next_id += 1;
         self.items.push(Segment { id, kind, turn, p0, p1, pinned: false, removed: Vec::new(), lines: Vec::new() });
         id
+    }
+
+    /// The id the next segment will get.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
     }
 
     /// Record the lines of segment `id` (for logs and pastes).
