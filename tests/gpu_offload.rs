@@ -8,6 +8,13 @@
 //! |Δlogit| bounded: prefill, removal with the keep policy, removal with
 //! the shift policy (the K-shift graph runs on the device), defrag (the
 //! moves too), and decoding token by token (graph reuse).
+//!
+//! The model is SmolLM2-135M-Instruct (Q4_1, fetched by `make models`), or
+//! the GGUF file named by the environment variable `DECACHE_GPU_MODEL` when
+//! it is set: e.g. a random-weight file at SmolLM2's shapes written by
+//! `examples/gen_llama.rs`, for a GPU machine the real model cannot reach.
+//! The prompt is read from this checkout's `prompts/perplexity.txt` (a path
+//! fixed at compile time).
 #![cfg(any(feature = "vulkan", feature = "cuda", feature = "metal"))]
 mod common;
 use common::*;
@@ -34,7 +41,8 @@ fn all_layers_on_the_device_match_llama_cpp_there() {
         "built with a GPU backend but ggml sees no device (without a GPU, Vulkan can use Mesa's lavapipe: GGML_VK_VISIBLE_DEVICES=0)"
     );
     eprintln!("devices: {:?}", gpus.iter().map(|d| d.description()).collect::<Vec<_>>());
-    let path = smollm2();
+    let path = std::env::var_os("DECACHE_GPU_MODEL").map_or_else(smollm2, std::path::PathBuf::from);
+    eprintln!("model: {}", path.display());
     let model =
         Arc::new(Model::load(&path, &LoadOptions { gpu_layers: GpuLayers::All, ..LoadOptions::default() }).unwrap());
     let n_layer = model.hparams.n_layer as usize;

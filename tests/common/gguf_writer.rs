@@ -30,6 +30,7 @@ pub mod tt {
     pub const F32: u32 = 0;
     pub const F16: u32 = 1;
     pub const Q4_0: u32 = 2;
+    pub const Q4_1: u32 = 3;
     pub const Q8_0: u32 = 8;
     pub const Q4_K: u32 = 12;
     pub const I8: u32 = 24;
@@ -323,6 +324,28 @@ pub fn q4_k(n: u64, rng: &mut Rng) -> Vec<u8> {
     for b in out.chunks_exact_mut(Q4_K_BLOCK) {
         b[0..2].copy_from_slice(&0x1800u16.to_le_bytes());
         b[2..4].copy_from_slice(&0x1400u16.to_le_bytes());
+        for chunk in b[4..].chunks_mut(8) {
+            let r = rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+    }
+    out
+}
+
+/// Bytes of one Q4_1 block of 32 values: f16 d, f16 m, 16 nibble bytes
+/// (ggml's `block_q4_1`; value = d * q + m).
+pub const Q4_1_BLOCK: usize = 20;
+
+/// Random Q4_1 data for `n` values: a fixed scale d = 2^-6 and minimum
+/// m = -7.5 d (in f16), so the values are symmetric about zero within
+/// ±0.117 (about `tensor_f32`'s range), with random nibbles.
+pub fn q4_1(n: u64, rng: &mut Rng) -> Vec<u8> {
+    assert_eq!(n % 32, 0, "Q4_1 rows hold whole blocks");
+    let blocks = (n / 32) as usize;
+    let mut out = vec![0u8; blocks * Q4_1_BLOCK];
+    for b in out.chunks_exact_mut(Q4_1_BLOCK) {
+        b[0..2].copy_from_slice(&0x2400u16.to_le_bytes());
+        b[2..4].copy_from_slice(&0xaf80u16.to_le_bytes());
         for chunk in b[4..].chunks_mut(8) {
             let r = rng.next_u64().to_le_bytes();
             chunk.copy_from_slice(&r[..chunk.len()]);
