@@ -108,6 +108,7 @@ def main():
     ap.add_argument("--logs", default="target/bench-spec-logs")
     ap.add_argument("--md", help="also write the Markdown here")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--only", help="run only the servers whose names are in this comma-separated list")
     a = ap.parse_args()
     os.makedirs(a.logs, exist_ok=True)
     common = ["-m", a.model, "-c", str(a.ctx), "-t", str(a.threads), "-np", "1", "--host", "127.0.0.1"]
@@ -115,6 +116,10 @@ def main():
                ("decache --spec auto", [a.decache, "serve", "--spec", "auto"], "decache"),
                ("llama-server", [a.llama_server], "llama")]
     servers += [("llama-server " + " ".join(s), [a.llama_server] + s, "llama") for s in LLAMA_SPEC]
+    servers.insert(2, ("decache --spec on", [a.decache, "serve", "--spec", "on"], "decache"))
+    if a.only:
+        keep = set(a.only.split(","))
+        servers = [s for s in servers if s[0] in keep]
     results = []
     for w in a.workloads.split(","):
         make, max_tokens = WORKLOADS[w]

@@ -73,6 +73,10 @@ pub struct SpecStats {
 const MATCH_LOOKBACK: usize = 64;
 /// Occurrences of each n-gram remembered (the most recent ones).
 const OCCURRENCES: usize = 64;
+/// After a draft, an occurrence this close after where its copy stopped is
+/// taken first: the text being copied goes on there (a file re-emitted with
+/// an edit resumes right after the edited span).
+const CURSOR_WINDOW: usize = 64;
 /// Under `auto`, the window of recent drafts whose speed decides.
 const AUTO_WINDOW: usize = 4;
 /// Under `auto`, before a plain step has been timed: drafting pauses when
@@ -83,6 +87,11 @@ const AUTO_MIN_RATE: f64 = 0.5;
 const STEP_EMA: f64 = 0.2;
 /// ... for this many generated tokens at first, doubling each time.
 const AUTO_PAUSE: usize = 16;
+/// What a draft token adds to a batch's time, in plain steps, until drafts
+/// were timed (between a repacked Q4_K model's 0.15 and SmolLM2's 0.5 here).
+const BETA_PRIOR: f64 = 0.3;
+/// Weight the counts of accepted tokens and failed drafts keep per draft.
+const ACCEPT_DECAY: f64 = 0.7;
 
 /// Proposes drafts from the token history and learns from their fate.
 #[derive(Debug)]
@@ -93,8 +102,20 @@ pub struct Drafter {
     /// Where the n-grams of the history ended (exclusive), by a hash of
     /// their tokens (the last few occurrences of each).
     index: HashMap<u64, Vec<usize>>,
-    /// Draft length to try next (grows on success, shrinks on failure).
+    /// Draft length to try next: the one that yields most tokens per unit
+    /// of time, given how often drafts hold and what a draft token costs.
     len: usize,
+    /// Draft tokens accepted and drafts that ended in a rejection (decayed
+    /// counts): a draft token holds with probability about
+    /// accepted / (accepted + failures).
+    accepted_w: f64,
+    failed_w: f64,
+    /// A draft token's cost, in plain steps (from timed drafts).
+    beta: f64,
+    /// Where the last draft was copied from, and where its copy stopped
+    /// (the first token not kept, or the end of the draft).
+    source: Option<usize>,
+    cursor: Option<usize>,
     /// Recent drafts: (drafted, accepted, seconds their batch took).
     recent: Vec<(usize, usize, f64)>,
     /// Running mean of a plain step's time (seconds), once one was timed.
@@ -113,6 +134,11 @@ impl Drafter {
             history: Vec::with_capacity(history.len() + 256),
             index: HashMap::new(),
             len: params.draft_max.clamp(1, 8),
+            accepted_w: 0.0,
+            failed_w: 0.0,
+            beta: BETA_PRIOR,
+            source: None,
+            cursor: None,
             recent: Vec::new(),
             step_secs: None,
             paused: 0,
@@ -155,17 +181,52 @@ impl Drafter {
         }
         let end = h.len();
         let Some(ends) = self.index.get(&key(&h[end - n..])) else { return Vec::new() };
-        // Among earlier occurrences (not the current one), prefer the
-        // longest match backwards, then the most recent.
+        // Among earlier occurrences (not the current one): the nearest one
+        // after where the last draft's copy stopped, else the longest match
+        // backwards, then the most recent.
         let mut best: Option<(usize, usize)> = None;
+        let mut near: Option<usize> = None;
         for &e in ends.iter().rev().filter(|&&e| e < end && h[e - n..e] == h[end - n..]) {
+            if let Some(c) = self.cursor.filter(|&c| e >= c && e - c <= CURSOR_WINDOW) {
+                if near.is_none_or(|x| e - c < x - c) {
+                    near = Some(e);
+                }
+            }
             let matched = (n..MATCH_LOOKBACK.min(e)).take_while(|&k| h[e - 1 - k] == h[end - 1 - k]).count() + n;
             if best.is_none_or(|(m, _)| matched > m) {
                 best = Some((matched, e));
             }
         }
-        let Some((_, e)) = best else { return Vec::new() };
-        h[e..end.min(e + want)].to_vec()
+        let Some(e) = near.or(best.map(|b| b.1)) else { return Vec::new() };
+        self.source = Some(e);
+        // What followed the occurrence, continued past the end of the
+        // history by the draft itself: text repeating with a period shorter
+        // than the draft is drafted whole.
+        let mut draft: Vec<u32> = h[e..end.min(e + want)].to_vec();
+        while draft.len() < want {
+            draft.push(draft[draft.len() - (end - e)]);
+        }
+        draft
+    }
+
+    /// The draft length that yields most tokens per plain step's time: with
+    /// a draft token holding with probability r (each only if those before
+    /// it held), a draft of k yields 1 + r + ... + r^k tokens for a batch
+    /// costing 1 + beta k plain steps.
+    fn best_len(&self) -> usize {
+        // A weak prior: one held token against a quarter of a failure.
+        let r = (self.accepted_w + 1.0) / (self.accepted_w + self.failed_w + 1.25);
+        let (mut best, mut best_rate) = (1, 0.0);
+        let (mut yield_k, mut p) = (1.0, 1.0);
+        for k in 1..=self.params.draft_max.max(1) {
+            p *= r;
+            yield_k += p;
+            let rate = yield_k / (1.0 + self.beta * k as f64);
+            if rate > best_rate {
+                (best, best_rate) = (k, rate);
+            }
+        }
+        best
     }
 
     /// A plain step (one token, no draft) took `secs`.
@@ -182,11 +243,15 @@ impl Drafter {
         self.stats.drafts += 1;
         self.stats.drafted += drafted;
         self.stats.accepted += accepted;
-        self.len = if accepted == drafted {
-            (self.len * 2).min(self.params.draft_max.max(1))
-        } else {
-            (accepted + 1).max(2).min(self.params.draft_max.max(1))
-        };
+        self.cursor = self.source.take().map(|e| e + accepted);
+        self.accepted_w = self.accepted_w * ACCEPT_DECAY + accepted as f64;
+        self.failed_w = self.failed_w * ACCEPT_DECAY + f64::from(u8::from(accepted < drafted));
+        if let Some(step) = self.step_secs {
+            // The batch held the token before the draft, as a plain step does.
+            let per_token = ((secs / step.max(1e-9) - 1.0) / drafted as f64).clamp(0.02, 2.0);
+            self.beta += STEP_EMA * (per_token - self.beta);
+        }
+        self.len = self.best_len();
         if self.params.mode != SpecMode::Auto {
             return;
         }
@@ -227,7 +292,7 @@ mod tests {
     #[test]
     fn a_repeated_ngram_proposes_what_followed_it() {
         let mut d = drafter(SpecMode::On, &[1, 2, 3, 4, 5, 6, 9, 1, 2]);
-        assert_eq!(d.propose(8), vec![3, 4, 5, 6, 9, 1, 2]);
+        assert_eq!(d.propose(8), vec![3, 4, 5, 6, 9, 1, 2, 3], "past the end, the period repeats");
         assert_eq!(d.propose(3), vec![3, 4, 5], "the room bounds the draft");
         d.push(7);
         assert!(d.propose(8).is_empty(), "[2, 7] never occurred");
@@ -238,6 +303,24 @@ mod tests {
         // [5, 1, 2] occurred first and is what the history ends with; [8, 1, 2] is more recent.
         let mut d = drafter(SpecMode::On, &[5, 1, 2, 30, 8, 1, 2, 40, 5, 1, 2]);
         assert_eq!(d.propose(2), vec![30, 8]);
+    }
+
+    #[test]
+    fn after_a_draft_the_copy_goes_on_where_it_stopped() {
+        // The source [1, 2, 3, 4, 5, 6] then a later, longer-matching copy of [5, 6] going elsewhere.
+        let h = [1, 2, 3, 4, 5, 6, 7, 8, 40, 41, 4, 5, 6, 90, 91, 92, 1, 2, 3];
+        let mut d = drafter(SpecMode::On, &h);
+        assert_eq!(d.propose(3), vec![4, 5, 6], "drafted from the start of the source");
+        // The model kept 4 and wrote 9 instead of 5, then went back to the source's 5, 6.
+        d.record(3, 1, 0.01);
+        for t in [4, 9, 5, 6] {
+            d.push(t);
+        }
+        // [5, 6] occurs at the source (continuing 7, 8) and later (continuing 90):
+        // the one right after where the copy stopped wins over the more recent one.
+        assert_eq!(d.propose(2), vec![7, 8]);
+        let mut fresh = drafter(SpecMode::On, &h.iter().chain(&[4, 9, 5, 6]).copied().collect::<Vec<u32>>());
+        assert_eq!(fresh.propose(2), vec![90, 91], "without a cursor: the most recent");
     }
 
     #[test]
@@ -287,11 +370,33 @@ mod tests {
 
     #[test]
     fn the_draft_grows_while_accepted_and_shrinks_when_not() {
-        let mut d = drafter(SpecMode::On, &(0..40).chain(0..3).collect::<Vec<u32>>());
-        let first = d.propose(64).len();
-        d.record(first, first, 0.01);
-        assert_eq!(d.propose(64).len(), (first * 2).min(8));
-        d.record(8, 1, 0.01);
-        assert_eq!(d.propose(64).len(), 2);
+        let mut d =
+            Drafter::new(SpecParams { mode: SpecMode::On, draft_max: 64, ngram: 2 }, (0..200).chain(0..3).collect());
+        d.plain_step(0.010);
+        // Drafts that hold, each token costing a fifth of a step: longer drafts.
+        let mut last = d.propose(64).len();
+        for _ in 0..6 {
+            d.record(last, last, 0.010 * (1.0 + 0.2 * last as f64));
+            let next = d.propose(64).len();
+            assert!(next >= last, "{next} after {last} held");
+            last = next;
+        }
+        assert!(last >= 16, "{last}");
+        // Drafts that fail at once: shorter ones.
+        let long = last;
+        for _ in 0..6 {
+            d.record(last, 0, 0.010 * (1.0 + 0.2 * last as f64));
+            last = d.propose(64).len();
+        }
+        assert!(last * 4 <= long, "{last} after {long}");
+        // Where a draft token costs as much as a step, even good odds keep drafts short.
+        let mut d =
+            Drafter::new(SpecParams { mode: SpecMode::On, draft_max: 64, ngram: 2 }, (0..200).chain(0..3).collect());
+        d.plain_step(0.010);
+        for _ in 0..8 {
+            let k = d.propose(64).len();
+            d.record(k, k * 9 / 10, 0.010 * (1.0 + k as f64));
+        }
+        assert!(d.propose(64).len() <= 4, "{}", d.propose(64).len());
     }
 }
