@@ -83,6 +83,9 @@ pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
     pub text: Option<String>,
+    /// decache's annotation: keep this part out of the cache from now on.
+    #[serde(default)]
+    pub decache: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -99,6 +102,12 @@ pub struct InMessage {
     pub content: Option<Content>,
     #[serde(default)]
     pub tool_calls: Option<Vec<Value>>,
+    /// decache's annotation: keep this message out of the cache from now on
+    /// (the client goes on sending its full history; the server removes
+    /// what it holds of the message in place, as for a history the client
+    /// pruned itself).
+    #[serde(default)]
+    pub decache: bool,
 }
 
 /// Fields every completion request has.
@@ -344,6 +353,10 @@ impl ChatRequest {
         let mut out = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.iter().enumerate() {
             let at = |field: &str| format!("messages[{i}].{field}");
+            let all_decached = matches!(&m.content, Some(Content::Parts(p)) if !p.is_empty() && p.iter().all(|p| p.decache));
+            if m.decache || all_decached {
+                continue;
+            }
             if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
                 return Err(ApiError::bad_request(format!(
                     "{}: unknown role '{}' (system, developer, user, assistant or tool)",
@@ -362,7 +375,7 @@ impl ChatRequest {
                     // refused, naming the first.
                     let mut s = String::new();
                     let mut unread = None;
-                    for (j, p) in parts.iter().enumerate() {
+                    for (j, p) in parts.iter().enumerate().filter(|(_, p)| !p.decache) {
                         let part = || format!("{}[{j}]", at("content"));
                         match (p.kind.as_str(), &p.text) {
                             ("text", Some(t)) => s.push_str(t),
@@ -410,6 +423,10 @@ impl ChatRequest {
             let role = if m.role == "developer" { "system" } else { m.role.as_str() };
             out.push(ChatMessage::new(role, text));
         }
+        if out.is_empty() {
+            return Err(ApiError::bad_request("every message is annotated \"decache\": true; nothing is left to answer")
+                .param("messages"));
+        }
         let tools =
             if self.tools_active() { check_tools(self.tools.as_deref().unwrap_or_default())? } else { Vec::new() };
         let rule = self.call_rule()?;
@@ -440,6 +457,22 @@ mod tests {
 
     fn chat(v: serde_json::Value) -> Result<ChatPrompt, ApiError> {
         serde_json::from_value::<ChatRequest>(v).unwrap().chat_prompt()
+    }
+
+    #[test]
+    fn messages_and_parts_annotated_decache_are_left_out() {
+        let p = chat(json!({"messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": "a long log", "decache": true},
+            {"role": "assistant", "content": "noted"},
+            {"role": "user", "content": [{"type": "text", "text": "keep "}, {"type": "text", "text": "drop", "decache": true}, {"type": "text", "text": "this"}]},
+            {"role": "user", "content": [{"type": "text", "text": "gone", "decache": true}]}
+        ]}))
+        .unwrap();
+        let texts: Vec<&str> = p.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["sys", "noted", "keep this"]);
+        let e = chat(json!({"messages": [{"role": "user", "content": "x", "decache": true}]})).unwrap_err();
+        assert!(e.message.contains("nothing is left to answer"), "{}", e.message);
     }
 
     #[test]

@@ -245,6 +245,17 @@ pub fn parts(content: &Value, role: &str, at: &str) -> Result<Vec<Part>, ApiErro
             Some(_) => return Err(bad_at(&format!("{at}.type"), "expected a string")),
             None => return Err(bad_at(&format!("{at}.type"), "missing: every content block has a type")),
         };
+        // decache's annotation: keep this block out of the cache from now on
+        // (the client goes on sending it). A tool call and its result stay
+        // as cleared placeholders so that they still pair.
+        let decache = match o.get("decache") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(bad_at(&format!("{at}.decache"), "expected true or false")),
+        };
+        if decache && !matches!(kind, "tool_use" | "tool_result") {
+            continue;
+        }
         match kind {
             "text" => {
                 out.push(Part::Text(string_at(o, "text", &at, "a text block needs text (a string)")?.to_string()));
@@ -267,7 +278,7 @@ pub fn parts(content: &Value, role: &str, at: &str) -> Result<Vec<Part>, ApiErro
                     Some(v @ Value::Object(_)) => v.clone(),
                     Some(_) => return Err(bad_at(&format!("{at}.input"), "expected an object")),
                 };
-                out.push(Part::ToolUse { id, name, input, cleared: false });
+                out.push(Part::ToolUse { id, name, input, cleared: decache });
                 read = true;
             }
             "tool_result" => {
@@ -282,7 +293,7 @@ pub fn parts(content: &Value, role: &str, at: &str) -> Result<Vec<Part>, ApiErro
                     Some(_) => return Err(bad_at(&format!("{at}.is_error"), "expected true or false")),
                 };
                 let (text, _) = result_text(o.get("content").unwrap_or(&Value::Null), &format!("{at}.content"))?;
-                out.push(Part::ToolResult { id, text, is_error, cleared: false });
+                out.push(Part::ToolResult { id, text, is_error, cleared: decache });
                 read = true;
             }
             "image" => {
@@ -467,6 +478,25 @@ mod tests {
         assert!(e.message.starts_with("messages[1].content[0].thinking"), "{e:?}");
         let e = parts(&json!([{"type": "hologram"}]), "user", "messages[0].content").unwrap_err();
         assert!(e.message.contains("messages[0].content[0].type"), "{e:?}");
+    }
+
+    #[test]
+    fn blocks_annotated_decache_are_left_out_and_results_cleared() {
+        let content = json!([
+            {"type": "text", "text": "a long paste", "decache": true},
+            {"type": "tool_result", "tool_use_id": "t1", "content": "a big file", "decache": true},
+            {"type": "text", "text": "the question"}
+        ]);
+        let p = parts(&content, "user", "messages[2].content").unwrap();
+        assert_eq!(
+            p,
+            vec![
+                Part::ToolResult { id: "t1".into(), text: "a big file".into(), is_error: false, cleared: true },
+                Part::Text("the question".into())
+            ]
+        );
+        let e = parts(&json!([{"type": "text", "text": "x", "decache": "yes"}]), "user", "m").unwrap_err();
+        assert!(e.message.starts_with("m[0].decache: expected true or false"), "{e:?}");
     }
 
     #[test]
