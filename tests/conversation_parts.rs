@@ -185,3 +185,42 @@ fn forgetting_with_a_refresh_reevaluates_the_tokens_after_the_gap() {
     assert_eq!(c.stats.tokens_refreshed, 0);
     assert_ne!(c.session.eval(&next, false).unwrap(), with);
 }
+
+/// A template that re-renders earlier messages (Qwen3's drops an earlier
+/// reply's `<think>` block once the next user message comes) no longer
+/// stops the conversation: the dropped thinking is forgotten in place
+/// (reason "dropped by the chat template"), the cache holds the new
+/// rendering's tokens, and the conversation goes on append-only from there.
+#[test]
+fn a_template_that_drops_earlier_thinking_is_followed_in_place() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/llama.cpp-0.3.36/llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates");
+    let src = std::fs::read_to_string(dir.join("Qwen-Qwen3-0.6B.jinja"))
+        .unwrap_or_else(|e| panic!("{}: {e} (make llama-src fetches it)", dir.display()));
+    let model = Arc::new(Model::load(&tiny_smollm2(), &LoadOptions::default()).unwrap());
+    let cfg = SessionConfig { n_ctx: 512, n_threads: 2, ..SessionConfig::default() };
+    let template = ChatTemplate::new(&src).unwrap();
+    let mut c = Conversation::new(Session::new(model.clone(), cfg).unwrap(), template, DecachePolicy::default());
+    c.push("system", "You are a careful assistant.", SegmentKind::System).unwrap();
+    c.push("user", "Which is larger, 7 or 9?", SegmentKind::User).unwrap();
+    c.push("assistant", "<think>\nNine is two more than seven.\n</think>\n\n9 is larger.", SegmentKind::Assistant).unwrap();
+    let live = c.session.n_live();
+    let events = c.push("user", "And 3 or 2?", SegmentKind::User).unwrap();
+    assert!(!events.is_empty(), "the template dropped the thinking");
+    assert!(events.iter().all(|e| e.reason == Reason::TemplateDropped), "{events:?}");
+    let thinking = c.segments.iter().find(|s| s.kind == SegmentKind::Thinking).expect("the thinking was a segment");
+    assert!(thinking.fully_removed(), "{thinking:?}");
+    let dropped: usize = events.iter().map(|e| e.cells).sum();
+    assert!(dropped >= (thinking.p1 - thinking.p0) as usize, "{dropped} cells for {:?}", thinking);
+    assert!(c.session.n_live() < live + 20, "only the new message was added after the drop");
+    // The cache holds what the template renders now, token for token.
+    let t = ChatTemplate::new(&src).unwrap();
+    let full = t.render(c.messages(), false).unwrap();
+    assert!(!full.contains("Nine is two more"));
+    let want = model.tokenizer.encode(&full, true, true).unwrap();
+    let held: Vec<u32> = c.session.live_chain().into_iter().map(|(_, t)| t).collect();
+    assert_eq!(held, want);
+    // And it goes on.
+    let events = c.push("assistant", "3 is larger.", SegmentKind::Assistant).unwrap();
+    assert!(events.is_empty(), "{events:?}");
+}

@@ -28,6 +28,9 @@ pub enum Reason {
     Manual,
     /// The model asked (the agent's `forget` tool).
     ByModel,
+    /// The chat template no longer renders it (earlier turns' thinking,
+    /// dropped once a new message comes).
+    TemplateDropped,
 }
 
 impl Reason {
@@ -42,6 +45,7 @@ impl Reason {
             Reason::Oldest => "oldest turn",
             Reason::Manual => "forgotten on request",
             Reason::ByModel => "forgotten by the model",
+            Reason::TemplateDropped => "dropped by the chat template",
         }
     }
 }

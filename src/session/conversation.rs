@@ -2,6 +2,7 @@
 //! template and appended as segments, replies generated, and stale context
 //! forgotten in place when the cache nears its watermark. The CLI's chat,
 //! the server and the agent drive this; it returns data and events only.
+use super::reuse::{dropped_runs, plan_with, ReuseOptions};
 use super::{Gap, GenerateEvent, GenerateOptions, Generation, PositionPolicy, Session};
 use crate::context::parts::{join, message_layout, message_lines, Span, Units};
 use crate::context::policy::{focus_words, DecachePolicy, Reason};
@@ -74,6 +75,10 @@ pub(super) struct ConversationState {
     pub last_reply: Option<(Pos, usize)>,
     pub stats: ConversationStats,
 }
+
+/// Chunks of the cache a changed rendering keeps must be longer than this
+/// (a turn's header alone never anchors one).
+const RESYNC_MIN_CHUNK: usize = 4;
 
 pub struct Conversation {
     pub session: Session,
@@ -208,9 +213,14 @@ impl Conversation {
             self.turn += 1;
         }
         let msg = ChatMessage::new(role, content);
-        let delta = self.delta(Some(&msg), false)?;
-        let toks = self.tokens(&delta)?;
-        let events = self.make_room(toks.len())?;
+        let mut msgs = self.messages.clone();
+        msgs.push(msg.clone());
+        let full = self.template.render(&msgs, false)?;
+        let (toks, mut events) = match full.strip_prefix(self.rendered.as_str()) {
+            Some(delta) => (self.tokens(delta)?, Vec::new()),
+            None => self.resync(&full)?,
+        };
+        events.extend(self.make_room(toks.len())?);
         let p0 = self.session.next_pos();
         let t0 = Instant::now();
         self.session.eval(&toks, false)?;
@@ -222,9 +232,41 @@ impl Conversation {
         }
         self.record(kind, p0, &toks);
         self.messages.push(msg);
-        self.rendered.push_str(&delta);
+        self.rendered = full;
         self.last_reply = None;
         Ok(events)
+    }
+
+    /// Bring the cache to `full`, a rendering that changed earlier messages
+    /// (templates that drop earlier turns' thinking once a new message
+    /// comes, as Qwen3's and gpt-oss's do, or end a turn with another
+    /// token): what the cache holds of `full`'s tokens stays where it is,
+    /// what `full` no longer has is forgotten in place (decache events,
+    /// reason "dropped by the chat template"), and the tokens of `full`
+    /// after the last kept one are returned to be evaluated there.
+    fn resync(&mut self, full: &str) -> Result<(Vec<u32>, Vec<DecacheEvent>)> {
+        let all = self.session.model().tokenizer.encode(full, true, true)?;
+        let chain = self.session.live_chain();
+        let cached: Vec<u32> = chain.iter().map(|&(_, t)| t).collect();
+        // Deletions only: the kept chunks stay in place, in order.
+        let plan = plan_with(&cached, &all, &ReuseOptions { min_chunk: Some(RESYNC_MIN_CHUNK), replace: false });
+        let mut items = Vec::new();
+        for (a, b) in dropped_runs(&plan.kept(chain.len())) {
+            let (p0, p1) = (chain[a].0, chain[b - 1].0 + 1);
+            for s in self.segments.iter().filter(|s| s.p0 < p1 && p0 < s.p1) {
+                items.push((s.id, p0.max(s.p0), p1.min(s.p1), Reason::TemplateDropped));
+            }
+        }
+        // Highest first, so that closing a gap moves none still to remove.
+        items.sort_by_key(|&(_, p0, _, _)| std::cmp::Reverse(p0));
+        let mut events = Vec::new();
+        self.apply(&items, &mut events)?;
+        let resume = self.session.live_chain().last().map_or(0, |&(p, _)| p + 1);
+        if self.session.next_pos() > resume {
+            self.session.rewind(resume)?;
+        }
+        self.segments.truncate_from(resume);
+        Ok((all[plan.reused..].to_vec(), events))
     }
 
     /// Record a message's tokens, cached from position `p0` on, as segments:
