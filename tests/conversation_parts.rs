@@ -203,7 +203,8 @@ fn a_template_that_drops_earlier_thinking_is_followed_in_place() {
     let mut c = Conversation::new(Session::new(model.clone(), cfg).unwrap(), template, DecachePolicy::default());
     c.push("system", "You are a careful assistant.", SegmentKind::System).unwrap();
     c.push("user", "Which is larger, 7 or 9?", SegmentKind::User).unwrap();
-    c.push("assistant", "<think>\nNine is two more than seven.\n</think>\n\n9 is larger.", SegmentKind::Assistant).unwrap();
+    c.push("assistant", "<think>\nNine is two more than seven.\n</think>\n\n9 is larger.", SegmentKind::Assistant)
+        .unwrap();
     let live = c.session.n_live();
     let events = c.push("user", "And 3 or 2?", SegmentKind::User).unwrap();
     assert!(!events.is_empty(), "the template dropped the thinking");

@@ -193,14 +193,14 @@ impl KvCache {
         let mut k = Vec::with_capacity(self.n_layer());
         let mut v = Vec::with_capacity(self.n_layer());
         let store = self.store();
-        for il in 0..self.n_layer() {
+        for (il, &(k_row, _)) in row_bytes.iter().enumerate() {
             if !self.has_kv(il) {
                 k.push(Vec::new());
                 v.push(Vec::new());
                 continue;
             }
             let size = self.layer_size(il);
-            let (k_row, n_embd_v) = (row_bytes[il].0, self.n_embd_v(il));
+            let n_embd_v = self.n_embd_v(il);
             let cells = match (&swa_held, self.pool_of(il)) {
                 (Some(sc), Pool::Swa) => sc,
                 _ => &main,

@@ -461,14 +461,8 @@ fn read_layer_shapes(
             format!("{n_shared} shared layers leave fewer than 2 of {n_layer} with a cache"),
         )
     })?;
-    for il in 0..n_layer {
-        if is_swa(il) {
-            layers[il].head_dim = head_swa;
-            layers[il].n_rot = rot_swa;
-        } else {
-            layers[il].head_dim = head_dim;
-            layers[il].n_rot = n_rot;
-        }
+    for (il, l) in layers.iter_mut().enumerate() {
+        (l.head_dim, l.n_rot) = if is_swa(il) { (head_swa, rot_swa) } else { (head_dim, n_rot) };
     }
     for il in n_layer_kv..n_layer {
         let from = if is_swa(il) { n_layer_kv - 2 } else { n_layer_kv - 1 };

@@ -353,7 +353,8 @@ impl ChatRequest {
         let mut out = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.iter().enumerate() {
             let at = |field: &str| format!("messages[{i}].{field}");
-            let all_decached = matches!(&m.content, Some(Content::Parts(p)) if !p.is_empty() && p.iter().all(|p| p.decache));
+            let all_decached =
+                matches!(&m.content, Some(Content::Parts(p)) if !p.is_empty() && p.iter().all(|p| p.decache));
             if m.decache || all_decached {
                 continue;
             }
@@ -424,8 +425,10 @@ impl ChatRequest {
             out.push(ChatMessage::new(role, text));
         }
         if out.is_empty() {
-            return Err(ApiError::bad_request("every message is annotated \"decache\": true; nothing is left to answer")
-                .param("messages"));
+            return Err(ApiError::bad_request(
+                "every message is annotated \"decache\": true; nothing is left to answer",
+            )
+            .param("messages"));
         }
         let tools =
             if self.tools_active() { check_tools(self.tools.as_deref().unwrap_or_default())? } else { Vec::new() };

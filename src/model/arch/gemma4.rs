@@ -16,6 +16,7 @@
 //! - with experts (26B-A4B), a dense GeGLU and routed GeGLU experts side by
 //!   side, each with its own norms; the router reads the unweighted RMS
 //!   norm of the layer's input, scaled.
+//!
 //! The rows whose logits are wanted are picked after the last layer (the
 //! per-layer embeddings need every row until then).
 use crate::ggml::Tensor;
