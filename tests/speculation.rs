@@ -135,10 +135,12 @@ fn greedy_speculation_generates_the_plain_text_faster_in_steps() {
     }
     assert_eq!(plain.gen.spec.drafts, 0, "--spec off drafted");
     let sp = spec.gen.spec;
+    eprintln!("on: {sp:?}");
     assert!(sp.accepted >= 120, "the file's copy should come from drafts: {sp:?}");
     // Fewer evaluations than tokens: each draft's kept tokens cost no step of their own.
     assert!(sp.drafts + (240 - sp.accepted) < 200, "{sp:?}");
     let auto = generate(&m, 2048, &prompt, Some(240), &greedy, SpecMode::Auto);
+    eprintln!("auto: {:?}", auto.gen.spec);
     if same_or_near_tie("greedy, auto", &m, &prompt, &plain, &auto) {
         assert_same("greedy, auto", &plain, &auto);
     }
