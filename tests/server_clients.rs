@@ -98,3 +98,19 @@ fn the_openai_package_reads_qwen35_and_gemma4_tool_calls() {
     assert_eq!(v["gemma4"]["arguments"], serde_json::json!({"city": "Paris", "days": 3}), "{v}");
     assert_eq!(v["gemma4"]["content"], "", "{v}");
 }
+
+/// The `openai` package sends a full history with one message annotated
+/// `"decache": true`: the server leaves it out and removes its cached
+/// tokens in place, reusing the rest (a subconscious hit).
+#[test]
+fn the_openai_package_keeps_an_annotated_message_out_of_the_cache() {
+    let model = common::tiny_smollm2().display().to_string();
+    let s = http::Server::start(&["-m", &model, "-c", "1024", "-t", "2"]);
+    let out = run_client("openai_decache_annotation.py", &format!("http://{}", s.addr));
+    eprintln!("openai client (decache annotation): {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let (before, after) = (v["prompt_before"].as_u64().unwrap(), v["prompt_after"].as_u64().unwrap());
+    assert!(after + 100 < before, "the annotated log left the prompt: {v}");
+    assert_eq!(v["hit"], "subconscious", "{v}");
+    assert!(v["removed"].as_u64().unwrap() >= 100 && v["reused"].as_u64().unwrap() > 0, "{v}");
+}
