@@ -24,9 +24,10 @@ pub enum SpecMode {
     /// Whenever the context offers a draft.
     On,
     /// Whenever the context offers a draft, unless drafting does not pay:
-    /// when the recent drafts' batches produced fewer tokens per second than
-    /// plain steps do (measured as they run), or, before any plain step was
-    /// timed, kept fewer than half their tokens. Drafting then pauses, longer
+    /// when, after a window of drafts, even the best draft length is expected
+    /// to yield fewer tokens per unit of time than plain steps (from the
+    /// measured acceptance and cost of a draft token), or, before any plain
+    /// step was timed, the window kept fewer than half its tokens. Drafting then pauses, longer
     /// each time, and resumes by itself.
     Auto,
 }
@@ -116,8 +117,8 @@ pub struct Drafter {
     /// (the first token not kept, or the end of the draft).
     source: Option<usize>,
     cursor: Option<usize>,
-    /// Recent drafts: (drafted, accepted, seconds their batch took).
-    recent: Vec<(usize, usize, f64)>,
+    /// Recent drafts: (drafted, accepted).
+    recent: Vec<(usize, usize)>,
     /// Running mean of a plain step's time (seconds), once one was timed.
     step_secs: Option<f64>,
     /// Generated tokens to wait before the next draft (`auto`), and the next pause.
@@ -263,11 +264,11 @@ impl Drafter {
         if self.params.mode != SpecMode::Auto {
             return;
         }
-        self.recent.push((drafted, accepted, secs));
+        self.recent.push((drafted, accepted));
         if self.recent.len() > AUTO_WINDOW {
             self.recent.remove(0);
         }
-        let (d, a) = self.recent.iter().fold((0, 0), |(d, a), &(x, y, _)| (d + x, a + y));
+        let (d, a) = self.recent.iter().fold((0, 0), |(d, a), &(x, y)| (d + x, a + y));
         // Once steps are timed: whether even the best draft length is
         // expected to yield less than plain decoding (acceptance and a draft
         // token's cost, both measured), which is steadier than the window's
