@@ -103,6 +103,14 @@ impl SamplerChain {
     /// If no sampler in the chain selects a token (a chain without greedy or
     /// dist), the best remaining candidate is taken.
     pub fn try_sample(&mut self, logits: &[f32]) -> Option<u32> {
+        // Greedy alone: the arg-max of the logits, without building the
+        // candidate list (gemma-3's 262,144 rows per token; a draft's batch
+        // samples one per row). Same choice: the highest logit (NaN as
+        // -inf), ties to the lowest id.
+        if self.samplers.len() == 1 && self.samplers[0].name() == "greedy" {
+            self.last.data.clear();
+            return argmax(logits);
+        }
         let mut c = std::mem::take(&mut self.last);
         c.fill_from_logits(logits);
         self.apply(&mut c);
@@ -122,7 +130,7 @@ impl SamplerChain {
 
     /// The candidates as the chain left them after the last sample: the
     /// surviving tokens and, when the last sampler computed them (dist), their
-    /// probabilities.
+    /// probabilities. Empty after a sample by a greedy-only chain.
     pub fn last_candidates(&self) -> &Candidates {
         &self.last
     }
@@ -143,6 +151,18 @@ impl SamplerChain {
     pub fn seed(&self) -> Option<u64> {
         Sampler::seed(self)
     }
+}
+
+/// The index of the highest logit (NaN counts as -inf; ties: the first).
+fn argmax(logits: &[f32]) -> Option<u32> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &l) in logits.iter().enumerate() {
+        let l = super::candidates::key(l);
+        if best.is_none_or(|(_, b)| l > b) {
+            best = Some((i, l));
+        }
+    }
+    best.map(|(i, _)| i as u32)
 }
 
 impl Sampler for SamplerChain {
@@ -179,6 +199,23 @@ mod tests {
 
     fn logits(n: usize, salt: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 + salt) * 1.618).sin() * 4.0).collect()
+    }
+
+    #[test]
+    fn a_greedy_only_chain_takes_the_candidates_arg_max() {
+        // The fast path skips the candidate list: same token on ties and NaN.
+        let mut chain = SamplerChain::from_params(&SamplingParams { temperature: 0.0, ..Default::default() });
+        for l in [
+            vec![1.0, 3.0, 3.0, f32::NAN, 2.0],
+            vec![f32::NAN, f32::NAN],
+            vec![f32::NEG_INFINITY, -1.0, f32::INFINITY, f32::INFINITY],
+            vec![-5.0],
+        ] {
+            let mut c = Candidates::from_logits(&l);
+            Greedy::new().apply(&mut c);
+            assert_eq!(chain.try_sample(&l), c.selected_id(), "{l:?}");
+        }
+        assert_eq!(chain.try_sample(&[]), None);
     }
 
     #[test]

@@ -434,7 +434,9 @@ impl Session {
         }
         self.room(tokens.len());
         self.shared.pool().kv.check_new(self.seq, positions)?;
-        let mut out = Vec::with_capacity(if all_logits { tokens.len() * n_vocab } else { n_vocab });
+        // (The first chunk's rows are moved, not copied: a draft's batch
+        // carries a row of n_vocab logits per token.)
+        let mut out = Vec::new();
         let (mut at, mut rate) = (0, None);
         while at < tokens.len() {
             let end = (at + self.chunk_len(rate)).min(tokens.len());
@@ -449,7 +451,11 @@ impl Session {
             let t0 = Instant::now();
             let logits = self.step(toks, poss, &outputs)?;
             rate = Some(toks.len() as f64 / t0.elapsed().as_secs_f64().max(1e-6));
-            out.extend_from_slice(&logits);
+            if out.is_empty() {
+                out = logits;
+            } else {
+                out.extend_from_slice(&logits);
+            }
             at = end;
         }
         if let Some(&p) = positions.iter().max() {

@@ -315,6 +315,7 @@ fn run_batch(pool: &mut Pool, model: &Model, subs: Vec<Submission>) -> Vec<(u64,
     }
     let placement = crate::kv::Placement::concat(&placed);
     match runner.step(model, kv, &tokens, &positions, &seqs, &placement, &outputs) {
+        Ok(logits) if members.len() == 1 => results.push((members[0].0, Ok(logits))),
         Ok(logits) => {
             let n_vocab = model.hparams.n_vocab as usize;
             let mut at = 0;

@@ -111,8 +111,9 @@ pub struct Drafter {
     /// accepted / (accepted + failures).
     accepted_w: f64,
     failed_w: f64,
-    /// A draft token's cost, in plain steps (from timed drafts).
-    beta: f64,
+    /// What a batch costs beyond a plain step, in plain steps, for its
+    /// number of draft tokens (fitted to timed drafts).
+    cost: CostFit,
     /// Where the last draft was copied from, and where its copy stopped
     /// (the first token not kept, or the end of the draft).
     source: Option<usize>,
@@ -137,7 +138,7 @@ impl Drafter {
             len: params.draft_max.clamp(1, 8),
             accepted_w: 0.0,
             failed_w: 0.0,
-            beta: BETA_PRIOR,
+            cost: CostFit::default(),
             source: None,
             cursor: None,
             recent: Vec::new(),
@@ -182,30 +183,53 @@ impl Drafter {
         }
         let end = h.len();
         let Some(ends) = self.index.get(&key(&h[end - n..])) else { return Vec::new() };
-        // Among earlier occurrences (not the current one): the nearest one
-        // after where the last draft's copy stopped, else the longest match
-        // backwards, then the most recent.
-        let mut best: Option<(usize, usize)> = None;
-        let mut near: Option<usize> = None;
-        for &e in ends.iter().rev().filter(|&&e| e < end && h[e - n..e] == h[end - n..]) {
-            if let Some(c) = self.cursor.filter(|&c| e >= c && e - c <= CURSOR_WINDOW) {
-                if near.is_none_or(|x| e - c < x - c) {
-                    near = Some(e);
-                }
+        // Earlier occurrences (not the current one) and how far back each
+        // matches the history.
+        let cands: Vec<(usize, usize)> = ends
+            .iter()
+            .rev()
+            .filter(|&&e| e < end && h[e - n..e] == h[end - n..])
+            .map(|&e| (e, (n..MATCH_LOOKBACK.min(e)).take_while(|&k| h[e - 1 - k] == h[end - 1 - k]).count() + n))
+            .collect();
+        // The source: where the last draft's copy stopped, when the history
+        // goes on right there; else the nearest occurrence after it; else
+        // the longest match backwards, then the most recent.
+        let exact = self.cursor.filter(|&c| cands.iter().any(|&(e, _)| e == c));
+        let near =
+            self.cursor.and_then(|c| cands.iter().map(|&(e, _)| e).filter(|&e| e >= c && e - c <= CURSOR_WINDOW).min());
+        let longest = cands.iter().fold(None, |b: Option<(usize, usize)>, &(e, m)| match b {
+            Some((_, bm)) if bm >= m => b,
+            _ => Some((e, m)),
+        });
+        let Some(src) = exact.or(near).or(longest.map(|b| b.0)) else { return Vec::new() };
+        self.source = Some(src);
+        // What followed the source, continued past the end of the history by
+        // the draft itself (text repeating with a period shorter than the
+        // draft is drafted whole). Unless the copy goes on where it stopped,
+        // the draft ends where the occurrences still agreeing with it
+        // disagree: the source's next token must have at least half their
+        // weight (their match length), so the varying part of repeated lines
+        // is left to the model instead of guessed.
+        let next = |e: usize, draft: &[u32]| {
+            if e + draft.len() < end {
+                h[e + draft.len()]
+            } else {
+                draft[e + draft.len() - end]
             }
-            let matched = (n..MATCH_LOOKBACK.min(e)).take_while(|&k| h[e - 1 - k] == h[end - 1 - k]).count() + n;
-            if best.is_none_or(|(m, _)| matched > m) {
-                best = Some((matched, e));
-            }
-        }
-        let Some(e) = near.or(best.map(|b| b.1)) else { return Vec::new() };
-        self.source = Some(e);
-        // What followed the occurrence, continued past the end of the
-        // history by the draft itself: text repeating with a period shorter
-        // than the draft is drafted whole.
-        let mut draft: Vec<u32> = h[e..end.min(e + want)].to_vec();
+        };
+        let mut alive: Vec<(usize, usize)> = if exact.is_some() { Vec::new() } else { cands };
+        let mut draft: Vec<u32> = Vec::with_capacity(want);
         while draft.len() < want {
-            draft.push(draft[draft.len() - (end - e)]);
+            let t = next(src, &draft);
+            if alive.len() > 1 {
+                let total: usize = alive.iter().map(|&(_, m)| m).sum();
+                let agree: usize = alive.iter().filter(|&&(e, _)| next(e, &draft) == t).map(|&(_, m)| m).sum();
+                if agree * 2 < total {
+                    break;
+                }
+                alive.retain(|&(e, _)| next(e, &draft) == t);
+            }
+            draft.push(t);
         }
         draft
     }
@@ -213,7 +237,8 @@ impl Drafter {
     /// The draft length that yields most tokens per plain step's time: with
     /// a draft token holding with probability r (each only if those before
     /// it held), a draft of k yields 1 + r + ... + r^k tokens for a batch
-    /// costing 1 + beta k plain steps.
+    /// costing 1 + alpha + beta k plain steps (a batch's fixed extra cost
+    /// and each draft token's, as fitted).
     fn best_len(&self) -> usize {
         self.best().0
     }
@@ -228,7 +253,7 @@ impl Drafter {
         for k in 1..=self.params.draft_max.max(1) {
             p *= r;
             yield_k += p;
-            let rate = yield_k / (1.0 + self.beta * k as f64);
+            let rate = yield_k / (1.0 + self.cost.extra(k));
             if rate > best_rate {
                 (best, best_rate) = (k, rate);
             }
@@ -250,6 +275,7 @@ impl Drafter {
         self.stats.drafts += 1;
         self.stats.drafted += drafted;
         self.stats.accepted += accepted;
+        tracing::trace!(target: "decache::spec", at = self.history.len(), drafted, accepted, source = ?self.source, len = self.len, "draft");
         self.cursor = self.source.take().map(|e| e + accepted);
         self.accepted_w = self.accepted_w * ACCEPT_DECAY + accepted as f64;
         self.failed_w = self.failed_w * ACCEPT_DECAY + f64::from(u8::from(accepted < drafted));
@@ -257,8 +283,7 @@ impl Drafter {
         // lengths then follow acceptance alone, the same from run to run).
         if let Some(step) = self.step_secs.filter(|_| self.params.mode == SpecMode::Auto) {
             // The batch held the token before the draft, as a plain step does.
-            let per_token = ((secs / step.max(1e-9) - 1.0) / drafted as f64).clamp(0.02, 2.0);
-            self.beta += STEP_EMA * (per_token - self.beta);
+            self.cost.add(drafted, secs / step.max(1e-9) - 1.0);
         }
         self.len = self.best_len();
         if self.params.mode != SpecMode::Auto {
@@ -284,6 +309,57 @@ impl Drafter {
         } else if a * 2 >= d {
             self.pause = AUTO_PAUSE;
         }
+    }
+}
+
+/// A batch's cost beyond a plain step, in plain steps, as a line in its
+/// number of draft tokens k: alpha + beta k, fitted by least squares with
+/// older drafts weighing less. On the CPU the first draft token costs most
+/// (gemma-3: 0.75 of a step, then 0.3 each), so a line through the origin
+/// would keep drafts shorter than they should be.
+#[derive(Clone, Copy, Debug)]
+struct CostFit {
+    /// Decayed sums of weights, k, y, k², k·y.
+    s: [f64; 5],
+}
+
+/// Weight a timed draft keeps per newer one.
+const COST_DECAY: f64 = 0.9;
+
+impl Default for CostFit {
+    fn default() -> Self {
+        CostFit { s: [0.0; 5] }
+    }
+}
+
+impl CostFit {
+    fn add(&mut self, k: usize, y: f64) {
+        let (k, y) = (k as f64, y.clamp(0.0, 4.0 * k as f64));
+        for (s, v) in self.s.iter_mut().zip([1.0, k, y, k * k, k * y]) {
+            *s = *s * COST_DECAY + v;
+        }
+    }
+
+    /// alpha and beta: the prior (0, BETA_PRIOR) until drafts were timed;
+    /// through the origin until their lengths differ enough to fit a line.
+    fn line(&self) -> (f64, f64) {
+        let [w, k, y, kk, ky] = self.s;
+        if w < 1e-9 {
+            return (0.0, BETA_PRIOR);
+        }
+        let det = w * kk - k * k;
+        if det > 0.5 * w * w {
+            let beta = ((w * ky - k * y) / det).clamp(0.02, 2.0);
+            let alpha = ((y - beta * k) / w).clamp(0.0, 2.0);
+            (alpha, beta)
+        } else {
+            (0.0, (ky / kk.max(1e-9)).clamp(0.02, 2.0))
+        }
+    }
+
+    fn extra(&self, k: usize) -> f64 {
+        let (alpha, beta) = self.line();
+        alpha + beta * k as f64
     }
 }
 
@@ -332,6 +408,43 @@ mod tests {
         assert_eq!(d.propose(2), vec![7, 8]);
         let mut fresh = drafter(SpecMode::On, &h.iter().chain(&[4, 9, 5, 6]).copied().collect::<Vec<u32>>());
         assert_eq!(fresh.propose(2), vec![90, 91], "without a cursor: the most recent");
+    }
+
+    #[test]
+    fn the_draft_ends_where_earlier_occurrences_disagree() {
+        // Three lines `7 8 X 9 6` with a different X: after `7 8` nothing
+        // says which X comes, so nothing is drafted; after X, `9 6 7 8`
+        // follows every time, and the draft stops before the next X.
+        let mut d = drafter(SpecMode::On, &[7, 8, 1, 9, 6, 7, 8, 2, 9, 6, 7, 8, 3, 9, 6, 7, 8]);
+        assert!(d.propose(8).is_empty(), "the lines disagree on what follows [7, 8]");
+        d.push(4);
+        d.push(9);
+        assert!(d.propose(8).is_empty(), "[4, 9] never occurred");
+        d.push(6);
+        assert_eq!(d.propose(8), vec![7, 8], "[9, 6] is followed by 7 8, then the lines disagree");
+        // Where the copy goes on exactly where the last draft stopped, it is
+        // trusted whatever other occurrences say: it was copied from the
+        // fourth `7 8`, which the line just written (X = 4) followed.
+        d.record(2, 2, 0.01);
+        d.push(7);
+        d.push(8);
+        assert_eq!(d.propose(3), vec![4, 9, 6]);
+    }
+
+    #[test]
+    fn a_batch_cost_with_a_fixed_part_is_fitted_as_such() {
+        // Batches costing 0.5 + 0.25 k steps beyond a plain one.
+        let mut c = CostFit::default();
+        assert_eq!(c.line(), (0.0, BETA_PRIOR), "the prior until a draft is timed");
+        c.add(4, 1.5);
+        let (a, b) = c.line();
+        assert!(a == 0.0 && (b - 0.375).abs() < 1e-9, "one length: through the origin, {a} {b}");
+        for k in [2, 8, 16, 4, 32, 2] {
+            c.add(k, 0.5 + 0.25 * k as f64);
+        }
+        let (a, b) = c.line();
+        assert!((a - 0.5).abs() < 1e-6 && (b - 0.25).abs() < 1e-6, "{a} {b}");
+        assert!((c.extra(10) - 3.0).abs() < 1e-6);
     }
 
     #[test]
