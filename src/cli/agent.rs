@@ -231,10 +231,11 @@ pub fn run(a: &AgentArgs) -> Result<(), Error> {
         }
     };
     let policy = a.decache.policy()?;
-    let positions = a.decache.positions()?;
+    a.decache.positions()?; // checked before the model loads
     let cfg = a.ctx.session_config()?;
     let (model, _) = load_model(&a.model)?;
-    let refresh = a.decache.refresh(&model)?;
+    let resolved = a.decache.resolve(&model)?;
+    let (positions, refresh) = (resolved.positions, resolved.refresh);
     let template = chat_template(&model, a.chat_template_file.as_ref())?;
     let harmony = decache::harmony::is_harmony(template.source());
     super::load::warn_ctx(&model, cfg.n_ctx);

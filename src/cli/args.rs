@@ -260,8 +260,9 @@ pub struct DecacheArgs {
     pub positions: String,
     /// Boundary refresh: after forgetting, evaluate the first N kept tokens
     /// after each forgotten span again, without it (0: off; see `decache eval --refresh`).
-    #[arg(long = "refresh", default_value_t = 0, value_name = "N")]
-    pub refresh: usize,
+    /// Default: what the model's calibration chose under `--positions auto`, else 0.
+    #[arg(long = "refresh", value_name = "N")]
+    pub refresh: Option<usize>,
 }
 
 impl DecacheArgs {
@@ -284,16 +285,33 @@ impl DecacheArgs {
         self.positions.parse().map_err(decache::Error::InvalidArgument)
     }
 
-    /// `--refresh`, checked against the model: a hybrid model's recurrent
-    /// state cannot take kept tokens a second time.
-    pub fn refresh(&self, model: &decache::model::Model) -> Result<usize, decache::Error> {
-        if self.refresh > 0 && model.hparams.recurrent.is_some() {
+    /// The position policy and refresh for this model: `--refresh` checked
+    /// (a hybrid model's recurrent state cannot take kept tokens a second
+    /// time), and `--positions auto` resolved through the model file's
+    /// calibration (`decache eval --calibrate`). Prints what auto chose.
+    pub fn resolve(&self, model: &decache::model::Model) -> Result<decache::eval::calibrate::Resolved, decache::Error> {
+        let hybrid = model.hparams.recurrent.is_some();
+        if let Some(n) = self.refresh.filter(|&n| n > 0 && hybrid) {
             return Err(decache::Error::InvalidArgument(format!(
-                "--refresh {}: boundary refresh is not available for hybrid models ({}): their recurrent layers \
+                "--refresh {n}: boundary refresh is not available for hybrid models ({}): their recurrent layers \
                  absorb each token once, in order",
-                self.refresh, model.hparams.arch
+                model.hparams.arch
             )));
         }
-        Ok(self.refresh)
+        let r = decache::eval::calibrate::resolve(&model.info.fingerprint, hybrid, self.positions()?, self.refresh)
+            .map_err(decache::Error::InvalidArgument)?;
+        if let Some((c, source)) = &r.from {
+            let from = match source {
+                decache::eval::calibrate::Source::File(p) => p.display().to_string(),
+                decache::eval::calibrate::Source::Shipped => "shipped with decache".into(),
+            };
+            eprintln!(
+                "--positions auto: {} with {} (this model's calibration, {from}: {} sets)",
+                c.choice.positions.name(),
+                if r.refresh > 0 { format!("a refresh of {} tokens per gap", r.refresh) } else { "no refresh".into() },
+                c.sets.len()
+            );
+        }
+        Ok(r)
     }
 }

@@ -41,13 +41,14 @@ pub struct ChatArgs {
 }
 
 pub fn run(a: &ChatArgs) -> Result<(), decache::Error> {
-    let positions = a.decache.positions()?;
+    a.decache.positions()?; // checked before the model loads
     let policy = a.decache.policy()?;
     let cfg = a.ctx.session_config()?;
     let params = a.sampling.params();
     params.validate()?;
     let (model, _) = load_model(&a.model)?;
-    let refresh = a.decache.refresh(&model)?;
+    let resolved = a.decache.resolve(&model)?;
+    let (positions, refresh) = (resolved.positions, resolved.refresh);
     let template = chat_template(&model, a.chat_template_file.as_ref())?;
     super::load::warn_ctx(&model, cfg.n_ctx);
     // One transcript across `/clear`: a new conversation's session records

@@ -17,13 +17,22 @@ pub struct EvalArgs {
     pub sets: Vec<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Strategies to compare, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "full,recompute,keep,shift,keep+refresh,shift+refresh,compaction,window"
-    )]
-    pub strategies: Vec<Strategy>,
+    /// Strategies to compare, comma-separated; a refresh strategy may name
+    /// its count (`shift+refresh:64`). Default: full, recompute, keep, shift,
+    /// keep+refresh, shift+refresh, compaction, window; with --calibrate:
+    /// full, recompute, keep, shift and both refreshes at 16 and 64.
+    #[arg(long, value_delimiter = ',')]
+    pub strategies: Option<Vec<Strategy>>,
+    /// Choose this model's position policy and refresh from the results (the
+    /// best answers relative to a recompute, refreshes costing at most 10% of
+    /// its tokens) and write it where `--positions auto` finds it (by the
+    /// model file's fingerprint, under ~/.cache/decache/calibration or
+    /// $DECACHE_CALIBRATION_DIR).
+    #[arg(long)]
+    pub calibrate: bool,
+    /// With --calibrate: also write the calibration to this file.
+    #[arg(long = "calibration-file", value_name = "FILE", requires = "calibrate")]
+    pub calibration_file: Option<PathBuf>,
     /// CPU threads.
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
@@ -47,6 +56,10 @@ pub struct EvalArgs {
     pub chat_template_file: Option<PathBuf>,
 }
 
+const DEFAULT_STRATEGIES: &str = "full,recompute,keep,shift,keep+refresh,shift+refresh,compaction,window";
+const CALIBRATE_STRATEGIES: &str =
+    "full,recompute,keep,shift,keep+refresh:16,shift+refresh:16,keep+refresh:64,shift+refresh:64";
+
 fn default_sets() -> Result<Vec<PathBuf>, Error> {
     let dir = PathBuf::from("prompts/eval");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -64,8 +77,16 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
     if paths.is_empty() {
         return Err(Error::InvalidArgument("no eval sets given and none in prompts/eval/".into()));
     }
-    if a.strategies.is_empty() {
+    let default = if a.calibrate { CALIBRATE_STRATEGIES } else { DEFAULT_STRATEGIES };
+    let strategies: Vec<Strategy> = match &a.strategies {
+        Some(v) => v.clone(),
+        None => default.split(',').map(|s| s.parse().map_err(Error::InvalidArgument)).collect::<Result<_, _>>()?,
+    };
+    if strategies.is_empty() {
         return Err(Error::InvalidArgument("--strategies names none".into()));
+    }
+    if a.calibrate && !strategies.contains(&Strategy::Recompute) {
+        return Err(Error::InvalidArgument("--calibrate measures against recompute: add it to --strategies".into()));
     }
     // Every set is checked before the model loads.
     let sets = paths.iter().map(|p| EvalSet::load(p).map_err(Error::InvalidArgument)).collect::<Result<Vec<_>, _>>()?;
@@ -73,7 +94,7 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
     let template = chat_template(&model, a.chat_template_file.as_ref())?;
     let threads = a.threads.unwrap_or_else(decache::session::default_threads).max(1);
     let opts = EvalOptions {
-        strategies: a.strategies.clone(),
+        strategies,
         // Sliding-window layers keep every cell (llama.cpp's --swa-full): the
         // strategies that close gaps bring old positions back into the
         // window, and the eval measures quality, not memory.
@@ -156,16 +177,42 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
         }
         std::fs::write(f, s).map_err(|e| Error::InvalidArgument(format!("{}: {e}", f.display())))?;
     }
+    let command =
+        std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>().join(" ");
+    let command = command.replacen(&std::env::args().next().unwrap_or_default(), "decache", 1);
+    let model_name = model
+        .info
+        .path
+        .file_name()
+        .map_or_else(|| model.info.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    if a.calibrate {
+        let c = decache::eval::calibrate::calibrate(&results, &model_name, &model.info.fingerprint, &command)
+            .map_err(Error::InvalidArgument)?;
+        outln!("calibration (answer PPL relative to recompute's, KL to recompute, refresh tokens / recompute's):");
+        for k in &c.candidates {
+            outln!(
+                "  {:<18} {:>6.3} {:>8.4} {:>6.1}%{}",
+                k.strategy,
+                k.ppl_vs_recompute,
+                k.kl_recompute,
+                100.0 * k.extra_share,
+                if k.eligible { "" } else { "  (over the cost bound)" }
+            );
+        }
+        let path = c.save().map_err(Error::InvalidArgument)?;
+        outln!(
+            "--positions auto for this model: {} with refresh {} (wrote {})",
+            c.choice.positions.name(),
+            c.choice.refresh,
+            path.display()
+        );
+        if let Some(f) = &a.calibration_file {
+            c.save_to(f).map_err(Error::InvalidArgument)?;
+            outln!("wrote {}", f.display());
+        }
+    }
     if let Some(dir) = &a.report {
-        let command =
-            std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>().join(" ");
-        let command = command.replacen(&std::env::args().next().unwrap_or_default(), "decache", 1);
-        let model_name = model
-            .info
-            .path
-            .file_name()
-            .map_or_else(|| model.info.path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let meta = ReportMeta { command, model: model_name, threads };
+        let meta = ReportMeta { command: command.clone(), model: model_name.clone(), threads };
         let files = decache::eval::report::write(dir, &results, &meta).map_err(Error::InvalidArgument)?;
         for f in files {
             outln!("wrote {}", f.display());

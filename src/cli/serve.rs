@@ -96,7 +96,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
-    let positions = a.decache.positions()?;
+    let positions = a.decache.positions()?; // checked before the model loads
     if a.parallel == 0 || a.parallel > 64 {
         return Err(decache::Error::InvalidArgument(format!("-np {}: between 1 and 64 slots", a.parallel)));
     }
@@ -138,7 +138,8 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         slots: a.parallel,
         queue: a.queue,
         min_chunk: (!a.no_subconscious).then_some(a.subconscious_min),
-        refresh: a.decache.refresh,
+        // (Resolved against the model's calibration once it is loaded.)
+        refresh: a.decache.refresh.unwrap_or(0),
         positions,
         transcripts: a.transcripts.clone(),
         repack: a.model.load_options().extra_buffers,
@@ -159,8 +160,12 @@ pub fn run(a: &ServeArgs) -> Result<(), decache::Error> {
         let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
         eprintln!("decache serve: listening on http://{bound} (loading {})", path.display());
         let (st, load_opts, tpl_file) = (state.clone(), a.model.load_options(), a.chat_template_file.clone());
+        let decache_args = a.decache.clone();
+        let mut engine_cfg = engine_cfg;
         let loader = tokio::task::spawn_blocking(move || -> Result<(), decache::Error> {
             let model = Arc::new(Model::load(&path, &load_opts)?);
+            let resolved = decache_args.resolve(&model)?;
+            (engine_cfg.positions, engine_cfg.refresh) = (resolved.positions, resolved.refresh);
             let template = chat_template(&model, tpl_file.as_ref())?;
             let engine = Engine::start(model, engine_cfg)?;
             eprintln!(

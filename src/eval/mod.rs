@@ -2,6 +2,7 @@
 //! strategies on the same model, turn by turn in lockstep, every turn's
 //! next-token distributions compared with full context and with recompute;
 //! plus what each strategy cost (tokens evaluated, time, cells kept).
+pub mod calibrate;
 pub mod metrics;
 pub mod report;
 pub mod script;
@@ -53,7 +54,7 @@ pub struct TurnResult {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StrategyResult {
-    pub strategy: &'static str,
+    pub strategy: String,
     pub turns: Vec<TurnResult>,
     /// Perplexity of the reference answer to the closing question.
     pub answer_ppl: f64,
@@ -139,7 +140,9 @@ pub fn evaluate(
     let need = if fits { total } else { budget };
     let n_ctx = (need + opts.summary_tokens + 256).div_ceil(256) * 256;
     let mut skipped = Vec::new();
-    let mut order: Vec<Strategy> = Strategy::ALL.into_iter().filter(|s| opts.strategies.contains(s)).collect();
+    let mut order: Vec<Strategy> = opts.strategies.clone();
+    order.sort_by_key(|s| s.rank());
+    order.dedup();
     if !fits && order.contains(&Strategy::Full) {
         order.retain(|&s| s != Strategy::Full);
         skipped.push(("full".to_string(), format!("{total} tokens do not fit the model's trained context of {train}")));
@@ -154,7 +157,7 @@ pub fn evaluate(
             budget,
             opts.sinks,
             opts.summary_tokens,
-            opts.refresh,
+            s.refresh().unwrap_or(opts.refresh),
         ));
     }
     let mut results: Vec<StrategyResult> = order

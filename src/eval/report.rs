@@ -30,12 +30,12 @@ const COLORS: [RGBColor; 6] = [
 type PointOf<'a> = dyn Fn(&SetResult, &super::StrategyResult) -> Option<(f64, f64)> + 'a;
 
 /// The strategies in the order the results hold them.
-fn strategy_names(results: &[SetResult]) -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = Vec::new();
+fn strategy_names(results: &[SetResult]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
     for r in results {
         for s in &r.strategies {
-            if !names.contains(&s.strategy) {
-                names.push(s.strategy);
+            if !names.contains(&s.strategy.as_str()) {
+                names.push(&s.strategy);
             }
         }
     }
@@ -135,7 +135,7 @@ pub fn write(dir: &Path, results: &[SetResult], meta: &ReportMeta) -> Result<Vec
 
 /// The three SVG charts, written into `dir`.
 #[cfg(feature = "eval-plots")]
-fn charts(dir: &Path, results: &[SetResult], names: &[&'static str]) -> Result<Vec<PathBuf>, String> {
+fn charts(dir: &Path, results: &[SetResult], names: &[&str]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
 
     // Quality against tokens kept: one point per strategy and set.
@@ -215,7 +215,7 @@ fn charts(dir: &Path, results: &[SetResult], names: &[&'static str]) -> Result<V
 
 /// Token-weighted means over every set, per strategy.
 pub struct Overall {
-    pub strategy: &'static str,
+    pub strategy: String,
     pub kl_full: Option<f64>,
     pub top1_full: Option<f64>,
     pub kl_recompute: Option<f64>,
@@ -224,6 +224,8 @@ pub struct Overall {
     pub question_top1: Option<f64>,
     /// Mean over sets of answer perplexity / full context's.
     pub ppl_ratio: Option<f64>,
+    /// Mean over sets of answer perplexity / recompute's.
+    pub ppl_vs_recompute: Option<f64>,
     pub kept: f64,
     pub prefilled: usize,
     pub seconds: f64,
@@ -248,21 +250,25 @@ pub fn overall(results: &[SetResult]) -> Vec<Overall> {
                 }
                 (n > 0.0).then(|| v / n)
             };
-            let ratios: Vec<f64> = runs
-                .iter()
-                .filter_map(|(r, s)| {
-                    r.strategies.iter().find(|f| f.strategy == "full").map(|f| s.answer_ppl / f.answer_ppl)
-                })
-                .filter(|x| x.is_finite())
-                .collect();
+            let ratio_to = |reference: &str| -> Option<f64> {
+                let v: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|(r, s)| {
+                        r.strategies.iter().find(|f| f.strategy == reference).map(|f| s.answer_ppl / f.answer_ppl)
+                    })
+                    .filter(|x| x.is_finite())
+                    .collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            };
             Overall {
-                strategy: n,
+                strategy: n.to_string(),
                 kl_full: weighted(&|s| s.mean_vs_full().map(|c| c.kl)),
                 top1_full: weighted(&|s| s.mean_vs_full().map(|c| c.top1)),
                 kl_recompute: weighted(&|s| s.mean_vs_recompute().map(|c| c.kl)),
                 top1_recompute: weighted(&|s| s.mean_vs_recompute().map(|c| c.top1)),
                 question_top1: weighted(&|s| s.question_vs_full().map(|c| c.top1)),
-                ppl_ratio: (!ratios.is_empty()).then(|| ratios.iter().sum::<f64>() / ratios.len() as f64),
+                ppl_ratio: ratio_to("full"),
+                ppl_vs_recompute: ratio_to("recompute"),
                 kept: runs.iter().map(|(r, s)| s.mean_live() / r.total_tokens.max(1) as f64).sum::<f64>()
                     / runs.len().max(1) as f64,
                 prefilled: runs.iter().map(|(_, s)| s.prefilled()).sum(),

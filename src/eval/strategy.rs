@@ -15,10 +15,11 @@ pub enum Strategy {
     /// Decache in place, later positions shifted down (keys re-rotated).
     Shift,
     /// `Keep`, then the first tokens after each gap re-evaluated without
-    /// the removed span (boundary refresh, `--refresh N`).
-    KeepRefresh,
+    /// the removed span (boundary refresh): this many (`keep+refresh:N`), or
+    /// `--refresh`'s (`keep+refresh`).
+    KeepRefresh(Option<usize>),
     /// `Shift`, then the same refresh.
-    ShiftRefresh,
+    ShiftRefresh(Option<usize>),
     /// Re-prefill what stays, without the deleted parts.
     Recompute,
     /// The model summarizes; the conversation restarts from the summary.
@@ -33,33 +34,75 @@ impl Strategy {
         Strategy::Recompute,
         Strategy::Keep,
         Strategy::Shift,
-        Strategy::KeepRefresh,
-        Strategy::ShiftRefresh,
+        Strategy::KeepRefresh(None),
+        Strategy::ShiftRefresh(None),
         Strategy::Compaction,
         Strategy::Window,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// The name without a refresh count.
+    pub fn kind(self) -> &'static str {
         match self {
             Strategy::Full => "full",
             Strategy::Keep => "keep",
             Strategy::Shift => "shift",
-            Strategy::KeepRefresh => "keep+refresh",
-            Strategy::ShiftRefresh => "shift+refresh",
+            Strategy::KeepRefresh(_) => "keep+refresh",
+            Strategy::ShiftRefresh(_) => "shift+refresh",
             Strategy::Recompute => "recompute",
             Strategy::Compaction => "compaction",
             Strategy::Window => "window",
         }
+    }
+
+    pub fn name(self) -> String {
+        match self.refresh() {
+            Some(n) => format!("{}:{n}", self.kind()),
+            None => self.kind().to_string(),
+        }
+    }
+
+    /// The refresh count a refresh strategy names.
+    pub fn refresh(self) -> Option<usize> {
+        match self {
+            Strategy::KeepRefresh(n) | Strategy::ShiftRefresh(n) => n,
+            _ => None,
+        }
+    }
+
+    /// Whether it deletes in place (and where a refresh then applies).
+    pub fn in_place(self) -> bool {
+        matches!(self, Strategy::Keep | Strategy::Shift | Strategy::KeepRefresh(_) | Strategy::ShiftRefresh(_))
+    }
+
+    /// Its place in reports: the order of `ALL`, then by refresh count.
+    pub fn rank(self) -> (usize, usize) {
+        let kind = Strategy::ALL.iter().position(|s| s.kind() == self.kind()).unwrap_or(0);
+        (kind, self.refresh().unwrap_or(0))
     }
 }
 
 impl std::str::FromStr for Strategy {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Strategy::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown strategy '{s}' (one of {})", Strategy::ALL.map(Strategy::name).join(", ")))
+        let unknown = || format!("unknown strategy '{s}' (one of {})", Strategy::ALL.map(Strategy::name).join(", "));
+        let (kind, n) = match s.split_once(':') {
+            Some((k, n)) => {
+                let n: usize = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    format!("strategy '{s}': the refresh count after ':' must be a whole number above 0")
+                })?;
+                (k, Some(n))
+            }
+            None => (s, None),
+        };
+        let base = Strategy::ALL.into_iter().find(|k| k.kind() == kind).ok_or_else(unknown)?;
+        match (base, n) {
+            (Strategy::KeepRefresh(_), n) => Ok(Strategy::KeepRefresh(n)),
+            (Strategy::ShiftRefresh(_), n) => Ok(Strategy::ShiftRefresh(n)),
+            (b, None) => Ok(b),
+            (b, Some(_)) => {
+                Err(format!("strategy '{s}': only keep+refresh and shift+refresh take a count ({} does not)", b.kind()))
+            }
+        }
     }
 }
 
@@ -129,7 +172,7 @@ impl<'a> Runner<'a> {
         let tokens = self.script.turn_tokens(t);
         match self.strategy {
             Strategy::Full => {}
-            Strategy::Keep | Strategy::Shift | Strategy::KeepRefresh | Strategy::ShiftRefresh => {
+            Strategy::Keep | Strategy::Shift | Strategy::KeepRefresh(_) | Strategy::ShiftRefresh(_) => {
                 (cost.removed, cost.refreshed) = self.decache(t)?;
                 cost.prefilled += cost.refreshed;
             }
@@ -165,7 +208,7 @@ impl<'a> Runner<'a> {
         let p0 = self.session.next_pos();
         let logits = self.session.eval(&tokens, true)?;
         cost.prefilled += tokens.len();
-        if matches!(self.strategy, Strategy::Keep | Strategy::Shift | Strategy::KeepRefresh | Strategy::ShiftRefresh) {
+        if self.strategy.in_place() {
             let mut at = p0;
             for (i, s) in self.script.spans.iter().enumerate().filter(|(_, s)| s.turn == t) {
                 self.placed[i] = Some((at, at + s.tokens.len() as Pos));
@@ -180,7 +223,7 @@ impl<'a> Runner<'a> {
     /// the refresh strategies, then re-evaluate the first tokens after each
     /// gap. Returns the cells removed and the tokens refreshed.
     fn decache(&mut self, t: u32) -> Result<(usize, usize)> {
-        let shift = matches!(self.strategy, Strategy::Shift | Strategy::ShiftRefresh);
+        let shift = matches!(self.strategy, Strategy::Shift | Strategy::ShiftRefresh(_));
         let policy = if shift { PositionPolicy::Shift } else { PositionPolicy::Keep };
         let mut gone: Vec<usize> =
             (0..self.script.spans.len()).filter(|&i| self.script.spans[i].decached_from == Some(t)).collect();
@@ -201,7 +244,7 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        if !matches!(self.strategy, Strategy::KeepRefresh | Strategy::ShiftRefresh) || gaps.is_empty() {
+        if !matches!(self.strategy, Strategy::KeepRefresh(_) | Strategy::ShiftRefresh(_)) || gaps.is_empty() {
             return Ok((removed, 0));
         }
         // Where each gap ends now: kept gaps end where they did; a closed

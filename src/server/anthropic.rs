@@ -170,6 +170,7 @@ impl MessagesRequest {
         let system = self.system.as_ref().map(content::system_text).transpose()?;
         let mut turns = Vec::with_capacity(self.messages.len());
         let mut loaded = HashSet::new();
+        let turn = crate::server::request::request_turn(self.messages.iter().map(|m| m.role.as_str()));
         for (i, m) in self.messages.iter().enumerate() {
             // Claude Code sends its environment block as a `system` message
             // among the others on every turn: it is rendered as a system
@@ -181,7 +182,7 @@ impl MessagesRequest {
                 ));
             }
             content::references(&m.content, &mut loaded);
-            let parts = content::parts(&m.content, &m.role, &format!("messages[{i}].content"))?;
+            let parts = content::parts(&m.content, &m.role, &format!("messages[{i}].content"), turn)?;
             turns.push(Turn { role: m.role.clone(), parts });
         }
         let conv = Conversation { system, turns };

@@ -86,6 +86,10 @@ pub struct ContentPart {
     /// decache's annotation: keep this part out of the cache from now on.
     #[serde(default)]
     pub decache: bool,
+    /// decache's annotation for replays: out from this turn on (see
+    /// `request_turn`).
+    #[serde(default)]
+    pub decached_from: Option<u32>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -108,6 +112,23 @@ pub struct InMessage {
     /// pruned itself).
     #[serde(default)]
     pub decache: bool,
+    /// decache's annotation for a request log replayed turn by turn: keep
+    /// this message out from this turn on (see `request_turn`); before it,
+    /// it is sent and cached as usual.
+    #[serde(default)]
+    pub decached_from: Option<u32>,
+}
+
+/// A request's turn, for `decached_from`: 1 + the assistant messages it
+/// carries (a conversation's first request is turn 1, each reply opens the
+/// next; parallel tool results stay in one turn).
+pub fn request_turn<'a>(roles: impl Iterator<Item = &'a str>) -> u32 {
+    1 + roles.filter(|&r| r == "assistant").count() as u32
+}
+
+/// Whether an annotation leaves its message or part out at `turn`.
+pub fn left_out(decache: bool, decached_from: Option<u32>, turn: u32) -> bool {
+    decache || decached_from.is_some_and(|n| n <= turn)
 }
 
 /// Fields every completion request has.
@@ -351,11 +372,12 @@ impl ChatRequest {
                 .param("messages"));
         }
         let mut out = Vec::with_capacity(self.messages.len());
+        let turn = request_turn(self.messages.iter().map(|m| m.role.as_str()));
+        let out_part = |p: &ContentPart| left_out(p.decache, p.decached_from, turn);
         for (i, m) in self.messages.iter().enumerate() {
             let at = |field: &str| format!("messages[{i}].{field}");
-            let all_decached =
-                matches!(&m.content, Some(Content::Parts(p)) if !p.is_empty() && p.iter().all(|p| p.decache));
-            if m.decache || all_decached {
+            let all_decached = matches!(&m.content, Some(Content::Parts(p)) if !p.is_empty() && p.iter().all(out_part));
+            if left_out(m.decache, m.decached_from, turn) || all_decached {
                 continue;
             }
             if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
@@ -376,7 +398,7 @@ impl ChatRequest {
                     // refused, naming the first.
                     let mut s = String::new();
                     let mut unread = None;
-                    for (j, p) in parts.iter().enumerate().filter(|(_, p)| !p.decache) {
+                    for (j, p) in parts.iter().enumerate().filter(|(_, p)| !out_part(p)) {
                         let part = || format!("{}[{j}]", at("content"));
                         match (p.kind.as_str(), &p.text) {
                             ("text", Some(t)) => s.push_str(t),
@@ -426,7 +448,7 @@ impl ChatRequest {
         }
         if out.is_empty() {
             return Err(ApiError::bad_request(
-                "every message is annotated \"decache\": true; nothing is left to answer",
+                "every message is annotated \"decache\": true (or decached from this turn on); nothing is left to answer",
             )
             .param("messages"));
         }
@@ -460,6 +482,30 @@ mod tests {
 
     fn chat(v: serde_json::Value) -> Result<ChatPrompt, ApiError> {
         serde_json::from_value::<ChatRequest>(v).unwrap().chat_prompt()
+    }
+
+    #[test]
+    fn decached_from_leaves_out_from_its_turn_on() {
+        // A replayed log: the same annotated history, one more turn each time.
+        let history = [
+            json!({"role": "user", "content": "read the log", "decached_from": 3}),
+            json!({"role": "assistant", "content": "read it"}),
+            json!({"role": "user", "content": [{"type": "text", "text": "a "}, {"type": "text", "text": "paste", "decached_from": 2}]}),
+            json!({"role": "assistant", "content": "ok"}),
+            json!({"role": "user", "content": "and now?"}),
+        ];
+        let texts = |n: usize| -> Vec<String> {
+            chat(json!({"messages": history[..n]})).unwrap().messages.into_iter().map(|m| m.content).collect()
+        };
+        assert_eq!(texts(1), ["read the log"], "turn 1");
+        assert_eq!(texts(3), ["read the log", "read it", "a "], "turn 2: the paste is out");
+        assert_eq!(texts(5), ["read it", "a ", "ok", "and now?"], "turn 3: the first message too");
+        assert_eq!(request_turn(["system", "user", "assistant", "tool", "tool"].into_iter()), 2);
+        let e = serde_json::from_value::<ChatRequest>(
+            json!({"messages": [{"role": "user", "content": "x", "decached_from": "soon"}]}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("invalid type"), "{e}");
     }
 
     #[test]

@@ -225,10 +225,30 @@ fn result_text(v: &Value, at: &str) -> Result<(String, bool), ApiError> {
     Ok((out.join("\n"), unread))
 }
 
+/// decache's annotations on a block or message (`o`, at `at`): `"decache":
+/// true`, or `"decached_from": N` and the request's `turn` is N or later
+/// (see `request::request_turn`).
+pub(crate) fn left_out(o: &Map<String, Value>, at: &str, turn: u32) -> Result<bool, ApiError> {
+    let decache = match o.get("decache") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad_at(&format!("{at}.decache"), "expected true or false")),
+    };
+    let from = match o.get("decached_from") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| bad_at(&format!("{at}.decached_from"), "expected a turn number (1, 2, ...)"))?,
+        ),
+    };
+    Ok(crate::server::request::left_out(decache, from, turn))
+}
+
 /// The parts of one message's content, checked; `at` is
-/// `messages[i].content`. A user turn made only of blocks this model
+/// `messages[i].content`, `turn` the request's (for `decached_from`). A user turn made only of blocks this model
 /// cannot read (images, binary documents) is refused, naming the first.
-pub fn parts(content: &Value, role: &str, at: &str) -> Result<Vec<Part>, ApiError> {
+pub fn parts(content: &Value, role: &str, at: &str, turn: u32) -> Result<Vec<Part>, ApiError> {
     let items = match content {
         Value::String(s) => return Ok(vec![Part::Text(s.clone())]),
         Value::Array(a) => a,
@@ -248,11 +268,7 @@ pub fn parts(content: &Value, role: &str, at: &str) -> Result<Vec<Part>, ApiErro
         // decache's annotation: keep this block out of the cache from now on
         // (the client goes on sending it). A tool call and its result stay
         // as cleared placeholders so that they still pair.
-        let decache = match o.get("decache") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(bad_at(&format!("{at}.decache"), "expected true or false")),
-        };
+        let decache = left_out(o, &at, turn)?;
         if decache && !matches!(kind, "tool_use" | "tool_result") {
             continue;
         }
@@ -454,7 +470,7 @@ mod tests {
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]},
             {"type": "text", "text": "<system-reminder>hi</system-reminder>", "cache_control": {"type": "ephemeral"}}
         ]);
-        let p = parts(&content, "user", "messages[2].content").unwrap();
+        let p = parts(&content, "user", "messages[2].content", 1).unwrap();
         let note = unreadable("image");
         assert_eq!(
             p[0],
@@ -468,15 +484,15 @@ mod tests {
         );
         assert_eq!((m[1].role.as_str(), m[1].content.as_str()), ("user", "<system-reminder>hi</system-reminder>"));
         // A user turn of images only is refused, naming the block.
-        let e = parts(&json!([{"type": "image", "source": {}}]), "user", "messages[4].content").unwrap_err();
+        let e = parts(&json!([{"type": "image", "source": {}}]), "user", "messages[4].content", 1).unwrap_err();
         assert!(e.message.starts_with("messages[4].content[0]: image blocks are not supported"), "{e:?}");
         // A plain-text document is read; thinking without its text is refused.
         let doc = json!([{"type": "document", "title": "notes", "source": {"type": "text", "media_type": "text/plain", "data": "noon"}}]);
-        assert_eq!(parts(&doc, "user", "m").unwrap(), vec![Part::Text("notes\nnoon".into())]);
+        assert_eq!(parts(&doc, "user", "m", 1).unwrap(), vec![Part::Text("notes\nnoon".into())]);
         let e =
-            parts(&json!([{"type": "thinking", "signature": "x"}]), "assistant", "messages[1].content").unwrap_err();
+            parts(&json!([{"type": "thinking", "signature": "x"}]), "assistant", "messages[1].content", 1).unwrap_err();
         assert!(e.message.starts_with("messages[1].content[0].thinking"), "{e:?}");
-        let e = parts(&json!([{"type": "hologram"}]), "user", "messages[0].content").unwrap_err();
+        let e = parts(&json!([{"type": "hologram"}]), "user", "messages[0].content", 1).unwrap_err();
         assert!(e.message.contains("messages[0].content[0].type"), "{e:?}");
     }
 
@@ -487,7 +503,7 @@ mod tests {
             {"type": "tool_result", "tool_use_id": "t1", "content": "a big file", "decache": true},
             {"type": "text", "text": "the question"}
         ]);
-        let p = parts(&content, "user", "messages[2].content").unwrap();
+        let p = parts(&content, "user", "messages[2].content", 1).unwrap();
         assert_eq!(
             p,
             vec![
@@ -495,8 +511,14 @@ mod tests {
                 Part::Text("the question".into())
             ]
         );
-        let e = parts(&json!([{"type": "text", "text": "x", "decache": "yes"}]), "user", "m").unwrap_err();
+        let e = parts(&json!([{"type": "text", "text": "x", "decache": "yes"}]), "user", "m", 1).unwrap_err();
         assert!(e.message.starts_with("m[0].decache: expected true or false"), "{e:?}");
+        // decached_from: in before its turn, out from it on.
+        let content = json!([{"type": "text", "text": "old log", "decached_from": 3}, {"type": "text", "text": "q"}]);
+        assert_eq!(parts(&content, "user", "m", 2).unwrap().len(), 2);
+        assert_eq!(parts(&content, "user", "m", 3).unwrap(), vec![Part::Text("q".into())]);
+        let e = parts(&json!([{"type": "text", "text": "x", "decached_from": -1}]), "user", "m", 1).unwrap_err();
+        assert!(e.message.starts_with("m[0].decached_from: expected a turn number"), "{e:?}");
     }
 
     #[test]
