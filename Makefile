@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv clients clients-smollm2 llama-src llama-tools run test test-fast test-models lint bench bench-llama bench-moe bench-qwen35 bench-hybrid-replay bench-spec bench-concurrency replay bench-clients load crash-soak soak fuzz fuzz-seeds perplexity endurance long-session eval-report check-vulkan clean
+.PHONY: all deps build models pyenv clients clients-smollm2 llama-src llama-tools run test test-fast test-models lint bench bench-llama bench-moe bench-qwen35 bench-hybrid-replay bench-spec bench-concurrency replay bench-clients load crash-soak soak fuzz fuzz-seeds perplexity endurance long-session eval-report eval-report-gemma3 calibrate check-vulkan clean
 
 all: build
 
@@ -286,10 +286,23 @@ endurance: models
 long-session: models
 	$(CARGO) run --release --example endurance -- -c 8192 --tokens 250000 --warm-up --measure-every 0 --window 25000 --json target/long-session.json
 
-# The eval report (docs/eval/): the shipped annotated sets under all six
-# strategies (about 12 minutes here).
+# The eval report (docs/eval/) and SmolLM2's calibration (calibration/ and
+# the user's calibration directory, where --positions auto finds it): the
+# eleven shipped annotated sets under every strategy, the refreshes at 16 and
+# 64 tokens per gap (about 35 minutes here).
+EVAL_STRATEGIES := full,recompute,keep,shift,keep+refresh:16,shift+refresh:16,keep+refresh:64,shift+refresh:64
 eval-report: build models
-	$(BIN) eval -t 2 --report docs/eval --json docs/eval/results.json
+	$(BIN) eval -t 2 --calibrate --calibration-file calibration/SmolLM2-135M-Instruct.Q4_1.json \
+		--strategies $(EVAL_STRATEGIES),compaction,window --report docs/eval --json docs/eval/results.json
+
+# The same on gemma-3-270m (docs/eval-gemma3/, about an hour here).
+eval-report-gemma3: build models
+	$(BIN) eval -m "$$($(BIN) pull gemma3-270m)" -t 2 --calibrate \
+		--calibration-file calibration/gemma-3-270m-Q4_K_M.json --strategies $(EVAL_STRATEGIES) \
+		--report docs/eval-gemma3 --json docs/eval-gemma3/results.json
+
+# Both calibrations, with their reports.
+calibrate: eval-report eval-report-gemma3
 
 perplexity: models
 	$(BIN) perplexity -f prompts/perplexity.txt -c 512 -t 2

@@ -164,3 +164,54 @@ fn eval_places_parts_through_gemmas_folding_and_trimming_template() {
         assert!(!turns(r, s).is_empty(), "{s}: {r}");
     }
 }
+
+/// `--calibrate` writes the model's choice by its fingerprint, the choice
+/// follows the rule from the figures it records, and `decache chat
+/// --positions auto` then runs with it (and says so).
+#[test]
+fn calibrate_writes_a_choice_that_positions_auto_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = dir.path().join("calib");
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/eval/04-dead-end.toml");
+    let m = common::smollm2();
+    let o = Command::new(env!("CARGO_BIN_EXE_decache"))
+        .args(["eval", set.to_str().unwrap(), "-m", m.to_str().unwrap(), "-t", "2", "--calibrate"])
+        .args(["--strategies", "recompute,keep,shift,shift+refresh:8"])
+        .env("DECACHE_CALIBRATION_DIR", &calib)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success() && out.contains("--positions auto for this model:"), "{out}");
+    let files: Vec<_> = std::fs::read_dir(&calib).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let c: Value = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    assert_eq!(files[0].file_stem().unwrap().to_str().unwrap(), c["fingerprint"].as_str().unwrap());
+    let cands = c["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 3, "keep, shift and shift+refresh:8: {c}");
+    let (pos, refresh) = (c["choice"]["positions"].as_str().unwrap(), c["choice"]["refresh"].as_u64().unwrap());
+    let chosen = cands.iter().find(|k| k["positions"] == pos && k["refresh"].as_u64() == Some(refresh)).unwrap();
+    assert_eq!(chosen["eligible"], true);
+    let best =
+        cands.iter().filter(|k| k["eligible"] == true).map(|k| num(&k["ppl_vs_recompute"])).fold(f64::MAX, f64::min);
+    assert!(num(&chosen["ppl_vs_recompute"]) <= best * 1.01, "{c}");
+    let refresh8 = cands.iter().find(|k| k["strategy"] == "shift+refresh:8").unwrap();
+    assert!(num(&refresh8["extra_share"]) > 0.0 && num(&refresh8["kl_recompute"]) >= 0.0);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_decache"))
+        .args(["chat", "-m", m.to_str().unwrap(), "-c", "512", "-t", "2", "--positions", "auto"])
+        .env("DECACHE_CALIBRATION_DIR", &calib)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "/exit").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let want = format!("--positions auto: {pos} with ");
+    assert!(err.contains(&want) && err.contains(files[0].to_str().unwrap()), "{err}");
+}

@@ -300,11 +300,8 @@ impl DecacheArgs {
         }
         let r = decache::eval::calibrate::resolve(&model.info.fingerprint, hybrid, self.positions()?, self.refresh)
             .map_err(decache::Error::InvalidArgument)?;
-        if let Some((c, source)) = &r.from {
-            let from = match source {
-                decache::eval::calibrate::Source::File(p) => p.display().to_string(),
-                decache::eval::calibrate::Source::Shipped => "shipped with decache".into(),
-            };
+        if let Some((c, path)) = &r.from {
+            let from = path.display();
             eprintln!(
                 "--positions auto: {} with {} (this model's calibration, {from}: {} sets)",
                 c.choice.positions.name(),

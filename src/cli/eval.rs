@@ -13,7 +13,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Annotated eval sets (TOML, see docs/eval.md); default: every set in prompts/eval/.
+    /// Annotated eval sets (TOML, see docs/eval.md), or request logs (a folder
+    /// written by `decache serve --record-requests`); default: every set in prompts/eval/.
     pub sets: Vec<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -89,7 +90,14 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
         return Err(Error::InvalidArgument("--calibrate measures against recompute: add it to --strategies".into()));
     }
     // Every set is checked before the model loads.
-    let sets = paths.iter().map(|p| EvalSet::load(p).map_err(Error::InvalidArgument)).collect::<Result<Vec<_>, _>>()?;
+    // (A folder is a request log: `decache serve --record-requests DIR`.)
+    let sets = paths
+        .iter()
+        .map(|p| {
+            if p.is_dir() { decache::eval::requests::set_from_requests(p) } else { EvalSet::load(p) }
+                .map_err(Error::InvalidArgument)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let (model, _) = load_model(&a.model)?;
     let template = chat_template(&model, a.chat_template_file.as_ref())?;
     let threads = a.threads.unwrap_or_else(decache::session::default_threads).max(1);
@@ -123,10 +131,10 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
         }
         outln!("{} — {} turns, {} tokens, annotated budget {} cells", r.name, r.turns, r.total_tokens, r.budget);
         for (s, why) in &r.skipped {
-            outln!("  {s:<10} skipped: {why}");
+            outln!("  {s:<16} skipped: {why}");
         }
         outln!(
-            "  {:<10} {:>10} {:>8} {:>10} {:>8} {:>9} {:>8} {:>9} {:>8}",
+            "  {:<16} {:>10} {:>8} {:>10} {:>8} {:>9} {:>8} {:>9} {:>8}",
             "strategy",
             "KL/full",
             "top1",
@@ -141,7 +149,7 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
             let f = s.mean_vs_full();
             let rc = s.mean_vs_recompute();
             outln!(
-                "  {:<10} {:>10} {:>8} {:>10} {:>8} {:>9.2} {:>8.0} {:>9} {:>8.2}",
+                "  {:<16} {:>10} {:>8} {:>10} {:>8} {:>9.2} {:>8.0} {:>9} {:>8.2}",
                 s.strategy,
                 f.map_or("–".into(), |c| format!("{:.4}", c.kl)),
                 f.map_or("–".into(), |c| format!("{:.1}%", 100.0 * c.top1)),
@@ -159,11 +167,12 @@ pub fn run(a: &EvalArgs) -> Result<(), Error> {
         outln!("all sets:");
         for o in overall(&results) {
             outln!(
-                "  {:<10} KL/full {} top1/full {} answer PPL/full {} kept {:.1}% evaluated {} tokens in {:.1} s",
+                "  {:<16} KL/full {} top1/full {} answer PPL/full {} /recompute {} kept {:.1}% evaluated {} tokens in {:.1} s",
                 o.strategy,
                 o.kl_full.map_or("–".into(), |x| format!("{x:.4}")),
                 o.top1_full.map_or("–".into(), |x| format!("{:.1}%", 100.0 * x)),
                 o.ppl_ratio.map_or("–".into(), |x| format!("{x:.2}")),
+                o.ppl_vs_recompute.map_or("–".into(), |x| format!("{x:.3}")),
                 100.0 * o.kept,
                 o.prefilled,
                 o.seconds

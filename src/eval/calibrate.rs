@@ -21,9 +21,6 @@ pub const MAX_EXTRA_SHARE: f64 = 0.10;
 /// one's count as equally good; the cheapest of them is chosen.
 pub const TIE: f64 = 1.01;
 
-/// The calibrations shipped for the default models (by fingerprint).
-const SHIPPED: [&str; 0] = [];
-
 /// One way of deleting in place, as measured.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Candidate {
@@ -183,37 +180,33 @@ impl Calibration {
     }
 }
 
-/// Where `--positions auto` found a calibration.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Source {
-    File(PathBuf),
-    Shipped,
-}
-
-/// The calibration of the model file with this fingerprint: the user's
-/// (from `--calibrate`) first, else a shipped one. A user file that cannot
-/// be read is an error (it names the file), not silently skipped.
-pub fn find(fingerprint: &str) -> Result<Option<(Calibration, Source)>, String> {
+/// The calibration of the model file with this fingerprint, from the
+/// user's calibrations (`dir()`): `<fingerprint>.json`, else any `.json`
+/// there that names the fingerprint (a file copied from the repository's
+/// `calibration/` keeps its name). A `<fingerprint>.json` that cannot be
+/// read is an error naming the file; other files that are not
+/// calibrations are passed over.
+pub fn find(fingerprint: &str) -> Result<Option<(Calibration, PathBuf)>, String> {
     find_in(&dir(), fingerprint)
 }
 
 /// `find`, with the user's calibrations in `dir`.
-pub fn find_in(dir: &Path, fingerprint: &str) -> Result<Option<(Calibration, Source)>, String> {
+pub fn find_in(dir: &Path, fingerprint: &str) -> Result<Option<(Calibration, PathBuf)>, String> {
     let path = dir.join(format!("{fingerprint}.json"));
     if path.exists() {
         let c = Calibration::load(&path)?;
         if c.fingerprint != fingerprint {
             return Err(format!("{}: calibrates model {}, not {fingerprint}", path.display(), c.fingerprint));
         }
-        return Ok(Some((c, Source::File(path))));
+        return Ok(Some((c, path)));
     }
-    for s in SHIPPED {
-        let c: Calibration = serde_json::from_str(s).map_err(|e| format!("a shipped calibration: {e}"))?;
-        if c.fingerprint == fingerprint {
-            return Ok(Some((c, Source::Shipped)));
-        }
-    }
-    Ok(None)
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(None) };
+    let mut files: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    files.sort();
+    Ok(files
+        .into_iter()
+        .find_map(|p| Calibration::load(&p).ok().filter(|c| c.fingerprint == fingerprint).map(|c| (c, p))))
 }
 
 /// The position policy and refresh a session runs with.
@@ -221,8 +214,8 @@ pub fn find_in(dir: &Path, fingerprint: &str) -> Result<Option<(Calibration, Sou
 pub struct Resolved {
     pub positions: PositionPolicy,
     pub refresh: usize,
-    /// The calibration `auto` followed, if any.
-    pub from: Option<(Calibration, Source)>,
+    /// The calibration `auto` followed, if any, and its file.
+    pub from: Option<(Calibration, PathBuf)>,
 }
 
 /// What `--positions` and `--refresh` (None: not given) mean for the model
@@ -252,7 +245,7 @@ pub fn resolve_in(
     if positions != PositionPolicy::Auto {
         return Ok(given);
     }
-    let Some((c, source)) = find_in(dir, fingerprint)? else { return Ok(given) };
+    let Some((c, path)) = find_in(dir, fingerprint)? else { return Ok(given) };
     Ok(Resolved {
         positions: if c.choice.positions == PositionPolicy::Shift {
             PositionPolicy::Shift
@@ -260,25 +253,13 @@ pub fn resolve_in(
             PositionPolicy::Auto
         },
         refresh: refresh.unwrap_or(if hybrid { 0 } else { c.choice.refresh }),
-        from: Some((c, source)),
+        from: Some((c, path)),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_shipped_calibrations_parse() {
-        for s in SHIPPED {
-            let c: Calibration = serde_json::from_str(s).unwrap();
-            assert_eq!(c.fingerprint.len(), 32);
-            assert!(c
-                .candidates
-                .iter()
-                .any(|k| k.positions == c.choice.positions.name() && k.refresh == c.choice.refresh));
-        }
-    }
 
     /// One set: each strategy with its tokens evaluated, KL to recompute and answer PPL.
     fn set(rows: &[(&str, usize, f64, f64)]) -> SetResult {
@@ -358,7 +339,7 @@ mod tests {
         c.save_to(&dir.join("0123.json")).unwrap();
         let auto = resolve_in(&dir, "0123", false, PositionPolicy::Auto, None).unwrap();
         assert_eq!((auto.positions, auto.refresh), (PositionPolicy::Shift, 16));
-        assert_eq!(auto.from.unwrap().1, Source::File(dir.join("0123.json")));
+        assert_eq!(auto.from.unwrap().1, dir.join("0123.json"));
         assert_eq!(
             resolve_in(&dir, "0123", false, PositionPolicy::Auto, Some(4)).unwrap().refresh,
             4,
@@ -373,6 +354,13 @@ mod tests {
         assert_eq!((keep.positions, keep.refresh, keep.from), (PositionPolicy::Keep, 0, None));
         let other = resolve_in(&dir, "4567", false, PositionPolicy::Auto, None).unwrap();
         assert_eq!((other.positions, other.from), (PositionPolicy::Auto, None));
+        // A copy under another name is found by the fingerprint it names.
+        let mut other = c.clone();
+        other.fingerprint = "cdef".into();
+        other.save_to(&dir.join("model-x.json")).unwrap();
+        std::fs::write(dir.join("junk.json"), "not json").unwrap();
+        let found = resolve_in(&dir, "cdef", false, PositionPolicy::Auto, None).unwrap();
+        assert_eq!(found.from.unwrap().1, dir.join("model-x.json"));
         std::fs::write(dir.join("89ab.json"), "not json").unwrap();
         assert!(resolve_in(&dir, "89ab", false, PositionPolicy::Auto, None).unwrap_err().contains("89ab.json"));
         let _ = std::fs::remove_dir_all(&dir);

@@ -5,6 +5,7 @@
 pub mod calibrate;
 pub mod metrics;
 pub mod report;
+pub mod requests;
 pub mod script;
 pub mod set;
 pub mod strategy;

@@ -124,7 +124,7 @@ impl EvalSet {
         self.turns.len() as u32 + 1
     }
 
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.turns.is_empty() {
             return Err("the set has no [[turn]]".into());
         }

@@ -119,12 +119,7 @@ pub struct InMessage {
     pub decached_from: Option<u32>,
 }
 
-/// A request's turn, for `decached_from`: 1 + the assistant messages it
-/// carries (a conversation's first request is turn 1, each reply opens the
-/// next; parallel tool results stay in one turn).
-pub fn request_turn<'a>(roles: impl Iterator<Item = &'a str>) -> u32 {
-    1 + roles.filter(|&r| r == "assistant").count() as u32
-}
+pub use crate::eval::requests::request_turn;
 
 /// Whether an annotation leaves its message or part out at `turn`.
 pub fn left_out(decache: bool, decached_from: Option<u32>, turn: u32) -> bool {

@@ -15,10 +15,10 @@ use std::collections::HashMap;
 /// When to speculate (`--spec`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SpecMode {
-    /// Never: one token per evaluation (the default: on the 2-core CPU this
-    /// was measured on, a batch of draft tokens at depth costs nearly as
-    /// much as evaluating them one by one, so drafts barely pay there;
-    /// docs/BENCHMARKS.md, "Speculative decoding").
+    /// Never: one token per evaluation (the default: greedy output then
+    /// matches llama.cpp's plain decoding token for token, where a draft's
+    /// batch rows can round differently at a near-tie; `auto` pays on
+    /// copying work, docs/BENCHMARKS.md, "Speculative decoding").
     #[default]
     Off,
     /// Whenever the context offers a draft.
