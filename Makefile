@@ -110,6 +110,9 @@ FAST_TESTS := arch_oracle quant_types fuzz_corpus tokenizer_spec gguf_bad pull_l
 MODEL_TESTS := agent_session crash_safety conversation server_http server_responses server_clients eval transcript swa_pool \
 	tokenizer_oracle perplexity oracle_logits decache_oracle flash_attn reuse_oracle session_file speculation sequences_oracle \
 	rpc_loopback gpu_offload
+# The tests run without the user's calibrations (--positions auto then keeps
+# its built-in meaning on every machine; tests/eval.rs sets its own).
+test test-fast test-models: export DECACHE_CALIBRATION_DIR := $(CURDIR)/target/test-calibration
 test: models pyenv clients llama-src
 	@all=$$(ls tests/*.rs | xargs -n1 basename | sed 's/\.rs$$//' | sort); \
 	tiers=$$(echo $(FAST_TESTS) $(MODEL_TESTS) | tr ' ' '\n' | sort); \
