@@ -113,4 +113,8 @@ fn the_openai_package_keeps_an_annotated_message_out_of_the_cache() {
     assert!(after + 100 < before, "the annotated log left the prompt: {v}");
     assert_eq!(v["hit"], "subconscious", "{v}");
     assert!(v["removed"].as_u64().unwrap() >= 100 && v["reused"].as_u64().unwrap() > 0, "{v}");
+    // "decached_from": 2: in the first turn's prompt, out of the second's, removed in place.
+    let (t1, t2) = (v["from_turn1"].as_u64().unwrap(), v["from_turn2"].as_u64().unwrap());
+    assert!(t1 > 150 && t2 + 100 < t1, "the log is in turn 1 only: {v}");
+    assert!(v["from_removed"].as_u64().unwrap() >= 100, "{v}");
 }
