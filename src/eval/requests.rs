@@ -29,21 +29,32 @@ struct Logged {
     pieces: Vec<Piece>,
 }
 
-fn annotations(o: &serde_json::Map<String, Value>, at: &str) -> Result<(bool, Option<u32>), String> {
+/// decache's annotations on a message, part or block `o` at `at`:
+/// `"decache"` (true or false) and `"decached_from"` (a turn number). An
+/// error names the field and the problem.
+pub fn annotations(
+    o: &serde_json::Map<String, Value>,
+    at: &str,
+) -> Result<(bool, Option<u32>), (String, &'static str)> {
     let decache = match o.get("decache") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(format!("{at}.decache: expected true or false")),
+        Some(_) => return Err((format!("{at}.decache"), "expected true or false")),
     };
     let from = match o.get("decached_from") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
             v.as_u64()
                 .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| format!("{at}.decached_from: expected a turn number"))?,
+                .ok_or_else(|| (format!("{at}.decached_from"), "expected a turn number (1, 2, ...)"))?,
         ),
     };
     Ok((decache, from))
+}
+
+/// Whether annotations leave their message or part out at `turn`.
+pub fn left_out(decache: bool, decached_from: Option<u32>, turn: u32) -> bool {
+    decache || decached_from.is_some_and(|n| n <= turn)
 }
 
 /// A content block or part as text (Chat Completions parts and Messages blocks).
@@ -74,7 +85,7 @@ fn block_text(o: &serde_json::Map<String, Value>) -> Option<(String, &'static st
 fn message(m: &Value, at: &str) -> Result<Logged, String> {
     let o = m.as_object().ok_or_else(|| format!("{at}: expected a message object"))?;
     let role = o.get("role").and_then(Value::as_str).ok_or_else(|| format!("{at}.role: missing"))?.to_string();
-    let (decache, from) = annotations(o, at)?;
+    let (decache, from) = annotations(o, at).map_err(|(f, m)| format!("{f}: {m}"))?;
     let default_kind = match role.as_str() {
         "system" | "developer" => "system",
         "assistant" => "assistant",
@@ -90,7 +101,7 @@ fn message(m: &Value, at: &str) -> Result<Logged, String> {
             for (j, p) in parts.iter().enumerate() {
                 let at = format!("{at}.content[{j}]");
                 let po = p.as_object().ok_or_else(|| format!("{at}: expected an object"))?;
-                let (d, f) = annotations(po, &at)?;
+                let (d, f) = annotations(po, &at).map_err(|(f, m)| format!("{f}: {m}"))?;
                 if let Some((text, kind)) = block_text(po) {
                     let kind = if kind.is_empty() { default_kind } else { kind };
                     pieces.push(Piece { text, kind, decache: decache || d, decached_from: from.or(f) });

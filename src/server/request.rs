@@ -119,12 +119,7 @@ pub struct InMessage {
     pub decached_from: Option<u32>,
 }
 
-pub use crate::eval::requests::request_turn;
-
-/// Whether an annotation leaves its message or part out at `turn`.
-pub fn left_out(decache: bool, decached_from: Option<u32>, turn: u32) -> bool {
-    decache || decached_from.is_some_and(|n| n <= turn)
-}
+pub use crate::eval::requests::{left_out, request_turn};
 
 /// Fields every completion request has.
 #[derive(Deserialize, Debug)]

@@ -229,20 +229,8 @@ fn result_text(v: &Value, at: &str) -> Result<(String, bool), ApiError> {
 /// true`, or `"decached_from": N` and the request's `turn` is N or later
 /// (see `request::request_turn`).
 pub(crate) fn left_out(o: &Map<String, Value>, at: &str, turn: u32) -> Result<bool, ApiError> {
-    let decache = match o.get("decache") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad_at(&format!("{at}.decache"), "expected true or false")),
-    };
-    let from = match o.get("decached_from") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| bad_at(&format!("{at}.decached_from"), "expected a turn number (1, 2, ...)"))?,
-        ),
-    };
-    Ok(crate::server::request::left_out(decache, from, turn))
+    let (decache, from) = crate::eval::requests::annotations(o, at).map_err(|(f, m)| bad_at(&f, m))?;
+    Ok(crate::eval::requests::left_out(decache, from, turn))
 }
 
 /// The parts of one message's content, checked; `at` is
