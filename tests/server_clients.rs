@@ -72,6 +72,25 @@ fn the_anthropic_package_reads_thinking_blocks_and_applied_edits() {
     assert_eq!(v["edits"].as_array().map(Vec::len), Some(2));
 }
 
+/// The `anthropic` package sends content blocks annotated `"decache": true`
+/// and `"decached_from": 2`: the server leaves them out of the prompt from
+/// then on and removes their cached tokens in place, reusing the rest.
+#[test]
+fn the_anthropic_package_keeps_annotated_blocks_out_of_the_cache() {
+    let model = common::tiny_smollm2().display().to_string();
+    let s = http::Server::start(&["-m", &model, "-c", "1024", "-t", "2", "--api-key", "test-key", "--temp", "0"]);
+    let out = run_client("anthropic_decache_annotation.py", &format!("http://{}", s.addr));
+    eprintln!("anthropic client (decache annotation): {out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let (before, after) = (v["prompt_before"].as_u64().unwrap(), v["prompt_after"].as_u64().unwrap());
+    assert!(after + 100 < before, "the annotated block left the prompt: {v}");
+    assert_eq!(v["hit"], "subconscious", "{v}");
+    assert!(v["removed"].as_u64().unwrap() >= 100 && v["reused"].as_u64().unwrap() > 0, "{v}");
+    let (t1, t2) = (v["from_turn1"].as_u64().unwrap(), v["from_turn2"].as_u64().unwrap());
+    assert!(t1 > 150 && t2 + 100 < t1, "the trace is in turn 1 only: {v}");
+    assert!(v["from_removed"].as_u64().unwrap() >= 100, "{v}");
+}
+
 /// Qwen3.5's XML tool calls and Gemma 4's `<|tool_call>` form, written by a
 /// scripted model, reach the official `openai` package as structured calls
 /// (the second one streamed, with no call text in the content).
