@@ -129,6 +129,48 @@ fn eval_runs_every_strategy_and_decaching_follows_the_annotations() {
     }
 }
 
+/// `forget-tool`: before the turn that forgets, the scripted model's
+/// `forget` call and the tool's answer with the note are evaluated and stay
+/// cached; only the turn's own tokens are compared. `shift+refresh:auto`
+/// refreshes at least one chunk per gap and keeps the same cells.
+#[test]
+fn forget_tool_keeps_the_exchange_and_compares_the_turns_own_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let o = eval_dead_end(
+        &common::smollm2(),
+        &json,
+        &["--strategies", "recompute,shift+refresh,shift+refresh:auto,forget-tool", "--refresh", "16"],
+    );
+    let out = text(&o);
+    eprintln!("{out}");
+    assert!(o.status.success(), "{out}");
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = &all[0];
+    let (recompute, shift, auto, forget) =
+        (turns(r, "recompute"), turns(r, "shift+refresh"), turns(r, "shift+refresh:auto"), turns(r, "forget-tool"));
+    let n = forget.len();
+    let u = |v: &Value| v.as_u64().unwrap();
+    // The dead-end set forgets at turn 3 only.
+    for t in 0..2 {
+        assert_eq!(forget[t]["prefilled"], shift[t]["prefilled"], "turn {}", t + 1);
+        assert_eq!(num(&forget[t]["vs_recompute"]["kl"]), 0.0, "turn {}: nothing forgotten yet", t + 1);
+    }
+    let exchange = u(&forget[2]["live"]) - u(&shift[2]["live"]);
+    assert!(exchange > 20, "the call and the note stay cached: {exchange} tokens");
+    assert_eq!(u(&forget[2]["prefilled"]), u(&shift[2]["prefilled"]) + exchange, "and were evaluated once");
+    for t in 2..n {
+        assert_eq!(u(&forget[t]["live"]), u(&shift[t]["live"]) + exchange, "turn {}", t + 1);
+        // Compared row for row with the recompute's (off by the exchange's
+        // length, the distributions would be of other positions: KL of several nats).
+        let kl = num(&forget[t]["vs_recompute"]["kl"]);
+        assert!(kl > 0.0 && kl < 1.0, "turn {}: the exchange changes what follows, a little: {kl}", t + 1);
+        assert_eq!(auto[t]["live"], shift[t]["live"], "turn {}", t + 1);
+    }
+    assert!(u(&auto[2]["refreshed"]) >= 16, "auto refreshes at least a chunk: {}", auto[2]["refreshed"]);
+    assert!(u(&auto[2]["refreshed"]) < u(&recompute[2]["prefilled"]), "and less than a recompute");
+}
+
 #[test]
 fn bad_eval_sets_are_named_by_file_and_place() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ pub struct EvalArgs {
     /// Strategies to compare, comma-separated; a refresh strategy may name
     /// its count (`shift+refresh:64`). Default: full, recompute, keep, shift,
     /// keep+refresh, shift+refresh, compaction, window; with --calibrate:
-    /// full, recompute, keep, shift and both refreshes at 16 and 64.
+    /// full, recompute, keep, shift and both refreshes at 16, 64 and 128.
     #[arg(long, value_delimiter = ',')]
     pub strategies: Option<Vec<Strategy>>,
     /// Choose this model's position policy and refresh from the results (the
@@ -43,9 +43,10 @@ pub struct EvalArgs {
     /// Longest summary compaction writes, in tokens.
     #[arg(long = "summary-tokens", default_value_t = 128)]
     pub summary_tokens: usize,
-    /// Tokens keep+refresh and shift+refresh re-evaluate after each gap.
-    #[arg(long, default_value_t = 16)]
-    pub refresh: usize,
+    /// Tokens keep+refresh and shift+refresh re-evaluate after each gap
+    /// (`auto`: as long as their values still change).
+    #[arg(long, default_value = "16")]
+    pub refresh: decache::session::Reach,
     /// Write a markdown report with SVG charts into this folder.
     #[arg(long = "report", value_name = "DIR")]
     pub report: Option<PathBuf>,
@@ -59,7 +60,7 @@ pub struct EvalArgs {
 
 const DEFAULT_STRATEGIES: &str = "full,recompute,keep,shift,keep+refresh,shift+refresh,compaction,window";
 const CALIBRATE_STRATEGIES: &str =
-    "full,recompute,keep,shift,keep+refresh:16,shift+refresh:16,keep+refresh:64,shift+refresh:64";
+    "full,recompute,keep,shift,keep+refresh:16,shift+refresh:16,keep+refresh:64,shift+refresh:64,keep+refresh:128,shift+refresh:128";
 
 fn default_sets() -> Result<Vec<PathBuf>, Error> {
     let dir = PathBuf::from("prompts/eval");

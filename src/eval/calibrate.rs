@@ -101,9 +101,13 @@ pub fn calibrate(results: &[SetResult], model: &str, fingerprint: &str, command:
         };
         let (Some(kl), Some(ppl)) = (o.kl_recompute, o.ppl_vs_recompute) else { continue };
         let refresh = match s {
-            super::Strategy::KeepRefresh(n) | super::Strategy::ShiftRefresh(n) => {
-                n.ok_or_else(|| format!("calibration needs the refresh count in the strategy's name ({}:N)", s.kind()))?
-            }
+            super::Strategy::KeepRefresh(n) | super::Strategy::ShiftRefresh(n) => match n {
+                Some(crate::session::Reach::Tokens(k)) => k,
+                Some(crate::session::Reach::Auto) => continue,
+                None => {
+                    return Err(format!("calibration needs the refresh count in the strategy's name ({}:N)", s.kind()))
+                }
+            },
             _ => 0,
         };
         let extra_share = o.prefilled.saturating_sub(base.prefilled) as f64 / recompute.prefilled.max(1) as f64;

@@ -3,6 +3,7 @@
 //! next-token distributions compared with full context and with recompute;
 //! plus what each strategy cost (tokens evaluated, time, cells kept).
 pub mod calibrate;
+pub mod forget;
 pub mod metrics;
 pub mod report;
 pub mod requests;
@@ -30,8 +31,8 @@ pub struct EvalOptions {
     pub sinks: usize,
     /// Longest summary compaction writes.
     pub summary_tokens: usize,
-    /// Tokens the refresh strategies re-evaluate after each gap.
-    pub refresh: usize,
+    /// How far the refresh strategies re-evaluate after each gap.
+    pub refresh: crate::session::Reach,
 }
 
 /// One turn under one strategy.
@@ -120,6 +121,29 @@ pub enum EvalProgress<'a> {
     Turn { strategy: Strategy, turn: u32, of: u32, result: &'a TurnResult },
 }
 
+/// The `forget-tool` strategy's script, when the template renders every
+/// turn's own tokens as in `script` after the inserted `forget` exchanges.
+fn forget_script(
+    set: &EvalSet,
+    script: &Script,
+    tok: &crate::tokenizer::Tokenizer,
+    template: &ChatTemplate,
+) -> std::result::Result<Script, String> {
+    let f = Script::build(&forget::forgetting(set), tok, template)?;
+    for t in 1..=script.n_turns {
+        let own: Vec<u32> = f
+            .spans
+            .iter()
+            .filter(|s| s.turn == t && s.kind != forget::KIND)
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
+        if own != script.turn_tokens(t) {
+            return Err(format!("the chat template renders turn {t} differently after the forget call"));
+        }
+    }
+    Ok(f)
+}
+
 /// Run `set` under each of `opts.strategies`.
 pub fn evaluate(
     model: &Arc<Model>,
@@ -148,13 +172,28 @@ pub fn evaluate(
         order.retain(|&s| s != Strategy::Full);
         skipped.push(("full".to_string(), format!("{total} tokens do not fit the model's trained context of {train}")));
     }
+    let forgetting = match order.contains(&Strategy::ForgetTool) {
+        true => match forget_script(set, &script, tok, template) {
+            Ok(f) => Some(f),
+            Err(why) => {
+                order.retain(|&s| s != Strategy::ForgetTool);
+                skipped.push((Strategy::ForgetTool.name(), why));
+                None
+            }
+        },
+        false => None,
+    };
     let mut runners = Vec::new();
     for &s in &order {
+        let (script, n_ctx) = match (&forgetting, s) {
+            (Some(f), Strategy::ForgetTool) => (f, n_ctx + f.total_tokens() - total),
+            _ => (&script, n_ctx),
+        };
         let cfg = SessionConfig { n_ctx, ..opts.session.clone() };
         runners.push(strategy::Runner::new(
             s,
             Session::new(model.clone(), cfg)?,
-            &script,
+            script,
             budget,
             opts.sinks,
             opts.summary_tokens,

@@ -206,7 +206,7 @@ pub fn set_from_requests(dir: &Path) -> Result<EvalSet, String> {
                 if from.is_some_and(|d| d <= turn) {
                     return None;
                 }
-                Some(Part { text: p.text.clone(), kind: Some(p.kind.to_string()), decached_from: from })
+                Some(Part { text: p.text.clone(), kind: Some(p.kind.to_string()), decached_from: from, note: None })
             })
             .collect();
         if !parts.is_empty() {
@@ -219,6 +219,7 @@ pub fn set_from_requests(dir: &Path) -> Result<EvalSet, String> {
                 text: None,
                 kind: None,
                 decached_from: None,
+                note: None,
                 parts,
             });
         }

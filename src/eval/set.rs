@@ -46,6 +46,9 @@ pub struct Message {
     pub text: Option<String>,
     pub kind: Option<String>,
     pub decached_from: Option<u32>,
+    /// What the `forget-tool` strategy's scripted model keeps in place of
+    /// the text when it forgets it.
+    pub note: Option<String>,
     #[serde(default, rename = "part")]
     pub parts: Vec<Part>,
 }
@@ -56,6 +59,7 @@ pub struct Part {
     pub text: String,
     pub kind: Option<String>,
     pub decached_from: Option<u32>,
+    pub note: Option<String>,
 }
 
 /// The last turn: a question whose answer lies in a part that stays
@@ -74,6 +78,8 @@ pub struct Piece {
     pub kind: String,
     /// The turn from which on it is no longer cached.
     pub decached_from: Option<u32>,
+    /// The note kept in its place when the model forgets it (`forget-tool`).
+    pub note: Option<String>,
 }
 
 impl Message {
@@ -88,6 +94,7 @@ impl Message {
                 text: t.clone(),
                 kind: self.kind.clone().unwrap_or_else(|| default_kind(&self.role)),
                 decached_from: self.decached_from,
+                note: self.note.clone(),
             }],
             None => self
                 .parts
@@ -96,6 +103,7 @@ impl Message {
                     text: p.text.clone(),
                     kind: p.kind.clone().unwrap_or_else(|| default_kind(&self.role)),
                     decached_from: p.decached_from,
+                    note: p.note.clone(),
                 })
                 .collect(),
         }
@@ -147,8 +155,10 @@ impl EvalSet {
                         return Err(format!("{at}: give either text or [[turn.message.part]], not both"))
                     }
                     (None, true) => return Err(format!("{at}: no text and no [[turn.message.part]]")),
-                    (None, false) if m.kind.is_some() || m.decached_from.is_some() => {
-                        return Err(format!("{at}: kind and decached_from go on each part of a message made of parts"))
+                    (None, false) if m.kind.is_some() || m.decached_from.is_some() || m.note.is_some() => {
+                        return Err(format!(
+                            "{at}: kind, decached_from and note go on each part of a message made of parts"
+                        ))
                     }
                     _ => {}
                 }
@@ -159,6 +169,15 @@ impl EvalSet {
                     }
                     if !KINDS.contains(&p.kind.as_str()) {
                         return Err(format!("{at}: kind '{}' is not one of {}", p.kind, KINDS.join(", ")));
+                    }
+                    match (&p.note, p.decached_from) {
+                        (Some(n), Some(_)) if n.trim().is_empty() => return Err(format!("{at}: empty note")),
+                        (Some(_), None) => {
+                            return Err(format!(
+                                "{at}: a note is what stays when the part is forgotten: it needs decached_from"
+                            ))
+                        }
+                        _ => {}
                     }
                     if let Some(d) = p.decached_from {
                         if d <= t || d > last {
@@ -194,6 +213,7 @@ role = "user"
 text = "<system-reminder>x</system-reminder>"
 kind = "reminder"
 decached_from = 3
+note = "a reminder"
 [[turn.message.part]]
 text = "Go on."
 [question]
@@ -209,6 +229,8 @@ answer = "lexer.rs"
         let p = s.turns[1].messages[0].pieces();
         assert_eq!(p[0].kind, "reminder");
         assert_eq!(p[0].decached_from, Some(3));
+        assert_eq!(p[0].note.as_deref(), Some("a reminder"));
+        assert_eq!(p[1].note, None);
         assert_eq!(p[1].kind, "user");
         assert_eq!(p[1].decached_from, None);
         assert_eq!(s.turns[1].messages[0].content(), "<system-reminder>x</system-reminder>Go on.");
@@ -229,6 +251,8 @@ answer = "lexer.rs"
             (SET.replace("role = \"system\"", "role = \"boss\""), "turn 1, message 1: role 'boss'"),
             (SET.replace("text = \"Fix it.\"", "text = \"Fix it.\"\ncolour = 1"), "unknown field `colour`"),
             (SET.replace("answer = \"lexer.rs\"", "answer = \"\""), "[question] needs"),
+            (SET.replace("note = \"a reminder\"", "note = \" \""), "turn 2, message 1, part 1: empty note"),
+            (SET.replace("text = \"Go on.\"", "text = \"Go on.\"\nnote = \"n\""), "part 2: a note is what stays"),
             (
                 SET.replace(
                     "role = \"system\"\ntext",

@@ -4,7 +4,7 @@ use super::script::Script;
 use crate::error::{Error, Result};
 use crate::kv::Pos;
 use crate::sampling::SamplingParams;
-use crate::session::{Gap, GenerateOptions, PositionPolicy, Session};
+use crate::session::{Gap, GenerateOptions, PositionPolicy, Reach, Session};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Strategy {
@@ -15,21 +15,26 @@ pub enum Strategy {
     /// Decache in place, later positions shifted down (keys re-rotated).
     Shift,
     /// `Keep`, then the first tokens after each gap re-evaluated without
-    /// the removed span (boundary refresh): this many (`keep+refresh:N`), or
+    /// the removed span (boundary refresh): this many (`keep+refresh:N`),
+    /// as far as the values still change (`keep+refresh:auto`), or
     /// `--refresh`'s (`keep+refresh`).
-    KeepRefresh(Option<usize>),
+    KeepRefresh(Option<Reach>),
     /// `Shift`, then the same refresh.
-    ShiftRefresh(Option<usize>),
+    ShiftRefresh(Option<Reach>),
     /// Re-prefill what stays, without the deleted parts.
     Recompute,
     /// The model summarizes; the conversation restarts from the summary.
     Compaction,
     /// StreamingLLM: the first tokens (sinks) and the newest ones.
     Window,
+    /// The model forgets the annotated parts itself with the `forget`
+    /// tool (scripted), leaving each part's note: `shift` with `--refresh`'s
+    /// refresh, plus the tool call and its answer before the turn.
+    ForgetTool,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 8] = [
+    pub const ALL: [Strategy; 9] = [
         Strategy::Full,
         Strategy::Recompute,
         Strategy::Keep,
@@ -38,6 +43,7 @@ impl Strategy {
         Strategy::ShiftRefresh(None),
         Strategy::Compaction,
         Strategy::Window,
+        Strategy::ForgetTool,
     ];
 
     /// The name without a refresh count.
@@ -51,6 +57,7 @@ impl Strategy {
             Strategy::Recompute => "recompute",
             Strategy::Compaction => "compaction",
             Strategy::Window => "window",
+            Strategy::ForgetTool => "forget-tool",
         }
     }
 
@@ -61,8 +68,8 @@ impl Strategy {
         }
     }
 
-    /// The refresh count a refresh strategy names.
-    pub fn refresh(self) -> Option<usize> {
+    /// The refresh reach a refresh strategy names.
+    pub fn refresh(self) -> Option<Reach> {
         match self {
             Strategy::KeepRefresh(n) | Strategy::ShiftRefresh(n) => n,
             _ => None,
@@ -71,13 +78,36 @@ impl Strategy {
 
     /// Whether it deletes in place (and where a refresh then applies).
     pub fn in_place(self) -> bool {
-        matches!(self, Strategy::Keep | Strategy::Shift | Strategy::KeepRefresh(_) | Strategy::ShiftRefresh(_))
+        matches!(
+            self,
+            Strategy::Keep
+                | Strategy::Shift
+                | Strategy::KeepRefresh(_)
+                | Strategy::ShiftRefresh(_)
+                | Strategy::ForgetTool
+        )
     }
 
-    /// Its place in reports: the order of `ALL`, then by refresh count.
+    /// Whether it closes the gaps it leaves.
+    fn shifts(self) -> bool {
+        matches!(self, Strategy::Shift | Strategy::ShiftRefresh(_) | Strategy::ForgetTool)
+    }
+
+    /// Whether it refreshes after gaps.
+    fn refreshes(self) -> bool {
+        matches!(self, Strategy::KeepRefresh(_) | Strategy::ShiftRefresh(_) | Strategy::ForgetTool)
+    }
+
+    /// Its place in reports: the order of `ALL`, then by refresh count
+    /// (`auto` last).
     pub fn rank(self) -> (usize, usize) {
         let kind = Strategy::ALL.iter().position(|s| s.kind() == self.kind()).unwrap_or(0);
-        (kind, self.refresh().unwrap_or(0))
+        let reach = match self.refresh() {
+            None => 0,
+            Some(Reach::Tokens(n)) => n,
+            Some(Reach::Auto) => usize::MAX,
+        };
+        (kind, reach)
     }
 }
 
@@ -87,8 +117,8 @@ impl std::str::FromStr for Strategy {
         let unknown = || format!("unknown strategy '{s}' (one of {})", Strategy::ALL.map(Strategy::name).join(", "));
         let (kind, n) = match s.split_once(':') {
             Some((k, n)) => {
-                let n: usize = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                    format!("strategy '{s}': the refresh count after ':' must be a whole number above 0")
+                let n: Reach = n.parse().ok().filter(|&n| n != Reach::Tokens(0)).ok_or_else(|| {
+                    format!("strategy '{s}': the refresh after ':' must be a whole number above 0 or auto")
                 })?;
                 (k, Some(n))
             }
@@ -128,8 +158,8 @@ pub struct Runner<'a> {
     budget: usize,
     sinks: usize,
     summary_tokens: usize,
-    /// Tokens refreshed after each gap (the refresh strategies).
-    refresh: usize,
+    /// How far the refresh strategies re-evaluate after each gap.
+    refresh: Reach,
     /// The summaries written (compaction).
     pub summaries: Vec<String>,
 }
@@ -142,7 +172,7 @@ impl<'a> Runner<'a> {
         budget: usize,
         sinks: usize,
         summary_tokens: usize,
-        refresh: usize,
+        refresh: Reach,
     ) -> Runner<'a> {
         Runner {
             strategy,
@@ -172,7 +202,11 @@ impl<'a> Runner<'a> {
         let tokens = self.script.turn_tokens(t);
         match self.strategy {
             Strategy::Full => {}
-            Strategy::Keep | Strategy::Shift | Strategy::KeepRefresh(_) | Strategy::ShiftRefresh(_) => {
+            Strategy::Keep
+            | Strategy::Shift
+            | Strategy::KeepRefresh(_)
+            | Strategy::ShiftRefresh(_)
+            | Strategy::ForgetTool => {
                 (cost.removed, cost.refreshed) = self.decache(t)?;
                 cost.prefilled += cost.refreshed;
             }
@@ -206,8 +240,19 @@ impl<'a> Runner<'a> {
             }
         }
         let p0 = self.session.next_pos();
-        let logits = self.session.eval(&tokens, true)?;
+        let mut logits = self.session.eval(&tokens, true)?;
         cost.prefilled += tokens.len();
+        // The forget exchange opening the turn is evaluated, not compared.
+        let extra: usize = self
+            .script
+            .spans
+            .iter()
+            .filter(|s| s.turn == t && s.kind == super::forget::KIND)
+            .map(|s| s.tokens.len())
+            .sum();
+        if extra > 0 {
+            logits.drain(..extra * (logits.len() / tokens.len().max(1)));
+        }
         if self.strategy.in_place() {
             let mut at = p0;
             for (i, s) in self.script.spans.iter().enumerate().filter(|(_, s)| s.turn == t) {
@@ -223,7 +268,7 @@ impl<'a> Runner<'a> {
     /// the refresh strategies, then re-evaluate the first tokens after each
     /// gap. Returns the cells removed and the tokens refreshed.
     fn decache(&mut self, t: u32) -> Result<(usize, usize)> {
-        let shift = matches!(self.strategy, Strategy::Shift | Strategy::ShiftRefresh(_));
+        let shift = self.strategy.shifts();
         let policy = if shift { PositionPolicy::Shift } else { PositionPolicy::Keep };
         let mut gone: Vec<usize> =
             (0..self.script.spans.len()).filter(|&i| self.script.spans[i].decached_from == Some(t)).collect();
@@ -244,7 +289,7 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        if !matches!(self.strategy, Strategy::KeepRefresh(_) | Strategy::ShiftRefresh(_)) || gaps.is_empty() {
+        if !self.strategy.refreshes() || gaps.is_empty() {
             return Ok((removed, 0));
         }
         // Where each gap ends now: kept gaps end where they did; a closed

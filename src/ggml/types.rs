@@ -59,6 +59,36 @@ impl GgmlType {
         matches!(self.0, sys::GGML_TYPE_F32 | sys::GGML_TYPE_F16 | sys::GGML_TYPE_BF16)
     }
 
+    /// `bytes` of this float type (F32, F16 or BF16, native byte order)
+    /// as f32 values; `None` for other types or a length that is not a
+    /// whole number of elements.
+    pub fn floats(self, bytes: &[u8]) -> Option<Vec<f32>> {
+        let el = match self.0 {
+            sys::GGML_TYPE_F32 => 4,
+            sys::GGML_TYPE_F16 | sys::GGML_TYPE_BF16 => 2,
+            _ => return None,
+        };
+        if !bytes.len().is_multiple_of(el) {
+            return None;
+        }
+        let n = bytes.len() / el;
+        if el == 4 {
+            return Some(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect());
+        }
+        let halves: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]])).collect();
+        let mut out = vec![0f32; n];
+        // SAFETY: `halves` and `out` both hold `n` elements; ggml's ggml_fp16_t
+        // and ggml_bf16_t are 16-bit values read and written within them.
+        unsafe {
+            if self.0 == sys::GGML_TYPE_F16 {
+                sys::ggml_fp16_to_fp32_row(halves.as_ptr().cast(), out.as_mut_ptr(), n as i64);
+            } else {
+                sys::ggml_bf16_to_fp32_row(halves.as_ptr().cast(), out.as_mut_ptr(), n as i64);
+            }
+        }
+        Some(out)
+    }
+
     pub fn is_quantized(self) -> bool {
         unsafe { sys::ggml_is_quantized(self.0) }
     }

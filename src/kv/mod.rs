@@ -11,6 +11,7 @@ mod inputs;
 pub mod mask;
 pub mod recurrent;
 pub mod rotation;
+pub mod rows;
 mod shift;
 pub mod state;
 pub mod swa;

@@ -17,7 +17,7 @@ pub use config::{default_threads, SessionConfig, FLASH_ATTN_AUTO};
 pub use decache::{ClosedGaps, Gap, PositionPolicy, Removal};
 pub use generate::{GenerateEvent, GenerateOptions, Generation, StopReason};
 pub use recurrent::Rewound;
-pub use refresh::Refreshed;
+pub use refresh::{Reach, Refreshed};
 
 use crate::error::{Error, Result};
 use crate::ggml::GgmlType;
