@@ -291,18 +291,21 @@ long-session: models
 
 # The eval report (docs/eval/) and SmolLM2's calibration (calibration/ and
 # the user's calibration directory, where --positions auto finds it): the
-# eleven shipped annotated sets under every strategy, the refreshes at 16 and
-# 64 tokens per gap (about 35 minutes here).
-EVAL_STRATEGIES := full,recompute,keep,shift,keep+refresh:16,shift+refresh:16,keep+refresh:64,shift+refresh:64
+# eleven shipped annotated sets under every strategy, the refreshes at 64 and
+# 128 tokens per gap and the automatic one, and the model's own forgetting
+# with the calibration's refresh (about 40 minutes here).
+EVAL_STRATEGIES := full,recompute,keep,shift,keep+refresh:64,shift+refresh:64,keep+refresh:128,shift+refresh:128
 eval-report: build models
 	$(BIN) eval -t 2 --calibrate --calibration-file calibration/SmolLM2-135M-Instruct.Q4_1.json \
-		--strategies $(EVAL_STRATEGIES),compaction,window --report docs/eval --json docs/eval/results.json
+		--strategies $(EVAL_STRATEGIES),shift+refresh:auto,forget-tool,compaction,window --refresh 128 \
+		--report docs/eval --json docs/eval/results.json
 
 # The same on gemma-3-270m with the calibration's candidates only (docs/eval-gemma3/,
-# about 17 minutes here; with $(EVAL_STRATEGIES), about an hour).
+# about 25 minutes here; with $(EVAL_STRATEGIES), over an hour).
 eval-report-gemma3: build models
 	$(BIN) eval -m "$$($(BIN) pull gemma3-270m)" -t 2 --calibrate \
-		--calibration-file calibration/gemma-3-270m-Q4_K_M.json --strategies recompute,keep,shift,shift+refresh:64 \
+		--calibration-file calibration/gemma-3-270m-Q4_K_M.json \
+		--strategies recompute,keep,shift+refresh:64,shift+refresh:128,forget-tool --refresh 64 \
 		--report docs/eval-gemma3 --json docs/eval-gemma3/results.json
 
 # Both calibrations, with their reports.
