@@ -5,18 +5,17 @@
 //! each turn that forgets parts, the scripted model calls `forget` on them
 //! and the tool answers with the notes kept, as `decache agent` does; those
 //! two messages are evaluated (a cost) but not compared.
-use super::set::{EvalSet, Message};
+use super::set::{EvalSet, Message, Piece};
 
 /// The kind of the inserted messages' spans (evaluated, never compared).
 pub const KIND: &str = "forget";
 
 /// `set` with the `forget` exchanges inserted at the start of every turn
-/// that forgets parts.
+/// that forgets parts (the question's turn included).
 pub fn forgetting(set: &EvalSet) -> EvalSet {
     let mut out = set.clone();
-    for (ti, turn) in out.turns.iter_mut().enumerate() {
-        let t = ti as u32 + 1;
-        let gone: Vec<_> = set
+    for t in 1..=set.question_turn() {
+        let gone: Vec<Piece> = set
             .turns
             .iter()
             .flat_map(|tr| tr.messages.iter().flat_map(Message::pieces))
@@ -25,82 +24,68 @@ pub fn forgetting(set: &EvalSet) -> EvalSet {
         if gone.is_empty() {
             continue;
         }
-        let mut kinds: Vec<&str> = Vec::new();
-        for p in &gone {
-            if !kinds.contains(&p.kind.as_str()) {
-                kinds.push(&p.kind);
+        let exchange = exchange(&gone);
+        match out.turns.get_mut(t as usize - 1) {
+            Some(turn) => {
+                turn.messages.splice(0..0, exchange);
             }
+            None => out.before_question = exchange,
         }
-        let notes: Vec<&str> = gone.iter().filter_map(|p| p.note.as_deref()).map(str::trim).collect();
-        let mut args = serde_json::json!({ "parts": kinds });
-        if !notes.is_empty() {
-            args["note"] = notes.join(" ").into();
-        }
-        let call = serde_json::json!({ "name": "forget", "arguments": args });
-        let parts = if gone.len() == 1 { "1 part".to_string() } else { format!("{} parts", gone.len()) };
-        let mut result = format!("Forgot {parts} ({}).", kinds.join(", "));
-        if !notes.is_empty() {
-            result.push_str(&format!(" Your note, kept: {}", notes.join(" ")));
-        }
-        let msg = |role: &str, text: String| Message {
-            role: role.into(),
-            text: Some(text),
-            kind: Some(KIND.into()),
-            decached_from: None,
-            note: None,
-            parts: Vec::new(),
-        };
-        turn.messages.insert(0, msg("tool", result));
-        turn.messages.insert(0, msg("assistant", format!("<tool_call>{call}</tool_call>")));
     }
     out
+}
+
+/// The scripted model's `forget` call on `gone` and the tool's answer.
+fn exchange(gone: &[Piece]) -> Vec<Message> {
+    let mut kinds: Vec<&str> = Vec::new();
+    for p in gone {
+        if !kinds.contains(&p.kind.as_str()) {
+            kinds.push(&p.kind);
+        }
+    }
+    let notes: Vec<&str> = gone.iter().filter_map(|p| p.note.as_deref()).map(str::trim).collect();
+    let mut args = serde_json::json!({ "parts": kinds });
+    if !notes.is_empty() {
+        args["note"] = notes.join(" ").into();
+    }
+    let call = serde_json::json!({ "name": "forget", "arguments": args });
+    let parts = if gone.len() == 1 { "1 part".to_string() } else { format!("{} parts", gone.len()) };
+    let mut result = format!("Forgot {parts} ({}).", kinds.join(", "));
+    if !notes.is_empty() {
+        result.push_str(&format!(" Your note, kept: {}", notes.join(" ")));
+    }
+    let msg = |role: &str, text: String| Message {
+        role: role.into(),
+        text: Some(text),
+        kind: Some(KIND.into()),
+        decached_from: None,
+        note: None,
+        parts: Vec::new(),
+    };
+    vec![msg("assistant", format!("<tool_call>{call}</tool_call>")), msg("tool", result)]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SET: &str = r#"
-name = "t"
-[[turn]]
-[[turn.message]]
-role = "user"
-text = "Fix it."
-[[turn.message]]
-role = "tool"
-kind = "file-read"
-text = "fn lex()"
-decached_from = 2
-note = "lexer.rs: tokens end at line 40."
-[[turn.message]]
-role = "tool"
-kind = "command-output"
-text = "2 passed"
-decached_from = 2
-[[turn]]
-[[turn.message]]
-role = "user"
-text = "Go on."
-[question]
-text = "Which file?"
-answer = "lexer.rs"
-"#;
+    use crate::eval::set::tests::SET;
 
     #[test]
     fn a_turn_that_forgets_opens_with_the_call_and_the_notes() {
-        let set = EvalSet::parse(SET).unwrap();
-        let f = forgetting(&set);
-        assert_eq!(f.turns[0].messages.len(), 3, "turn 1 forgets nothing");
+        // The user's request goes at turn 2 with a note, the reminder at the
+        // question's turn (3) with its own.
+        let src = SET.replace("text = \"Fix it.\"", "text = \"Fix it.\"\ndecached_from = 2\nnote = \"fix lexer.rs\"");
+        let f = forgetting(&EvalSet::parse(&src).unwrap());
+        assert_eq!(f.turns[0].messages.len(), 2, "turn 1 forgets nothing");
         let m = &f.turns[1].messages;
         assert_eq!((m.len(), m[0].role.as_str(), m[1].role.as_str()), (3, "assistant", "tool"));
         let call = m[0].text.as_deref().unwrap();
         assert!(call.starts_with("<tool_call>{") && call.contains("\"name\":\"forget\""), "{call}");
-        assert!(call.contains("[\"file-read\",\"command-output\"]") && call.contains("lexer.rs: tokens end"), "{call}");
-        assert_eq!(
-            m[1].text.as_deref().unwrap(),
-            "Forgot 2 parts (file-read, command-output). Your note, kept: lexer.rs: tokens end at line 40."
-        );
+        assert!(call.contains("[\"user\"]") && call.contains("fix lexer.rs"), "{call}");
+        assert_eq!(m[1].text.as_deref().unwrap(), "Forgot 1 part (user). Your note, kept: fix lexer.rs");
         assert!(m.iter().take(2).all(|m| m.kind.as_deref() == Some(KIND)));
-        assert_eq!(m[2].text.as_deref(), Some("Go on."));
+        let q = &f.before_question;
+        assert_eq!(q.len(), 2, "the question's turn opens with its own exchange");
+        assert_eq!(q[1].text.as_deref().unwrap(), "Forgot 1 part (reminder). Your note, kept: a reminder");
     }
 }

@@ -237,6 +237,7 @@ pub fn set_from_requests(dir: &Path) -> Result<EvalSet, String> {
         ),
         turns,
         question: Question { text: question, answer },
+        before_question: Vec::new(),
     };
     set.check().map_err(|e| format!("{}: the set it makes: {e}", dir.display()))?;
     Ok(set)

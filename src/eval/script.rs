@@ -105,6 +105,15 @@ impl Script {
             ));
         }
         let q = s.n_turns;
+        for m in &set.before_question {
+            msgs.push(ChatMessage::new(m.role.clone(), m.content()));
+            let full = s.render(&msgs, false).map_err(|e| format!("question turn: {e}"))?;
+            let delta =
+                full.strip_prefix(rendered.as_str()).ok_or("question turn: the chat template is not append-only")?;
+            let kind = m.pieces()[0].kind.clone();
+            s.spans.push(Span { tokens: encode(delta, false)?, turn: q, decached_from: None, kind });
+            rendered = full;
+        }
         msgs.push(ChatMessage::new("user", set.question.text.clone()));
         let full = s.render(&msgs, true).map_err(|e| format!("question: {e}"))?;
         let delta = full.strip_prefix(rendered.as_str()).ok_or("question: the chat template is not append-only")?;

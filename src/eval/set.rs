@@ -28,6 +28,10 @@ pub struct EvalSet {
     #[serde(rename = "turn")]
     pub turns: Vec<Turn>,
     pub question: Question,
+    /// Messages the question turn opens with, before the question (not in
+    /// the file: the `forget-tool` strategy's exchange, `forget.rs`).
+    #[serde(skip)]
+    pub before_question: Vec<Message>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -194,10 +198,10 @@ impl EvalSet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const SET: &str = r#"
+    pub(crate) const SET: &str = r#"
 name = "t"
 [[turn]]
 [[turn.message]]
