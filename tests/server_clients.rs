@@ -81,14 +81,7 @@ fn the_anthropic_package_keeps_annotated_blocks_out_of_the_cache() {
     let s = http::Server::start(&["-m", &model, "-c", "1024", "-t", "2", "--api-key", "test-key", "--temp", "0"]);
     let out = run_client("anthropic_decache_annotation.py", &format!("http://{}", s.addr));
     eprintln!("anthropic client (decache annotation): {out}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let (before, after) = (v["prompt_before"].as_u64().unwrap(), v["prompt_after"].as_u64().unwrap());
-    assert!(after + 100 < before, "the annotated block left the prompt: {v}");
-    assert_eq!(v["hit"], "subconscious", "{v}");
-    assert!(v["removed"].as_u64().unwrap() >= 100 && v["reused"].as_u64().unwrap() > 0, "{v}");
-    let (t1, t2) = (v["from_turn1"].as_u64().unwrap(), v["from_turn2"].as_u64().unwrap());
-    assert!(t1 > 150 && t2 + 100 < t1, "the trace is in turn 1 only: {v}");
-    assert!(v["from_removed"].as_u64().unwrap() >= 100, "{v}");
+    annotated_parts_left_the_cache(&out);
 }
 
 /// Qwen3.5's XML tool calls and Gemma 4's `<|tool_call>` form, written by a
@@ -127,13 +120,20 @@ fn the_openai_package_keeps_an_annotated_message_out_of_the_cache() {
     let s = http::Server::start(&["-m", &model, "-c", "1024", "-t", "2"]);
     let out = run_client("openai_decache_annotation.py", &format!("http://{}", s.addr));
     eprintln!("openai client (decache annotation): {out}");
+    annotated_parts_left_the_cache(&out);
+}
+
+/// What the annotation clients print: `"decache": true` took the part out of
+/// the prompt and its cached tokens out in place (the rest reused, a
+/// subconscious hit); `"decached_from": 2` kept the other part in turn 1's
+/// prompt only, and removed it in place in turn 2.
+fn annotated_parts_left_the_cache(out: &str) {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let (before, after) = (v["prompt_before"].as_u64().unwrap(), v["prompt_after"].as_u64().unwrap());
-    assert!(after + 100 < before, "the annotated log left the prompt: {v}");
+    assert!(after + 100 < before, "the annotated part left the prompt: {v}");
     assert_eq!(v["hit"], "subconscious", "{v}");
     assert!(v["removed"].as_u64().unwrap() >= 100 && v["reused"].as_u64().unwrap() > 0, "{v}");
-    // "decached_from": 2: in the first turn's prompt, out of the second's, removed in place.
     let (t1, t2) = (v["from_turn1"].as_u64().unwrap(), v["from_turn2"].as_u64().unwrap());
-    assert!(t1 > 150 && t2 + 100 < t1, "the log is in turn 1 only: {v}");
+    assert!(t1 > 150 && t2 + 100 < t1, "the replayed part is in turn 1 only: {v}");
     assert!(v["from_removed"].as_u64().unwrap() >= 100, "{v}");
 }

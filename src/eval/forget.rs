@@ -44,16 +44,15 @@ fn exchange(gone: &[Piece]) -> Vec<Message> {
         }
     }
     let notes: Vec<&str> = gone.iter().filter_map(|p| p.note.as_deref()).map(str::trim).collect();
+    let note = (!notes.is_empty()).then(|| notes.join(" "));
     let mut args = serde_json::json!({ "parts": kinds });
-    if !notes.is_empty() {
-        args["note"] = notes.join(" ").into();
-    }
-    let call = serde_json::json!({ "name": "forget", "arguments": args });
     let parts = if gone.len() == 1 { "1 part".to_string() } else { format!("{} parts", gone.len()) };
     let mut result = format!("Forgot {parts} ({}).", kinds.join(", "));
-    if !notes.is_empty() {
-        result.push_str(&format!(" Your note, kept: {}", notes.join(" ")));
+    if let Some(n) = note {
+        result.push_str(&format!(" Your note, kept: {n}"));
+        args["note"] = n.into();
     }
+    let call = serde_json::json!({ "name": "forget", "arguments": args });
     let msg = |role: &str, text: String| Message {
         role: role.into(),
         text: Some(text),
