@@ -7,7 +7,7 @@ BIN := target/release/decache
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: all deps build models pyenv clients clients-smollm2 llama-src llama-tools run test test-fast test-models lint bench bench-llama bench-moe bench-qwen35 bench-hybrid-replay bench-spec bench-concurrency replay bench-clients load crash-soak soak fuzz fuzz-seeds perplexity endurance long-session eval-report eval-report-gemma3 calibrate check-vulkan clean
+.PHONY: all deps build models pyenv clients clients-smollm2 llama-src llama-tools llama-bench-same run test test-fast test-models lint bench bench-llama bench-moe bench-qwen35 bench-hybrid-replay bench-spec bench-concurrency replay bench-clients load crash-soak soak fuzz fuzz-seeds perplexity endurance long-session eval-report eval-report-gemma3 calibrate check-vulkan clean
 
 all: build
 
@@ -92,6 +92,28 @@ $(LLAMA_BIN)/.ready: | $(LLAMA_SRC)/.ready
 		-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
 		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DCMAKE_RUNTIME_OUTPUT_DIRECTORY=$(CURDIR)/$(LLAMA_BIN)
 	cmake --build $(LLAMA_DIR)/build -j$$(nproc) --target llama-server llama-bench llama-completion
+	touch $@
+
+# llama-bench at decache's own llama.cpp revision: llama-cpp-sys-2 vendors
+# llama.cpp without its tools, so the crate's copy gets the sdist's llama-bench
+# sources and the same cmake flags as llama-tools. Then both programs run the
+# same ggml and llama.cpp source, and a difference is the engine's alone.
+LLAMA_SAME := target/llama.cpp-crate
+LLAMA_SAME_BIN := $(LLAMA_SAME)/build/bin
+llama-bench-same: $(LLAMA_SAME_BIN)/.ready
+# (Its build info must not take decache's own commit from the enclosing repository.)
+$(LLAMA_SAME_BIN)/.ready: export GIT_CEILING_DIRECTORIES := $(CURDIR)/$(LLAMA_SAME)
+$(LLAMA_SAME_BIN)/.ready: | $(LLAMA_SRC)/.ready
+	crate=$$($(CARGO) metadata --format-version 1 | python3 -c 'import json, sys; \
+		print([p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "llama-cpp-sys-2"][0])'); \
+	rm -rf $(LLAMA_SAME)/src && mkdir -p $(LLAMA_SAME) && cp -r "$$(dirname $$crate)/llama.cpp" $(LLAMA_SAME)/src
+	chmod -R u+w $(LLAMA_SAME)/src && rm -rf $(LLAMA_SAME)/src/tools && mkdir -p $(LLAMA_SAME)/src/tools
+	cp -r $(LLAMA_SRC)/tools/llama-bench $(LLAMA_SAME)/src/tools/
+	printf 'llama_add_compile_flags()\nadd_subdirectory(llama-bench)\n' > $(LLAMA_SAME)/src/tools/CMakeLists.txt
+	cmake -S $(LLAMA_SAME)/src -B $(LLAMA_SAME)/build \
+		-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DCMAKE_RUNTIME_OUTPUT_DIRECTORY=$(CURDIR)/$(LLAMA_SAME_BIN)
+	cmake --build $(LLAMA_SAME)/build -j$$(nproc) --target llama-bench
 	touch $@
 
 run: build
@@ -190,15 +212,17 @@ bench-clients: models llama-tools
 
 # decache's defaults beside llama.cpp's own llama-bench (issue 21): pp512 and
 # tg128 at depths 0 and 4096 on SmolLM2 and depth 0 on gemma-3, defaults
-# against defaults (flash attention on for both) and -fa off for both, two
-# interleaved rounds; then depth 16384, defaults, one round (its prefill
-# alone takes four minutes per program here). About 25 minutes.
+# against defaults (flash attention on for both) and -fa off for both, four
+# rounds in alternating order (a run's speed drifts by up to 10% here between
+# minutes, so the table gives each round's own ratio too); then depth 16384,
+# defaults, two rounds (its prefill alone takes four minutes per program).
+# About 45 minutes.
 bench-llama: models llama-tools
 	python3 scripts/bench-llama.py --decache $(BIN) --llama-bench $(LLAMA_BIN)/llama-bench -t 2 \
-		--model "$$($(BIN) pull smollm2):0,4096" --model "$$($(BIN) pull gemma3-270m):0" --fa default,0 \
+		--model "$$($(BIN) pull smollm2):0,4096" --model "$$($(BIN) pull gemma3-270m):0" --fa default,0 --rounds 4 \
 		--md target/bench-llama.md --json target/bench-llama.json
 	python3 scripts/bench-llama.py --decache $(BIN) --llama-bench $(LLAMA_BIN)/llama-bench -t 2 \
-		--model "$$($(BIN) pull smollm2):16384" --fa default --rounds 1 \
+		--model "$$($(BIN) pull smollm2):16384" --fa default --rounds 2 \
 		--md target/bench-llama-16k.md --json target/bench-llama-16k.json
 
 # A mixture of experts at real layer shapes (issue 20): a random-weight

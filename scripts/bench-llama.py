@@ -5,11 +5,17 @@ For every model, depth and flash-attention setting, both programs run the same
 tests (pp and tg, same threads, same depth, same repetitions) one after the
 other, several rounds, the order swapped each round so that drift in the
 machine's speed hits both alike. The ratio is decache's mean over llama-bench's
-mean, all rounds pooled.
+mean, all rounds pooled; beside it the median (and range) of the rounds' own
+ratios, each from runs minutes apart.
 
 Flash-attention settings (--fa):
   default   neither program gets -fa: each uses its own default (auto)
   0, 1      both get -fa off / -fa on (settings matched)
+
+With --llama-bench-same (a llama-bench built on the llama.cpp that decache's
+ggml comes from: `make llama-bench-same`), it runs too, in the same rotation,
+and the table gets its column and decache's ratio to it: both then run the same
+ggml and llama.cpp source, so that ratio is the engine's alone.
 
 Prints a Markdown table (and writes it with --md, the raw samples with --json).
 Python standard library only.
@@ -78,13 +84,14 @@ def main():
     ap.add_argument("-r", "--repetitions", type=int, default=3, help="repetitions per program per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--fa", default="default,1", help="flash-attention settings: default, 0, 1 (comma-separated)")
+    ap.add_argument("--llama-bench-same", help="llama-bench built on decache's own llama.cpp (make llama-bench-same)")
     ap.add_argument("--md", help="also write the Markdown here")
     ap.add_argument("--json", help="write every sample here")
     a = ap.parse_args()
 
     version = subprocess.run([a.decache, "--version"], stdout=subprocess.PIPE, text=True).stdout.strip()
     results = []
-    build = "?"
+    builds = {"llama": "?", "same": "?"}
     for spec in a.model:
         path, _, depths = spec.partition(":")
         depths = [int(d) for d in (depths or a.depths).split(",")]
@@ -97,44 +104,79 @@ def main():
                 common = ["-m", path, "-t", str(a.threads), "-d", str(depth), "-p", str(a.n_prompt),
                           "-n", str(a.n_gen), "-r", str(a.repetitions), "-o", "json"]
                 fa_args = [] if fa == "default" else ["-fa", {"0": "off", "1": "on"}[fa]]
-                ours, theirs = {}, {}
+                programs = ["llama", "decache"] + (["same"] if a.llama_bench_same else [])
+                samples = {who: {} for who in programs}
                 for rnd in range(a.rounds):
-                    steps = ["llama", "decache"] if rnd % 2 == 0 else ["decache", "llama"]
+                    # Every other round reversed, and rotated every two rounds: two
+                    # programs alternate, three go through all six orders.
+                    k = (rnd // 2) % len(programs)
+                    steps = programs[k:] + programs[:k]
+                    if rnd % 2:
+                        steps.reverse()
                     for who in steps:
                         print(f"bench-llama: {os.path.basename(path)} fa={fa} d={depth} round {rnd + 1}: {who}",
                               file=sys.stderr, flush=True)
-                        if who == "llama":
-                            rows = run_json([a.llama_bench] + common + fa_args)
-                            build = llama_build(rows)
-                            for k, v in llama_samples(rows).items():
-                                theirs.setdefault(k, []).extend(v)
+                        if who == "decache":
+                            got = decache_samples(run_json([a.decache, "bench"] + common + fa_args))
                         else:
-                            rows = run_json([a.decache, "bench"] + common + fa_args)
-                            for k, v in decache_samples(rows).items():
-                                ours.setdefault(k, []).extend(v)
+                            rows = run_json([a.llama_bench if who == "llama" else a.llama_bench_same]
+                                            + common + fa_args)
+                            builds[who] = llama_build(rows)
+                            got = llama_samples(rows)
+                        for t, v in got.items():
+                            samples[who].setdefault(t, []).append(list(v))
+                ours = samples["decache"]
                 for test in sorted(ours, key=lambda k: (not k.startswith("pp"), k)):
-                    if test not in theirs:
-                        sys.exit(f"bench-llama: llama-bench reported no {test}")
-                    results.append({"model": os.path.basename(path), "fa": fa, "test": test,
-                                    "decache": ours[test], "llama": theirs[test]})
+                    for who in programs[:1] + programs[2:]:
+                        if test not in samples[who]:
+                            sys.exit(f"bench-llama: {who} llama-bench reported no {test}")
+                    flat = lambda rounds: [x for r in rounds for x in r]
+                    row = {"model": os.path.basename(path), "fa": fa, "test": test,
+                           "decache": flat(ours[test]), "llama": flat(samples["llama"][test]),
+                           # decache's mean over llama-bench's within each round: the
+                           # two ran minutes apart, so drift in the machine's speed
+                           # between rounds cancels out of these.
+                           "round_ratios": [statistics.mean(o) / statistics.mean(l)
+                                            for o, l in zip(ours[test], samples["llama"][test])]}
+                    if a.llama_bench_same:
+                        row["llama_same"] = flat(samples["same"][test])
+                    results.append(row)
 
+    same = " and llama-bench on decache's own llama.cpp (`make llama-bench-same`)" if a.llama_bench_same else ""
     lines = [
         f"`{' '.join(sys.argv)}`",
         "",
         f"{datetime.date.today()}, {cpu_name()}, {a.threads} threads; {version} "
-        f"(ggml from llama-cpp-sys-2) against llama-bench {build}; "
-        f"{a.rounds} rounds x {a.repetitions} repetitions per program, order swapped each round.",
+        f"(ggml from llama-cpp-sys-2) against llama-bench {builds['llama']}{same}; "
+        f"{a.rounds} rounds x {a.repetitions} repetitions per program, order rotated each round.",
         "",
-        "| model | -fa | test | decache t/s | llama-bench t/s | decache / llama-bench |",
-        "| ----- | --- | ---- | ----------: | --------------: | --------------------: |",
     ]
+    head = ["model", "-fa", "test", "decache t/s", "llama-bench t/s"]
+    if a.llama_bench_same:
+        head += ["same-llama.cpp llama-bench t/s"]
+    head += ["decache / llama-bench", "per round: median (min-max)"]
+    if a.llama_bench_same:
+        head += ["decache / same-llama.cpp llama-bench"]
+    lines += ["| " + " | ".join(head) + " |", "| " + " | ".join("---" if i < 3 else "---:" for i in range(len(head))) + " |"]
+
+    def cell(xs):
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        return f"{statistics.mean(xs):.2f} ± {sd:.2f}"
+
     for r in results:
         o, l = statistics.mean(r["decache"]), statistics.mean(r["llama"])
-        so = statistics.stdev(r["decache"]) if len(r["decache"]) > 1 else 0.0
-        sl = statistics.stdev(r["llama"]) if len(r["llama"]) > 1 else 0.0
         r["ratio"] = o / l
         fa = "defaults" if r["fa"] == "default" else f"{r['fa']} (both)"
-        lines.append(f"| {r['model']} | {fa} | {r['test']} | {o:.2f} ± {so:.2f} | {l:.2f} ± {sl:.2f} | {o / l:.3f} |")
+        cells = [r["model"], fa, r["test"], cell(r["decache"]), cell(r["llama"])]
+        if a.llama_bench_same:
+            cells.append(cell(r["llama_same"]))
+        cells.append(f"{o / l:.3f}")
+        rr = r["round_ratios"]
+        cells.append(f"{statistics.median(rr):.3f} ({min(rr):.3f}-{max(rr):.3f})")
+        if a.llama_bench_same:
+            r["ratio_same"] = o / statistics.mean(r["llama_same"])
+            cells.append(f"{r['ratio_same']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
     report(lines, a.md, a.json, results)
 
 
