@@ -341,7 +341,11 @@ impl CostFit {
     }
 
     /// alpha and beta: the prior (0, BETA_PRIOR) until drafts were timed;
-    /// through the origin until their lengths differ enough to fit a line.
+    /// until their lengths differ enough to fit a line, the prior's slope
+    /// (or less) with the rest of the measured cost as the fixed part. (A
+    /// line through the origin there made one slow batch of a 1-token draft
+    /// cost a step per draft token: every later draft was 1 token long, so
+    /// the lengths never differed and the line was never fitted.)
     fn line(&self) -> (f64, f64) {
         let [w, k, y, kk, ky] = self.s;
         if w < 1e-9 {
@@ -353,7 +357,8 @@ impl CostFit {
             let alpha = ((y - beta * k) / w).clamp(0.0, 2.0);
             (alpha, beta)
         } else {
-            (0.0, (ky / kk.max(1e-9)).clamp(0.02, 2.0))
+            let beta = (ky / kk.max(1e-9)).clamp(0.02, BETA_PRIOR);
+            (((y - beta * k) / w).clamp(0.0, 2.0), beta)
         }
     }
 
@@ -438,13 +443,27 @@ mod tests {
         assert_eq!(c.line(), (0.0, BETA_PRIOR), "the prior until a draft is timed");
         c.add(4, 1.5);
         let (a, b) = c.line();
-        assert!(a == 0.0 && (b - 0.375).abs() < 1e-9, "one length: through the origin, {a} {b}");
+        assert!((a - 0.3).abs() < 1e-9 && b == BETA_PRIOR, "one length: the prior's slope, the rest fixed: {a} {b}");
+        assert!((c.extra(4) - 1.5).abs() < 1e-9, "the measured length costs what it measured");
         for k in [2, 8, 16, 4, 32, 2] {
             c.add(k, 0.5 + 0.25 * k as f64);
         }
         let (a, b) = c.line();
         assert!((a - 0.5).abs() < 1e-6 && (b - 0.25).abs() < 1e-6, "{a} {b}");
         assert!((c.extra(10) - 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn slow_one_token_drafts_do_not_keep_drafts_at_one_token() {
+        // The first timed drafts were 1 token long and their batches cost a
+        // whole extra step each; every draft held.
+        let h = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+        let mut d = drafter(SpecMode::Auto, &h);
+        d.plain_step(0.01);
+        for _ in 0..6 {
+            d.record(1, 1, 0.02);
+        }
+        assert!(d.best_len() > 1, "drafts stay at one token: {:?}", d.cost.line());
     }
 
     #[test]
