@@ -67,6 +67,11 @@ def llama_build(rows):
     return f"{r.get('build_commit', '?')} (build {r.get('build_number', '?')})"
 
 
+def flat(rounds):
+    """Per-round sample lists -> one list."""
+    return [x for r in rounds for x in r]
+
+
 def decache_samples(rows):
     return {r["test"]: list(r["samples_ts"]) for r in rows if r.get("engine") == "decache"}
 
@@ -91,7 +96,7 @@ def main():
 
     version = subprocess.run([a.decache, "--version"], stdout=subprocess.PIPE, text=True).stdout.strip()
     results = []
-    builds = {"llama": "?", "same": "?"}
+    build = "?"
     for spec in a.model:
         path, _, depths = spec.partition(":")
         depths = [int(d) for d in (depths or a.depths).split(",")]
@@ -121,16 +126,16 @@ def main():
                         else:
                             rows = run_json([a.llama_bench if who == "llama" else a.llama_bench_same]
                                             + common + fa_args)
-                            builds[who] = llama_build(rows)
+                            if who == "llama":
+                                build = llama_build(rows)
                             got = llama_samples(rows)
                         for t, v in got.items():
                             samples[who].setdefault(t, []).append(list(v))
                 ours = samples["decache"]
                 for test in sorted(ours, key=lambda k: (not k.startswith("pp"), k)):
-                    for who in programs[:1] + programs[2:]:
+                    for who in (w for w in programs if w != "decache"):
                         if test not in samples[who]:
                             sys.exit(f"bench-llama: {who} llama-bench reported no {test}")
-                    flat = lambda rounds: [x for r in rounds for x in r]
                     row = {"model": os.path.basename(path), "fa": fa, "test": test,
                            "decache": flat(ours[test]), "llama": flat(samples["llama"][test]),
                            # decache's mean over llama-bench's within each round: the
@@ -147,7 +152,7 @@ def main():
         f"`{' '.join(sys.argv)}`",
         "",
         f"{datetime.date.today()}, {cpu_name()}, {a.threads} threads; {version} "
-        f"(ggml from llama-cpp-sys-2) against llama-bench {builds['llama']}{same}; "
+        f"(ggml from llama-cpp-sys-2) against llama-bench {build}{same}; "
         f"{a.rounds} rounds x {a.repetitions} repetitions per program, order rotated each round.",
         "",
     ]
