@@ -383,6 +383,18 @@ impl KvCache {
         (self.cells.n_kv(N_KV_PAD), self.swa.as_ref().map_or(0, |p| p.cells.n_kv(N_KV_PAD)))
     }
 
+    /// Per row of a placed batch, the cells a step of that token alone would
+    /// have attended, in the global pool and in the sliding-window pool (0s
+    /// when there is none): see `Cells::n_kv_by_row`.
+    pub fn n_kv_by_row(&self, placed: &Placement) -> (Vec<usize>, Vec<usize>) {
+        let global = self.cells.n_kv_by_row(&placed.cells, N_KV_PAD);
+        let swa = match (&self.swa, &placed.swa_cells) {
+            (Some(p), Some(c)) => p.cells.n_kv_by_row(c, N_KV_PAD),
+            _ => vec![0; placed.cells.len()],
+        };
+        (global, swa)
+    }
+
     /// `seq`'s cells as (position, token), in position order.
     pub fn live_chain(&self, seq: SeqId) -> Vec<(Pos, u32)> {
         self.cells.cells_in(seq, ..).map(|(p, i)| (p, self.cells.token(i))).collect()
@@ -425,10 +437,11 @@ impl KvCache {
                         None => firsts.push((s, q)),
                     }
                 }
-                p.make_room(tokens.len(), &firsts)?;
-                let size = p.cells.size();
-                let n_live = p.cells.n_live();
-                Some(p.cells.find_free(tokens.len()).ok_or(KvError::Full { live: n_live, size, need: tokens.len() })?)
+                let cells = p.cells_for(tokens.len(), &firsts)?;
+                if cells.len() < tokens.len() {
+                    return Err(KvError::Full { live: p.cells.n_live(), size: p.cells.size(), need: tokens.len() });
+                }
+                Some(cells)
             }
             None => None,
         };

@@ -384,6 +384,23 @@ impl Cells {
         padded.min(self.size())
     }
 
+    /// For each of `cells` (the cells just filled, in batch order), the
+    /// `n_kv` a step of that token alone would have attended: the cells live
+    /// before the batch and the batch's up to that one, padded as `n_kv`.
+    pub fn n_kv_by_row(&self, cells: &[usize], pad: usize) -> Vec<usize> {
+        let pad = pad.max(1);
+        let before =
+            (0..self.used_max_p1).rev().find(|&i| self.seqs[i] != 0 && !cells.contains(&i)).map_or(0, |i| i + 1);
+        let mut hi = before;
+        cells
+            .iter()
+            .map(|&c| {
+                hi = hi.max(c + 1);
+                (hi.div_ceil(pad).max(1) * pad).min(self.size())
+            })
+            .collect()
+    }
+
     /// Whether a query of `seq` at position `q_pos` sees cell `i` (held by
     /// `seq` and not in the future).
     pub fn visible(&self, i: usize, seq: SeqId, q_pos: Pos) -> bool {
@@ -410,6 +427,31 @@ mod tests {
         assert_eq!(c.used_max_p1(), 4, "high-water mark drops when the top cell goes");
         assert_eq!(c.max_pos(0), Some(3));
         assert_eq!(c.find_free(7), None);
+    }
+
+    #[test]
+    fn each_row_of_a_batch_attends_what_its_token_alone_would() {
+        let fill = |c: &mut Cells, cells: std::ops::Range<usize>| {
+            for i in cells {
+                c.fill(i, 0, i as Pos, 0);
+            }
+        };
+        // Cells 0..510 live, a batch in 510..515: the first two rows alone
+        // would attend 512 cells, the rest 768 (the padding step crossed).
+        let mut c = Cells::new(1024, 1);
+        fill(&mut c, 0..515);
+        assert_eq!(c.n_kv(256), 768);
+        assert_eq!(c.n_kv_by_row(&[510, 511, 512, 513, 514], 256), vec![512, 512, 768, 768, 768]);
+        // A batch placed in a hole below live cells: every row sees up to those.
+        let mut c = Cells::new(1024, 1);
+        fill(&mut c, 0..100);
+        fill(&mut c, 200..300);
+        fill(&mut c, 100..103);
+        assert_eq!(c.n_kv_by_row(&[100, 101, 102], 256), vec![512, 512, 512]);
+        // Never past the pool.
+        let mut c = Cells::new(300, 1);
+        fill(&mut c, 0..300);
+        assert_eq!(c.n_kv_by_row(&[298, 299], 256), vec![300, 300]);
     }
 
     #[test]

@@ -38,9 +38,14 @@ impl SwaPool {
     /// drop the oldest cells that no query of a sequence holding them can
     /// see from then on. Returns the cells dropped.
     pub fn make_room(&mut self, n: usize, firsts: &[(SeqId, Pos)]) -> Result<usize, KvError> {
+        self.drop_oldest(n, firsts).map(|d| d.len())
+    }
+
+    /// `make_room`, returning the cells dropped, oldest first.
+    fn drop_oldest(&mut self, n: usize, firsts: &[(SeqId, Pos)]) -> Result<Vec<usize>, KvError> {
         let free = self.cells.n_free();
         if free >= n {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let need = n - free;
         // The lowest position each sequence may still see.
@@ -68,10 +73,23 @@ impl SwaPool {
             });
         }
         old.sort_unstable();
-        for &(_, i) in &old[..need] {
+        let dropped: Vec<usize> = old[..need].iter().map(|&(_, i)| i).collect();
+        for &i in &dropped {
             self.cells.remove(i);
         }
-        Ok(need)
+        Ok(dropped)
+    }
+
+    /// Cells for a batch's `n` tokens (first queries `firsts`), as placing
+    /// them one token at a time gives them: the free cells first, lowest
+    /// first, then the cells `make_room` drops, oldest first. (Given the
+    /// lowest free cells after the drops, a batch's first tokens would take
+    /// the cells its later ones freed, and the window layers would sum over
+    /// the cells in another order than decoding token by token does.)
+    pub fn cells_for(&mut self, n: usize, firsts: &[(SeqId, Pos)]) -> Result<Vec<usize>, KvError> {
+        let free = self.cells.find_free(self.cells.n_free().min(n)).unwrap_or_default();
+        let dropped = self.drop_oldest(n, firsts)?;
+        Ok(free.into_iter().chain(dropped).take(n).collect())
     }
 
     /// The first position in `[lo, hi)` that `global` holds for `seq` and
@@ -125,5 +143,21 @@ mod tests {
         // A batch of 4 from 10: 4, 5, 6 are out of reach of queries at 10 and later.
         assert_eq!(s.make_room(3, &[(0, 10)]).unwrap(), 3);
         assert!(s.make_room(6, &[(0, 10)]).is_err(), "7, 8, 9 are still seen from 10");
+    }
+
+    #[test]
+    fn a_batch_takes_the_cells_its_tokens_one_by_one_would() {
+        // Window 4, 8 cells, positions 0..6 in cells 0..6: a batch of 4 from 6
+        // takes the free 6 and 7 first, then 0 and 1 as they are dropped,
+        // as four lone steps would (not 0, 1, 6, 7: the lowest after the drops).
+        let (_, mut s) = both(6, 8, 4);
+        assert_eq!(s.cells_for(4, &[(0, 6)]).unwrap(), vec![6, 7, 0, 1]);
+        let (_, lone) = both(10, 8, 4);
+        let cells: Vec<usize> = (6..10).map(|p| lone.cells.cell_at(0, p).unwrap()).collect();
+        assert_eq!(cells, vec![6, 7, 0, 1]);
+        // Nothing is dropped when the batch is refused.
+        let (_, mut s) = both(6, 8, 4);
+        assert!(s.cells_for(6, &[(0, 6)]).is_err(), "3, 4, 5 are still seen from 6");
+        assert_eq!(s.cells.n_live(), 6);
     }
 }
