@@ -78,7 +78,7 @@ pub struct ContextArgs {
     /// V cache type: f16, f32 or q8_0 (also -ctv; q8_0 needs flash attention).
     #[arg(long = "cache-type-v", default_value = "f16")]
     pub cache_type_v: String,
-    /// Flash attention: on, off or auto (also -fa; auto = off on the CPU, where ggml's fused op decodes slower).
+    /// Flash attention: on, off or auto (also -fa; auto = on, as in llama.cpp: the fused op is the faster path on the CPU too).
     #[arg(long = "flash-attn", value_enum, default_value_t = FlashAttn::Auto)]
     pub flash_attn: FlashAttn,
     /// Give sliding-window layers (Gemma 3) the full cache instead of one sized to their window:
