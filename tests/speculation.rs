@@ -4,13 +4,21 @@
 //! stop (length, end of generation, a full cache), and the cache is left as
 //! plain decoding leaves it.
 //!
-//! One caveat, which llama.cpp's speculation shares: ggml-cpu computes a
-//! batch's rows with other kernels than a lone token (flash attention splits
-//! a single query's keys across threads; tinyBLAS multiplies two rows and
-//! more), whose sums round differently in the last bits. Where the model's
-//! two best tokens are that close, the two decodings may part. The checks
-//! below accept a parting only there: at the first differing token, plain
-//! decoding's logits for the two candidates must lie within `NEAR_TIE`.
+//! With flash attention (the CLI's and the server's default on the CPU) a
+//! draft's rows are computed as lone tokens are, bit for bit (the runner
+//! attends row by row; see the last two tests), so the texts are the same
+//! to the token, near-ties included.
+//!
+//! Without it (the library's default, the first tests here) one caveat
+//! remains, which llama.cpp's speculation shares: ggml-cpu computes a
+//! batch's rows with other kernels than a lone token (plain attention's
+//! products of two rows and more go through tinyBLAS), whose sums round
+//! differently in the last bits. Where the model's two best tokens are that
+//! close, the two decodings may part. The checks below accept a parting only
+//! there: at the first differing token, plain decoding's logits for the two
+//! candidates must lie within `NEAR_TIE`. The same holds with flash attention
+//! for weights that ggml-cpu multiplies in another kernel from 4 rows
+//! (repacked layouts) or 8 (K-quant tiles) on: `Model::rows_multiply_alone`.
 mod common;
 use decache::model::{LoadOptions, Model};
 use decache::sampling::SamplingParams;
@@ -62,18 +70,23 @@ struct Run {
 }
 
 fn session(model: &Arc<Model>, n_ctx: usize) -> Session {
-    Session::new(model.clone(), SessionConfig { n_ctx, n_threads: 2, ..SessionConfig::default() }).unwrap()
+    session_with(model, n_ctx, false)
+}
+
+fn session_with(model: &Arc<Model>, n_ctx: usize, flash_attn: bool) -> Session {
+    Session::new(model.clone(), SessionConfig { n_ctx, n_threads: 2, flash_attn, ..SessionConfig::default() }).unwrap()
 }
 
 fn generate(
     model: &Arc<Model>,
     n_ctx: usize,
+    flash_attn: bool,
     prompt: &[u32],
     n: Option<usize>,
     sampling: &SamplingParams,
     mode: SpecMode,
 ) -> Run {
-    let mut s = session(model, n_ctx);
+    let mut s = session_with(model, n_ctx, flash_attn);
     let opts = GenerateOptions {
         n_predict: n,
         sampling: sampling.clone(),
@@ -87,7 +100,7 @@ fn generate(
         Vec::new()
     } else {
         let all: Vec<u32> = prompt.iter().chain(&gen.tokens).chain(&[198]).copied().collect();
-        session(model, n_ctx).eval(&all, false).unwrap()
+        session_with(model, n_ctx, flash_attn).eval(&all, false).unwrap()
     };
     Run { gen, n_live, next_pos, chain, after, batch }
 }
@@ -128,8 +141,8 @@ fn greedy_speculation_generates_the_plain_text_faster_in_steps() {
     let m = model();
     let prompt = edit_prompt(&m);
     let greedy = SamplingParams::greedy();
-    let plain = generate(&m, 2048, &prompt, Some(240), &greedy, SpecMode::Off);
-    let spec = generate(&m, 2048, &prompt, Some(240), &greedy, SpecMode::On);
+    let plain = generate(&m, 2048, false, &prompt, Some(240), &greedy, SpecMode::Off);
+    let spec = generate(&m, 2048, false, &prompt, Some(240), &greedy, SpecMode::On);
     if same_or_near_tie("greedy, 240 tokens", &m, &prompt, &plain, &spec) {
         assert_same("greedy, 240 tokens", &plain, &spec);
     }
@@ -139,7 +152,7 @@ fn greedy_speculation_generates_the_plain_text_faster_in_steps() {
     assert!(sp.accepted >= 120, "the file's copy should come from drafts: {sp:?}");
     // Fewer evaluations than tokens: each draft's kept tokens cost no step of their own.
     assert!(sp.drafts + (240 - sp.accepted) < 200, "{sp:?}");
-    let auto = generate(&m, 2048, &prompt, Some(240), &greedy, SpecMode::Auto);
+    let auto = generate(&m, 2048, false, &prompt, Some(240), &greedy, SpecMode::Auto);
     eprintln!("auto: {:?}", auto.gen.spec);
     if same_or_near_tie("greedy, auto", &m, &prompt, &plain, &auto) {
         assert_same("greedy, auto", &plain, &auto);
@@ -161,8 +174,8 @@ fn seeded_sampling_draws_the_same_tokens() {
     // this prompt the two part: plain decoding draws a token of probability
     // 0.73, speculation one of 0.10; whether rounding or the stream is
     // behind that is not settled yet.)
-    let plain = generate(&m, 2048, &prompt, Some(29), &sampled, SpecMode::Off);
-    let spec = generate(&m, 2048, &prompt, Some(29), &sampled, SpecMode::On);
+    let plain = generate(&m, 2048, false, &prompt, Some(29), &sampled, SpecMode::Off);
+    let spec = generate(&m, 2048, false, &prompt, Some(29), &sampled, SpecMode::On);
     assert_same("temperature 0.7, seed 1234", &plain, &spec);
     assert!(spec.gen.spec.accepted > 0, "no draft token was kept: {:?}", spec.gen.spec);
 }
@@ -175,21 +188,77 @@ fn every_stop_leaves_what_plain_decoding_leaves() {
     // Lengths that end inside a draft, right after one, and at the first
     // token (all before the first near-tie of this prompt, near token 36).
     for n in [1, 2, 5, 17, 30] {
-        let plain = generate(&m, 2048, &prompt, Some(n), &greedy, SpecMode::Off);
-        let spec = generate(&m, 2048, &prompt, Some(n), &greedy, SpecMode::On);
+        let plain = generate(&m, 2048, false, &prompt, Some(n), &greedy, SpecMode::Off);
+        let spec = generate(&m, 2048, false, &prompt, Some(n), &greedy, SpecMode::On);
         assert_eq!(plain.gen.stop, StopReason::Length);
         assert_same(&format!("-n {n}"), &plain, &spec);
     }
     // A cache that fills up during a draft.
     let n_ctx = prompt.len() + 25;
-    let plain = generate(&m, n_ctx, &prompt, None, &greedy, SpecMode::Off);
-    let spec = generate(&m, n_ctx, &prompt, None, &greedy, SpecMode::On);
+    let plain = generate(&m, n_ctx, false, &prompt, None, &greedy, SpecMode::Off);
+    let spec = generate(&m, n_ctx, false, &prompt, None, &greedy, SpecMode::On);
     assert_eq!(plain.gen.stop, StopReason::ContextFull, "{} tokens", plain.gen.tokens.len());
     assert_same("a full cache", &plain, &spec);
     // The end of generation: a short answer.
     let hi = m.tokenizer.encode("<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n", true, true).unwrap();
-    let plain = generate(&m, 2048, &hi, Some(200), &greedy, SpecMode::Off);
-    let spec = generate(&m, 2048, &hi, Some(200), &greedy, SpecMode::On);
+    let plain = generate(&m, 2048, false, &hi, Some(200), &greedy, SpecMode::Off);
+    let spec = generate(&m, 2048, false, &hi, Some(200), &greedy, SpecMode::On);
     assert_eq!(plain.gen.stop, StopReason::EndOfGeneration);
     assert_same("end of generation", &plain, &spec);
+}
+
+/// With flash attention (the CLI's and the server's default on the CPU), a
+/// batch's rows are computed as each token alone would be: row by row over
+/// the cells a lone step would attend (ggml-cpu splits a lone query's keys
+/// between its threads from 512 cells on). So a verified draft's logits are
+/// bit for bit those of plain decoding, below 512 cells, past them, and
+/// where the batch crosses a 256-cell padding step that lone steps cross
+/// one token at a time.
+#[test]
+fn with_flash_attention_a_batch_row_is_the_lone_step_bit_for_bit() {
+    let m = model();
+    let text: String = (0..150).map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog.\n")).collect();
+    let all = m.tokenizer.encode(&text, true, true).unwrap();
+    for depth in [300usize, 700, 1019] {
+        let prompt = &all[..depth];
+        let mut lone = session_with(&m, 4096, true);
+        let mut logits = lone.eval(prompt, false).unwrap();
+        let (mut tokens, mut steps) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            let t = common::argmax(&logits) as u32;
+            tokens.push(t);
+            logits = lone.eval(&[t], false).unwrap();
+            steps.push(logits.clone());
+        }
+        let mut batched = session_with(&m, 4096, true);
+        batched.eval(prompt, false).unwrap();
+        let rows = batched.eval(&tokens, true).unwrap();
+        let n_vocab = steps[0].len();
+        for (i, step) in steps.iter().enumerate() {
+            let row = &rows[i * n_vocab..(i + 1) * n_vocab];
+            let differ = row.iter().zip(step).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(
+                differ,
+                0,
+                "depth {depth}, row {i}: {differ} logits differ from the lone step's (by up to {})",
+                common::max_abs_diff(row, step)
+            );
+        }
+    }
+}
+
+/// So greedy speculation with flash attention writes plain decoding's text
+/// token for token, near-ties included, past 512 cells.
+#[test]
+fn with_flash_attention_greedy_speculation_is_plain_decoding_exactly() {
+    let m = model();
+    let prompt = edit_prompt(&m);
+    assert!(prompt.len() + 240 > 700, "the generation should pass 512 cells: a {}-token prompt", prompt.len());
+    let greedy = SamplingParams::greedy();
+    let plain = generate(&m, 2048, true, &prompt, Some(240), &greedy, SpecMode::Off);
+    for mode in [SpecMode::On, SpecMode::Auto] {
+        let spec = generate(&m, 2048, true, &prompt, Some(240), &greedy, mode);
+        assert_same(&format!("flash attention, {mode:?}"), &plain, &spec);
+        assert!(spec.gen.spec.accepted >= 60, "{mode:?}: too few draft tokens kept to tell: {:?}", spec.gen.spec);
+    }
 }

@@ -22,6 +22,10 @@ pub struct AttnInputs<'c> {
     /// Flash attention: V is row per cell, the mask f16, and one fused op
     /// attends (skipping masked cells).
     pub flash: bool,
+    /// With flash attention, attend from each query row alone over its own
+    /// count of cells (what a step of that token alone would attend): see
+    /// `runner::row_attention`.
+    pub rows: Option<Vec<i64>>,
 }
 
 /// Shapes of one attention layer.
@@ -166,24 +170,45 @@ pub fn attend<'c>(
     let vt = v_cache.typ();
     let row = |t: crate::ggml::GgmlType, n: i64| t.row_bytes(n as u64).expect("cache row") as usize;
     // [head_dim, n_head_kv, n_kv] over cell rows (K, and V with flash attention).
-    let rows_view = |cache: Tensor<'c>, t: crate::ggml::GgmlType| {
+    let rows_view = |cache: Tensor<'c>, t: crate::ggml::GgmlType, n_kv: i64| {
         let width = cache.ne()[0];
         ctx.view(
             cache,
-            &[s.head_dim, s.n_head_kv, inp.n_kv, 1],
+            &[s.head_dim, s.n_head_kv, n_kv, 1],
             &[row(t, s.head_dim), row(t, width), row(t, width * inp.kv_size)],
             0,
         )
     };
-    let kview = rows_view(k_cache, kt);
+    let kview = rows_view(k_cache, kt, inp.n_kv);
     if inp.flash {
-        let q = ctx.permute(q, [0, 2, 1, 3]);
-        let kp = ctx.permute(kview, [0, 2, 1, 3]);
-        let vp = ctx.permute(rows_view(v_cache, vt), [0, 2, 1, 3]);
-        let fa = ctx.flash_attn_ext(q, kp, vp, inp.mask, s.scale);
-        if let Some(sinks) = sinks {
-            ctx.flash_attn_add_sinks(fa, sinks);
-        }
+        let fused = |q: Tensor<'c>, n_kv: i64, mask: Tensor<'c>| {
+            let q = ctx.permute(q, [0, 2, 1, 3]);
+            let kp = ctx.permute(rows_view(k_cache, kt, n_kv), [0, 2, 1, 3]);
+            let vp = ctx.permute(rows_view(v_cache, vt, n_kv), [0, 2, 1, 3]);
+            let fa = ctx.flash_attn_ext(q, kp, vp, mask, s.scale);
+            if let Some(sinks) = sinks {
+                ctx.flash_attn_add_sinks(fa, sinks);
+            }
+            fa
+        };
+        let fa = match &inp.rows {
+            None => fused(q, inp.n_kv, inp.mask),
+            Some(rows) => {
+                // One fused op per query row ([head_dim, n_head, 1] each),
+                // joined along the token dimension.
+                let row_bytes = inp.mask.nb()[1];
+                let parts = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n_kv)| {
+                        let qi = ctx.view(q, &[s.head_dim, s.n_head, 1], &[q.nb()[1], q.nb()[2]], i * q.nb()[2]);
+                        let mi = ctx.view(inp.mask, &[n_kv, 1], &[row_bytes], i * row_bytes);
+                        fused(qi, n_kv, mi)
+                    })
+                    .collect();
+                concat_tree(ctx, parts, 2)
+            }
+        };
         // Out: [head_dim, n_head, n_tokens], already in the order the output projection takes.
         let out = ctx.reshape(fa, &[s.head_dim * s.n_head, n_tokens]);
         return match inp.v_rot {
@@ -209,6 +234,16 @@ pub fn attend<'c>(
     let kqv = ctx.mul_mat(vp, kq);
     let cur = ctx.permute(kqv, [0, 2, 1, 3]);
     ctx.cont_2d(cur, s.head_dim * s.n_head, n_tokens)
+}
+
+/// `parts` joined along `dim`, pairwise (each element is copied about
+/// log2(parts) times rather than once per later part).
+fn concat_tree<'c>(ctx: &'c Context, mut parts: Vec<Tensor<'c>>, dim: i32) -> Tensor<'c> {
+    assert!(!parts.is_empty(), "nothing to join");
+    while parts.len() > 1 {
+        parts = parts.chunks(2).map(|p| if p.len() == 2 { ctx.concat(p[0], p[1], dim) } else { p[0] }).collect();
+    }
+    parts[0]
 }
 
 /// Rotate the cached keys of one layer by each cell's position change

@@ -56,6 +56,9 @@ pub struct StepGraph<'c> {
     n_kv: i64,
     n_kv_swa: i64,
     n_seqs: i64,
+    /// Per query row, the cells it attends alone (global pool, sliding-window
+    /// pool), when flash attention goes row by row (see `runner::row_attention`).
+    rows: Option<(Vec<i64>, Vec<i64>)>,
 }
 
 impl<'c> StepGraph<'c> {
@@ -106,7 +109,15 @@ impl<'c> StepGraph<'c> {
             n_kv: n_kv as i64,
             n_kv_swa: n_kv_swa as i64,
             n_seqs: n_seqs.max(1) as i64,
+            rows: None,
         }
+    }
+
+    /// Attend from each query row alone over its own count of cells (global
+    /// pool, sliding-window pool), with one fused op per row.
+    pub fn attend_by_row(&mut self, global: &[usize], swa: &[usize]) {
+        let v = |r: &[usize]| r.iter().map(|&n| n as i64).collect();
+        self.rows = Some((v(global), v(swa)));
     }
 
     /// Sequences in this step (their tokens follow one another, as many each).
@@ -148,9 +159,9 @@ impl<'c> StepGraph<'c> {
     pub fn attn_inputs(&self, il: usize) -> AttnInputs<'c> {
         let i = &self.inputs.kv;
         let swa = self.mask_swa_attn.filter(|_| self.model.hparams.is_swa(il));
-        let (k_idxs, v_idxs, n_kv) = match (self.kv.pool_of(il), i.k_idxs_swa, i.v_idxs_swa) {
-            (Pool::Swa, Some(k), Some(v)) => (k, v, self.n_kv_swa),
-            _ => (i.k_idxs, i.v_idxs, self.n_kv),
+        let (k_idxs, v_idxs, n_kv, rows) = match (self.kv.pool_of(il), i.k_idxs_swa, i.v_idxs_swa) {
+            (Pool::Swa, Some(k), Some(v)) => (k, v, self.n_kv_swa, self.rows.as_ref().map(|r| r.1.clone())),
+            _ => (i.k_idxs, i.v_idxs, self.n_kv, self.rows.as_ref().map(|r| r.0.clone())),
         };
         AttnInputs {
             k_idxs,
@@ -161,6 +172,7 @@ impl<'c> StepGraph<'c> {
             k_rot: i.k_rot,
             v_rot: i.v_rot,
             flash: !self.kv.v_trans(),
+            rows,
         }
     }
 

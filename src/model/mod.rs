@@ -102,6 +102,10 @@ pub struct Model {
     /// Which layers run on which device.
     pub offload: Offload,
     graph_size: usize,
+    /// Weights in repacked layouts, and weights of types ggml-cpu multiplies
+    /// in tiles: see `rows_multiply_alone`.
+    repacked: bool,
+    tiled: bool,
 }
 
 impl Model {
@@ -184,8 +188,13 @@ impl Model {
             buffers: weights.buffer_sizes().to_vec(),
             offloaded: offload.summary(),
         };
-        let graph_size = (8 * specs.len()).max(2048);
-        Ok(Model { arch, hparams, tokenizer, info, weights, offload, graph_size })
+        // Room for steps that attend row by row: a fused op, its views and
+        // a join per row and layer.
+        let graph_size = (8 * specs.len()).max(2048) + 12 * runner::ROW_ATTENTION_MAX * hparams.n_layer as usize;
+        let repacked = info.buffers.iter().any(|(name, _)| name != "mmap" && name != "CPU");
+        let tiled = !matches!(std::env::var("GGML_CPU_TILED_MM").map(|v| v.trim().parse::<i32>()), Ok(Ok(0)))
+            && info.quant_types.keys().any(|t| TILED_TYPES.contains(&t.as_str()));
+        Ok(Model { arch, hparams, tokenizer, info, weights, offload, graph_size, repacked, tiled })
     }
 
     /// RoPE parameters of layer `il` (also used to re-rotate its cached
@@ -237,7 +246,23 @@ impl Model {
     pub fn graph_size(&self) -> usize {
         self.graph_size
     }
+
+    /// Whether ggml-cpu multiplies this model's weights by a batch of
+    /// `n_rows` rows as it would multiply each row alone, bit for bit. Not
+    /// when weights were repacked (from 4 rows on a batch takes another
+    /// kernel than a lone row), nor, from 8 rows on, for the K- and IQ-quant
+    /// types it multiplies in tiles (`GGML_CPU_TILED_MM=0` turns those off).
+    pub fn rows_multiply_alone(&self, n_rows: usize) -> bool {
+        !self.repacked && (n_rows < 8 || !self.tiled)
+    }
 }
+
+/// Weight types ggml-cpu multiplies in tiles from 8 rows on (its `tiled`
+/// matrix product, on x86 with AVX and later).
+const TILED_TYPES: &[&str] = &[
+    "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_xs", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s",
+    "iq1_m",
+];
 
 /// Check every tensor against the architecture's plan (presence, exact
 /// shape, no leftovers) and choose where each one's data goes.

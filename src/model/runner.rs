@@ -10,10 +10,51 @@ use crate::ggml::{Backend, Context, NodeTime, OwnedGraph, Scheduler};
 use crate::kv::{KShift, KvCache, Placement, Pos, SeqId};
 use std::time::Instant;
 
-/// The last step's graph: its shape key (tokens, attended cells in each
-/// pool, outputs), its inputs by name, and the scheduler allocation it holds.
+/// A step graph's shapes: tokens, attended cells in each pool, outputs,
+/// sequences, and the cells each row attends when attention goes row by row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct StepKey {
+    n_tokens: usize,
+    n_kv: usize,
+    n_kv_swa: usize,
+    n_outputs: usize,
+    n_seqs: usize,
+    rows: Option<(Vec<usize>, Vec<usize>)>,
+}
+
+/// ggml-cpu's fused attention takes another path for a lone query over at
+/// least this many cells (its keys split between the threads, the partial
+/// sums joined after) than for the rows of a batch (each row's keys in one
+/// pass), and the two round apart: enough to swap near-tied tokens.
+pub const SPLIT_KV_MIN: usize = 512;
+/// Most rows a step attends row by row (a draft of 64 tokens and the token
+/// before it); each row adds a fused op and a join per layer.
+pub const ROW_ATTENTION_MAX: usize = 65;
+
+/// Whether a step attends row by row: a step of one sequence that wants
+/// every row's logits (a draft being verified), with flash attention on the
+/// CPU, where some row attends enough cells for a lone query's split path,
+/// and where the weights' products of the batch's rows are those of each row
+/// alone (`Model::rows_multiply_alone`; else the rows part from lone steps
+/// anyway and the extra ops would buy nothing). Each row then attends alone
+/// over the cells a step of that token alone would have attended, so its
+/// logits are bit for bit those of decoding it alone, and greedy
+/// speculation writes plain decoding's text exactly.
+fn row_attention(model: &Model, flash: bool, cpu_only: bool, step: &StepKey, n_outputs: usize) -> bool {
+    flash
+        && cpu_only
+        && step.n_seqs == 1
+        && step.n_tokens > 1
+        && step.n_tokens <= ROW_ATTENTION_MAX
+        && n_outputs == step.n_tokens
+        && step.n_kv.max(step.n_kv_swa) >= SPLIT_KV_MIN
+        && model.rows_multiply_alone(step.n_tokens)
+}
+
+/// The last step's graph: its shape key, its inputs by name, and the
+/// scheduler allocation it holds.
 struct StepCache {
-    key: (usize, usize, usize, usize, usize),
+    key: StepKey,
     graph: OwnedGraph,
     inputs: StepInputs<usize>,
     logits: usize,
@@ -94,12 +135,16 @@ impl Runner {
                     .into(),
             ));
         }
-        let key = (tokens.len(), n_kv, n_kv_swa, n_outputs, step_seqs.len());
+        let mut key =
+            StepKey { n_tokens: tokens.len(), n_kv, n_kv_swa, n_outputs, n_seqs: step_seqs.len(), rows: None };
+        if row_attention(model, !kv.v_trans(), self.device_backends.is_empty(), &key, outputs.len()) {
+            key.rows = Some(kv.n_kv_by_row(placed));
+        }
         // A graph whose allocation the cache's own graphs (K-shift, defrag)
         // replaced is built again: the scheduler cannot allocate a graph it
         // has already split a second time (devices lose their assignments).
         let current = self.sched.allocations();
-        if self.step.as_ref().map(|c| (c.key, c.allocation)) != Some((key, current)) {
+        if self.step.as_ref().is_none_or(|c| c.key != key || c.allocation != current) {
             // New shapes: build and allocate a new graph (the old one's
             // allocation is released by the scheduler's reset).
             self.step = None;
@@ -110,6 +155,9 @@ impl Runner {
             let g = OwnedGraph::build(ctx, |ctx, _| {
                 let mut g =
                     StepGraph::new(ctx, model, kv_ref, tokens.len(), n_kv, n_kv_swa, n_outputs, step_seqs.len());
+                if let Some((global, swa)) = &key.rows {
+                    g.attend_by_row(global, swa);
+                }
                 let logits = model.arch.build(&mut g);
                 logits.set_output();
                 g.graph.expand(logits);
