@@ -27,6 +27,7 @@ Python standard library only.
 import datetime
 import json
 import os
+import shlex
 import sys
 
 from benchlib import report, server_bench_args, Server, cpu_name, free_port, loadavg
@@ -109,14 +110,24 @@ def main():
     ap.add_argument("--md", help="also write the Markdown here")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--only", help="run only the servers whose names are in this comma-separated list")
+    ap.add_argument("--decache-args", default="",
+                    help="more arguments for every decache server, e.g. --no-repack; leading NAME=VALUE "
+                         "words go to its environment (GGML_CPU_TILED_MM=0)")
     a = ap.parse_args()
     os.makedirs(a.logs, exist_ok=True)
     common = ["-m", a.model, "-c", str(a.ctx), "-t", str(a.threads), "-np", "1", "--host", "127.0.0.1"]
-    servers = [("decache --spec off", [a.decache, "serve", "--spec", "off"], "decache"),
-               ("decache --spec auto", [a.decache, "serve", "--spec", "auto"], "decache"),
+    extra = shlex.split(a.decache_args)
+    env = [w for w in extra if "=" in w and not w.startswith("-")]
+    extra = [w for w in extra if w not in env]
+
+    def decache(spec):
+        return (["env"] + env if env else []) + [a.decache, "serve", "--spec", spec] + extra
+
+    servers = [("decache --spec off", decache("off"), "decache"),
+               ("decache --spec auto", decache("auto"), "decache"),
                ("llama-server", [a.llama_server], "llama")]
     servers += [("llama-server " + " ".join(s), [a.llama_server] + s, "llama") for s in LLAMA_SPEC]
-    servers.insert(2, ("decache --spec on", [a.decache, "serve", "--spec", "on"], "decache"))
+    servers.insert(2, ("decache --spec on", decache("on"), "decache"))
     if a.only:
         keep = set(a.only.split(","))
         servers = [s for s in servers if s[0] in keep]
@@ -146,7 +157,8 @@ def main():
         f"`{' '.join(sys.argv)}`",
         "",
         f"{datetime.date.today()}, {cpu_name()}, {a.threads} threads, load before: {loadavg()}; "
-        "temperature 0, one request per fresh server, -np 1.",
+        "temperature 0, one request per fresh server, -np 1"
+        + (f"; every decache server with `{a.decache_args}`." if a.decache_args else "."),
         "",
         "| workload | server | tokens | t/s | drafted | kept | vs its plain decoding | same text as plain |",
         "| -------- | ------ | -----: | --: | ------: | ---: | --------------------: | :----------------: |",
