@@ -188,12 +188,14 @@ impl Model {
             buffers: weights.buffer_sizes().to_vec(),
             offloaded: offload.summary(),
         };
-        // Room for steps that attend row by row: a fused op, its views and
-        // a join per row and layer.
-        let graph_size = (8 * specs.len()).max(2048) + 12 * runner::ROW_ATTENTION_MAX * hparams.n_layer as usize;
         let repacked = info.buffers.iter().any(|(name, _)| name != "mmap" && name != "CPU");
         let tiled = !matches!(std::env::var("GGML_CPU_TILED_MM").map(|v| v.trim().parse::<i32>()), Ok(Ok(0)))
             && info.quant_types.keys().any(|t| TILED_TYPES.contains(&t.as_str()));
+        // Room for steps that attend row by row (on the CPU, where the
+        // products allow it): a fused op, its views and a join per row and layer.
+        let by_row = !repacked && offload.used_devices().is_empty();
+        let row_room = if by_row { 12 * runner::ROW_ATTENTION_MAX * hparams.n_layer as usize } else { 0 };
+        let graph_size = (8 * specs.len()).max(2048) + row_room;
         Ok(Model { arch, hparams, tokenizer, info, weights, offload, graph_size, repacked, tiled })
     }
 
