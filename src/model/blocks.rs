@@ -179,7 +179,6 @@ pub fn attend<'c>(
             0,
         )
     };
-    let kview = rows_view(k_cache, kt, inp.n_kv);
     if inp.flash {
         let fused = |q: Tensor<'c>, n_kv: i64, mask: Tensor<'c>| {
             let q = ctx.permute(q, [0, 2, 1, 3]);
@@ -216,6 +215,7 @@ pub fn attend<'c>(
             None => out,
         };
     }
+    let kview = rows_view(k_cache, kt, inp.n_kv);
     let vview = ctx.view(
         v_cache,
         &[inp.n_kv, s.n_head_kv, s.head_dim, 1],
