@@ -379,16 +379,20 @@ impl Cells {
     /// Number of cells attention must span: the live range rounded up to
     /// `pad` (so graphs keep their shape across steps), capped at the size.
     pub fn n_kv(&self, pad: usize) -> usize {
+        self.padded(self.used_max_p1, pad)
+    }
+
+    /// The first `n` cells rounded up to a multiple of `pad` (at least one),
+    /// within the pool.
+    fn padded(&self, n: usize, pad: usize) -> usize {
         let pad = pad.max(1);
-        let padded = self.used_max_p1.div_ceil(pad).max(1) * pad;
-        padded.min(self.size())
+        (n.div_ceil(pad).max(1) * pad).min(self.size())
     }
 
     /// For each of `cells` (the cells just filled, in batch order), the
     /// `n_kv` a step of that token alone would have attended: the cells live
     /// before the batch and the batch's up to that one, padded as `n_kv`.
     pub fn n_kv_by_row(&self, cells: &[usize], pad: usize) -> Vec<usize> {
-        let pad = pad.max(1);
         let before =
             (0..self.used_max_p1).rev().find(|&i| self.seqs[i] != 0 && !cells.contains(&i)).map_or(0, |i| i + 1);
         let mut hi = before;
@@ -396,7 +400,7 @@ impl Cells {
             .iter()
             .map(|&c| {
                 hi = hi.max(c + 1);
-                (hi.div_ceil(pad).max(1) * pad).min(self.size())
+                self.padded(hi, pad)
             })
             .collect()
     }

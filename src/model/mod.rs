@@ -189,7 +189,7 @@ impl Model {
             offloaded: offload.summary(),
         };
         let repacked = info.buffers.iter().any(|(name, _)| name != "mmap" && name != "CPU");
-        let tiled = !matches!(std::env::var("GGML_CPU_TILED_MM").map(|v| v.trim().parse::<i32>()), Ok(Ok(0)))
+        let tiled = std::env::var("GGML_CPU_TILED_MM").map_or(true, |v| atoi(&v) != 0)
             && info.quant_types.keys().any(|t| TILED_TYPES.contains(&t.as_str()));
         // Room for steps that attend row by row (on the CPU, where the
         // products allow it): a fused op, its views and a join per row and layer.
@@ -257,6 +257,13 @@ impl Model {
     pub fn rows_multiply_alone(&self, n_rows: usize) -> bool {
         !self.repacked && (n_rows < 8 || !self.tiled)
     }
+}
+
+/// C's `atoi`, as ggml reads its switches: the leading integer, 0 when none.
+fn atoi(s: &str) -> i64 {
+    let s = s.trim_start();
+    let end = s.char_indices().find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+'))));
+    s[..end.map_or(s.len(), |(i, _)| i)].parse().unwrap_or(0)
 }
 
 /// Weight types ggml-cpu multiplies in tiles from 8 rows on (its `tiled`
@@ -390,4 +397,14 @@ fn file_type_name(ft: u32) -> String {
         _ => return format!("type {ft}"),
     };
     n.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn switches_read_as_ggml_reads_them() {
+        for (s, n) in [("0", 0), ("1", 1), (" 12x", 12), ("-3", -3), ("abc", 0), ("", 0), ("+", 0)] {
+            assert_eq!(super::atoi(s), n, "{s:?}");
+        }
+    }
 }
