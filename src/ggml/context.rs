@@ -12,6 +12,9 @@ use std::ptr::NonNull;
 /// An owned ggml context (tensor metadata arena).
 pub struct Context {
     ptr: NonNull<sys::ggml_context>,
+    /// `mul_mat` multiplies each row of a batch as a lone row would be
+    /// multiplied (see `multiply_rows_alone`).
+    rows_alone: std::cell::Cell<bool>,
 }
 
 // SAFETY: a context is only used through `&mut`/`&` from one thread at a time;
@@ -29,11 +32,22 @@ impl Context {
         let params = sys::ggml_init_params { mem_size: size, mem_buffer: std::ptr::null_mut(), no_alloc: true };
         // SAFETY: plain allocation; ggml returns NULL only when out of memory.
         let ptr = unsafe { sys::ggml_init(params) };
-        Context { ptr: NonNull::new(ptr).expect("ggml_init: out of memory") }
+        Context { ptr: NonNull::new(ptr).expect("ggml_init: out of memory"), rows_alone: Default::default() }
     }
 
     pub(crate) fn raw(&self) -> *mut sys::ggml_context {
         self.ptr.as_ptr()
+    }
+
+    /// From now on, multiply a weight by a batch of rows as by each row
+    /// alone, bit for bit, where ggml-cpu's kernel for the batch would differ
+    /// (`row_kernels`): the batch goes in one row per plane, still one op.
+    pub fn multiply_rows_alone(&self, on: bool) {
+        self.rows_alone.set(on);
+    }
+
+    pub(crate) fn rows_alone(&self) -> bool {
+        self.rows_alone.get()
     }
 
     /// A new tensor of the given type and shape (1 to 4 dims, ggml order).
@@ -134,6 +148,10 @@ impl<'a> Tensor<'a> {
 
     pub fn nbytes(&self) -> usize {
         unsafe { sys::ggml_nbytes(self.raw()) }
+    }
+
+    pub fn is_contiguous(&self) -> bool {
+        unsafe { sys::ggml_is_contiguous(self.raw()) }
     }
 
     pub fn nelements(&self) -> i64 {

@@ -15,6 +15,7 @@ mod ops_experts;
 mod ops_recurrent;
 pub mod oracle;
 mod owned;
+pub mod row_kernels;
 pub mod rpc;
 mod sched;
 mod store;

@@ -24,7 +24,7 @@ pub struct AttnInputs<'c> {
     pub flash: bool,
     /// With flash attention, attend from each query row alone over its own
     /// count of cells (what a step of that token alone would attend): see
-    /// `runner::row_attention`.
+    /// `runner::rows_alone`.
     pub rows: Option<Vec<i64>>,
 }
 
@@ -180,8 +180,8 @@ pub fn attend<'c>(
         )
     };
     if inp.flash {
-        let fused = |q: Tensor<'c>, n_kv: i64, mask: Tensor<'c>| {
-            let q = ctx.permute(q, [0, 2, 1, 3]);
+        // q in the fused op's layout: [head_dim, queries, heads].
+        let fused = |q: Tensor<'c>, n_kv: i64, mask: Tensor<'c>, sinks: Option<Tensor<'c>>| {
             let kp = ctx.permute(rows_view(k_cache, kt, n_kv), [0, 2, 1, 3]);
             let vp = ctx.permute(rows_view(v_cache, vt, n_kv), [0, 2, 1, 3]);
             let fa = ctx.flash_attn_ext(q, kp, vp, mask, s.scale);
@@ -191,19 +191,11 @@ pub fn attend<'c>(
             fa
         };
         let fa = match &inp.rows {
-            None => fused(q, inp.n_kv, inp.mask),
+            None => fused(ctx.permute(q, [0, 2, 1, 3]), inp.n_kv, inp.mask, sinks),
             Some(rows) => {
-                // One fused op per query row ([head_dim, n_head, 1] each),
-                // joined along the token dimension.
-                let row_bytes = inp.mask.nb()[1];
-                let parts = rows
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &n_kv)| {
-                        let qi = ctx.view(q, &[s.head_dim, s.n_head, 1], &[q.nb()[1], q.nb()[2]], i * q.nb()[2]);
-                        let mi = ctx.view(inp.mask, &[n_kv, 1], &[row_bytes], i * row_bytes);
-                        fused(qi, n_kv, mi)
-                    })
+                let parts = row_groups(rows)
+                    .into_iter()
+                    .map(|(r0, r1)| attend_alone(ctx, q, inp.mask, sinks, s, r0, r1, rows[r0], &fused))
                     .collect();
                 concat_tree(ctx, parts, 2)
             }
@@ -234,6 +226,50 @@ pub fn attend<'c>(
     let kqv = ctx.mul_mat(vp, kq);
     let cur = ctx.permute(kqv, [0, 2, 1, 3]);
     ctx.cont_2d(cur, s.head_dim * s.n_head, n_tokens)
+}
+
+/// Runs of rows attending the same count of cells, as [first, end).
+fn row_groups(rows: &[i64]) -> Vec<(usize, usize)> {
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    for (i, &n) in rows.iter().enumerate() {
+        match groups.last_mut() {
+            Some(g) if rows[g.0] == n => g.1 = i + 1,
+            _ => groups.push((i, i + 1)),
+        }
+    }
+    groups
+}
+
+/// Attend from query rows `r0..r1` of q ([head_dim, n_head, n_tokens]),
+/// each as a lone query over the first `n_kv` cells: the rows go to the
+/// fused op as heads of one query ([head_dim, 1, n_head * rows], row
+/// fastest), each head with its own mask row and sink, so ggml-cpu takes
+/// the lone query's path for every one of them (from 512 cells, keys split
+/// between the threads and the partial sums joined in the same order).
+/// Returns [head_dim, n_head, rows].
+#[allow(clippy::too_many_arguments)]
+fn attend_alone<'c>(
+    ctx: &'c Context,
+    q: Tensor<'c>,
+    mask: Tensor<'c>,
+    sinks: Option<Tensor<'c>>,
+    s: AttnShape,
+    r0: usize,
+    r1: usize,
+    n_kv: i64,
+    fused: &dyn Fn(Tensor<'c>, i64, Tensor<'c>, Option<Tensor<'c>>) -> Tensor<'c>,
+) -> Tensor<'c> {
+    let m = (r1 - r0) as i64;
+    let qg = ctx.view(q, &[s.head_dim, s.n_head, m], &[q.nb()[1], q.nb()[2]], r0 * q.nb()[2]);
+    let qg = ctx.reshape(ctx.cont(ctx.permute(qg, [0, 2, 1, 3])), &[s.head_dim, 1, m * s.n_head]);
+    // Head h*m + i reads mask row i (ggml takes a mask plane modulo its planes).
+    let row_bytes = mask.nb()[1];
+    let mg = ctx.view(mask, &[n_kv, 1, m, 1], &[row_bytes, row_bytes, row_bytes * m as usize], r0 * row_bytes);
+    let mg = if m > 1 && mask.ne()[0] != n_kv { ctx.cont(mg) } else { mg };
+    let sinks =
+        sinks.map(|t| ctx.reshape(ctx.repeat_4d(ctx.reshape(t, &[1, s.n_head]), [m, s.n_head, 1, 1]), &[m * s.n_head]));
+    let fa = fused(qg, n_kv, mg, sinks); // [head_dim, n_head * m, 1]
+    ctx.cont(ctx.permute(ctx.reshape(fa, &[s.head_dim, m, s.n_head]), [0, 2, 1, 3]))
 }
 
 /// `parts` joined along `dim`, pairwise (each element is copied about

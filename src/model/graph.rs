@@ -57,7 +57,7 @@ pub struct StepGraph<'c> {
     n_kv_swa: i64,
     n_seqs: i64,
     /// Per query row, the cells it attends alone (global pool, sliding-window
-    /// pool), when flash attention goes row by row (see `runner::row_attention`).
+    /// pool), when rows are computed alone (see `runner::rows_alone`).
     rows: Option<(Vec<i64>, Vec<i64>)>,
 }
 
@@ -113,11 +113,13 @@ impl<'c> StepGraph<'c> {
         }
     }
 
-    /// Attend from each query row alone over its own count of cells (global
-    /// pool, sliding-window pool), with one fused op per row.
-    pub fn attend_by_row(&mut self, global: &[usize], swa: &[usize]) {
+    /// Compute each row as a step of its token alone would: attending over
+    /// its own count of cells (global pool, sliding-window pool), and
+    /// multiplied by the weights as a lone row (see `runner::rows_alone`).
+    pub fn rows_alone(&mut self, global: &[usize], swa: &[usize]) {
         let v = |r: &[usize]| r.iter().map(|&n| n as i64).collect();
         self.rows = Some((v(global), v(swa)));
+        self.ctx.multiply_rows_alone(true);
     }
 
     /// Sequences in this step (their tokens follow one another, as many each).

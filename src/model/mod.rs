@@ -189,12 +189,12 @@ impl Model {
             offloaded: offload.summary(),
         };
         let repacked = info.buffers.iter().any(|(name, _)| name != "mmap" && name != "CPU");
-        let tiled = std::env::var("GGML_CPU_TILED_MM").map_or(true, |v| atoi(&v) != 0)
-            && info.quant_types.keys().any(|t| TILED_TYPES.contains(&t.as_str()));
-        // Room for steps that attend row by row (on the CPU, where the
-        // products allow it): a fused op, its views and a join per row and layer.
-        let by_row = !repacked && offload.used_devices().is_empty();
-        let row_room = if by_row { 12 * runner::ROW_ATTENTION_MAX * hparams.n_layer as usize } else { 0 };
+        let tiled = info.quant_types.keys().any(|t| crate::ggml::row_kernels::tiled(t));
+        // Room for steps whose rows are computed alone (on the CPU): at worst a fused
+        // op, its views and reorderings and a join per row and layer, and
+        // two reshapes per weight product.
+        let by_row = offload.used_devices().is_empty();
+        let row_room = if by_row { (12 * runner::ROWS_ALONE_MAX + 32) * hparams.n_layer as usize } else { 0 };
         let graph_size = (8 * specs.len()).max(2048) + row_room;
         Ok(Model { arch, hparams, tokenizer, info, weights, offload, graph_size, repacked, tiled })
     }
@@ -249,29 +249,17 @@ impl Model {
         self.graph_size
     }
 
-    /// Whether ggml-cpu multiplies this model's weights by a batch of
-    /// `n_rows` rows as it would multiply each row alone, bit for bit. Not
-    /// when weights were repacked (from 4 rows on a batch takes another
-    /// kernel than a lone row), nor, from 8 rows on, for the K- and IQ-quant
-    /// types it multiplies in tiles (`GGML_CPU_TILED_MM=0` turns those off).
+    /// Whether a step can multiply this model's weights by a batch of
+    /// `n_rows` rows as by each row alone, bit for bit. Dense weights always
+    /// can (`Context::multiply_rows_alone` lays the batch out a row per plane
+    /// where ggml-cpu's batch kernel differs). Experts' per-token products
+    /// (`mul_mat_id`) go by the rows routed to each expert: only where no
+    /// weight was repacked (from 4 rows on a batch takes another kernel than
+    /// a lone row) and, from 8 rows on, no type is multiplied in tiles.
     pub fn rows_multiply_alone(&self, n_rows: usize) -> bool {
-        !self.repacked && (n_rows < 8 || !self.tiled)
+        self.hparams.experts.is_none() || (!self.repacked && (n_rows < 8 || !self.tiled))
     }
 }
-
-/// C's `atoi`, as ggml reads its switches: the leading integer, 0 when none.
-fn atoi(s: &str) -> i64 {
-    let s = s.trim_start();
-    let end = s.char_indices().find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+'))));
-    s[..end.map_or(s.len(), |(i, _)| i)].parse().unwrap_or(0)
-}
-
-/// Weight types ggml-cpu multiplies in tiles from 8 rows on (its `tiled`
-/// matrix product, on x86 with AVX and later).
-const TILED_TYPES: &[&str] = &[
-    "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_xs", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s",
-    "iq1_m",
-];
 
 /// Check every tensor against the architecture's plan (presence, exact
 /// shape, no leftovers) and choose where each one's data goes.
@@ -397,14 +385,4 @@ fn file_type_name(ft: u32) -> String {
         _ => return format!("type {ft}"),
     };
     n.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn switches_read_as_ggml_reads_them() {
-        for (s, n) in [("0", 0), ("1", 1), (" 12x", 12), ("-3", -3), ("abc", 0), ("", 0), ("+", 0)] {
-            assert_eq!(super::atoi(s), n, "{s:?}");
-        }
-    }
 }

@@ -11,7 +11,7 @@ use crate::kv::{KShift, KvCache, Placement, Pos, SeqId};
 use std::time::Instant;
 
 /// A step graph's shapes: tokens, attended cells in each pool, outputs,
-/// sequences, and the cells each row attends when attention goes row by row.
+/// sequences, and the cells each row attends when rows are computed alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct StepKey {
     n_tokens: usize,
@@ -22,32 +22,30 @@ struct StepKey {
     rows: Option<(Vec<usize>, Vec<usize>)>,
 }
 
-/// ggml-cpu's fused attention takes another path for a lone query over at
-/// least this many cells (its keys split between the threads, the partial
-/// sums joined after) than for the rows of a batch (each row's keys in one
-/// pass), and the two round apart: enough to swap near-tied tokens.
-pub const SPLIT_KV_MIN: usize = 512;
-/// Most rows a step attends row by row (a draft of 64 tokens and the token
-/// before it); each row adds a fused op and a join per layer.
-pub const ROW_ATTENTION_MAX: usize = 65;
+/// Most rows a step computes as lone rows (a draft of 64 tokens and the
+/// token before it).
+pub const ROWS_ALONE_MAX: usize = 65;
 
-/// Whether a step attends row by row: a step of one sequence that wants
-/// every row's logits (a draft being verified), with flash attention on the
-/// CPU, where some row attends enough cells for a lone query's split path,
-/// and where the weights' products of the batch's rows are those of each row
-/// alone (`Model::rows_multiply_alone`; else the rows part from lone steps
-/// anyway and the extra ops would buy nothing). Each row then attends alone
-/// over the cells a step of that token alone would have attended, so its
-/// logits are bit for bit those of decoding it alone, and greedy
-/// speculation writes plain decoding's text exactly.
-fn row_attention(model: &Model, flash: bool, cpu_only: bool, step: &StepKey, n_outputs: usize) -> bool {
+/// Whether a step computes each row as a step of that token alone would,
+/// bit for bit: a step of one sequence that wants every row's logits (a
+/// draft being verified), with flash attention on the CPU, and where the
+/// weights' products allow it (`Model::rows_multiply_alone`). ggml-cpu
+/// chooses its kernels by the rows of an op, and they round apart (enough
+/// to swap near-tied tokens): a lone query's attention over 512 cells or
+/// more splits the keys between the threads and joins the partial sums, a
+/// batch's rows take theirs in one pass; repacked weights take a gemm from
+/// 4 rows on, K-quants tiles from 8. So each row attends as a lone query
+/// over the cells its step alone would attend (`blocks::attend`), and
+/// products whose kernel would differ take the batch a row per plane
+/// (`Context::multiply_rows_alone`): greedy speculation then writes plain
+/// decoding's text exactly.
+fn rows_alone(model: &Model, flash: bool, cpu_only: bool, step: &StepKey, n_outputs: usize) -> bool {
     flash
         && cpu_only
         && step.n_seqs == 1
         && step.n_tokens > 1
-        && step.n_tokens <= ROW_ATTENTION_MAX
+        && step.n_tokens <= ROWS_ALONE_MAX
         && n_outputs == step.n_tokens
-        && step.n_kv.max(step.n_kv_swa) >= SPLIT_KV_MIN
         && model.rows_multiply_alone(step.n_tokens)
 }
 
@@ -137,7 +135,7 @@ impl Runner {
         }
         let mut key =
             StepKey { n_tokens: tokens.len(), n_kv, n_kv_swa, n_outputs, n_seqs: step_seqs.len(), rows: None };
-        if row_attention(model, !kv.v_trans(), self.device_backends.is_empty(), &key, outputs.len()) {
+        if rows_alone(model, !kv.v_trans(), self.device_backends.is_empty(), &key, outputs.len()) {
             key.rows = Some(kv.n_kv_by_row(placed));
         }
         // A graph whose allocation the cache's own graphs (K-shift, defrag)
@@ -156,7 +154,7 @@ impl Runner {
                 let mut g =
                     StepGraph::new(ctx, model, kv_ref, tokens.len(), n_kv, n_kv_swa, n_outputs, step_seqs.len());
                 if let Some((global, swa)) = &key.rows {
-                    g.attend_by_row(global, swa);
+                    g.rows_alone(global, swa);
                 }
                 let logits = model.arch.build(&mut g);
                 logits.set_output();
