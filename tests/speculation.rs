@@ -216,7 +216,11 @@ fn every_stop_leaves_what_plain_decoding_leaves() {
 /// one token at a time.
 #[test]
 fn with_flash_attention_a_batch_row_is_the_lone_step_bit_for_bit() {
-    rows_are_lone_steps(&model(), &[300, 700, 1019], 10);
+    let m = model();
+    rows_are_lone_steps(&m, &[300, 700, 1019], 10);
+    // A draft longer than the default 64 (`--draft-max 79`), crossing a
+    // padding step: past 64 rows a batch's attention would go through tiles.
+    rows_are_lone_steps(&m, &[990], 80);
 }
 
 /// The same on gemma-3 as loaded by default: weights repacked (a batch of

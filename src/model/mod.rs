@@ -190,11 +190,11 @@ impl Model {
         };
         let repacked = info.buffers.iter().any(|(name, _)| name != "mmap" && name != "CPU");
         let tiled = info.quant_types.keys().any(|t| crate::ggml::row_kernels::tiled(t));
-        // Room for steps whose rows are computed alone (on the CPU): at worst a fused
-        // op, its views and reorderings and a join per row and layer, and
-        // two reshapes per weight product.
+        // Room for steps whose rows are computed alone (on the CPU): per
+        // layer, a fused op with its views and reorderings per run of rows
+        // (about 17 nodes) and a join, and a reshape or two per weight product.
         let by_row = offload.used_devices().is_empty();
-        let row_room = if by_row { (12 * runner::ROWS_ALONE_MAX + 32) * hparams.n_layer as usize } else { 0 };
+        let row_room = if by_row { (20 * runner::ROWS_ALONE_GROUPS + 32) * hparams.n_layer as usize } else { 0 };
         let graph_size = (8 * specs.len()).max(2048) + row_room;
         Ok(Model { arch, hparams, tokenizer, info, weights, offload, graph_size, repacked, tiled })
     }

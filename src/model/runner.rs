@@ -22,9 +22,12 @@ struct StepKey {
     rows: Option<(Vec<usize>, Vec<usize>)>,
 }
 
-/// Most rows a step computes as lone rows (a draft of 64 tokens and the
-/// token before it).
-pub const ROWS_ALONE_MAX: usize = 65;
+/// Most rows a step computes as lone rows: a micro-batch at llama.cpp's
+/// default size (`-ub 512`), so any draft length (`--draft-max`) up to it.
+pub const ROWS_ALONE_MAX: usize = 512;
+/// Most runs of rows attending the same count of cells in such a step: the
+/// counts are padded to `N_KV_PAD` and grow along the batch.
+pub const ROWS_ALONE_GROUPS: usize = ROWS_ALONE_MAX / crate::kv::N_KV_PAD + 2;
 
 /// Whether a step computes each row as a step of that token alone would,
 /// bit for bit: a step of one sequence that wants every row's logits (a
