@@ -48,7 +48,8 @@ impl Context {
     pub fn mul_mat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
         assert_eq!(a.ne()[0], b.ne()[0], "mul_mat: inner dims of {} and {}", a.name(), b.name());
         let [k, n, n2, n3] = b.ne();
-        if self.rows_alone() && n2 == 1 && n3 == 1 && super::row_kernels::batch_kernel_differs(a, n) {
+        let two_dims = n2 == 1 && n3 == 1 && a.ne()[2] == 1 && a.ne()[3] == 1;
+        if self.rows_alone() && two_dims && super::row_kernels::batch_kernel_differs(a, n) {
             // One row per plane: ggml-cpu picks its kernel by the rows of a plane.
             let b = if b.is_contiguous() { b } else { self.cont(b) };
             let planes = self.reshape(b, &[k, 1, n]);
