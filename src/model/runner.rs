@@ -114,7 +114,8 @@ impl Runner {
 
     /// Run one micro-batch whose tokens (of sequences `seqs`) the cache has
     /// placed: build (or reuse) the graph, fill its inputs, compute, and
-    /// return the logits of the rows in `outputs` (rows of n_vocab).
+    /// return the logits of the rows in `outputs` (rows of n_vocab), in
+    /// `out`'s memory.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
@@ -125,6 +126,7 @@ impl Runner {
         seqs: &[SeqId],
         placed: &Placement,
         outputs: &[usize],
+        mut out: Vec<f32>,
     ) -> Result<Vec<f32>> {
         let t_setup = Instant::now();
         let (n_kv, n_kv_swa) = kv.n_kv();
@@ -235,8 +237,7 @@ impl Runner {
             return Ok(Vec::new());
         }
         let n_vocab = model.hparams.n_vocab as usize;
-        let mut out = vec![0f32; n_vocab * outputs.len()];
-        g.tensor(cache.logits).read_f32(&mut out, 0);
+        g.tensor(cache.logits).read_f32_into(&mut out, 0, n_vocab * outputs.len());
         Ok(out)
     }
 

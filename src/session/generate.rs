@@ -175,7 +175,8 @@ impl Session {
             };
             if draft.is_empty() {
                 let t = Instant::now();
-                logits = self.eval(&[id], false)?;
+                let read = std::mem::replace(&mut logits, self.eval(&[id], false)?);
+                self.recycle(read);
                 if let Some(d) = drafter.as_mut() {
                     d.plain_step(t.elapsed().as_secs_f64());
                 }
@@ -230,6 +231,7 @@ impl Session {
             if pending.is_none() {
                 logits = rows[draft.len() * n_vocab..].to_vec();
             }
+            self.recycle(rows);
         }
         out.spec = drafter.map(|d| d.stats).unwrap_or_default();
         // The last token is evaluated unless the loop stopped right after sampling it.

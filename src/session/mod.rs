@@ -51,6 +51,8 @@ pub struct Session {
     generating: bool,
     /// Tokens evaluated again by rewinds of the recurrent state, so far.
     reevaluated: u64,
+    /// Memory the next evaluation's logits go to (see `recycle`).
+    spare: Vec<f32>,
 }
 
 /// The sliding-window layers' own pool, when the model has such layers and
@@ -176,7 +178,17 @@ impl Session {
         // Compute memory for the largest step: a full micro-batch over the whole cache.
         runner.reserve(&model, &kv, cfg.n_ubatch.min(kv.size()))?;
         let shared = Arc::new(shared::SharedCache::new(kv, runner, cfg.n_ubatch));
-        Ok(Session { model, cfg, shared, seq: 0, next_pos: 0, recorder: None, generating: false, reevaluated: 0 })
+        Ok(Session {
+            model,
+            cfg,
+            shared,
+            seq: 0,
+            next_pos: 0,
+            recorder: None,
+            generating: false,
+            reevaluated: 0,
+            spare: Vec::new(),
+        })
     }
 
     /// Another sequence of this session's cache, empty: it shares the
@@ -196,6 +208,7 @@ impl Session {
             recorder: None,
             generating: false,
             reevaluated: 0,
+            spare: Vec::new(),
         })
     }
 
@@ -486,7 +499,19 @@ impl Session {
     /// placed in free cells, the graph run; returns the logits of the rows
     /// in `outputs` (the cells are given back if the graph fails).
     fn step(&mut self, tokens: &[u32], positions: &[Pos], outputs: &[usize]) -> Result<Vec<f32>> {
-        self.shared.step(&self.model, self.seq, tokens, positions, outputs)
+        let buffer = std::mem::take(&mut self.spare);
+        self.shared.step(&self.model, self.seq, tokens, positions, outputs, buffer)
+    }
+
+    /// Give back logits an evaluation returned, once read: the next
+    /// evaluation writes its logits to the largest such memory instead of
+    /// fresh pages (a draft's batch returns a row of n_vocab logits per
+    /// token: 64 MiB for 64 rows of gemma-3; faulting them in took longer
+    /// than copying them).
+    pub fn recycle(&mut self, logits: Vec<f32>) {
+        if logits.capacity() > self.spare.capacity() {
+            self.spare = logits;
+        }
     }
 }
 

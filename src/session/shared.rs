@@ -34,6 +34,8 @@ struct Submission {
     positions: Vec<Pos>,
     /// Rows (within this submission) whose logits are wanted.
     outputs: Vec<usize>,
+    /// Memory for the logits (see `Session::recycle`).
+    buffer: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -182,6 +184,7 @@ impl SharedCache {
         tokens: &[u32],
         positions: &[Pos],
         outputs: &[usize],
+        buffer: Vec<f32>,
     ) -> Result<Vec<f32>> {
         let ticket = {
             let mut q = lock(&self.queue);
@@ -194,6 +197,7 @@ impl SharedCache {
                 tokens: tokens.to_vec(),
                 positions: positions.to_vec(),
                 outputs: outputs.to_vec(),
+                buffer,
             };
             q.pending.push(sub);
             self.ready.notify_all();
@@ -293,6 +297,7 @@ fn run_batch(pool: &mut Pool, model: &Model, subs: Vec<Submission>) -> Vec<(u64,
     }
     let (mut tokens, mut positions, mut seqs, mut outputs, mut placed) = (vec![], vec![], vec![], vec![], vec![]);
     let mut members = Vec::new();
+    let mut buffer = None;
     for sub in subs {
         let seq_ids = vec![sub.seq; sub.tokens.len()];
         // `Session::eval_at` checked the positions; only the free cells may
@@ -306,6 +311,7 @@ fn run_batch(pool: &mut Pool, model: &Model, subs: Vec<Submission>) -> Vec<(u64,
                 seqs.extend(seq_ids);
                 placed.push(p);
                 members.push((sub.ticket, sub.outputs.len()));
+                buffer.get_or_insert(sub.buffer);
             }
             Err(e) => results.push((sub.ticket, Err(e.into()))),
         }
@@ -314,7 +320,7 @@ fn run_batch(pool: &mut Pool, model: &Model, subs: Vec<Submission>) -> Vec<(u64,
         return results;
     }
     let placement = crate::kv::Placement::concat(&placed);
-    match runner.step(model, kv, &tokens, &positions, &seqs, &placement, &outputs) {
+    match runner.step(model, kv, &tokens, &positions, &seqs, &placement, &outputs, buffer.unwrap_or_default()) {
         Ok(logits) if members.len() == 1 => results.push((members[0].0, Ok(logits))),
         Ok(logits) => {
             let n_vocab = model.hparams.n_vocab as usize;
