@@ -234,6 +234,9 @@ impl Session {
             self.recycle(rows);
         }
         out.spec = drafter.map(|d| d.stats).unwrap_or_default();
+        // The recycled logits memory serves this generation's steps only: a
+        // session kept between requests does not hold on to a draft's rows.
+        self.spare = Vec::new();
         // The last token is evaluated unless the loop stopped right after sampling it.
         let evaluated_last = !matches!(out.stop, StopReason::Cancelled | StopReason::ContextFull);
         self.record(super::record::SessionOp::GenerateEnd { stop: out.stop, evaluated_last });

@@ -507,7 +507,8 @@ impl Session {
     /// evaluation writes its logits to the largest such memory instead of
     /// fresh pages (a draft's batch returns a row of n_vocab logits per
     /// token: 64 MiB for 64 rows of gemma-3; faulting them in took longer
-    /// than copying them).
+    /// than copying them). `generate` recycles its own and lets the memory
+    /// go when it returns.
     pub fn recycle(&mut self, logits: Vec<f32>) {
         if logits.capacity() > self.spare.capacity() {
             self.spare = logits;
