@@ -42,8 +42,8 @@ impl Context {
     /// From now on, multiply a weight by a batch of rows as by each row
     /// alone, bit for bit, where ggml-cpu's kernel for the batch would differ
     /// (`row_kernels`): the batch goes in one row per plane, still one op.
-    pub fn multiply_rows_alone(&self, on: bool) {
-        self.rows_alone.set(on);
+    pub fn multiply_rows_alone(&self) {
+        self.rows_alone.set(true);
     }
 
     pub(crate) fn rows_alone(&self) -> bool {
@@ -208,15 +208,6 @@ impl<'a> Tensor<'a> {
         assert!(self.is_allocated(), "tensor {} has no buffer", self.name());
         // SAFETY: bounds checked above; `out` is a valid writable slice.
         unsafe { sys::ggml_backend_tensor_get(self.raw(), out.as_mut_ptr().cast(), offset, out.len()) }
-    }
-
-    /// Read `out.len()` f32 values starting at element `offset`.
-    pub fn read_f32(&self, out: &mut [f32], offset: usize) {
-        assert_eq!(self.typ(), GgmlType::F32);
-        let bytes = std::mem::size_of_val(out);
-        assert!(offset * 4 + bytes <= self.nbytes(), "read past the end of tensor {}", self.name());
-        // SAFETY: bounds checked; `out` is a valid writable slice.
-        unsafe { sys::ggml_backend_tensor_get(self.raw(), out.as_mut_ptr().cast(), offset * 4, bytes) }
     }
 
     /// `n` f32 values from element `offset` on, into `out` (cleared first;

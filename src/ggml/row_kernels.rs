@@ -27,7 +27,7 @@ const TILE_ROWS: i64 = 8;
 
 /// Whether ggml-cpu multiplies `n_rows` rows by `w` with another kernel than
 /// one row (see the module's text).
-pub fn batch_kernel_differs(w: Tensor<'_>, n_rows: i64) -> bool {
+pub(crate) fn batch_kernel_differs(w: Tensor<'_>, n_rows: i64) -> bool {
     (n_rows >= REPACK_GEMM_ROWS && in_extra_buffer(w)) || (n_rows >= TILE_ROWS && tiled(w.typ().name()))
 }
 

@@ -119,7 +119,7 @@ impl<'c> StepGraph<'c> {
     pub fn rows_alone(&mut self, global: &[usize], swa: &[usize]) {
         let v = |r: &[usize]| r.iter().map(|&n| n as i64).collect();
         self.rows = Some((v(global), v(swa)));
-        self.ctx.multiply_rows_alone(true);
+        self.ctx.multiply_rows_alone();
     }
 
     /// Sequences in this step (their tokens follow one another, as many each).
