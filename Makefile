@@ -128,7 +128,7 @@ run: build
 # Every file in tests/ belongs to exactly one tier (checked below).
 FAST_TESTS := arch_oracle quant_types fuzz_corpus tokenizer_spec gguf_bad pull_local chat_template \
 	agent_cli agent_sandbox conversation_parts cli chat_tty agent_tty server_script harness_clients harmony_format \
-	hybrid_oracle hybrid_state gemma4_oracle
+	hybrid_oracle hybrid_state gemma4_oracle decode_attention
 MODEL_TESTS := agent_session crash_safety conversation server_http server_responses server_clients eval transcript swa_pool \
 	tokenizer_oracle perplexity oracle_logits decache_oracle flash_attn reuse_oracle session_file speculation sequences_oracle \
 	rpc_loopback gpu_offload

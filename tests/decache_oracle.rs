@@ -174,7 +174,15 @@ fn refresh_after_a_removal_matches_llama_cpp_re_decoding_after_seq_rm() {
     let u = |t: &[i32]| t.iter().map(|&x| x as u32).collect::<Vec<_>>();
     for k in [1usize, 8, 32] {
         for flash_attn in [true, false] {
-            let cfg = SessionConfig { n_ctx: 512, n_threads: 2, flash_attn, ..SessionConfig::default() };
+            // Bit for bit against llama.cpp: with flash attention, ggml's
+            // fused op at every step, as llama.cpp attends.
+            let cfg = SessionConfig {
+                n_ctx: 512,
+                n_threads: 2,
+                flash_attn,
+                ggml_attention: true,
+                ..SessionConfig::default()
+            };
             let mut s = Session::new(model.clone(), cfg).unwrap();
             s.eval(&u(&abc), false).unwrap();
             s.remove_range(p0, p1, Gap::Close).unwrap();

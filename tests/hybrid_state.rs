@@ -16,7 +16,7 @@ mod arch_check;
 mod gguf_writer;
 #[path = "common/qwen35_file.rs"]
 mod qwen35_file;
-use arch_check::{compare, ours, N_CTX};
+use arch_check::{compare, ours, ours_with, N_CTX};
 use decache::ggml::oracle::{OracleContext, OracleModel, OracleParams};
 use decache::model::{LoadOptions, Model};
 use decache::sampling::SamplingParams;
@@ -163,12 +163,12 @@ fn snapshots_carry_the_recurrent_state_and_sequences_keep_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let path = file(dir.path());
     let (a, d) = (toks(25, 37), toks(5, 53));
-    let mut s = ours(&path, true);
+    let mut s = ours_with(&path, true, true);
     s.eval(&a, false).unwrap();
     let snap = s.snapshot().unwrap();
     let cont = s.eval(&d, true).unwrap();
     // Restored into a fresh session of the same model: the same continuation.
-    let mut t = ours(&path, true);
+    let mut t = ours_with(&path, true, true);
     t.restore(&snap).unwrap();
     assert_eq!(t.eval(&d, true).unwrap(), cont, "a restored snapshot goes on as the original");
     // A second sequence of the same cache, interleaved with the first, keeps
@@ -181,7 +181,7 @@ fn snapshots_carry_the_recurrent_state_and_sequences_keep_their_own() {
     let ud = u.eval(&d, true).unwrap();
     let vd = v.eval(&d, true).unwrap();
     assert_eq!(ud, cont, "sequence 0 is unaffected by sequence 1");
-    let mut w = ours(&path, true);
+    let mut w = ours_with(&path, true, true);
     w.eval(&b, false).unwrap();
     assert_eq!(vd, w.eval(&d, true).unwrap(), "sequence 1 has a state of its own");
 }

@@ -81,6 +81,10 @@ pub struct ContextArgs {
     /// Flash attention: on, off or auto (also -fa; auto = on, as in llama.cpp: the fused op is the faster path on the CPU too).
     #[arg(long = "flash-attn", value_enum, default_value_t = FlashAttn::Auto)]
     pub flash_attn: FlashAttn,
+    /// With flash attention, decode with ggml's fused op too (llama.cpp's kernel, its bits)
+    /// instead of decache's decoding kernel (grouped query heads, f32 sums: faster at depth).
+    #[arg(long = "ggml-attention")]
+    pub ggml_attention: bool,
     /// Give sliding-window layers (Gemma 3) the full cache instead of one sized to their window:
     /// more memory, but closing gaps and resuming further back stay exact for them.
     #[arg(long = "swa-full")]
@@ -125,6 +129,7 @@ impl ContextArgs {
             type_k: ty("-ctk", &self.cache_type_k)?,
             type_v: ty("-ctv", &self.cache_type_v)?,
             flash_attn: self.flash_attn.enabled(),
+            ggml_attention: self.ggml_attention,
             swa_full: self.swa_full,
             n_seq: 1,
         })

@@ -78,6 +78,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
         type_k: ty(&h.type_k)?,
         type_v: ty(&h.type_v)?,
         flash_attn: h.flash_attn,
+        ggml_attention: h.ggml_attention,
         swa_full: h.swa_full,
         n_seq: 1,
     };

@@ -7,6 +7,7 @@
 
 mod backend;
 mod context;
+mod decode_attention;
 mod device;
 mod log;
 mod mmap;
@@ -23,6 +24,7 @@ mod types;
 
 pub use backend::{Backend, Buffer, BufferType, CpuDevice, MappedRegion};
 pub use context::{Context, Graph, Tensor};
+pub use decode_attention::{decode_attention_fits, CHUNK as DECODE_ATTENTION_CHUNK};
 pub use device::{rpc_devices, serve_rpc, Device};
 pub use log::route_logs_to_tracing;
 pub use mmap::map_file_readonly;

@@ -22,6 +22,9 @@ pub struct AttnInputs<'c> {
     /// Flash attention: V is row per cell, the mask f16, and one fused op
     /// attends (skipping masked cells).
     pub flash: bool,
+    /// With flash attention, take decache's decoding kernel where it fits
+    /// the layer (`Context::decode_attention`).
+    pub decode_kernel: bool,
     /// With flash attention, attend from each query row alone over its own
     /// count of cells (what a step of that token alone would attend): see
     /// `runner::rows_alone`.
@@ -179,6 +182,15 @@ pub fn attend<'c>(
             0,
         )
     };
+    if inp.flash
+        && inp.decode_kernel
+        && inp.k_rot.is_none()
+        && crate::ggml::decode_attention_fits(s.n_head, s.n_head_kv, s.head_dim, kt, vt)
+    {
+        let (k, v) = (rows_view(k_cache, kt, inp.n_kv), rows_view(v_cache, vt, inp.n_kv));
+        let out = ctx.decode_attention(q, k, v, inp.mask, sinks, s.scale);
+        return ctx.reshape(out, &[s.head_dim * s.n_head, n_tokens]);
+    }
     if inp.flash {
         // q in the fused op's layout: [head_dim, queries, heads].
         let fused = |q: Tensor<'c>, n_kv: i64, mask: Tensor<'c>, sinks: Option<Tensor<'c>>| {

@@ -59,6 +59,9 @@ pub struct StepGraph<'c> {
     /// Per query row, the cells it attends alone (global pool, sliding-window
     /// pool), when rows are computed alone (see `runner::rows_alone`).
     rows: Option<(Vec<i64>, Vec<i64>)>,
+    /// Attend with decache's decoding kernel where it takes the layer's
+    /// shapes (see `runner::DECODE_ROWS_MAX`).
+    decode_attention: bool,
 }
 
 impl<'c> StepGraph<'c> {
@@ -110,6 +113,7 @@ impl<'c> StepGraph<'c> {
             n_kv_swa: n_kv_swa as i64,
             n_seqs: n_seqs.max(1) as i64,
             rows: None,
+            decode_attention: false,
         }
     }
 
@@ -120,6 +124,11 @@ impl<'c> StepGraph<'c> {
         let v = |r: &[usize]| r.iter().map(|&n| n as i64).collect();
         self.rows = Some((v(global), v(swa)));
         self.ctx.multiply_rows_alone();
+    }
+
+    /// Attend through `Context::decode_attention` where the layer fits it.
+    pub fn decode_attention(&mut self) {
+        self.decode_attention = true;
     }
 
     /// Sequences in this step (their tokens follow one another, as many each).
@@ -174,6 +183,7 @@ impl<'c> StepGraph<'c> {
             k_rot: i.k_rot,
             v_rot: i.v_rot,
             flash: !self.kv.v_trans(),
+            decode_kernel: self.decode_attention,
             rows,
         }
     }

@@ -22,6 +22,13 @@ struct StepKey {
     rows: Option<(Vec<usize>, Vec<usize>)>,
 }
 
+/// Most query rows a step attends with decache's decoding kernel (when the
+/// runner has it on): from 64 ggml-cpu's fused op takes tiles of queries,
+/// reading each key once per tile; below, it takes each query head alone
+/// over every cell. Verified drafts computed alone take the kernel at any
+/// size (their rows must be the lone steps').
+pub const DECODE_ROWS_MAX: usize = 63;
+
 /// Most rows a step computes as lone rows: a micro-batch at llama.cpp's
 /// default size (`-ub 512`), so any draft length (`--draft-max`) up to it.
 pub const ROWS_ALONE_MAX: usize = 512;
@@ -68,12 +75,15 @@ pub struct Runner {
     device_backends: Vec<Backend>,
     sched: Scheduler,
     step: Option<StepCache>,
+    decode_attention: bool,
 }
 
 impl Runner {
     /// Backends for `model`'s devices and the CPU (`n_threads`), and a
     /// scheduler over them (devices first, the CPU last).
-    pub fn new(model: &Model, n_threads: usize) -> Result<Runner> {
+    /// `decode_attention`: steps of few query rows attend through decache's
+    /// kernel (see `DECODE_ROWS_MAX`) when every layer is on the CPU.
+    pub fn new(model: &Model, n_threads: usize, decode_attention: bool) -> Result<Runner> {
         let backend = Backend::cpu(n_threads);
         let mut device_backends = Vec::new();
         for d in model.offload.used_devices() {
@@ -81,7 +91,8 @@ impl Runner {
         }
         let all: Vec<&Backend> = device_backends.iter().chain([&backend]).collect();
         let sched = Scheduler::new(&all, model.graph_size());
-        Ok(Runner { backend, device_backends, sched, step: None })
+        let decode_attention = decode_attention && device_backends.is_empty();
+        Ok(Runner { backend, device_backends, sched, step: None, decode_attention })
     }
 
     /// The CPU backend.
@@ -160,6 +171,9 @@ impl Runner {
                     StepGraph::new(ctx, model, kv_ref, tokens.len(), n_kv, n_kv_swa, n_outputs, step_seqs.len());
                 if let Some((global, swa)) = &key.rows {
                     g.rows_alone(global, swa);
+                }
+                if self.decode_attention && (key.rows.is_some() || key.n_tokens <= DECODE_ROWS_MAX) {
+                    g.decode_attention();
                 }
                 let logits = model.arch.build(&mut g);
                 logits.set_output();

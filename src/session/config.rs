@@ -19,6 +19,12 @@ pub struct SessionConfig {
     /// stored row per cell like K (and may be quantized), the mask is f16,
     /// and masked cells are skipped instead of multiplied.
     pub flash_attn: bool,
+    /// With flash attention, attend in every step with ggml's fused op, as
+    /// llama.cpp does (its oracle's bits). Off (the default), steps of
+    /// fewer than 64 query rows on the CPU take decache's decoding kernel
+    /// (`ggml::decode_attention`): query heads grouped on their K/V head, f32
+    /// sums, several times faster at depth and closer to exact.
+    pub ggml_attention: bool,
     /// Give sliding-window layers as many cells as global ones (`--swa-full`,
     /// llama.cpp's spelling) instead of a pool sized to their window: more
     /// memory, but every removal, shift and resume is exact for them.
@@ -51,6 +57,7 @@ impl Default for SessionConfig {
             type_k: GgmlType::F16,
             type_v: GgmlType::F16,
             flash_attn: false,
+            ggml_attention: false,
             swa_full: false,
             n_seq: 1,
         }

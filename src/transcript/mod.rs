@@ -38,6 +38,11 @@ pub struct Header {
     /// Flash attention (absent in transcripts written before it existed: off).
     #[serde(default)]
     pub flash_attn: bool,
+    /// With flash attention, ggml's fused op at every step rather than
+    /// decache's decoding kernel (absent in transcripts written before that
+    /// kernel existed: they attended with ggml's op).
+    #[serde(default = "ggml_by_default")]
+    pub ggml_attention: bool,
     /// Sliding-window layers in the full cache (absent in transcripts
     /// written before they had a pool of their own: they had the full one).
     #[serde(default = "full_by_default")]
@@ -45,6 +50,10 @@ pub struct Header {
 }
 
 fn full_by_default() -> bool {
+    true
+}
+
+fn ggml_by_default() -> bool {
     true
 }
 
@@ -194,6 +203,7 @@ impl Header {
             type_v: cfg.type_v.name().to_string(),
             repack,
             flash_attn: cfg.flash_attn,
+            ggml_attention: cfg.ggml_attention,
             swa_full: cfg.swa_full,
         }
     }

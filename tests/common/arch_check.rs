@@ -14,10 +14,37 @@ use std::sync::Arc;
 
 pub const N_CTX: usize = 256;
 
+/// decache on `path`; with flash attention through ggml's fused op at every
+/// step, as llama.cpp computes it (`decode_kernel` has decode steps take
+/// decache's own kernel instead).
 pub fn ours(path: &Path, flash_attn: bool) -> Session {
+    ours_with(path, flash_attn, false)
+}
+
+pub fn ours_with(path: &Path, flash_attn: bool, decode_kernel: bool) -> Session {
     let model =
         Arc::new(Model::load(path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
-    Session::new(model, SessionConfig { n_ctx: N_CTX, n_threads: 2, flash_attn, ..SessionConfig::default() }).unwrap()
+    let cfg = SessionConfig {
+        n_ctx: N_CTX,
+        n_threads: 2,
+        flash_attn,
+        ggml_attention: !decode_kernel,
+        ..SessionConfig::default()
+    };
+    Session::new(model, cfg).unwrap()
+}
+
+/// The largest |Δlogit| between rows (no top-1 check: at the near-ties of
+/// random weights, two kernels' rounding may swap them).
+pub fn max_diff(mine: &[f32], theirs: &[Vec<f32>]) -> f32 {
+    let n = theirs[0].len();
+    assert_eq!(mine.len(), n * theirs.len(), "row count");
+    theirs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, row)| mine[i * n..(i + 1) * n].iter().zip(row))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn argmax(v: &[f32]) -> usize {
@@ -83,6 +110,27 @@ pub fn check_attn(arch: &str, g: &Gguf, shift: bool, flash_attn: bool) -> Vec<St
         report.push(format!("{arch} {policy:?}: max |Δlogit| {full:.1e} prefill, {after:.1e} after removal"));
     }
     report.push(greedy(arch, &path, &oracle, &params, flash_attn));
+    if flash_attn {
+        // decache's decoding kernel (steps of fewer than 64 rows) against
+        // llama.cpp's plain attention, which sums in f32 as the kernel does
+        // (llama.cpp's fused op sums V in f16: tests/decode_attention.rs).
+        let mut s = ours_with(&path, true, true);
+        let plain = OracleParams { flash_attn: false, ..params.clone() };
+        let mut oc = OracleContext::new(&oracle, &plain).unwrap();
+        let mine = s.eval(&toks, true).unwrap();
+        let full = max_diff(&mine, &oc.decode(&ids(&toks), &(0..40).collect::<Vec<i32>>(), true).unwrap());
+        s.remove_range(10, 20, PositionPolicy::Keep.gap()).unwrap();
+        assert!(oc.seq_rm(10, 20));
+        let mine = s.eval(&more, true).unwrap();
+        let after = max_diff(&mine, &oc.decode(&ids(&more), &(40..52).collect::<Vec<i32>>(), true).unwrap());
+        assert!(
+            full < 0.05 && after < 0.05,
+            "{arch} decode kernel: max |Δlogit| {full} before, {after} after the removal"
+        );
+        report.push(format!(
+            "{arch} decode kernel against plain attention: max |Δlogit| {full:.1e} prefill, {after:.1e} after removal"
+        ));
+    }
     report
 }
 
