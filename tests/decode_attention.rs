@@ -92,8 +92,13 @@ impl Case {
         out
     }
 
-    /// Run decache's kernel (`ours`) or ggml's fused attention on `threads`.
+    /// Run decache's decoding kernel (`ours`) or ggml's fused attention on
+    /// `threads`.
     fn run(&self, ours: bool, threads: usize) -> Vec<f32> {
+        self.run_with(if ours { Kernel::Decode } else { Kernel::Ggml }, threads)
+    }
+
+    fn run_with(&self, kernel: Kernel, threads: usize) -> Vec<f32> {
         let s = self.s;
         let backend = Backend::cpu(threads);
         let mut sched = Scheduler::new(&[&backend], 64);
@@ -105,8 +110,10 @@ impl Case {
         let sinks = self.sinks.as_ref().map(|_| ctx.new_input("sinks", GgmlType::F32, &[s.n_head]));
         let (k16, v16, m16) = (ctx.cast(k, GgmlType::F16), ctx.cast(v, GgmlType::F16), ctx.cast(mask, GgmlType::F16));
         let heads = |t| ctx.reshape(t, &[s.d, s.n_head_kv, s.n_kv]);
-        let out = if ours {
+        let out = if kernel == Kernel::Decode {
             ctx.decode_attention(q, heads(k16), heads(v16), m16, sinks, self.scale)
+        } else if kernel == Kernel::Prefill {
+            ctx.prefill_attention(q, heads(k16), heads(v16), m16, sinks, self.scale)
         } else {
             let perm = |t| ctx.permute(t, [0, 2, 1, 3]);
             let fa = ctx.flash_attn_ext(perm(q), perm(heads(k16)), perm(heads(v16)), m16, self.scale);
@@ -131,6 +138,13 @@ impl Case {
         out.read_f32_into(&mut got, 0, (s.d * s.n_head * s.rows) as usize);
         got
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kernel {
+    Decode,
+    Prefill,
+    Ggml,
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -249,5 +263,36 @@ fn a_row_seeing_nothing_is_zero_and_one_cell_is_its_value() {
     for h in 0..4usize {
         let v = &case.v[(260 * 2 + h / 2) * 64..][..64];
         assert_eq!(&got[256 + h * 64..256 + (h + 1) * 64], v, "head {h}");
+    }
+}
+
+/// The prefill kernel (blocks of rows, tiles of cells) on many causal rows,
+/// with hidden cells inside and a partial last block and tile: within 2e-6
+/// of the exact reference (ggml's tiled op sums in f32 too: as close), and
+/// the same on any threads.
+#[test]
+fn prefill_attention_matches_an_exact_reference() {
+    let shapes = [
+        Shape { d: 64, n_head: 9, n_head_kv: 3, n_kv: 700, rows: 100 },
+        Shape { d: 256, n_head: 4, n_head_kv: 1, n_kv: 300, rows: 70 },
+        Shape { d: 72, n_head: 8, n_head_kv: 1, n_kv: 130, rows: 65 },
+    ];
+    for (i, &s) in shapes.iter().enumerate() {
+        if !fits(s) {
+            return;
+        }
+        for sinks in [false, true] {
+            let case = Case::new(s, 21 + i as u64, 9, sinks);
+            let want = case.reference();
+            let got = case.run_with(Kernel::Prefill, 2);
+            let ours = max_diff(&got, &want);
+            let ggml = max_diff(&case.run_with(Kernel::Ggml, 2), &want);
+            eprintln!(
+                "prefill d {} heads {}/{} rows {} cells {} sinks {sinks}: ours {ours:.2e}, ggml {ggml:.2e}",
+                s.d, s.n_head, s.n_head_kv, s.rows, s.n_kv
+            );
+            assert!(ours < 2e-6, "shape {i}, sinks {sinks}: off the reference by {ours}");
+            assert!(got == case.run_with(Kernel::Prefill, 3), "shape {i}: 3 threads changed the bits");
+        }
     }
 }

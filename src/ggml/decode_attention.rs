@@ -26,11 +26,11 @@ use std::os::raw::{c_int, c_void};
 /// Cells per partial sum.
 pub const CHUNK: usize = 256;
 /// Most query heads that share one K/V head.
-const MAX_GROUP: usize = 8;
+pub(super) const MAX_GROUP: usize = 8;
 /// Largest head size.
-const MAX_HEAD_DIM: usize = 512;
+pub(super) const MAX_HEAD_DIM: usize = 512;
 /// ggml_fp16_t's bits of -inf: a hidden cell in the mask.
-const F16_NEG_INF: u16 = 0xFC00;
+pub(super) const F16_NEG_INF: u16 = 0xFC00;
 
 /// Whether `Context::decode_attention` can take these shapes here: f16 K
 /// and V, at most 8 query heads per K/V head, a head size that is a whole
@@ -117,20 +117,20 @@ impl Context {
 
 /// A tensor's data pointer, shape and strides, as the ops read them.
 #[derive(Clone, Copy)]
-struct View {
-    data: *const u8,
-    ne: [usize; 4],
-    nb: [usize; 4],
+pub(super) struct View {
+    pub(super) data: *const u8,
+    pub(super) ne: [usize; 4],
+    pub(super) nb: [usize; 4],
 }
 
 impl View {
     /// SAFETY: `t` is a live, allocated tensor.
-    unsafe fn of(t: *const sys::ggml_tensor) -> View {
+    pub(super) unsafe fn of(t: *const sys::ggml_tensor) -> View {
         let t = unsafe { &*t };
         View { data: t.data as *const u8, ne: t.ne.map(|n| n as usize), nb: t.nb }
     }
 
-    fn at(&self, i1: usize, i2: usize, i3: usize) -> *const u8 {
+    pub(super) fn at(&self, i1: usize, i2: usize, i3: usize) -> *const u8 {
         self.data.wrapping_add(i1 * self.nb[1] + i2 * self.nb[2] + i3 * self.nb[3])
     }
 }
@@ -271,7 +271,7 @@ unsafe extern "C" fn reduce_op(dst: *mut sys::ggml_tensor, ith: c_int, nth: c_in
 }
 
 #[cfg(target_arch = "x86_64")]
-mod simd {
+pub(super) mod simd {
     use super::{Job, CHUNK, F16_NEG_INF, MAX_GROUP, MAX_HEAD_DIM};
     use std::arch::x86_64::*;
 
@@ -283,7 +283,7 @@ mod simd {
 
     /// Horizontal sum of 8 lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(x: __m256) -> f32 {
+    pub(in crate::ggml) fn hsum(x: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
@@ -291,7 +291,7 @@ mod simd {
 
     /// Horizontal max of 8 lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn hmax(x: __m256) -> f32 {
+    pub(in crate::ggml) fn hmax(x: __m256) -> f32 {
         let s = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
         let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
         _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)))
@@ -300,7 +300,7 @@ mod simd {
     /// e^x for x ≤ 0 (larger x is not asked for): 2^n · p(r), r = x - n·ln 2
     /// in [-ln2/2, ln2/2], p of degree 6 (within 2 ulp); 0 below -87.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub fn exp_neg(x: __m256) -> __m256 {
+    pub(in crate::ggml) fn exp_neg(x: __m256) -> __m256 {
         let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.0));
         let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
@@ -334,7 +334,7 @@ mod simd {
 
     /// 8 f16 values at `p`, as f32.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load_f16(p: *const u16) -> __m256 {
+    pub(in crate::ggml) unsafe fn load_f16(p: *const u16) -> __m256 {
         _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p as *const __m128i) })
     }
 
@@ -343,7 +343,7 @@ mod simd {
     /// SAFETY: the CPU has AVX2, FMA and F16C; the job's views and mask
     /// cover the row, heads and cells it names.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn partial(job: &Job) {
+    pub(super) unsafe fn partial(job: &Job) {
         SCRATCH.with_borrow_mut(|scratch| {
             let (q, s) = scratch.split_at_mut(MAX_GROUP * MAX_HEAD_DIM);
             // The group's size, as a constant: its sums stay in registers.

@@ -16,6 +16,7 @@ mod ops_experts;
 mod ops_recurrent;
 pub mod oracle;
 mod owned;
+mod prefill_attention;
 pub mod row_kernels;
 pub mod rpc;
 mod sched;

@@ -22,14 +22,20 @@ pub struct AttnInputs<'c> {
     /// Flash attention: V is row per cell, the mask f16, and one fused op
     /// attends (skipping masked cells).
     pub flash: bool,
-    /// With flash attention, take decache's decoding kernel where it fits
-    /// the layer (`Context::decode_attention`).
+    /// With flash attention, take decache's kernels where they fit the layer
+    /// (`Context::decode_attention`, `Context::prefill_attention`).
     pub decode_kernel: bool,
     /// With flash attention, attend from each query row alone over its own
     /// count of cells (what a step of that token alone would attend): see
     /// `runner::rows_alone`.
     pub rows: Option<Vec<i64>>,
 }
+
+/// Most query rows a step attends row by row with decache's decoding kernel
+/// (`Context::decode_attention`); more take blocks of rows
+/// (`Context::prefill_attention`). ggml-cpu's own fused op switches to tiles
+/// of queries at 64 rows too.
+pub const DECODE_ROWS_MAX: i64 = 63;
 
 /// Shapes of one attention layer.
 #[derive(Clone, Copy)]
@@ -188,7 +194,13 @@ pub fn attend<'c>(
         && crate::ggml::decode_attention_fits(s.n_head, s.n_head_kv, s.head_dim, kt, vt)
     {
         let (k, v) = (rows_view(k_cache, kt, inp.n_kv), rows_view(v_cache, vt, inp.n_kv));
-        let out = ctx.decode_attention(q, k, v, inp.mask, sinks, s.scale);
+        // Few query rows, or rows that must come out as their lone steps'
+        // (a verified draft): each row alone. Many: blocks of rows.
+        let out = if inp.rows.is_some() || n_tokens <= DECODE_ROWS_MAX {
+            ctx.decode_attention(q, k, v, inp.mask, sinks, s.scale)
+        } else {
+            ctx.prefill_attention(q, k, v, inp.mask, sinks, s.scale)
+        };
         return ctx.reshape(out, &[s.head_dim * s.n_head, n_tokens]);
     }
     if inp.flash {

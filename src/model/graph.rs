@@ -59,8 +59,8 @@ pub struct StepGraph<'c> {
     /// Per query row, the cells it attends alone (global pool, sliding-window
     /// pool), when rows are computed alone (see `runner::rows_alone`).
     rows: Option<(Vec<i64>, Vec<i64>)>,
-    /// Attend with decache's decoding kernel where it takes the layer's
-    /// shapes (see `runner::DECODE_ROWS_MAX`).
+    /// Attend with decache's kernels where they take the layer's shapes
+    /// (see `blocks::attend`).
     decode_attention: bool,
 }
 
@@ -126,7 +126,7 @@ impl<'c> StepGraph<'c> {
         self.ctx.multiply_rows_alone();
     }
 
-    /// Attend through `Context::decode_attention` where the layer fits it.
+    /// Attend through decache's kernels where the layer fits them.
     pub fn decode_attention(&mut self) {
         self.decode_attention = true;
     }

@@ -22,13 +22,6 @@ struct StepKey {
     rows: Option<(Vec<usize>, Vec<usize>)>,
 }
 
-/// Most query rows a step attends with decache's decoding kernel (when the
-/// runner has it on): from 64 ggml-cpu's fused op takes tiles of queries,
-/// reading each key once per tile; below, it takes each query head alone
-/// over every cell. Verified drafts computed alone take the kernel at any
-/// size (their rows must be the lone steps').
-pub const DECODE_ROWS_MAX: usize = 63;
-
 /// Most rows a step computes as lone rows: a micro-batch at llama.cpp's
 /// default size (`-ub 512`), so any draft length (`--draft-max`) up to it.
 pub const ROWS_ALONE_MAX: usize = 512;
@@ -81,8 +74,8 @@ pub struct Runner {
 impl Runner {
     /// Backends for `model`'s devices and the CPU (`n_threads`), and a
     /// scheduler over them (devices first, the CPU last).
-    /// `decode_attention`: steps of few query rows attend through decache's
-    /// kernel (see `DECODE_ROWS_MAX`) when every layer is on the CPU.
+    /// `decode_attention`: with flash attention, steps attend through
+    /// decache's kernels (`blocks::attend`) when every layer is on the CPU.
     pub fn new(model: &Model, n_threads: usize, decode_attention: bool) -> Result<Runner> {
         let backend = Backend::cpu(n_threads);
         let mut device_backends = Vec::new();
@@ -172,7 +165,7 @@ impl Runner {
                 if let Some((global, swa)) = &key.rows {
                     g.rows_alone(global, swa);
                 }
-                if self.decode_attention && (key.rows.is_some() || key.n_tokens <= DECODE_ROWS_MAX) {
+                if self.decode_attention {
                     g.decode_attention();
                 }
                 let logits = model.arch.build(&mut g);
