@@ -55,6 +55,23 @@ impl Case {
         Case { s, q, k, v, mask, sinks, scale: 1.0 / (s.d as f32).sqrt() }
     }
 
+    /// Row `row` of this batch alone, over its first `n_kv` cells.
+    fn alone(&self, row: usize, n_kv: i64) -> Case {
+        let s = self.s;
+        let per_row = (s.d * s.n_head) as usize;
+        let kv = (n_kv * s.d * s.n_head_kv) as usize;
+        let at = row * s.n_kv as usize;
+        Case {
+            s: Shape { rows: 1, n_kv, ..s },
+            q: self.q[row * per_row..(row + 1) * per_row].to_vec(),
+            k: self.k[..kv].to_vec(),
+            v: self.v[..kv].to_vec(),
+            mask: self.mask[at..at + n_kv as usize].to_vec(),
+            sinks: self.sinks.clone(),
+            scale: self.scale,
+        }
+    }
+
     /// The rows' outputs, [rows][n_head][d], in f64.
     fn reference(&self) -> Vec<f32> {
         let s = self.s;
@@ -211,18 +228,20 @@ fn a_rows_result_is_the_same_alone_in_a_batch_and_on_any_threads() {
         // The row alone, over the cells it sees (the batch's n_kv less the
         // later rows' cells), on one thread.
         let n_kv = 1100 - 6 + row as i64 + 1;
-        let alone = Case {
-            s: Shape { rows: 1, n_kv, ..batch.s },
-            q: batch.q[row * per_row..(row + 1) * per_row].to_vec(),
-            k: batch.k[..(n_kv * s.d * s.n_head_kv) as usize].to_vec(),
-            v: batch.v[..(n_kv * s.d * s.n_head_kv) as usize].to_vec(),
-            mask: batch.mask[row * 1100..row * 1100 + n_kv as usize].to_vec(),
-            sinks: batch.sinks.clone(),
-            scale: batch.scale,
-        };
+        let alone = batch.alone(row, n_kv);
         let got = alone.run(true, 1);
         let want = &all[row * per_row..(row + 1) * per_row];
         assert!(got == want, "row {row}: alone differs from in the batch by {}", max_diff(&got, want));
+    }
+    // Across the first run's end: a lone row that sees one run of cells
+    // (joined in the same op) against the batch's two runs (joined after).
+    let across = Case::new(Shape { rows: 6, n_kv: 260, ..s }, 9, 5, true);
+    let all = across.run(true, 2);
+    for row in 0..6usize {
+        let n_kv = 260 - 6 + row as i64 + 1;
+        let alone = across.alone(row, n_kv);
+        let (got, want) = (alone.run(true, 2), &all[row * per_row..(row + 1) * per_row]);
+        assert!(got == want, "row {row} ({n_kv} cells) alone differs from in the batch by {}", max_diff(&got, want));
     }
     // A shallow cache: a lone row's one run is split between the threads by
     // query heads, where a batch's runs are not.
@@ -230,15 +249,7 @@ fn a_rows_result_is_the_same_alone_in_a_batch_and_on_any_threads() {
     let all = shallow.run(true, 2);
     for row in 0..4usize {
         let n_kv = 200 - 4 + row as i64 + 1;
-        let alone = Case {
-            s: Shape { rows: 1, n_kv, ..shallow.s },
-            q: shallow.q[row * per_row..(row + 1) * per_row].to_vec(),
-            k: shallow.k[..(n_kv * s.d * s.n_head_kv) as usize].to_vec(),
-            v: shallow.v[..(n_kv * s.d * s.n_head_kv) as usize].to_vec(),
-            mask: shallow.mask[row * 200..row * 200 + n_kv as usize].to_vec(),
-            sinks: None,
-            scale: shallow.scale,
-        };
+        let alone = shallow.alone(row, n_kv);
         let want = &all[row * per_row..(row + 1) * per_row];
         for threads in [1, 2, 3] {
             let got = alone.run(true, threads);

@@ -81,8 +81,8 @@ pub struct ContextArgs {
     /// Flash attention: on, off or auto (also -fa; auto = on, as in llama.cpp: the fused op is the faster path on the CPU too).
     #[arg(long = "flash-attn", value_enum, default_value_t = FlashAttn::Auto)]
     pub flash_attn: FlashAttn,
-    /// With flash attention, decode with ggml's fused op too (llama.cpp's kernel, its bits)
-    /// instead of decache's decoding kernel (grouped query heads, f32 sums: faster at depth).
+    /// With flash attention, attend with ggml's fused op at every step (llama.cpp's kernel, its
+    /// bits) instead of decache's own CPU kernels (query heads grouped on their K/V head: faster at depth).
     #[arg(long = "ggml-attention")]
     pub ggml_attention: bool,
     /// Give sliding-window layers (Gemma 3) the full cache instead of one sized to their window:

@@ -70,10 +70,35 @@ impl Context {
         );
         assert!(mask.typ() == GgmlType::F16 && mask.ne()[0] >= n_kv && mask.ne()[1] >= n_rows, "decode attention mask");
         let n_chunk = (n_kv as usize).div_ceil(CHUNK) as i64;
-        let mut args = [q.raw(), k.raw(), v.raw(), mask.raw()];
         // The userdata carries the scale's bits, not a pointer: nothing has
         // to outlive the graph.
         let scale_bits = scale.to_bits() as usize as *mut c_void;
+        if let Some(s) = sinks {
+            assert!(s.typ() == GgmlType::F32 && s.ne()[0] == n_head, "decode attention sinks");
+        }
+        if n_chunk == 1 {
+            // One run: each job joins its own sums (as `reduce_op` would,
+            // the same arithmetic), and the step has one node less per layer.
+            let mut args = vec![q.raw(), k.raw(), v.raw(), mask.raw()];
+            args.extend(sinks.map(|t| t.raw()));
+            // SAFETY: as below.
+            return Tensor::from_raw(unsafe {
+                sys::ggml_custom_4d(
+                    self.raw(),
+                    GgmlType::F32.0,
+                    d,
+                    n_head,
+                    n_rows,
+                    1,
+                    args.as_mut_ptr(),
+                    args.len() as c_int,
+                    Some(one_run_op),
+                    -1,
+                    scale_bits,
+                )
+            });
+        }
+        let mut args = [q.raw(), k.raw(), v.raw(), mask.raw()];
         // SAFETY: valid context and tensors; the op reads them through the
         // shapes checked above.
         let partials = unsafe {
@@ -92,10 +117,7 @@ impl Context {
             )
         };
         let mut args = vec![partials];
-        if let Some(s) = sinks {
-            assert!(s.typ() == GgmlType::F32 && s.ne()[0] == n_head, "decode attention sinks");
-            args.push(s.raw());
-        }
+        args.extend(sinks.map(|t| t.raw()));
         // SAFETY: as above.
         Tensor::from_raw(unsafe {
             sys::ggml_custom_4d(
@@ -141,12 +163,64 @@ unsafe extern "C" fn partials_op(dst: *mut sys::ggml_tensor, ith: c_int, nth: c_
     let scale = f32::from_bits(userdata as usize as u32);
     // SAFETY: ggml calls this with the node built by `decode_attention`,
     // its sources allocated.
-    let (out, q, k, v, mask) = unsafe {
+    let (out, srcs) = unsafe { (View::of(dst), Sources::of(dst)) };
+    for_jobs(&srcs, out, out.ne[1], scale, ith, nth, |job| {
+        // SAFETY: `decode_attention_fits` checked the CPU's features and the
+        // shapes; the job's pointers stay inside the tensors.
+        unsafe { simd::partial(job) }
+    });
+}
+
+/// One run of cells in all (a shallow cache): dst [d, n_head, n_rows], each
+/// job's sums joined at once, by `join` as `reduce_op` joins them.
+unsafe extern "C" fn one_run_op(dst: *mut sys::ggml_tensor, ith: c_int, nth: c_int, userdata: *mut c_void) {
+    let scale = f32::from_bits(userdata as usize as u32);
+    // SAFETY: as in `partials_op`; the sinks, when given, are source 4.
+    let (out, srcs, sinks) = unsafe {
         let src = (*dst).src;
-        (View::of(dst), View::of(src[0]), View::of(src[1]), View::of(src[2]), View::of(src[3]))
+        (View::of(dst), Sources::of(dst), (!src[4].is_null()).then(|| View::of(src[4])))
     };
+    let (d, n_head) = (out.ne[0], out.ne[1]);
+    // The jobs' partials go here, a head's at its index ([d + 2] each).
+    let mut parts = vec![0f32; n_head * (d + 2)];
+    let scratch = View { data: parts.as_mut_ptr() as *const u8, ne: [d + 2, 1, n_head, 1], nb: [4, 0, 4 * (d + 2), 0] };
+    for_jobs(&srcs, scratch, 1, scale, ith, nth, |job| {
+        // SAFETY: as in `partials_op`; `scratch` holds every head's partial.
+        unsafe { simd::partial(job) };
+        for g in 0..job.heads {
+            let h = job.head(g);
+            // SAFETY: the partial was just written; the output row and head
+            // are inside dst.
+            unsafe {
+                let part = std::slice::from_raw_parts(scratch.at(0, h, 0) as *const f32, d + 2);
+                let o = std::slice::from_raw_parts_mut(out.at(h, job.row, 0) as *mut f32, d);
+                join(&[part], sinks.map(|s| *(s.data as *const f32).add(h)), o);
+            }
+        }
+    });
+}
+
+/// The sources of `partials_op` and `one_run_op`.
+struct Sources {
+    q: View,
+    k: View,
+    v: View,
+    mask: View,
+}
+
+impl Sources {
+    /// SAFETY: `dst` is a node built by `decode_attention`, its sources allocated.
+    unsafe fn of(dst: *const sys::ggml_tensor) -> Sources {
+        let src = unsafe { (*dst).src };
+        unsafe { Sources { q: View::of(src[0]), k: View::of(src[1]), v: View::of(src[2]), mask: View::of(src[3]) } }
+    }
+}
+
+/// Thread `ith` of `nth`'s jobs, their partials written to `out`
+/// ([d + 2, n_chunk, n_head, n_rows]).
+fn for_jobs(s: &Sources, out: View, n_chunk: usize, scale: f32, ith: c_int, nth: c_int, mut each: impl FnMut(&Job)) {
+    let (q, k, v, mask) = (s.q, s.k, s.v, s.mask);
     let (n_head, n_rows, n_head_kv, n_kv) = (q.ne[1], q.ne[2], k.ne[1], k.ne[2]);
-    let n_chunk = out.ne[1];
     // A unit is a run of cells of one row for one K/V head's group of query
     // heads, or for part of that group when the units would be too few to
     // share out (a shallow cache: one run). The units go to the threads in
@@ -186,9 +260,7 @@ unsafe extern "C" fn partials_op(dst: *mut sys::ggml_tensor, ith: c_int, nth: c_
             prefetch: fetched != run,
         };
         fetched = run;
-        // SAFETY: `decode_attention_fits` checked the CPU's features and the
-        // shapes; the job's pointers stay inside the tensors.
-        unsafe { simd::partial(&job) };
+        each(&job);
     }
 }
 
@@ -230,44 +302,49 @@ impl Job {
 /// The runs joined: dst [d, n_head, n_rows].
 unsafe extern "C" fn reduce_op(dst: *mut sys::ggml_tensor, ith: c_int, nth: c_int, _: *mut c_void) {
     // SAFETY: as in `partials_op`.
-    let (out, parts, sinks) = unsafe {
+    let (out, partials, sinks) = unsafe {
         let src = (*dst).src;
         (View::of(dst), View::of(src[0]), (!src[1].is_null()).then(|| View::of(src[1])))
     };
     let (d, n_head, n_rows) = (out.ne[0], out.ne[1], out.ne[2]);
-    let n_chunk = parts.ne[1];
+    let n_chunk = partials.ne[1];
     for t in (ith as usize..n_head * n_rows).step_by(nth.max(1) as usize) {
         let (h, r) = (t % n_head, t / n_head);
         // SAFETY: every index is inside the shapes read above; the partials
         // were written by the op before this one.
         unsafe {
-            let part = |c: usize| std::slice::from_raw_parts(parts.at(c, h, r) as *const f32, d + 2);
-            let sink = sinks.map(|s| *(s.data as *const f32).add(h));
-            let mut m = sink.unwrap_or(f32::NEG_INFINITY);
-            for c in 0..n_chunk {
-                m = m.max(part(c)[0]);
-            }
+            let parts: Vec<&[f32]> =
+                (0..n_chunk).map(|c| std::slice::from_raw_parts(partials.at(c, h, r) as *const f32, d + 2)).collect();
             let o = std::slice::from_raw_parts_mut(out.at(h, r, 0) as *mut f32, d);
-            o.fill(0.0);
-            let mut sum = 0.0f32;
-            for c in 0..n_chunk {
-                let p = part(c);
-                if p[0] == f32::NEG_INFINITY {
-                    continue;
-                }
-                let f = (p[0] - m).exp();
-                sum += p[1] * f;
-                for (o, &a) in o.iter_mut().zip(&p[2..]) {
-                    *o += a * f;
-                }
-            }
-            if let Some(s) = sink {
-                sum += (s - m).exp();
-            }
-            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-            o.iter_mut().for_each(|x| *x *= inv);
+            join(&parts, sinks.map(|s| *(s.data as *const f32).add(h)), o);
         }
     }
+}
+
+/// One query head's output from its runs' partials (max, sum, V sums), in
+/// their order, and its sink logit: the weighted V sums over the sum.
+fn join(parts: &[&[f32]], sink: Option<f32>, o: &mut [f32]) {
+    let mut m = sink.unwrap_or(f32::NEG_INFINITY);
+    for p in parts {
+        m = m.max(p[0]);
+    }
+    o.fill(0.0);
+    let mut sum = 0.0f32;
+    for p in parts {
+        if p[0] == f32::NEG_INFINITY {
+            continue;
+        }
+        let f = (p[0] - m).exp();
+        sum += p[1] * f;
+        for (o, &a) in o.iter_mut().zip(&p[2..]) {
+            *o += a * f;
+        }
+    }
+    if let Some(s) = sink {
+        sum += (s - m).exp();
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    o.iter_mut().for_each(|x| *x *= inv);
 }
 
 #[cfg(target_arch = "x86_64")]

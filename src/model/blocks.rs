@@ -24,7 +24,7 @@ pub struct AttnInputs<'c> {
     pub flash: bool,
     /// With flash attention, take decache's kernels where they fit the layer
     /// (`Context::decode_attention`, `Context::prefill_attention`).
-    pub decode_kernel: bool,
+    pub own_kernels: bool,
     /// With flash attention, attend from each query row alone over its own
     /// count of cells (what a step of that token alone would attend): see
     /// `runner::rows_alone`.
@@ -189,7 +189,7 @@ pub fn attend<'c>(
         )
     };
     if inp.flash
-        && inp.decode_kernel
+        && inp.own_kernels
         && inp.k_rot.is_none()
         && crate::ggml::decode_attention_fits(s.n_head, s.n_head_kv, s.head_dim, kt, vt)
     {

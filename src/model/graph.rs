@@ -61,7 +61,7 @@ pub struct StepGraph<'c> {
     rows: Option<(Vec<i64>, Vec<i64>)>,
     /// Attend with decache's kernels where they take the layer's shapes
     /// (see `blocks::attend`).
-    decode_attention: bool,
+    own_attention: bool,
 }
 
 impl<'c> StepGraph<'c> {
@@ -113,7 +113,7 @@ impl<'c> StepGraph<'c> {
             n_kv_swa: n_kv_swa as i64,
             n_seqs: n_seqs.max(1) as i64,
             rows: None,
-            decode_attention: false,
+            own_attention: false,
         }
     }
 
@@ -127,8 +127,8 @@ impl<'c> StepGraph<'c> {
     }
 
     /// Attend through decache's kernels where the layer fits them.
-    pub fn decode_attention(&mut self) {
-        self.decode_attention = true;
+    pub fn own_attention(&mut self) {
+        self.own_attention = true;
     }
 
     /// Sequences in this step (their tokens follow one another, as many each).
@@ -183,7 +183,7 @@ impl<'c> StepGraph<'c> {
             k_rot: i.k_rot,
             v_rot: i.v_rot,
             flash: !self.kv.v_trans(),
-            decode_kernel: self.decode_attention,
+            own_kernels: self.own_attention,
             rows,
         }
     }

@@ -68,15 +68,16 @@ pub struct Runner {
     device_backends: Vec<Backend>,
     sched: Scheduler,
     step: Option<StepCache>,
-    decode_attention: bool,
+    /// Attend through decache's kernels (see `new`).
+    own_attention: bool,
 }
 
 impl Runner {
     /// Backends for `model`'s devices and the CPU (`n_threads`), and a
     /// scheduler over them (devices first, the CPU last).
-    /// `decode_attention`: with flash attention, steps attend through
-    /// decache's kernels (`blocks::attend`) when every layer is on the CPU.
-    pub fn new(model: &Model, n_threads: usize, decode_attention: bool) -> Result<Runner> {
+    /// `own_attention`: with flash attention, steps attend through decache's
+    /// kernels (`blocks::attend`) when every layer is on the CPU.
+    pub fn new(model: &Model, n_threads: usize, own_attention: bool) -> Result<Runner> {
         let backend = Backend::cpu(n_threads);
         let mut device_backends = Vec::new();
         for d in model.offload.used_devices() {
@@ -84,8 +85,8 @@ impl Runner {
         }
         let all: Vec<&Backend> = device_backends.iter().chain([&backend]).collect();
         let sched = Scheduler::new(&all, model.graph_size());
-        let decode_attention = decode_attention && device_backends.is_empty();
-        Ok(Runner { backend, device_backends, sched, step: None, decode_attention })
+        let own_attention = own_attention && device_backends.is_empty();
+        Ok(Runner { backend, device_backends, sched, step: None, own_attention })
     }
 
     /// The CPU backend.
@@ -165,8 +166,8 @@ impl Runner {
                 if let Some((global, swa)) = &key.rows {
                     g.rows_alone(global, swa);
                 }
-                if self.decode_attention {
-                    g.decode_attention();
+                if self.own_attention {
+                    g.own_attention();
                 }
                 let logits = model.arch.build(&mut g);
                 logits.set_output();

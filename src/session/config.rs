@@ -20,10 +20,12 @@ pub struct SessionConfig {
     /// and masked cells are skipped instead of multiplied.
     pub flash_attn: bool,
     /// With flash attention, attend in every step with ggml's fused op, as
-    /// llama.cpp does (its oracle's bits). Off (the default), steps of
-    /// fewer than 64 query rows on the CPU take decache's decoding kernel
-    /// (`ggml::decode_attention`): query heads grouped on their K/V head, f32
-    /// sums, several times faster at depth and closer to exact.
+    /// llama.cpp does (its oracle's bits). Off (the default), steps on the
+    /// CPU over an f16 cache take decache's kernels: `Context::decode_attention`
+    /// below 64 query rows (the query heads of a K/V head together, f32 sums:
+    /// twice as fast at depth 3072, closer to exact) and
+    /// `Context::prefill_attention` from 64 (each tile of cells converted once
+    /// for a block of rows and all their heads).
     pub ggml_attention: bool,
     /// Give sliding-window layers as many cells as global ones (`--swa-full`,
     /// llama.cpp's spelling) instead of a pool sized to their window: more
