@@ -1,7 +1,7 @@
 //! decache's decoding attention (`Context::decode_attention`) against an
 //! exact reference in f64 and against ggml-cpu's fused attention, on
 //! random heads and caches (no model needed).
-use decache::ggml::{decode_attention_fits, Backend, Context, GgmlType, Scheduler};
+use decache::ggml::{decode_attention_fits, Backend, Context, GgmlType, KernelArgs, Scheduler};
 
 /// A reproducible stream of values that f16 holds exactly (multiples of
 /// 1/64 in [-2, 2)), so the reference sees what the kernels see.
@@ -127,10 +127,11 @@ impl Case {
         let sinks = self.sinks.as_ref().map(|_| ctx.new_input("sinks", GgmlType::F32, &[s.n_head]));
         let (k16, v16, m16) = (ctx.cast(k, GgmlType::F16), ctx.cast(v, GgmlType::F16), ctx.cast(mask, GgmlType::F16));
         let heads = |t| ctx.reshape(t, &[s.d, s.n_head_kv, s.n_kv]);
+        let args = KernelArgs { q, k: heads(k16), v: heads(v16), mask: m16, sinks, scale: self.scale };
         let out = if kernel == Kernel::Decode {
-            ctx.decode_attention(q, heads(k16), heads(v16), m16, sinks, self.scale)
+            ctx.decode_attention(args)
         } else if kernel == Kernel::Prefill {
-            ctx.prefill_attention(q, heads(k16), heads(v16), m16, sinks, self.scale)
+            ctx.prefill_attention(args)
         } else {
             let perm = |t| ctx.permute(t, [0, 2, 1, 3]);
             let fa = ctx.flash_attn_ext(perm(q), perm(heads(k16)), perm(heads(v16)), m16, self.scale);
@@ -220,40 +221,34 @@ fn a_rows_result_is_the_same_alone_in_a_batch_and_on_any_threads() {
     }
     let batch = Case::new(Shape { rows: 6, n_kv: 1100, ..s }, 3, 7, true);
     let all = batch.run(true, 2);
-    let per_row = (s.d * s.n_head) as usize;
     for threads in [1, 3] {
         assert!(all == batch.run(true, threads), "{threads} threads changed the bits");
     }
-    for row in 0..6usize {
-        // The row alone, over the cells it sees (the batch's n_kv less the
-        // later rows' cells), on one thread.
-        let n_kv = 1100 - 6 + row as i64 + 1;
-        let alone = batch.alone(row, n_kv);
-        let got = alone.run(true, 1);
-        let want = &all[row * per_row..(row + 1) * per_row];
-        assert!(got == want, "row {row}: alone differs from in the batch by {}", max_diff(&got, want));
-    }
+    // Each row alone, over the cells it sees (the batch's less the later
+    // rows'), on one thread.
+    rows_alone_match(&batch, &all, &[1]);
     // Across the first run's end: a lone row that sees one run of cells
     // (joined in the same op) against the batch's two runs (joined after).
     let across = Case::new(Shape { rows: 6, n_kv: 260, ..s }, 9, 5, true);
-    let all = across.run(true, 2);
-    for row in 0..6usize {
-        let n_kv = 260 - 6 + row as i64 + 1;
-        let alone = across.alone(row, n_kv);
-        let (got, want) = (alone.run(true, 2), &all[row * per_row..(row + 1) * per_row]);
-        assert!(got == want, "row {row} ({n_kv} cells) alone differs from in the batch by {}", max_diff(&got, want));
-    }
+    rows_alone_match(&across, &across.run(true, 2), &[2]);
     // A shallow cache: a lone row's one run is split between the threads by
     // query heads, where a batch's runs are not.
     let shallow = Case::new(Shape { rows: 4, n_kv: 200, ..s }, 5, 0, false);
-    let all = shallow.run(true, 2);
-    for row in 0..4usize {
-        let n_kv = 200 - 4 + row as i64 + 1;
-        let alone = shallow.alone(row, n_kv);
+    rows_alone_match(&shallow, &shallow.run(true, 2), &[1, 2, 3]);
+}
+
+/// Each row of `batch` (whose outputs are `all`) alone, on each of
+/// `threads`, gives the bits it has in the batch.
+fn rows_alone_match(batch: &Case, all: &[f32], threads: &[usize]) {
+    let s = batch.s;
+    let per_row = (s.d * s.n_head) as usize;
+    for row in 0..s.rows as usize {
+        let n_kv = s.n_kv - s.rows + row as i64 + 1;
+        let alone = batch.alone(row, n_kv);
         let want = &all[row * per_row..(row + 1) * per_row];
-        for threads in [1, 2, 3] {
-            let got = alone.run(true, threads);
-            assert!(got == want, "shallow row {row} on {threads} threads: differs by {}", max_diff(&got, want));
+        for &t in threads {
+            let got = alone.run(true, t);
+            assert!(got == want, "row {row} ({n_kv} cells) on {t} threads: {} from in the batch", max_diff(&got, want));
         }
     }
 }

@@ -47,93 +47,87 @@ pub fn decode_attention_fits(n_head: i64, n_head_kv: i64, head_dim: i64, k: Ggml
         && simd::available()
 }
 
-impl Context {
-    /// softmax(q·kᵀ * scale + mask)·v for each query row, with one sink
-    /// logit per head when given. q: f32 [d, n_head, n_rows]; k and v: f16
-    /// [d, n_head_kv, n_kv] over cell rows; mask: f16, row r's n_kv values
-    /// at row r (-inf hides a cell). Returns f32 [d, n_head, n_rows]. The
-    /// caller checks `decode_attention_fits`.
-    pub fn decode_attention<'a>(
-        &'a self,
-        q: Tensor<'a>,
-        k: Tensor<'a>,
-        v: Tensor<'a>,
-        mask: Tensor<'a>,
-        sinks: Option<Tensor<'a>>,
-        scale: f32,
-    ) -> Tensor<'a> {
+/// What decache's attention kernels take (`Context::decode_attention`,
+/// `Context::prefill_attention`): q f32 [d, n_head, n_rows]; k and v f16
+/// [d, n_head_kv, n_kv] over cell rows; the mask f16, row r's n_kv values at
+/// row r (-inf hides a cell); one f32 sink logit per head when given.
+#[derive(Clone, Copy)]
+pub struct KernelArgs<'a> {
+    pub q: Tensor<'a>,
+    pub k: Tensor<'a>,
+    pub v: Tensor<'a>,
+    pub mask: Tensor<'a>,
+    pub sinks: Option<Tensor<'a>>,
+    pub scale: f32,
+}
+
+impl<'a> KernelArgs<'a> {
+    /// Checked: `decode_attention_fits`, the types, a mask covering the rows
+    /// and cells, one sink per head.
+    pub(super) fn checked(self) -> Self {
+        let (q, k, v, mask) = (self.q, self.k, self.v, self.mask);
         let [d, n_head, n_rows, _] = q.ne();
-        let n_kv = k.ne()[2];
         assert!(
             decode_attention_fits(n_head, k.ne()[1], d, k.typ(), v.typ()) && q.typ() == GgmlType::F32,
-            "decode attention: shapes or types it does not take"
+            "attention kernels: shapes or types they do not take"
         );
-        assert!(mask.typ() == GgmlType::F16 && mask.ne()[0] >= n_kv && mask.ne()[1] >= n_rows, "decode attention mask");
-        let n_chunk = (n_kv as usize).div_ceil(CHUNK) as i64;
-        // The userdata carries the scale's bits, not a pointer: nothing has
-        // to outlive the graph.
-        let scale_bits = scale.to_bits() as usize as *mut c_void;
-        if let Some(s) = sinks {
-            assert!(s.typ() == GgmlType::F32 && s.ne()[0] == n_head, "decode attention sinks");
+        assert!(mask.typ() == GgmlType::F16 && mask.ne()[0] >= k.ne()[2] && mask.ne()[1] >= n_rows, "attention mask");
+        if let Some(s) = self.sinks {
+            assert!(s.typ() == GgmlType::F32 && s.ne()[0] == n_head, "attention sinks");
         }
-        if n_chunk == 1 {
-            // One run: each job joins its own sums (as `reduce_op` would,
-            // the same arithmetic), and the step has one node less per layer.
-            let mut args = vec![q.raw(), k.raw(), v.raw(), mask.raw()];
-            args.extend(sinks.map(|t| t.raw()));
-            // SAFETY: as below.
-            return Tensor::from_raw(unsafe {
-                sys::ggml_custom_4d(
-                    self.raw(),
-                    GgmlType::F32.0,
-                    d,
-                    n_head,
-                    n_rows,
-                    1,
-                    args.as_mut_ptr(),
-                    args.len() as c_int,
-                    Some(one_run_op),
-                    -1,
-                    scale_bits,
-                )
-            });
-        }
-        let mut args = [q.raw(), k.raw(), v.raw(), mask.raw()];
-        // SAFETY: valid context and tensors; the op reads them through the
-        // shapes checked above.
-        let partials = unsafe {
-            sys::ggml_custom_4d(
-                self.raw(),
-                GgmlType::F32.0,
-                d + 2,
-                n_chunk,
-                n_head,
-                n_rows,
-                args.as_mut_ptr(),
-                args.len() as c_int,
-                Some(partials_op),
-                -1,
-                scale_bits,
-            )
-        };
-        let mut args = vec![partials];
-        args.extend(sinks.map(|t| t.raw()));
-        // SAFETY: as above.
+        self
+    }
+}
+
+impl Context {
+    /// A custom op of shape `ne` over `args`, run by `fun` on every thread
+    /// with `userdata` (a scale's bits, not a pointer: nothing has to
+    /// outlive the graph).
+    pub(super) fn custom_op<'a>(
+        &'a self,
+        ne: [i64; 4],
+        args: &mut [*mut sys::ggml_tensor],
+        fun: unsafe extern "C" fn(*mut sys::ggml_tensor, c_int, c_int, *mut c_void),
+        userdata: *mut c_void,
+    ) -> Tensor<'a> {
+        // SAFETY: valid context and tensors (the callers checked their
+        // shapes); `fun` reads them through those shapes.
         Tensor::from_raw(unsafe {
             sys::ggml_custom_4d(
                 self.raw(),
                 GgmlType::F32.0,
-                d,
-                n_head,
-                n_rows,
-                1,
+                ne[0],
+                ne[1],
+                ne[2],
+                ne[3],
                 args.as_mut_ptr(),
                 args.len() as c_int,
-                Some(reduce_op),
+                Some(fun),
                 -1,
-                std::ptr::null_mut(),
+                userdata,
             )
         })
+    }
+
+    /// softmax(q·kᵀ * scale + mask)·v for each query row alone (the sink
+    /// logit of its head added to the sum when given). Returns f32 [d,
+    /// n_head, n_rows]. The caller checks `decode_attention_fits`.
+    pub fn decode_attention<'a>(&'a self, a: KernelArgs<'a>) -> Tensor<'a> {
+        let KernelArgs { q, k, v, mask, sinks, scale } = a.checked();
+        let [d, n_head, n_rows, _] = q.ne();
+        let n_chunk = (k.ne()[2] as usize).div_ceil(CHUNK) as i64;
+        let scale_bits = scale.to_bits() as usize as *mut c_void;
+        let mut args = vec![q.raw(), k.raw(), v.raw(), mask.raw()];
+        if n_chunk == 1 {
+            // One run: each job joins its own sums (as `reduce_op` would,
+            // the same arithmetic), and the step has one node less per layer.
+            args.extend(sinks.map(|t| t.raw()));
+            return self.custom_op([d, n_head, n_rows, 1], &mut args, one_run_op, scale_bits);
+        }
+        let partials = self.custom_op([d + 2, n_chunk, n_head, n_rows], &mut args, partials_op, scale_bits);
+        let mut args = vec![partials.raw()];
+        args.extend(sinks.map(|t| t.raw()));
+        self.custom_op([d, n_head, n_rows, 1], &mut args, reduce_op, std::ptr::null_mut())
     }
 }
 

@@ -25,7 +25,7 @@ mod types;
 
 pub use backend::{Backend, Buffer, BufferType, CpuDevice, MappedRegion};
 pub use context::{Context, Graph, Tensor};
-pub use decode_attention::{decode_attention_fits, CHUNK as DECODE_ATTENTION_CHUNK};
+pub use decode_attention::{decode_attention_fits, KernelArgs};
 pub use device::{rpc_devices, serve_rpc, Device};
 pub use log::route_logs_to_tracing;
 pub use mmap::map_file_readonly;

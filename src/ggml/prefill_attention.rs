@@ -10,8 +10,7 @@
 //! 8×8 register blocks), the scores of 8 cells come from one vector of
 //! products (no horizontal sums), and the sums are kept in f32.
 use super::context::{Context, Tensor};
-use super::decode_attention::View;
-use super::types::GgmlType;
+use super::decode_attention::{KernelArgs, View};
 use ggml_sys as sys;
 use std::os::raw::{c_int, c_void};
 
@@ -21,47 +20,14 @@ const ROWS: usize = 16;
 const TILE: usize = 64;
 
 impl Context {
-    /// softmax(q·kᵀ * scale + mask)·v for each query row, with one sink
-    /// logit per head when given; the shapes and types of
-    /// `decode_attention` (the caller checks `decode_attention_fits`).
-    /// Returns f32 [d, n_head, n_rows].
-    pub fn prefill_attention<'a>(
-        &'a self,
-        q: Tensor<'a>,
-        k: Tensor<'a>,
-        v: Tensor<'a>,
-        mask: Tensor<'a>,
-        sinks: Option<Tensor<'a>>,
-        scale: f32,
-    ) -> Tensor<'a> {
+    /// What `decode_attention` computes, for many rows: blocks of rows at a
+    /// time (the caller checks `decode_attention_fits`).
+    pub fn prefill_attention<'a>(&'a self, a: KernelArgs<'a>) -> Tensor<'a> {
+        let KernelArgs { q, k, v, mask, sinks, scale } = a.checked();
         let [d, n_head, n_rows, _] = q.ne();
-        assert!(
-            super::decode_attention_fits(n_head, k.ne()[1], d, k.typ(), v.typ()) && q.typ() == GgmlType::F32,
-            "prefill attention: shapes or types it does not take"
-        );
-        assert!(mask.typ() == GgmlType::F16 && mask.ne()[0] >= k.ne()[2] && mask.ne()[1] >= n_rows, "prefill mask");
         let mut args = vec![q.raw(), k.raw(), v.raw(), mask.raw()];
-        if let Some(s) = sinks {
-            assert!(s.typ() == GgmlType::F32 && s.ne()[0] == n_head, "prefill attention sinks");
-            args.push(s.raw());
-        }
-        // SAFETY: valid context and tensors; the userdata carries the
-        // scale's bits, not a pointer.
-        Tensor::from_raw(unsafe {
-            sys::ggml_custom_4d(
-                self.raw(),
-                GgmlType::F32.0,
-                d,
-                n_head,
-                n_rows,
-                1,
-                args.as_mut_ptr(),
-                args.len() as c_int,
-                Some(prefill_op),
-                -1,
-                scale.to_bits() as usize as *mut c_void,
-            )
-        })
+        args.extend(sinks.map(|t| t.raw()));
+        self.custom_op([d, n_head, n_rows, 1], &mut args, prefill_op, scale.to_bits() as usize as *mut c_void)
     }
 }
 

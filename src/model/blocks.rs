@@ -194,12 +194,13 @@ pub fn attend<'c>(
         && crate::ggml::decode_attention_fits(s.n_head, s.n_head_kv, s.head_dim, kt, vt)
     {
         let (k, v) = (rows_view(k_cache, kt, inp.n_kv), rows_view(v_cache, vt, inp.n_kv));
+        let a = crate::ggml::KernelArgs { q, k, v, mask: inp.mask, sinks, scale: s.scale };
         // Few query rows, or rows that must come out as their lone steps'
         // (a verified draft): each row alone. Many: blocks of rows.
         let out = if inp.rows.is_some() || n_tokens <= DECODE_ROWS_MAX {
-            ctx.decode_attention(q, k, v, inp.mask, sinks, s.scale)
+            ctx.decode_attention(a)
         } else {
-            ctx.prefill_attention(q, k, v, inp.mask, sinks, s.scale)
+            ctx.prefill_attention(a)
         };
         return ctx.reshape(out, &[s.head_dim * s.n_head, n_tokens]);
     }
