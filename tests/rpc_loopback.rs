@@ -158,7 +158,9 @@ fn cli_run_over_rpc_prints_the_local_text_and_bad_endpoints_are_errors() {
     let server = start_server();
     let common =
         ["-p", "The history of the printing press", "-n", "24", "--temp", "0", "-t", "2", "--no-repack", "-c", "256"];
-    let local = decache_run(&common);
+    // Offloaded layers attend with the device's op (ggml's): the local run
+    // that prints the same text attends with ggml's op too.
+    let local = decache_run(&[&common[..], &["--ggml-attention"]].concat());
     let mut args = vec!["--rpc", server.endpoint.as_str()];
     args.extend(common);
     let remote = decache_run(&args);
