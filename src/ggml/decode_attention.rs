@@ -1,5 +1,5 @@
 //! Attention for a few query rows over many cached cells (decoding), on the
-//! CPU, as two ggml custom ops.
+//! CPU, as ggml custom ops.
 //!
 //! ggml-cpu's fused attention takes one query head at a time over the cells:
 //! each K and V row is read once per query head that shares it, and every
@@ -13,6 +13,9 @@
 //!    query head's max score, sum of exponentials and weighted V sum.
 //! 2. `reduce`: per query row and head, the runs joined in their order (and
 //!    the head's sink logit, gpt-oss), divided by the sum.
+//!
+//! Over a single run (a shallow cache) one op does both, each job joining
+//! its own sums with the same `join`.
 //!
 //! The runs are fixed cell ranges, joined in a fixed order: a row's result
 //! does not depend on the threads, on the other rows of its batch, or on
