@@ -282,17 +282,16 @@ mod simd {
             for g in 0..u.group {
                 let qi = (r - u.r0) * u.group + g;
                 let h = u.kv_head * u.group + g;
-                let (mut m, mut sum) = (state[2 * qi], state[2 * qi + 1]);
+                let (m, mut sum) = (state[2 * qi], state[2 * qi + 1]);
                 let a = &mut acc[qi * d..(qi + 1) * d];
                 if let Some(sv) = u.sinks {
+                    // The sink joins the sum as one more score.
                     let sink = unsafe { *(sv.data as *const f32).add(h) };
                     let m_new = m.max(sink);
                     let f = if m == f32::NEG_INFINITY { 0.0 } else { (m - m_new).exp() };
                     sum = sum * f + (sink - m_new).exp();
                     a.iter_mut().for_each(|x| *x *= f);
-                    m = m_new;
                 }
-                let _ = m;
                 let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
                 let o = u.out.at(h, r, 0) as *mut f32;
                 for (i, &x) in a.iter().enumerate() {
