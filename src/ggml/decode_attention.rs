@@ -191,7 +191,7 @@ unsafe extern "C" fn one_run_op(dst: *mut sys::ggml_tensor, ith: c_int, nth: c_i
             unsafe {
                 let part = std::slice::from_raw_parts(scratch.at(0, h, 0) as *const f32, d + 2);
                 let o = std::slice::from_raw_parts_mut(out.at(h, job.row, 0) as *mut f32, d);
-                join(&[part], sinks.map(|s| *(s.data as *const f32).add(h)), o);
+                join(1, |_| part, sinks.map(|s| *(s.data as *const f32).add(h)), o);
             }
         }
     });
@@ -310,24 +310,25 @@ unsafe extern "C" fn reduce_op(dst: *mut sys::ggml_tensor, ith: c_int, nth: c_in
         // SAFETY: every index is inside the shapes read above; the partials
         // were written by the op before this one.
         unsafe {
-            let parts: Vec<&[f32]> =
-                (0..n_chunk).map(|c| std::slice::from_raw_parts(partials.at(c, h, r) as *const f32, d + 2)).collect();
+            let part = |c: usize| std::slice::from_raw_parts(partials.at(c, h, r) as *const f32, d + 2);
             let o = std::slice::from_raw_parts_mut(out.at(h, r, 0) as *mut f32, d);
-            join(&parts, sinks.map(|s| *(s.data as *const f32).add(h)), o);
+            join(n_chunk, part, sinks.map(|s| *(s.data as *const f32).add(h)), o);
         }
     }
 }
 
-/// One query head's output from its runs' partials (max, sum, V sums), in
-/// their order, and its sink logit: the weighted V sums over the sum.
-fn join(parts: &[&[f32]], sink: Option<f32>, o: &mut [f32]) {
+/// One query head's output from its `n` runs' partials (max, sum, V sums;
+/// `part(c)`), in their order, and its sink logit: the weighted V sums over
+/// the sum.
+fn join<'p>(n: usize, part: impl Fn(usize) -> &'p [f32], sink: Option<f32>, o: &mut [f32]) {
     let mut m = sink.unwrap_or(f32::NEG_INFINITY);
-    for p in parts {
-        m = m.max(p[0]);
+    for c in 0..n {
+        m = m.max(part(c)[0]);
     }
     o.fill(0.0);
     let mut sum = 0.0f32;
-    for p in parts {
+    for c in 0..n {
+        let p = part(c);
         if p[0] == f32::NEG_INFINITY {
             continue;
         }
