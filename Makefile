@@ -126,12 +126,12 @@ run: build
 #   test-models  the real models against llama.cpp, the server, the long
 #                sessions, crash safety (CPU-bound: one test at a time).
 # Every file in tests/ belongs to exactly one tier (checked below).
-FAST_TESTS := arch_oracle quant_types fuzz_corpus tokenizer_spec gguf_bad pull_local chat_template \
+FAST_TESTS := arch_oracle packed_matmul quant_types fuzz_corpus tokenizer_spec gguf_bad pull_local chat_template \
 	agent_cli agent_sandbox conversation_parts cli chat_tty agent_tty server_script harness_clients harmony_format \
 	hybrid_oracle hybrid_state gemma4_oracle decode_attention
 MODEL_TESTS := agent_session crash_safety conversation server_http server_responses server_clients eval transcript swa_pool \
 	tokenizer_oracle perplexity oracle_logits decache_oracle flash_attn reuse_oracle session_file speculation sequences_oracle \
-	rpc_loopback gpu_offload
+	rpc_loopback gpu_offload packed_logits
 # The tests run without the user's calibrations (--positions auto then keeps
 # its built-in meaning on every machine; tests/eval.rs sets its own).
 test test-fast test-models: export DECACHE_CALIBRATION_DIR := $(CURDIR)/target/test-calibration

@@ -6,7 +6,7 @@
 mod common;
 #[path = "common/http.rs"]
 mod http;
-use http::{request, send_raw, sse_data, Server};
+use http::{request, send_raw, sse_data, Server, Streaming};
 use serde_json::{json, Value};
 
 fn model() -> String {
@@ -858,19 +858,19 @@ fn a_second_client_goes_on_from_the_system_prompt_another_slot_computed() {
     // A long system prompt both clients send (a harness's instructions and tools).
     let system = format!("{SYSTEM}\n{}", READ.repeat(3));
     let ask = |q: &str, n: u32| json!({"messages": [{"role": "system", "content": system}, {"role": "user", "content": q}], "max_tokens": n, "temperature": 0});
-    let addr = s.addr.clone();
-    let first = ask("Why does the parser test fail?", 200).to_string();
-    let a = std::thread::spawn(move || {
-        request(&addr, "POST", "/v1/chat/completions", &[("content-type", "application/json")], first.as_bytes())
-    });
-    // The second comes while the first is generating: it takes the other
-    // slot, which holds nothing, and goes on from the first slot's cells.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut first = ask("Why does the parser test fail?", 200);
+    first["stream"] = json!(true);
+    let mut a = Streaming::post(&s.addr, "/v1/chat/completions", &first);
+    // The second comes while the first is generating (its first tokens have
+    // come): it takes the other slot, which holds nothing, and goes on from
+    // the first slot's cells.
+    a.wait_for("data: ", 3);
     let (status, b) = s.post("/v1/chat/completions", &ask("And the lexer test?", 16));
     assert_eq!(status, 200, "{b}");
-    let a = a.join().unwrap();
+    let a = a.finish();
     assert_eq!(a.status, 200, "{}", a.body);
-    let a: Value = serde_json::from_str(&a.body).unwrap();
+    let events: Vec<Value> = sse_data(&a.body).iter().filter_map(|d| serde_json::from_str(d).ok()).collect();
+    let a = events.iter().rev().find(|e| e.get("decache").is_some()).expect("the last event says which slot");
     assert_ne!(a["decache"]["slot"], b["decache"]["slot"], "the first slot was busy");
     assert_eq!(b["decache"]["from"], "shared", "{b}");
     let reused = b["decache"]["tokens_reused"].as_u64().unwrap();

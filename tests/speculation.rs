@@ -157,11 +157,12 @@ fn greedy_speculation_generates_the_plain_text_faster_in_steps() {
     if same_or_near_tie("greedy, auto", &m, &prompt, &plain, &auto) {
         assert_same("greedy, auto", &plain, &auto);
     }
-    // auto drafts as long as its measured costs say it pays (short drafts on
-    // this model, whose batches cost nearly their size): it must go on
-    // drafting while drafts hold, and take fewer steps than tokens.
+    // auto drafts as long as its measured costs say it pays (how long its
+    // drafts are depends on how much a batch costs beside a lone token): it
+    // must go on drafting while drafts hold, over most of the copy, and take
+    // fewer steps than tokens.
     let a = auto.gen.spec;
-    assert!(a.drafts >= 30 && a.accepted * 2 >= a.drafted, "auto kept drafting while drafts held: {a:?}");
+    assert!(a.drafted >= 120 && a.accepted * 2 >= a.drafted, "auto kept drafting while drafts held: {a:?}");
     assert!(a.drafts + (240 - a.accepted) < 240, "auto took as many steps as tokens: {a:?}");
 }
 

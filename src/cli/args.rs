@@ -85,6 +85,10 @@ pub struct ContextArgs {
     /// bits) instead of decache's own CPU kernels (query heads grouped on their K/V head: faster at depth).
     #[arg(long = "ggml-attention")]
     pub ggml_attention: bool,
+    /// Multiply every weight with ggml's kernels instead of decache's products for Q4_1 and Q5_0
+    /// weights (eight rows packed together at load: faster on the CPU, the same bits).
+    #[arg(long = "ggml-matmul")]
+    pub ggml_matmul: bool,
     /// Give sliding-window layers (Gemma 3) the full cache instead of one sized to their window:
     /// more memory, but closing gaps and resuming further back stay exact for them.
     #[arg(long = "swa-full")]
@@ -130,6 +134,7 @@ impl ContextArgs {
             type_v: ty("-ctv", &self.cache_type_v)?,
             flash_attn: self.flash_attn.enabled(),
             ggml_attention: self.ggml_attention,
+            ggml_matmul: self.ggml_matmul,
             swa_full: self.swa_full,
             n_seq: 1,
         })

@@ -79,6 +79,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), Error> {
         type_v: ty(&h.type_v)?,
         flash_attn: h.flash_attn,
         ggml_attention: h.ggml_attention,
+        ggml_matmul: false,
         swa_full: h.swa_full,
         n_seq: 1,
     };

@@ -3,8 +3,11 @@
 //! Every context here is `no_alloc`: it holds tensor metadata only, and data
 //! lives in backend buffers (weights, KV cache) or in the scheduler's compute
 //! buffers (graph intermediates).
+use super::packed_matmul::Packing;
 use super::types::GgmlType;
 use ggml_sys as sys;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -15,6 +18,10 @@ pub struct Context {
     /// `mul_mat` multiplies each row of a batch as a lone row would be
     /// multiplied (see `multiply_rows_alone`).
     rows_alone: std::cell::Cell<bool>,
+    /// Packed copies of weights (`use_packed`): weight → (packed, packing).
+    pub(super) packed: RefCell<HashMap<usize, (usize, Packing)>>,
+    /// Activations quantized for the packed products, by input.
+    pub(super) quantized: RefCell<HashMap<usize, usize>>,
 }
 
 // SAFETY: a context is only used through `&mut`/`&` from one thread at a time;
@@ -32,7 +39,12 @@ impl Context {
         let params = sys::ggml_init_params { mem_size: size, mem_buffer: std::ptr::null_mut(), no_alloc: true };
         // SAFETY: plain allocation; ggml returns NULL only when out of memory.
         let ptr = unsafe { sys::ggml_init(params) };
-        Context { ptr: NonNull::new(ptr).expect("ggml_init: out of memory"), rows_alone: Default::default() }
+        Context {
+            ptr: NonNull::new(ptr).expect("ggml_init: out of memory"),
+            rows_alone: Default::default(),
+            packed: Default::default(),
+            quantized: Default::default(),
+        }
     }
 
     pub(crate) fn raw(&self) -> *mut sys::ggml_context {

@@ -48,6 +48,9 @@ impl Context {
     pub fn mul_mat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
         assert_eq!(a.ne()[0], b.ne()[0], "mul_mat: inner dims of {} and {}", a.name(), b.name());
         let [k, n, n2, n3] = b.ne();
+        if let Some(y) = self.packed_product(a, b) {
+            return y;
+        }
         let two_dims = n2 == 1 && n3 == 1 && a.ne()[2] == 1 && a.ne()[3] == 1;
         if self.rows_alone() && two_dims && super::row_kernels::batch_kernel_differs(a, n) {
             // One row per plane: ggml-cpu picks its kernel by the rows of a plane.

@@ -11,6 +11,9 @@ impl GgmlType {
     pub const F32: GgmlType = GgmlType(sys::GGML_TYPE_F32);
     pub const F16: GgmlType = GgmlType(sys::GGML_TYPE_F16);
     pub const Q8_0: GgmlType = GgmlType(sys::GGML_TYPE_Q8_0);
+    pub const Q4_1: GgmlType = GgmlType(sys::GGML_TYPE_Q4_1);
+    pub const Q5_0: GgmlType = GgmlType(sys::GGML_TYPE_Q5_0);
+    pub const I8: GgmlType = GgmlType(sys::GGML_TYPE_I8);
     pub const I32: GgmlType = GgmlType(sys::GGML_TYPE_I32);
     pub const I64: GgmlType = GgmlType(sys::GGML_TYPE_I64);
 

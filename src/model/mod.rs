@@ -16,7 +16,7 @@ pub use hparams::HParams;
 pub use offload::{GpuLayers, Offload};
 
 use crate::error::{Error, Result};
-use crate::ggml::{CpuDevice, Device, GgmlType, Placement, TensorSpec, TensorStore};
+use crate::ggml::{CpuDevice, Device, GgmlType, PackedWeights, Placement, TensorSpec, TensorStore};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::tokenizer::{Tokenizer, VocabSpec};
 use plan::Usage;
@@ -106,6 +106,9 @@ pub struct Model {
     /// in tiles: see `rows_multiply_alone`.
     repacked: bool,
     tiled: bool,
+    /// Q4_1 and Q5_0 weights packed for decache's products (see
+    /// `SessionConfig::ggml_matmul`), unless loaded with --no-repack.
+    packed: Option<PackedWeights>,
 }
 
 impl Model {
@@ -147,9 +150,20 @@ impl Model {
         // with --no-mmap) are allocated: refuse up front what cannot fit.
         // Mapped weights are paged from the file and need no such room.
         // Weights offloaded to a device take none of this machine's memory.
+        // Q4_1 and Q5_0 products on the CPU get packed copies of the same
+        // size (below).
+        let multiplied: HashSet<String> =
+            arch.tensors(&hparams).into_iter().filter(|r| r.usage == Usage::MulMat).map(|r| r.name).collect();
+        let packs = |s: &TensorSpec| {
+            opts.extra_buffers
+                && multiplied.contains(&s.name)
+                && offload.device_of_weight(&s.name).is_none()
+                && crate::ggml::packs(s.typ, s.ne)
+        };
         let copied: u64 = specs
             .iter()
             .filter(|s| matches!(s.placement, Placement::Upload(_)) && offload.device_of_weight(&s.name).is_none())
+            .chain(specs.iter().filter(|s| packs(s)))
             .filter_map(|s| file.tensor(&s.source))
             .map(|t| t.nbytes)
             .sum();
@@ -173,11 +187,23 @@ impl Model {
         )
         .map_err(|e| model_err(format!("loading weights: {e}")))?;
 
+        // Products the CPU multiplies get packed copies for decache's kernels
+        // (the mapped originals stay for ggml's).
+        let packed = if opts.extra_buffers {
+            let to_pack: Vec<&TensorSpec> = specs.iter().filter(|s| packs(s)).collect();
+            PackedWeights::pack(&weights, &to_pack, CpuDevice::get().buffer_type(), |s| {
+                file.tensor_bytes(file.tensor(&s.source).expect("planned tensor exists"))
+            })
+            .map_err(|e| model_err(format!("packing weights: {e}")))?
+        } else {
+            None
+        };
+
         let mut quant_types = BTreeMap::new();
         for t in &file.tensors {
             *quant_types.entry(t.typ.name().to_string()).or_insert(0) += 1;
         }
-        let info = ModelInfo {
+        let mut info = ModelInfo {
             path: path.to_path_buf(),
             name: file.get_str("general.name").ok().flatten().map(str::to_string),
             file_size: file.file_size,
@@ -189,6 +215,9 @@ impl Model {
             offloaded: offload.summary(),
         };
         let repacked = info.buffers.iter().any(|(name, _)| name != "mmap" && name != "CPU");
+        if let Some(p) = &packed {
+            info.buffers.push(("packed".to_string(), p.total_bytes()));
+        }
         let tiled = info.quant_types.keys().any(|t| crate::ggml::row_kernels::tiled(t));
         // Room for steps whose rows are computed alone (on the CPU): per
         // layer, a fused op with its views and reorderings per run of rows
@@ -196,7 +225,7 @@ impl Model {
         let by_row = offload.used_devices().is_empty();
         let row_room = if by_row { (20 * runner::ROWS_ALONE_GROUPS + 32) * hparams.n_layer as usize } else { 0 };
         let graph_size = (8 * specs.len()).max(2048) + row_room;
-        Ok(Model { arch, hparams, tokenizer, info, weights, offload, graph_size, repacked, tiled })
+        Ok(Model { arch, hparams, tokenizer, info, weights, offload, graph_size, repacked, tiled, packed })
     }
 
     /// RoPE parameters of layer `il` (also used to re-rotate its cached
@@ -258,6 +287,11 @@ impl Model {
     /// a lone row) and, from 8 rows on, no type is multiplied in tiles.
     pub fn rows_multiply_alone(&self, n_rows: usize) -> bool {
         self.hparams.experts.is_none() || (!self.repacked && (n_rows < 8 || !self.tiled))
+    }
+
+    /// The packed copies of the Q4_1 and Q5_0 weights the CPU multiplies.
+    pub fn packed(&self) -> Option<&PackedWeights> {
+        self.packed.as_ref()
     }
 }
 

@@ -70,6 +70,8 @@ pub struct Runner {
     step: Option<StepCache>,
     /// Attend through decache's kernels (see `new`).
     own_attention: bool,
+    /// Multiply packed weights through decache's products (see `new`).
+    own_matmul: bool,
 }
 
 impl Runner {
@@ -77,7 +79,9 @@ impl Runner {
     /// scheduler over them (devices first, the CPU last).
     /// `own_attention`: with flash attention, steps attend through decache's
     /// kernels (`blocks::attend`) when every layer is on the CPU.
-    pub fn new(model: &Model, n_threads: usize, own_attention: bool) -> Result<Runner> {
+    /// `own_matmul`: the weights the model packed (`Model::packed`) are
+    /// multiplied by decache's products (`Context::use_packed`), likewise.
+    pub fn new(model: &Model, n_threads: usize, own_attention: bool, own_matmul: bool) -> Result<Runner> {
         let backend = Backend::cpu(n_threads);
         let mut device_backends = Vec::new();
         for d in model.offload.used_devices() {
@@ -86,7 +90,8 @@ impl Runner {
         let all: Vec<&Backend> = device_backends.iter().chain([&backend]).collect();
         let sched = Scheduler::new(&all, model.graph_size());
         let own_attention = own_attention && device_backends.is_empty();
-        Ok(Runner { backend, device_backends, sched, step: None, own_attention })
+        let own_matmul = own_matmul && device_backends.is_empty();
+        Ok(Runner { backend, device_backends, sched, step: None, own_attention, own_matmul })
     }
 
     /// The CPU backend.
@@ -161,6 +166,9 @@ impl Runner {
             let mut logits_at = 0;
             let kv_ref = &*kv;
             let g = OwnedGraph::build(ctx, |ctx, _| {
+                if let Some(p) = model.packed().filter(|_| self.own_matmul) {
+                    ctx.use_packed(p);
+                }
                 let mut g =
                     StepGraph::new(ctx, model, kv_ref, tokens.len(), n_kv, n_kv_swa, n_outputs, step_seqs.len());
                 if let Some((global, swa)) = &key.rows {

@@ -27,6 +27,14 @@ pub struct SessionConfig {
     /// `Context::prefill_attention` from 64 (each tile of cells converted once
     /// for a block of rows and all their heads).
     pub ggml_attention: bool,
+    /// Multiply every weight with ggml's kernels. Off (the default), the Q4_1
+    /// and Q5_0 weights the model packed at load (`Model::packed`) go
+    /// through decache's products on the CPU: eight rows interleaved, one
+    /// vector instruction over four values of each, two columns of a batch
+    /// per weight load; the same bits as ggml's (see `ggml::packed_matmul`),
+    /// 3.4 times its prompt processing and 1.7 times its generation on
+    /// SmolLM2. The switch is there to measure that.
+    pub ggml_matmul: bool,
     /// Give sliding-window layers as many cells as global ones (`--swa-full`,
     /// llama.cpp's spelling) instead of a pool sized to their window: more
     /// memory, but every removal, shift and resume is exact for them.
@@ -60,6 +68,7 @@ impl Default for SessionConfig {
             type_v: GgmlType::F16,
             flash_attn: false,
             ggml_attention: false,
+            ggml_matmul: false,
             swa_full: false,
             n_seq: 1,
         }

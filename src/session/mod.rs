@@ -155,7 +155,7 @@ impl Session {
             }
             .into());
         }
-        let runner = Runner::new(&model, cfg.n_threads, cfg.flash_attn && !cfg.ggml_attention)?;
+        let runner = Runner::new(&model, cfg.n_threads, cfg.flash_attn && !cfg.ggml_attention, !cfg.ggml_matmul)?;
         let cpu = runner.backend().buffer_type();
         let bufts: Vec<_> = (0..hp.n_layer as usize).map(|il| offload.kv_buffer_type(il, cpu)).collect();
         let params = KvParams {

@@ -115,6 +115,48 @@ pub fn send_raw(addr: &str, bytes: &[u8]) -> Reply {
     s.write_all(bytes).expect("send");
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
+    parse(out)
+}
+
+/// A POST whose response is read as it comes (a stream of events): wait
+/// for some of it, do something else, then read the rest.
+pub struct Streaming {
+    s: TcpStream,
+    out: Vec<u8>,
+}
+
+impl Streaming {
+    pub fn post(addr: &str, path: &str, body: &serde_json::Value) -> Streaming {
+        let body = body.to_string();
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\ncontent-type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+        s.write_all(raw.as_bytes()).expect("send");
+        Streaming { s, out: Vec::new() }
+    }
+
+    /// Read until `marker` has come `times` times (or the response ended).
+    pub fn wait_for(&mut self, marker: &str, times: usize) {
+        let mut buf = [0u8; 4096];
+        while self.out.windows(marker.len()).filter(|w| *w == marker.as_bytes()).count() < times {
+            match self.s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => self.out.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// The whole response.
+    pub fn finish(mut self) -> Reply {
+        let _ = self.s.read_to_end(&mut self.out);
+        parse(self.out)
+    }
+}
+
+fn parse(out: Vec<u8>) -> Reply {
     let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(out.len());
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
     let raw_body = out.get(split + 4..).unwrap_or(&[]);
