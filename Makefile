@@ -215,8 +215,8 @@ bench-clients: models llama-tools
 # against defaults (flash attention on for both) and -fa off for both, four
 # rounds in alternating order (a run's speed drifts by up to 10% here between
 # minutes, so the table gives each round's own ratio too); then depth 16384,
-# defaults, two rounds (its prefill alone takes four minutes per program).
-# About 40 minutes here (17 for the first part, 20 for depth 16384).
+# defaults, two rounds (its prefill alone takes two to four minutes per program).
+# About 30 minutes here (14 for the first part, 15 for depth 16384).
 bench-llama: models llama-tools
 	python3 scripts/bench-llama.py --decache $(BIN) --llama-bench $(LLAMA_BIN)/llama-bench -t 2 \
 		--model "$$($(BIN) pull smollm2):0,4096" --model "$$($(BIN) pull gemma3-270m):0" --fa default,0 --rounds 4 \
