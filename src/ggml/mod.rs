@@ -32,7 +32,7 @@ pub use log::route_logs_to_tracing;
 pub use mmap::map_file_readonly;
 pub use ops::RopeParams;
 pub use owned::OwnedGraph;
-pub use packed_matmul::{pack, packs, PackError, PackedWeights, Packing};
+pub use packed_matmul::{packs, PackError, PackedWeights};
 pub use sched::{ComputeError, NodeTime, Scheduler};
 pub use store::{Placement, TensorId, TensorSpec, TensorStore, WeightLoadError};
 pub use types::GgmlType;

@@ -110,9 +110,8 @@ pub fn packs(typ: GgmlType, ne: [i64; 4]) -> bool {
 }
 
 /// One weight row's 32-value block, read from ggml's layout: the unsigned
-/// values, the scale and the minimum (as f32).
-fn read_block(p: Packing, b: &[u8]) -> ([u8; QK], f32, f32) {
-    let f16 = |i: usize| f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]));
+/// values, and the bits of its f16 scale and (Q4_1) minimum.
+fn read_block(p: Packing, b: &[u8]) -> ([u8; QK], [u8; 2], [u8; 2]) {
     let mut u = [0u8; QK];
     match p {
         Packing::Min4 => {
@@ -121,7 +120,7 @@ fn read_block(p: Packing, b: &[u8]) -> ([u8; QK], f32, f32) {
                 u[i] = b[4 + i] & 0x0F;
                 u[i + 16] = b[4 + i] >> 4;
             }
-            (u, f16(0), f16(2))
+            (u, [b[0], b[1]], [b[2], b[3]])
         }
         Packing::High5 => {
             // block_q5_0: d, qh (u32), qs[16]; value = (low | high << 4) - 16.
@@ -130,8 +129,7 @@ fn read_block(p: Packing, b: &[u8]) -> ([u8; QK], f32, f32) {
                 u[i] = (b[6 + i] & 0x0F) | ((((qh >> i) & 1) as u8) << 4);
                 u[i + 16] = (b[6 + i] >> 4) | ((((qh >> (i + 16)) & 1) as u8) << 4);
             }
-            let d = f16(0);
-            (u, d, -16.0 * d)
+            (u, [b[0], b[1]], [0, 0])
         }
     }
 }
@@ -146,7 +144,7 @@ fn ggml_block_bytes(p: Packing) -> usize {
 
 /// A weight's file bytes (rows of ggml blocks, [k, m]) packed eight rows
 /// together: `m / 8` groups of `k / 32` blocks. Checked by `packs`.
-pub fn pack(typ: GgmlType, ne: [i64; 4], src: &[u8]) -> Vec<u8> {
+fn pack(typ: GgmlType, ne: [i64; 4], src: &[u8]) -> Vec<u8> {
     let p = Packing::of(typ).expect("packed type");
     let (k, m) = (ne[0] as usize, ne[1] as usize);
     let nb = k / QK;
@@ -173,68 +171,14 @@ pub fn pack(typ: GgmlType, ne: [i64; 4], src: &[u8]) -> Vec<u8> {
                     }
                 }
                 let s = p.scales_at();
-                blk[s + 2 * r..s + 2 * r + 2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+                blk[s + 2 * r..s + 2 * r + 2].copy_from_slice(&d);
                 if p == Packing::Min4 {
-                    blk[s + 16 + 2 * r..s + 18 + 2 * r].copy_from_slice(&f32_to_f16(min).to_le_bytes());
+                    blk[s + 16 + 2 * r..s + 18 + 2 * r].copy_from_slice(&min);
                 }
             }
         }
     }
     out
-}
-
-/// IEEE half to single precision.
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1F) as u32;
-    let man = (h & 0x3FF) as u32;
-    let bits = match (exp, man) {
-        (0, 0) => sign,
-        (0, _) => {
-            // Subnormal: normalise.
-            let shift = man.leading_zeros() - 21;
-            sign | ((113 - shift) << 23) | (((man << shift) & 0x3FF) << 13)
-        }
-        (31, _) => sign | 0x7F80_0000 | (man << 13),
-        _ => sign | ((exp + 112) << 23) | (man << 13),
-    };
-    f32::from_bits(bits)
-}
-
-/// Single to half precision, for values read from an f16 (exact: scales and
-/// minimums of the files, and -16 times a scale when it stays in range).
-fn f32_to_f16(x: f32) -> u16 {
-    let bits = x.to_bits();
-    let sign = ((bits >> 16) & 0x8000) as u16;
-    let exp = ((bits >> 23) & 0xFF) as i32;
-    let man = bits & 0x7F_FFFF;
-    if exp == 0xFF {
-        return sign | 0x7C00 | if man != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 112;
-    if e >= 31 {
-        return sign | 0x7C00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = man | 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = 1u32 << (shift - 1);
-        let mut v = m >> shift;
-        let rest = m & ((1 << shift) - 1);
-        if rest > half || (rest == half && v & 1 == 1) {
-            v += 1;
-        }
-        return sign | v as u16;
-    }
-    let mut v = ((e as u32) << 10) | (man >> 13);
-    let rest = man & 0x1FFF;
-    if rest > 0x1000 || (rest == 0x1000 && v & 1 == 1) {
-        v += 1;
-    }
-    sign | v as u16
 }
 
 /// The packed copies of a model's Q4_1 and Q5_0 weights, by weight.
@@ -631,17 +575,5 @@ mod simd {
     }
     pub unsafe fn group(_: &Group, _: usize, _: super::Packing, _: bool) {
         unreachable!("packed products need x86-64")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn half_conversions_round_trip() {
-        for h in (0u16..0x7C00).chain(0x8000..0xFC00) {
-            assert_eq!(f32_to_f16(f16_to_f32(h)), h, "{h:#x}");
-        }
     }
 }
