@@ -119,7 +119,7 @@ $(LLAMA_SAME_BIN)/.ready: | $(LLAMA_SRC)/.ready
 run: build
 	$(BIN) run -p "$(PROMPT)" -n 128
 
-# The test suite in two tiers, one after the other (about 19 minutes here; side by
+# The test suite in two tiers, one after the other (about 13 minutes here; side by
 # side their ggml thread pools spin against each other on 2 cores: 25 minutes):
 #   test-fast    unit tests, doc tests, generated models, protocol and CLI tests,
 #                terminal sessions (a few minutes, mostly waiting on processes);
